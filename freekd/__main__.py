@@ -1,0 +1,5 @@
+"""``python -m freekd`` runs the CLI."""
+
+from freekd.cli import app
+
+app(prog_name="freekd")

@@ -1,0 +1,349 @@
+"""The ``freekd`` command line: parse → load_config → pipelines.run_* → print a summary.
+
+No training logic lives here. torch is imported inside the commands so ``freekd --help`` is fast.
+Every user error becomes one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from freekd import __version__
+from freekd.config import DistillConfig, TeacherTrainConfig, load_config, read_yaml
+from freekd.errors import FreekdError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="freekd: knowledge distillation without data, with private data, or across modalities.",
+)
+teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
+app.add_typer(teacher_app, name="teacher")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def user_errors(function: F) -> F:
+    """Turn FreekdError (and Ctrl-C) into one line on stderr and a non-zero exit status."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except FreekdError as error:
+            raise _fail(str(error)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; continue later with --resume and the same --out", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"freekd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """freekd: knowledge distillation without data, with private data, or across modalities."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# Options shared by the training commands --------------------------------------------------------
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of config overrides (see configs/).", dir_okay=False)]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="Dotted override, e.g. trainer.lr=0.01 (repeatable).")]
+DatasetOption = Annotated[str | None, typer.Option(
+    "--dataset", help="Training data: mnist, fashion-mnist, digits, animal-mnist[:split], a .npz "
+    "file or an image folder.")]
+EvalDataOption = Annotated[str | None, typer.Option(
+    "--eval-data", help="Held-out labelled data (default: the test split of --dataset).")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
+LrOption = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:N].")]
+DeterministicOption = Annotated[bool, typer.Option(
+    "--deterministic", help="Deterministic kernels (bitwise repeatable on CPU).")]
+OutOption = Annotated[Path, typer.Option("--out", help="Run folder for model.pt, report.json, "
+                                         "config.yaml, metrics.jsonl, curves.png.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace the run files in an existing --out folder.")]
+ResumeOption = Annotated[bool, typer.Option(
+    "--resume", help="Continue the interrupted run in --out from its checkpoint.pt.")]
+DataRootOption = Annotated[str | None, typer.Option(
+    "--data-root", help="torchvision-format data root (CIFAR-10/100, SVHN, MNIST files).")]
+DownloadOption = Annotated[bool, typer.Option(
+    "--download", help="Let torchvision download into --data-root (needs a network).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FreekdError(f"{flag} is not valid JSON ({error.msg}); e.g. {flag} '{{\"depth\": 16}}'"
+                          ) from None
+    if not isinstance(value, dict):
+        raise FreekdError(f"{flag} must be a JSON object, e.g. '{{\"depth\": 16}}'")
+    return value
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FreekdError(f"{flag} takes comma-separated numbers, e.g. 0.1307 or 0.5,0.5,0.5"
+                          ) from None
+
+
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
+
+
+def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
+    saved = out / "config.yaml"
+    return read_yaml(saved) if resume and saved.exists() else None
+
+
+def _trainer_values(epochs: int | None, batch_size: int | None, lr: float | None,
+                    device: str | None, deterministic: bool) -> dict[str, Any]:
+    return {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "trainer.lr": lr,
+            "trainer.device": device, "trainer.deterministic": True if deterministic else None}
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _minutes(report: dict[str, Any]) -> str:
+    return f"{report['wall_seconds'] / 60:.1f} min wall, {report['cpu_seconds'] / 60:.1f} CPU min"
+
+
+@teacher_app.command("train")
+@user_errors
+def teacher_train(
+    dataset: DatasetOption = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Model architecture (freekd name, "
+                                             "torchvision:NAME or package.module:Class).")] = None,
+    arch_kwargs: Annotated[str | None, typer.Option(
+        "--arch-kwargs", help="JSON keyword arguments for --arch.")] = None,
+    eval_data: EvalDataOption = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    download: DownloadOption = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/teacher"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a teacher classifier with supervised learning (writes OUT/model.pt)."""
+    values = {"dataset": dataset, "arch": arch, "arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
+              "eval_dataset": eval_data, "seed": seed, "data_root": data_root,
+              "download": True if download else None,
+              **_trainer_values(epochs, batch_size, lr, device, deterministic)}
+    cfg = load_config(TeacherTrainConfig, config, overrides=overrides, values=values,
+                      base=_resume_base(out, resume))
+    from freekd.pipelines import RunOptions, run_teacher_train
+
+    report = run_teacher_train(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    _print_table(f"teacher {cfg.arch} on {report['dataset']}", [
+        ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
+        ("parameters", f"{report['parameters']:,}"),
+        ("time", _minutes(report)),
+        ("model", str(out / "model.pt")),
+    ])
+
+
+@app.command()
+@user_errors
+def distill(
+    teacher: Annotated[str | None, typer.Option(
+        "--teacher", help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
+        "pickled module (+ --trust-pickle).")] = None,
+    student: Annotated[str | None, typer.Option("--student", help="Student architecture.")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="Distillation method (kd).")] = None,
+    dataset: DatasetOption = None,
+    eval_data: EvalDataOption = None,
+    arch: Annotated[str | None, typer.Option(
+        "--arch", help="Teacher architecture, for a plain state_dict teacher.")] = None,
+    arch_kwargs: Annotated[str | None, typer.Option(
+        "--arch-kwargs", help="JSON keyword arguments for --arch.")] = None,
+    input_shape: Annotated[str | None, typer.Option(
+        "--input-shape", help="Teacher input C,H,W (state_dict or TorchScript teachers).")] = None,
+    num_classes: Annotated[int | None, typer.Option(
+        "--num-classes", help="Teacher class count (inferred when omitted).")] = None,
+    mean: Annotated[str | None, typer.Option(
+        "--mean", help="Teacher input normalization mean, comma-separated.")] = None,
+    std: Annotated[str | None, typer.Option(
+        "--std", help="Teacher input normalization std, comma-separated.")] = None,
+    trust_pickle: Annotated[bool, typer.Option(
+        "--trust-pickle", help="Allow a pickled nn.Module teacher (pickle runs code).")] = False,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    download: DownloadOption = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/distill"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Distill a student from a teacher on real data (classic KD)."""
+    values = {
+        "teacher.path": teacher, "teacher.arch": arch,
+        "teacher.arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
+        "teacher.input_shape": _ints(input_shape, "--input-shape"),
+        "teacher.num_classes": num_classes, "teacher.mean": _floats(mean, "--mean"),
+        "teacher.std": _floats(std, "--std"), "teacher.trust_pickle": True if trust_pickle else None,
+        "student": student, "method.name": method, "dataset": dataset, "eval_dataset": eval_data,
+        "seed": seed, "data_root": data_root, "download": True if download else None,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(DistillConfig, config, overrides=overrides, values=values,
+                      base=_resume_base(out, resume))
+    from freekd.pipelines import RunOptions, run_distill
+
+    report = run_distill(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    _print_table(f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}", [
+        ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])),
+        ("student accuracy", f"{_percent(report['student']['test_accuracy'])} on "
+                             f"{report['eval_dataset']}"),
+        ("parameters", f"{report['teacher']['parameters']:,} → {report['student']['parameters']:,}"),
+        ("time", _minutes(report)),
+        ("model", str(out / "model.pt")),
+    ])
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    model: Annotated[Path, typer.Option("--model", help="A freekd checkpoint (model.pt).")],
+    dataset: Annotated[str, typer.Option("--dataset", help="Labelled data, e.g. mnist:test.")],
+    data_root: DataRootOption = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 512,
+    as_json: JsonOption = False,
+) -> None:
+    """Accuracy of any freekd checkpoint on a labelled dataset."""
+    from freekd.pipelines import run_eval
+
+    result = run_eval(model, dataset, data_root=data_root, device=device, batch_size=batch_size)
+    if as_json:
+        typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
+    else:
+        typer.echo(f"accuracy {_percent(result['accuracy'])} on {result['n']} images of "
+                   f"{result['dataset']}")
+
+
+@app.command()
+@user_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="A freekd checkpoint.")],
+    as_json: JsonOption = False,
+) -> None:
+    """What a checkpoint holds: architecture, classes, input, parameters, training config."""
+    from freekd.pipelines import describe_checkpoint
+
+    details = describe_checkpoint(path)
+    if as_json:
+        typer.echo(json.dumps(details, indent=2))
+        return
+    shape = "x".join(map(str, details["input"]["shape"]))
+    _print_table(str(path), [
+        ("format", details["format"]),
+        ("arch", f"{details['arch']} {details['arch_kwargs'] or ''}".strip()),
+        ("classes", str(details["num_classes"])),
+        ("input", f"{shape}, mean {details['input']['mean']}, std {details['input']['std']}"),
+        ("parameters", f"{details['parameters']:,}"),
+        ("freekd version", str(details["freekd_version"])),
+        ("trained on", str(details["config"].get("dataset", "?"))),
+    ])
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs.")] = Path(
+        "runs/demo"),
+    teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 4,
+    student_epochs: Annotated[int, typer.Option(help="Student distillation epochs.")] = 4,
+    overwrite: OverwriteOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """The embedded default job: MNIST LeNet-5 teacher → LeNet-5-half student by KD."""
+    from freekd.pipelines import RunOptions, run_demo
+
+    reports = run_demo(RunOptions(out, overwrite=overwrite, quiet=quiet),
+                       teacher_epochs=teacher_epochs, student_epochs=student_epochs)
+    teacher, student = reports["teacher"], reports["student"]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="freekd demo: MNIST, real-data KD (data-free path: coming next)")
+    for column in ("model", "arch", "parameters", "test accuracy", "wall time", "files"):
+        table.add_column(column)
+    table.add_row("teacher", teacher["arch"], f"{teacher['parameters']:,}",
+                  _percent(teacher["test_accuracy"]), f"{teacher['wall_seconds']:.0f} s",
+                  str(out / "teacher"))
+    table.add_row("student (kd)", student["student"]["arch"],
+                  f"{student['student']['parameters']:,}",
+                  _percent(student["student"]["test_accuracy"]),
+                  f"{student['wall_seconds']:.0f} s", str(out / "student"))
+    Console().print(table)

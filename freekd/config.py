@@ -1,0 +1,360 @@
+"""Run configuration: typed dataclasses are the schema, YAML files and ``--set`` are data.
+
+Every command builds one frozen dataclass from its defaults, then a YAML file of overrides
+(``--config``), then dotted ``--set key=value`` overrides, then the CLI's real flags. Values are
+type-checked and coerced by annotation (PyYAML reads ``1e-5`` as a string), unknown keys are errors
+with a suggestion, and the resolved config is saved with every run and inside every checkpoint.
+
+This module imports no torch, so the CLI's ``--help`` and the config tests stay fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+from freekd.errors import FreekdError
+
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """The one training loop's knobs (see ``freekd.train.Trainer``).
+
+    Attributes:
+        epochs: passes over the batch source.
+        batch_size: global batch size; under DistributedDataParallel each of W processes takes
+            ``batch_size // W`` so that results match one process.
+        lr: peak learning rate.
+        optimizer: ``sgd`` (momentum, Nesterov off) or ``adam``/``adamw``.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (decoupled for adamw).
+        scheduler: ``cosine`` (per step, to zero), ``step`` (×0.1 at 50 % and 75 %) or ``constant``.
+        warmup_steps: linear warm-up steps before the schedule.
+        max_grad_norm: clip the gradient norm to this value; ``None`` disables clipping.
+        augment: batch augmentation name (``none``, ``crop``, ``crop-flip``).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
+        amp: mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
+        deterministic: ``torch.use_deterministic_algorithms(True)``; bitwise repeatable on CPU.
+        log_every: steps between ``metrics.jsonl`` lines (and an extra line every epoch).
+        checkpoint_every: steps between resumable checkpoints (and one at every epoch end).
+        eval_every: epochs between evaluations on the held-out split (0 = only at the end).
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    scheduler: str = "cosine"
+    warmup_steps: int = 0
+    max_grad_norm: float | None = None
+    augment: str = "none"
+    device: str = "auto"
+    amp: bool = True
+    deterministic: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 500
+    eval_every: int = 1
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    """A plug-in chosen by registry name, with keyword arguments checked against its constructor."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TeacherSourceConfig:
+    """How to load a teacher file a user brings (DESIGN.md, "Teachers users bring").
+
+    Attributes:
+        path: a freekd checkpoint, a TorchScript file, a plain state_dict (needs ``arch``) or, with
+            ``trust_pickle``, a pickled ``nn.Module``.
+        arch: registry name, ``torchvision:<name>`` or ``package.module:Class`` for a state_dict.
+        arch_kwargs: keyword arguments for ``arch``.
+        input_shape: ``[C, H, W]``; required for anything but a freekd checkpoint.
+        num_classes: class count; inferred from a forward pass when omitted.
+        mean: per-channel normalization mean the teacher expects (default: none, i.e. [0, 1] input).
+        std: per-channel normalization std.
+        trust_pickle: allow unpickling a full module; pickle executes code from the file.
+    """
+
+    path: str = ""
+    arch: str | None = None
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    input_shape: list[int] | None = None
+    num_classes: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    trust_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """``freekd teacher train``: supervised training of a classifier.
+
+    Attributes:
+        dataset: training data spec (registry name[:split], ``.npz`` file or image folder).
+        eval_dataset: held-out data spec; default: the ``test`` split of ``dataset``.
+        data_root: torchvision-format root for datasets that need one (CIFAR, SVHN).
+        download: let torchvision download into ``data_root`` (needs a network).
+        arch: model architecture name.
+        arch_kwargs: keyword arguments for the architecture.
+        mean: normalization mean stored in the model; default: computed from the training set.
+        std: normalization std stored in the model; default: computed from the training set.
+        label_smoothing: cross-entropy label smoothing.
+        seed: seed for weights, data order, augmentation and noise.
+        trainer: the training loop's settings.
+    """
+
+    dataset: str = "mnist"
+    eval_dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    arch: str = "lenet5"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    label_smoothing: float = 0.0
+    seed: int = 0
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """``freekd distill``: classic knowledge distillation on real data.
+
+    Attributes:
+        teacher: where the teacher comes from.
+        student: student architecture name.
+        student_kwargs: keyword arguments for the student architecture.
+        dataset: transfer data spec (labels are used by the CE term).
+        eval_dataset: held-out data spec; default: the ``test`` split of ``dataset``.
+        data_root: torchvision-format root for datasets that need one.
+        download: let torchvision download into ``data_root``.
+        method: distillation method by registry name with its parameters.
+        seed: seed for weights, data order, augmentation and noise.
+        trainer: the training loop's settings.
+    """
+
+    teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
+    student: str = "lenet5-half"
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+    eval_dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    method: ComponentConfig = field(
+        default_factory=lambda: ComponentConfig(name="kd", params={"temperature": 4.0})
+    )
+    seed: int = 0
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: dict/YAML → dataclass, with type coercion and helpful errors.
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _coerce(annotation: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against ``annotation``, coercing YAML strings such as ``"1e-5"``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except FreekdError as error:
+                errors.append(str(error))
+        raise FreekdError(errors[0] if errors else f"{where}: cannot be {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        if dataclasses.is_dataclass(value) and isinstance(value, annotation):  # type: ignore[arg-type]
+            return value
+        if not isinstance(value, dict):
+            raise FreekdError(f"{where}: expected a mapping of fields, got {value!r}")
+        return from_dict(annotation, value, where=where)  # type: ignore[arg-type]
+    if origin is list:
+        if isinstance(value, str):  # "1,28,28" from a --set or a CLI flag
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise FreekdError(f"{where}: expected a list, got {value!r}")
+        (item,) = args or (Any,)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise FreekdError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise FreekdError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise FreekdError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise FreekdError(f"{where}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise FreekdError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # PyYAML reads 1e-5 (no dot) as a string
+            except ValueError:
+                pass
+        raise FreekdError(f"{where}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise FreekdError(f"{where}: expected a string, got {value!r}")
+    raise FreekdError(f"{where}: unsupported type {_type_name(annotation)}")
+
+
+def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -> C:
+    """Build dataclass ``cls`` from a mapping; unknown keys raise with a "did you mean" hint."""
+    where = where or cls.__name__
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(names)}"
+            raise FreekdError(f"{where} has no field {key!r}{hint}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain-python (YAML- and ``weights_only``-safe) dict of a config dataclass."""
+    return dataclasses.asdict(config)
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse the value of a ``--set key=value`` as YAML (so ``[1,2]`` and ``null`` work)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = {}
+            node[key] = child
+        if not isinstance(child, dict):
+            raise FreekdError(f"--set {dotted}: {key!r} is not a group of fields")
+        node = child
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load`` (data only: no tags, no code)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise FreekdError(f"cannot read config {path}: {error.strerror}; check --config") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise FreekdError(f"config {path} is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FreekdError(f"config {path} must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    cls: type[C],
+    path: Path | None = None,
+    *,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> C:
+    """Resolve a run configuration.
+
+    Args:
+        cls: the config dataclass of the command.
+        path: optional YAML file of overrides.
+        overrides: ``key=value`` strings with dotted keys, e.g. ``trainer.lr=5e-3``.
+        values: dotted keys → values from real CLI flags; ``None`` values are skipped. Applied last.
+        base: a resolved config to start from instead of the defaults (``--resume`` passes the
+            run's saved ``config.yaml``).
+
+    Returns:
+        The frozen, type-checked dataclass.
+
+    Raises:
+        FreekdError: unknown key (with a suggestion), a value of the wrong type, malformed override.
+    """
+    data: dict[str, Any] = dict(base or {})
+    if path is not None:
+        data = _merge(data, read_yaml(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise FreekdError(f"--set {item!r}: expected key=value, e.g. trainer.lr=0.01")
+        key, text = item.split("=", 1)
+        nested: dict[str, Any] = {}
+        _set_dotted(nested, key.strip(), _parse_scalar(text))
+        data = _merge(data, nested)
+    for key, value in (values or {}).items():
+        if value is not None:
+            nested = {}
+            _set_dotted(nested, key, value)
+            data = _merge(data, nested)
+    return from_dict(cls, data)
+
+
+def dump_yaml(config: Any) -> str:
+    """The resolved config as YAML text (what ``config.yaml`` holds)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

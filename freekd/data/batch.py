@@ -1,0 +1,29 @@
+"""The unit of data that flows from a BatchSource into a Method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """A batch of images in [0, 1] and, when known, their labels.
+
+    Args:
+        images: (B, C, H, W) float tensor with values in [0, 1]; models normalize themselves.
+        labels: (B,) int64 class indices, or ``None`` for unlabelled inputs (synthetic queries).
+    """
+
+    images: Tensor
+    labels: Tensor | None = None
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device`` (non-blocking where the source tensor is pinned)."""
+        labels = None if self.labels is None else self.labels.to(device, non_blocking=True)
+        return Batch(self.images.to(device, non_blocking=True), labels)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])

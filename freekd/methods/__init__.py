@@ -1,0 +1,16 @@
+"""Methods: the rules that turn a batch into named loss terms. Importing registers them all.
+
+``METHODS`` holds distillation methods, each constructed as ``cls(student, teacher, **params)``.
+"""
+
+from __future__ import annotations
+
+from freekd.methods.base import Method, StepOutput
+from freekd.methods.kd import LogitKD
+from freekd.methods.supervised import Supervised
+from freekd.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("method")
+METHODS.register("kd")(LogitKD)
+
+__all__ = ["METHODS", "LogitKD", "Method", "StepOutput", "Supervised"]

@@ -1,0 +1,57 @@
+"""Response-based distillation (Hinton KD)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from freekd.data.batch import Batch
+from freekd.losses import cross_entropy, kd_kl
+from freekd.methods.base import Method, StepOutput
+from freekd.teachers import Teacher
+
+
+class LogitKD(Method):
+    """Hinton et al. 2015 (arXiv:1503.02531) §2: match the teacher's softened distribution.
+
+    loss = kd_weight · T² · KL(p_T(teacher) ‖ p_T(student)) + ce_weight · CE(student, labels).
+    The CE term is dropped for unlabelled batches (synthetic or PATE-free queries). The defaults
+    (T = 4, weights 0.9 / 0.1) follow the common CIFAR setting of Tian et al. 2020
+    (arXiv:1910.10699) and mdistiller.
+
+    Args:
+        student: the network being trained (takes [0, 1] images).
+        teacher: frozen teacher.
+        temperature: softmax temperature T.
+        kd_weight: weight of the soft-target term.
+        ce_weight: weight of the hard-label cross-entropy term.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: Teacher,
+        *,
+        temperature: float = 4.0,
+        kd_weight: float = 0.9,
+        ce_weight: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.temperature = temperature
+        self.kd_weight = kd_weight
+        self.ce_weight = ce_weight
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        # no_grad, not detach: nothing of the teacher's graph is kept in memory.
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch.images)
+        student_logits = self.student(batch.images)
+        losses: dict[str, Tensor] = {
+            "kd": self.kd_weight * kd_kl(student_logits, teacher_logits,
+                                         temperature=self.temperature)
+        }
+        if batch.labels is not None and self.ce_weight > 0:
+            losses["ce"] = self.ce_weight * cross_entropy(student_logits, batch.labels)
+        return StepOutput(losses=losses, logits=student_logits)

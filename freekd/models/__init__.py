@@ -1,0 +1,22 @@
+"""Classifier architectures and the wrapper every freekd model lives in.
+
+Importing this package registers every architecture in :data:`MODELS`. Networks map normalized
+(B, C, H, W) images to (B, K) logits; :class:`ImageClassifier` adds the normalization, so a freekd
+model takes [0, 1] images.
+"""
+
+from __future__ import annotations
+
+from freekd.models import lenet, resnet_cifar, small, wrn  # noqa: F401  (register architectures)
+from freekd.models.build import build_model, check_model, count_parameters
+from freekd.models.classifier import ImageClassifier
+from freekd.models.factory import MODELS, ModelFactory
+
+__all__ = [
+    "MODELS",
+    "ImageClassifier",
+    "ModelFactory",
+    "build_model",
+    "check_model",
+    "count_parameters",
+]

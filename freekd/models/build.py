@@ -1,0 +1,296 @@
+"""Build a classifier network from an ``--arch`` string, and check that it fits the data.
+
+An architecture string is one of:
+
+* a registered name (``resnet20``, ``lenet5``, ``wrn-40-2``, ... see ``MODELS.names()``);
+* ``wrn-DEPTH-WIDTH`` for any WideResNet, e.g. ``wrn-22-4`` (depth - 4 must be a multiple of 6);
+* ``torchvision:NAME`` for any torchvision model, built with random weights (nothing is downloaded);
+* ``package.module:Attribute`` for a user class or function that returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from freekd.errors import FreekdError, UnknownNameError
+from freekd.models.factory import MODELS
+from freekd.models.wrn import check_wrn_depth
+
+TORCHVISION_PREFIX = "torchvision:"
+_WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
+
+
+def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of scalar parameters in ``module`` (shared parameters counted once).
+
+    Args:
+        module: any module.
+        trainable_only: count only parameters with ``requires_grad``.
+    """
+    return sum(
+        parameter.numel()
+        for parameter in module.parameters()
+        if parameter.requires_grad or not trainable_only
+    )
+
+
+def build_model(
+    arch: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    arch_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """The network named by ``arch``, mapping normalized (B, C, H, W) images to (B, K) logits.
+
+    Args:
+        arch: a registered name, ``wrn-DEPTH-WIDTH``, ``torchvision:NAME`` or
+            ``package.module:Attribute`` (see the module docstring).
+        num_classes: number of logits K.
+        input_shape: (C, H, W) of one input image.
+        arch_kwargs: extra keyword arguments for the architecture (``--arch-kwargs``).
+
+    Returns:
+        The bare network (wrap it in :class:`~freekd.models.ImageClassifier` to add normalization).
+        torchvision networks are built for their own channel count (3 for the classifiers), which
+        ``ImageClassifier`` bridges for grey images.
+
+    Raises:
+        UnknownNameError: ``arch`` is no registered, torchvision or WideResNet name.
+        FreekdError: bad ``num_classes``/``input_shape``, an import path that cannot be imported,
+            or ``arch_kwargs`` the architecture does not accept.
+    """
+    _check_num_classes(num_classes)
+    shape = validate_input_shape(input_shape)
+    kwargs = dict(arch_kwargs or {})
+    if arch.startswith(TORCHVISION_PREFIX):
+        return _build_torchvision(arch, num_classes=num_classes, arch_kwargs=kwargs)
+    if arch in MODELS:
+        _reject_keys(arch, kwargs, ("num_classes", "input_shape"))
+        return _call_checked(
+            arch, MODELS.get(arch), {"num_classes": num_classes, "input_shape": shape}, kwargs
+        )
+    wrn_match = _WRN_NAME.fullmatch(arch)
+    if wrn_match is not None:
+        depth, widen_factor = int(wrn_match.group(1)), int(wrn_match.group(2))
+        check_wrn_depth(depth)
+        _reject_keys(arch, kwargs, ("num_classes", "input_shape", "depth", "widen_factor"))
+        fixed = {
+            "num_classes": num_classes,
+            "input_shape": shape,
+            "depth": depth,
+            "widen_factor": widen_factor,
+        }
+        return _call_checked(arch, MODELS.get("wrn"), fixed, kwargs)
+    if ":" in arch:
+        return _build_from_import_path(
+            arch, num_classes=num_classes, input_shape=shape, arch_kwargs=kwargs
+        )
+    raise UnknownNameError(
+        f"unknown model {arch!r}; known: {', '.join(MODELS.names())}; "
+        "or use wrn-DEPTH-WIDTH, torchvision:NAME or package.module:Class in --arch"
+    )
+
+
+def check_model(model: nn.Module, *, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    """Run a (2, C, H, W) zero batch through ``model`` and check that it gives (2, K) logits.
+
+    The forward pass runs in eval mode under ``torch.no_grad``, on the device and dtype of the
+    model's first floating-point parameter or buffer; every submodule's train/eval mode is restored
+    afterwards.
+
+    Args:
+        model: a bare network (normalized input) or an ``ImageClassifier`` ([0, 1] input).
+        input_shape: (C, H, W) of one input image.
+        num_classes: expected number of logits K.
+
+    Raises:
+        FreekdError: the forward pass fails (e.g. a shape mismatch) or does not return a
+            (2, num_classes) tensor.
+    """
+    name = getattr(model, "arch", None) or type(model).__name__
+    shape = validate_input_shape(input_shape)
+    reference = next(
+        (
+            tensor
+            for tensor in (*model.parameters(), *model.buffers())
+            if tensor.is_floating_point()
+        ),
+        None,
+    )
+    device = reference.device if reference is not None else torch.device("cpu")
+    dtype = reference.dtype if reference is not None else torch.float32
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros((2, *shape), device=device, dtype=dtype))
+    except FreekdError:
+        raise
+    except Exception as error:  # any failure of user code is reported as a shape problem
+        raise FreekdError(
+            f"model {name} cannot take input of shape {'×'.join(map(str, shape))}: "
+            f"{_first_line(error)}; check --input-shape"
+        ) from error
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if not isinstance(output, Tensor):
+        raise FreekdError(
+            f"model {name} returns {type(output).__name__}, expected a (B, K) logits tensor; "
+            "check --arch (networks must return logits only)"
+        )
+    if tuple(output.shape) != (2, num_classes):
+        raise FreekdError(
+            f"model {name} outputs shape {tuple(output.shape)} for a batch of 2, expected "
+            f"(B, K) = (2, {num_classes}); check --num-classes"
+        )
+
+
+def _build_torchvision(arch: str, *, num_classes: int, arch_kwargs: dict[str, Any]) -> nn.Module:
+    # Imported lazily: torchvision is slow to import and only needed here.
+    import torchvision.models  # type: ignore[import-untyped]
+
+    name = arch.removeprefix(TORCHVISION_PREFIX)
+    known = torchvision.models.list_models()
+    if name not in known:
+        suggestions = difflib.get_close_matches(name, known, n=5, cutoff=0.5) or [
+            "resnet18",
+            "mobilenet_v3_small",
+            "efficientnet_b0",
+            "vgg11_bn",
+            "vit_b_16",
+        ]
+        raise UnknownNameError(
+            f"unknown torchvision model {name!r}; e.g. {', '.join(suggestions)} "
+            f"({len(known)} in torchvision.models.list_models()); check --arch"
+        )
+    _reject_keys(arch, arch_kwargs, ("num_classes", "weights", "weights_backbone"))
+    fixed: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    builder = torchvision.models.get_model_builder(name)
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        fixed["weights_backbone"] = None  # detection models would otherwise download a backbone
+    return _call_checked(
+        arch, lambda **kwargs: torchvision.models.get_model(name, **kwargs), fixed, arch_kwargs
+    )
+
+
+def _build_from_import_path(
+    arch: str,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    arch_kwargs: dict[str, Any],
+) -> nn.Module:
+    module_name, _, attribute_path = arch.partition(":")
+    if not module_name or not attribute_path:
+        raise FreekdError(f"cannot import {arch}: expected package.module:Class; check --arch")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for attribute in attribute_path.split("."):
+            target = getattr(target, attribute)
+    except (ImportError, AttributeError) as error:
+        raise FreekdError(f"cannot import {arch}: {_first_line(error)}; check --arch") from error
+    if not callable(target):
+        raise FreekdError(f"cannot build {arch}: it is not a class or function; check --arch")
+    fixed: dict[str, Any] = {}
+    # A user class is called with the data's class count and shape when it asks for them by name.
+    accepted = _named_parameters(target)
+    if "num_classes" in accepted and "num_classes" not in arch_kwargs:
+        fixed["num_classes"] = num_classes
+    if "input_shape" in accepted and "input_shape" not in arch_kwargs:
+        fixed["input_shape"] = input_shape
+    return _call_checked(arch, target, fixed, arch_kwargs)
+
+
+def _call_checked(
+    arch: str,
+    factory: Callable[..., Any],
+    fixed: Mapping[str, Any],
+    arch_kwargs: Mapping[str, Any],
+) -> nn.Module:
+    """``factory(**fixed, **arch_kwargs)``, turning argument errors into a FreekdError."""
+    message = f"{arch} does not accept arch kwargs {dict(arch_kwargs)}"
+    try:
+        signature: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins and some C extensions have no signature
+        signature = None
+    forwards_kwargs = signature is None or any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        for parameter in signature.parameters.values()
+    )
+    if signature is not None:
+        try:
+            signature.bind(**fixed, **arch_kwargs)
+        except TypeError as error:
+            raise FreekdError(f"{message}: {error}; check --arch-kwargs") from None
+    if forwards_kwargs:
+        # The arguments are passed on (torchvision builders → model classes), so a bad one only
+        # shows up as a TypeError from inside the call.
+        try:
+            network = factory(**fixed, **arch_kwargs)
+        except TypeError as error:
+            raise FreekdError(f"{message}: {_first_line(error)}; check --arch-kwargs") from error
+    else:
+        network = factory(**fixed, **arch_kwargs)
+    if not isinstance(network, nn.Module):
+        raise FreekdError(
+            f"{arch} returned {type(network).__name__}, expected a torch.nn.Module; check --arch"
+        )
+    return network
+
+
+def _named_parameters(target: Callable[..., Any]) -> set[str]:
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {
+        name
+        for name, parameter in parameters.items()
+        if parameter.kind
+        in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+
+
+def _reject_keys(arch: str, arch_kwargs: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    clashes = sorted(key for key in keys if key in arch_kwargs)
+    if clashes:
+        raise FreekdError(
+            f"{arch} sets {', '.join(clashes)} itself; remove them from --arch-kwargs "
+            "(the class count comes from --num-classes, the shape from --input-shape, and "
+            "pretrained weights are never downloaded)"
+        )
+
+
+def _check_num_classes(num_classes: int) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise FreekdError(
+            f"num_classes must be a positive integer, got {num_classes!r}; check --num-classes"
+        )
+
+
+def validate_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``input_shape`` as a (C, H, W) tuple of positive ints, or a FreekdError."""
+    values = tuple(input_shape)
+    if len(values) != 3 or not all(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0 for value in values
+    ):
+        raise FreekdError(
+            f"input shape must be three positive integers C, H, W, got {input_shape!r}; "
+            "check --input-shape"
+        )
+    return (values[0], values[1], values[2])
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,436 @@
+"""Composition roots: the only place where objects are wired together, one function per command.
+
+Each ``run_*`` function takes a resolved config and an output folder, builds the collaborators
+(data, teacher, student, method, source, callbacks), runs the one ``Trainer`` and writes the files
+every run writes (DESIGN.md): ``model.pt``, ``report.json``, ``config.yaml``, ``metrics.jsonl``,
+``curves.png``, plus ``checkpoint.pt`` for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from freekd import __version__
+from freekd.checkpoint import load_model, save_checkpoint
+from freekd.config import (
+    DistillConfig,
+    TeacherSourceConfig,
+    TeacherTrainConfig,
+    TrainerConfig,
+    dump_yaml,
+    to_dict,
+)
+from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
+from freekd.errors import FreekdError
+from freekd.io import atomic_write_json, atomic_write_text
+from freekd.methods import METHODS, Method, Supervised
+from freekd.models import ImageClassifier, build_model, check_model, count_parameters
+from freekd.seeding import seed_everything
+from freekd.teachers import load_teacher
+from freekd.train import (
+    Checkpoint,
+    DistInfo,
+    Evaluate,
+    LoaderSource,
+    LogMetrics,
+    Progress,
+    Trainer,
+    TrainState,
+    evaluate,
+    init_distributed,
+    make_optimizer,
+    resolve_device,
+)
+from freekd.train.callbacks import RESUME_FILE, load_resume_state, restore
+from freekd.train.distributed import shutdown_distributed
+from freekd.train.evaluate import check_input_shape
+
+logger = logging.getLogger(__name__)
+
+RUN_FILES = ("model.pt", "report.json", "config.yaml", "metrics.jsonl", "curves.png", RESUME_FILE)
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {"trainer.epochs", "trainer.device", "trainer.log_every",
+                     "trainer.checkpoint_every", "trainer.eval_every"}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a command treats its output folder and terminal.
+
+    Attributes:
+        out_dir: the run folder.
+        overwrite: replace the freekd files of an existing run in ``out_dir``.
+        resume: continue the interrupted run in ``out_dir`` from its ``checkpoint.pt``.
+        quiet: no progress bar.
+    """
+
+    out_dir: Path
+    overwrite: bool = False
+    resume: bool = False
+    quiet: bool = False
+
+
+def prepare_run_dir(options: RunOptions) -> None:
+    """Refuse to mix two runs in one folder unless asked to overwrite or resume."""
+    out = options.out_dir
+    if options.overwrite and options.resume:
+        raise FreekdError("--overwrite and --resume exclude each other; pick one")
+    if out.exists() and not out.is_dir():
+        raise FreekdError(f"output path {out} is a file; pass a folder to --out")
+    if options.resume:
+        if not (out / RESUME_FILE).exists():
+            raise FreekdError(f"nothing to resume in {out}: no {RESUME_FILE}; run without --resume")
+        return
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise FreekdError(
+            f"output folder {out} already exists; pass --overwrite to replace it, "
+            "--resume to continue the run in it, or choose another --out"
+        )
+
+
+def _clear_run_files(out: Path) -> None:
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def dataset_statistics(dataset: ImageDataset) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of a dataset's [0, 1] images (the model's normalization)."""
+    total = torch.zeros(dataset.input_shape[0], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    count = 0
+    for start in range(0, len(dataset), 4096):
+        images = dataset.batch(torch.arange(start, min(start + 4096, len(dataset)))).images
+        images = images.double().transpose(0, 1).flatten(1)
+        total += images.sum(dim=1)
+        squares += (images**2).sum(dim=1)
+        count += images.shape[1]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
+    return [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
+
+
+def _load_split(spec: str, *, default_split: str, root: str | None, download: bool) -> ImageDataset:
+    return load_dataset(spec, default_split=default_split, root=Path(root) if root else None,
+                        download=download)
+
+
+def _eval_spec(dataset: str, eval_dataset: str | None) -> str:
+    """The held-out spec: given, else the ``test`` split of the training data's registry name."""
+    if eval_dataset:
+        return eval_dataset
+    if ":" in dataset or dataset.endswith(".npz") or Path(dataset).exists():
+        raise FreekdError(
+            f"no held-out data for {dataset}; pass --eval-data (e.g. mnist:test or a .npz file)"
+        )
+    return f"{dataset}:test"
+
+
+def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict) and key not in ("params", "arch_kwargs", "student_kwargs"):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    old, new = flatten(saved), flatten(current)
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise FreekdError(
+            f"--resume in {out} with a different config ({', '.join(changed)}); "
+            "resume with the same settings or start a new run with another --out"
+        )
+
+
+@dataclass
+class _TrainResult:
+    state: TrainState
+    wall_seconds: float
+    cpu_seconds: float
+    device: torch.device
+
+
+def _run_loop(
+    method: Method,
+    *,
+    student: ImageClassifier,
+    train_set: ImageDataset,
+    eval_set: ImageDataset,
+    trainer_config: TrainerConfig,
+    seed: int,
+    config: dict[str, Any],
+    options: RunOptions,
+    device: torch.device,
+    dist: DistInfo,
+    description: str,
+) -> _TrainResult:
+    """Build the Trainer with the standard callbacks, optionally resume, fit, save the student."""
+    out = options.out_dir
+    main = dist.is_main
+    augment_fn = AUGMENTATIONS.get(trainer_config.augment)
+    source = LoaderSource(
+        train_set, batch_size=trainer_config.batch_size, seed=seed,
+        augment=None if trainer_config.augment == "none" else augment_fn,
+        rank=dist.rank, world_size=dist.world_size,
+    )
+    optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
+    callbacks = [
+        Evaluate(eval_set, every=trainer_config.eval_every),
+        LogMetrics(out / "metrics.jsonl", every=trainer_config.log_every, enabled=main),
+        Checkpoint(out / RESUME_FILE, every=trainer_config.checkpoint_every, config=config,
+                   enabled=main),
+        Progress(description=description, enabled=main and not options.quiet),
+    ]
+    trainer = Trainer(method, optimizer, config=trainer_config, device=device,
+                      callbacks=callbacks, dist=dist)
+    state = None
+    if options.resume:
+        resume_data = load_resume_state(out / RESUME_FILE)
+        _check_config_matches(resume_data["config"], config, out)
+        method.to(device)
+        state = restore(trainer, resume_data)
+        logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    state = trainer.fit(source, state=state)
+    wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    if main:
+        student_module = trainer.unwrapped("student")
+        assert isinstance(student_module, ImageClassifier)
+        save_checkpoint(out / "model.pt", student_module, config=config)
+        _plot_curves(out)
+    return _TrainResult(state=state, wall_seconds=wall, cpu_seconds=cpu, device=device)
+
+
+def _plot_curves(out: Path) -> None:
+    """``curves.png``: training loss per logged step and held-out accuracy per epoch."""
+    from freekd.plots import plot_training_curves
+
+    try:
+        plot_training_curves(out / "metrics.jsonl", out / "curves.png")
+    except (OSError, ValueError) as error:  # a picture must never fail a finished run
+        logger.warning("could not draw curves.png: %s", error)
+
+
+def _setup(seed: int, trainer_config: TrainerConfig, options: RunOptions
+           ) -> tuple[DistInfo, torch.device]:
+    dist = init_distributed(torch.device("cuda" if trainer_config.device.startswith("cuda")
+                                         or (trainer_config.device == "auto"
+                                             and torch.cuda.is_available()) else "cpu"))
+    device = resolve_device(trainer_config.device, dist)
+    prepare_run_dir(options)
+    if dist.enabled:
+        torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes
+    seed_everything(seed, deterministic=trainer_config.deterministic)
+    return dist, device
+
+
+def _start_run_dir(config: Any, options: RunOptions, dist: DistInfo) -> None:
+    if not dist.is_main:
+        return
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    if options.overwrite:
+        _clear_run_files(options.out_dir)
+    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+
+
+def _common_report(config: Any, result: _TrainResult) -> dict[str, Any]:
+    return {
+        "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
+        "seed": config.seed,
+        "freekd_version": __version__,
+        "torch_version": torch.__version__,
+        "device": str(result.device),
+        "epochs": config.trainer.epochs,
+        "steps": result.state.step,
+    }
+
+
+def _build_student(
+    arch: str, arch_kwargs: dict[str, Any], *, train_set: ImageDataset, num_classes: int,
+    mean: list[float] | None, std: list[float] | None,
+) -> ImageClassifier:
+    if mean is None or std is None:
+        computed_mean, computed_std = dataset_statistics(train_set)
+        mean = mean if mean is not None else computed_mean
+        std = std if std is not None else computed_std
+    shape = train_set.input_shape
+    net = build_model(arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs)
+    model = ImageClassifier(net, arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
+                            input_shape=shape, mean=mean, std=std)
+    check_model(model, input_shape=shape, num_classes=num_classes)
+    return model
+
+
+def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd teacher train``: supervised training; returns (and writes) ``report.json``."""
+    train_set = _load_split(config.dataset, default_split="train", root=config.data_root,
+                            download=config.download)
+    eval_set = _load_split(_eval_spec(config.dataset, config.eval_dataset), default_split="test",
+                           root=config.data_root, download=config.download)
+    check_input_shape(eval_set, train_set.input_shape, who=f"a model trained on {train_set.name}")
+    AUGMENTATIONS.get(config.trainer.augment)
+    dist, device = _setup(config.seed, config.trainer, options)
+    model = _build_student(config.arch, dict(config.arch_kwargs), train_set=train_set,
+                           num_classes=train_set.num_classes, mean=config.mean, std=config.std)
+    method = Supervised(model, label_smoothing=config.label_smoothing)
+    resolved = to_dict(config)
+    _start_run_dir(config, options, dist)
+    result = _run_loop(method, student=model, train_set=train_set, eval_set=eval_set,
+                       trainer_config=config.trainer, seed=config.seed, config=resolved,
+                       options=options, device=device, dist=dist,
+                       description=f"teacher {config.arch}")
+    report = {
+        "command": "teacher train",
+        "test_accuracy": result.state.metrics["eval_accuracy"],
+        "test_n": len(eval_set),
+        "arch": config.arch,
+        "parameters": count_parameters(model.net),
+        "dataset": train_set.name,
+        "eval_dataset": eval_set.name,
+        **_common_report(config, result),
+    }
+    if dist.is_main:
+        atomic_write_json(options.out_dir / "report.json", report)
+    shutdown_distributed(dist)
+    return report
+
+
+def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd distill``: classic KD on real data; returns (and writes) ``report.json``."""
+    method_class = METHODS.get(config.method.name)
+    _check_params(method_class, config.method.params, what=f"method {config.method.name}")
+    train_set = _load_split(config.dataset, default_split="train", root=config.data_root,
+                            download=config.download)
+    eval_set = _load_split(_eval_spec(config.dataset, config.eval_dataset), default_split="test",
+                           root=config.data_root, download=config.download)
+    AUGMENTATIONS.get(config.trainer.augment)
+    teacher = load_teacher(config.teacher)
+    check_input_shape(train_set, teacher.input_shape, who="the teacher")
+    check_input_shape(eval_set, teacher.input_shape, who="the teacher")
+    if train_set.num_classes != teacher.num_classes:
+        raise FreekdError(
+            f"{train_set.name} has {train_set.num_classes} classes but the teacher has "
+            f"{teacher.num_classes}; distill on data with the teacher's classes"
+        )
+    dist, device = _setup(config.seed, config.trainer, options)
+    teacher.to(device)
+    teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
+    student = _build_student(config.student, dict(config.student_kwargs), train_set=train_set,
+                             num_classes=teacher.num_classes, mean=None, std=None)
+    method = method_class(student, teacher, **config.method.params)  # type: ignore[call-arg]
+    resolved = to_dict(config)
+    _start_run_dir(config, options, dist)
+    result = _run_loop(method, student=student, train_set=train_set, eval_set=eval_set,
+                       trainer_config=config.trainer, seed=config.seed, config=resolved,
+                       options=options, device=device, dist=dist,
+                       description=f"distill {config.method.name} → {config.student}")
+    report = {
+        "command": "distill",
+        "teacher": {
+            "test_accuracy": teacher_accuracy,
+            "path": config.teacher.path,
+            "kind": teacher.description,
+            "arch": teacher.metadata.get("arch"),
+            "parameters": sum(p.numel() for p in teacher.parameters()),
+        },
+        "student": {
+            "test_accuracy": result.state.metrics["eval_accuracy"],
+            "arch": config.student,
+            "parameters": count_parameters(student.net),
+        },
+        "method": {"name": config.method.name, "params": dict(config.method.params)},
+        "dataset": train_set.name,
+        "eval_dataset": eval_set.name,
+        "test_n": len(eval_set),
+        **_common_report(config, result),
+    }
+    if dist.is_main:
+        atomic_write_json(options.out_dir / "report.json", report)
+    shutdown_distributed(dist)
+    return report
+
+
+def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
+    """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts."""
+    import inspect
+
+    signature = inspect.signature(cls)
+    allowed = [name for name, p in signature.parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise FreekdError(
+            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(allowed)}"
+        )
+
+
+def run_eval(model_path: Path, dataset: str, *, data_root: str | None = None,
+             device: str = "auto", batch_size: int = 512) -> dict[str, Any]:
+    """``freekd eval``: accuracy of a freekd checkpoint on a labelled dataset."""
+    data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
+    model = load_model(model_path)
+    check_input_shape(data, model.input_shape, who=f"model {model_path}")
+    if data.num_classes > model.num_classes:
+        raise FreekdError(f"{data.name} has {data.num_classes} classes but model {model_path} "
+                          f"has {model.num_classes}; evaluate on matching data")
+    torch_device = resolve_device(device)
+    result = evaluate(model.to(torch_device), data, device=torch_device, batch_size=batch_size)
+    return {"accuracy": result["accuracy"], "n": int(result["n"]), "loss": result["loss"],
+            "dataset": data.name, "model": str(model_path)}
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config)."""
+    from freekd.checkpoint import read_checkpoint
+
+    data = read_checkpoint(path)
+    parameters = sum(int(v.numel()) for k, v in data["state_dict"].items()
+                     if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    return {
+        "format": data["format"],
+        "arch": data["arch"],
+        "arch_kwargs": data["arch_kwargs"],
+        "num_classes": data["num_classes"],
+        "input": data["input"],
+        "parameters": parameters,
+        "freekd_version": data.get("freekd_version"),
+        "config": data.get("config", {}),
+    }
+
+
+def run_demo(options: RunOptions, *, teacher_epochs: int = 4, student_epochs: int = 4
+             ) -> dict[str, Any]:
+    """``freekd demo``: train a LeNet-5 teacher on MNIST, then distill LeNet-5-half from it.
+
+    The embedded default job of ``make demo``: no arguments, no data to fetch. Issue by issue
+    it grows into the data-free path. Writes ``teacher/`` and ``student/`` run folders under
+    ``options.out_dir`` and returns both reports.
+    """
+    out = options.out_dir
+    if out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise FreekdError(f"output folder {out} already exists; pass --overwrite or another --out")
+    quiet = options.quiet
+    teacher_config = TeacherTrainConfig(
+        dataset="mnist", arch="lenet5", trainer=TrainerConfig(epochs=teacher_epochs)
+    )
+    teacher_report = run_teacher_train(
+        teacher_config, RunOptions(out / "teacher", overwrite=options.overwrite, quiet=quiet)
+    )
+    distill_config = DistillConfig(
+        teacher=TeacherSourceConfig(path=str(out / "teacher" / "model.pt")),
+        student="lenet5-half", dataset="mnist", trainer=TrainerConfig(epochs=student_epochs),
+    )
+    student_report = run_distill(
+        distill_config, RunOptions(out / "student", overwrite=options.overwrite, quiet=quiet)
+    )
+    return {"teacher": teacher_report, "student": student_report}

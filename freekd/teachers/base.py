@@ -1,0 +1,56 @@
+"""The Teacher: a frozen, always-eval classifier that owns its input normalization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class Teacher(nn.Module):
+    """A frozen classifier over [0, 1] images (STYLE.md rule 6).
+
+    Its parameters never require gradients and it stays in eval mode even when a parent module
+    calls ``.train()``. It never wraps ``forward`` in ``no_grad``: data-free synthesis
+    back-propagates through the teacher into a generator, so the caller decides.
+
+    Args:
+        model: module mapping (B, C, H, W) images in [0, 1] to (B, K) logits; it normalizes inputs
+            itself (an ``ImageClassifier``, or a wrapper around a TorchScript/pickled network).
+        num_classes: K.
+        input_shape: (C, H, W) the model expects.
+        description: where the teacher came from, for reports ("freekd checkpoint", ...).
+        metadata: checkpoint-style metadata (arch, input mean/std ...) when known.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        description: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.input_shape = input_shape
+        self.description = description
+        self.metadata = metadata or {}
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> Teacher:
+        """Ignore ``mode``: a teacher's BatchNorm statistics and dropout must never change."""
+        return super().train(False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, C, H, W) images in [0, 1] → (B, K) logits."""
+        return self.model(images)  # type: ignore[no-any-return]
+
+    @property
+    def has_batchnorm(self) -> bool:
+        """Whether any BatchNorm layer (whose running statistics inversion can use) is inside."""
+        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())

@@ -1,0 +1,241 @@
+"""Callbacks of the one loop: metrics, progress, evaluation, resumable checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from freekd.data.datasets import ImageDataset
+from freekd.errors import FreekdError
+from freekd.io import atomic_write, atomic_write_text
+from freekd.methods.base import StepOutput
+from freekd.train.evaluate import evaluate
+from freekd.train.trainer import Callback, Trainer, TrainState
+
+RESUME_FORMAT = "freekd-resume/1"
+RESUME_FILE = "checkpoint.pt"
+
+
+class LogMetrics(Callback):
+    """Append one JSON object per ``every`` steps and per epoch to ``metrics.jsonl``.
+
+    Step lines hold the mean of each loss term since the previous line, the learning rate and the
+    throughput; epoch lines hold the evaluation metrics. On resume, lines past the checkpoint's
+    step are dropped first so that the file reads like one uninterrupted run.
+    """
+
+    def __init__(self, path: Path, *, every: int, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.every = max(1, every)
+        self.enabled = enabled
+        self._sums: dict[str, float] = {}
+        self._count = 0
+        self._correct = 0
+        self._seen = 0
+        self._started = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= state.step]
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        self._started = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if not self.enabled:
+            return
+        # One host sync per term per step; the loop already synced on the summed loss.
+        for name, value in output.losses.items():
+            self._sums[name] = self._sums.get(name, 0.0) + float(value.detach())
+        self._count += 1
+        if state.step % self.every == 0:
+            self._flush(trainer, state)
+
+    def _flush(self, trainer: Trainer, state: TrainState) -> None:
+        if self._count == 0:
+            return
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + 1,
+                                  "lr": trainer.current_lr()}
+        record.update({f"loss/{k}": v / self._count for k, v in self._sums.items()})
+        record["loss"] = sum(self._sums.values()) / self._count
+        record["steps_per_second"] = self._count / elapsed
+        self._write(record)
+        self._sums, self._count, self._started = {}, 0, time.perf_counter()
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        self._flush(trainer, state)
+        self._write({"step": state.step, "epoch": state.epoch + 1, **state.metrics})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+
+class Evaluate(Callback):
+    """Evaluate the student on held-out data every ``every`` epochs and at the end.
+
+    Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        every: int,
+        batch_size: int = 512,
+        module: Callable[[Trainer], nn.Module] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.every = every
+        self.batch_size = batch_size
+        self.module = module or (lambda trainer: trainer.unwrapped("student"))
+        self._evaluated_at = -1
+
+    def _run(self, trainer: Trainer, state: TrainState) -> None:
+        result = evaluate(self.module(trainer), self.dataset, device=trainer.device,
+                          batch_size=self.batch_size)
+        state.metrics["eval_accuracy"] = result["accuracy"]
+        state.metrics["eval_loss"] = result["loss"]
+        self._evaluated_at = state.step
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        self._evaluated_at = -1
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        last = state.epoch + 1 == trainer.config.epochs
+        if last or (self.every > 0 and (state.epoch + 1) % self.every == 0):
+            self._run(trainer, state)
+
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._evaluated_at != state.step or "eval_accuracy" not in state.metrics:
+            self._run(trainer, state)
+
+
+class Progress(Callback):
+    """A rich progress bar over all steps with the running loss and the latest eval accuracy."""
+
+    def __init__(self, *, description: str, enabled: bool = True) -> None:
+        self.description = description
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        self._loss: float | None = None
+        self._last_refresh = 0.0
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+        from rich.progress import TimeRemainingColumn
+
+        self._progress = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True), transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(self.description, total=trainer.total_steps,
+                                             completed=state.step, info="")
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self._progress is None:
+            return
+        now = time.perf_counter()
+        if now - self._last_refresh < 0.2 and state.step < trainer.total_steps:
+            return  # updating at most 5 times a second keeps the bar out of the step time
+        self._last_refresh = now
+        self._loss = float(output.loss.detach())
+        self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
+
+    def _info(self, trainer: Trainer, state: TrainState) -> str:
+        parts = [f"epoch {state.epoch + 1}/{trainer.config.epochs}"]
+        if self._loss is not None:
+            parts.append(f"loss {self._loss:.4f}")
+        if "eval_accuracy" in state.metrics:
+            parts.append(f"eval acc {100 * state.metrics['eval_accuracy']:.2f}%")
+        return "  ".join(parts)
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
+
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
+            self._progress.stop()
+            self._progress = None
+
+
+def resume_state_dict(trainer: Trainer, state: TrainState, *, config: dict[str, Any]) -> dict:
+    """Everything needed to continue a run bit-for-bit (tensors and plain values only)."""
+    modules = {name: trainer.unwrapped(name).state_dict()
+               for name in trainer.method.distributed_modules()}
+    data: dict[str, Any] = {
+        "format": RESUME_FORMAT,
+        "modules": modules,
+        "optimizer": trainer.optimizer.state_dict(),
+        "state": state.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "config": config,
+    }
+    if torch.cuda.is_available():
+        data["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return data
+
+
+def load_resume_state(path: Path) -> dict[str, Any]:
+    """Read a resume checkpoint written by :class:`Checkpoint` (``weights_only``)."""
+    from freekd.checkpoint import safe_torch_load
+
+    data = safe_torch_load(path, what="resume checkpoint")
+    if not isinstance(data, dict) or data.get("format") != RESUME_FORMAT:
+        raise FreekdError(f"{path} is not a freekd resume checkpoint; start without --resume")
+    return data  # type: ignore[no-any-return]
+
+
+def restore(trainer: Trainer, data: dict[str, Any]) -> TrainState:
+    """Load modules, optimizer and RNG from a resume checkpoint; return the state to continue."""
+    for name, state_dict in data["modules"].items():
+        trainer.unwrapped(name).load_state_dict(state_dict)
+    trainer.optimizer.load_state_dict(data["optimizer"])
+    torch.set_rng_state(data["torch_rng"])
+    if "cuda_rng" in data and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(data["cuda_rng"])
+    return TrainState.from_state_dict(data["state"])
+
+
+class Checkpoint(Callback):
+    """Atomically write ``checkpoint.pt`` every ``every`` steps and at every epoch end."""
+
+    def __init__(self, path: Path, *, every: int, config: dict[str, Any],
+                 enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.every = every
+        self.config = config
+        self.enabled = enabled
+
+    def _save(self, trainer: Trainer, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        data = resume_state_dict(trainer, state, config=self.config)
+        atomic_write(self.path, lambda stream: torch.save(data, stream))
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self.every > 0 and state.step % self.every == 0:
+            self._save(trainer, state)
+
+    def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        self._save(trainer, state)

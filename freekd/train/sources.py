@@ -1,0 +1,90 @@
+"""Batch sources: where the inputs of each training step come from."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from freekd.data.batch import Batch
+from freekd.data.datasets import ImageDataset
+from freekd.errors import FreekdError
+from freekd.train.trainer import TrainState
+
+Augment = Callable[..., Tensor]
+
+
+class LoaderSource:
+    """Shuffled mini-batches of an in-memory dataset, resumable mid-epoch and shardable.
+
+    The order of epoch ``e`` is a permutation drawn from a generator seeded with ``(seed, e)``,
+    and batch ``i``'s augmentation from one seeded with ``(seed, e, i)``. The source therefore has
+    no state to checkpoint: a resumed run skips the batches already done and sees exactly the
+    batches an uninterrupted run would.
+
+    Under DistributedDataParallel each of ``world_size`` processes takes its slice of every global
+    batch, so W processes with ``batch_size // W`` images each see the same global batches as one
+    process with ``batch_size`` (the last incomplete batch is dropped).
+
+    Args:
+        dataset: the images and labels.
+        batch_size: global batch size.
+        seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)``.
+        labelled: yield labels (``False`` hides them, e.g. for label-free transfer sets).
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: Augment | None = None,
+        labelled: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size % world_size:
+            raise FreekdError(
+                f"batch size {batch_size} does not split over {world_size} processes; "
+                f"use a multiple of {world_size}"
+            )
+        if len(dataset) < batch_size:
+            raise FreekdError(
+                f"dataset {dataset.name} has {len(dataset)} images, fewer than one batch of "
+                f"{batch_size}; lower --batch-size"
+            )
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        self.labelled = labelled
+        self.rank = rank
+        self.world_size = world_size
+
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def _generator(self, *keys: int) -> torch.Generator:
+        generator = torch.Generator()
+        # A fixed mixing of (seed, epoch, batch) into one 63-bit seed.
+        value = self.seed
+        for key in keys:
+            value = (value * 1_000_003 + key + 1) % (2**63 - 1)
+        generator.manual_seed(value)
+        return generator
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        order = torch.randperm(len(self.dataset), generator=self._generator(state.epoch))
+        per_rank = self.batch_size // self.world_size
+        for index in range(state.step_in_epoch, self.steps_per_epoch()):
+            start = index * self.batch_size + self.rank * per_rank
+            batch = self.dataset.batch(order[start : start + per_rank])
+            images = batch.images
+            if self.augment is not None:
+                images = self.augment(images, rng=self._generator(state.epoch, index))
+            yield Batch(images, batch.labels if self.labelled else None)

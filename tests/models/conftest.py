@@ -1,0 +1,21 @@
+"""Model tests run single-threaded: on small CPU boxes shared with other test workers, intra-op
+threads oversubscribe the cores and make the large networks several times slower."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: tiny end-to-end runs on CPU (<60 s)")
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

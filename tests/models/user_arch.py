@@ -1,0 +1,45 @@
+"""User architectures for the import-path tests (``--arch tests.models.user_arch:UserNet``)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class UserNet(nn.Module):
+    """A small user CNN that asks for ``num_classes`` by name."""
+
+    def __init__(self, num_classes: int = 3, *, width: int = 4, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, width, kernel_size=3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fc(self.pool(self.conv(images).relu()).flatten(1))
+
+
+def fixed_net(*, outputs: int = 5) -> nn.Module:
+    """A factory without a ``num_classes`` parameter: the caller sets the output size."""
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(outputs))
+
+
+def shaped_net(*, num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+    """A factory that follows the registry convention (asks for the input shape too)."""
+    channels, height, width = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * height * width, num_classes))
+
+
+def not_a_module() -> str:
+    return "not a network"
+
+
+class TupleNet(nn.Module):
+    """Returns (logits, features), which freekd models must not do."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.fc = nn.Linear(1, num_classes)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        features = images.mean(dim=(1, 2, 3)).unsqueeze(1)
+        return self.fc(features), features

@@ -1,0 +1,36 @@
+"""Two CPU processes under torchrun (DDP, gloo) give the result of one process, same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(out: Path, processes: int) -> dict[str, torch.Tensor]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", str(WORKER), str(out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = torch.load(out / "model.pt", weights_only=True)
+    return data["state_dict"]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+    single = run(tmp_path / "one", 1)
+    double = run(tmp_path / "two", 2)
+    assert single.keys() == double.keys()
+    for key in single:
+        # Gradient all-reduce sums in another order: equal up to float rounding.
+        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert (tmp_path / "two" / "report.json").exists()
+    assert not (tmp_path / "two" / "report.json.tmp").exists()

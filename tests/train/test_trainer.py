@@ -1,0 +1,149 @@
+"""The one loop: exact resume, determinism, divergence errors, schedule, callbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from freekd.data import ImageDataset
+from freekd.errors import FreekdError
+from freekd.methods import Supervised
+from freekd.methods.base import StepOutput
+from freekd.models import ImageClassifier, build_model
+from freekd.seeding import seed_everything
+from freekd.train import Checkpoint, LoaderSource, LogMetrics, Trainer, TrainState
+from freekd.train.callbacks import Callback, load_resume_state, restore
+from freekd.train.optim import learning_rate_at, make_optimizer
+from tests.conftest import tiny_trainer
+
+
+class Interrupt(Callback):
+    """Simulates a crash (Ctrl-C) right after optimizer step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if state.step == self.at:
+            raise KeyboardInterrupt
+
+
+class RecordLosses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.losses.append(float(output.loss.detach()))
+
+
+def make_trainer(data: ImageDataset, seed: int, callbacks: list[Callback], **changes: object
+                 ) -> tuple[Trainer, LoaderSource]:
+    seed_everything(seed)
+    config = tiny_trainer(augment="crop", **changes)
+    net = build_model("tiny-cnn", num_classes=10, input_shape=data.input_shape)
+    student = ImageClassifier(net, arch="tiny-cnn", arch_kwargs={}, num_classes=10,
+                              input_shape=data.input_shape, mean=[0.3], std=[0.4])
+    method = Supervised(student)
+    from freekd.data import AUGMENTATIONS
+
+    source = LoaderSource(data, batch_size=config.batch_size, seed=seed,
+                          augment=AUGMENTATIONS.get("crop"))
+    trainer = Trainer(method, make_optimizer(method.trainable_parameters(), config), config=config,
+                      device=torch.device("cpu"), callbacks=callbacks)
+    return trainer, source
+
+
+def state_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.method.student.state_dict().items()}
+
+
+@pytest.mark.parametrize("interrupt_at", [7, 23, 30])  # mid-epoch, on a checkpoint, past one
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    digits_train: ImageDataset, tmp_path: Path, interrupt_at: int
+) -> None:
+    straight_losses = RecordLosses()
+    straight, source = make_trainer(digits_train, 3, [straight_losses])
+    straight.fit(source)
+
+    path = tmp_path / "checkpoint.pt"
+    first_losses = RecordLosses()
+    checkpoint = Checkpoint(path, every=5, config={})
+    first, source = make_trainer(digits_train, 3, [first_losses, checkpoint, Interrupt(interrupt_at)])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(source)
+
+    # A new process: different global RNG until the checkpoint restores it.
+    torch.manual_seed(12345)
+    resumed_losses = RecordLosses()
+    resumed, source = make_trainer(digits_train, 3, [resumed_losses])
+    data = load_resume_state(path)
+    state = restore(resumed, data)
+    resumed_at = state.step
+    assert resumed_at == (interrupt_at // 5) * 5
+    resumed.fit(source, state=state)
+
+    expected = state_of(straight)
+    got = state_of(resumed)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    assert first_losses.losses[:resumed_at] + resumed_losses.losses == straight_losses.losses
+
+
+def test_same_seed_is_bitwise_repeatable_and_another_seed_differs(
+    digits_train: ImageDataset,
+) -> None:
+    runs = []
+    for seed in (0, 0, 1):
+        losses = RecordLosses()
+        trainer, source = make_trainer(digits_train, seed, [losses], epochs=1)
+        trainer.fit(source)
+        runs.append(losses.losses)
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_nan_loss_stops_with_the_step_named(digits_train: ImageDataset) -> None:
+    trainer, source = make_trainer(digits_train, 0, [], lr=1e6, epochs=3)
+    with pytest.raises(FreekdError, match=r"loss became (nan|inf) at step \d+ \(epoch \d+\)"):
+        trainer.fit(source)
+
+
+def test_loss_goes_down_and_metrics_are_logged(digits_train: ImageDataset, tmp_path: Path) -> None:
+    metrics = tmp_path / "metrics.jsonl"
+    trainer, source = make_trainer(digits_train, 0, [LogMetrics(metrics, every=5)], epochs=3)
+    trainer.fit(source)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    step_records = [r for r in records if "loss" in r]
+    assert step_records[0]["step"] == 5
+    assert step_records[-1]["loss"] < 0.85 * step_records[0]["loss"]
+    assert {"lr", "loss/ce", "steps_per_second", "epoch"} <= set(step_records[0])
+
+
+def test_learning_rate_schedules() -> None:
+    config = tiny_trainer(warmup_steps=10, scheduler="cosine")
+    factors = [learning_rate_at(s, total_steps=110, config=config) for s in range(110)]
+    assert factors[0] == pytest.approx(0.1)
+    assert factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0)
+    assert factors[60] == pytest.approx(0.5)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    step = tiny_trainer(scheduler="step")
+    assert learning_rate_at(74, total_steps=100, config=step) == pytest.approx(0.1)
+    assert learning_rate_at(75, total_steps=100, config=step) == pytest.approx(0.01)
+
+
+def test_loader_source_shards_match_the_global_batch(digits_train: ImageDataset) -> None:
+    whole = LoaderSource(digits_train, batch_size=64, seed=5)
+    halves = [LoaderSource(digits_train, batch_size=64, seed=5, rank=r, world_size=2)
+              for r in (0, 1)]
+    state = TrainState(epoch=2)
+    for batch, first, second in zip(whole.batches(state), halves[0].batches(state),
+                                    halves[1].batches(state), strict=True):
+        assert torch.equal(batch.images, torch.cat([first.images, second.images]))
+    with pytest.raises(FreekdError, match="does not split over 3 processes"):
+        LoaderSource(digits_train, batch_size=64, seed=5, world_size=3)
+    with pytest.raises(FreekdError, match="fewer than one batch"):
+        LoaderSource(digits_train.subset(torch.arange(10)), batch_size=64, seed=5)

@@ -254,8 +254,29 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(names)}"
             raise FreekdError(f"{where} has no field {key!r}{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+            value = _with_field_defaults(cls, key, value)
+        kwargs[key] = _coerce(annotation, value, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _with_field_defaults(cls: type, key: str, value: dict[str, Any]) -> dict[str, Any]:
+    """Fill a partial group (``method.params.temperature=2``) with the field's default values.
+
+    A component renamed to another plug-in does not inherit the default's ``params``.
+    """
+    (spec,) = [f for f in dataclasses.fields(cls) if f.name == key]  # type: ignore[arg-type]
+    if spec.default is not dataclasses.MISSING:
+        default = spec.default
+    elif spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    else:
+        return value
+    defaults = to_dict(default)
+    if "name" in value and "name" in defaults and value["name"] != defaults["name"]:
+        defaults.pop("params", None)
+    return _merge(defaults, value)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -288,7 +309,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "params":
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge(merged[key], value)
         else:
             merged[key] = value
@@ -358,3 +379,7 @@ def load_config(
 def dump_yaml(config: Any) -> str:
     """The resolved config as YAML text (what ``config.yaml`` holds)."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+# Which schema each folder of configs/ holds (the config test validates every file by it).
+CONFIG_KINDS: dict[str, type] = {"teacher": TeacherTrainConfig, "distill": DistillConfig}

@@ -62,20 +62,21 @@ def test_registered_model_gives_logits_and_gradients(
     assert logits.shape == (2, NUM_CLASSES)
     assert torch.isfinite(logits).all()
     F.cross_entropy(logits, torch.tensor([1, 2])).backward()
-    for name, parameter in net.named_parameters():
-        assert parameter.grad is not None, name
-        assert torch.isfinite(parameter.grad).all(), name
-    assert sum(float(parameter.grad.abs().sum()) for parameter in net.parameters()) > 0
+    gradients = [parameter.grad for parameter in net.parameters()]
+    assert all(gradient is not None for gradient in gradients)
+    assert all(torch.isfinite(gradient).all() for gradient in gradients if gradient is not None)
+    assert any(gradient.abs().sum() > 0 for gradient in gradients if gradient is not None)
 
 
 @pytest.mark.parametrize("arch", MODELS.names())
-def test_registered_model_takes_8_pixel_images_with_any_channel_count(arch: str) -> None:
-    for input_shape in [(1, 8, 8), (2, 8, 8)]:
-        net = build(arch, input_shape).eval()
-        with torch.no_grad():
-            logits = net(torch.rand(2, *input_shape))
-        assert logits.shape == (2, NUM_CLASSES)
-        assert torch.isfinite(logits).all()
+def test_registered_model_takes_tiny_images_with_an_unusual_channel_count(arch: str) -> None:
+    net = build(arch, (2, 8, 8)).eval()
+
+    with torch.no_grad():
+        logits = net(torch.rand(2, 2, 8, 8))
+
+    assert logits.shape == (2, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("arch", ["tiny-cnn", "tiny-cnn-nobn"])
@@ -445,7 +446,8 @@ def test_metadata_is_plain_and_rebuilds_the_classifier() -> None:
 
 def test_check_model_accepts_a_fitting_model_and_restores_modes() -> None:
     net = build_model("tiny-cnn", num_classes=10, input_shape=(1, 8, 8)).train()
-    net.features[1].eval()  # a mixed state must come back as it was
+    next(module for module in net.modules() if isinstance(module, nn.BatchNorm2d)).eval()
+    # a mixed train/eval state must come back exactly as it was
     modes = [module.training for module in net.modules()]
 
     check_model(net, input_shape=(1, 8, 8), num_classes=10)

@@ -1,0 +1,39 @@
+"""Every YAML under configs/ loads into its schema, with component kwargs checked."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from freekd.config import CONFIG_KINDS, ComponentConfig, load_config
+from freekd.data import AUGMENTATIONS
+from freekd.methods import METHODS
+from freekd.models import MODELS
+from freekd.train.optim import OPTIMIZERS, SCHEDULES
+
+ROOT = Path(__file__).resolve().parents[1] / "configs"
+FILES = sorted(ROOT.rglob("*.yaml"))
+
+
+def test_there_are_configs() -> None:
+    assert len(FILES) >= 4
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_config_is_valid(path: Path) -> None:
+    kind = path.relative_to(ROOT).parts[0]
+    assert kind in CONFIG_KINDS, f"{path}: put configs under one of {sorted(CONFIG_KINDS)}"
+    config = load_config(CONFIG_KINDS[kind], path)
+    trainer = config.trainer
+    OPTIMIZERS.get(trainer.optimizer)
+    SCHEDULES.get(trainer.scheduler)
+    AUGMENTATIONS.get(trainer.augment)
+    for field in ("arch", "student"):
+        name = getattr(config, field, None)
+        if name is not None:
+            assert name in MODELS or ":" in name, f"{path}: unknown model {name}"
+    method = getattr(config, "method", None)
+    if isinstance(method, ComponentConfig):
+        inspect.signature(METHODS.get(method.name)).bind(None, None, **method.params)

@@ -32,7 +32,11 @@ REQUIRED_KEYS = ("format", "arch", "arch_kwargs", "num_classes", "input", "state
 def checkpoint_dict(model: ImageClassifier, *, config: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint mapping for ``model`` with the run's resolved ``config`` embedded."""
     metadata = model.metadata()
-    state_dict = {key: value.detach().cpu().clone() for key, value in model.net.state_dict().items()}
+    # Keys are saved as the bare network's, even when ``net`` is wrapped (DDP, torch.compile).
+    state_dict = {
+        _strip_prefixes(key): value.detach().cpu().clone()
+        for key, value in model.net.state_dict().items()
+    }
     return {
         "format": FORMAT,
         "arch": metadata["arch"],
@@ -72,22 +76,38 @@ def safe_torch_load(path: Path, *, what: str = "checkpoint") -> Any:
         raise FreekdError(f"{what} {path} does not exist; check the path")
     if path.is_dir():
         raise FreekdError(f"{what} {path} is a directory; pass the model.pt file inside it")
+
+    def not_torch(detail: str) -> FreekdError:
+        return FreekdError(
+            f"{what} {path} is not a readable torch file ({detail}); expected a freekd "
+            "checkpoint, a TorchScript file or a state_dict"
+        )
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        text = str(error)
-        if "weights_only" in text or "global" in text.lower() or "Unsupported" in text:
-            raise FreekdError(
-                f"{what} {path} holds pickled Python objects (e.g. a whole nn.Module) and loading "
-                "it would run code from the file; re-save it as a state_dict and pass --arch, "
-                "or pass --trust-pickle if you trust its author"
-            ) from None
-        raise FreekdError(f"{what} {path} is not a readable torch file ({_first_line(error)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        # The weights-only unpickler rejects random bytes and text too; only a real pickle
+        # (a torch zip archive, a stream starting with the PROTO opcode, or one naming a global)
+        # holds objects.
+        if "Unsupported global" not in str(error) and not _is_pickle_container(path):
+            raise not_torch("neither a torch archive nor a pickle") from None
         raise FreekdError(
-            f"{what} {path} is not a readable torch file ({_first_line(error)}); expected a "
-            "freekd checkpoint, a TorchScript file or a state_dict"
+            f"{what} {path} holds pickled Python objects (e.g. a whole nn.Module) and loading "
+            "it would run code from the file; re-save it as a state_dict and pass --arch, "
+            "or pass --trust-pickle if you trust its author"
         ) from None
+    except Exception as error:  # a corrupt file makes the unpickler raise anything (KeyError ...)
+        detail = "corrupt pickle data" if isinstance(error, LookupError) else _first_line(error)
+        raise not_torch(detail) from None
+
+
+def _is_pickle_container(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            first = stream.read(1)
+    except OSError:
+        return False
+    return first == b"\x80" or zipfile.is_zipfile(path)
 
 
 def _first_line(error: BaseException) -> str:
@@ -170,7 +190,7 @@ def load_state_dict_checked(
         detail = "; ".join(parts) or _first_line(error)
         raise FreekdError(
             f"the weights in {source} do not fit --arch {arch} ({detail}); "
-            "check --arch, --arch-kwargs and --num-classes"
+            "check --arch, --arch-kwargs, --input-shape and --num-classes"
         ) from None
 
 

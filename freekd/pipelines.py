@@ -172,6 +172,7 @@ def _run_loop(
     device: torch.device,
     dist: DistInfo,
     description: str,
+    resume_data: dict[str, Any] | None = None,
 ) -> _TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student."""
     out = options.out_dir
@@ -193,9 +194,7 @@ def _run_loop(
     trainer = Trainer(method, optimizer, config=trainer_config, device=device,
                       callbacks=callbacks, dist=dist)
     state = None
-    if options.resume:
-        resume_data = load_resume_state(out / RESUME_FILE)
-        _check_config_matches(resume_data["config"], config, out)
+    if resume_data is not None:
         method.to(device)
         state = restore(trainer, resume_data)
         logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
@@ -231,6 +230,16 @@ def _setup(seed: int, trainer_config: TrainerConfig, options: RunOptions
         torch.distributed.barrier()  # every rank has checked the folder before rank 0 writes
     seed_everything(seed, deterministic=trainer_config.deterministic)
     return dist, device
+
+
+def _resume_data(config: dict[str, Any], options: RunOptions) -> dict[str, Any] | None:
+    """The checkpoint ``--resume`` continues from, checked against ``config`` before the run
+    folder is touched (a refused resume must not overwrite the run's ``config.yaml``)."""
+    if not options.resume:
+        return None
+    data = load_resume_state(options.out_dir / RESUME_FILE)
+    _check_config_matches(data["config"], config, options.out_dir)
+    return data
 
 
 def _start_run_dir(config: Any, options: RunOptions, dist: DistInfo) -> None:
@@ -284,11 +293,12 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
                            num_classes=train_set.num_classes, mean=config.mean, std=config.std)
     method = Supervised(model, label_smoothing=config.label_smoothing)
     resolved = to_dict(config)
+    resume_data = _resume_data(resolved, options)
     _start_run_dir(config, options, dist)
     result = _run_loop(method, student=model, train_set=train_set, eval_set=eval_set,
                        trainer_config=config.trainer, seed=config.seed, config=resolved,
                        options=options, device=device, dist=dist,
-                       description=f"teacher {config.arch}")
+                       description=f"teacher {config.arch}", resume_data=resume_data)
     report = {
         "command": "teacher train",
         "test_accuracy": result.state.metrics["eval_accuracy"],
@@ -329,11 +339,13 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
                              num_classes=teacher.num_classes, mean=None, std=None)
     method = method_class(student, teacher, **config.method.params)  # type: ignore[call-arg]
     resolved = to_dict(config)
+    resume_data = _resume_data(resolved, options)
     _start_run_dir(config, options, dist)
     result = _run_loop(method, student=student, train_set=train_set, eval_set=eval_set,
                        trainer_config=config.trainer, seed=config.seed, config=resolved,
                        options=options, device=device, dist=dist,
-                       description=f"distill {config.method.name} → {config.student}")
+                       description=f"distill {config.method.name} → {config.student}",
+                       resume_data=resume_data)
     report = {
         "command": "distill",
         "teacher": {

@@ -31,7 +31,7 @@ Kaiming-normal convolutions, BN scale 1 and shift 0; the final linear layer keep
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch.nn.functional as F  # noqa: N812  (the PyTorch convention)
@@ -192,62 +192,21 @@ def _he_cifar_resnet(
     )
 
 
-@MODELS.register("resnet8")
-def resnet8(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-8 (n=1) of He et al. 2016 §4.2, ≈0.08M parameters."""
-    return _he_cifar_resnet(8, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
+def _he_factory(depth: int) -> Callable[..., nn.Module]:
+    def factory(
+        *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
+    ) -> nn.Module:
+        return _he_cifar_resnet(depth, num_classes=num_classes, input_shape=input_shape,
+                                shortcut=shortcut)
+
+    factory.__name__ = f"resnet{depth}"
+    factory.__doc__ = f"ResNet-{depth} (n={(depth - 2) // 6}) of He et al. 2016 §4.2."
+    return factory
 
 
-@MODELS.register("resnet14")
-def resnet14(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-14 (n=2) of He et al. 2016 §4.2, ≈0.17M parameters."""
-    return _he_cifar_resnet(14, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
-
-
-@MODELS.register("resnet20")
-def resnet20(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-20 (n=3) of He et al. 2016 §4.2, 0.27M parameters."""
-    return _he_cifar_resnet(20, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
-
-
-@MODELS.register("resnet32")
-def resnet32(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-32 (n=5) of He et al. 2016 §4.2, 0.46M parameters."""
-    return _he_cifar_resnet(32, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
-
-
-@MODELS.register("resnet44")
-def resnet44(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-44 (n=7) of He et al. 2016 §4.2, 0.66M parameters."""
-    return _he_cifar_resnet(44, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
-
-
-@MODELS.register("resnet56")
-def resnet56(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-56 (n=9) of He et al. 2016 §4.2, 0.85M parameters."""
-    return _he_cifar_resnet(56, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
-
-
-@MODELS.register("resnet110")
-def resnet110(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
-) -> nn.Module:
-    """ResNet-110 (n=18) of He et al. 2016 §4.2, 1.7M parameters."""
-    return _he_cifar_resnet(
-        110, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut
-    )
+# Parameter counts for 10 classes: 0.08M, 0.17M, 0.27M, 0.46M, 0.66M, 0.85M, 1.7M (paper §4.2).
+for _depth in (8, 14, 20, 32, 44, 56, 110):
+    MODELS.register(f"resnet{_depth}")(_he_factory(_depth))
 
 
 def _crd_wide_resnet(
@@ -265,20 +224,21 @@ def _crd_wide_resnet(
     )
 
 
-@MODELS.register("resnet8x4")
-def resnet8x4(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "B"
-) -> nn.Module:
-    """ResNet-8×4 of CRD (Tian et al. 2020, Table 1), 1.23M parameters for 100 classes."""
-    return _crd_wide_resnet(8, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
+def _crd_factory(depth: int) -> Callable[..., nn.Module]:
+    def factory(
+        *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "B"
+    ) -> nn.Module:
+        return _crd_wide_resnet(depth, num_classes=num_classes, input_shape=input_shape,
+                                shortcut=shortcut)
+
+    factory.__name__ = f"resnet{depth}x4"
+    factory.__doc__ = f"ResNet-{depth}×4 of CRD (Tian et al. 2020, arXiv:1910.10699, Table 1)."
+    return factory
 
 
-@MODELS.register("resnet32x4")
-def resnet32x4(
-    *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "B"
-) -> nn.Module:
-    """ResNet-32×4 of CRD (Tian et al. 2020, Table 1), 7.43M parameters for 100 classes."""
-    return _crd_wide_resnet(32, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut)
+# 1.23M and 7.43M parameters for 100 classes, as in CRD.
+for _depth in (8, 32):
+    MODELS.register(f"resnet{_depth}x4")(_crd_factory(_depth))
 
 
 @MODELS.register("resnet18")

@@ -39,6 +39,8 @@ class _Normalized(nn.Module):
     def __init__(self, net: nn.Module, *, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net
+        self.mean: Tensor
+        self.std: Tensor
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
 
@@ -122,11 +124,17 @@ def _foreign_teacher(
                    metadata=metadata)
 
 
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of an error message (torch's often start with a newline)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
 def _from_torchscript(path: Path, source: TeacherSourceConfig) -> Teacher:
     try:
         net = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # torch raises RuntimeError subclasses with long messages
-        raise FreekdError(f"cannot load TorchScript file {path}: {str(error).splitlines()[0]}") from None
+        raise FreekdError(f"cannot load TorchScript file {path}: {_first_line(error)}") from None
     return _foreign_teacher(net, path, source, kind="a TorchScript file")
 
 
@@ -135,7 +143,7 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig) -> Teacher:
         try:
             data = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:
-            raise FreekdError(f"cannot load {path}: {str(error).splitlines()[0]}; {EXPECTED}") from None
+            raise FreekdError(f"cannot load {path}: {_first_line(error)}; {EXPECTED}") from None
     else:
         data = safe_torch_load(path, what="teacher file")
     if isinstance(data, nn.Module):

@@ -99,6 +99,22 @@ DataRootOption = Annotated[str | None, typer.Option(
 DownloadOption = Annotated[bool, typer.Option(
     "--download", help="Let torchvision download into --data-root (needs a network).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+# How to load a model file that is not a freekd checkpoint (DESIGN.md, "Teachers users bring").
+SourceArchOption = Annotated[str | None, typer.Option(
+    "--arch", help="Architecture of a plain state_dict file (freekd name, torchvision:NAME or "
+    "package.module:Class).")]
+ArchKwargsOption = Annotated[str | None, typer.Option(
+    "--arch-kwargs", help="JSON keyword arguments for --arch.")]
+InputShapeOption = Annotated[str | None, typer.Option(
+    "--input-shape", help="Input C,H,W of a state_dict or TorchScript file.")]
+NumClassesOption = Annotated[int | None, typer.Option(
+    "--num-classes", help="Class count (inferred when omitted).")]
+MeanOption = Annotated[str | None, typer.Option(
+    "--mean", help="Input normalization mean the model expects, comma-separated.")]
+StdOption = Annotated[str | None, typer.Option(
+    "--std", help="Input normalization std the model expects, comma-separated.")]
+TrustPickleOption = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it).")]
 
 
 def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -131,6 +147,21 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
+
+
+def _source_values(
+    prefix: str, path: str | None, arch: str | None, arch_kwargs: str | None,
+    input_shape: str | None, num_classes: int | None, mean: str | None, std: str | None,
+    trust_pickle: bool,
+) -> dict[str, Any]:
+    """Dotted config values of a TeacherSourceConfig from the model-loading flags."""
+    return {
+        f"{prefix}path": path, f"{prefix}arch": arch,
+        f"{prefix}arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
+        f"{prefix}input_shape": _ints(input_shape, "--input-shape"),
+        f"{prefix}num_classes": num_classes, f"{prefix}mean": _floats(mean, "--mean"),
+        f"{prefix}std": _floats(std, "--std"), f"{prefix}trust_pickle": trust_pickle or None,
+    }
 
 
 def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
@@ -216,20 +247,13 @@ def distill(
     method: Annotated[str | None, typer.Option("--method", help="Distillation method (kd).")] = None,
     dataset: DatasetOption = None,
     eval_data: EvalDataOption = None,
-    arch: Annotated[str | None, typer.Option(
-        "--arch", help="Teacher architecture, for a plain state_dict teacher.")] = None,
-    arch_kwargs: Annotated[str | None, typer.Option(
-        "--arch-kwargs", help="JSON keyword arguments for --arch.")] = None,
-    input_shape: Annotated[str | None, typer.Option(
-        "--input-shape", help="Teacher input C,H,W (state_dict or TorchScript teachers).")] = None,
-    num_classes: Annotated[int | None, typer.Option(
-        "--num-classes", help="Teacher class count (inferred when omitted).")] = None,
-    mean: Annotated[str | None, typer.Option(
-        "--mean", help="Teacher input normalization mean, comma-separated.")] = None,
-    std: Annotated[str | None, typer.Option(
-        "--std", help="Teacher input normalization std, comma-separated.")] = None,
-    trust_pickle: Annotated[bool, typer.Option(
-        "--trust-pickle", help="Allow a pickled nn.Module teacher (pickle runs code).")] = False,
+    arch: SourceArchOption = None,
+    arch_kwargs: ArchKwargsOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    trust_pickle: TrustPickleOption = False,
     epochs: EpochsOption = None,
     batch_size: BatchOption = None,
     lr: LrOption = None,
@@ -247,11 +271,8 @@ def distill(
 ) -> None:
     """Distill a student from a teacher on real data (classic KD)."""
     values = {
-        "teacher.path": teacher, "teacher.arch": arch,
-        "teacher.arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
-        "teacher.input_shape": _ints(input_shape, "--input-shape"),
-        "teacher.num_classes": num_classes, "teacher.mean": _floats(mean, "--mean"),
-        "teacher.std": _floats(std, "--std"), "teacher.trust_pickle": True if trust_pickle else None,
+        **_source_values("teacher.", teacher, arch, arch_kwargs, input_shape, num_classes, mean,
+                         std, trust_pickle),
         "student": student, "method.name": method, "dataset": dataset, "eval_dataset": eval_data,
         "seed": seed, "data_root": data_root, "download": True if download else None,
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
@@ -274,17 +295,29 @@ def distill(
 @app.command("eval")
 @user_errors
 def eval_command(
-    model: Annotated[Path, typer.Option("--model", help="A freekd checkpoint (model.pt).")],
+    model: Annotated[str, typer.Option("--model", help="Model file: freekd checkpoint, TorchScript, "
+                                       "state_dict (+ --arch) or pickled module (+ --trust-pickle).")],
     dataset: Annotated[str, typer.Option("--dataset", help="Labelled data, e.g. mnist:test.")],
+    arch: SourceArchOption = None,
+    arch_kwargs: ArchKwargsOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    trust_pickle: TrustPickleOption = False,
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 512,
     as_json: JsonOption = False,
 ) -> None:
-    """Accuracy of any freekd checkpoint on a labelled dataset."""
+    """Accuracy of any loadable model on a labelled dataset."""
+    from freekd.config import TeacherSourceConfig, from_dict
     from freekd.pipelines import run_eval
 
-    result = run_eval(model, dataset, data_root=data_root, device=device, batch_size=batch_size)
+    values = _source_values("", model, arch, arch_kwargs, input_shape, num_classes, mean, std,
+                            trust_pickle)
+    source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
+    result = run_eval(source, dataset, data_root=data_root, device=device, batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:

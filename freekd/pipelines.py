@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from freekd import __version__
-from freekd.checkpoint import load_model, save_checkpoint
+from freekd.checkpoint import save_checkpoint
 from freekd.config import (
     DistillConfig,
     TeacherSourceConfig,
@@ -386,19 +386,19 @@ def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
         )
 
 
-def run_eval(model_path: Path, dataset: str, *, data_root: str | None = None,
+def run_eval(model: TeacherSourceConfig, dataset: str, *, data_root: str | None = None,
              device: str = "auto", batch_size: int = 512) -> dict[str, Any]:
-    """``freekd eval``: accuracy of a freekd checkpoint on a labelled dataset."""
+    """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
     data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
-    model = load_model(model_path)
-    check_input_shape(data, model.input_shape, who=f"model {model_path}")
-    if data.num_classes > model.num_classes:
-        raise FreekdError(f"{data.name} has {data.num_classes} classes but model {model_path} "
-                          f"has {model.num_classes}; evaluate on matching data")
+    loaded = load_teacher(model)
+    check_input_shape(data, loaded.input_shape, who=f"model {model.path}")
+    if data.num_classes > loaded.num_classes:
+        raise FreekdError(f"{data.name} has {data.num_classes} classes but model {model.path} "
+                          f"has {loaded.num_classes}; evaluate on matching data")
     torch_device = resolve_device(device)
-    result = evaluate(model.to(torch_device), data, device=torch_device, batch_size=batch_size)
+    result = evaluate(loaded.to(torch_device), data, device=torch_device, batch_size=batch_size)
     return {"accuracy": result["accuracy"], "n": int(result["n"]), "loss": result["loss"],
-            "dataset": data.name, "model": str(model_path)}
+            "dataset": data.name, "model": model.path}
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ def digits_test() -> ImageDataset:
 def tiny_trainer(**changes: object) -> TrainerConfig:
     """A fast loop for tests: CPU, no AMP, few epochs."""
     values: dict[str, object] = {"epochs": 2, "batch_size": 64, "lr": 0.05, "device": "cpu",
+                                 "augment": "none",
                                  "log_every": 5, "checkpoint_every": 10}
     values.update(changes)
     return TrainerConfig(**values)  # type: ignore[arg-type]

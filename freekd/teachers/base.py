@@ -53,4 +53,9 @@ class Teacher(nn.Module):
     @property
     def has_batchnorm(self) -> bool:
         """Whether any BatchNorm layer (whose running statistics inversion can use) is inside."""
-        return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.modules())
+        return any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            # TorchScript modules keep only the original class name.
+            or getattr(m, "original_name", "").startswith(("BatchNorm", "SyncBatchNorm"))
+            for m in self.modules()
+        )

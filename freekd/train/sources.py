@@ -81,10 +81,16 @@ class LoaderSource:
     def batches(self, state: TrainState) -> Iterator[Batch]:
         order = torch.randperm(len(self.dataset), generator=self._generator(state.epoch))
         per_rank = self.batch_size // self.world_size
+        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         for index in range(state.step_in_epoch, self.steps_per_epoch()):
-            start = index * self.batch_size + self.rank * per_rank
-            batch = self.dataset.batch(order[start : start + per_rank])
-            images = batch.images
-            if self.augment is not None:
-                images = self.augment(images, rng=self._generator(state.epoch, index))
+            start = index * self.batch_size
+            if self.augment is None:
+                batch = self.dataset.batch(order[start : start + self.batch_size][mine])
+                images = batch.images
+            else:
+                # Augment the whole global batch, then take this rank's slice: every process
+                # draws the same random offsets, so W processes see exactly one process's batch.
+                batch = self.dataset.batch(order[start : start + self.batch_size])
+                images = self.augment(batch.images, rng=self._generator(state.epoch, index))[mine]
+                batch = Batch(images, None if batch.labels is None else batch.labels[mine])
             yield Batch(images, batch.labels if self.labelled else None)

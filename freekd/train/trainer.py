@@ -146,7 +146,7 @@ class Trainer:
         if not math.isfinite(loss.item()):
             raise FreekdError(
                 f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                "lower --lr, or set trainer.max_grad_norm, and start again"
+                "lower --lr (or set trainer.max_grad_norm) and start again with --overwrite"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

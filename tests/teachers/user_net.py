@@ -1,0 +1,32 @@
+"""User-defined networks for the import-path teacher tests (``--arch tests.teachers.user_net:...``).
+
+Neither has BatchNorm, so a teacher built from them has no BN statistics to invert.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class UserNet(nn.Module):
+    """A small user CNN without BatchNorm that asks for ``num_classes`` (and nothing else)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = nn.Linear(8 * 2 * 2, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fc(self.pool(self.conv(images).relu()).flatten(1))
+
+
+class FlatNet(nn.Module):
+    """A user network that only takes 1×8×8 images: its linear layer is sized for 64 pixels."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fc(images.flatten(1))

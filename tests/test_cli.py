@@ -1,0 +1,575 @@
+"""The typer CLI through ``CliRunner``: help, tiny real runs, exact resume, and one-line errors.
+
+Click ≥ 8.2 (installed here) keeps stderr apart: ``result.stdout`` and ``result.stderr`` are the
+two streams, ``result.output`` is both interleaved as a terminal would show them.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from click.testing import Result
+from typer.testing import CliRunner
+
+import freekd
+from freekd.cli import app
+from freekd.config import TeacherTrainConfig, TrainerConfig, load_config, to_dict
+
+runner = CliRunner()
+
+TINY = ["--epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet"]
+RUN_FILES = {"model.pt", "report.json", "config.yaml", "metrics.jsonl", "curves.png"}
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core box: intra-op threads only oversubscribe the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args: object) -> Result:
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def succeeded(result: Result) -> Result:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def teacher_train(out: Path, *extra: object) -> Result:
+    return invoke(
+        "teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn", *TINY, "--out", out, *extra
+    )
+
+
+def distill(teacher: Path, out: Path, *extra: object, student: str = "mlp") -> Result:
+    return invoke(
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        student,
+        "--dataset",
+        "digits",
+        "--method",
+        "kd",
+        *TINY,
+        "--out",
+        out,
+        *extra,
+    )
+
+
+def assert_user_error(result: Result, *needles: str) -> str:
+    """Exit status 2 and one ``error:`` line (on stderr) naming the problem; no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    assert lines[0] in result.stderr.splitlines()
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# help and version --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["teacher"], ["teacher", "train"], ["distill"], ["eval"], ["info"], ["demo"]],
+    ids=lambda command: " ".join(command) or "freekd",
+)
+def test_help_of_every_command(command: list[str]) -> None:
+    result = succeeded(invoke(*command, "--help"))
+
+    assert "Usage:" in result.stdout
+    assert "Traceback" not in result.output
+
+
+def test_version() -> None:
+    result = succeeded(invoke("--version"))
+
+    assert result.stdout.strip() == f"freekd {freekd.__version__}"
+
+
+# tiny real runs ----------------------------------------------------------------------------------
+
+
+def test_teacher_train_writes_the_run_files(tmp_path: Path) -> None:
+    out = tmp_path / "teacher"
+
+    succeeded(teacher_train(out))
+
+    assert {entry.name for entry in out.iterdir()} >= RUN_FILES
+    report = json.loads((out / "report.json").read_text())
+    assert 0.0 <= report["test_accuracy"] <= 1.0
+    assert report["wall_seconds"] > 0
+    assert report["seed"] == 0
+    assert report["freekd_version"] == freekd.__version__
+    expected = TeacherTrainConfig(
+        dataset="digits",
+        arch="tiny-cnn",
+        trainer=TrainerConfig(epochs=1, batch_size=64, device="cpu"),
+    )
+    assert load_config(TeacherTrainConfig, out / "config.yaml") == expected
+    checkpoint = torch.load(out / "model.pt", weights_only=True)
+    assert checkpoint["config"] == to_dict(expected)
+    lines = read_jsonl(out / "metrics.jsonl")
+    assert lines[-1]["step"] == report["steps"] == 1500 // 64  # full batches only
+    assert lines[-1]["eval_accuracy"] == report["test_accuracy"]
+    assert (out / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_set_and_config_file_take_effect(tmp_path: Path) -> None:
+    overrides = tmp_path / "overrides.yaml"
+    # PyYAML reads 1e-4 as a string; the loader coerces it by the field's type.
+    overrides.write_text(
+        "label_smoothing: 0.1\ntrainer:\n  lr: 0.2\n  weight_decay: 1e-4\n"
+        "  scheduler: constant\n  epochs: 5\n"
+    )
+    out = tmp_path / "teacher"
+
+    # Precedence: dataclass defaults < --config < --set < real flags (--epochs).
+    succeeded(
+        teacher_train(
+            out, "--config", overrides, "--set", "trainer.lr=0.01", "--set", "trainer.epochs=3"
+        )
+    )
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["label_smoothing"] == 0.1
+    assert saved["trainer"]["weight_decay"] == 1e-4
+    assert saved["trainer"]["lr"] == 0.01
+    assert saved["trainer"]["scheduler"] == "constant"
+    assert saved["trainer"]["epochs"] == 1
+    # ... and they reached the training loop, not only the file.
+    step_lines = [line for line in read_jsonl(out / "metrics.jsonl") if "lr" in line]
+    assert step_lines
+    assert all(line["lr"] == pytest.approx(0.01) for line in step_lines)
+
+
+def test_distill_and_the_student_as_the_next_teacher(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+
+    succeeded(distill(tiny_teacher_path, first))
+    succeeded(distill(first / "model.pt", second, student="tiny-cnn-nobn"))
+
+    first_report = json.loads((first / "report.json").read_text())
+    second_report = json.loads((second / "report.json").read_text())
+    assert {entry.name for entry in first.iterdir()} >= RUN_FILES
+    assert first_report["teacher"]["test_accuracy"] > 0.9  # the tiny digits teacher
+    assert 0.0 <= first_report["student"]["test_accuracy"] <= 1.0
+    assert second_report["teacher"]["test_accuracy"] == first_report["student"]["test_accuracy"]
+    assert second_report["teacher"]["arch"] == "mlp"
+    assert second_report["student"]["arch"] == "tiny-cnn-nobn"
+
+
+def test_eval_json_matches_the_report(tiny_teacher_dir: Path) -> None:
+    report = json.loads((tiny_teacher_dir / "report.json").read_text())
+
+    result = succeeded(
+        invoke(
+            "eval",
+            "--model",
+            tiny_teacher_dir / "model.pt",
+            "--dataset",
+            "digits:test",
+            "--device",
+            "cpu",
+            "--json",
+        )
+    )
+
+    printed = json.loads(result.stdout)
+    assert printed == {"accuracy": pytest.approx(report["test_accuracy"], abs=1e-12), "n": 297}
+    assert set(printed) == {"accuracy", "n"}
+
+
+def test_eval_text(tiny_teacher_path: Path) -> None:
+    result = succeeded(
+        invoke("eval", "--model", tiny_teacher_path, "--dataset", "digits:test", "--device", "cpu")
+    )
+
+    assert "297 images of digits:test" in result.stdout
+
+
+def test_info(tiny_teacher_path: Path) -> None:
+    table = succeeded(invoke("info", tiny_teacher_path)).stdout
+    as_json = json.loads(succeeded(invoke("info", tiny_teacher_path, "--json")).stdout)
+
+    for needle in ("freekd/1", "tiny-cnn", "1x8x8", "5,178", "digits"):
+        assert needle in table
+    assert as_json["format"] == "freekd/1"
+    assert as_json["arch"] == "tiny-cnn"
+    assert as_json["num_classes"] == 10
+    assert as_json["input"]["shape"] == [1, 8, 8]
+    assert as_json["parameters"] == 5178
+    assert as_json["freekd_version"] == freekd.__version__
+    assert as_json["config"]["dataset"] == "digits"
+
+
+# errors: exit 2, one line, no traceback, no run folder -------------------------------------------
+
+
+class Touch:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def missing_teacher(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["distill", "--teacher", tmp / "nope.pt", "--student", "mlp", "--dataset", "digits", *TINY],
+        ["does not exist", "--teacher"],
+    )
+
+
+def teacher_not_a_checkpoint(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    path = tmp / "notes.pt"
+    path.write_text("these are my notes, not a model\n" * 10)
+    return (
+        ["distill", "--teacher", path, "--student", "mlp", "--dataset", "digits", *TINY],
+        ["not a readable torch file", "freekd checkpoint"],
+    )
+
+
+def hostile_teacher(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    path = tmp / "hostile.pt"
+    torch.save({"model": Touch(tmp / "pwned")}, path)
+    return (
+        ["distill", "--teacher", path, "--student", "mlp", "--dataset", "digits", *TINY],
+        ["pickled", "--trust-pickle"],
+    )
+
+
+def state_dict_without_arch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    path = tmp / "weights.pt"
+    torch.save(torch.load(teacher, weights_only=True)["state_dict"], path)
+    return (
+        [
+            "distill",
+            "--teacher",
+            path,
+            "--input-shape",
+            "1,8,8",
+            "--student",
+            "mlp",
+            "--dataset",
+            "digits",
+            *TINY,
+        ],
+        ["state_dict", "--arch"],
+    )
+
+
+def state_dict_not_fitting_arch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    path = tmp / "weights.pt"
+    torch.save(torch.load(teacher, weights_only=True)["state_dict"], path)
+    return (
+        [
+            "distill",
+            "--teacher",
+            path,
+            "--arch",
+            "mlp",
+            "--input-shape",
+            "1,8,8",
+            "--student",
+            "mlp",
+            "--dataset",
+            "digits",
+            *TINY,
+        ],
+        ["do not fit --arch mlp"],
+    )
+
+
+def unknown_dataset_teacher(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["teacher", "train", "--dataset", "digitz", "--arch", "tiny-cnn", *TINY],
+        ["unknown dataset 'digitz'", "digits", "mnist", "fashion-mnist"],
+    )
+
+
+def unknown_dataset_distill(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["distill", "--teacher", teacher, "--student", "mlp", "--dataset", "digitz", *TINY],
+        ["unknown dataset 'digitz'", "digits", "mnist", "fashion-mnist"],
+    )
+
+
+def unknown_arch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["teacher", "train", "--dataset", "digits", "--arch", "tiny-cnnn", *TINY],
+        ["unknown model 'tiny-cnnn'", "tiny-cnn", "mlp", "lenet5"],
+    )
+
+
+def unknown_student(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["distill", "--teacher", teacher, "--student", "mlpp", "--dataset", "digits", *TINY],
+        ["unknown model 'mlpp'", "tiny-cnn", "mlp", "lenet5"],
+    )
+
+
+def unknown_method(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        [
+            "distill",
+            "--teacher",
+            teacher,
+            "--student",
+            "mlp",
+            "--method",
+            "kdd",
+            "--dataset",
+            "digits",
+            *TINY,
+        ],
+        ["unknown method 'kdd'", "kd"],
+    )
+
+
+def misspelt_setting(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        [
+            "teacher",
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "tiny-cnn",
+            *TINY,
+            "--set",
+            "trainer.lrr=0.1",
+        ],
+        ["'lrr'", "did you mean 'lr'"],
+    )
+
+
+def setting_of_the_wrong_type(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        [
+            "teacher",
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "tiny-cnn",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--set",
+            "trainer.epochs=abc",
+        ],
+        ["trainer.epochs", "integer", "'abc'"],
+    )
+
+
+def input_shape_mismatch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    # The teacher was trained on 8×8 digits; Fashion-MNIST (local) has 28×28 images.
+    return (
+        ["distill", "--teacher", teacher, "--student", "mlp", "--dataset", "fashion-mnist", *TINY],
+        ["1x28x28", "1x8x8", "teacher"],
+    )
+
+
+def overwrite_and_resume(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        [
+            "teacher",
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "tiny-cnn",
+            *TINY,
+            "--overwrite",
+            "--resume",
+        ],
+        ["--overwrite", "--resume"],
+    )
+
+
+def resume_a_new_folder(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        ["teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn", *TINY, "--resume"],
+        ["nothing to resume"],
+    )
+
+
+def resume_distill_in_a_new_folder(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
+    return (
+        [
+            "distill",
+            "--teacher",
+            teacher,
+            "--student",
+            "mlp",
+            "--dataset",
+            "digits",
+            *TINY,
+            "--resume",
+        ],
+        ["nothing to resume"],
+    )
+
+
+ERROR_CASES = [
+    missing_teacher,
+    teacher_not_a_checkpoint,
+    hostile_teacher,
+    state_dict_without_arch,
+    state_dict_not_fitting_arch,
+    unknown_dataset_teacher,
+    unknown_dataset_distill,
+    unknown_arch,
+    unknown_student,
+    unknown_method,
+    misspelt_setting,
+    setting_of_the_wrong_type,
+    input_shape_mismatch,
+    overwrite_and_resume,
+    resume_a_new_folder,
+    resume_distill_in_a_new_folder,
+]
+
+
+@pytest.mark.parametrize("case", ERROR_CASES, ids=lambda case: case.__name__)
+def test_user_error_before_training(
+    tmp_path: Path,
+    tiny_teacher_path: Path,
+    case: Callable[[Path, Path], tuple[list[object], list[str]]],
+) -> None:
+    args, needles = case(tmp_path, tiny_teacher_path)
+    out = tmp_path / "run"
+
+    assert_user_error(invoke(*args, "--out", out), *needles)
+
+    assert not out.exists()  # nothing is created before training can start
+    assert not (tmp_path / "pwned").exists()  # the hostile pickle never ran
+
+
+def eval_args(model: Path) -> list[object]:
+    return ["eval", "--model", model, "--dataset", "digits:test", "--device", "cpu"]
+
+
+def info_args(model: Path) -> list[object]:
+    return ["info", model]
+
+
+@pytest.mark.parametrize("command", [eval_args, info_args], ids=["eval", "info"])
+def test_eval_and_info_refuse_what_is_no_checkpoint(
+    tmp_path: Path, command: Callable[[Path], list[object]]
+) -> None:
+    notes = tmp_path / "notes.pt"
+    notes.write_text("not a model\n")
+
+    assert_user_error(invoke(*command(notes)), str(notes), "not a readable torch file")
+    assert_user_error(invoke(*command(tmp_path / "nope.pt")), "does not exist")
+
+
+@pytest.mark.parametrize("command", ["teacher", "distill"])
+def test_diverged_loss_names_the_step_and_leaves_no_model(
+    tmp_path: Path, tiny_teacher_path: Path, command: str
+) -> None:
+    out = tmp_path / "run"
+    result = (
+        teacher_train(out, "--lr", "1e9")
+        if command == "teacher"
+        else distill(tiny_teacher_path, out, "--lr", "1e9")
+    )
+
+    line = assert_user_error(result, "loss became nan", "--lr")
+    assert " at step " in line
+    assert not (out / "model.pt").exists()
+    assert not (out / "report.json").exists()
+
+
+def test_resume_in_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+
+    assert_user_error(teacher_train(out, "--resume"), str(out), "nothing to resume")
+    assert not any(out.iterdir())
+
+
+def test_existing_output_folder_needs_overwrite_or_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's file\n")
+
+    assert_user_error(teacher_train(out), str(out), "--overwrite", "--resume")
+    assert sorted(entry.name for entry in out.iterdir()) == ["notes.txt"]
+    assert_user_error(teacher_train(out, "--resume"), "nothing to resume")
+
+    succeeded(teacher_train(out, "--overwrite"))
+    assert {entry.name for entry in out.iterdir()} >= RUN_FILES
+    assert (out / "notes.txt").exists()  # --overwrite replaces freekd's files only
+
+    assert_user_error(teacher_train(out), "already exists")
+    before = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    succeeded(teacher_train(out, "--overwrite"))  # the same seed gives the same run
+    after = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(after[key], value) for key, value in before.items())
+
+
+# resume ------------------------------------------------------------------------------------------
+
+
+def test_resume_gives_the_run_of_one_uninterrupted_command(tmp_path: Path) -> None:
+    constant = ["--set", "trainer.scheduler=constant"]
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+
+    succeeded(teacher_train(resumed, *constant))  # --epochs 1
+    config_after_one_epoch = (resumed / "config.yaml").read_text()
+    # A resume with another learning rate is refused and leaves the run as it was ...
+    assert_user_error(
+        teacher_train(resumed, *constant, "--resume", "--epochs", "2", "--lr", "0.1"),
+        "--resume",
+        "trainer.lr",
+    )
+    assert (resumed / "config.yaml").read_text() == config_after_one_epoch
+    # ... so the right resume still works.
+    succeeded(teacher_train(resumed, *constant, "--resume", "--epochs", "2"))
+    succeeded(teacher_train(straight, *constant, "--epochs", "2"))
+
+    resumed_weights = torch.load(resumed / "model.pt", weights_only=True)["state_dict"]
+    straight_weights = torch.load(straight / "model.pt", weights_only=True)["state_dict"]
+    assert list(resumed_weights) == list(straight_weights)
+    for key, value in straight_weights.items():
+        assert torch.equal(resumed_weights[key], value), key
+
+    def without_timing(path: Path) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in line.items() if k != "steps_per_second"} for line in read_jsonl(path)
+        ]
+
+    resumed_lines = without_timing(resumed / "metrics.jsonl")
+    assert resumed_lines == without_timing(straight / "metrics.jsonl")
+    assert [line["step"] for line in resumed_lines] == [23, 23, 46, 46]
+    assert (resumed / "config.yaml").read_text() == (straight / "config.yaml").read_text()
+    resumed_report = json.loads((resumed / "report.json").read_text())
+    straight_report = json.loads((straight / "report.json").read_text())
+    assert resumed_report["steps"] == straight_report["steps"] == 46
+    assert resumed_report["test_accuracy"] == straight_report["test_accuracy"]

@@ -162,7 +162,9 @@ class DistillConfig:
         default_factory=lambda: ComponentConfig(name="kd", params={"temperature": 4.0})
     )
     seed: int = 0
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # KD's T²-scaled soft targets give larger gradients than cross-entropy: at lr 0.05 LeNet-5-half
+    # (no BatchNorm) reached 93-96 % on MNIST after 2 epochs, at 0.01 it reached 98.3 %.
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=0.01))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,7 +47,9 @@ def user_errors(function: F) -> F:
         except FreekdError as error:
             raise _fail(str(error)) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted; continue later with --resume and the same --out", 130) from None
+            raise _fail(
+                "interrupted; continue later with --resume and the same --out", 130
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -60,61 +62,113 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """freekd: knowledge distillation without data, with private data, or across modalities."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 # Options shared by the training commands --------------------------------------------------------
 
-ConfigOption = Annotated[Path | None, typer.Option(
-    "--config", help="YAML file of config overrides (see configs/).", dir_okay=False)]
-SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Dotted override, e.g. trainer.lr=0.01 (repeatable).")]
-DatasetOption = Annotated[str | None, typer.Option(
-    "--dataset", help="Training data: mnist, fashion-mnist, digits, animal-mnist[:split], a .npz "
-    "file or an image folder.")]
-EvalDataOption = Annotated[str | None, typer.Option(
-    "--eval-data", help="Held-out labelled data (default: the test split of --dataset).")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file of config overrides (see configs/).", dir_okay=False),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Dotted override, e.g. trainer.lr=0.01 (repeatable)."),
+]
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Training data: mnist, fashion-mnist, digits, animal-mnist[:split], a .npz "
+        "file or an image folder.",
+    ),
+]
+EvalDataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-data", help="Held-out labelled data (default: the test split of --dataset)."
+    ),
+]
 EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
 BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
 LrOption = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
 SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
 DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:N].")]
-DeterministicOption = Annotated[bool, typer.Option(
-    "--deterministic", help="Deterministic kernels (bitwise repeatable on CPU).")]
-OutOption = Annotated[Path, typer.Option("--out", help="Run folder for model.pt, report.json, "
-                                         "config.yaml, metrics.jsonl, curves.png.")]
+DeterministicOption = Annotated[
+    bool, typer.Option("--deterministic", help="Deterministic kernels (bitwise repeatable on CPU).")
+]
+OutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Run folder for model.pt, report.json, config.yaml, metrics.jsonl, curves.png.",
+    ),
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-OverwriteOption = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace the run files in an existing --out folder.")]
-ResumeOption = Annotated[bool, typer.Option(
-    "--resume", help="Continue the interrupted run in --out from its checkpoint.pt.")]
-DataRootOption = Annotated[str | None, typer.Option(
-    "--data-root", help="torchvision-format data root (CIFAR-10/100, SVHN, MNIST files).")]
-DownloadOption = Annotated[bool, typer.Option(
-    "--download", help="Let torchvision download into --data-root (needs a network).")]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the run files in an existing --out folder.")
+]
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the interrupted run in --out from its checkpoint.pt."),
+]
+DataRootOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-root", help="torchvision-format data root (CIFAR-10/100, SVHN, MNIST files)."
+    ),
+]
+DownloadOption = Annotated[
+    bool,
+    typer.Option("--download", help="Let torchvision download into --data-root (needs a network)."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 # How to load a model file that is not a freekd checkpoint (DESIGN.md, "Teachers users bring").
-SourceArchOption = Annotated[str | None, typer.Option(
-    "--arch", help="Architecture of a plain state_dict file (freekd name, torchvision:NAME or "
-    "package.module:Class).")]
-ArchKwargsOption = Annotated[str | None, typer.Option(
-    "--arch-kwargs", help="JSON keyword arguments for --arch.")]
-InputShapeOption = Annotated[str | None, typer.Option(
-    "--input-shape", help="Input C,H,W of a state_dict or TorchScript file.")]
-NumClassesOption = Annotated[int | None, typer.Option(
-    "--num-classes", help="Class count (inferred when omitted).")]
-MeanOption = Annotated[str | None, typer.Option(
-    "--mean", help="Input normalization mean the model expects, comma-separated.")]
-StdOption = Annotated[str | None, typer.Option(
-    "--std", help="Input normalization std the model expects, comma-separated.")]
-TrustPickleOption = Annotated[bool, typer.Option(
-    "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it).")]
+SourceArchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture of a plain state_dict file (freekd name, torchvision:NAME or "
+        "package.module:Class).",
+    ),
+]
+ArchKwargsOption = Annotated[
+    str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
+]
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="Input C,H,W of a state_dict or TorchScript file."),
+]
+NumClassesOption = Annotated[
+    int | None, typer.Option("--num-classes", help="Class count (inferred when omitted).")
+]
+MeanOption = Annotated[
+    str | None,
+    typer.Option("--mean", help="Input normalization mean the model expects, comma-separated."),
+]
+StdOption = Annotated[
+    str | None,
+    typer.Option("--std", help="Input normalization std the model expects, comma-separated."),
+]
+TrustPickleOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it)."
+    ),
+]
 
 
 def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -123,8 +177,9 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise FreekdError(f"{flag} is not valid JSON ({error.msg}); e.g. {flag} '{{\"depth\": 16}}'"
-                          ) from None
+        raise FreekdError(
+            f"{flag} is not valid JSON ({error.msg}); e.g. {flag} '{{\"depth\": 16}}'"
+        ) from None
     if not isinstance(value, dict):
         raise FreekdError(f"{flag} must be a JSON object, e.g. '{{\"depth\": 16}}'")
     return value
@@ -136,8 +191,9 @@ def _floats(text: str | None, flag: str) -> list[float] | None:
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise FreekdError(f"{flag} takes comma-separated numbers, e.g. 0.1307 or 0.5,0.5,0.5"
-                          ) from None
+        raise FreekdError(
+            f"{flag} takes comma-separated numbers, e.g. 0.1307 or 0.5,0.5,0.5"
+        ) from None
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:
@@ -150,17 +206,26 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 
 def _source_values(
-    prefix: str, path: str | None, arch: str | None, arch_kwargs: str | None,
-    input_shape: str | None, num_classes: int | None, mean: str | None, std: str | None,
+    prefix: str,
+    path: str | None,
+    arch: str | None,
+    arch_kwargs: str | None,
+    input_shape: str | None,
+    num_classes: int | None,
+    mean: str | None,
+    std: str | None,
     trust_pickle: bool,
 ) -> dict[str, Any]:
     """Dotted config values of a TeacherSourceConfig from the model-loading flags."""
     return {
-        f"{prefix}path": path, f"{prefix}arch": arch,
+        f"{prefix}path": path,
+        f"{prefix}arch": arch,
         f"{prefix}arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
         f"{prefix}input_shape": _ints(input_shape, "--input-shape"),
-        f"{prefix}num_classes": num_classes, f"{prefix}mean": _floats(mean, "--mean"),
-        f"{prefix}std": _floats(std, "--std"), f"{prefix}trust_pickle": trust_pickle or None,
+        f"{prefix}num_classes": num_classes,
+        f"{prefix}mean": _floats(mean, "--mean"),
+        f"{prefix}std": _floats(std, "--std"),
+        f"{prefix}trust_pickle": trust_pickle or None,
     }
 
 
@@ -169,10 +234,20 @@ def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
     return read_yaml(saved) if resume and saved.exists() else None
 
 
-def _trainer_values(epochs: int | None, batch_size: int | None, lr: float | None,
-                    device: str | None, deterministic: bool) -> dict[str, Any]:
-    return {"trainer.epochs": epochs, "trainer.batch_size": batch_size, "trainer.lr": lr,
-            "trainer.device": device, "trainer.deterministic": True if deterministic else None}
+def _trainer_values(
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    deterministic: bool,
+) -> dict[str, Any]:
+    return {
+        "trainer.epochs": epochs,
+        "trainer.batch_size": batch_size,
+        "trainer.lr": lr,
+        "trainer.device": device,
+        "trainer.deterministic": True if deterministic else None,
+    }
 
 
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -199,10 +274,16 @@ def _minutes(report: dict[str, Any]) -> str:
 @user_errors
 def teacher_train(
     dataset: DatasetOption = None,
-    arch: Annotated[str | None, typer.Option("--arch", help="Model architecture (freekd name, "
-                                             "torchvision:NAME or package.module:Class).")] = None,
-    arch_kwargs: Annotated[str | None, typer.Option(
-        "--arch-kwargs", help="JSON keyword arguments for --arch.")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Model architecture (freekd name, torchvision:NAME or package.module:Class).",
+        ),
+    ] = None,
+    arch_kwargs: Annotated[
+        str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
+    ] = None,
     eval_data: EvalDataOption = None,
     epochs: EpochsOption = None,
     batch_size: BatchOption = None,
@@ -220,31 +301,54 @@ def teacher_train(
     quiet: QuietOption = False,
 ) -> None:
     """Train a teacher classifier with supervised learning (writes OUT/model.pt)."""
-    values = {"dataset": dataset, "arch": arch, "arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
-              "eval_dataset": eval_data, "seed": seed, "data_root": data_root,
-              "download": True if download else None,
-              **_trainer_values(epochs, batch_size, lr, device, deterministic)}
-    cfg = load_config(TeacherTrainConfig, config, overrides=overrides, values=values,
-                      base=_resume_base(out, resume))
+    values = {
+        "dataset": dataset,
+        "arch": arch,
+        "arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
+        "eval_dataset": eval_data,
+        "seed": seed,
+        "data_root": data_root,
+        "download": True if download else None,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        TeacherTrainConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+    )
     from freekd.pipelines import RunOptions, run_teacher_train
 
-    report = run_teacher_train(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
-    _print_table(f"teacher {cfg.arch} on {report['dataset']}", [
-        ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
-        ("parameters", f"{report['parameters']:,}"),
-        ("time", _minutes(report)),
-        ("model", str(out / "model.pt")),
-    ])
+    report = run_teacher_train(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+    )
+    _print_table(
+        f"teacher {cfg.arch} on {report['dataset']}",
+        [
+            ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
+            ("parameters", f"{report['parameters']:,}"),
+            ("time", _minutes(report)),
+            ("model", str(out / "model.pt")),
+        ],
+    )
 
 
 @app.command()
 @user_errors
 def distill(
-    teacher: Annotated[str | None, typer.Option(
-        "--teacher", help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
-        "pickled module (+ --trust-pickle).")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
+            "pickled module (+ --trust-pickle).",
+        ),
+    ] = None,
     student: Annotated[str | None, typer.Option("--student", help="Student architecture.")] = None,
-    method: Annotated[str | None, typer.Option("--method", help="Distillation method (kd).")] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="Distillation method (kd).")
+    ] = None,
     dataset: DatasetOption = None,
     eval_data: EvalDataOption = None,
     arch: SourceArchOption = None,
@@ -271,32 +375,61 @@ def distill(
 ) -> None:
     """Distill a student from a teacher on real data (classic KD)."""
     values = {
-        **_source_values("teacher.", teacher, arch, arch_kwargs, input_shape, num_classes, mean,
-                         std, trust_pickle),
-        "student": student, "method.name": method, "dataset": dataset, "eval_dataset": eval_data,
-        "seed": seed, "data_root": data_root, "download": True if download else None,
+        **_source_values(
+            "teacher.",
+            teacher,
+            arch,
+            arch_kwargs,
+            input_shape,
+            num_classes,
+            mean,
+            std,
+            trust_pickle,
+        ),
+        "student": student,
+        "method.name": method,
+        "dataset": dataset,
+        "eval_dataset": eval_data,
+        "seed": seed,
+        "data_root": data_root,
+        "download": True if download else None,
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
-    cfg = load_config(DistillConfig, config, overrides=overrides, values=values,
-                      base=_resume_base(out, resume))
+    cfg = load_config(
+        DistillConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+    )
     from freekd.pipelines import RunOptions, run_distill
 
     report = run_distill(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
-    _print_table(f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}", [
-        ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])),
-        ("student accuracy", f"{_percent(report['student']['test_accuracy'])} on "
-                             f"{report['eval_dataset']}"),
-        ("parameters", f"{report['teacher']['parameters']:,} → {report['student']['parameters']:,}"),
-        ("time", _minutes(report)),
-        ("model", str(out / "model.pt")),
-    ])
+    _print_table(
+        f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}",
+        [
+            ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])),
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+            (
+                "parameters",
+                f"{report['teacher']['parameters']:,} → {report['student']['parameters']:,}",
+            ),
+            ("time", _minutes(report)),
+            ("model", str(out / "model.pt")),
+        ],
+    )
 
 
 @app.command("eval")
 @user_errors
 def eval_command(
-    model: Annotated[str, typer.Option("--model", help="Model file: freekd checkpoint, TorchScript, "
-                                       "state_dict (+ --arch) or pickled module (+ --trust-pickle).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Model file: freekd checkpoint, TorchScript, "
+            "state_dict (+ --arch) or pickled module (+ --trust-pickle).",
+        ),
+    ],
     dataset: Annotated[str, typer.Option("--dataset", help="Labelled data, e.g. mnist:test.")],
     arch: SourceArchOption = None,
     arch_kwargs: ArchKwargsOption = None,
@@ -314,15 +447,18 @@ def eval_command(
     from freekd.config import TeacherSourceConfig, from_dict
     from freekd.pipelines import run_eval
 
-    values = _source_values("", model, arch, arch_kwargs, input_shape, num_classes, mean, std,
-                            trust_pickle)
+    values = _source_values(
+        "", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
+    )
     source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
     result = run_eval(source, dataset, data_root=data_root, device=device, batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:
-        typer.echo(f"accuracy {_percent(result['accuracy'])} on {result['n']} images of "
-                   f"{result['dataset']}")
+        typer.echo(
+            f"accuracy {_percent(result['accuracy'])} on {result['n']} images of "
+            f"{result['dataset']}"
+        )
 
 
 @app.command()
@@ -339,22 +475,26 @@ def info(
         typer.echo(json.dumps(details, indent=2))
         return
     shape = "x".join(map(str, details["input"]["shape"]))
-    _print_table(str(path), [
-        ("format", details["format"]),
-        ("arch", f"{details['arch']} {details['arch_kwargs'] or ''}".strip()),
-        ("classes", str(details["num_classes"])),
-        ("input", f"{shape}, mean {details['input']['mean']}, std {details['input']['std']}"),
-        ("parameters", f"{details['parameters']:,}"),
-        ("freekd version", str(details["freekd_version"])),
-        ("trained on", str(details["config"].get("dataset", "?"))),
-    ])
+    _print_table(
+        str(path),
+        [
+            ("format", details["format"]),
+            ("arch", f"{details['arch']} {details['arch_kwargs'] or ''}".strip()),
+            ("classes", str(details["num_classes"])),
+            ("input", f"{shape}, mean {details['input']['mean']}, std {details['input']['std']}"),
+            ("parameters", f"{details['parameters']:,}"),
+            ("freekd version", str(details["freekd_version"])),
+            ("trained on", str(details["config"].get("dataset", "?"))),
+        ],
+    )
 
 
 @app.command()
 @user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's runs.")] = Path(
-        "runs/demo"),
+        "runs/demo"
+    ),
     teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 4,
     student_epochs: Annotated[int, typer.Option(help="Student distillation epochs.")] = 4,
     overwrite: OverwriteOption = False,
@@ -363,8 +503,11 @@ def demo(
     """The embedded default job: MNIST LeNet-5 teacher → LeNet-5-half student by KD."""
     from freekd.pipelines import RunOptions, run_demo
 
-    reports = run_demo(RunOptions(out, overwrite=overwrite, quiet=quiet),
-                       teacher_epochs=teacher_epochs, student_epochs=student_epochs)
+    reports = run_demo(
+        RunOptions(out, overwrite=overwrite, quiet=quiet),
+        teacher_epochs=teacher_epochs,
+        student_epochs=student_epochs,
+    )
     teacher, student = reports["teacher"], reports["student"]
     from rich.console import Console
     from rich.table import Table
@@ -372,11 +515,20 @@ def demo(
     table = Table(title="freekd demo: MNIST, real-data KD (data-free path: coming next)")
     for column in ("model", "arch", "parameters", "test accuracy", "wall time", "files"):
         table.add_column(column)
-    table.add_row("teacher", teacher["arch"], f"{teacher['parameters']:,}",
-                  _percent(teacher["test_accuracy"]), f"{teacher['wall_seconds']:.0f} s",
-                  str(out / "teacher"))
-    table.add_row("student (kd)", student["student"]["arch"],
-                  f"{student['student']['parameters']:,}",
-                  _percent(student["student"]["test_accuracy"]),
-                  f"{student['wall_seconds']:.0f} s", str(out / "student"))
+    table.add_row(
+        "teacher",
+        teacher["arch"],
+        f"{teacher['parameters']:,}",
+        _percent(teacher["test_accuracy"]),
+        f"{teacher['wall_seconds']:.0f} s",
+        str(out / "teacher"),
+    )
+    table.add_row(
+        "student (kd)",
+        student["student"]["arch"],
+        f"{student['student']['parameters']:,}",
+        _percent(student["student"]["test_accuracy"]),
+        f"{student['wall_seconds']:.0f} s",
+        str(out / "student"),
+    )
     Console().print(table)

@@ -256,7 +256,9 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(names)}"
+            hint = (
+                f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(names)}"
+            )
             raise FreekdError(f"{where} has no field {key!r}{hint}")
         annotation = hints[key]
         if dataclasses.is_dataclass(annotation) and isinstance(value, dict):

@@ -55,8 +55,13 @@ logger = logging.getLogger(__name__)
 
 RUN_FILES = ("model.pt", "report.json", "config.yaml", "metrics.jsonl", "curves.png", RESUME_FILE)
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"trainer.epochs", "trainer.device", "trainer.log_every",
-                     "trainer.checkpoint_every", "trainer.eval_every"}
+RESUMABLE_CHANGES = {
+    "trainer.epochs",
+    "trainer.device",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.eval_every",
+}
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,9 @@ def dataset_statistics(dataset: ImageDataset) -> tuple[list[float], list[float]]
 
 
 def _load_split(spec: str, *, default_split: str, root: str | None, download: bool) -> ImageDataset:
-    return load_dataset(spec, default_split=default_split, root=Path(root) if root else None,
-                        download=download)
+    return load_dataset(
+        spec, default_split=default_split, root=Path(root) if root else None, download=download
+    )
 
 
 def _eval_spec(dataset: str, eval_dataset: str | None) -> str:
@@ -142,8 +148,11 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
         return flat
 
     old, new = flatten(saved), flatten(current)
-    changed = sorted(k for k in old.keys() | new.keys()
-                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+    )
     if changed:
         raise FreekdError(
             f"--resume in {out} with a different config ({', '.join(changed)}); "
@@ -179,20 +188,25 @@ def _run_loop(
     main = dist.is_main
     augment_fn = AUGMENTATIONS.get(trainer_config.augment)
     source = LoaderSource(
-        train_set, batch_size=trainer_config.batch_size, seed=seed,
+        train_set,
+        batch_size=trainer_config.batch_size,
+        seed=seed,
         augment=None if trainer_config.augment == "none" else augment_fn,
-        rank=dist.rank, world_size=dist.world_size,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
     callbacks = [
         Evaluate(eval_set, every=trainer_config.eval_every),
         LogMetrics(out / "metrics.jsonl", every=trainer_config.log_every, enabled=main),
-        Checkpoint(out / RESUME_FILE, every=trainer_config.checkpoint_every, config=config,
-                   enabled=main),
+        Checkpoint(
+            out / RESUME_FILE, every=trainer_config.checkpoint_every, config=config, enabled=main
+        ),
         Progress(description=description, enabled=main and not options.quiet),
     ]
-    trainer = Trainer(method, optimizer, config=trainer_config, device=device,
-                      callbacks=callbacks, dist=dist)
+    trainer = Trainer(
+        method, optimizer, config=trainer_config, device=device, callbacks=callbacks, dist=dist
+    )
     state = None
     if resume_data is not None:
         method.to(device)
@@ -219,11 +233,17 @@ def _plot_curves(out: Path) -> None:
         logger.warning("could not draw curves.png: %s", error)
 
 
-def _setup(seed: int, trainer_config: TrainerConfig, options: RunOptions
-           ) -> tuple[DistInfo, torch.device]:
-    dist = init_distributed(torch.device("cuda" if trainer_config.device.startswith("cuda")
-                                         or (trainer_config.device == "auto"
-                                             and torch.cuda.is_available()) else "cpu"))
+def _setup(
+    seed: int, trainer_config: TrainerConfig, options: RunOptions
+) -> tuple[DistInfo, torch.device]:
+    dist = init_distributed(
+        torch.device(
+            "cuda"
+            if trainer_config.device.startswith("cuda")
+            or (trainer_config.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
+    )
     device = resolve_device(trainer_config.device, dist)
     prepare_run_dir(options)
     if dist.enabled:
@@ -265,8 +285,13 @@ def _common_report(config: Any, result: _TrainResult) -> dict[str, Any]:
 
 
 def _build_student(
-    arch: str, arch_kwargs: dict[str, Any], *, train_set: ImageDataset, num_classes: int,
-    mean: list[float] | None, std: list[float] | None,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    *,
+    train_set: ImageDataset,
+    num_classes: int,
+    mean: list[float] | None,
+    std: list[float] | None,
 ) -> ImageClassifier:
     if mean is None or std is None:
         computed_mean, computed_std = dataset_statistics(train_set)
@@ -274,31 +299,59 @@ def _build_student(
         std = std if std is not None else computed_std
     shape = train_set.input_shape
     net = build_model(arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs)
-    model = ImageClassifier(net, arch=arch, arch_kwargs=arch_kwargs, num_classes=num_classes,
-                            input_shape=shape, mean=mean, std=std)
+    model = ImageClassifier(
+        net,
+        arch=arch,
+        arch_kwargs=arch_kwargs,
+        num_classes=num_classes,
+        input_shape=shape,
+        mean=mean,
+        std=std,
+    )
     check_model(model, input_shape=shape, num_classes=num_classes)
     return model
 
 
 def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd teacher train``: supervised training; returns (and writes) ``report.json``."""
-    train_set = _load_split(config.dataset, default_split="train", root=config.data_root,
-                            download=config.download)
-    eval_set = _load_split(_eval_spec(config.dataset, config.eval_dataset), default_split="test",
-                           root=config.data_root, download=config.download)
+    train_set = _load_split(
+        config.dataset, default_split="train", root=config.data_root, download=config.download
+    )
+    eval_set = _load_split(
+        _eval_spec(config.dataset, config.eval_dataset),
+        default_split="test",
+        root=config.data_root,
+        download=config.download,
+    )
     check_input_shape(eval_set, train_set.input_shape, who=f"a model trained on {train_set.name}")
     AUGMENTATIONS.get(config.trainer.augment)
     dist, device = _setup(config.seed, config.trainer, options)
-    model = _build_student(config.arch, dict(config.arch_kwargs), train_set=train_set,
-                           num_classes=train_set.num_classes, mean=config.mean, std=config.std)
+    model = _build_student(
+        config.arch,
+        dict(config.arch_kwargs),
+        train_set=train_set,
+        num_classes=train_set.num_classes,
+        mean=config.mean,
+        std=config.std,
+    )
     method = Supervised(model, label_smoothing=config.label_smoothing)
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
     _start_run_dir(config, options, dist)
-    result = _run_loop(method, student=model, train_set=train_set, eval_set=eval_set,
-                       trainer_config=config.trainer, seed=config.seed, config=resolved,
-                       options=options, device=device, dist=dist,
-                       description=f"teacher {config.arch}", resume_data=resume_data)
+    result = _run_loop(
+        method,
+        student=model,
+        train_set=train_set,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        seed=config.seed,
+        config=resolved,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"teacher {config.arch}",
+        resume_data=resume_data,
+    )
     report = {
         "command": "teacher train",
         "test_accuracy": result.state.metrics["eval_accuracy"],
@@ -319,10 +372,15 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd distill``: classic KD on real data; returns (and writes) ``report.json``."""
     method_class = METHODS.get(config.method.name)
     _check_params(method_class, config.method.params, what=f"method {config.method.name}")
-    train_set = _load_split(config.dataset, default_split="train", root=config.data_root,
-                            download=config.download)
-    eval_set = _load_split(_eval_spec(config.dataset, config.eval_dataset), default_split="test",
-                           root=config.data_root, download=config.download)
+    train_set = _load_split(
+        config.dataset, default_split="train", root=config.data_root, download=config.download
+    )
+    eval_set = _load_split(
+        _eval_spec(config.dataset, config.eval_dataset),
+        default_split="test",
+        root=config.data_root,
+        download=config.download,
+    )
     AUGMENTATIONS.get(config.trainer.augment)
     teacher = load_teacher(config.teacher)
     check_input_shape(train_set, teacher.input_shape, who="the teacher")
@@ -335,17 +393,32 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     dist, device = _setup(config.seed, config.trainer, options)
     teacher.to(device)
     teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
-    student = _build_student(config.student, dict(config.student_kwargs), train_set=train_set,
-                             num_classes=teacher.num_classes, mean=None, std=None)
+    student = _build_student(
+        config.student,
+        dict(config.student_kwargs),
+        train_set=train_set,
+        num_classes=teacher.num_classes,
+        mean=None,
+        std=None,
+    )
     method = method_class(student, teacher, **config.method.params)  # type: ignore[call-arg]
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
     _start_run_dir(config, options, dist)
-    result = _run_loop(method, student=student, train_set=train_set, eval_set=eval_set,
-                       trainer_config=config.trainer, seed=config.seed, config=resolved,
-                       options=options, device=device, dist=dist,
-                       description=f"distill {config.method.name} → {config.student}",
-                       resume_data=resume_data)
+    result = _run_loop(
+        method,
+        student=student,
+        train_set=train_set,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        seed=config.seed,
+        config=resolved,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"distill {config.method.name} → {config.student}",
+        resume_data=resume_data,
+    )
     report = {
         "command": "distill",
         "teacher": {
@@ -377,8 +450,9 @@ def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
     import inspect
 
     signature = inspect.signature(cls)
-    allowed = [name for name, p in signature.parameters.items()
-               if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    allowed = [
+        name for name, p in signature.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise FreekdError(
@@ -386,19 +460,32 @@ def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
         )
 
 
-def run_eval(model: TeacherSourceConfig, dataset: str, *, data_root: str | None = None,
-             device: str = "auto", batch_size: int = 512) -> dict[str, Any]:
+def run_eval(
+    model: TeacherSourceConfig,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    device: str = "auto",
+    batch_size: int = 512,
+) -> dict[str, Any]:
     """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
     data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
     loaded = load_teacher(model)
     check_input_shape(data, loaded.input_shape, who=f"model {model.path}")
     if data.num_classes > loaded.num_classes:
-        raise FreekdError(f"{data.name} has {data.num_classes} classes but model {model.path} "
-                          f"has {loaded.num_classes}; evaluate on matching data")
+        raise FreekdError(
+            f"{data.name} has {data.num_classes} classes but model {model.path} "
+            f"has {loaded.num_classes}; evaluate on matching data"
+        )
     torch_device = resolve_device(device)
     result = evaluate(loaded.to(torch_device), data, device=torch_device, batch_size=batch_size)
-    return {"accuracy": result["accuracy"], "n": int(result["n"]), "loss": result["loss"],
-            "dataset": data.name, "model": model.path}
+    return {
+        "accuracy": result["accuracy"],
+        "n": int(result["n"]),
+        "loss": result["loss"],
+        "dataset": data.name,
+        "model": model.path,
+    }
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
@@ -406,8 +493,11 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     from freekd.checkpoint import read_checkpoint
 
     data = read_checkpoint(path)
-    parameters = sum(int(v.numel()) for k, v in data["state_dict"].items()
-                     if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    parameters = sum(
+        int(v.numel())
+        for k, v in data["state_dict"].items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     return {
         "format": data["format"],
         "arch": data["arch"],
@@ -420,8 +510,9 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     }
 
 
-def run_demo(options: RunOptions, *, teacher_epochs: int = 4, student_epochs: int = 4
-             ) -> dict[str, Any]:
+def run_demo(
+    options: RunOptions, *, teacher_epochs: int = 4, student_epochs: int = 4
+) -> dict[str, Any]:
     """``freekd demo``: train a LeNet-5 teacher on MNIST, then distill LeNet-5-half from it.
 
     The embedded default job of ``make demo``: no arguments, no data to fetch. Issue by issue
@@ -440,7 +531,9 @@ def run_demo(options: RunOptions, *, teacher_epochs: int = 4, student_epochs: in
     )
     distill_config = DistillConfig(
         teacher=TeacherSourceConfig(path=str(out / "teacher" / "model.pt")),
-        student="lenet5-half", dataset="mnist", trainer=TrainerConfig(epochs=student_epochs),
+        student="lenet5-half",
+        dataset="mnist",
+        trainer=TrainerConfig(epochs=student_epochs),
     )
     student_report = run_distill(
         distill_config, RunOptions(out / "student", overwrite=options.overwrite, quiet=quiet)

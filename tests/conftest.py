@@ -26,9 +26,15 @@ def digits_test() -> ImageDataset:
 
 def tiny_trainer(**changes: object) -> TrainerConfig:
     """A fast loop for tests: CPU, no AMP, few epochs."""
-    values: dict[str, object] = {"epochs": 2, "batch_size": 64, "lr": 0.05, "device": "cpu",
-                                 "augment": "none",
-                                 "log_every": 5, "checkpoint_every": 10}
+    values: dict[str, object] = {
+        "epochs": 2,
+        "batch_size": 64,
+        "lr": 0.05,
+        "device": "cpu",
+        "augment": "none",
+        "log_every": 5,
+        "checkpoint_every": 10,
+    }
     values.update(changes)
     return TrainerConfig(**values)  # type: ignore[arg-type]
 
@@ -39,8 +45,9 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from freekd.pipelines import RunOptions, run_teacher_train
 
     out = tmp_path_factory.mktemp("teacher") / "run"
-    config = TeacherTrainConfig(dataset="digits", arch="tiny-cnn", seed=0,
-                                trainer=tiny_trainer(epochs=15, lr=0.1))
+    config = TeacherTrainConfig(
+        dataset="digits", arch="tiny-cnn", seed=0, trainer=tiny_trainer(epochs=15, lr=0.1)
+    )
     report = run_teacher_train(config, RunOptions(out, quiet=True))
     assert report["test_accuracy"] > 0.9, report
     return out

@@ -26,14 +26,20 @@ def test_yaml_string_floats_are_coerced(tmp_path: Path) -> None:
 
 
 def test_unknown_key_suggests_the_close_one() -> None:
-    with pytest.raises(FreekdError, match="TeacherTrainConfig.trainer has no field 'lrr'; did you mean 'lr'"):
+    with pytest.raises(
+        FreekdError, match="TeacherTrainConfig.trainer has no field 'lrr'; did you mean 'lr'"
+    ):
         load_config(TeacherTrainConfig, overrides=["trainer.lrr=0.2"])
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("trainer.epochs=abc", "expected an integer"), ("trainer.amp=maybe", "true or false"),
-     ("trainer.lr=[1]", "expected a number"), ("epochs", "expected key=value")],
+    [
+        ("trainer.epochs=abc", "expected an integer"),
+        ("trainer.amp=maybe", "true or false"),
+        ("trainer.lr=[1]", "expected a number"),
+        ("epochs", "expected key=value"),
+    ],
 )
 def test_bad_values_are_one_line_errors(override: str, message: str) -> None:
     with pytest.raises(FreekdError, match=message) as error:
@@ -49,8 +55,9 @@ def test_yaml_is_data_only(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_yaml(tmp_path: Path) -> None:
-    config = load_config(DistillConfig, overrides=["method.params.temperature=2",
-                                                   "teacher.input_shape=1,8,8"])
+    config = load_config(
+        DistillConfig, overrides=["method.params.temperature=2", "teacher.input_shape=1,8,8"]
+    )
     assert config.teacher.input_shape == [1, 8, 8]
     path = tmp_path / "config.yaml"
     path.write_text(dump_yaml(config))
@@ -60,8 +67,12 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
 def test_flags_win_over_file_and_base(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("arch: mlp\ntrainer: {epochs: 4}\n")
-    config = load_config(TeacherTrainConfig, path, values={"trainer.epochs": 7, "arch": None},
-                         base={"dataset": "digits"})
+    config = load_config(
+        TeacherTrainConfig,
+        path,
+        values={"trainer.epochs": 7, "arch": None},
+        base={"dataset": "digits"},
+    )
     assert (config.dataset, config.arch, config.trainer.epochs) == ("digits", "mlp", 7)
 
 

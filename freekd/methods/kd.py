@@ -49,8 +49,8 @@ class LogitKD(Method):
             teacher_logits = self.teacher(batch.images)
         student_logits = self.student(batch.images)
         losses: dict[str, Tensor] = {
-            "kd": self.kd_weight * kd_kl(student_logits, teacher_logits,
-                                         temperature=self.temperature)
+            "kd": self.kd_weight
+            * kd_kl(student_logits, teacher_logits, temperature=self.temperature)
         }
         if batch.labels is not None and self.ce_weight > 0:
             losses["ce"] = self.ce_weight * cross_entropy(student_logits, batch.labels)

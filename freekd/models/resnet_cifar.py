@@ -196,8 +196,9 @@ def _he_factory(depth: int) -> Callable[..., nn.Module]:
     def factory(
         *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "A"
     ) -> nn.Module:
-        return _he_cifar_resnet(depth, num_classes=num_classes, input_shape=input_shape,
-                                shortcut=shortcut)
+        return _he_cifar_resnet(
+            depth, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut
+        )
 
     factory.__name__ = f"resnet{depth}"
     factory.__doc__ = f"ResNet-{depth} (n={(depth - 2) // 6}) of He et al. 2016 §4.2."
@@ -228,8 +229,9 @@ def _crd_factory(depth: int) -> Callable[..., nn.Module]:
     def factory(
         *, num_classes: int, input_shape: tuple[int, int, int], shortcut: ShortcutOption = "B"
     ) -> nn.Module:
-        return _crd_wide_resnet(depth, num_classes=num_classes, input_shape=input_shape,
-                                shortcut=shortcut)
+        return _crd_wide_resnet(
+            depth, num_classes=num_classes, input_shape=input_shape, shortcut=shortcut
+        )
 
     factory.__name__ = f"resnet{depth}x4"
     factory.__doc__ = f"ResNet-{depth}×4 of CRD (Tian et al. 2020, arXiv:1910.10699, Table 1)."

@@ -76,9 +76,7 @@ def _input_shape(source: TeacherSourceConfig, kind: str) -> tuple[int, int, int]
     return (channels, height, width)
 
 
-def _normalization(
-    source: TeacherSourceConfig, channels: int
-) -> tuple[list[float], list[float]]:
+def _normalization(source: TeacherSourceConfig, channels: int) -> tuple[list[float], list[float]]:
     mean = list(source.mean) if source.mean is not None else [0.0] * channels
     std = list(source.std) if source.std is not None else [1.0] * channels
     if len(mean) == 1:
@@ -120,8 +118,9 @@ def _foreign_teacher(
             f"{source.num_classes}; fix --num-classes"
         )
     metadata = {"input": {"shape": list(shape), "mean": mean, "std": std}, "kind": kind}
-    return Teacher(model, num_classes=num_classes, input_shape=shape, description=kind,
-                   metadata=metadata)
+    return Teacher(
+        model, num_classes=num_classes, input_shape=shape, description=kind, metadata=metadata
+    )
 
 
 def _first_line(error: BaseException) -> str:
@@ -163,7 +162,11 @@ def _find_state_dict(data: Any) -> dict[str, Tensor] | None:
             return data
         for key in ("state_dict", "model", "model_state_dict", "net"):
             inner = data.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, Tensor) for v in inner.values())
+            ):
                 return inner
     return None
 
@@ -180,12 +183,23 @@ def _from_state_dict(
     num_classes = source.num_classes or _guess_num_classes(state_dict)
     if num_classes is None:
         raise FreekdError(f"cannot tell the class count of {path}; pass --num-classes K")
-    net = build_model(source.arch, num_classes=num_classes, input_shape=shape,
-                      arch_kwargs=dict(source.arch_kwargs))
+    net = build_model(
+        source.arch,
+        num_classes=num_classes,
+        input_shape=shape,
+        arch_kwargs=dict(source.arch_kwargs),
+    )
     load_state_dict_checked(net, state_dict, arch=source.arch, source=str(path))
     mean, std = _normalization(source, shape[0])
-    model = ImageClassifier(net, arch=source.arch, arch_kwargs=dict(source.arch_kwargs),
-                            num_classes=num_classes, input_shape=shape, mean=mean, std=std)
+    model = ImageClassifier(
+        net,
+        arch=source.arch,
+        arch_kwargs=dict(source.arch_kwargs),
+        num_classes=num_classes,
+        input_shape=shape,
+        mean=mean,
+        std=std,
+    )
     return _teacher_from_classifier(model.eval(), description="state_dict + --arch", path=path)
 
 
@@ -200,5 +214,10 @@ def _guess_num_classes(state_dict: dict[str, Tensor]) -> int | None:
 
 def _teacher_from_classifier(model: ImageClassifier, *, description: str, path: Path) -> Teacher:
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
-    return Teacher(model, num_classes=model.num_classes, input_shape=model.input_shape,
-                   description=description, metadata={**model.metadata(), "path": str(path)})
+    return Teacher(
+        model,
+        num_classes=model.num_classes,
+        input_shape=model.input_shape,
+        description=description,
+        metadata={**model.metadata(), "path": str(path)},
+    )

@@ -8,7 +8,18 @@ from freekd.train.sources import LoaderSource
 from freekd.train.trainer import BatchSource, Callback, Trainer, TrainState
 
 __all__ = [
-    "BatchSource", "Callback", "Checkpoint", "DistInfo", "Evaluate", "LoaderSource", "LogMetrics",
-    "Progress", "TrainState", "Trainer", "evaluate", "init_distributed", "make_optimizer",
+    "BatchSource",
+    "Callback",
+    "Checkpoint",
+    "DistInfo",
+    "Evaluate",
+    "LoaderSource",
+    "LogMetrics",
+    "Progress",
+    "TrainState",
+    "Trainer",
+    "evaluate",
+    "init_distributed",
+    "make_optimizer",
     "resolve_device",
 ]

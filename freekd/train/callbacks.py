@@ -44,8 +44,11 @@ class LogMetrics(Callback):
         if not self.enabled:
             return
         if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= state.step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= state.step
+            ]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         self._started = time.perf_counter()
 
@@ -63,8 +66,11 @@ class LogMetrics(Callback):
         if self._count == 0:
             return
         elapsed = max(time.perf_counter() - self._started, 1e-9)
-        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + 1,
-                                  "lr": trainer.current_lr()}
+        record: dict[str, Any] = {
+            "step": state.step,
+            "epoch": state.epoch + 1,
+            "lr": trainer.current_lr(),
+        }
         record.update({f"loss/{k}": v / self._count for k, v in self._sums.items()})
         record["loss"] = sum(self._sums.values()) / self._count
         record["steps_per_second"] = self._count / elapsed
@@ -103,8 +109,9 @@ class Evaluate(Callback):
         self._evaluated_at = -1
 
     def _run(self, trainer: Trainer, state: TrainState) -> None:
-        result = evaluate(self.module(trainer), self.dataset, device=trainer.device,
-                          batch_size=self.batch_size)
+        result = evaluate(
+            self.module(trainer), self.dataset, device=trainer.device, batch_size=self.batch_size
+        )
         state.metrics["eval_accuracy"] = result["accuracy"]
         state.metrics["eval_loss"] = result["loss"]
         self._evaluated_at = state.step
@@ -147,13 +154,19 @@ class Progress(Callback):
         from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
-            TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True), transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+            transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(self.description, total=trainer.total_steps,
-                                             completed=state.step, info="")
+        self._task = self._progress.add_task(
+            self.description, total=trainer.total_steps, completed=state.step, info=""
+        )
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
         if self._progress is None:
@@ -186,8 +199,9 @@ class Progress(Callback):
 
 def resume_state_dict(trainer: Trainer, state: TrainState, *, config: dict[str, Any]) -> dict:
     """Everything needed to continue a run bit-for-bit (tensors and plain values only)."""
-    modules = {name: trainer.unwrapped(name).state_dict()
-               for name in trainer.method.distributed_modules()}
+    modules = {
+        name: trainer.unwrapped(name).state_dict() for name in trainer.method.distributed_modules()
+    }
     data: dict[str, Any] = {
         "format": RESUME_FORMAT,
         "modules": modules,
@@ -225,8 +239,9 @@ def restore(trainer: Trainer, data: dict[str, Any]) -> TrainState:
 class Checkpoint(Callback):
     """Atomically write ``checkpoint.pt`` every ``every`` steps and at every epoch end."""
 
-    def __init__(self, path: Path, *, every: int, config: dict[str, Any],
-                 enabled: bool = True) -> None:
+    def __init__(
+        self, path: Path, *, every: int, config: dict[str, Any], enabled: bool = True
+    ) -> None:
         self.path = Path(path)
         self.every = every
         self.config = config

@@ -35,8 +35,11 @@ def init_distributed(device: torch.device) -> DistInfo:
 
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
 
 
 def shutdown_distributed(info: DistInfo) -> None:
@@ -58,8 +61,10 @@ def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
         if not torch.cuda.is_available():
             from freekd.errors import FreekdError
 
-            raise FreekdError("--device cuda was asked for but no CUDA device is available; "
-                              "use --device cpu or auto")
+            raise FreekdError(
+                "--device cuda was asked for but no CUDA device is available; "
+                "use --device cpu or auto"
+            )
         if info is not None and info.enabled and device.index is None:
             device = torch.device("cuda", info.local_rank)
     return device

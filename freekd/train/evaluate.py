@@ -46,9 +46,7 @@ def evaluate(
             logits = model(batch.images).float()
             assert batch.labels is not None
             correct += int((logits.argmax(dim=1) == batch.labels).sum())
-            total_loss += float(
-                nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
-            )
+            total_loss += float(nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
     finally:
         model.train(was_training)
     n = len(dataset)

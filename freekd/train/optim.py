@@ -18,8 +18,9 @@ SCHEDULES: Registry[Callable[[float], float]] = Registry("scheduler")
 
 @OPTIMIZERS.register("sgd")
 def _sgd(parameters: list[nn.Parameter], config: TrainerConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
 
 
 @OPTIMIZERS.register("adam")
@@ -57,7 +58,7 @@ def make_optimizer(
 
 
 def learning_rate_at(step: int, *, total_steps: int, config: TrainerConfig) -> float:
-    """The learning-rate multiplier for optimizer step ``step`` (0-based): warm-up, then schedule."""
+    """Learning-rate multiplier for optimizer step ``step`` (0-based): warm-up, then schedule."""
     if config.warmup_steps > 0 and step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
     remaining = max(1, total_steps - config.warmup_steps)

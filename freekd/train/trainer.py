@@ -43,15 +43,23 @@ class TrainState:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-                "epoch_finished": self.epoch_finished, "metrics": dict(self.metrics)}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_finished": self.epoch_finished,
+            "metrics": dict(self.metrics),
+        }
 
     @classmethod
     def from_state_dict(cls, data: dict[str, Any]) -> TrainState:
-        return cls(epoch=int(data["epoch"]), step=int(data["step"]),
-                   step_in_epoch=int(data["step_in_epoch"]),
-                   epoch_finished=bool(data["epoch_finished"]),
-                   metrics={k: float(v) for k, v in data["metrics"].items()})
+        return cls(
+            epoch=int(data["epoch"]),
+            step=int(data["step"]),
+            step_in_epoch=int(data["step_in_epoch"]),
+            epoch_finished=bool(data["epoch_finished"]),
+            metrics={k: float(v) for k, v in data["metrics"].items()},
+        )
 
 
 class BatchSource(Protocol):
@@ -145,14 +153,16 @@ class Trainer:
         loss = output.loss
         if not math.isfinite(loss.item()):
             raise FreekdError(
-                f"the loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                f"the loss became {loss.item()} at step {state.step + 1} "
+                f"(epoch {state.epoch + 1}); "
                 "lower --lr (or set trainer.max_grad_norm) and start again with --overwrite"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(list(self.method.trainable_parameters()),
-                                     self.config.max_grad_norm)
+            nn.utils.clip_grad_norm_(
+                list(self.method.trainable_parameters()), self.config.max_grad_norm
+            )
         self.optimizer.step()
         return output
 

@@ -36,8 +36,12 @@ def test_matches_hand_formula_with_t_squared() -> None:
 
 def test_agrees_with_plain_kl_div_reference() -> None:
     student, teacher = logits(3), logits(4)
-    reference = F.kl_div(F.log_softmax(student / 2, dim=1), F.softmax(teacher / 2, dim=1),
-                         reduction="batchmean") * 4
+    reference = (
+        F.kl_div(
+            F.log_softmax(student / 2, dim=1), F.softmax(teacher / 2, dim=1), reduction="batchmean"
+        )
+        * 4
+    )
     torch.testing.assert_close(kd_kl(student, teacher, temperature=2.0), reference)
 
 

@@ -18,13 +18,15 @@ from freekd.teachers import Teacher, load_teacher
 def classifier(arch: str, seed: int) -> ImageClassifier:
     torch.manual_seed(seed)
     net = build_model(arch, num_classes=10, input_shape=(1, 8, 8))
-    return ImageClassifier(net, arch=arch, arch_kwargs={}, num_classes=10, input_shape=(1, 8, 8),
-                           mean=[0.3], std=[0.4])
+    return ImageClassifier(
+        net, arch=arch, arch_kwargs={}, num_classes=10, input_shape=(1, 8, 8), mean=[0.3], std=[0.4]
+    )
 
 
 def make_teacher() -> Teacher:
-    return Teacher(classifier("tiny-cnn", 0), num_classes=10, input_shape=(1, 8, 8),
-                   description="test")
+    return Teacher(
+        classifier("tiny-cnn", 0), num_classes=10, input_shape=(1, 8, 8), description="test"
+    )
 
 
 def fixed_batch(data: ImageDataset, labelled: bool = True) -> Batch:

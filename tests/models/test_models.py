@@ -134,9 +134,11 @@ def test_lenet_counts_are_exact_and_independent_of_28_or_32_inputs() -> None:
 def test_lenet_pads_28_pixel_inputs_like_lecun_and_upsamples_smaller_ones() -> None:
     net_28 = build("lenet5", (1, 28, 28))
     net_32 = build("lenet5", (1, 32, 32))
-    assert isinstance(net_28, LeNet5) and isinstance(net_32, LeNet5)
+    assert isinstance(net_28, LeNet5)
+    assert isinstance(net_32, LeNet5)
     first_28, first_32 = net_28.features[0], net_32.features[0]
-    assert isinstance(first_28, nn.Conv2d) and isinstance(first_32, nn.Conv2d)
+    assert isinstance(first_28, nn.Conv2d)
+    assert isinstance(first_32, nn.Conv2d)
     assert first_28.padding == (2, 2)
     assert first_32.padding == (0, 0)
     # With the padding a 28×28 input reaches conv3 at 5×5, so the final map is 1×1 as in the paper.
@@ -408,7 +410,8 @@ def test_image_classifier_state_dict_holds_only_the_network() -> None:
 
     keys = list(model.state_dict())
 
-    assert keys and all(key.startswith("net.") for key in keys)
+    assert keys
+    assert all(key.startswith("net.") for key in keys)
     assert [key.removeprefix("net.") for key in keys] == list(net.state_dict())
     assert model.to(torch.float64).mean.dtype == torch.float64  # buffers still follow .to()
 

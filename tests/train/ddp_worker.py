@@ -14,7 +14,9 @@ from freekd.pipelines import RunOptions, run_teacher_train
 def main(out: Path) -> None:
     torch.set_num_threads(1)  # two processes on two cores
     config = TeacherTrainConfig(
-        dataset="digits", arch="tiny-cnn-nobn", seed=0,
+        dataset="digits",
+        arch="tiny-cnn-nobn",
+        seed=0,
         trainer=TrainerConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", log_every=5),
     )
     run_teacher_train(config, RunOptions(out, quiet=True))

@@ -1,4 +1,4 @@
-"""Two CPU processes under torchrun (DDP, gloo) give the result of one process, same global batch."""
+"""Two CPU processes under torchrun (DDP, gloo) match one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(out: Path, processes: int) -> dict[str, torch.Tensor]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={processes}", str(WORKER), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(WORKER),
+        str(out),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     data = torch.load(out / "model.pt", weights_only=True)

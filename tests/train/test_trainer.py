@@ -39,20 +39,34 @@ class RecordLosses(Callback):
         self.losses.append(float(output.loss.detach()))
 
 
-def make_trainer(data: ImageDataset, seed: int, callbacks: list[Callback], **changes: object
-                 ) -> tuple[Trainer, LoaderSource]:
+def make_trainer(
+    data: ImageDataset, seed: int, callbacks: list[Callback], **changes: object
+) -> tuple[Trainer, LoaderSource]:
     seed_everything(seed)
     config = tiny_trainer(augment="crop", **changes)
     net = build_model("tiny-cnn", num_classes=10, input_shape=data.input_shape)
-    student = ImageClassifier(net, arch="tiny-cnn", arch_kwargs={}, num_classes=10,
-                              input_shape=data.input_shape, mean=[0.3], std=[0.4])
+    student = ImageClassifier(
+        net,
+        arch="tiny-cnn",
+        arch_kwargs={},
+        num_classes=10,
+        input_shape=data.input_shape,
+        mean=[0.3],
+        std=[0.4],
+    )
     method = Supervised(student)
     from freekd.data import AUGMENTATIONS
 
-    source = LoaderSource(data, batch_size=config.batch_size, seed=seed,
-                          augment=AUGMENTATIONS.get("crop"))
-    trainer = Trainer(method, make_optimizer(method.trainable_parameters(), config), config=config,
-                      device=torch.device("cpu"), callbacks=callbacks)
+    source = LoaderSource(
+        data, batch_size=config.batch_size, seed=seed, augment=AUGMENTATIONS.get("crop")
+    )
+    trainer = Trainer(
+        method,
+        make_optimizer(method.trainable_parameters(), config),
+        config=config,
+        device=torch.device("cpu"),
+        callbacks=callbacks,
+    )
     return trainer, source
 
 
@@ -71,7 +85,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     path = tmp_path / "checkpoint.pt"
     first_losses = RecordLosses()
     checkpoint = Checkpoint(path, every=5, config={})
-    first, source = make_trainer(digits_train, 3, [first_losses, checkpoint, Interrupt(interrupt_at)])
+    first, source = make_trainer(
+        digits_train, 3, [first_losses, checkpoint, Interrupt(interrupt_at)]
+    )
     with pytest.raises(KeyboardInterrupt):
         first.fit(source)
 
@@ -137,11 +153,13 @@ def test_learning_rate_schedules() -> None:
 
 def test_loader_source_shards_match_the_global_batch(digits_train: ImageDataset) -> None:
     whole = LoaderSource(digits_train, batch_size=64, seed=5)
-    halves = [LoaderSource(digits_train, batch_size=64, seed=5, rank=r, world_size=2)
-              for r in (0, 1)]
+    halves = [
+        LoaderSource(digits_train, batch_size=64, seed=5, rank=r, world_size=2) for r in (0, 1)
+    ]
     state = TrainState(epoch=2)
-    for batch, first, second in zip(whole.batches(state), halves[0].batches(state),
-                                    halves[1].batches(state), strict=True):
+    for batch, first, second in zip(
+        whole.batches(state), halves[0].batches(state), halves[1].batches(state), strict=True
+    ):
         assert torch.equal(batch.images, torch.cat([first.images, second.images]))
     with pytest.raises(FreekdError, match="does not split over 3 processes"):
         LoaderSource(digits_train, batch_size=64, seed=5, world_size=3)

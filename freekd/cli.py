@@ -46,6 +46,11 @@ def user_errors(function: F) -> F:
             return function(*args, **kwargs)
         except FreekdError as error:
             raise _fail(str(error)) from None
+        except OSError as error:  # disk full, permission denied, read-only folder ...
+            where = f" {error.filename}" if error.filename else ""
+            raise _fail(
+                f"cannot access{where}: {error.strerror or error}; check the path and free space"
+            ) from None
         except KeyboardInterrupt:
             raise _fail(
                 "interrupted; continue later with --resume and the same --out", 130

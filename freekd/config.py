@@ -40,9 +40,10 @@ class TrainerConfig:
         scheduler: ``cosine`` (per step, to zero), ``step`` (×0.1 at 50 % and 75 %) or ``constant``.
         warmup_steps: linear warm-up steps before the schedule.
         max_grad_norm: clip the gradient norm to this value; ``None`` disables clipping.
-        augment: batch augmentation name: ``crop`` (random shifts of up to 2 pixels, the default;
-            it lifts LeNet-5 on MNIST from 98.8 % to 99.3 %), ``crop-flip`` (CIFAR's padding 4 and
-            horizontal flips) or ``none``.
+        augment: batch augmentation: ``auto`` (the default) is ``crop`` for images of 24 pixels
+            and more and ``none`` below, where a 2-pixel shift is too large; ``crop`` (random
+            shifts of up to 2 pixels; it lifts LeNet-5 on MNIST from 98.8 % to 99.3 %),
+            ``crop-flip`` (CIFAR's padding 4 and horizontal flips) or ``none``.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
         amp: mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
         deterministic: ``torch.use_deterministic_algorithms(True)``; bitwise repeatable on CPU.
@@ -60,7 +61,7 @@ class TrainerConfig:
     scheduler: str = "cosine"
     warmup_steps: int = 0
     max_grad_norm: float | None = None
-    augment: str = "crop"
+    augment: str = "auto"
     device: str = "auto"
     amp: bool = True
     deterministic: bool = False

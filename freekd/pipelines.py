@@ -120,6 +120,18 @@ def dataset_statistics(dataset: ImageDataset) -> tuple[list[float], list[float]]
     return [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
 
 
+def resolve_augmentation(name: str, input_shape: tuple[int, int, int]) -> str:
+    """The augmentation ``name`` stands for; ``auto`` shifts images of 24 pixels and more only.
+
+    Raises:
+        UnknownNameError: ``name`` is neither ``auto`` nor registered.
+    """
+    if name == "auto":
+        return "crop" if min(input_shape[1:]) >= 24 else "none"
+    AUGMENTATIONS.get(name)
+    return name
+
+
 def _load_split(spec: str, *, default_split: str, root: str | None, download: bool) -> ImageDataset:
     return load_dataset(
         spec, default_split=default_split, root=Path(root) if root else None, download=download
@@ -186,12 +198,13 @@ def _run_loop(
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student."""
     out = options.out_dir
     main = dist.is_main
-    augment_fn = AUGMENTATIONS.get(trainer_config.augment)
+    augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
+    augment_fn = AUGMENTATIONS.get(augment_name)
     source = LoaderSource(
         train_set,
         batch_size=trainer_config.batch_size,
         seed=seed,
-        augment=None if trainer_config.augment == "none" else augment_fn,
+        augment=None if augment_name == "none" else augment_fn,
         rank=dist.rank,
         world_size=dist.world_size,
     )
@@ -324,7 +337,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         download=config.download,
     )
     check_input_shape(eval_set, train_set.input_shape, who=f"a model trained on {train_set.name}")
-    AUGMENTATIONS.get(config.trainer.augment)
+    resolve_augmentation(config.trainer.augment, train_set.input_shape)
     dist, device = _setup(config.seed, config.trainer, options)
     model = _build_student(
         config.arch,
@@ -381,7 +394,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         root=config.data_root,
         download=config.download,
     )
-    AUGMENTATIONS.get(config.trainer.augment)
+    resolve_augmentation(config.trainer.augment, train_set.input_shape)
     teacher = load_teacher(config.teacher)
     check_input_shape(train_set, teacher.input_shape, who="the teacher")
     check_input_shape(eval_set, teacher.input_shape, who="the teacher")

@@ -1,0 +1,46 @@
+"""Composition-root helpers: augmentation defaults, normalization statistics, run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freekd.data import ImageDataset
+from freekd.errors import FreekdError, UnknownNameError
+from freekd.pipelines import RunOptions, dataset_statistics, prepare_run_dir, resolve_augmentation
+
+
+def test_auto_augmentation_shifts_only_images_large_enough() -> None:
+    assert resolve_augmentation("auto", (1, 28, 28)) == "crop"
+    assert resolve_augmentation("auto", (3, 32, 32)) == "crop"
+    assert resolve_augmentation("auto", (1, 8, 8)) == "none"
+    assert resolve_augmentation("crop-flip", (1, 8, 8)) == "crop-flip"
+    with pytest.raises(UnknownNameError, match="known: crop, crop-flip, none"):
+        resolve_augmentation("rotate", (1, 28, 28))
+
+
+def test_dataset_statistics_match_numpy(digits_train: ImageDataset) -> None:
+    mean, std = dataset_statistics(digits_train)
+    pixels = digits_train.images.double().numpy()
+    pixels = pixels / 255 if digits_train.images.dtype.is_floating_point is False else pixels
+    assert mean[0] == pytest.approx(float(np.mean(pixels)), abs=1e-5)
+    assert std[0] == pytest.approx(float(np.std(pixels)), abs=1e-5)
+
+
+def test_run_folder_rules(tmp_path: Path) -> None:
+    prepare_run_dir(RunOptions(tmp_path / "new"))  # a new folder is fine
+    existing = tmp_path / "old"
+    existing.mkdir()
+    (existing / "model.pt").write_bytes(b"x")
+    with pytest.raises(FreekdError, match="already exists; pass --overwrite"):
+        prepare_run_dir(RunOptions(existing))
+    prepare_run_dir(RunOptions(existing, overwrite=True))
+    with pytest.raises(FreekdError, match="nothing to resume"):
+        prepare_run_dir(RunOptions(existing, resume=True))
+    with pytest.raises(FreekdError, match="exclude each other"):
+        prepare_run_dir(RunOptions(existing, resume=True, overwrite=True))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FreekdError, match="is a file"):
+        prepare_run_dir(RunOptions(tmp_path / "file"))

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -197,8 +197,25 @@ class Progress(Callback):
             self._progress = None
 
 
-def resume_state_dict(trainer: Trainer, state: TrainState, *, config: dict[str, Any]) -> dict:
-    """Everything needed to continue a run bit-for-bit (tensors and plain values only)."""
+class Stateful(Protocol):
+    """Anything besides the method and optimizer that a resumed run must restore."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def resume_state_dict(
+    trainer: Trainer,
+    state: TrainState,
+    *,
+    config: dict[str, Any],
+    extras: dict[str, Stateful] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to continue a run bit-for-bit (tensors and plain values only).
+
+    ``extras`` (e.g. a synthesizer with its generator, optimizer and memory bank) are saved by name.
+    """
     modules = {
         name: trainer.unwrapped(name).state_dict() for name in trainer.method.distributed_modules()
     }
@@ -209,6 +226,7 @@ def resume_state_dict(trainer: Trainer, state: TrainState, *, config: dict[str, 
         "state": state.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "config": config,
+        "extras": {name: item.state_dict() for name, item in (extras or {}).items()},
     }
     if torch.cuda.is_available():
         data["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -225,10 +243,16 @@ def load_resume_state(path: Path) -> dict[str, Any]:
     return data  # type: ignore[no-any-return]
 
 
-def restore(trainer: Trainer, data: dict[str, Any]) -> TrainState:
-    """Load modules, optimizer and RNG from a resume checkpoint; return the state to continue."""
+def restore(
+    trainer: Trainer, data: dict[str, Any], *, extras: dict[str, Stateful] | None = None
+) -> TrainState:
+    """Load modules, optimizer, extras and RNG from a resume checkpoint; return where to go on."""
     for name, state_dict in data["modules"].items():
         trainer.unwrapped(name).load_state_dict(state_dict)
+    for name, item in (extras or {}).items():
+        if name not in data.get("extras", {}):
+            raise FreekdError(f"the resume checkpoint has no saved {name}; start a new run")
+        item.load_state_dict(data["extras"][name])
     trainer.optimizer.load_state_dict(data["optimizer"])
     torch.set_rng_state(data["torch_rng"])
     if "cuda_rng" in data and torch.cuda.is_available():
@@ -240,17 +264,24 @@ class Checkpoint(Callback):
     """Atomically write ``checkpoint.pt`` every ``every`` steps and at every epoch end."""
 
     def __init__(
-        self, path: Path, *, every: int, config: dict[str, Any], enabled: bool = True
+        self,
+        path: Path,
+        *,
+        every: int,
+        config: dict[str, Any],
+        enabled: bool = True,
+        extras: dict[str, Stateful] | None = None,
     ) -> None:
         self.path = Path(path)
         self.every = every
         self.config = config
         self.enabled = enabled
+        self.extras = extras or {}
 
     def _save(self, trainer: Trainer, state: TrainState) -> None:
         if not self.enabled:
             return
-        data = resume_state_dict(trainer, state, config=self.config)
+        data = resume_state_dict(trainer, state, config=self.config, extras=self.extras)
         atomic_write(self.path, lambda stream: torch.save(data, stream))
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:

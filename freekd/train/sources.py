@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from freekd.data.batch import Batch
 from freekd.data.datasets import ImageDataset
 from freekd.errors import FreekdError
+from freekd.generators.base import Synthesizer
+from freekd.teachers import Teacher
 from freekd.train.trainer import TrainState
 
 Augment = Callable[..., Tensor]
@@ -94,3 +97,56 @@ class LoaderSource:
                 images = self.augment(batch.images, rng=self._generator(state.epoch, index))[mine]
                 batch = Batch(images, None if batch.labels is None else batch.labels[mine])
             yield Batch(images, batch.labels if self.labelled else None)
+
+
+class SyntheticSource:
+    """Batches drawn from a synthesizer that is updated inside the training loop.
+
+    Data-free distillation on the student side is plain KD on synthetic batches: every
+    ``synthesize_every`` steps this source runs one synthesis round against the current student,
+    then yields unlabelled ``sample(batch_size)`` batches. The Trainer, the method and the callbacks
+    are the same as for real data.
+
+    Args:
+        synthesizer: any ``generators.Synthesizer``.
+        teacher: the frozen teacher the synthesizer inverts.
+        student: the student being trained (the same module the method updates, unwrapped).
+        steps_per_epoch: optimizer steps in one epoch.
+        batch_size: images per step (per process under DDP).
+        synthesize_every: steps between synthesis rounds.
+    """
+
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        *,
+        teacher: Teacher,
+        student: nn.Module,
+        steps_per_epoch: int,
+        batch_size: int,
+        synthesize_every: int = 1,
+    ) -> None:
+        if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
+            raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
+        self.synthesizer = synthesizer
+        self.teacher = teacher
+        self.student = student
+        self._steps = steps_per_epoch
+        self.batch_size = batch_size
+        self.synthesize_every = synthesize_every
+        self.last_statistics: dict[str, float] = {}
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        for index in range(state.step_in_epoch, self._steps):
+            if index % self.synthesize_every == 0:
+                self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+            yield Batch(self.synthesizer.sample(self.batch_size), None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"synthesizer": self.synthesizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.synthesizer.load_state_dict(state["synthesizer"])

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from freekd import __version__
-from freekd.config import DistillConfig, TeacherTrainConfig, load_config, read_yaml
+from freekd.config import DataFreeConfig, DistillConfig, TeacherTrainConfig, load_config, read_yaml
 from freekd.errors import FreekdError
 
 app = typer.Typer(
@@ -537,3 +537,121 @@ def demo(
         str(out / "student"),
     )
     Console().print(table)
+
+
+def _budget_values(budget: str | None) -> dict[str, Any]:
+    """``--budget 15m`` (minutes) or ``--budget 200000`` (synthesized images)."""
+    if budget is None:
+        return {}
+    text = budget.strip().lower()
+    try:
+        if text.endswith(("min", "m")):
+            return {"budget_minutes": float(text.rstrip("min"))}
+        if text.endswith("h"):
+            return {"budget_minutes": 60 * float(text[:-1])}
+        return {"budget_images": int(text.replace("_", ""))}
+    except ValueError:
+        raise FreekdError(
+            f"--budget {budget!r}: give minutes (e.g. 15m) or a number of synthesized images"
+        ) from None
+
+
+@app.command()
+@user_errors
+def datafree(
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
+            "pickled module (+ --trust-pickle).",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="Student architecture (default: a smaller model of the "
+            "teacher's family, e.g. lenet5 → lenet5-half).",
+        ),
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", help="Data-free synthesizer (dafl, noise, ...).")
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Stop after this much time (15m, 1.5h) or this many synthesized images (200000).",
+        ),
+    ] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option("--eval-data", help="Labelled real data used only to report accuracy."),
+    ] = None,
+    arch: SourceArchOption = None,
+    arch_kwargs: ArchKwargsOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    trust_pickle: TrustPickleOption = False,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/datafree"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Distill a student from a teacher with synthetic inputs only (no training data)."""
+    values = {
+        **_source_values(
+            "teacher.",
+            teacher,
+            arch,
+            arch_kwargs,
+            input_shape,
+            num_classes,
+            mean,
+            std,
+            trust_pickle,
+        ),
+        "student": student,
+        "synthesizer.name": method,
+        "eval_dataset": eval_data,
+        "seed": seed,
+        "data_root": data_root,
+        **_budget_values(budget),
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        DataFreeConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+    )
+    from freekd.pipelines import RunOptions, run_datafree
+
+    report = run_datafree(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    rows = [
+        ("method", f"{cfg.synthesizer.name} → {report['student']['arch']}"),
+        ("synthesized images", f"{report['synthesized_images']:,}"),
+        ("teacher queries", f"{report['teacher_queries']:,}"),
+    ]
+    if report["student"]["test_accuracy"] is not None:
+        rows.insert(1, ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])))
+        rows.insert(
+            2,
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+        )
+    if report["stopped_by_budget"]:
+        rows.append(("stopped", report["stopped_by_budget"]))
+    rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
+    _print_table("data-free distillation", rows)

@@ -168,6 +168,49 @@ class DistillConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(lr=0.01))
 
 
+@dataclass(frozen=True)
+class DataFreeConfig:
+    """``freekd datafree``: distill a student from a teacher with synthetic inputs only.
+
+    Attributes:
+        teacher: where the teacher comes from (any of the four kinds of file).
+        student: student architecture; default: a smaller model of the teacher's family.
+        student_kwargs: keyword arguments for the student architecture.
+        synthesizer: the data-free method (``--method``) by registry name, with its parameters.
+        method: the student-side distillation rule on synthetic batches (labels never exist).
+        eval_dataset: labelled real data used only to report accuracy (never trained on).
+        data_root: torchvision-format root for ``eval_dataset``.
+        download: let torchvision download into ``data_root``.
+        steps_per_epoch: student steps per epoch.
+        synthesize_every: student steps between synthesis rounds.
+        budget_minutes: stop once this much wall-clock time is spent.
+        budget_images: stop once this many images have been synthesized.
+        seed: seed for weights, latent codes and noise.
+        trainer: the training loop's settings (``batch_size`` = synthetic images per step).
+    """
+
+    teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
+    student: str | None = None
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+    synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="dafl"))
+    method: ComponentConfig = field(
+        default_factory=lambda: ComponentConfig(name="kd", params={"temperature": 4.0})
+    )
+    eval_dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    steps_per_epoch: int = 200
+    synthesize_every: int = 1
+    budget_minutes: float | None = None
+    budget_images: int | None = None
+    seed: int = 0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            epochs=20, batch_size=256, lr=0.01, augment="none", eval_every=1
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: dict/YAML → dataclass, with type coercion and helpful errors.
 
@@ -389,4 +432,8 @@ def dump_yaml(config: Any) -> str:
 
 
 # Which schema each folder of configs/ holds (the config test validates every file by it).
-CONFIG_KINDS: dict[str, type] = {"teacher": TeacherTrainConfig, "distill": DistillConfig}
+CONFIG_KINDS: dict[str, type] = {
+    "teacher": TeacherTrainConfig,
+    "distill": DistillConfig,
+    "datafree": DataFreeConfig,
+}

@@ -19,6 +19,7 @@ import torch
 from freekd import __version__
 from freekd.checkpoint import save_checkpoint
 from freekd.config import (
+    DataFreeConfig,
     DistillConfig,
     TeacherSourceConfig,
     TeacherTrainConfig,
@@ -28,12 +29,21 @@ from freekd.config import (
 )
 from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
 from freekd.errors import FreekdError
+from freekd.generators import SYNTHESIZERS
 from freekd.io import atomic_write_json, atomic_write_text
 from freekd.methods import METHODS, Method, Supervised
-from freekd.models import ImageClassifier, build_model, check_model, count_parameters
+from freekd.models import (
+    SMALLER_STUDENT,
+    ImageClassifier,
+    build_model,
+    check_model,
+    count_parameters,
+)
 from freekd.seeding import seed_everything
-from freekd.teachers import load_teacher
+from freekd.teachers import Teacher, load_teacher
 from freekd.train import (
+    BatchSource,
+    Callback,
     Checkpoint,
     DistInfo,
     Evaluate,
@@ -47,9 +57,16 @@ from freekd.train import (
     make_optimizer,
     resolve_device,
 )
-from freekd.train.callbacks import RESUME_FILE, load_resume_state, restore
+from freekd.train.callbacks import (
+    RESUME_FILE,
+    Stateful,
+    StopOnBudget,
+    load_resume_state,
+    restore,
+)
 from freekd.train.distributed import shutdown_distributed
 from freekd.train.evaluate import check_input_shape
+from freekd.train.sources import SyntheticSource
 
 logger = logging.getLogger(__name__)
 
@@ -180,40 +197,54 @@ class _TrainResult:
     device: torch.device
 
 
+def _loader_source(
+    train_set: ImageDataset, trainer_config: TrainerConfig, *, seed: int, dist: DistInfo
+) -> LoaderSource:
+    augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
+    return LoaderSource(
+        train_set,
+        batch_size=trainer_config.batch_size,
+        seed=seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        rank=dist.rank,
+        world_size=dist.world_size,
+    )
+
+
 def _run_loop(
     method: Method,
+    source: BatchSource,
     *,
-    student: ImageClassifier,
-    train_set: ImageDataset,
-    eval_set: ImageDataset,
+    eval_set: ImageDataset | None,
     trainer_config: TrainerConfig,
-    seed: int,
     config: dict[str, Any],
     options: RunOptions,
     device: torch.device,
     dist: DistInfo,
     description: str,
     resume_data: dict[str, Any] | None = None,
+    extras: dict[str, Stateful] | None = None,
+    extra_callbacks: tuple[Callback, ...] = (),
 ) -> _TrainResult:
-    """Build the Trainer with the standard callbacks, optionally resume, fit, save the student."""
+    """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
+
+    ``extras`` are saved in, and restored from, the resume checkpoint (e.g. a synthesizer).
+    """
     out = options.out_dir
     main = dist.is_main
-    augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
-    augment_fn = AUGMENTATIONS.get(augment_name)
-    source = LoaderSource(
-        train_set,
-        batch_size=trainer_config.batch_size,
-        seed=seed,
-        augment=None if augment_name == "none" else augment_fn,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
-    callbacks = [
-        Evaluate(eval_set, every=trainer_config.eval_every),
+    callbacks: list[Callback] = []
+    if eval_set is not None:
+        callbacks.append(Evaluate(eval_set, every=trainer_config.eval_every))
+    callbacks += [
+        *extra_callbacks,
         LogMetrics(out / "metrics.jsonl", every=trainer_config.log_every, enabled=main),
         Checkpoint(
-            out / RESUME_FILE, every=trainer_config.checkpoint_every, config=config, enabled=main
+            out / RESUME_FILE,
+            every=trainer_config.checkpoint_every,
+            config=config,
+            enabled=main,
+            extras=extras,
         ),
         Progress(description=description, enabled=main and not options.quiet),
     ]
@@ -223,7 +254,7 @@ def _run_loop(
     state = None
     if resume_data is not None:
         method.to(device)
-        state = restore(trainer, resume_data)
+        state = restore(trainer, resume_data, extras=extras)
         logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)
@@ -301,16 +332,21 @@ def _build_student(
     arch: str,
     arch_kwargs: dict[str, Any],
     *,
-    train_set: ImageDataset,
+    train_set: ImageDataset | None,
     num_classes: int,
     mean: list[float] | None,
     std: list[float] | None,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> ImageClassifier:
+    """A new classifier; normalization defaults to the training set's statistics."""
     if mean is None or std is None:
+        if train_set is None:
+            raise FreekdError("internal: a student without data needs an explicit mean and std")
         computed_mean, computed_std = dataset_statistics(train_set)
         mean = mean if mean is not None else computed_mean
         std = std if std is not None else computed_std
-    shape = train_set.input_shape
+    shape = input_shape or (train_set.input_shape if train_set is not None else None)
+    assert shape is not None
     net = build_model(arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs)
     model = ImageClassifier(
         net,
@@ -353,11 +389,9 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     _start_run_dir(config, options, dist)
     result = _run_loop(
         method,
-        student=model,
-        train_set=train_set,
+        _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
         eval_set=eval_set,
         trainer_config=config.trainer,
-        seed=config.seed,
         config=resolved,
         options=options,
         device=device,
@@ -420,11 +454,9 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     _start_run_dir(config, options, dist)
     result = _run_loop(
         method,
-        student=student,
-        train_set=train_set,
+        _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
         eval_set=eval_set,
         trainer_config=config.trainer,
-        seed=config.seed,
         config=resolved,
         options=options,
         device=device,
@@ -552,3 +584,163 @@ def run_demo(
         distill_config, RunOptions(out / "student", overwrite=options.overwrite, quiet=quiet)
     )
     return {"teacher": teacher_report, "student": student_report}
+
+
+def _default_student(teacher: Teacher, requested: str | None) -> str:
+    if requested:
+        return requested
+    arch = teacher.metadata.get("arch")
+    if isinstance(arch, str) and arch in SMALLER_STUDENT:
+        return SMALLER_STUDENT[arch]
+    known = ", ".join(f"{t}→{s}" for t, s in sorted(SMALLER_STUDENT.items())[:4])
+    raise FreekdError(
+        f"no default student for a teacher of architecture {arch or 'unknown'}; pass --student "
+        f"NAME (defaults exist for freekd families, e.g. {known})"
+    )
+
+
+def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher) -> None:
+    if synthesizer_class.needs_batchnorm and not teacher.has_batchnorm:
+        usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
+        raise FreekdError(
+            f"--method {name} inverts BatchNorm statistics and this teacher has no BatchNorm "
+            f"layers (DP-SGD teachers never do); use one of: {', '.join(usable)}"
+        )
+
+
+def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd datafree``: distill a student with synthetic inputs only; returns ``report.json``.
+
+    Wiring: teacher → synthesizer (``--method``) → ``SyntheticSource`` → the one Trainer with the
+    student-side method (``kd`` on unlabelled batches). Real data, when ``--eval-data`` is given,
+    is used only to report accuracy.
+    """
+    synthesizer_class = SYNTHESIZERS.get(config.synthesizer.name)
+    _check_params(
+        synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
+    )
+    method_class = METHODS.get(config.method.name)
+    _check_params(method_class, config.method.params, what=f"method {config.method.name}")
+    teacher = load_teacher(config.teacher)
+    _check_synthesizer_fits(config.synthesizer.name, synthesizer_class, teacher)
+    eval_set = None
+    if config.eval_dataset:
+        eval_set = _load_split(
+            config.eval_dataset,
+            default_split="test",
+            root=config.data_root,
+            download=config.download,
+        )
+        check_input_shape(eval_set, teacher.input_shape, who="the teacher")
+        if eval_set.num_classes > teacher.num_classes:
+            raise FreekdError(
+                f"{eval_set.name} has {eval_set.num_classes} classes but the teacher has "
+                f"{teacher.num_classes}; evaluate on data with the teacher's classes"
+            )
+    student_arch = _default_student(teacher, config.student)
+    dist, device = _setup(config.seed, config.trainer, options)
+    rng = torch.Generator().manual_seed(config.seed)
+    teacher.to(device)
+    teacher_accuracy = None
+    if eval_set is not None:
+        teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
+    normalization = teacher.metadata.get("input", {})
+    channels = teacher.input_shape[0]
+    student = _build_student(
+        student_arch,
+        dict(config.student_kwargs),
+        train_set=None,
+        num_classes=teacher.num_classes,
+        mean=list(normalization.get("mean", [0.5] * channels)),
+        std=list(normalization.get("std", [0.5] * channels)),
+        input_shape=teacher.input_shape,
+    )
+    synthesizer = synthesizer_class(
+        image_shape=teacher.input_shape,
+        num_classes=teacher.num_classes,
+        rng=rng,
+        device=device,
+        **config.synthesizer.params,
+    )
+    method = method_class(student, teacher, **config.method.params)
+    source = SyntheticSource(
+        synthesizer,
+        teacher=teacher,
+        student=student,
+        steps_per_epoch=config.steps_per_epoch,
+        batch_size=config.trainer.batch_size,
+        synthesize_every=config.synthesize_every,
+    )
+    budget = StopOnBudget(
+        minutes=config.budget_minutes,
+        images=config.budget_images,
+        images_spent=lambda: synthesizer.images_synthesized,
+    )
+    resolved = to_dict(config)
+    resume_data = _resume_data(resolved, options)
+    _start_run_dir(config, options, dist)
+    result = _run_loop(
+        method,
+        source,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        config=resolved,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"datafree {config.synthesizer.name} → {student_arch}",
+        resume_data=resume_data,
+        extras={"source": source},
+        extra_callbacks=(budget,),
+    )
+    # The student's own KD steps query the teacher once per synthetic image as well.
+    teacher_queries = synthesizer.teacher_queries + result.state.step * config.trainer.batch_size
+    images_synthesized = synthesizer.images_synthesized
+    report: dict[str, Any] = {
+        "command": "datafree",
+        "teacher": {
+            "test_accuracy": teacher_accuracy,
+            "path": config.teacher.path,
+            "kind": teacher.description,
+            "arch": teacher.metadata.get("arch"),
+            "parameters": sum(p.numel() for p in teacher.parameters()),
+            "has_batchnorm": teacher.has_batchnorm,
+        },
+        "student": {
+            "test_accuracy": result.state.metrics.get("eval_accuracy"),
+            "arch": student_arch,
+            "parameters": count_parameters(student.net),
+        },
+        "method": {"name": config.synthesizer.name, "params": dict(config.synthesizer.params)},
+        "student_method": {"name": config.method.name, "params": dict(config.method.params)},
+        "synthesized_images": images_synthesized,
+        "teacher_queries": teacher_queries,
+        "stopped_by_budget": budget.reason,
+        "eval_dataset": eval_set.name if eval_set is not None else None,
+        **_common_report(config, result),
+    }
+    if dist.is_main:
+        _draw_samples(synthesizer, teacher, eval_set, options.out_dir / "samples.png")
+        atomic_write_json(options.out_dir / "report.json", report)
+    shutdown_distributed(dist)
+    return report
+
+
+def _draw_samples(
+    synthesizer: Any, teacher: Teacher, eval_set: ImageDataset | None, path: Path
+) -> None:
+    """``samples.png``: a labelled grid of synthetic inputs per teacher class."""
+    from freekd.plots import plot_samples_by_class
+
+    images = synthesizer.sample(max(64, 16 * teacher.num_classes))
+    with torch.no_grad():
+        labels = teacher(images).argmax(dim=1).cpu()
+    names = (
+        list(eval_set.classes)
+        if eval_set is not None and eval_set.num_classes == teacher.num_classes
+        else [f"class {k}" for k in range(teacher.num_classes)]
+    )
+    try:
+        plot_samples_by_class(images.cpu(), labels, names, path)
+    except (OSError, ValueError) as error:  # a picture must never fail a finished run
+        logger.warning("could not draw samples.png: %s", error)

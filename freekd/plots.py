@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from freekd.io import atomic_write
 
@@ -35,5 +36,52 @@ def plot_training_curves(metrics_path: Path, out_path: Path) -> None:
     figure.tight_layout()
     try:
         atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=110))
+    finally:
+        plt.close(figure)
+
+
+def plot_samples_by_class(
+    images: Any, labels: Any, class_names: list[str], out_path: Path, *, per_class: int = 8
+) -> None:
+    """``samples.png``: a grid of synthetic images, one row per class the teacher assigns.
+
+    Args:
+        images: (N, C, H, W) tensor in [0, 1].
+        labels: (N,) teacher labels.
+        class_names: name of each class (row titles).
+        out_path: where to write the PNG.
+        per_class: images per row.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = len(class_names)
+    figure, axes = plt.subplots(
+        rows, per_class, figsize=(per_class * 0.9 + 1.6, rows * 0.9 + 0.3), squeeze=False
+    )
+    for row, name in enumerate(class_names):
+        chosen = (labels == row).nonzero().flatten()[:per_class]
+        for column in range(per_class):
+            axis = axes[row][column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            for spine in axis.spines.values():
+                spine.set_visible(False)
+            if column < len(chosen):
+                image = images[chosen[column]].permute(1, 2, 0).cpu().numpy()
+                if image.shape[2] == 1:
+                    axis.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    axis.imshow(image.clip(0, 1))
+        count = int((labels == row).sum())
+        axes[row][0].set_ylabel(
+            f"{name} ({count})", rotation=0, ha="right", va="center", fontsize=8
+        )
+    figure.suptitle("synthetic inputs by teacher label (count of the sampled batch)", fontsize=9)
+    figure.tight_layout()
+    try:
+        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=100))
     finally:
         plt.close(figure)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from freekd.models import lenet, resnet_cifar, small, wrn  # noqa: F401  (register architectures)
 from freekd.models.build import build_model, check_model, count_parameters
 from freekd.models.classifier import ImageClassifier
-from freekd.models.factory import MODELS, ModelFactory
+from freekd.models.factory import MODELS, SMALLER_STUDENT, ModelFactory
 
 __all__ = [
     "MODELS",
+    "SMALLER_STUDENT",
     "ImageClassifier",
     "ModelFactory",
     "build_model",

@@ -20,3 +20,26 @@ signatures (no ``**arch_kwargs``) still type-check when they are registered.
 
 MODELS: Registry[ModelFactory] = Registry("model")
 """Classifier architectures by name; filled when :mod:`freekd.models` is imported."""
+
+
+# The default data-free/distillation student for a teacher architecture: a smaller model of the
+# same family, as in the papers' benchmark pairs (DAFL, DFAD, CRD, CMI tables).
+SMALLER_STUDENT: dict[str, str] = {
+    "lenet5": "lenet5-half",
+    "resnet34": "resnet18",
+    "resnet18": "resnet8x4",
+    "resnet32x4": "resnet8x4",
+    "resnet110": "resnet20",
+    "resnet56": "resnet20",
+    "resnet44": "resnet14",
+    "resnet32": "resnet8",
+    "resnet20": "resnet8",
+    "resnet14": "resnet8",
+    "wrn-40-2": "wrn-16-2",
+    "wrn-40-1": "wrn-16-1",
+    "wrn-16-2": "wrn-16-1",
+    "wrn-28-10": "wrn-16-2",
+    "tiny-cnn": "tiny-cnn",
+    "tiny-cnn-nobn": "tiny-cnn-nobn",
+    "mlp": "mlp",
+}

@@ -290,3 +290,41 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
         self._save(trainer, state)
+
+
+class StopOnBudget(Callback):
+    """End training once a wall-clock or synthesized-image budget is spent.
+
+    Args:
+        minutes: wall-clock budget of the fit, or ``None``.
+        images: budget of synthesized images, or ``None``.
+        images_spent: returns the images synthesized so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        minutes: float | None = None,
+        images: int | None = None,
+        images_spent: Callable[[], int] | None = None,
+    ) -> None:
+        self.minutes = minutes
+        self.images = images
+        self.images_spent = images_spent
+        self.reason: str | None = None
+        self._started = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        self._started = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self.minutes is not None and time.perf_counter() - self._started >= 60 * self.minutes:
+            self.reason = f"time budget of {self.minutes:g} min spent at step {state.step}"
+        elif (
+            self.images is not None
+            and self.images_spent is not None
+            and self.images_spent() >= self.images
+        ):
+            self.reason = f"image budget of {self.images} spent at step {state.step}"
+        if self.reason is not None:
+            trainer.stop_requested = True

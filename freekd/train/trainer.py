@@ -116,6 +116,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.dist = dist or DistInfo()
         self.total_steps = 0
+        # A callback sets this (e.g. when a time or image budget is spent); the loop then ends
+        # after the current step, runs the epoch-end and fit-end hooks, and returns.
+        self.stop_requested = False
         self._base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def _call(self, hook: str, *args: Any) -> None:
@@ -141,8 +144,12 @@ class Trainer:
                     state.step += 1
                     state.step_in_epoch += 1
                     self._call("on_step_end", state, output)
+                    if self.stop_requested:
+                        break
                 state.epoch_finished = True
                 self._call("on_epoch_end", state)
+                if self.stop_requested:
+                    break
             self._call("on_fit_end", state)
         return state
 

@@ -1,0 +1,10 @@
+"""Synthesizers: inputs made from what a teacher holds. Importing registers them all."""
+
+from __future__ import annotations
+
+from freekd.generators import dafl, noise  # noqa: F401  (register synthesizers)
+from freekd.generators.base import Synthesizer
+from freekd.generators.nets import Generator
+from freekd.generators.registry import SYNTHESIZERS
+
+__all__ = ["SYNTHESIZERS", "Generator", "Synthesizer"]

@@ -1,0 +1,113 @@
+"""Forward-hook context managers: statistics and features read out of a frozen teacher.
+
+Hooks live only inside a ``with`` block, so no synthesizer can leave one behind on a teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass
+class BatchNormStatistics:
+    """Per BatchNorm layer: the current batch's input mean/variance and the layer's running ones.
+
+    Filled by :func:`batchnorm_statistics` during a forward pass; lists are in layer order.
+    """
+
+    batch_means: list[Tensor] = field(default_factory=list)
+    batch_variances: list[Tensor] = field(default_factory=list)
+    running_means: list[Tensor] = field(default_factory=list)
+    running_variances: list[Tensor] = field(default_factory=list)
+
+    def clear(self) -> None:
+        for values in (
+            self.batch_means,
+            self.batch_variances,
+            self.running_means,
+            self.running_variances,
+        ):
+            values.clear()
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers (with running statistics) of ``model``, in module order."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+
+
+@contextmanager
+def batchnorm_statistics(model: nn.Module) -> Iterator[BatchNormStatistics]:
+    """Record, for every BatchNorm layer, the statistics of its input during forward passes.
+
+    Yin et al. 2020 (arXiv:1912.08795) §3.2: the mean and (biased) variance over the batch and
+    spatial positions of the features entering each BatchNorm layer, next to the layer's running
+    mean and variance. The statistics keep their autograd graph so they can be optimized.
+    """
+    statistics = BatchNormStatistics()
+
+    def record(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+        features = inputs[0]
+        dims = [0, *range(2, features.dim())]
+        statistics.batch_means.append(features.mean(dim=dims))
+        statistics.batch_variances.append(features.var(dim=dims, unbiased=False))
+        statistics.running_means.append(module.running_mean)  # type: ignore[arg-type]
+        statistics.running_variances.append(module.running_var)  # type: ignore[arg-type]
+
+    handles = [layer.register_forward_hook(record) for layer in batchnorm_layers(model)]
+    try:
+        yield statistics
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The last ``nn.Linear`` registered in ``model`` (the classifier layer of most networks)."""
+    found = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            found = module
+    return found
+
+
+@dataclass
+class CapturedInputs:
+    """The input of a hooked layer during the last forward pass."""
+
+    value: Tensor | None = None
+
+
+@contextmanager
+def capture_input(layer: nn.Module) -> Iterator[CapturedInputs]:
+    """Keep the input of ``layer`` (e.g. the teacher's penultimate features) during forwards."""
+    captured = CapturedInputs()
+
+    def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        captured.value = inputs[0]
+
+    handle = layer.register_forward_pre_hook(record)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode for the block and restore every submodule's own mode after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for submodule, training in modes:
+            submodule.training = training

@@ -1,0 +1,164 @@
+"""The contract every registered synthesizer honours (STYLE.md §4.7), on real tiny teachers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from freekd.config import TeacherSourceConfig
+from freekd.generators import SYNTHESIZERS
+from freekd.models import ImageClassifier, build_model
+from freekd.teachers import Teacher, load_teacher
+
+SHAPE = (1, 8, 8)
+
+
+def make_student(seed: int = 1) -> ImageClassifier:
+    torch.manual_seed(seed)
+    net = build_model("tiny-cnn", num_classes=10, input_shape=SHAPE)
+    return ImageClassifier(
+        net,
+        arch="tiny-cnn",
+        arch_kwargs={},
+        num_classes=10,
+        input_shape=SHAPE,
+        mean=[0.3],
+        std=[0.4],
+    )
+
+
+def make_synthesizer(name: str, seed: int = 0) -> object:
+    cls = SYNTHESIZERS.get(name)
+    params = {"batch_size": 16} if "batch_size" in cls.__init__.__code__.co_varnames else {}
+    return cls(
+        image_shape=SHAPE,
+        num_classes=10,
+        rng=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+        **params,
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_path: Path) -> Teacher:
+    return load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+
+
+@pytest.fixture(scope="module")
+def teacher_without_batchnorm() -> Teacher:
+    torch.manual_seed(0)
+    net = build_model("tiny-cnn-nobn", num_classes=10, input_shape=SHAPE)
+    model = ImageClassifier(
+        net,
+        arch="tiny-cnn-nobn",
+        arch_kwargs={},
+        num_classes=10,
+        input_shape=SHAPE,
+        mean=[0.3],
+        std=[0.4],
+    )
+    return Teacher(model, num_classes=10, input_shape=SHAPE, description="test")
+
+
+NAMES = SYNTHESIZERS.names()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_shape_range_and_no_graph(name: str, teacher: Teacher) -> None:
+    synthesizer = make_synthesizer(name)
+    synthesizer.synthesize(teacher, make_student())
+    images = synthesizer.sample(5)
+    assert images.shape == (5, *SHAPE)
+    assert images.min() >= 0
+    assert images.max() <= 1
+    assert not images.requires_grad
+    assert synthesizer.images_synthesized >= 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("student_training", [True, False])
+def test_synthesis_leaves_no_hooks_keeps_modes_and_never_touches_the_teacher(
+    name: str, student_training: bool, teacher: Teacher
+) -> None:
+    student = make_student().train(student_training)
+    before = copy.deepcopy(teacher.state_dict())
+    synthesizer = make_synthesizer(name)
+    synthesizer.synthesize(teacher, student)
+    for module in [*teacher.modules(), *student.modules()]:
+        assert len(module._forward_hooks) == 0
+        assert len(module._forward_pre_hooks) == 0
+    assert student.training == student_training
+    assert not teacher.training
+    assert all(p.grad is None for p in teacher.parameters())
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_active_term_gives_the_generator_a_gradient(name: str, teacher: Teacher) -> None:
+    """Distinct teacher and student (catches Fast-Datafree's student=teacher)."""
+    synthesizer = make_synthesizer(name)
+    parameters = [p for m in _trainable_modules(synthesizer) for p in m.parameters()]
+    if not parameters:
+        pytest.skip(f"{name} has no trainable generator")
+    student = make_student()
+    statistics = synthesizer.synthesize(teacher, student)
+    assert statistics, "synthesize() reports its loss terms"
+    for term in statistics:
+        gradient = _term_gradient(synthesizer, term, teacher, student)
+        assert gradient > 0, f"{name}: term {term} gives no gradient"
+
+
+def _trainable_modules(synthesizer: object) -> list[nn.Module]:
+    return [value for value in vars(synthesizer).values() if isinstance(value, nn.Module)]
+
+
+def _term_gradient(synthesizer: object, term: str, teacher: Teacher, student: nn.Module) -> float:
+    """Re-run synthesis with only ``term`` weighted and measure the generator's gradient norm."""
+    weights = {k: v for k, v in vars(synthesizer).items() if k.endswith("_weight")}
+    matching = [k for k in weights if k.removesuffix("_weight") in term]
+    if not matching:
+        pytest.skip(f"term {term} has no weight attribute to isolate")
+    clone = copy.deepcopy(synthesizer)
+    for key in weights:
+        setattr(clone, key, weights[key] if key in matching else 0.0)
+    modules = _trainable_modules(clone)
+    optimizer = clone.optimizer
+    original_step = optimizer.step
+    norms: list[float] = []
+
+    def record_then_step(*args: object, **kwargs: object) -> object:
+        norms.append(
+            sum(float(p.grad.norm()) for m in modules for p in m.parameters() if p.grad is not None)
+        )
+        return original_step(*args, **kwargs)
+
+    optimizer.step = record_then_step
+    clone.synthesize(teacher, student)
+    return norms[0] if norms else 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trip_resumes_exactly(name: str, teacher: Teacher) -> None:
+    first = make_synthesizer(name, seed=3)
+    first.synthesize(teacher, make_student())
+    state = copy.deepcopy(first.state_dict())
+    expected = [first.sample(4) for _ in range(2)]
+    second = make_synthesizer(name, seed=99)
+    second.load_state_dict(state)
+    got = [second.sample(4) for _ in range(2)]
+    for a, b in zip(expected, got, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not SYNTHESIZERS.get(n).needs_batchnorm])
+def test_batchnorm_free_synthesizers_run_on_a_batchnorm_free_teacher(
+    name: str, teacher_without_batchnorm: Teacher
+) -> None:
+    synthesizer = make_synthesizer(name)
+    synthesizer.synthesize(teacher_without_batchnorm, make_student())
+    assert synthesizer.sample(3).shape == (3, *SHAPE)

@@ -495,8 +495,12 @@ def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
     import inspect
 
     signature = inspect.signature(cls)
+    # The shared constructor arguments are wired by the pipeline, never set from a config.
+    wired = {"image_shape", "num_classes", "rng", "device"}
     allowed = [
-        name for name, p in signature.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+        name
+        for name, p in signature.parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in wired
     ]
     unknown = sorted(set(params) - set(allowed))
     if unknown:

@@ -177,12 +177,15 @@ class DataFreeConfig:
         student: student architecture; default: a smaller model of the teacher's family.
         student_kwargs: keyword arguments for the student architecture.
         synthesizer: the data-free method (``--method``) by registry name, with its parameters.
-        method: the student-side distillation rule on synthetic batches (labels never exist).
+        method: the student-side distillation rule on synthetic batches (labels never exist);
+            default: the synthesizer's ``recommended_method`` (e.g. ``logit-l1`` for dfad), else
+            ``kd`` at temperature 4.
         eval_dataset: labelled real data used only to report accuracy (never trained on).
         data_root: torchvision-format root for ``eval_dataset``.
         download: let torchvision download into ``data_root``.
         steps_per_epoch: student steps per epoch.
-        synthesize_every: student steps between synthesis rounds.
+        synthesize_every: student steps between synthesis rounds; default: the synthesizer's
+            ``recommended_synthesize_every`` (5 for dfad, 10 for zskt), else 1.
         budget_minutes: stop once this much wall-clock time is spent.
         budget_images: stop once this many images have been synthesized.
         seed: seed for weights, latent codes and noise.
@@ -193,14 +196,12 @@ class DataFreeConfig:
     student: str | None = None
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="dafl"))
-    method: ComponentConfig = field(
-        default_factory=lambda: ComponentConfig(name="kd", params={"temperature": 4.0})
-    )
+    method: ComponentConfig | None = None
     eval_dataset: str | None = None
     data_root: str | None = None
     download: bool = False
     steps_per_epoch: int = 200
-    synthesize_every: int = 1
+    synthesize_every: int | None = None
     budget_minutes: float | None = None
     budget_images: int | None = None
     seed: int = 0
@@ -308,7 +309,13 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
         if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
             value = _with_field_defaults(cls, key, value)
         kwargs[key] = _coerce(annotation, value, f"{where}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required field (e.g. a component's name) is missing
+        missing = str(error).split(":")[-1].strip()
+        raise FreekdError(
+            f"{where} needs {missing}; e.g. --set {where.split('.', 1)[-1]}.name=..."
+        ) from None
 
 
 def _with_field_defaults(cls: type, key: str, value: dict[str, Any]) -> dict[str, Any]:
@@ -322,6 +329,8 @@ def _with_field_defaults(cls: type, key: str, value: dict[str, Any]) -> dict[str
     elif spec.default_factory is not dataclasses.MISSING:
         default = spec.default_factory()
     else:
+        return value
+    if default is None:
         return value
     defaults = to_dict(default)
     if "name" in value and "name" in defaults and value["name"] != defaults["name"]:

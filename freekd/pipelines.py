@@ -19,6 +19,7 @@ import torch
 from freekd import __version__
 from freekd.checkpoint import save_checkpoint
 from freekd.config import (
+    ComponentConfig,
     DataFreeConfig,
     DistillConfig,
     TeacherSourceConfig,
@@ -623,8 +624,14 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     _check_params(
         synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
     )
-    method_class = METHODS.get(config.method.name)
-    _check_params(method_class, config.method.params, what=f"method {config.method.name}")
+    method_config = config.method or ComponentConfig(
+        name=getattr(synthesizer_class, "recommended_method", "kd"),
+        params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
+    )
+    recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
+    synthesize_every = config.synthesize_every or recommended_every
+    method_class = METHODS.get(method_config.name)
+    _check_params(method_class, method_config.params, what=f"method {method_config.name}")
     teacher = load_teacher(config.teacher)
     _check_synthesizer_fits(config.synthesizer.name, synthesizer_class, teacher)
     eval_set = None
@@ -666,14 +673,14 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         device=device,
         **config.synthesizer.params,
     )
-    method = method_class(student, teacher, **config.method.params)
+    method = method_class(student, teacher, **method_config.params)
     source = SyntheticSource(
         synthesizer,
         teacher=teacher,
         student=student,
         steps_per_epoch=config.steps_per_epoch,
         batch_size=config.trainer.batch_size,
-        synthesize_every=config.synthesize_every,
+        synthesize_every=synthesize_every,
     )
     budget = StopOnBudget(
         minutes=config.budget_minutes,
@@ -716,7 +723,8 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
             "parameters": count_parameters(student.net),
         },
         "method": {"name": config.synthesizer.name, "params": dict(config.synthesizer.params)},
-        "student_method": {"name": config.method.name, "params": dict(config.method.params)},
+        "student_method": {"name": method_config.name, "params": dict(method_config.params)},
+        "synthesize_every": synthesize_every,
         "synthesized_images": images_synthesized,
         "teacher_queries": teacher_queries,
         "stopped_by_budget": budget.reason,

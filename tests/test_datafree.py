@@ -195,3 +195,33 @@ def test_no_default_student_for_an_unknown_family(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "pass --student" in result.stderr
+
+
+def test_synthesizer_recommends_the_student_side_defaults(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree", "--teacher", tiny_teacher_path, "--method", "dfad", *FAST, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["student_method"]["name"] == "logit-l1"
+    assert report["synthesize_every"] == 5
+    explicit = invoke(
+        "datafree",
+        "--teacher",
+        tiny_teacher_path,
+        "--method",
+        "dfad",
+        *FAST,
+        "--set",
+        "method.name=kd",
+        "--set",
+        "synthesize_every=2",
+        "--out",
+        tmp_path / "explicit",
+    )
+    assert explicit.exit_code == 0, explicit.output
+    report = json.loads((tmp_path / "explicit" / "report.json").read_text())
+    assert (report["student_method"]["name"], report["synthesize_every"]) == ("kd", 2)

@@ -148,3 +148,19 @@ def total_variation(images: Tensor) -> Tensor:
 def l2_prior(images: Tensor) -> Tensor:
     """Image prior R_l2, DeepInversion Eq. 3: mean squared pixel value of (B, C, H, W) images."""
     return images.pow(2).mean()
+
+
+def competition(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Teacher–student competition R_compete = 1 − JS(p_T, p_S), Yin et al. 2020
+    (Adaptive DeepInversion, arXiv:1912.08795) §3.3 Eq. 6–7.
+
+    Minimizing it maximizes the Jensen–Shannon divergence between teacher and student softmax
+    outputs, so synthesis moves to inputs the student does not yet imitate; combined with the
+    teacher's cross-entropy on a target class (Eq. 8), the images stay ones the teacher is sure of.
+    In [0, 1] when the divergence uses natural logs (JS ≤ log 2 < 1).
+
+    Args:
+        student_logits: (B, K).
+        teacher_logits: (B, K).
+    """
+    return 1.0 - jensen_shannon(student_logits, teacher_logits)

@@ -1,0 +1,201 @@
+"""Adversarial synthesizers: a generator that seeks where student and teacher disagree.
+
+DFAD (Fang et al. 2019, arXiv:1912.11006) and ZSKT (Micaelli & Storkey 2019, arXiv:1905.09768)
+play the same two-player game and differ in the discrepancy they measure: the generator
+*maximizes* a teacher–student discrepancy on its images, the student *minimizes* it on fresh
+images from the same generator. Only the generator's half lives here; the student's half is an
+ordinary method (``logit-l1`` for DFAD, ``kd`` at T = 1 for ZSKT) run by the one Trainer on the
+batches of ``train.sources.SyntheticSource``, which calls ``synthesize`` once every
+``synthesize_every`` student steps (the papers' k student steps per generator step).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from freekd.generators.hooks import eval_mode
+from freekd.generators.nets import Generator
+from freekd.generators.registry import SYNTHESIZERS
+from freekd.losses.inversion import kl_discrepancy, logit_discrepancy
+from freekd.teachers import Teacher
+
+
+class AdversarialSynthesizer:
+    """A DCGAN generator trained to maximize ``discrepancy(student, teacher)`` on its images.
+
+    Each ``synthesize`` call runs ``generator_steps`` Adam steps, each on a fresh batch of latent
+    codes, on the loss −adversarial_weight · discrepancy (reported under ``"adversarial"``).
+    ``sample`` draws new codes, so the student never trains on the exact images the generator
+    was updated on (both papers sample anew for the student steps).
+
+    Gradients reach the generator through both the frozen teacher and the student, but only the
+    generator's parameters accumulate them (``backward(inputs=...)``): the student's ``.grad``
+    is left exactly as it was, so the student's optimizer, which steps right after, never sees a
+    generator-step gradient. The student runs in eval mode during the generator step (its mode is
+    restored afterwards): BatchNorm running statistics of the student are not moved by images it
+    is not trained on, and dropout would draw from the global RNG rather than ``rng``.
+
+    Subclasses set ``discrepancy`` and the recommended student side.
+
+    Args:
+        image_shape: (C, H, W) of the teacher's input.
+        num_classes: the teacher's class count (unused by the adversarial loss).
+        rng: latent codes are drawn from it.
+        device: where the generator lives.
+        batch_size: latent codes per generator step.
+        latent_dim: size of the latent code.
+        lr: Adam learning rate of the generator.
+        adversarial_weight: weight of the (negated) discrepancy in the generator loss.
+        generator_steps: generator updates per ``synthesize`` call.
+        generator_width: channels of the generator's first feature map (``nets.Generator``); its
+            last convolution at full resolution dominates the cost of every step on a CPU.
+    """
+
+    needs_batchnorm = False
+    #: The student-side method (``METHODS`` name) and its parameters the paper pairs with.
+    recommended_method: ClassVar[str]
+    recommended_method_params: ClassVar[dict[str, Any]] = {}
+    #: Student steps per generator round in the paper (``DataFreeConfig.synthesize_every``).
+    recommended_synthesize_every: ClassVar[int]
+
+    def __init__(
+        self,
+        *,
+        image_shape: tuple[int, int, int],
+        num_classes: int,
+        rng: torch.Generator,
+        device: torch.device,
+        batch_size: int = 256,
+        latent_dim: int = 100,
+        lr: float = 1e-3,
+        adversarial_weight: float = 1.0,
+        generator_steps: int = 1,
+        generator_width: int = 128,
+    ) -> None:
+        if batch_size < 1 or generator_steps < 1:
+            raise ValueError("batch_size and generator_steps must be positive")
+        self.image_shape = image_shape
+        self.rng = rng
+        self.device = device
+        self.batch_size = batch_size
+        self.latent_dim = latent_dim
+        self.adversarial_weight = adversarial_weight
+        self.generator_steps = generator_steps
+        self.generator = Generator(
+            latent_dim=latent_dim, image_shape=image_shape, width=generator_width
+        ).to(device)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.images_synthesized = 0
+        self.teacher_queries = 0
+
+    def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """The scalar the generator maximizes and the student minimizes; (B, K) logits each."""
+        raise NotImplementedError
+
+    def _latent(self, n: int) -> Tensor:
+        return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device)
+
+    def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
+        self.generator.train()
+        parameters = list(self.generator.parameters())
+        loss = torch.zeros(())
+        with eval_mode(student):
+            for _ in range(self.generator_steps):
+                images = self.generator(self._latent(self.batch_size))
+                # No no_grad on either model: the gradient flows through both into the images.
+                teacher_logits = teacher(images)
+                student_logits = student(images)
+                loss = -self.adversarial_weight * self.discrepancy(student_logits, teacher_logits)
+                self.optimizer.zero_grad(set_to_none=True)
+                # inputs=: only the generator accumulates gradients (never the student's .grad).
+                loss.backward(inputs=parameters)
+                self.optimizer.step()
+                self.teacher_queries += self.batch_size
+                self.images_synthesized += self.batch_size
+        return {"adversarial": float(loss.detach())}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        self.generator.train()  # batch statistics, as in the generator step
+        self.images_synthesized += n
+        return self.generator(self._latent(n))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": self.rng.get_state(),
+            "images_synthesized": self.images_synthesized,
+            "teacher_queries": self.teacher_queries,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        self.images_synthesized = int(state["images_synthesized"])
+        self.teacher_queries = int(state["teacher_queries"])
+
+
+@SYNTHESIZERS.register("dfad")
+class DFAD(AdversarialSynthesizer):
+    """Data-Free Adversarial Distillation, Fang et al. 2019 (arXiv:1912.11006) §3.
+
+    The generator maximizes the mean absolute error between teacher and student logits, the
+    model discrepancy's optimizable upper bound (Eq. 2–4; ``losses.inversion.logit_discrepancy``);
+    the student minimizes the same MAE in the imitation stage, which is the ``logit-l1`` method.
+    The paper alternates k = 5 student steps with one generator step, so run
+
+        freekd datafree --method dfad --set method.name=logit-l1 --set synthesize_every=5
+
+    (``recommended_method`` and ``recommended_synthesize_every`` name these defaults).
+
+    Deviations from the paper: the generator is freekd's DCGAN ``Generator`` ending in a sigmoid
+    (images in [0, 1]) instead of tanh followed by BatchNorm; the student is in eval mode while
+    the generator steps (see ``AdversarialSynthesizer``).
+
+    Args: see ``AdversarialSynthesizer``.
+    """
+
+    recommended_method = "logit-l1"
+    recommended_method_params: ClassVar[dict[str, Any]] = {}
+    recommended_synthesize_every = 5
+
+    def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        return logit_discrepancy(student_logits, teacher_logits)
+
+
+@SYNTHESIZERS.register("zskt")
+class ZSKT(AdversarialSynthesizer):
+    """Zero-shot Knowledge Transfer, Micaelli & Storkey 2019 (arXiv:1905.09768) §3.1.
+
+    The generator maximizes KL(p_teacher ‖ p_student) at temperature 1 (Eq. 1, the generator
+    loss; ``losses.inversion.kl_discrepancy``); the student minimizes the same KL (Eq. 2), which
+    is the ``kd`` method with temperature 1 and kd_weight 1. The paper takes n_G = 1 generator
+    step then n_S = 10 student steps per iteration, so run
+
+        freekd datafree --method zskt --set synthesize_every=10 \\
+            --set method.params.temperature=1 --set method.params.kd_weight=1
+
+    (``recommended_method``, ``recommended_method_params`` and ``recommended_synthesize_every``
+    name these defaults).
+
+    Deviations from the paper: the student loss here omits ZSKT's attention-transfer term
+    (Eq. 2's β-weighted sum over matching blocks): it needs the teacher and student to have
+    blocks at matching resolutions, named per architecture pair (e.g. WRN groups), and belongs
+    to a student-side method, not to the synthesizer; the generator's own loss (Eq. 1) has no
+    attention term. The generator is freekd's DCGAN ``Generator`` ending in a sigmoid (images in
+    [0, 1]); the student is in eval mode while the generator steps.
+
+    Args: see ``AdversarialSynthesizer``.
+    """
+
+    recommended_method = "kd"
+    recommended_method_params: ClassVar[dict[str, Any]] = {"temperature": 1.0, "kd_weight": 1.0}
+    recommended_synthesize_every = 10
+
+    def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        return kl_discrepancy(student_logits, teacher_logits, temperature=1.0)

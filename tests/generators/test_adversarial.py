@@ -1,0 +1,190 @@
+"""The adversarial synthesizers (DFAD, ZSKT) and DFAD's student side, ``logit-l1``."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+from typer.testing import CliRunner
+
+from freekd.cli import app
+from freekd.config import TeacherSourceConfig
+from freekd.data import Batch
+from freekd.generators import SYNTHESIZERS
+from freekd.generators.adversarial import AdversarialSynthesizer
+from freekd.losses.inversion import logit_discrepancy
+from freekd.methods import METHODS, LogitL1
+from freekd.teachers import Teacher, load_teacher
+from tests.generators.test_contract import SHAPE, make_student
+
+ADVERSARIAL = ["dfad", "zskt"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_path: Path) -> Teacher:
+    return load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+
+
+def make_adversarial(name: str, seed: int = 0) -> AdversarialSynthesizer:
+    synthesizer = SYNTHESIZERS.get(name)(
+        image_shape=SHAPE,
+        num_classes=10,
+        rng=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+        batch_size=32,
+    )
+    assert isinstance(synthesizer, AdversarialSynthesizer)
+    return synthesizer
+
+
+def discrepancy_on(
+    synthesizer: AdversarialSynthesizer, latent: Tensor, teacher: Teacher, student: nn.Module
+) -> float:
+    with torch.no_grad():
+        images = synthesizer.generator.train()(latent)
+        return float(synthesizer.discrepancy(student.eval()(images), teacher(images)))
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_one_synthesize_call_moves_the_generator_toward_disagreement(
+    name: str, teacher: Teacher
+) -> None:
+    synthesizer = make_adversarial(name)
+    student = make_student()
+    # The latent batch the generator step will draw: the same codes from a copy of its rng.
+    rng = torch.Generator().set_state(synthesizer.rng.get_state())
+    latent = torch.randn((synthesizer.batch_size, synthesizer.latent_dim), generator=rng)
+    before = discrepancy_on(synthesizer, latent, teacher, student)
+    statistics = synthesizer.synthesize(teacher, student)
+    after = discrepancy_on(synthesizer, latent, teacher, student)
+    assert after > before
+    assert statistics["adversarial"] == pytest.approx(-before, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+@pytest.mark.parametrize("with_gradients", [True, False])
+def test_synthesize_leaves_the_student_gradients_and_parameters_alone(
+    name: str, with_gradients: bool, teacher: Teacher
+) -> None:
+    student = make_student()
+    if with_gradients:  # as if a student step had just back-propagated
+        student(torch.rand((4, *SHAPE))).sum().backward()
+    gradients = [None if p.grad is None else p.grad.clone() for p in student.parameters()]
+    state = copy.deepcopy(student.state_dict())
+    make_adversarial(name).synthesize(teacher, student)
+    for parameter, gradient in zip(student.parameters(), gradients, strict=True):
+        if gradient is None:
+            assert parameter.grad is None
+        else:
+            assert parameter.grad is not None
+            assert torch.equal(parameter.grad, gradient)
+    for key, value in student.state_dict().items():  # no BatchNorm statistic moved either
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_counters_and_recommended_student_side(name: str, teacher: Teacher) -> None:
+    cls = SYNTHESIZERS.get(name)
+    synthesizer = make_adversarial(name)
+    synthesizer.synthesize(teacher, make_student())
+    synthesizer.sample(5)
+    assert synthesizer.teacher_queries == 32
+    assert synthesizer.images_synthesized == 32 + 5
+    assert not cls.needs_batchnorm
+    # The pipeline may use these as defaults: they name a method and bind to its constructor.
+    method = METHODS.get(cls.recommended_method)
+    inspect.signature(method).bind(None, None, **cls.recommended_method_params)
+    assert cls.recommended_synthesize_every == {"dfad": 5, "zskt": 10}[name]
+
+
+class FixedLogits(nn.Module):
+    """A "student" whose logits are its only parameter, whatever the images."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.logits
+
+
+def fixed_teacher(logits: Tensor) -> Teacher:
+    return Teacher(
+        FixedLogits(logits), num_classes=logits.shape[1], input_shape=SHAPE, description="test"
+    )
+
+
+def test_logit_l1_is_zero_on_equal_logits() -> None:
+    logits = torch.randn((6, 10), generator=torch.Generator().manual_seed(0))
+    method = LogitL1(FixedLogits(logits), fixed_teacher(logits))
+    output = method.training_step(Batch(torch.rand((6, *SHAPE)), None))
+    assert output.losses.keys() == {"l1"}
+    assert float(output.losses["l1"].detach()) == 0.0
+    assert float(logit_discrepancy(logits, logits)) == 0.0
+
+
+def test_logit_l1_gradient_pushes_the_student_toward_the_teacher() -> None:
+    rng = torch.Generator().manual_seed(1)
+    teacher_logits, student_logits = torch.randn((2, 6, 10), generator=rng)
+    student = FixedLogits(student_logits)
+    method = LogitL1(student, fixed_teacher(teacher_logits), l1_weight=2.0)
+    images = torch.rand((6, *SHAPE))
+    output = method.training_step(Batch(images, None))
+    torch.testing.assert_close(
+        output.losses["l1"], 2.0 * (student_logits - teacher_logits).abs().mean()
+    )
+    output.loss.backward()
+    assert student.logits.grad is not None
+    # Descent direction −grad points from every student logit toward the teacher's.
+    assert torch.all(-student.logits.grad * (teacher_logits - student_logits) > 0)
+    with torch.no_grad():
+        student.logits -= 0.5 * student.logits.grad
+    assert float(method.training_step(Batch(images, None)).loss.detach()) < float(
+        output.loss.detach()
+    )
+
+
+def test_datafree_dfad_with_logit_l1_end_to_end(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    arguments = [
+        "datafree",
+        "--teacher",
+        str(tiny_teacher_path),
+        "--method",
+        "dfad",
+        "--set",
+        "method.name=logit-l1",
+        "--set",
+        "synthesize_every=5",
+        "--set",
+        "steps_per_epoch=10",
+        "--set",
+        "synthesizer.params.batch_size=16",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--eval-data",
+        "digits:test",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"]["name"] == "dfad"
+    assert report["student_method"]["name"] == "logit-l1"
+    assert 0 <= report["student"]["test_accuracy"] <= 1
+    # Two generator rounds (steps 0 and 5) of 16 codes, ten student batches of 16.
+    assert report["synthesized_images"] == 2 * 16 + 10 * 16
+    assert report["teacher_queries"] == 2 * 16 + 10 * 16
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/l1" in line for line in lines), lines[-1]

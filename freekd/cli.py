@@ -501,7 +501,7 @@ def demo(
         "runs/demo"
     ),
     teacher_epochs: Annotated[int, typer.Option(help="Teacher training epochs.")] = 4,
-    student_epochs: Annotated[int, typer.Option(help="Student distillation epochs.")] = 4,
+    student_epochs: Annotated[int, typer.Option(help="Student distillation epochs.")] = 10,
     overwrite: OverwriteOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -518,7 +518,7 @@ def demo(
     from rich.table import Table
 
     table = Table(title="freekd demo: MNIST, real-data KD (data-free path: coming next)")
-    for column in ("model", "arch", "parameters", "test accuracy", "wall time", "files"):
+    for column in ("model", "arch", "parameters", "test accuracy", "wall time"):
         table.add_column(column)
     table.add_row(
         "teacher",
@@ -526,7 +526,6 @@ def demo(
         f"{teacher['parameters']:,}",
         _percent(teacher["test_accuracy"]),
         f"{teacher['wall_seconds']:.0f} s",
-        str(out / "teacher"),
     )
     table.add_row(
         "student (kd)",
@@ -534,9 +533,10 @@ def demo(
         f"{student['student']['parameters']:,}",
         _percent(student["student"]["test_accuracy"]),
         f"{student['wall_seconds']:.0f} s",
-        str(out / "student"),
     )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"runs, curves and models: {out}/teacher, {out}/student")
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:

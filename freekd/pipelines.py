@@ -561,7 +561,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def run_demo(
-    options: RunOptions, *, teacher_epochs: int = 4, student_epochs: int = 4
+    options: RunOptions, *, teacher_epochs: int = 4, student_epochs: int = 10
 ) -> dict[str, Any]:
     """``freekd demo``: train a LeNet-5 teacher on MNIST, then distill LeNet-5-half from it.
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from freekd.generators.base import load_state, save_state
 from freekd.generators.hooks import eval_mode
 from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
@@ -123,21 +124,13 @@ class AdversarialSynthesizer:
         self.images_synthesized += n
         return self.generator(self._latent(n))
 
+    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "rng": self.rng.get_state(),
-            "images_synthesized": self.images_synthesized,
-            "teacher_queries": self.teacher_queries,
-        }
+        return save_state(self, self.STATE)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.set_state(state["rng"])
-        self.images_synthesized = int(state["images_synthesized"])
-        self.teacher_queries = int(state["teacher_queries"])
+        load_state(self, self.STATE, state)
 
 
 @SYNTHESIZERS.register("dfad")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 from freekd.teachers import Teacher
@@ -41,3 +42,38 @@ class Synthesizer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def save_state(owner: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """The resumable state of ``owner``'s attributes ``names``.
+
+    Modules, optimizers and memory banks give their ``state_dict()``, a ``torch.Generator`` its
+    RNG state, a tensor a detached copy, anything else (counters) itself.
+    """
+    state: dict[str, Any] = {}
+    for name in names:
+        value = getattr(owner, name)
+        if isinstance(value, torch.Generator):
+            state[name] = value.get_state()
+        elif isinstance(value, Tensor):
+            state[name] = value.detach().clone()
+        elif hasattr(value, "state_dict"):
+            state[name] = value.state_dict()
+        else:
+            state[name] = value
+    return state
+
+
+def load_state(owner: object, names: tuple[str, ...], state: dict[str, Any]) -> None:
+    """Restore what :func:`save_state` saved, in place."""
+    for name in names:
+        value = getattr(owner, name)
+        if isinstance(value, torch.Generator):
+            value.set_state(state[name])
+        elif isinstance(value, Tensor):
+            with torch.no_grad():
+                value.copy_(state[name])
+        elif hasattr(value, "load_state_dict"):
+            value.load_state_dict(state[name])
+        else:
+            setattr(owner, name, type(value)(state[name]))

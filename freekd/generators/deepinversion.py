@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
+from freekd.generators.base import load_state, save_state
 from freekd.generators.hooks import batchnorm_statistics, eval_mode
 from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import (
@@ -258,20 +259,10 @@ class DeepInversion:
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
 
+    STATE = ("pixels", "optimizer", "memory", "rng", "images_synthesized", "teacher_queries")
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "pixels": self.pixels.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "memory": self.memory.state_dict(),
-            "rng": self.rng.get_state(),
-            "images_synthesized": self.images_synthesized,
-            "teacher_queries": self.teacher_queries,
-        }
+        return save_state(self, self.STATE)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pixels.load_state_dict(state["pixels"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.memory.load_state_dict(state["memory"])
-        self.rng.set_state(state["rng"])
-        self.images_synthesized = int(state["images_synthesized"])
-        self.teacher_queries = int(state["teacher_queries"])
+        load_state(self, self.STATE, state)

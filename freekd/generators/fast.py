@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
+from freekd.generators.base import load_state, save_state
 from freekd.generators.deepinversion import MemoryBank, balanced_targets
 from freekd.generators.hooks import batchnorm_statistics, eval_mode
 from freekd.generators.nets import Generator
@@ -211,27 +212,20 @@ class Fast:
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
 
+    STATE = (
+        "generator",
+        "fast_generator",
+        "latent",
+        "optimizer",
+        "memory",
+        "rng",
+        "tasks",
+        "images_synthesized",
+        "teacher_queries",
+    )
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "fast_generator": self.fast_generator.state_dict(),
-            "latent": self.latent.detach().clone(),
-            "optimizer": self.optimizer.state_dict(),
-            "memory": self.memory.state_dict(),
-            "rng": self.rng.get_state(),
-            "tasks": self.tasks,
-            "images_synthesized": self.images_synthesized,
-            "teacher_queries": self.teacher_queries,
-        }
+        return save_state(self, self.STATE)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.fast_generator.load_state_dict(state["fast_generator"])
-        with torch.no_grad():
-            self.latent.copy_(state["latent"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.memory.load_state_dict(state["memory"])
-        self.rng.set_state(state["rng"])
-        self.tasks = int(state["tasks"])
-        self.images_synthesized = int(state["images_synthesized"])
-        self.teacher_queries = int(state["teacher_queries"])
+        load_state(self, self.STATE, state)

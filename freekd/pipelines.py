@@ -218,19 +218,23 @@ def _run_loop(
     *,
     eval_set: ImageDataset | None,
     trainer_config: TrainerConfig,
-    config: dict[str, Any],
+    config: Any,
     options: RunOptions,
     device: torch.device,
     dist: DistInfo,
     description: str,
-    resume_data: dict[str, Any] | None = None,
     extras: dict[str, Stateful] | None = None,
     extra_callbacks: tuple[Callback, ...] = (),
 ) -> _TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
 
+    ``config`` is the run's resolved config dataclass: checked against the checkpoint on
+    ``--resume`` (before anything is written), saved as ``config.yaml`` and inside every checkpoint.
     ``extras`` are saved in, and restored from, the resume checkpoint (e.g. a synthesizer).
     """
+    resolved = to_dict(config)
+    resume_data = _resume_data(resolved, options)
+    _start_run_dir(config, options, dist)
     out = options.out_dir
     main = dist.is_main
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
@@ -243,7 +247,7 @@ def _run_loop(
         Checkpoint(
             out / RESUME_FILE,
             every=trainer_config.checkpoint_every,
-            config=config,
+            config=resolved,
             enabled=main,
             extras=extras,
         ),
@@ -263,7 +267,7 @@ def _run_loop(
     if main:
         student_module = trainer.unwrapped("student")
         assert isinstance(student_module, ImageClassifier)
-        save_checkpoint(out / "model.pt", student_module, config=config)
+        save_checkpoint(out / "model.pt", student_module, config=resolved)
         _plot_curves(out)
     return _TrainResult(state=state, wall_seconds=wall, cpu_seconds=cpu, device=device)
 
@@ -314,6 +318,25 @@ def _start_run_dir(config: Any, options: RunOptions, dist: DistInfo) -> None:
     if options.overwrite:
         _clear_run_files(options.out_dir)
     atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+
+
+def _teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[str, Any]:
+    """The ``teacher`` section of a distillation report."""
+    return {
+        "test_accuracy": accuracy,
+        "path": path,
+        "kind": teacher.description,
+        "arch": teacher.metadata.get("arch"),
+        "parameters": sum(p.numel() for p in teacher.parameters()),
+        "has_batchnorm": teacher.has_batchnorm,
+    }
+
+
+def _finish(report: dict[str, Any], options: RunOptions, dist: DistInfo) -> None:
+    """Write ``report.json`` (main process only) and leave the process group."""
+    if dist.is_main:
+        atomic_write_json(options.out_dir / "report.json", report)
+    shutdown_distributed(dist)
 
 
 def _common_report(config: Any, result: _TrainResult) -> dict[str, Any]:
@@ -385,20 +408,16 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         std=config.std,
     )
     method = Supervised(model, label_smoothing=config.label_smoothing)
-    resolved = to_dict(config)
-    resume_data = _resume_data(resolved, options)
-    _start_run_dir(config, options, dist)
     result = _run_loop(
         method,
         _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
         eval_set=eval_set,
         trainer_config=config.trainer,
-        config=resolved,
+        config=config,
         options=options,
         device=device,
         dist=dist,
         description=f"teacher {config.arch}",
-        resume_data=resume_data,
     )
     report = {
         "command": "teacher train",
@@ -410,9 +429,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         "eval_dataset": eval_set.name,
         **_common_report(config, result),
     }
-    if dist.is_main:
-        atomic_write_json(options.out_dir / "report.json", report)
-    shutdown_distributed(dist)
+    _finish(report, options, dist)
     return report
 
 
@@ -450,30 +467,20 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         std=None,
     )
     method = method_class(student, teacher, **config.method.params)  # type: ignore[call-arg]
-    resolved = to_dict(config)
-    resume_data = _resume_data(resolved, options)
-    _start_run_dir(config, options, dist)
     result = _run_loop(
         method,
         _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
         eval_set=eval_set,
         trainer_config=config.trainer,
-        config=resolved,
+        config=config,
         options=options,
         device=device,
         dist=dist,
         description=f"distill {config.method.name} → {config.student}",
-        resume_data=resume_data,
     )
     report = {
         "command": "distill",
-        "teacher": {
-            "test_accuracy": teacher_accuracy,
-            "path": config.teacher.path,
-            "kind": teacher.description,
-            "arch": teacher.metadata.get("arch"),
-            "parameters": sum(p.numel() for p in teacher.parameters()),
-        },
+        "teacher": _teacher_report(teacher, teacher_accuracy, config.teacher.path),
         "student": {
             "test_accuracy": result.state.metrics["eval_accuracy"],
             "arch": config.student,
@@ -485,9 +492,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         "test_n": len(eval_set),
         **_common_report(config, result),
     }
-    if dist.is_main:
-        atomic_write_json(options.out_dir / "report.json", report)
-    shutdown_distributed(dist)
+    _finish(report, options, dist)
     return report
 
 
@@ -687,20 +692,16 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         images=config.budget_images,
         images_spent=lambda: synthesizer.images_synthesized,
     )
-    resolved = to_dict(config)
-    resume_data = _resume_data(resolved, options)
-    _start_run_dir(config, options, dist)
     result = _run_loop(
         method,
         source,
         eval_set=eval_set,
         trainer_config=config.trainer,
-        config=resolved,
+        config=config,
         options=options,
         device=device,
         dist=dist,
         description=f"datafree {config.synthesizer.name} → {student_arch}",
-        resume_data=resume_data,
         extras={"source": source},
         extra_callbacks=(budget,),
     )
@@ -709,14 +710,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     images_synthesized = synthesizer.images_synthesized
     report: dict[str, Any] = {
         "command": "datafree",
-        "teacher": {
-            "test_accuracy": teacher_accuracy,
-            "path": config.teacher.path,
-            "kind": teacher.description,
-            "arch": teacher.metadata.get("arch"),
-            "parameters": sum(p.numel() for p in teacher.parameters()),
-            "has_batchnorm": teacher.has_batchnorm,
-        },
+        "teacher": _teacher_report(teacher, teacher_accuracy, config.teacher.path),
         "student": {
             "test_accuracy": result.state.metrics.get("eval_accuracy"),
             "arch": student_arch,
@@ -733,8 +727,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     }
     if dist.is_main:
         _draw_samples(synthesizer, teacher, eval_set, options.out_dir / "samples.png")
-        atomic_write_json(options.out_dir / "report.json", report)
-    shutdown_distributed(dist)
+    _finish(report, options, dist)
     return report
 
 

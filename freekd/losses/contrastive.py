@@ -1,0 +1,53 @@
+"""Contrastive losses: pure functions, tensors in and scalar out, hyperparameters keyword-only."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def info_nce(
+    queries: Tensor,
+    keys: Tensor,
+    *,
+    temperature: float,
+    negatives: Tensor | None = None,
+) -> Tensor:
+    """InfoNCE instance discrimination, van den Oord et al. 2018 (arXiv:1807.03748) Eq. 4, in the
+    cosine-similarity form of SimCLR (Chen et al. 2020, arXiv:2002.05709) and of CMI's contrastive
+    term L_cr (Fang et al. 2021, arXiv:2105.08584 §3.2).
+
+    Query i's positive is key i (the diagonal); every other key in the batch and every row of
+    ``negatives`` is a negative. With s(a, b) = aᵀb / (‖a‖‖b‖),
+
+        L = −(1/B) Σ_i log [ e^{s(q_i, k_i)/τ} / (Σ_j e^{s(q_i, k_j)/τ} + Σ_m e^{s(q_i, n_m)/τ}) ],
+
+    i.e. the cross-entropy of picking the own key among all candidates. It is ≥ 0, equals log B
+    when every embedding is the same and there are no extra negatives, and only grows when
+    negatives are added (each adds a positive term to the denominator).
+
+    Args:
+        queries: (B, D) embeddings of one view (not necessarily normalized).
+        keys: (B, D) embeddings of the other view; row i is the positive of query i.
+        temperature: τ > 0; smaller values sharpen the distribution over candidates.
+        negatives: (N, D) extra negatives for every query (e.g. a memory bank of earlier
+            samples), or None.
+
+    Returns:
+        Scalar loss, mean over the B queries.
+    """
+    if queries.shape != keys.shape or queries.dim() != 2:
+        raise ValueError(
+            f"info_nce needs (B, D) queries and keys of one shape, got {tuple(queries.shape)} "
+            f"and {tuple(keys.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"info_nce needs a positive temperature, got {temperature}")
+    queries = F.normalize(queries, dim=1)
+    logits = queries @ F.normalize(keys, dim=1).T  # (B, B), positives on the diagonal
+    if negatives is not None and len(negatives) > 0:
+        extra = queries @ F.normalize(negatives, dim=1).T  # (B, N)
+        logits = torch.cat([logits, extra], dim=1)
+    targets = torch.arange(len(queries), device=queries.device)
+    return F.cross_entropy(logits / temperature, targets)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from freekd.generators.base import load_state, save_state
+from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
 from freekd.generators.hooks import eval_mode
 from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
@@ -123,6 +123,10 @@ class AdversarialSynthesizer:
         self.generator.train()  # batch statistics, as in the generator step
         self.images_synthesized += n
         return self.generator(self._latent(n))
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        reset_weights(self.generator, self.rng)
+        restart_optimizer(self.optimizer, lr_scale=lr_scale)
 
     STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
 

@@ -25,7 +25,8 @@ class Synthesizer(Protocol):
       never updates the teacher;
     - ``images_synthesized`` and ``teacher_queries`` count, for the report, the images produced and
       the images the teacher was asked about (forward passes, per image);
-    - ``state_dict``/``load_state_dict`` hold everything needed to resume exactly.
+    - ``state_dict``/``load_state_dict`` hold everything needed to resume exactly;
+    - ``reinitialize`` starts synthesis afresh, reproducibly from the synthesizer's ``rng``.
     """
 
     images_synthesized: int
@@ -37,6 +38,15 @@ class Synthesizer(Protocol):
 
     def sample(self, n: int) -> Tensor:
         """``n`` synthetic images, (n, C, H, W) in [0, 1], detached."""
+        ...
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        """Start synthesis afresh after a collapse (``generators.collapse``).
+
+        New generator (or pixel) weights drawn from ``rng``, optimizer state cleared, every
+        optimizer learning rate multiplied by ``lr_scale``, memory bank (if any) emptied. The
+        counters ``images_synthesized`` and ``teacher_queries`` keep counting.
+        """
         ...
 
     def state_dict(self) -> dict[str, Any]: ...
@@ -77,3 +87,30 @@ def load_state(owner: object, names: tuple[str, ...], state: dict[str, Any]) -> 
             value.load_state_dict(state[name])
         else:
             setattr(owner, name, type(value)(state[name]))
+
+
+def reset_weights(module: nn.Module, rng: torch.Generator) -> None:
+    """Re-draw ``module``'s weights with PyTorch's default initialization, reproducibly.
+
+    The seed comes from ``rng`` and the initializers run under ``torch.random.fork_rng``, so the
+    global RNG (dropout, the student's own draws) is left exactly as it was: a resumed run that
+    re-initializes at the same step gets the same weights and the same everything else.
+    BatchNorm running statistics are reset too.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+    cuda = [p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"]
+    with torch.random.fork_rng(devices=sorted(set(cuda))):
+        torch.manual_seed(seed)
+        for child in module.modules():
+            reset = getattr(child, "reset_parameters", None)
+            if callable(reset):
+                reset()
+
+
+def restart_optimizer(optimizer: torch.optim.Optimizer, *, lr_scale: float) -> None:
+    """Clear ``optimizer``'s state (Adam moments, step counts) and scale every group's lr."""
+    if lr_scale <= 0:
+        raise ValueError(f"lr_scale must be positive, got {lr_scale}")
+    optimizer.state.clear()
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * lr_scale

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, save_state
+from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
 from freekd.generators.hooks import capture_input, last_linear
 from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
@@ -40,6 +40,7 @@ class DAFL:
         onehot_weight: weight of L_oh.
         activation_weight: α (0.1 in the paper).
         entropy_weight: β (5 in the paper for MNIST).
+        generator_width: channels of the generator's first feature map (``nets.Generator``).
     """
 
     needs_batchnorm = False
@@ -57,6 +58,7 @@ class DAFL:
         onehot_weight: float = 1.0,
         activation_weight: float = 0.1,
         entropy_weight: float = 5.0,
+        generator_width: int = 128,
     ) -> None:
         self.image_shape = image_shape
         self.rng = rng
@@ -66,7 +68,9 @@ class DAFL:
         self.onehot_weight = onehot_weight
         self.activation_weight = activation_weight
         self.entropy_weight = entropy_weight
-        self.generator = Generator(latent_dim=latent_dim, image_shape=image_shape).to(device)
+        self.generator = Generator(
+            latent_dim=latent_dim, image_shape=image_shape, width=generator_width
+        ).to(device)
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.images_synthesized = 0
         self.teacher_queries = 0
@@ -108,6 +112,10 @@ class DAFL:
         self.generator.train()  # the statistics the generator was trained with (DAFL Alg. 1)
         self.images_synthesized += n
         return self.generator(self._latent(n))
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        reset_weights(self.generator, self.rng)
+        restart_optimizer(self.optimizer, lr_scale=lr_scale)
 
     STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
 

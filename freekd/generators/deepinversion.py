@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, save_state
+from freekd.generators.base import load_state, restart_optimizer, save_state
 from freekd.generators.hooks import batchnorm_statistics, eval_mode
 from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import (
@@ -45,6 +45,10 @@ class MemoryBank:
         images = images.detach()
         stored = images if self.images is None else torch.cat([self.images, images])
         self.images = stored[-self.capacity :]
+
+    def clear(self) -> None:
+        """Drop every stored image."""
+        self.images = None
 
     def sample(self, n: int, rng: torch.Generator) -> Tensor:
         """``n`` images drawn uniformly with replacement (indices from ``rng``)."""
@@ -258,6 +262,14 @@ class DeepInversion:
 
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        # Every round already starts from fresh noise drawn from ``rng``; what a restart adds is
+        # the lower learning rate and a memory bank without the collapsed images.
+        with torch.no_grad():
+            self.pixels.logits.zero_()
+        restart_optimizer(self.optimizer, lr_scale=lr_scale)
+        self.memory.clear()
 
     STATE = ("pixels", "optimizer", "memory", "rng", "images_synthesized", "teacher_queries")
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, save_state
+from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
 from freekd.generators.deepinversion import MemoryBank, balanced_targets
 from freekd.generators.hooks import batchnorm_statistics, eval_mode
 from freekd.generators.nets import Generator
@@ -211,6 +211,15 @@ class Fast:
 
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        reset_weights(self.generator, self.rng)
+        self.fast_generator.load_state_dict(self.generator.state_dict())
+        with torch.no_grad():
+            self.latent.zero_()
+        restart_optimizer(self.optimizer, lr_scale=lr_scale)
+        self.memory.clear()
+        self.tasks = 0  # the next task is a warm-up again, as for a new run
 
     STATE = (
         "generator",

@@ -48,6 +48,9 @@ class RandomNoise:
         self.images_synthesized += n
         return torch.rand((n, *self.image_shape), generator=self.rng).to(self.device)
 
+    def reinitialize(self, *, lr_scale: float) -> None:
+        """Nothing to restart: noise has no weights and no learning rate."""
+
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.get_state(), "images_synthesized": self.images_synthesized}
 

@@ -1,0 +1,153 @@
+"""Collapse detection: the metrics, the monitor, and recovery inside ``SyntheticSource``."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from freekd.config import TeacherSourceConfig
+from freekd.data import ImageDataset
+from freekd.generators import SYNTHESIZERS
+from freekd.generators.collapse import CollapseMonitor, image_diversity, label_balance
+from freekd.teachers import Teacher, load_teacher
+from freekd.train import TrainState
+from freekd.train.sources import SyntheticSource
+from tests.generators.test_contract import make_student, make_synthesizer
+
+
+def test_identical_images_have_no_diversity() -> None:
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert image_diversity(image.expand(16, -1, -1, -1)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_real_digits_and_uniform_noise_are_diverse(digits_test: ImageDataset) -> None:
+    digits = digits_test.batch(torch.arange(128)).images
+    noise = torch.rand(128, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert image_diversity(digits) > 0.3
+    # E|x − y|² = 1/6 per pixel for independent uniform pixels.
+    assert image_diversity(noise) == pytest.approx((1 / 6) ** 0.5, abs=0.03)
+
+
+def test_label_balance_is_zero_for_one_class_and_one_when_even() -> None:
+    one_class = torch.zeros(20, 10)
+    one_class[:, 3] = 1
+    assert label_balance(one_class) == pytest.approx(0.0, abs=1e-12)
+    even = torch.eye(10).repeat(3, 1)
+    assert label_balance(even) == pytest.approx(1.0)
+    # Fewer images than classes: the best a batch of 4 can do counts as balanced.
+    assert label_balance(torch.eye(10)[:4]) == pytest.approx(1.0)
+    two_classes = torch.eye(10)[torch.tensor([0, 1] * 8)]
+    assert label_balance(two_classes) == pytest.approx(math.log(2) / math.log(10))
+
+
+def test_monitor_needs_patience_consecutive_low_checks() -> None:
+    monitor = CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.1, patience=2)
+    constant = torch.full((8, 1, 4, 4), 0.5)
+    diverse = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    even = torch.eye(8, 10)
+    first = monitor.check(constant, even)
+    assert first.low
+    assert not first.collapsed
+    assert monitor.check(constant, even).collapsed  # the second low check in a row
+    monitor.reset()
+    assert not monitor.check(constant, even).collapsed
+    assert not monitor.check(diverse, even).low  # a healthy check breaks the streak
+    assert not monitor.check(constant, even).collapsed
+    assert monitor.check(constant, even).collapsed
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_path: Path) -> Teacher:
+    return load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+
+
+def collapsed_dafl() -> object:
+    """A DAFL generator whose output ignores the latent code, stuck there by a tiny lr."""
+    synthesizer = make_synthesizer("dafl")
+    with torch.no_grad():
+        synthesizer.generator.head.weight.zero_()
+    for group in synthesizer.optimizer.param_groups:
+        group["lr"] = 1e-9
+    return synthesizer
+
+
+def source_for(synthesizer: object, teacher: Teacher, **changes: object) -> SyntheticSource:
+    settings: dict[str, object] = {
+        "monitor": CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.1, patience=1),
+        "check_every": 1,
+        "probe_size": 32,
+        "max_recoveries": 2,
+        "lr_scale": 0.5,
+    }
+    settings.update(changes)
+    return SyntheticSource(
+        synthesizer,  # type: ignore[arg-type]
+        teacher=teacher,
+        student=make_student(),
+        steps_per_epoch=3,
+        batch_size=8,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_a_collapsed_generator_is_reinitialized_with_a_lower_lr(teacher: Teacher) -> None:
+    synthesizer = collapsed_dafl()
+    head_before = synthesizer.generator.head.weight.clone()
+    # Diversity only: with its 1e-9 lr the restarted generator cannot learn balanced labels.
+    monitor = CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.0, patience=1)
+    source = source_for(synthesizer, teacher, monitor=monitor)
+    batches = list(source.batches(TrainState()))
+    assert len(batches) == 3
+    (event,) = source.events
+    assert event["action"] == "reinitialize"
+    assert event["step"] == 0
+    assert event["diversity"] < 0.01
+    assert synthesizer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-9)
+    assert not torch.equal(synthesizer.generator.head.weight, head_before)
+    report = source.collapse_report()
+    assert report["recoveries"] == 1
+    assert report["recovered"] is True
+    assert report["checks"] == 3
+    assert report["probe_queries"] == 3 * 32
+    assert report["last_diversity"] > 0.05
+    assert {"collapse/diversity", "collapse/balance", "synthesis/onehot"} <= set(
+        source.extra_metrics()
+    )
+
+
+def test_collapse_without_recoveries_left_is_reported_and_logged(
+    teacher: Teacher, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = source_for(collapsed_dafl(), teacher, max_recoveries=0)
+    with caplog.at_level(logging.WARNING):
+        list(source.batches(TrainState()))
+    assert [event["action"] for event in source.events] == ["unrecovered"]
+    assert source.collapse_report()["recovered"] is False
+    assert "did not help" in caplog.text
+
+
+def test_a_healthy_generator_has_no_event(teacher: Teacher) -> None:
+    source = source_for(make_synthesizer("dafl"), teacher)
+    list(source.batches(TrainState()))
+    assert source.events == []
+    assert source.collapse_report()["recovered"] is True
+
+
+def test_source_state_round_trip_keeps_events_and_counters(teacher: Teacher) -> None:
+    source = source_for(collapsed_dafl(), teacher)
+    list(source.batches(TrainState()))
+    state = copy.deepcopy(source.state_dict())
+    restored = source_for(make_synthesizer("dafl", seed=5), teacher)
+    restored.load_state_dict(state)
+    assert restored.events == source.events
+    assert restored.collapse_report() == source.collapse_report()
+
+
+def test_every_synthesizer_implements_reinitialize() -> None:
+    for name in SYNTHESIZERS.names():
+        assert callable(getattr(SYNTHESIZERS.get(name), "reinitialize", None)), name

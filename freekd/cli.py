@@ -589,6 +589,15 @@ def datafree(
         str | None,
         typer.Option("--eval-data", help="Labelled real data used only to report accuracy."),
     ] = None,
+    proxy_data: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-data",
+            help="Baseline: distill on these real images (labels hidden) instead of "
+            "synthesizing, e.g. animal-mnist (unrelated proxy) or mnist:train (real-data upper "
+            "bound). Excludes --method.",
+        ),
+    ] = None,
     arch: SourceArchOption = None,
     arch_kwargs: ArchKwargsOption = None,
     input_shape: InputShapeOption = None,
@@ -610,7 +619,15 @@ def datafree(
     resume: ResumeOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Distill a student from a teacher with synthetic inputs only (no training data)."""
+    """Distill a student from a teacher with synthetic inputs only (no training data).
+
+    With --proxy-data the same loop distills on real images instead (the baselines).
+    """
+    if method is not None and proxy_data is not None:
+        raise FreekdError(
+            "--method picks a synthesizer and --proxy-data replaces synthesis with real images; "
+            "give one of them"
+        )
     values = {
         **_source_values(
             "teacher.",
@@ -626,6 +643,7 @@ def datafree(
         "student": student,
         "synthesizer.name": method,
         "eval_dataset": eval_data,
+        "proxy_dataset": proxy_data,
         "seed": seed,
         "data_root": data_root,
         **_budget_values(budget),
@@ -637,8 +655,9 @@ def datafree(
     from freekd.pipelines import RunOptions, run_datafree
 
     report = run_datafree(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    source = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
     rows = [
-        ("method", f"{cfg.synthesizer.name} → {report['student']['arch']}"),
+        ("method", f"{source} → {report['student']['arch']}"),
         ("synthesized images", f"{report['synthesized_images']:,}"),
         ("teacher queries", f"{report['teacher_queries']:,}"),
     ]
@@ -653,5 +672,15 @@ def datafree(
         )
     if report["stopped_by_budget"]:
         rows.append(("stopped", report["stopped_by_budget"]))
+    collapse = report["collapse"]
+    if collapse and collapse["events"]:
+        status = "recovered" if collapse["recovered"] else "NOT RECOVERED: the student is suspect"
+        rows.append(
+            (
+                "collapse",
+                f"{len(collapse['events'])} event(s), "
+                f"{collapse['recoveries']} re-initialization(s), {status}",
+            )
+        )
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from freekd import __version__
 from freekd.checkpoint import save_checkpoint
@@ -31,6 +33,7 @@ from freekd.config import (
 from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
 from freekd.errors import FreekdError
 from freekd.generators import SYNTHESIZERS
+from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write_json, atomic_write_text
 from freekd.methods import METHODS, Method, Supervised
 from freekd.models import (
@@ -199,7 +202,13 @@ class _TrainResult:
 
 
 def _loader_source(
-    train_set: ImageDataset, trainer_config: TrainerConfig, *, seed: int, dist: DistInfo
+    train_set: ImageDataset,
+    trainer_config: TrainerConfig,
+    *,
+    seed: int,
+    dist: DistInfo,
+    labelled: bool = True,
+    max_steps_per_epoch: int | None = None,
 ) -> LoaderSource:
     augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
     return LoaderSource(
@@ -207,6 +216,8 @@ def _loader_source(
         batch_size=trainer_config.batch_size,
         seed=seed,
         augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        labelled=labelled,
+        max_steps_per_epoch=max_steps_per_epoch,
         rank=dist.rank,
         world_size=dist.world_size,
     )
@@ -225,12 +236,14 @@ def _run_loop(
     description: str,
     extras: dict[str, Stateful] | None = None,
     extra_callbacks: tuple[Callback, ...] = (),
+    extra_metrics: Callable[[], dict[str, float]] | None = None,
 ) -> _TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
 
     ``config`` is the run's resolved config dataclass: checked against the checkpoint on
     ``--resume`` (before anything is written), saved as ``config.yaml`` and inside every checkpoint.
     ``extras`` are saved in, and restored from, the resume checkpoint (e.g. a synthesizer).
+    ``extra_metrics`` adds named values to every step line of ``metrics.jsonl``.
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
@@ -243,7 +256,12 @@ def _run_loop(
         callbacks.append(Evaluate(eval_set, every=trainer_config.eval_every))
     callbacks += [
         *extra_callbacks,
-        LogMetrics(out / "metrics.jsonl", every=trainer_config.log_every, enabled=main),
+        LogMetrics(
+            out / "metrics.jsonl",
+            every=trainer_config.log_every,
+            enabled=main,
+            extra=extra_metrics,
+        ),
         Checkpoint(
             out / RESUME_FILE,
             every=trainer_config.checkpoint_every,
@@ -621,14 +639,19 @@ def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher)
 def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd datafree``: distill a student with synthetic inputs only; returns ``report.json``.
 
-    Wiring: teacher → synthesizer (``--method``) → ``SyntheticSource`` → the one Trainer with the
-    student-side method (``kd`` on unlabelled batches). Real data, when ``--eval-data`` is given,
-    is used only to report accuracy.
+    Wiring: teacher → synthesizer (``--method``) → ``SyntheticSource`` (with collapse checks) →
+    the one Trainer with the student-side method (``kd`` on unlabelled batches). With
+    ``proxy_dataset`` (``--proxy-data``) the batches come instead from a ``LoaderSource`` over real
+    images with their labels hidden: the baselines (unrelated proxy images, or the teacher's own
+    training images as the upper bound) run in the same loop with the same student side. Real
+    data, when ``--eval-data`` is given, is used only to report accuracy.
     """
-    synthesizer_class = SYNTHESIZERS.get(config.synthesizer.name)
-    _check_params(
-        synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
-    )
+    proxy = config.proxy_dataset
+    synthesizer_class = None if proxy else SYNTHESIZERS.get(config.synthesizer.name)
+    if synthesizer_class is not None:
+        _check_params(
+            synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
+        )
     method_config = config.method or ComponentConfig(
         name=getattr(synthesizer_class, "recommended_method", "kd"),
         params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
@@ -638,7 +661,19 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     method_class = METHODS.get(method_config.name)
     _check_params(method_class, method_config.params, what=f"method {method_config.name}")
     teacher = load_teacher(config.teacher)
-    _check_synthesizer_fits(config.synthesizer.name, synthesizer_class, teacher)
+    proxy_set = None
+    if proxy:
+        if config.budget_images is not None:
+            raise FreekdError(
+                "an image budget counts synthesized images and --proxy-data synthesizes none; "
+                "give a time budget (--budget 15m) or --epochs"
+            )
+        proxy_set = _load_split(
+            proxy, default_split="train", root=config.data_root, download=config.download
+        )
+        check_input_shape(proxy_set, teacher.input_shape, who="the teacher")
+    else:
+        _check_synthesizer_fits(config.synthesizer.name, synthesizer_class, teacher)
     eval_set = None
     if config.eval_dataset:
         eval_set = _load_split(
@@ -671,26 +706,39 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         std=list(normalization.get("std", [0.5] * channels)),
         input_shape=teacher.input_shape,
     )
-    synthesizer = synthesizer_class(
-        image_shape=teacher.input_shape,
-        num_classes=teacher.num_classes,
-        rng=rng,
-        device=device,
-        **config.synthesizer.params,
-    )
     method = method_class(student, teacher, **method_config.params)
-    source = SyntheticSource(
-        synthesizer,
-        teacher=teacher,
-        student=student,
-        steps_per_epoch=config.steps_per_epoch,
-        batch_size=config.trainer.batch_size,
-        synthesize_every=synthesize_every,
-    )
+    synthetic: SyntheticSource | None = None
+    source: BatchSource
+    if proxy_set is not None:
+        # The same number of student steps per epoch as a data-free run, where the set allows.
+        source = _loader_source(
+            proxy_set,
+            config.trainer,
+            seed=config.seed,
+            dist=dist,
+            labelled=False,
+            max_steps_per_epoch=config.steps_per_epoch,
+        )
+        description = f"proxy {proxy_set.name} → {student_arch}"
+    else:
+        assert synthesizer_class is not None
+        synthesizer = synthesizer_class(
+            image_shape=teacher.input_shape,
+            num_classes=teacher.num_classes,
+            rng=rng,
+            device=device,
+            **config.synthesizer.params,
+        )
+        source = synthetic = _synthetic_source(
+            config, synthesizer, teacher, student, synthesize_every=synthesize_every
+        )
+        description = f"datafree {config.synthesizer.name} → {student_arch}"
     budget = StopOnBudget(
         minutes=config.budget_minutes,
         images=config.budget_images,
-        images_spent=lambda: synthesizer.images_synthesized,
+        images_spent=None
+        if synthetic is None
+        else lambda: synthetic.synthesizer.images_synthesized,
     )
     result = _run_loop(
         method,
@@ -701,13 +749,13 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         options=options,
         device=device,
         dist=dist,
-        description=f"datafree {config.synthesizer.name} → {student_arch}",
-        extras={"source": source},
+        description=description,
+        extras=None if synthetic is None else {"source": synthetic},
         extra_callbacks=(budget,),
+        extra_metrics=None if synthetic is None else synthetic.extra_metrics,
     )
-    # The student's own KD steps query the teacher once per synthetic image as well.
-    teacher_queries = synthesizer.teacher_queries + result.state.step * config.trainer.batch_size
-    images_synthesized = synthesizer.images_synthesized
+    # The student's own KD steps query the teacher once per image as well.
+    teacher_queries = result.state.step * config.trainer.batch_size
     report: dict[str, Any] = {
         "command": "datafree",
         "teacher": _teacher_report(teacher, teacher_accuracy, config.teacher.path),
@@ -716,28 +764,89 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
             "arch": student_arch,
             "parameters": count_parameters(student.net),
         },
-        "method": {"name": config.synthesizer.name, "params": dict(config.synthesizer.params)},
         "student_method": {"name": method_config.name, "params": dict(method_config.params)},
-        "synthesize_every": synthesize_every,
-        "synthesized_images": images_synthesized,
-        "teacher_queries": teacher_queries,
         "stopped_by_budget": budget.reason,
         "eval_dataset": eval_set.name if eval_set is not None else None,
         **_common_report(config, result),
     }
+    if synthetic is None:
+        assert proxy_set is not None
+        report.update(
+            method={"name": "proxy", "proxy_data": proxy},
+            proxy_dataset=proxy_set.name,
+            synthesize_every=None,
+            synthesized_images=0,
+            teacher_queries=teacher_queries,
+            collapse=None,
+        )
+        order = torch.randperm(len(proxy_set), generator=torch.Generator().manual_seed(config.seed))
+        shown = proxy_set.batch(order[: max(64, 16 * teacher.num_classes)]).images.to(device)
+    else:
+        collapse = synthetic.collapse_report()
+        report.update(
+            method={"name": config.synthesizer.name, "params": dict(config.synthesizer.params)},
+            synthesize_every=synthesize_every,
+            synthesized_images=synthetic.synthesizer.images_synthesized,
+            teacher_queries=teacher_queries
+            + synthetic.synthesizer.teacher_queries
+            + synthetic.probe_queries,
+            collapse=collapse,
+        )
+        if collapse["events"] and not collapse["recovered"]:
+            logger.warning(
+                "COLLAPSE NOT RECOVERED: the %s synthesizer collapsed and %d re-initializations "
+                "did not fix it (last diversity %s, label balance %s); the student is suspect",
+                config.synthesizer.name,
+                collapse["recoveries"],
+                collapse["last_diversity"],
+                collapse["last_balance"],
+            )
+        shown = synthetic.synthesizer.sample(max(64, 16 * teacher.num_classes))
     if dist.is_main:
-        _draw_samples(synthesizer, teacher, eval_set, options.out_dir / "samples.png")
+        _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
     _finish(report, options, dist)
     return report
 
 
+def _synthetic_source(
+    config: DataFreeConfig,
+    synthesizer: Any,
+    teacher: Teacher,
+    student: nn.Module,
+    *,
+    synthesize_every: int,
+) -> SyntheticSource:
+    collapse = config.collapse
+    monitor = (
+        CollapseMonitor(
+            diversity_threshold=collapse.diversity_threshold,
+            balance_threshold=collapse.balance_threshold,
+            patience=collapse.patience,
+        )
+        if collapse.enabled
+        else None
+    )
+    return SyntheticSource(
+        synthesizer,
+        teacher=teacher,
+        student=student,
+        steps_per_epoch=config.steps_per_epoch,
+        batch_size=config.trainer.batch_size,
+        synthesize_every=synthesize_every,
+        monitor=monitor,
+        check_every=collapse.check_every,
+        probe_size=collapse.probe_size,
+        max_recoveries=collapse.max_recoveries,
+        lr_scale=collapse.lr_scale,
+    )
+
+
 def _draw_samples(
-    synthesizer: Any, teacher: Teacher, eval_set: ImageDataset | None, path: Path
+    images: torch.Tensor, teacher: Teacher, eval_set: ImageDataset | None, path: Path
 ) -> None:
-    """``samples.png``: a labelled grid of synthetic inputs per teacher class."""
+    """``samples.png``: a labelled grid of the student's inputs per teacher class."""
     from freekd.plots import plot_samples_by_class
 
-    images = synthesizer.sample(max(64, 16 * teacher.num_classes))
     with torch.no_grad():
         labels = teacher(images).argmax(dim=1).cpu()
     names = (

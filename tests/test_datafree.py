@@ -161,7 +161,7 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--method", "nope"), "unknown synthesizer 'nope'; known: dafl"),
+        (("--method", "nope"), "unknown synthesizer 'nope'; known: "),
         (("--method", "dafl", "--set", "synthesizer.params.lrr=1"), "has no parameter 'lrr'"),
         (("--budget", "soon"), "give minutes (e.g. 15m)"),
     ],
@@ -225,3 +225,158 @@ def test_synthesizer_recommends_the_student_side_defaults(
     assert explicit.exit_code == 0, explicit.output
     report = json.loads((tmp_path / "explicit" / "report.json").read_text())
     assert (report["student_method"]["name"], report["synthesize_every"]) == ("kd", 2)
+
+
+CHECK_EVERY_ROUND = ("--set", "collapse.check_every=1", "--set", "collapse.probe_size=32")
+# A diversity no batch reaches: every check is low, so every check is a collapse.
+ALWAYS_COLLAPSED = ("--set", "collapse.diversity_threshold=2", "--set", "collapse.patience=1")
+
+
+def test_collapse_is_recovered_by_reinitializing_and_reported(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree",
+        "--teacher",
+        tiny_teacher_path,
+        "--method",
+        "dafl",
+        *FAST,
+        *CHECK_EVERY_ROUND,
+        *ALWAYS_COLLAPSED,
+        "--set",
+        "collapse.max_recoveries=2",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    collapse = json.loads((out / "report.json").read_text())["collapse"]
+    assert [event["action"] for event in collapse["events"]] == [
+        "reinitialize",
+        "reinitialize",
+        "unrecovered",
+    ]
+    assert [event["step"] for event in collapse["events"]] == [0, 1, 2]
+    assert (collapse["checks"], collapse["recoveries"], collapse["recovered"]) == (4, 2, False)
+    assert "NOT RECOVERED" in result.output
+    resume_state = torch.load(out / "checkpoint.pt", weights_only=True)
+    optimizer = resume_state["extras"]["source"]["synthesizer"]["optimizer"]
+    assert optimizer["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**2)
+    report = json.loads((out / "report.json").read_text())
+    # 4 rounds + 2 rounds after re-initializing, 4 probes of 32, 4 student batches (all × 16).
+    assert report["teacher_queries"] == 6 * 16 + 4 * 32 + 4 * 16
+
+
+def test_healthy_run_has_no_collapse_event_and_logs_the_measurements(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree",
+        "--teacher",
+        tiny_teacher_path,
+        "--method",
+        "dafl",
+        *FAST,
+        *CHECK_EVERY_ROUND,
+        "--set",
+        "trainer.log_every=1",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    collapse = json.loads((out / "report.json").read_text())["collapse"]
+    assert collapse["events"] == []
+    assert (collapse["checks"], collapse["recovered"]) == (4, True)
+    assert collapse["last_diversity"] > 0.05
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    logged = [record for record in steps if "loss" in record]
+    assert len(logged) == 4
+    assert {"collapse/diversity", "collapse/balance", "synthesis/onehot"} <= set(logged[-1])
+
+
+@pytest.mark.slow
+def test_resume_mid_run_keeps_the_collapse_events(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    common = (
+        "--teacher",
+        tiny_teacher_path,
+        "--method",
+        "dafl",
+        "--batch-size",
+        "16",
+        "--set",
+        "steps_per_epoch=3",
+        "--set",
+        "synthesizer.params.batch_size=16",
+        "--set",
+        "trainer.scheduler=constant",
+        *CHECK_EVERY_ROUND,
+        *ALWAYS_COLLAPSED,
+        "--set",
+        "collapse.max_recoveries=4",
+        "--device",
+        "cpu",
+        "--quiet",
+    )
+    straight = invoke("datafree", *common, "--epochs", "2", "--out", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    first = invoke("datafree", *common, "--epochs", "1", "--out", tmp_path / "resumed")
+    assert first.exit_code == 0, first.output
+    second = invoke("datafree", *common, "--epochs", "2", "--resume", "--out", tmp_path / "resumed")
+    assert second.exit_code == 0, second.output
+    expected = json.loads((tmp_path / "straight" / "report.json").read_text())["collapse"]
+    got = json.loads((tmp_path / "resumed" / "report.json").read_text())["collapse"]
+    assert [event["step"] for event in expected["events"]] == [0, 1, 2, 3, 4]
+    assert got == expected
+    expected_weights = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    got_weights = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    for key, value in expected_weights["state_dict"].items():
+        assert torch.equal(got_weights["state_dict"][key], value), key
+
+
+def test_proxy_data_baseline_runs_in_the_same_loop(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree",
+        "--teacher",
+        tiny_teacher_path,
+        "--proxy-data",
+        "digits:train",
+        "--eval-data",
+        "digits:test",
+        *FAST,
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("model.pt", "report.json", "config.yaml", "metrics.jsonl", "samples.png"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == {"name": "proxy", "proxy_data": "digits:train"}
+    assert report["student_method"]["name"] == "kd"
+    assert report["synthesized_images"] == 0
+    assert report["steps"] == 4  # steps_per_epoch caps the pass over the proxy set
+    assert report["teacher_queries"] == 4 * 16
+    assert report["collapse"] is None
+    # KD on the teacher's own (unlabelled) training images: far above chance after 4 steps.
+    assert 0 <= report["student"]["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--proxy-data", "animal-mnist"), "has 1x28x28 images but the teacher expects 1x8x8"),
+        (("--proxy-data", "digits", "--method", "dafl"), "give one of them"),
+        (("--proxy-data", "digits", "--budget", "500"), "--proxy-data synthesizes none"),
+    ],
+)
+def test_bad_proxy_data_is_one_line(
+    tiny_teacher_path: Path, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = invoke("datafree", "--teacher", tiny_teacher_path, *args, "--out", tmp_path / "x")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "x").exists()

@@ -28,12 +28,23 @@ class LogMetrics(Callback):
     Step lines hold the mean of each loss term since the previous line, the learning rate and the
     throughput; epoch lines hold the evaluation metrics. On resume, lines past the checkpoint's
     step are dropped first so that the file reads like one uninterrupted run.
+
+    ``extra`` (optional) returns more named values for every step line, e.g. a synthetic source's
+    latest synthesis statistics and collapse measurements.
     """
 
-    def __init__(self, path: Path, *, every: int, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        every: int,
+        enabled: bool = True,
+        extra: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.every = max(1, every)
         self.enabled = enabled
+        self.extra = extra
         self._sums: dict[str, float] = {}
         self._count = 0
         self._correct = 0
@@ -74,6 +85,8 @@ class LogMetrics(Callback):
         record.update({f"loss/{k}": v / self._count for k, v in self._sums.items()})
         record["loss"] = sum(self._sums.values()) / self._count
         record["steps_per_second"] = self._count / elapsed
+        if self.extra is not None:
+            record.update(self.extra())
         self._write(record)
         self._sums, self._count, self._started = {}, 0, time.perf_counter()
 

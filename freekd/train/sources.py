@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,10 +13,13 @@ from freekd.data.batch import Batch
 from freekd.data.datasets import ImageDataset
 from freekd.errors import FreekdError
 from freekd.generators.base import Synthesizer
+from freekd.generators.collapse import CollapseMonitor
 from freekd.teachers import Teacher
 from freekd.train.trainer import TrainState
 
 Augment = Callable[..., Tensor]
+
+logger = logging.getLogger(__name__)
 
 
 class LoaderSource:
@@ -36,6 +40,8 @@ class LoaderSource:
         seed: the run's seed.
         augment: optional batch augmentation ``fn(images, rng=generator)``.
         labelled: yield labels (``False`` hides them, e.g. for label-free transfer sets).
+        max_steps_per_epoch: end an epoch after this many batches (each epoch still draws a new
+            order over the whole dataset); ``None``: one full pass.
         rank: this process's rank.
         world_size: number of processes.
     """
@@ -48,6 +54,7 @@ class LoaderSource:
         seed: int,
         augment: Augment | None = None,
         labelled: bool = True,
+        max_steps_per_epoch: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -66,11 +73,13 @@ class LoaderSource:
         self.seed = seed
         self.augment = augment
         self.labelled = labelled
+        self.max_steps_per_epoch = max_steps_per_epoch
         self.rank = rank
         self.world_size = world_size
 
     def steps_per_epoch(self) -> int:
-        return len(self.dataset) // self.batch_size
+        full_pass = len(self.dataset) // self.batch_size
+        return min(full_pass, self.max_steps_per_epoch or full_pass)
 
     def _generator(self, *keys: int) -> torch.Generator:
         generator = torch.Generator()
@@ -107,6 +116,11 @@ class SyntheticSource:
     then yields unlabelled ``sample(batch_size)`` batches. The Trainer, the method and the callbacks
     are the same as for real data.
 
+    With a ``monitor``, every ``check_every`` synthesis rounds a probe of ``probe_size`` images is
+    measured (``generators.collapse``); on collapse the synthesizer is re-initialized with its
+    learning rates × ``lr_scale`` and synthesizes again, at most ``max_recoveries`` times. After
+    that the collapse is recorded as not recovered and a warning is logged; the run goes on.
+
     Args:
         synthesizer: any ``generators.Synthesizer``.
         teacher: the frozen teacher the synthesizer inverts.
@@ -114,6 +128,11 @@ class SyntheticSource:
         steps_per_epoch: optimizer steps in one epoch.
         batch_size: images per step (per process under DDP).
         synthesize_every: steps between synthesis rounds.
+        monitor: collapse detector, or ``None`` for no checks.
+        check_every: synthesis rounds between collapse checks.
+        probe_size: images per check (each costs one teacher query).
+        max_recoveries: re-initializations allowed in the run.
+        lr_scale: factor on the synthesizer's learning rates at each re-initialization.
     """
 
     def __init__(
@@ -125,16 +144,38 @@ class SyntheticSource:
         steps_per_epoch: int,
         batch_size: int,
         synthesize_every: int = 1,
+        monitor: CollapseMonitor | None = None,
+        check_every: int = 10,
+        probe_size: int = 128,
+        max_recoveries: int = 3,
+        lr_scale: float = 0.5,
     ) -> None:
         if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
             raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
+        if check_every < 1 or probe_size < 2 or max_recoveries < 0 or lr_scale <= 0:
+            raise FreekdError(
+                "collapse checks need check_every ≥ 1, probe_size ≥ 2, max_recoveries ≥ 0 "
+                "and lr_scale > 0"
+            )
         self.synthesizer = synthesizer
         self.teacher = teacher
         self.student = student
         self._steps = steps_per_epoch
         self.batch_size = batch_size
         self.synthesize_every = synthesize_every
+        self.monitor = monitor
+        self.check_every = check_every
+        self.probe_size = probe_size
+        self.max_recoveries = max_recoveries
+        self.lr_scale = lr_scale
         self.last_statistics: dict[str, float] = {}
+        self.rounds = 0
+        self.checks = 0
+        self.probe_queries = 0
+        self.recoveries = 0
+        self.gave_up = False
+        self.last_check: dict[str, float] = {}
+        self.events: list[dict[str, Any]] = []
 
     def steps_per_epoch(self) -> int:
         return self._steps
@@ -142,11 +183,98 @@ class SyntheticSource:
     def batches(self, state: TrainState) -> Iterator[Batch]:
         for index in range(state.step_in_epoch, self._steps):
             if index % self.synthesize_every == 0:
-                self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+                self._synthesize(step=state.step)
             yield Batch(self.synthesizer.sample(self.batch_size), None)
 
+    def _synthesize(self, *, step: int) -> None:
+        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+        self.rounds += 1
+        if self.monitor is None or self.rounds % self.check_every:
+            return
+        probe = self.synthesizer.sample(self.probe_size)
+        with torch.no_grad():  # a measurement: no gradient reaches anything
+            teacher_logits = self.teacher(probe)
+        self.probe_queries += len(probe)
+        self.checks += 1
+        check = self.monitor.check(probe, teacher_logits)
+        self.last_check = {"diversity": check.diversity, "balance": check.balance}
+        if not check.collapsed or self.gave_up:
+            return
+        event = {"step": step, "diversity": check.diversity, "balance": check.balance}
+        if self.recoveries >= self.max_recoveries:
+            self.gave_up = True
+            self.events.append({**event, "action": "unrecovered"})
+            logger.warning(
+                "the %s synthesizer collapsed at step %d (diversity %.3f, label balance %.3f) "
+                "and %d re-initializations did not help; the student is trained on collapsed "
+                "batches",
+                type(self.synthesizer).__name__,
+                step,
+                check.diversity,
+                check.balance,
+                self.recoveries,
+            )
+            return
+        self.recoveries += 1
+        self.events.append({**event, "action": "reinitialize"})
+        logger.warning(
+            "the %s synthesizer collapsed at step %d (diversity %.3f, label balance %.3f); "
+            "re-initializing it with its learning rates x %g (recovery %d of %d)",
+            type(self.synthesizer).__name__,
+            step,
+            check.diversity,
+            check.balance,
+            self.lr_scale,
+            self.recoveries,
+            self.max_recoveries,
+        )
+        self.synthesizer.reinitialize(lr_scale=self.lr_scale)
+        self.monitor.reset()
+        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """The latest synthesis statistics and collapse measurements, for ``metrics.jsonl``."""
+        metrics = {f"synthesis/{name}": value for name, value in self.last_statistics.items()}
+        metrics.update({f"collapse/{name}": value for name, value in self.last_check.items()})
+        return metrics
+
+    def collapse_report(self) -> dict[str, Any]:
+        """``report.json["collapse"]``: checks, events, recoveries and the last measurements.
+
+        ``recovered`` is false when the run gave up (re-initializations exhausted), or when it
+        collapsed and ended with its latest check still below a threshold (the restarted
+        synthesizer has not shown that it is healthy again).
+        """
+        low_at_end = self.monitor is not None and self.monitor.low_streak > 0
+        return {
+            "enabled": self.monitor is not None,
+            "checks": self.checks,
+            "probe_queries": self.probe_queries,
+            "events": [dict(event) for event in self.events],
+            "recoveries": self.recoveries,
+            "recovered": not self.gave_up and not (self.events and low_at_end),
+            "last_diversity": self.last_check.get("diversity"),
+            "last_balance": self.last_check.get("balance"),
+        }
+
+    COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
+
     def state_dict(self) -> dict[str, Any]:
-        return {"synthesizer": self.synthesizer.state_dict()}
+        state: dict[str, Any] = {"synthesizer": self.synthesizer.state_dict()}
+        state.update({name: getattr(self, name) for name in self.COUNTERS})
+        state["last_check"] = dict(self.last_check)
+        state["last_statistics"] = dict(self.last_statistics)
+        state["events"] = [dict(event) for event in self.events]
+        if self.monitor is not None:
+            state["monitor"] = self.monitor.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.synthesizer.load_state_dict(state["synthesizer"])
+        for name in self.COUNTERS:
+            setattr(self, name, type(getattr(self, name))(state.get(name, getattr(self, name))))
+        self.last_check = dict(state.get("last_check", {}))
+        self.last_statistics = dict(state.get("last_statistics", {}))
+        self.events = [dict(event) for event in state.get("events", [])]
+        if self.monitor is not None and "monitor" in state:
+            self.monitor.load_state_dict(state["monitor"])

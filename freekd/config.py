@@ -187,8 +187,9 @@ class CollapseConfig:
             MNIST, LeNet-5 teacher: real digits 0.36, uniform noise 0.41, freshly initialized
             generators 0.16–0.18, generators with a zeroed last layer 0.000).
         balance_threshold: normalized entropy of the teacher's label histogram below this is low
-            (real digits 0.98, uniform noise 0.36, healthy dafl 0.97, dfad/zskt against an
-            untrained student 0.16–0.32, one class 0).
+            (real digits 0.98, uniform noise 0.36, every synthesizer in a short run ≥ 0.23, one
+            class 0; uniform noise on the tiny digits teacher 0.07, so a ``noise`` run there
+            reports an unrecovered collapse). See experiments/2026-11-collapse-thresholds.
         patience: consecutive low checks that make a collapse.
         max_recoveries: re-initializations per run.
         lr_scale: factor on every synthesizer learning rate at each re-initialization.

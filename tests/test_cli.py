@@ -102,6 +102,13 @@ def test_help_of_every_command(command: list[str]) -> None:
     assert "Traceback" not in result.output
 
 
+def test_datafree_help_names_the_proxy_data_baselines() -> None:
+    result = succeeded(invoke("datafree", "--help"))
+
+    assert "--proxy-data" in result.stdout
+    assert "animal-mnist" in result.stdout
+
+
 def test_version() -> None:
     result = succeeded(invoke("--version"))
 

@@ -236,7 +236,7 @@ class DataFreeConfig:
     teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
     student: str | None = None
     student_kwargs: dict[str, Any] = field(default_factory=dict)
-    synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="dafl"))
+    synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="zskt"))
     method: ComponentConfig | None = None
     eval_dataset: str | None = None
     data_root: str | None = None

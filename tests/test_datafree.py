@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from freekd.cli import app
 
 runner = CliRunner()
+# One generator step per student step (dafl's recommended cadence is 5): simple counts.
+EVERY_STEP = ("--set", "synthesize_every=1")
 FAST = (
     "--epochs",
     "1",
@@ -43,6 +45,7 @@ def test_datafree_writes_every_file_and_the_report(tiny_teacher_path: Path, tmp_
         "--eval-data",
         "digits:test",
         *FAST,
+        *EVERY_STEP,
         "--out",
         out,
     )
@@ -150,6 +153,7 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
         "--method",
         "dafl",
         *FAST,
+        *EVERY_STEP,
         "--out",
         tmp_path / "run",
     )
@@ -243,6 +247,7 @@ def test_collapse_is_recovered_by_reinitializing_and_reported(
         "--method",
         "dafl",
         *FAST,
+        *EVERY_STEP,
         *CHECK_EVERY_ROUND,
         *ALWAYS_COLLAPSED,
         "--set",
@@ -279,6 +284,7 @@ def test_healthy_run_has_no_collapse_event_and_logs_the_measurements(
         "--method",
         "dafl",
         *FAST,
+        *EVERY_STEP,
         *CHECK_EVERY_ROUND,
         "--set",
         "trainer.log_every=1",

@@ -44,3 +44,24 @@ def test_run_folder_rules(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(FreekdError, match="is a file"):
         prepare_run_dir(RunOptions(tmp_path / "file"))
+
+
+@pytest.mark.slow
+def test_demo_ends_with_a_data_free_student(tmp_path: Path) -> None:
+    """`make demo`'s job, one epoch each: teacher, KD student, data-free student + samples.png."""
+    from freekd.pipelines import run_demo
+
+    reports = run_demo(
+        RunOptions(tmp_path / "demo", quiet=True),
+        teacher_epochs=1,
+        student_epochs=1,
+        datafree_epochs=1,
+    )
+    assert reports["teacher"]["test_accuracy"] > 0.9
+    datafree = reports["datafree"]
+    assert datafree["method"]["name"] == "zskt"
+    assert datafree["synthesized_images"] > 0
+    # 200 data-free steps: far from converged, but clearly above chance (0.1).
+    assert datafree["student"]["test_accuracy"] > 0.15
+    for name in ("model.pt", "report.json", "samples.png", "config.yaml", "metrics.jsonl"):
+        assert (tmp_path / "demo" / "datafree" / name).exists(), name

@@ -8,6 +8,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+OUTPUTS = ("sigmoid", "batchnorm")
+
+
+def teacher_pixel_statistics(teacher: nn.Module) -> tuple[list[float], list[float]]:
+    """The per-channel input mean and std a teacher normalizes with (its training data's).
+
+    Read from the teacher's checkpoint metadata; 0.5 and 0.5 when the file did not say (a
+    TorchScript or state_dict teacher given without ``--mean``/``--std``).
+    """
+    described = getattr(teacher, "metadata", {}).get("input", {})
+    mean = described.get("mean") or [0.5]
+    std = described.get("std") or [0.5]
+    return [float(v) for v in mean], [float(v) for v in std]
+
 
 class Generator(nn.Module):
     """DCGAN-style generator (Radford et al. 2016, arXiv:1511.06434 §3), as DAFL uses it (§3.4).
@@ -21,11 +35,23 @@ class Generator(nn.Module):
         latent_dim: size of the latent code z.
         image_shape: (C, H, W) of the images to produce.
         width: channels of the first feature map (halved after the second upsampling).
+        output: ``sigmoid`` (images in [0, 1] directly) or ``batchnorm``, DAFL's own output
+            layer (§4.1 and its MNIST generator: a BatchNorm without affine parameters after the
+            last convolution): every batch then has, channel by channel, the mean and standard
+            deviation of the teacher's input normalization (``set_pixel_statistics``), i.e. of
+            its training data, clamped to [0, 1].
     """
 
     def __init__(
-        self, *, latent_dim: int = 100, image_shape: tuple[int, int, int], width: int = 128
+        self,
+        *,
+        latent_dim: int = 100,
+        image_shape: tuple[int, int, int],
+        width: int = 128,
+        output: str = "sigmoid",
     ) -> None:
+        if output not in OUTPUTS:
+            raise ValueError(f"generator output must be one of {', '.join(OUTPUTS)}, got {output}")
         super().__init__()
         channels, height, width_pixels = image_shape
         self.latent_dim = latent_dim
@@ -47,6 +73,25 @@ class Generator(nn.Module):
         )
         self.head = nn.Conv2d(width // 2, channels, 3, padding=1)
         self.width = width
+        self.output = output
+        # DAFL's output layer: per-channel BatchNorm without affine parameters, i.e. images whose
+        # batch statistics are those of the teacher's (normalized) training data.
+        self.output_norm = nn.BatchNorm2d(channels, affine=False)
+        # The teacher's input normalization (pixel = mean + std · normalized); set_pixel_statistics
+        # fills it from the teacher. Persistent, so a resumed generator maps pixels the same way.
+        self.register_buffer("pixel_mean", torch.full((1, channels, 1, 1), 0.5))
+        self.register_buffer("pixel_std", torch.full((1, channels, 1, 1), 0.5))
+
+    def set_pixel_statistics(self, mean: list[float], std: list[float]) -> None:
+        """Use the teacher's per-channel input mean and std for the ``batchnorm`` output."""
+        channels = self.image_shape[0]
+        # One value per channel, or one value for all of them.
+        shape = (1, channels, 1, 1)
+        means = torch.tensor(mean if len(mean) == channels else mean[:1] * channels)
+        stds = torch.tensor(std if len(std) == channels else std[:1] * channels)
+        with torch.no_grad():
+            self.get_buffer("pixel_mean").copy_(means.view(shape))
+            self.get_buffer("pixel_std").copy_(stds.view(shape))
 
     def forward(self, latent: Tensor) -> Tensor:
         """(B, latent_dim) codes → (B, C, H, W) images in [0, 1]."""
@@ -56,4 +101,10 @@ class Generator(nn.Module):
             features = F.interpolate(
                 features, size=self.image_shape[1:], mode="bilinear", align_corners=False
             )
-        return torch.sigmoid(self.head(features))
+        logits = self.head(features)
+        if self.output == "sigmoid":
+            return torch.sigmoid(logits)
+        # Normalized images → pixels, clamped to [0, 1] (gradients stop at saturated pixels).
+        pixel_mean, pixel_std = self.get_buffer("pixel_mean"), self.get_buffer("pixel_std")
+        pixels = pixel_mean + pixel_std * self.output_norm(logits)
+        return pixels.clamp(0.0, 1.0)

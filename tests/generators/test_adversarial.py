@@ -17,6 +17,7 @@ from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
 from freekd.generators import SYNTHESIZERS
 from freekd.generators.adversarial import AdversarialSynthesizer
+from freekd.generators.nets import teacher_pixel_statistics
 from freekd.losses.inversion import logit_discrepancy
 from freekd.methods import METHODS, LogitL1
 from freekd.teachers import Teacher, load_teacher
@@ -59,6 +60,8 @@ def test_one_synthesize_call_moves_the_generator_toward_disagreement(
     # The latent batch the generator step will draw: the same codes from a copy of its rng.
     rng = torch.Generator().set_state(synthesizer.rng.get_state())
     latent = torch.randn((synthesizer.batch_size, synthesizer.latent_dim), generator=rng)
+    # synthesize() maps the generator's output through the teacher's normalization first.
+    synthesizer.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
     before = discrepancy_on(synthesizer, latent, teacher, student)
     statistics = synthesizer.synthesize(teacher, student)
     after = discrepancy_on(synthesizer, latent, teacher, student)

@@ -132,7 +132,7 @@ def test_reinitialize_starts_afresh_with_scaled_learning_rates(teacher: Teacher)
     assert len(lrs_before) == 3  # generator, latent code, projection head
     for each in synthesizers:
         each.reinitialize(lr_scale=0.5)
-    for name, value in synthesizer.generator.state_dict().items():
+    for name, value in synthesizer.generator.named_parameters():
         if value.dim() > 1:  # linear and convolution weights (BatchNorm starts at 1 and 0)
             assert not torch.equal(value, generator_before[name]), name
     for name, value in synthesizer.head.state_dict().items():

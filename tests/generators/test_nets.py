@@ -1,0 +1,55 @@
+"""The DCGAN generator's two output layers and the teacher statistics they use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from freekd.config import TeacherSourceConfig
+from freekd.generators.nets import Generator, teacher_pixel_statistics
+from freekd.teachers import load_teacher
+
+
+def test_batchnorm_output_has_the_given_pixel_statistics() -> None:
+    torch.manual_seed(0)
+    generator = Generator(image_shape=(2, 12, 12), width=16, output="batchnorm")
+    generator.set_pixel_statistics([0.5, 0.3], [0.1, 0.05])  # narrow: the clamp barely acts
+    images = generator(torch.randn(64, 100))
+    assert images.shape == (64, 2, 12, 12)
+    assert images.min() >= 0
+    assert images.max() <= 1
+    channel_means = images.transpose(0, 1).flatten(1).mean(dim=1)
+    channel_stds = images.transpose(0, 1).flatten(1).std(dim=1)
+    torch.testing.assert_close(channel_means, torch.tensor([0.5, 0.3]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(channel_stds, torch.tensor([0.1, 0.05]), atol=2e-3, rtol=0)
+
+
+def test_one_statistic_broadcasts_and_is_saved_with_the_weights() -> None:
+    generator = Generator(image_shape=(3, 8, 8), width=8, output="batchnorm")
+    generator.set_pixel_statistics([0.2], [0.4])
+    state = generator.state_dict()
+    assert state["pixel_mean"].flatten().tolist() == pytest.approx([0.2] * 3)
+    fresh = Generator(image_shape=(3, 8, 8), width=8, output="batchnorm")
+    fresh.load_state_dict(state)
+    assert fresh.pixel_std.flatten().tolist() == pytest.approx([0.4] * 3)
+
+
+def test_sigmoid_output_stays_the_default_and_unknown_outputs_fail() -> None:
+    generator = Generator(image_shape=(1, 8, 8), width=8)
+    assert generator.output == "sigmoid"
+    with torch.no_grad():
+        images = generator(torch.randn(4, 100))
+    assert float(images.min()) > 0
+    assert float(images.max()) < 1
+    with pytest.raises(ValueError, match="sigmoid, batchnorm"):
+        Generator(image_shape=(1, 8, 8), output="tanh")
+
+
+def test_teacher_pixel_statistics_come_from_the_checkpoint(tiny_teacher_path: Path) -> None:
+    teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+    mean, std = teacher_pixel_statistics(teacher)
+    assert mean == teacher.metadata["input"]["mean"]
+    assert std == teacher.metadata["input"]["std"]
+    assert teacher_pixel_statistics(torch.nn.Identity()) == ([0.5], [0.5])

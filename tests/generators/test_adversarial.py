@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,27 @@ def test_datafree_dfad_with_logit_l1_end_to_end(tiny_teacher_path: Path, tmp_pat
     assert report["teacher_queries"] == 2 * 16 + 10 * 16
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("loss/l1" in line for line in lines), lines[-1]
+
+
+def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> None:
+    """DAFL's information entropy as an optional term: off by default, a gradient when on."""
+    assert "balance" not in make_adversarial("zskt").synthesize(teacher, make_student())
+    synthesizer = SYNTHESIZERS.get("zskt")(
+        image_shape=SHAPE,
+        num_classes=10,
+        rng=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        batch_size=32,
+        adversarial_weight=0.0,  # isolate the balance term
+        balance_weight=5.0,
+    )
+    before = copy.deepcopy(synthesizer.generator.state_dict())
+    statistics = synthesizer.synthesize(teacher, make_student())
+    # −H of the mean class distribution: between −log K and 0, times the weight.
+    assert -5.0 * math.log(10) <= statistics["balance"] <= 0
+    changed = [
+        name
+        for name, value in synthesizer.generator.state_dict().items()
+        if value.dtype.is_floating_point and not torch.equal(value, before[name])
+    ]
+    assert "head.weight" in changed

@@ -28,6 +28,8 @@ app = typer.Typer(
 )
 teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
 app.add_typer(teacher_app, name="teacher")
+privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting calculators.")
+app.add_typer(privacy_app, name="privacy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -703,3 +705,85 @@ def datafree(
         )
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)
+
+
+def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    rows = [("ε", f"{result['epsilon']:.4g} at δ = {result['delta']:g} ({result['kind']})")]
+    if "data_independent_epsilon" in result:
+        rows.append(("data-independent ε", f"{result['data_independent_epsilon']:.4g}"))
+        rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
+    rows.append(("best Rényi order", f"{result['order']:g}"))
+    _print_table(title, rows)
+    if "note" in result:
+        typer.echo(f"note: {result['note']}")
+
+
+@privacy_app.command("pate")
+@user_errors
+def privacy_pate(
+    votes: Annotated[
+        Path,
+        typer.Option("--votes", help="votes.npy: (N queries × K classes) integer vote counts."),
+    ],
+    sigma2: Annotated[float, typer.Option("--sigma2", help="GNMax noise σ₂ of the answers.")],
+    delta: Annotated[float, typer.Option("--delta", help="δ of the (ε, δ) figures.")],
+    sigma1: Annotated[
+        float | None,
+        typer.Option("--sigma1", help="Confident-GNMax: noise σ₁ of the threshold check."),
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Confident-GNMax: threshold T.")
+    ] = None,
+    answered: Annotated[
+        Path | None,
+        typer.Option(
+            "--answered", help="mask.npy: N booleans, the queries answered (default: all)."
+        ),
+    ] = None,
+    orders: Annotated[
+        str | None, typer.Option("--orders", help="Rényi orders, comma-separated, e.g. 2,4,8.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Privacy cost of answering queries by GNMax or Confident-GNMax, from the teachers' votes.
+
+    Prints the data-dependent ε (PATE 2018, Thm 6 and Prop 7; not private to publish without
+    smooth sensitivity) beside the data-independent ε (publishable).
+    """
+    from freekd.pipelines import run_privacy_pate
+
+    result = run_privacy_pate(
+        votes,
+        sigma=sigma2,
+        delta=delta,
+        sigma_threshold=sigma1,
+        threshold=threshold,
+        answered_path=answered,
+        orders=_floats(orders, "--orders"),
+    )
+    _print_privacy("PATE privacy", result, as_json)
+
+
+@privacy_app.command("dpsgd")
+@user_errors
+def privacy_dpsgd(
+    sample_rate: Annotated[
+        float, typer.Option("--sample-rate", help="Poisson sampling rate q per step.")
+    ],
+    noise_multiplier: Annotated[
+        float, typer.Option("--noise-multiplier", help="Opacus' noise multiplier σ/C.")
+    ],
+    steps: Annotated[int, typer.Option("--steps", help="Optimizer steps.")],
+    delta: Annotated[float, typer.Option("--delta", help="δ of the (ε, δ) figure.")],
+    as_json: JsonOption = False,
+) -> None:
+    """(ε, δ) of a DP-SGD run, by Opacus' RDP analysis of the sampled Gaussian mechanism."""
+    from freekd.pipelines import run_privacy_dpsgd
+
+    result = run_privacy_dpsgd(
+        sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta
+    )
+    _print_privacy("DP-SGD privacy", result, as_json)

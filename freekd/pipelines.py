@@ -872,3 +872,92 @@ def _draw_samples(
         plot_samples_by_class(images.cpu(), labels, names, path)
     except (OSError, ValueError) as error:  # a picture must never fail a finished run
         logger.warning("could not draw samples.png: %s", error)
+
+
+def _load_array(path: Path, what: str) -> Any:
+    import numpy as np
+
+    try:
+        # allow_pickle=False: a .npy of objects would unpickle code.
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FreekdError(f"{what} file {path} does not exist") from None
+    except (ValueError, OSError) as error:
+        raise FreekdError(
+            f"{what} file {path} is not a numeric .npy array ({error}); save it with numpy.save"
+        ) from None
+
+
+def run_privacy_pate(
+    votes_path: Path,
+    *,
+    sigma: float,
+    delta: float,
+    sigma_threshold: float | None = None,
+    threshold: float | None = None,
+    answered_path: Path | None = None,
+    orders: list[float] | None = None,
+) -> dict[str, Any]:
+    """``freekd privacy pate``: the (ε, δ) of answering queries with these teacher votes."""
+    import numpy as np
+
+    from freekd.privacy.rdp import DEFAULT_ORDERS
+    from freekd.privacy.report import pate_privacy
+
+    votes = _load_array(votes_path, "votes")
+    if votes.ndim != 2 or votes.shape[0] < 1 or votes.shape[1] < 2:
+        raise FreekdError(
+            f"votes in {votes_path} have shape {tuple(votes.shape)}; expected (N queries, K ≥ 2 "
+            "classes) of vote counts"
+        )
+    if not np.issubdtype(votes.dtype, np.number) or not np.all(np.isfinite(votes)):
+        raise FreekdError(f"votes in {votes_path} must be finite numbers")
+    if np.any(votes < 0) or np.any(votes != np.round(votes)):
+        raise FreekdError(f"votes in {votes_path} must be non-negative whole counts")
+    if (sigma_threshold is None) != (threshold is None):
+        raise FreekdError("Confident-GNMax needs both --sigma1 and --threshold (or neither)")
+    answered = None
+    if answered_path is not None:
+        answered = _load_array(answered_path, "answered")
+        if answered.shape != (votes.shape[0],):
+            raise FreekdError(
+                f"--answered has shape {tuple(answered.shape)}; expected ({votes.shape[0]},), "
+                "one flag per query in --votes"
+            )
+        if sigma_threshold is None and not np.all(answered):
+            raise FreekdError("plain GNMax answers every query; give --sigma1 and --threshold")
+    for name, value in (("--sigma2", sigma), ("--sigma1", sigma_threshold)):
+        if value is not None and not value > 0:
+            raise FreekdError(f"{name} must be positive, got {value}")
+    if not 0 < delta < 1:
+        raise FreekdError(f"--delta must lie in (0, 1), got {delta}")
+    if orders is not None and any(order <= 1 for order in orders):
+        raise FreekdError("Rényi --orders must all be greater than 1")
+    return pate_privacy(
+        votes,
+        sigma=sigma,
+        delta=delta,
+        sigma_threshold=sigma_threshold,
+        threshold=threshold or 0.0,
+        answered=answered,
+        orders=tuple(orders) if orders else DEFAULT_ORDERS,
+    )
+
+
+def run_privacy_dpsgd(
+    *, sample_rate: float, noise_multiplier: float, steps: int, delta: float
+) -> dict[str, Any]:
+    """``freekd privacy dpsgd``: the (ε, δ) of a DP-SGD run (Opacus' RDP analysis)."""
+    from freekd.privacy.report import dpsgd_privacy
+
+    if not 0 < sample_rate <= 1:
+        raise FreekdError(f"--sample-rate must lie in (0, 1], got {sample_rate}")
+    if not noise_multiplier > 0:
+        raise FreekdError(f"--noise-multiplier must be positive, got {noise_multiplier}")
+    if steps < 0:
+        raise FreekdError(f"--steps must be ≥ 0, got {steps}")
+    if not 0 < delta < 1:
+        raise FreekdError(f"--delta must lie in (0, 1), got {delta}")
+    return dpsgd_privacy(
+        sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta
+    )

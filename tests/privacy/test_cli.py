@@ -1,0 +1,107 @@
+"""`freekd privacy pate|dpsgd`: closed-form values on stdout, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import Result
+from typer.testing import CliRunner
+
+from freekd.cli import app
+from freekd.privacy import rdp
+
+runner = CliRunner()
+
+
+def invoke(*args: object) -> Result:
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+@pytest.fixture
+def votes(tmp_path: Path) -> Path:
+    counts = np.array([[240, 5, 5], [130, 100, 20], [90, 80, 80], [200, 50, 0]])
+    path = tmp_path / "votes.npy"
+    np.save(path, counts)
+    return path
+
+
+def test_pate_json_gives_both_epsilons(votes: Path, tmp_path: Path) -> None:
+    result = invoke("privacy", "pate", "--votes", votes, "--sigma2", 40, "--delta", 1e-5, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    orders = np.asarray(report["orders"])
+    independent = 4 * orders / 40.0**2
+    np.testing.assert_allclose(report["data_independent_rdp"], independent)
+    expected = rdp.epsilon_from_rdp(independent, orders, delta=1e-5)[0]
+    assert report["data_independent_epsilon"] == pytest.approx(expected)
+    assert report["epsilon"] <= report["data_independent_epsilon"]
+    assert report["kind"] == "data-dependent-unsanitized"
+    assert (report["answered"], report["queries"]) == (4, 4)
+
+    mask = tmp_path / "mask.npy"
+    np.save(mask, np.array([True, True, False, True]))
+    confident = invoke(
+        "privacy", "pate", "--votes", votes, "--sigma2", 40, "--sigma1", 150, "--threshold", 200,
+        "--answered", mask, "--orders", "2,4,8,16,32", "--delta", 1e-5, "--json",
+    )  # fmt: skip
+    assert confident.exit_code == 0, confident.output
+    report = json.loads(confident.output)
+    assert report["orders"] == [2.0, 4.0, 8.0, 16.0, 32.0]
+    alphas = np.asarray(report["orders"])
+    np.testing.assert_allclose(
+        report["data_independent_rdp"], 4 * alphas / (2 * 150.0**2) + 3 * alphas / 40.0**2
+    )
+    assert report["answered"] == 3
+
+
+def test_dpsgd_matches_opacus(tmp_path: Path) -> None:
+    from opacus.accountants import RDPAccountant
+
+    result = invoke(
+        "privacy", "dpsgd", "--sample-rate", 0.004, "--noise-multiplier", 1.1,
+        "--steps", 2000, "--delta", 1e-5, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    accountant = RDPAccountant()
+    accountant.history = [(1.1, 0.004, 2000)]
+    theirs = accountant.get_epsilon(delta=1e-5, alphas=json.loads(result.output)["orders"])
+    assert json.loads(result.output)["epsilon"] == pytest.approx(theirs, rel=1e-12)
+    table = invoke(
+        "privacy", "dpsgd", "--sample-rate", 0.004, "--noise-multiplier", 1.1,
+        "--steps", 2000, "--delta", 1e-5,
+    )  # fmt: skip
+    assert table.exit_code == 0
+    assert "data-independent" in table.output
+
+
+@pytest.mark.parametrize(
+    ("content", "flags", "message"),
+    [
+        (None, [], "does not exist"),
+        (np.array([1, 2, 3]), [], "expected (N queries"),
+        (np.array([[1.5, 2.0]]), [], "whole counts"),
+        (np.array([[-1, 2]]), [], "whole counts"),
+        (np.array([[1, 2]], dtype=object), [], "not a numeric .npy"),
+        (np.array([[5, 2]]), ["--sigma1", "100"], "both --sigma1 and --threshold"),
+        (np.array([[5, 2]]), ["--orders", "0.5,2"], "greater than 1"),
+        (np.array([[5, 2]]), ["--delta", "2"], "--delta"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_two(
+    tmp_path: Path, content: np.ndarray | None, flags: list[str], message: str
+) -> None:
+    path = tmp_path / "votes.npy"
+    if content is not None:
+        np.save(path, content, allow_pickle=True)
+    args = ["privacy", "pate", "--votes", path, "--sigma2", 40, *flags]
+    if "--delta" not in flags:
+        args += ["--delta", 1e-5]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert message in lines[0]
+    assert "Traceback" not in result.output

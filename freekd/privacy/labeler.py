@@ -1,0 +1,320 @@
+"""The noisy labeler: the only thing of a PATE ensemble the student side ever receives.
+
+A :class:`NoisyLabeler` turns queries into labels through one aggregation mechanism
+(:data:`MECHANISMS`: ``lnmax``, ``gnmax``, ``confident-gnmax``), accounts every answer, checks
+the budget **before** each query, and writes each answer to the :class:`~freekd.privacy.ledger.
+PrivacyLedger` before it returns it. The teachers stay behind the ``votes`` callable it is given;
+the labeler exposes labels and privacy figures, never votes, logits or weights.
+
+Noise is drawn per query from a generator seeded by (seed, query index), so an interrupted and
+resumed labelling run releases exactly the labels an uninterrupted one would, and a query that
+is already in the ledger is answered from the ledger without drawing (or spending) anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from freekd.errors import FreekdError
+from freekd.privacy import rdp as analysis
+from freekd.privacy.aggregation import (
+    ABSTAIN,
+    confident_gnmax_labels,
+    gnmax_labels,
+    lnmax_labels,
+)
+from freekd.privacy.budget import PrivacyBudget
+from freekd.privacy.ledger import PrivacyLedger
+from freekd.privacy.rdp import DEFAULT_ORDERS, FloatArray
+from freekd.privacy.report import DATA_DEPENDENT_UNSANITIZED, DATA_INDEPENDENT
+from freekd.registry import Registry
+
+
+class Mechanism:
+    """One aggregation rule with its two per-query RDP costs.
+
+    ``independent_cost`` is the data-independent worst case of one query (publishable);
+    ``dependent_cost`` the data-dependent cost at these votes (not publishable as is).
+    """
+
+    name: ClassVar[str]
+
+    def answer(self, votes: Tensor, rng: torch.Generator) -> Tensor:
+        """(N, K) votes → (N,) labels, :data:`ABSTAIN` where the mechanism declines."""
+        raise NotImplementedError
+
+    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        raise NotImplementedError
+
+    def dependent_cost(
+        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+    ) -> FloatArray:
+        raise NotImplementedError
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload,no-any-return]
+
+
+MECHANISMS: Registry[type[Mechanism]] = Registry("aggregation mechanism")
+
+
+@MECHANISMS.register("lnmax")
+@dataclass(frozen=True)
+class LNMax(Mechanism):
+    """LNMax (Papernot et al. 2017): Laplace noise of scale 1/γ; only data-independent costs."""
+
+    gamma: float
+    name: ClassVar[str] = "lnmax"
+
+    def answer(self, votes: Tensor, rng: torch.Generator) -> Tensor:
+        return lnmax_labels(votes, gamma=self.gamma, rng=rng)
+
+    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        return analysis.laplace_rdp(orders, gamma=self.gamma)
+
+    def dependent_cost(
+        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+    ) -> FloatArray:
+        return self.independent_cost(orders, answered=answered)
+
+
+@MECHANISMS.register("gnmax")
+@dataclass(frozen=True)
+class GNMax(Mechanism):
+    """GNMax (Papernot et al. 2018 §4.1), with the data-dependent Thm 6 cost."""
+
+    sigma: float
+    name: ClassVar[str] = "gnmax"
+
+    def answer(self, votes: Tensor, rng: torch.Generator) -> Tensor:
+        return gnmax_labels(votes, sigma=self.sigma, rng=rng)
+
+    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        return analysis.gnmax_rdp(orders, sigma=self.sigma)
+
+    def dependent_cost(
+        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+    ) -> FloatArray:
+        log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
+        return analysis.gnmax_data_dependent_rdp(log_q, orders, sigma=self.sigma)[0]
+
+
+@MECHANISMS.register("confident-gnmax")
+@dataclass(frozen=True)
+class ConfidentGNMax(Mechanism):
+    """Confident-GNMax (Papernot et al. 2018 Alg. 1): a noisy threshold check, then GNMax."""
+
+    sigma: float
+    sigma_threshold: float
+    threshold: float
+    name: ClassVar[str] = "confident-gnmax"
+
+    def answer(self, votes: Tensor, rng: torch.Generator) -> Tensor:
+        return confident_gnmax_labels(
+            votes,
+            threshold=self.threshold,
+            sigma_threshold=self.sigma_threshold,
+            sigma=self.sigma,
+            rng=rng,
+        )
+
+    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        cost = analysis.threshold_rdp(orders, sigma=self.sigma_threshold)
+        return cost + analysis.gnmax_rdp(orders, sigma=self.sigma) if answered else cost
+
+    def dependent_cost(
+        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+    ) -> FloatArray:
+        cost = analysis.threshold_data_dependent_rdp(
+            votes[None], orders, threshold=self.threshold, sigma=self.sigma_threshold
+        )[0]
+        if answered:
+            log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
+            cost = cost + analysis.gnmax_data_dependent_rdp(log_q, orders, sigma=self.sigma)[0]
+        return cost
+
+
+BUDGET_FIGURES = (DATA_INDEPENDENT, DATA_DEPENDENT_UNSANITIZED)
+
+
+@dataclass
+class LabelingResult:
+    """What one :meth:`NoisyLabeler.label` call released."""
+
+    labels: Tensor  # (N,) int64; ABSTAIN where declined or not reached
+    reached: int  # queries handled (answered or declined) before the budget stopped the call
+    stopped_by_budget: bool
+
+
+class NoisyLabeler:
+    """Queries → noisy labels through ``mechanism``, budgeted, accounted and ledgered.
+
+    Args:
+        votes: images (B, C, H, W) in [0, 1] → (B, K) integer vote counts of the ensemble.
+        mechanism: the aggregation rule.
+        budget: the (ε, δ) that no answer may push the ``budget_on`` figure past.
+        ledger: where every answer is recorded before release (an existing ledger resumes).
+        seed: seeds the per-query noise generators.
+        num_classes: K.
+        budget_on: which ε the budget limits: ``data-independent`` (publishable; the default)
+            or ``data-dependent-unsanitized`` (the PATE papers' practice; the resulting ε and
+            even the number of answers then depend on the private data).
+        orders: Rényi orders.
+    """
+
+    def __init__(
+        self,
+        votes: Callable[[Tensor], Tensor],
+        mechanism: Mechanism,
+        *,
+        budget: PrivacyBudget,
+        ledger: PrivacyLedger,
+        seed: int,
+        num_classes: int,
+        budget_on: str = DATA_INDEPENDENT,
+        orders: Sequence[float] = DEFAULT_ORDERS,
+    ) -> None:
+        if budget_on not in BUDGET_FIGURES:
+            raise FreekdError(f"budget_on must be one of {', '.join(BUDGET_FIGURES)}")
+        self._votes = votes
+        self.mechanism = mechanism
+        self.budget = budget
+        self.ledger = ledger
+        self.seed = seed
+        self.num_classes = num_classes
+        self.budget_on = budget_on
+        self.orders = np.asarray(tuple(orders), dtype=np.float64)
+        self._independent = np.zeros_like(self.orders)
+        self._dependent = np.zeros_like(self.orders)
+        self._released: dict[int, int] = {}
+        for entry in ledger:  # a resumed run: everything in the ledger is already spent
+            self._independent += mechanism.independent_cost(
+                self.orders, answered=entry["label"] != ABSTAIN
+            )
+            self._dependent += np.asarray(entry["rdp"], dtype=np.float64)
+            self._released[int(entry["query"])] = int(entry["label"])
+
+    @staticmethod
+    def ledger_header(
+        mechanism: Mechanism, budget: PrivacyBudget, *, seed: int, budget_on: str
+    ) -> dict[str, Any]:
+        return {
+            "mechanism": mechanism.name,
+            "parameters": mechanism.parameters(),
+            "budget": {"epsilon": budget.epsilon, "delta": budget.delta, "on": budget_on},
+            "seed": seed,
+        }
+
+    def _epsilon(self, curve: FloatArray) -> float:
+        return analysis.epsilon_from_rdp(curve, self.orders, delta=self.budget.delta)[0]
+
+    def _fits(self, independent: FloatArray, dependent: FloatArray) -> bool:
+        curve = independent if self.budget_on == DATA_INDEPENDENT else dependent
+        return self._epsilon(curve) <= self.budget.epsilon
+
+    def label(self, indices: Sequence[int], images: Tensor) -> LabelingResult:
+        """Label queries ``indices`` (global, unique, in order) with images (N, C, H, W).
+
+        Queries already in the ledger get their recorded labels (no new cost). New queries are
+        answered one at a time; before each, the cost of answering it is added to the budgeted
+        curve, and if that would exceed the budget, this and every later query stay unanswered
+        (:data:`ABSTAIN`) and ``stopped_by_budget`` is set.
+        """
+        if len(indices) != len(images):
+            raise FreekdError(f"{len(indices)} query indices for {len(images)} images")
+        labels = torch.full((len(indices),), ABSTAIN, dtype=torch.long)
+        new = [i for i, index in enumerate(indices) if int(index) not in self._released]
+        for i, index in enumerate(indices):
+            if int(index) in self._released:
+                labels[i] = self._released[int(index)]
+        votes = None
+        if new:
+            with torch.no_grad():
+                votes = self._votes(images[new]).detach().cpu().to(torch.int64)
+            if votes.shape != (len(new), self.num_classes):
+                raise FreekdError(
+                    f"the ensemble returned votes of shape {tuple(votes.shape)}, expected "
+                    f"({len(new)}, {self.num_classes})"
+                )
+        for row, i in enumerate(new):
+            assert votes is not None
+            counts = votes[row]
+            counts_np = counts.numpy().astype(np.float64)
+            # Worst case first: the budget must hold even if the check passes.
+            worst_independent = self._independent + self.mechanism.independent_cost(
+                self.orders, answered=True
+            )
+            worst_dependent = self._dependent + self.mechanism.dependent_cost(
+                counts_np, self.orders, answered=True
+            )
+            if not self._fits(worst_independent, worst_dependent):
+                return LabelingResult(labels, reached=i, stopped_by_budget=True)
+            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + int(indices[i]))
+            label = int(self.mechanism.answer(counts[None], rng)[0])
+            answered = label != ABSTAIN
+            dependent = self.mechanism.dependent_cost(counts_np, self.orders, answered=answered)
+            # On disk (fsynced) before the label leaves this object.
+            self.ledger.append(
+                {"query": int(indices[i]), "label": label, "rdp": [float(v) for v in dependent]}
+            )
+            self._independent += self.mechanism.independent_cost(self.orders, answered=answered)
+            self._dependent += dependent
+            self._released[int(indices[i])] = label
+            labels[i] = label
+        return LabelingResult(labels, reached=len(indices), stopped_by_budget=False)
+
+    @property
+    def answered(self) -> int:
+        return sum(label != ABSTAIN for label in self._released.values())
+
+    @property
+    def queries(self) -> int:
+        return len(self._released)
+
+    def privacy_report(self) -> dict[str, Any]:
+        """``report.json["privacy"]`` (DESIGN.md): mechanisms, curves, both ε, and their kinds."""
+        delta = self.budget.delta
+        independent, independent_order = analysis.epsilon_from_rdp(
+            self._independent, self.orders, delta=delta
+        )
+        dependent, dependent_order = analysis.epsilon_from_rdp(
+            self._dependent, self.orders, delta=delta
+        )
+        return {
+            "epsilon": independent if self.budget_on == DATA_INDEPENDENT else dependent,
+            "delta": delta,
+            "kind": self.budget_on,
+            "data_independent_epsilon": independent,
+            "data_dependent_epsilon": dependent,
+            "order": independent_order if self.budget_on == DATA_INDEPENDENT else dependent_order,
+            "budget": {"epsilon": self.budget.epsilon, "delta": delta, "on": self.budget_on},
+            "queries_answered": self.answered,
+            "queries": self.queries,
+            "mechanisms": [{"name": self.mechanism.name, **self.mechanism.parameters()}],
+            "orders": self.orders.tolist(),
+            "data_independent_rdp": self._independent.tolist(),
+            "data_dependent_rdp": self._dependent.tolist(),
+            "note": "data_dependent_epsilon depends on the private votes and is not private to "
+            "publish without a smooth-sensitivity release",
+        }
+
+
+def mechanism_from_name(name: str, **parameters: float | None) -> Mechanism:
+    """Build a registered mechanism, refusing missing or non-positive parameters by name."""
+    cls = MECHANISMS.get(name)
+    fields = [f for f in cls.__dataclass_fields__ if f != "name"]  # type: ignore[attr-defined]
+    missing = [f for f in fields if parameters.get(f) is None]
+    if missing:
+        raise FreekdError(f"--aggregator {name} needs {', '.join(missing)}")
+    values = {f: float(parameters[f]) for f in fields}  # type: ignore[arg-type]
+    for key, value in values.items():
+        if key != "threshold" and not (value > 0 and math.isfinite(value)):
+            raise FreekdError(f"{name}: {key} must be a positive number, got {value}")
+    return cls(**values)

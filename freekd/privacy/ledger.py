@@ -1,0 +1,109 @@
+"""The privacy ledger: an append-only record of every released answer, on disk before release.
+
+One JSON object per line. The first line is the header: the mechanism, its parameters and the
+budget, which a resumed run must match exactly (a ledger continues only the mechanism it
+started with). Every later line is one answered-or-declined query with its label and its
+data-dependent RDP cost; :meth:`PrivacyLedger.append` writes it, flushes it and ``fsync``\\ s it
+before returning, and callers release the label only after that. So:
+
+* a crash after the ``fsync`` loses no spent query: the resumed run reads the line and hands out
+  the recorded label again instead of drawing new noise (nothing is spent twice);
+* a crash during the write leaves at most a torn last line, whose label was never released:
+  it is dropped on reopening, and that query is answered afresh;
+* nothing ever rewrites or shortens a complete line (the file is only opened for appending).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from freekd.errors import FreekdError
+
+FORMAT = "freekd-privacy-ledger/1"
+
+
+class PrivacyLedger:
+    """Append-only JSON-lines ledger at ``path`` (created with ``header`` when missing).
+
+    Args:
+        path: the ledger file.
+        header: mechanism, parameters and budget; written as the first line of a new ledger and
+            compared with the first line of an existing one.
+
+    Raises:
+        FreekdError: the file is not a ledger, or it belongs to another mechanism.
+    """
+
+    def __init__(self, path: Path, *, header: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = {"format": FORMAT, **header}
+        self.entries: list[dict[str, Any]] = []
+        if self.path.exists():
+            self._read()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_line(self.header, mode="x")
+
+    def _read(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]  # a complete line ends with "\n"
+        if not complete:
+            raise FreekdError(
+                f"{self.path} is not a freekd privacy ledger (no header line); never delete or "
+                "edit a ledger, and give a fresh --out for a new run"
+            )
+        try:
+            header = json.loads(complete[0])
+            entries = [json.loads(line) for line in complete[1:]]
+        except json.JSONDecodeError as error:
+            raise FreekdError(
+                f"{self.path} has a corrupt line ({error}); a ledger is never edited by hand, "
+                "restore it from a backup"
+            ) from None
+        if header != self.header:
+            changed = sorted(
+                key
+                for key in set(header) | set(self.header)
+                if header.get(key) != self.header.get(key)
+            )
+            raise FreekdError(
+                f"{self.path} was written by another mechanism or budget ({', '.join(changed)} "
+                "differ); resume with the original settings or start a new --out"
+            )
+        if torn:
+            # Written but never fsynced, so never released: drop it, answer that query again.
+            with self.path.open("r+b") as handle:
+                handle.truncate(len(raw) - len(torn))
+                handle.flush()
+                os.fsync(handle.fileno())
+        self.entries = entries
+
+    def _write_line(self, record: Mapping[str, Any], *, mode: str = "a") -> None:
+        line = json.dumps(record, separators=(",", ":")) + "\n"
+        with self.path.open(mode, encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mode == "x":  # the new file's directory entry must survive a crash too
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+    def append(self, entry: Mapping[str, Any]) -> None:
+        """Record one query durably; only after this returns may its label be released."""
+        record = dict(entry)
+        self._write_line(record)
+        self.entries.append(record)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.entries)

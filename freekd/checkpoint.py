@@ -23,21 +23,33 @@ import torch
 from freekd import __version__
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
-from freekd.models import ImageClassifier, build_model, check_model
+from freekd.models import ImageClassifier, build_model, check_model, replace_batchnorm
 
 FORMAT = "freekd/1"
 REQUIRED_KEYS = ("format", "arch", "arch_kwargs", "num_classes", "input", "state_dict")
 
 
-def checkpoint_dict(model: ImageClassifier, *, config: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint mapping for ``model`` with the run's resolved ``config`` embedded."""
+def checkpoint_dict(
+    model: ImageClassifier, *, config: dict[str, Any], privacy: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint mapping for ``model`` with the run's resolved ``config`` embedded.
+
+    ``privacy`` is the training run's privacy record (a DP-SGD teacher's (ε, δ) and mechanism):
+    every model distilled from this one alone inherits it as post-processing.
+    """
     metadata = model.metadata()
     # Keys are saved as the bare network's, even when ``net`` is wrapped (DDP, torch.compile).
     state_dict = {
         _strip_prefixes(key): value.detach().cpu().clone()
         for key, value in model.net.state_dict().items()
     }
+    extra: dict[str, Any] = {}
+    if "batchnorm_replacement" in metadata:
+        extra["batchnorm_replacement"] = metadata["batchnorm_replacement"]
+    if privacy is not None:
+        extra["privacy"] = privacy
     return {
+        **extra,
         "format": FORMAT,
         "arch": metadata["arch"],
         "arch_kwargs": metadata["arch_kwargs"],
@@ -49,9 +61,15 @@ def checkpoint_dict(model: ImageClassifier, *, config: dict[str, Any]) -> dict[s
     }
 
 
-def save_checkpoint(path: Path, model: ImageClassifier, *, config: dict[str, Any]) -> None:
+def save_checkpoint(
+    path: Path,
+    model: ImageClassifier,
+    *,
+    config: dict[str, Any],
+    privacy: dict[str, Any] | None = None,
+) -> None:
     """Atomically write ``model`` as a freekd checkpoint."""
-    data = checkpoint_dict(model, config=config)
+    data = checkpoint_dict(model, config=config, privacy=privacy)
     atomic_write(Path(path), lambda stream: torch.save(data, stream))
 
 
@@ -147,6 +165,9 @@ def model_from_checkpoint(data: dict[str, Any], *, source: str = "checkpoint") -
         input_shape=shape,  # type: ignore[arg-type]
         arch_kwargs=dict(data["arch_kwargs"]),
     )
+    replacement = data.get("batchnorm_replacement")
+    if replacement is not None:
+        net = replace_batchnorm(net, str(replacement))
     load_state_dict_checked(net, data["state_dict"], arch=data["arch"], source=source)
     model = ImageClassifier(
         net,
@@ -156,6 +177,7 @@ def model_from_checkpoint(data: dict[str, Any], *, source: str = "checkpoint") -
         input_shape=shape,  # type: ignore[arg-type]
         mean=list(data["input"]["mean"]),
         std=list(data["input"]["std"]),
+        batchnorm_replacement=None if replacement is None else str(replacement),
     )
     return model.eval()
 
@@ -200,7 +222,7 @@ def _few(items: list[str], limit: int = 3) -> str:
 
 
 def _strip_prefixes(key: str) -> str:
-    for prefix in ("module.", "_orig_mod."):
+    for prefix in ("module.", "_orig_mod.", "_module."):  # DDP, torch.compile, Opacus
         while key.startswith(prefix):
             key = key[len(prefix) :]
     return key

@@ -306,8 +306,33 @@ def teacher_train(
     overwrite: OverwriteOption = False,
     resume: ResumeOption = False,
     quiet: QuietOption = False,
+    dp: Annotated[
+        bool, typer.Option("--dp", help="Train with DP-SGD (Opacus): (ε, δ) goes into model.pt.")
+    ] = False,
+    epsilon: Annotated[
+        float | None, typer.Option("--epsilon", help="With --dp: target ε of the whole run.")
+    ] = None,
+    delta: Annotated[
+        float | None, typer.Option("--delta", help="With --dp: δ (default 1e-5).")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option("--max-grad-norm", help="With --dp: per-example gradient clipping norm C."),
+    ] = None,
 ) -> None:
-    """Train a teacher classifier with supervised learning (writes OUT/model.pt)."""
+    """Train a teacher classifier with supervised learning (writes OUT/model.pt).
+
+    With --dp, DP-SGD through Opacus: Poisson batches, per-example clipping to --max-grad-norm,
+    Gaussian noise chosen to meet --epsilon at --delta, BatchNorm replaced by GroupNorm.
+    """
+    if not dp and any(v is not None for v in (epsilon, delta, max_grad_norm)):
+        raise _fail("--epsilon, --delta and --max-grad-norm go with --dp")
+    dp_values = {
+        "enabled": True if dp else None,
+        "epsilon": epsilon,
+        "delta": delta,
+        "max_grad_norm": max_grad_norm,
+    }
     values = {
         "dataset": dataset,
         "arch": arch,
@@ -317,6 +342,7 @@ def teacher_train(
         "data_root": data_root,
         "download": True if download else None,
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
+        **{f"dp.{key}": value for key, value in dp_values.items()},
     }
     cfg = load_config(
         TeacherTrainConfig,
@@ -330,15 +356,24 @@ def teacher_train(
     report = run_teacher_train(
         cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
     )
-    _print_table(
-        f"teacher {cfg.arch} on {report['dataset']}",
-        [
-            ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
-            ("parameters", f"{report['parameters']:,}"),
-            ("time", _minutes(report)),
-            ("model", str(out / "model.pt")),
-        ],
-    )
+    rows = [
+        ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
+        ("parameters", f"{report['parameters']:,}"),
+        ("time", _minutes(report)),
+        ("model", str(out / "model.pt")),
+    ]
+    if "privacy" in report:
+        privacy = report["privacy"]
+        mechanism = privacy["mechanisms"][0]
+        rows.insert(
+            1,
+            (
+                "privacy (DP-SGD)",
+                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}; noise multiplier "
+                f"{mechanism['noise_multiplier']:.3g}, clipping {mechanism['max_grad_norm']:g}",
+            ),
+        )
+    _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
 
 
 @app.command()
@@ -482,6 +517,17 @@ def info(
         typer.echo(json.dumps(details, indent=2))
         return
     shape = "x".join(map(str, details["input"]["shape"]))
+    privacy = details["privacy"]
+    rows = [
+        (
+            "privacy",
+            f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']})"
+            if privacy
+            else "none (no differential-privacy record)",
+        )
+    ]
+    if details["batchnorm_replacement"]:
+        rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
     _print_table(
         str(path),
         [
@@ -492,6 +538,7 @@ def info(
             ("parameters", f"{details['parameters']:,}"),
             ("freekd version", str(details["freekd_version"])),
             ("trained on", str(details["config"].get("dataset", "?"))),
+            *rows,
         ],
     )
 
@@ -702,6 +749,11 @@ def datafree(
                 f"{len(collapse['events'])} event(s), "
                 f"{collapse['recoveries']} re-initialization(s), {status}",
             )
+        )
+    privacy = report["privacy"]
+    if privacy["private"]:
+        rows.append(
+            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}, inherited")
         )
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)

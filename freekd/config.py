@@ -105,6 +105,31 @@ class TeacherSourceConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    """DP-SGD for ``freekd teacher train --dp`` (Abadi et al. 2016, arXiv:1607.00133, Alg. 1).
+
+    Per-example gradients are clipped to ``max_grad_norm`` and Gaussian noise of standard
+    deviation ``noise_multiplier · max_grad_norm`` is added to their sum (Opacus'
+    ``DPOptimizer``); batches are Poisson samples at rate ``batch_size / N``. The privacy cost
+    is Opacus' RDP analysis of the sampled Gaussian mechanism, converted to (ε, δ).
+
+    Attributes:
+        enabled: train with DP-SGD.
+        epsilon: target ε for the whole run; the noise multiplier is chosen to meet it
+            (Opacus' ``get_noise_multiplier``) unless ``noise_multiplier`` is given.
+        delta: δ of the guarantee (below 1/N: 1e-5 for 60,000 images).
+        max_grad_norm: per-example clipping norm C.
+        noise_multiplier: σ/C; overrides ``epsilon`` when given.
+    """
+
+    enabled: bool = False
+    epsilon: float | None = None
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    noise_multiplier: float | None = None
+
+
+@dataclass(frozen=True)
 class TeacherTrainConfig:
     """``freekd teacher train``: supervised training of a classifier.
 
@@ -120,6 +145,7 @@ class TeacherTrainConfig:
         label_smoothing: cross-entropy label smoothing.
         seed: seed for weights, data order, augmentation and noise.
         trainer: the training loop's settings.
+        dp: DP-SGD settings (``--dp``); BatchNorm layers are replaced by GroupNorm.
     """
 
     dataset: str = "mnist"
@@ -133,6 +159,7 @@ class TeacherTrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
 
 
 @dataclass(frozen=True)

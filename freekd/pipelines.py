@@ -54,6 +54,7 @@ from freekd.train import (
     Evaluate,
     LoaderSource,
     LogMetrics,
+    PoissonSource,
     Progress,
     Trainer,
     TrainState,
@@ -238,6 +239,8 @@ def _run_loop(
     extras: dict[str, Stateful] | None = None,
     extra_callbacks: tuple[Callback, ...] = (),
     extra_metrics: Callable[[], dict[str, float]] | None = None,
+    wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
+    privacy: Callable[[TrainState], dict[str, Any]] | None = None,
 ) -> _TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
 
@@ -245,6 +248,8 @@ def _run_loop(
     ``--resume`` (before anything is written), saved as ``config.yaml`` and inside every checkpoint.
     ``extras`` are saved in, and restored from, the resume checkpoint (e.g. a synthesizer).
     ``extra_metrics`` adds named values to every step line of ``metrics.jsonl``.
+    ``wrap_optimizer`` wraps the optimizer (Opacus' DPOptimizer for DP-SGD); ``privacy`` gives the
+    run's privacy record from the final state, saved inside ``model.pt``.
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
@@ -252,6 +257,8 @@ def _run_loop(
     out = options.out_dir
     main = dist.is_main
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
+    if wrap_optimizer is not None:
+        optimizer = wrap_optimizer(optimizer)
     callbacks: list[Callback] = []
     if eval_set is not None:
         callbacks.append(Evaluate(eval_set, every=trainer_config.eval_every))
@@ -286,7 +293,8 @@ def _run_loop(
     if main:
         student_module = trainer.unwrapped("student")
         assert isinstance(student_module, ImageClassifier)
-        save_checkpoint(out / "model.pt", student_module, config=resolved)
+        record = None if privacy is None else privacy(state)
+        save_checkpoint(out / "model.pt", student_module, config=resolved, privacy=record)
         _plot_curves(out)
     return _TrainResult(state=state, wall_seconds=wall, cpu_seconds=cpu, device=device)
 
@@ -405,7 +413,12 @@ def _build_student(
 
 
 def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[str, Any]:
-    """``freekd teacher train``: supervised training; returns (and writes) ``report.json``."""
+    """``freekd teacher train``: supervised training; returns (and writes) ``report.json``.
+
+    With ``config.dp.enabled`` the teacher is trained with DP-SGD through Opacus (Poisson
+    batches, per-example clipping, Gaussian noise; BatchNorm replaced by GroupNorm), and its
+    (ε, δ) goes into ``report.json["privacy"]`` and into ``model.pt``.
+    """
     train_set = _load_split(
         config.dataset, default_split="train", root=config.data_root, download=config.download
     )
@@ -417,7 +430,10 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     )
     check_input_shape(eval_set, train_set.input_shape, who=f"a model trained on {train_set.name}")
     resolve_augmentation(config.trainer.augment, train_set.input_shape)
+    dp = _DPSetup.plan(config, len(train_set)) if config.dp.enabled else None
     dist, device = _setup(config.seed, config.trainer, options)
+    if dp is not None and dist.enabled:
+        raise FreekdError("--dp runs in one process; start it without torchrun")
     model = _build_student(
         config.arch,
         dict(config.arch_kwargs),
@@ -426,17 +442,31 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         mean=config.mean,
         std=config.std,
     )
+    source: BatchSource
+    if dp is None:
+        source = _loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
+    else:
+        model = dp.prepare(model)
+        augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
+        source = PoissonSource(
+            train_set,
+            sample_rate=dp.sample_rate,
+            seed=config.seed,
+            augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        )
     method = Supervised(model, label_smoothing=config.label_smoothing)
     result = _run_loop(
         method,
-        _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
+        source,
         eval_set=eval_set,
         trainer_config=config.trainer,
         config=config,
         options=options,
         device=device,
         dist=dist,
-        description=f"teacher {config.arch}",
+        description=f"teacher {config.arch}" + (" (DP-SGD)" if dp else ""),
+        wrap_optimizer=None if dp is None else dp.wrap_optimizer,
+        privacy=None if dp is None else dp.record,
     )
     report = {
         "command": "teacher train",
@@ -448,8 +478,122 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         "eval_dataset": eval_set.name,
         **_common_report(config, result),
     }
+    if dp is not None:
+        report["privacy"] = dp.record(result.state)
     _finish(report, options, dist)
     return report
+
+
+@dataclass
+class _DPSetup:
+    """DP-SGD wiring for a teacher run: noise level, model preparation, optimizer, record."""
+
+    sample_rate: float
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    target_epsilon: float | None
+    expected_batch_size: int
+    seed: int
+
+    @classmethod
+    def plan(cls, config: TeacherTrainConfig, train_size: int) -> _DPSetup:
+        dp, trainer = config.dp, config.trainer
+        if dp.epsilon is None and dp.noise_multiplier is None:
+            raise FreekdError("--dp needs a target --epsilon (or dp.noise_multiplier)")
+        if dp.epsilon is not None and not dp.epsilon > 0:
+            raise FreekdError(f"--epsilon must be positive, got {dp.epsilon}")
+        if not 0 < dp.delta < 1:
+            raise FreekdError(f"--delta must lie in (0, 1), got {dp.delta}")
+        if dp.delta >= 1 / train_size:
+            logger.warning(
+                "δ = %g is not below 1/N = %g: the guarantee allows leaking a whole record",
+                dp.delta,
+                1 / train_size,
+            )
+        if not dp.max_grad_norm > 0:
+            raise FreekdError(f"--max-grad-norm must be positive, got {dp.max_grad_norm}")
+        if trainer.max_grad_norm is not None:
+            raise FreekdError(
+                "trainer.max_grad_norm clips the batch gradient; with --dp use --max-grad-norm, "
+                "which clips every example's gradient"
+            )
+        if trainer.batch_size > train_size:
+            raise FreekdError(
+                f"--batch-size {trainer.batch_size} exceeds the {train_size} training images"
+            )
+        sample_rate = trainer.batch_size / train_size
+        steps = trainer.epochs * max(1, round(1 / sample_rate))
+        noise = dp.noise_multiplier
+        if noise is None:
+            from freekd.privacy.rdp import dpsgd_noise_multiplier
+
+            assert dp.epsilon is not None
+            try:
+                noise = dpsgd_noise_multiplier(
+                    epsilon=dp.epsilon, delta=dp.delta, sample_rate=sample_rate, steps=steps
+                )
+            except ValueError as error:
+                raise FreekdError(f"{error}; raise --epsilon or train fewer epochs") from None
+        elif not noise > 0:
+            raise FreekdError(f"dp.noise_multiplier must be positive, got {noise}")
+        return cls(
+            sample_rate=sample_rate,
+            noise_multiplier=noise,
+            max_grad_norm=dp.max_grad_norm,
+            delta=dp.delta,
+            target_epsilon=dp.epsilon,
+            expected_batch_size=trainer.batch_size,
+            seed=config.seed,
+        )
+
+    def prepare(self, model: ImageClassifier) -> ImageClassifier:
+        """Replace BatchNorm, then let Opacus record per-example gradients of the network."""
+        from opacus import GradSampleModule
+
+        from freekd.models import replace_batchnorm
+
+        private = ImageClassifier(
+            replace_batchnorm(model.net),
+            arch=model.arch,
+            arch_kwargs=model.arch_kwargs,
+            num_classes=model.num_classes,
+            input_shape=model.input_shape,
+            mean=model.mean_values,
+            std=model.std_values,
+            batchnorm_replacement="groupnorm",
+        )
+        private.net = GradSampleModule(private.net)  # type: ignore[assignment]
+        return private
+
+    def wrap_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        from opacus.optimizers import DPOptimizer
+
+        return DPOptimizer(  # type: ignore[no-any-return]
+            optimizer,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=self.max_grad_norm,
+            expected_batch_size=self.expected_batch_size,
+            loss_reduction="mean",
+            generator=torch.Generator().manual_seed(self.seed + 1),
+        )
+
+    def record(self, state: TrainState) -> dict[str, Any]:
+        """The privacy record of the steps taken so far (Opacus' RDP analysis)."""
+        from freekd.privacy.report import dpsgd_privacy
+
+        record = dpsgd_privacy(
+            sample_rate=self.sample_rate,
+            noise_multiplier=self.noise_multiplier,
+            steps=state.step,
+            delta=self.delta,
+        )
+        record["mechanisms"][0]["max_grad_norm"] = self.max_grad_norm
+        record["target_epsilon"] = self.target_epsilon
+        record["note"] = (
+            "DP-SGD through Opacus; research-grade noise (torch.Generator, not secure_mode)"
+        )
+        return record
 
 
 def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
@@ -581,6 +725,8 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "parameters": parameters,
         "freekd_version": data.get("freekd_version"),
         "config": data.get("config", {}),
+        "batchnorm_replacement": data.get("batchnorm_replacement"),
+        "privacy": data.get("privacy"),
     }
 
 
@@ -639,6 +785,36 @@ def _default_student(teacher: Teacher, requested: str | None) -> str:
         f"no default student for a teacher of architecture {arch or 'unknown'}; pass --student "
         f"NAME (defaults exist for freekd families, e.g. {known})"
     )
+
+
+def _inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict[str, Any]:
+    """What a data-free student may claim: its teacher's DP guarantee, as post-processing."""
+    record = teacher.metadata.get("privacy")
+    if record is None:
+        return {
+            "private": False,
+            "note": "the teacher carries no differential-privacy record; a student distilled "
+            "from it is not private with respect to the teacher's training data",
+        }
+    if proxy_set is not None:
+        note = (
+            f"post-processing of the teacher's guarantee with respect to its training data; "
+            f"{proxy_set.name} was used as is and is not covered"
+        )
+    else:
+        note = (
+            "post-processing: the student was distilled from this DP teacher alone (synthetic "
+            "inputs only), so it inherits the teacher's (ε, δ)"
+        )
+    return {
+        "private": True,
+        "epsilon": record.get("epsilon"),
+        "delta": record.get("delta"),
+        "kind": record.get("kind"),
+        "inherited_from": teacher.metadata.get("path"),
+        "mechanisms": record.get("mechanisms"),
+        "note": note,
+    }
 
 
 def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher) -> None:
@@ -781,6 +957,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         "student_method": {"name": method_config.name, "params": dict(method_config.params)},
         "stopped_by_budget": budget.reason,
         "eval_dataset": eval_set.name if eval_set is not None else None,
+        "privacy": _inherited_privacy(teacher, proxy_set),
         **_common_report(config, result),
     }
     if synthetic is None:

@@ -8,7 +8,7 @@ model takes [0, 1] images.
 from __future__ import annotations
 
 from freekd.models import lenet, resnet_cifar, small, wrn  # noqa: F401  (register architectures)
-from freekd.models.build import build_model, check_model, count_parameters
+from freekd.models.build import build_model, check_model, count_parameters, replace_batchnorm
 from freekd.models.classifier import ImageClassifier
 from freekd.models.factory import MODELS, SMALLER_STUDENT, ModelFactory
 
@@ -20,4 +20,5 @@ __all__ = [
     "build_model",
     "check_model",
     "count_parameters",
+    "replace_batchnorm",
 ]

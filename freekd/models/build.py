@@ -294,3 +294,40 @@ def validate_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+#: How a network's BatchNorm layers were replaced (checkpoints record it to rebuild the network).
+BATCHNORM_REPLACEMENTS = ("groupnorm",)
+
+
+def replace_batchnorm(net: nn.Module, replacement: str = "groupnorm") -> nn.Module:
+    """``net`` with every BatchNorm replaced as Opacus requires for DP-SGD.
+
+    BatchNorm mixes the examples of a batch, so per-example gradients (and DP-SGD's per-example
+    clipping) are undefined for it. Opacus' ``ModuleValidator.fix`` swaps each
+    ``BatchNorm(C)`` for ``GroupNorm(min(32, C), C)``, deterministically, so a checkpoint that
+    records the replacement can rebuild the same network. In-place activations are made
+    out-of-place (Opacus' gradient hooks forbid in-place writes to their outputs).
+
+    Raises:
+        FreekdError: an unknown replacement, or a network Opacus still cannot train privately.
+    """
+    if replacement not in BATCHNORM_REPLACEMENTS:
+        raise FreekdError(
+            f"unknown BatchNorm replacement {replacement!r}; "
+            f"known: {', '.join(BATCHNORM_REPLACEMENTS)}"
+        )
+    from opacus.validators import ModuleValidator
+
+    fixed = ModuleValidator.fix(net)
+    # Opacus' backward hooks return views that an in-place activation would overwrite; the
+    # out-of-place activation computes the same values (and changes no weight).
+    for module in fixed.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False
+    problems = ModuleValidator.validate(fixed, strict=False)
+    if problems:
+        raise FreekdError(
+            f"this architecture cannot be trained with DP-SGD: {problems[0]}; pick another --arch"
+        )
+    return fixed  # type: ignore[no-any-return]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.models.build import build_model, validate_input_shape
+from freekd.models.build import build_model, replace_batchnorm, validate_input_shape
 
 
 class ImageClassifier(nn.Module):
@@ -36,6 +36,8 @@ class ImageClassifier(nn.Module):
         input_shape: (C, H, W) of the data images.
         mean: per-channel mean of the data, length 1 (broadcast to C) or C.
         std: per-channel standard deviation, length 1 or C, all positive.
+        batchnorm_replacement: ``"groupnorm"`` when ``net``'s BatchNorm layers were replaced
+            for DP-SGD (``models.build.replace_batchnorm``); recorded so the network rebuilds.
 
     Attributes:
         expected_channels: input channels C' of ``net``: the first ``nn.Conv2d``'s
@@ -58,9 +60,11 @@ class ImageClassifier(nn.Module):
         input_shape: tuple[int, int, int],
         mean: Sequence[float],
         std: Sequence[float],
+        batchnorm_replacement: str | None = None,
     ) -> None:
         super().__init__()
         shape = validate_input_shape(input_shape)
+        self.batchnorm_replacement = batchnorm_replacement
         channels = shape[0]
         self.net = net
         self.arch = arch
@@ -102,9 +106,14 @@ class ImageClassifier(nn.Module):
 
         Returns:
             ``{"arch", "arch_kwargs", "num_classes", "input": {"shape", "mean", "std"}}`` with
-            ``mean``/``std`` broadcast to one value per channel.
+            ``mean``/``std`` broadcast to one value per channel, plus ``batchnorm_replacement``
+            when the network's BatchNorm layers were replaced.
         """
+        extra = {}
+        if self.batchnorm_replacement is not None:
+            extra["batchnorm_replacement"] = self.batchnorm_replacement
         return {
+            **extra,
             "arch": self.arch,
             "arch_kwargs": _plain_value(self.arch_kwargs, "arch_kwargs"),
             "num_classes": self.num_classes,
@@ -137,6 +146,9 @@ class ImageClassifier(nn.Module):
         net = build_model(
             arch, num_classes=num_classes, input_shape=input_shape, arch_kwargs=arch_kwargs
         )
+        replacement = metadata.get("batchnorm_replacement")
+        if replacement is not None:
+            net = replace_batchnorm(net, replacement)
         return cls(
             net,
             arch=arch,
@@ -145,6 +157,7 @@ class ImageClassifier(nn.Module):
             input_shape=input_shape,
             mean=mean,
             std=std,
+            batchnorm_replacement=replacement,
         )
 
 

@@ -149,7 +149,9 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig) -> Teacher:
         return _foreign_teacher(data, path, source, kind="a pickled nn.Module")
     if is_freekd_checkpoint(data):
         model = model_from_checkpoint(data, source=str(path))
-        return _teacher_from_classifier(model, description="freekd checkpoint", path=path)
+        return _teacher_from_classifier(
+            model, description="freekd checkpoint", path=path, privacy=data.get("privacy")
+        )
     state_dict = _find_state_dict(data)
     if state_dict is None:
         raise FreekdError(f"teacher file {path} holds {type(data).__name__}; {EXPECTED}")
@@ -212,12 +214,21 @@ def _guess_num_classes(state_dict: dict[str, Tensor]) -> int | None:
     return None
 
 
-def _teacher_from_classifier(model: ImageClassifier, *, description: str, path: Path) -> Teacher:
+def _teacher_from_classifier(
+    model: ImageClassifier,
+    *,
+    description: str,
+    path: Path,
+    privacy: dict[str, Any] | None = None,
+) -> Teacher:
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
+    metadata: dict[str, Any] = {**model.metadata(), "path": str(path)}
+    if privacy is not None:  # a DP-SGD teacher's record: its students inherit it
+        metadata["privacy"] = privacy
     return Teacher(
         model,
         num_classes=model.num_classes,
         input_shape=model.input_shape,
         description=description,
-        metadata={**model.metadata(), "path": str(path)},
+        metadata=metadata,
     )

@@ -4,7 +4,7 @@ from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress
 from freekd.train.distributed import DistInfo, init_distributed, resolve_device
 from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
-from freekd.train.sources import LoaderSource
+from freekd.train.sources import LoaderSource, PoissonSource
 from freekd.train.trainer import BatchSource, Callback, Trainer, TrainState
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "DistInfo",
     "Evaluate",
     "LoaderSource",
+    "PoissonSource",
     "LogMetrics",
     "Progress",
     "TrainState",

@@ -22,6 +22,16 @@ Augment = Callable[..., Tensor]
 logger = logging.getLogger(__name__)
 
 
+def seeded_generator(seed: int, *keys: int) -> torch.Generator:
+    """A generator seeded by a fixed mixing of (seed, *keys) into one 63-bit seed."""
+    generator = torch.Generator()
+    value = seed
+    for key in keys:
+        value = (value * 1_000_003 + key + 1) % (2**63 - 1)
+    generator.manual_seed(value)
+    return generator
+
+
 class LoaderSource:
     """Shuffled mini-batches of an in-memory dataset, resumable mid-epoch and shardable.
 
@@ -82,13 +92,7 @@ class LoaderSource:
         return min(full_pass, self.max_steps_per_epoch or full_pass)
 
     def _generator(self, *keys: int) -> torch.Generator:
-        generator = torch.Generator()
-        # A fixed mixing of (seed, epoch, batch) into one 63-bit seed.
-        value = self.seed
-        for key in keys:
-            value = (value * 1_000_003 + key + 1) % (2**63 - 1)
-        generator.manual_seed(value)
-        return generator
+        return seeded_generator(self.seed, *keys)
 
     def batches(self, state: TrainState) -> Iterator[Batch]:
         order = torch.randperm(len(self.dataset), generator=self._generator(state.epoch))
@@ -106,6 +110,57 @@ class LoaderSource:
                 images = self.augment(batch.images, rng=self._generator(state.epoch, index))[mine]
                 batch = Batch(images, None if batch.labels is None else batch.labels[mine])
             yield Batch(images, batch.labels if self.labelled else None)
+
+
+class PoissonSource:
+    """Poisson-sampled batches for DP-SGD: each image joins each batch independently.
+
+    Every step includes each of the N images with probability ``sample_rate`` (so batches
+    vary in size around ``sample_rate · N``); this is the sampling under which Opacus' RDP
+    analysis of DP-SGD holds (Mironov, Talwar & Zhang 2019, arXiv:1908.10530). An epoch is
+    ``round(1 / sample_rate)`` steps. Step ``i`` of epoch ``e`` draws from a generator seeded
+    with ``(seed, e, i)``, so a resumed run sees the batches an uninterrupted one would.
+
+    Args:
+        dataset: the images and labels.
+        sample_rate: inclusion probability q per image and step.
+        seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        sample_rate: float,
+        seed: int,
+        augment: Augment | None = None,
+    ) -> None:
+        if not 0 < sample_rate <= 1:
+            raise FreekdError(f"the sample rate must lie in (0, 1], got {sample_rate}")
+        self.dataset = dataset
+        self.sample_rate = sample_rate
+        self.seed = seed
+        self.augment = augment
+
+    def steps_per_epoch(self) -> int:
+        return max(1, round(1 / self.sample_rate))
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        for index in range(state.step_in_epoch, self.steps_per_epoch()):
+            rng = seeded_generator(self.seed, state.epoch, index)
+            chosen = torch.rand(len(self.dataset), generator=rng) < self.sample_rate
+            indices = chosen.nonzero().flatten()
+            if len(indices) == 0:
+                # Probability (1 − q)^N. DP-SGD must still add noise on such a step, and
+                # substituting an image would break the sampling the accounting assumes.
+                raise FreekdError(
+                    f"a Poisson batch came out empty (probability (1 − {self.sample_rate:g})^"
+                    f"{len(self.dataset)}); raise --batch-size"
+                )
+            batch = self.dataset.batch(indices)
+            images = batch.images if self.augment is None else self.augment(batch.images, rng=rng)
+            yield Batch(images, batch.labels)
 
 
 class SyntheticSource:

@@ -105,3 +105,22 @@ def test_bad_input_is_one_line_and_exit_two(
     assert len(lines) == 1, result.output
     assert message in lines[0]
     assert "Traceback" not in result.output
+
+
+def test_teacher_train_dp_flags(tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    result = invoke(
+        "teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn", "--epochs", 1,
+        "--batch-size", 128, "--dp", "--epsilon", 5, "--delta", 1e-5, "--max-grad-norm", 2,
+        "--out", out, "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "privacy (DP-SGD)" in result.output
+    privacy = json.loads((out / "report.json").read_text())["privacy"]
+    assert privacy["epsilon"] <= 5
+    assert privacy["mechanisms"][0]["max_grad_norm"] == 2
+    info = invoke("info", out / "model.pt")
+    assert "replaced by groupnorm" in info.output
+    lonely = invoke("teacher", "train", "--dataset", "digits", "--epsilon", 5, "--out", out)
+    assert lonely.exit_code == 2
+    assert "go with --dp" in lonely.output

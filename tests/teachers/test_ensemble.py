@@ -7,7 +7,7 @@ import torch
 
 from freekd.errors import FreekdError
 from freekd.models import ImageClassifier, build_model
-from freekd.teachers.ensemble import TeacherEnsemble
+from freekd.teachers.ensemble import StackedTeacherEnsemble, TeacherEnsemble
 
 
 def member(arch: str = "lenet5-half", seed: int = 0) -> ImageClassifier:
@@ -24,9 +24,10 @@ def member(arch: str = "lenet5-half", seed: int = 0) -> ImageClassifier:
     )
 
 
-def test_forward_votes_gradients_and_members_match_the_loop() -> None:
+@pytest.mark.parametrize("kind", [TeacherEnsemble, StackedTeacherEnsemble])
+def test_forward_votes_gradients_and_members_match_the_loop(kind: type) -> None:
     members = [member(seed=k) for k in range(4)]
-    ensemble = TeacherEnsemble(members)
+    ensemble = kind([member(seed=k) for k in range(4)])
     images = torch.rand((4, 6, 1, 28, 28), generator=torch.Generator().manual_seed(0))
     loop = torch.stack([m(images[k]) for k, m in enumerate(members)])
     torch.testing.assert_close(ensemble(images), loop, rtol=1e-5, atol=1e-5)
@@ -41,23 +42,28 @@ def test_forward_votes_gradients_and_members_match_the_loop() -> None:
     ensemble(images).logsumexp(dim=-1).sum().backward()
     name, parameter = next(iter(members[2].named_parameters()))
     members[2](images[2]).logsumexp(dim=-1).sum().backward()
-    stacked = ensemble.stacked[name.replace(".", "__")]
-    assert stacked.grad is not None
+    if isinstance(ensemble, StackedTeacherEnsemble):
+        own = ensemble.stacked[name.replace(".", "__")].grad
+        assert own is not None
+        own = own[2]
+    else:
+        own = dict(ensemble.member(2).named_parameters())[name].grad
     assert parameter.grad is not None
-    torch.testing.assert_close(stacked.grad[2], parameter.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(own, parameter.grad, rtol=1e-5, atol=1e-6)
     copy = ensemble.member(3)
     torch.testing.assert_close(copy(shared), members[3](shared))
-    again = TeacherEnsemble([member(seed=9) for _ in range(4)])
+    again = kind([member(seed=9) for _ in range(4)])
     again.load_stacked_state_dict(ensemble.stacked_state_dict())
     torch.testing.assert_close(again(shared), ensemble(shared))
 
 
 def test_refusals() -> None:
     with pytest.raises(FreekdError, match="BatchNorm"):
-        TeacherEnsemble([member("tiny-cnn")])
+        StackedTeacherEnsemble([member("tiny-cnn")])
+    assert TeacherEnsemble([member("tiny-cnn"), member("tiny-cnn")]).size == 2
     with pytest.raises(FreekdError, match="same architecture"):
         TeacherEnsemble([member(), member("lenet5")])
-    ensemble = TeacherEnsemble([member(), member(seed=1)])
+    ensemble = StackedTeacherEnsemble([member(), member(seed=1)])
     with pytest.raises(FreekdError, match="3 image batches for 2"):
         ensemble(torch.rand(3, 2, 1, 28, 28))
     with pytest.raises(FreekdError, match="do not fit"):

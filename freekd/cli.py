@@ -17,7 +17,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from freekd import __version__
-from freekd.config import DataFreeConfig, DistillConfig, TeacherTrainConfig, load_config, read_yaml
+from freekd.config import (
+    DataFreeConfig,
+    DistillConfig,
+    PateTeachersConfig,
+    TeacherTrainConfig,
+    load_config,
+    read_yaml,
+)
 from freekd.errors import FreekdError
 
 app = typer.Typer(
@@ -30,6 +37,11 @@ teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
 app.add_typer(teacher_app, name="teacher")
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting calculators.")
 app.add_typer(privacy_app, name="privacy")
+pate_app = typer.Typer(
+    no_args_is_help=True,
+    help="PATE: teachers on disjoint shards → noisy, accounted labels → a private student.",
+)
+app.add_typer(pate_app, name="pate")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -839,3 +851,82 @@ def privacy_dpsgd(
         sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta
     )
     _print_privacy("DP-SGD privacy", result, as_json)
+
+
+@pate_app.command("teachers")
+@user_errors
+def pate_teachers(
+    dataset: DatasetOption = None,
+    teachers: Annotated[
+        int | None, typer.Option("--teachers", help="K: teachers, each on its own shard.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Architecture of every teacher.")
+    ] = None,
+    execution: Annotated[
+        str | None,
+        typer.Option("--execution", help="loop (one by one; CPU) or vmap (vectorised; GPU)."),
+    ] = None,
+    eval_data: EvalDataOption = None,
+    epochs: EpochsOption = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per teacher and step.")
+    ] = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train K teachers on disjoint shards of the private data (writes OUT/teachers.pt).
+
+    teachers.pt is private: it holds everything the teachers learned. Only the noisy labeler of
+    `freekd pate label` may release anything from it.
+    """
+    values = {
+        "dataset": dataset,
+        "teachers": teachers,
+        "arch": arch,
+        "execution": execution,
+        "eval_dataset": eval_data,
+        "seed": seed,
+        "data_root": data_root,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        PateTeachersConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+    )
+    from freekd.pipelines import RunOptions, run_pate_teachers
+
+    report = run_pate_teachers(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+    )
+    accuracy = report["teacher_accuracy"]
+    _print_table(
+        f"{cfg.teachers} teachers {cfg.arch} on {report['dataset']}",
+        [
+            (
+                "shards",
+                f"{report['shards']['shard_size']:,} images each "
+                f"({report['shards']['unused']:,} unused)",
+            ),
+            (
+                "teacher accuracy",
+                f"median {_percent(accuracy['median'])} (min {_percent(accuracy['min'])}, "
+                f"max {_percent(accuracy['max'])}) on {report['eval_dataset']}",
+            ),
+            ("plurality vote", f"{_percent(report['plurality_accuracy'])} (no noise)"),
+            ("time", _minutes(report)),
+            ("teachers", f"{out}/teachers.pt (private)"),
+        ],
+    )

@@ -163,6 +163,41 @@ class TeacherTrainConfig:
 
 
 @dataclass(frozen=True)
+class PateTeachersConfig:
+    """``freekd pate teachers``: K teachers on disjoint shards of the private data.
+
+    Attributes:
+        dataset: the private training data spec.
+        eval_dataset: held-out data for the teachers' and the plurality vote's accuracy;
+            default: the ``test`` split of ``dataset``.
+        data_root: torchvision-format root for ``dataset``.
+        download: let torchvision download into ``data_root``.
+        arch: architecture of every teacher.
+        arch_kwargs: its keyword arguments.
+        teachers: K, the number of teachers (and of disjoint shards).
+        execution: ``loop`` (members one by one; fastest on CPU, BatchNorm allowed) or ``vmap``
+            (one vectorised call; BatchNorm-free architectures, fastest on GPU).
+        seed: seed for the shards, the weights and the batch order.
+        trainer: the loop's settings; ``batch_size`` is the batch of *each* teacher.
+    """
+
+    dataset: str = "mnist"
+    eval_dataset: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    arch: str = "lenet5"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    teachers: int = 250
+    execution: str = "loop"
+    seed: int = 0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            epochs=40, batch_size=24, lr=0.05, augment="none", eval_every=0
+        )
+    )
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """``freekd distill``: classic knowledge distillation on real data.
 

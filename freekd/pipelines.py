@@ -25,6 +25,7 @@ from freekd.config import (
     ComponentConfig,
     DataFreeConfig,
     DistillConfig,
+    PateTeachersConfig,
     TeacherSourceConfig,
     TeacherTrainConfig,
     TrainerConfig,
@@ -56,6 +57,7 @@ from freekd.train import (
     LogMetrics,
     PoissonSource,
     Progress,
+    ShardSource,
     Trainer,
     TrainState,
     evaluate,
@@ -241,6 +243,8 @@ def _run_loop(
     extra_metrics: Callable[[], dict[str, float]] | None = None,
     wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
     privacy: Callable[[TrainState], dict[str, Any]] | None = None,
+    evaluate_module: Callable[[Trainer], nn.Module] | None = None,
+    save: Callable[[nn.Module, dict[str, Any]], None] | None = None,
 ) -> _TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
 
@@ -249,7 +253,9 @@ def _run_loop(
     ``extras`` are saved in, and restored from, the resume checkpoint (e.g. a synthesizer).
     ``extra_metrics`` adds named values to every step line of ``metrics.jsonl``.
     ``wrap_optimizer`` wraps the optimizer (Opacus' DPOptimizer for DP-SGD); ``privacy`` gives the
-    run's privacy record from the final state, saved inside ``model.pt``.
+    run's privacy record from the final state, saved inside ``model.pt``. ``evaluate_module``
+    picks what ``eval_set`` measures (default: the student); ``save(student, resolved_config)``
+    replaces writing ``model.pt`` (a teacher ensemble writes ``teachers.pt``).
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
@@ -261,7 +267,9 @@ def _run_loop(
         optimizer = wrap_optimizer(optimizer)
     callbacks: list[Callback] = []
     if eval_set is not None:
-        callbacks.append(Evaluate(eval_set, every=trainer_config.eval_every))
+        callbacks.append(
+            Evaluate(eval_set, every=trainer_config.eval_every, module=evaluate_module)
+        )
     callbacks += [
         *extra_callbacks,
         LogMetrics(
@@ -290,7 +298,10 @@ def _run_loop(
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)
     wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    if main:
+    if main and save is not None:
+        save(trainer.unwrapped("student"), resolved)
+        _plot_curves(out)
+    elif main:
         student_module = trainer.unwrapped("student")
         assert isinstance(student_module, ImageClassifier)
         record = None if privacy is None else privacy(state)
@@ -594,6 +605,119 @@ class _DPSetup:
             "DP-SGD through Opacus; research-grade noise (torch.Generator, not secure_mode)"
         )
         return record
+
+
+def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate teachers``: K teachers on disjoint shards, trained together in one loop.
+
+    Writes ``teachers.pt`` (private: it holds everything the teachers learned) and
+    ``report.json`` with every teacher's and the (noise-free) plurality vote's accuracy.
+    """
+    from freekd.methods import EnsembleSupervised
+    from freekd.teachers.ensemble import (
+        PluralityVote,
+        StackedTeacherEnsemble,
+        TeacherEnsemble,
+        save_ensemble,
+    )
+
+    if config.execution not in ("loop", "vmap"):
+        raise FreekdError(f"unknown execution {config.execution!r}; use loop or vmap")
+    train_set = _load_split(
+        config.dataset, default_split="train", root=config.data_root, download=config.download
+    )
+    eval_set = _load_split(
+        _eval_spec(config.dataset, config.eval_dataset),
+        default_split="test",
+        root=config.data_root,
+        download=config.download,
+    )
+    check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
+    augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
+    source = ShardSource(
+        train_set,
+        teachers=config.teachers,
+        batch_size=config.trainer.batch_size,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+    )
+    dist, device = _setup(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd pate teachers runs in one process; start it without torchrun")
+    members = [
+        _build_student(
+            config.arch,
+            dict(config.arch_kwargs),
+            train_set=train_set,
+            num_classes=train_set.num_classes,
+            mean=None,
+            std=None,
+        )
+        for _ in range(config.teachers)
+    ]
+    ensemble = (
+        StackedTeacherEnsemble(members) if config.execution == "vmap" else TeacherEnsemble(members)
+    )
+    shards = {
+        "dataset": train_set.name,
+        "teachers": config.teachers,
+        "shard_size": source.shard_size,
+        "unused": len(train_set) - config.teachers * source.shard_size,
+        "seed": config.seed,
+    }
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_ensemble(options.out_dir / "teachers.pt", module, config=resolved, shards=shards)  # type: ignore[arg-type]
+
+    result = _run_loop(
+        EnsembleSupervised(ensemble),
+        source,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"{config.teachers} teachers {config.arch}",
+        evaluate_module=lambda trainer: PluralityVote(trainer.unwrapped("student")),  # type: ignore[arg-type]
+        save=save,
+    )
+    accuracies = _member_accuracies(ensemble, eval_set, device=device)
+    report = {
+        "command": "pate teachers",
+        "teachers": config.teachers,
+        "shards": shards,
+        "execution": config.execution,
+        "arch": config.arch,
+        "parameters_per_teacher": count_parameters(members[0].net),
+        "plurality_accuracy": result.state.metrics["eval_accuracy"],
+        "teacher_accuracy": {
+            "median": float(torch.tensor(accuracies).median()),
+            "min": min(accuracies),
+            "max": max(accuracies),
+            "each": accuracies,
+        },
+        "dataset": train_set.name,
+        "eval_dataset": eval_set.name,
+        **_common_report(config, result),
+    }
+    _finish(report, options, dist)
+    return report
+
+
+def _member_accuracies(
+    ensemble: nn.Module, data: ImageDataset, *, device: torch.device
+) -> list[float]:
+    """Every member's top-1 accuracy on ``data`` from one pass of the ensemble."""
+    correct: torch.Tensor | None = None
+    ensemble.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), 512):
+            batch = data.batch(torch.arange(start, min(start + 512, len(data)))).to(device)
+            hits = (ensemble(batch.images).argmax(dim=-1) == batch.labels).sum(dim=1)
+            correct = hits if correct is None else correct + hits
+    assert correct is not None
+    return [round(float(c) / len(data), 6) for c in correct.cpu()]
 
 
 def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:

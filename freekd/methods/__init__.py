@@ -8,11 +8,19 @@ from __future__ import annotations
 from freekd.methods.base import Method, StepOutput
 from freekd.methods.kd import LogitKD
 from freekd.methods.logit_l1 import LogitL1
-from freekd.methods.supervised import Supervised
+from freekd.methods.supervised import EnsembleSupervised, Supervised
 from freekd.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("kd")(LogitKD)
 METHODS.register("logit-l1")(LogitL1)
 
-__all__ = ["METHODS", "LogitKD", "LogitL1", "Method", "StepOutput", "Supervised"]
+__all__ = [
+    "METHODS",
+    "EnsembleSupervised",
+    "LogitKD",
+    "LogitL1",
+    "Method",
+    "StepOutput",
+    "Supervised",
+]

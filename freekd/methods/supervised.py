@@ -29,3 +29,27 @@ class Supervised(Method):
         logits = self.student(batch.images)
         loss = cross_entropy(logits, batch.labels, label_smoothing=self.label_smoothing)
         return StepOutput(losses={"ce": loss}, logits=logits)
+
+
+class EnsembleSupervised(Method):
+    """Cross-entropy for K teachers at once, each on its own batch.
+
+    ``student`` maps (K, B, C, H, W) images to (K, B, classes) logits and labels are (K, B).
+    The loss is the sum over teachers of each teacher's mean cross-entropy, so every teacher's
+    gradient is exactly its own (their parameters are disjoint) at its own batch's scale.
+
+    Args:
+        student: a ``teachers.TeacherEnsemble`` or ``StackedTeacherEnsemble`` being trained.
+    """
+
+    def __init__(self, student: nn.Module) -> None:
+        super().__init__()
+        self.student = student
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        if batch.labels is None:
+            raise FreekdError("teacher training needs labelled batches")
+        logits = self.student(batch.images)  # (K, B, classes)
+        teachers = logits.shape[0]
+        loss = teachers * cross_entropy(logits.flatten(0, 1), batch.labels.flatten())
+        return StepOutput(losses={"ce": loss}, logits=None)

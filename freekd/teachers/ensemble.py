@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,6 +67,15 @@ class _EnsembleBase(nn.Module):
         if not shared and images.shape[0] != self.size:
             raise FreekdError(f"{images.shape[0]} image batches for {self.size} teachers")
         return shared
+
+    def member(self, index: int) -> ImageClassifier:
+        raise NotImplementedError
+
+    def stacked_state_dict(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def load_stacked_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     @torch.no_grad()
     def votes(self, images: Tensor, *, chunk: int = 512) -> Tensor:
@@ -206,3 +216,64 @@ class StackedTeacherEnsemble(_EnsembleBase):
                         f"{tuple(target.shape)}"
                     )
                 target.copy_(state[name])
+
+
+class PluralityVote(nn.Module):
+    """The ensemble's plurality vote as a classifier: (B, C, H, W) → (B, classes) log vote shares.
+
+    Not private (no noise): for measuring what the teachers know, never for releasing labels.
+    The log of add-one-smoothed vote shares gives ``argmax`` = the plurality class and a finite
+    cross-entropy.
+    """
+
+    def __init__(self, ensemble: _EnsembleBase) -> None:
+        super().__init__()
+        self.ensemble = ensemble
+
+    def forward(self, images: Tensor) -> Tensor:
+        votes = self.ensemble.votes(images).to(torch.float32)
+        return torch.log((votes + 1) / (self.ensemble.size + self.ensemble.num_classes))
+
+
+ENSEMBLE_FORMAT = "freekd-ensemble/1"
+
+
+def save_ensemble(
+    path: Path, ensemble: _EnsembleBase, *, config: dict[str, Any], shards: dict[str, Any]
+) -> None:
+    """Atomically write ``teachers.pt``: member metadata, stacked weights, shard description."""
+    from freekd import __version__
+    from freekd.io import atomic_write
+
+    data = {
+        "format": ENSEMBLE_FORMAT,
+        "teachers": ensemble.size,
+        "member": ensemble.metadata,
+        "state_dict": ensemble.stacked_state_dict(),
+        "shards": shards,
+        "config": config,
+        "freekd_version": __version__,
+    }
+    atomic_write(Path(path), lambda stream: torch.save(data, stream))
+
+
+def load_ensemble(path: Path, *, execution: str = "loop") -> _EnsembleBase:
+    """Read a ``teachers.pt`` (``weights_only``) into an eval-mode ensemble.
+
+    Raises:
+        FreekdError: the file is missing, not an ensemble file, or its weights do not fit.
+    """
+    from freekd.checkpoint import safe_torch_load
+
+    data = safe_torch_load(Path(path), what="teacher ensemble")
+    if not isinstance(data, dict) or data.get("format") != ENSEMBLE_FORMAT:
+        raise FreekdError(
+            f"{path} is not a freekd teacher ensemble (no 'format': '{ENSEMBLE_FORMAT}'); "
+            "write one with `freekd pate teachers`"
+        )
+    members = [ImageClassifier.from_metadata(data["member"]) for _ in range(int(data["teachers"]))]
+    ensemble: _EnsembleBase = (
+        StackedTeacherEnsemble(members) if execution == "vmap" else TeacherEnsemble(members)
+    )
+    ensemble.load_stacked_state_dict(data["state_dict"])
+    return ensemble.eval()

@@ -163,6 +163,72 @@ class PoissonSource:
             yield Batch(images, batch.labels)
 
 
+class ShardSource:
+    """Batches for K teachers at once, each from its own disjoint shard (PATE's partition).
+
+    The data set is permuted once with ``seed`` and cut into K shards of ``len(dataset) // K``
+    images (the remainder is left unused, so shards are equal). Each step yields images
+    (K, B, C, H, W) and labels (K, B): teacher k's batch comes from shard k only. Epoch ``e``
+    orders every shard with a generator seeded by ``(seed, e)``, so the source has no state to
+    checkpoint.
+
+    Args:
+        dataset: the private training data.
+        teachers: K.
+        batch_size: B, images per teacher and step.
+        seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)``.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        *,
+        teachers: int,
+        batch_size: int,
+        seed: int,
+        augment: Augment | None = None,
+    ) -> None:
+        if teachers < 1:
+            raise FreekdError(f"the number of teachers must be positive, got {teachers}")
+        shard = len(dataset) // teachers
+        if shard < batch_size:
+            raise FreekdError(
+                f"{len(dataset)} images give {teachers} teachers {shard} images each, fewer than "
+                f"one batch of {batch_size}; lower --batch-size or --teachers"
+            )
+        self.dataset = dataset
+        self.teachers = teachers
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+        order = torch.randperm(len(dataset), generator=seeded_generator(seed))
+        self.shards = order[: teachers * shard].view(teachers, shard)
+
+    @property
+    def shard_size(self) -> int:
+        return int(self.shards.shape[1])
+
+    def steps_per_epoch(self) -> int:
+        return self.shard_size // self.batch_size
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        rng = seeded_generator(self.seed, state.epoch)
+        within = torch.rand(self.shards.shape, generator=rng).argsort(dim=1)
+        ordered = self.shards.gather(1, within)
+        for index in range(state.step_in_epoch, self.steps_per_epoch()):
+            chosen = ordered[:, index * self.batch_size : (index + 1) * self.batch_size]
+            batch = self.dataset.batch(chosen.flatten())
+            images = batch.images
+            if self.augment is not None:
+                images = self.augment(images, rng=seeded_generator(self.seed, state.epoch, index))
+            assert batch.labels is not None
+            yield Batch(
+                images.view(self.teachers, self.batch_size, *images.shape[1:]),
+                batch.labels.view(self.teachers, self.batch_size),
+            )
+
+
 class SyntheticSource:
     """Batches drawn from a synthesizer that is updated inside the training loop.
 

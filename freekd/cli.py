@@ -20,6 +20,8 @@ from freekd import __version__
 from freekd.config import (
     DataFreeConfig,
     DistillConfig,
+    PateLabelConfig,
+    PateStudentConfig,
     PateTeachersConfig,
     TeacherTrainConfig,
     load_config,
@@ -928,5 +930,183 @@ def pate_teachers(
             ("plurality vote", f"{_percent(report['plurality_accuracy'])} (no noise)"),
             ("time", _minutes(report)),
             ("teachers", f"{out}/teachers.pt (private)"),
+        ],
+    )
+
+
+AggregatorOption = Annotated[
+    str | None,
+    typer.Option("--aggregator", help="lnmax, gnmax or confident-gnmax (default)."),
+]
+
+
+def _label_values(
+    teachers: Path | None,
+    queries_from: str | None,
+    queries: int | None,
+    aggregator: str | None,
+    sigma: float | None,
+    sigma1: float | None,
+    sigma2: float | None,
+    threshold: float | None,
+    gamma: float | None,
+    epsilon: float | None,
+    delta: float | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    if sigma is not None and sigma2 is not None and sigma != sigma2:
+        raise _fail("--sigma and --sigma2 name the same noise; give one")
+    return {
+        "teachers": None if teachers is None else str(teachers),
+        "query_dataset": queries_from,
+        "queries": queries,
+        "aggregator": aggregator,
+        "sigma": sigma2 if sigma2 is not None else sigma,
+        "sigma_threshold": sigma1,
+        "threshold": threshold,
+        "gamma": gamma,
+        "epsilon": epsilon,
+        "delta": delta,
+        "seed": seed,
+    }
+
+
+def _print_label_report(report: dict[str, Any], out: Path) -> None:
+    privacy = report["privacy"]
+    _print_table(
+        f"PATE labels ({report['aggregator']})",
+        [
+            (
+                "answered",
+                f"{report['answered']:,} of {report['queries']['asked']:,} queries asked "
+                f"({report['queries']['dataset']})",
+            ),
+            (
+                "label accuracy",
+                "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
+            ),
+            (
+                "privacy",
+                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']}); "
+                f"budget ε = {privacy['budget']['epsilon']:g}",
+            ),
+            (
+                "data-dependent ε",
+                f"{privacy['data_dependent_epsilon']:.3g} (not private to publish as is)",
+            ),
+            ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
+            ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),
+        ],
+    )
+
+
+@pate_app.command("label")
+@user_errors
+def pate_label(
+    teachers: Annotated[
+        Path | None,
+        typer.Option("--teachers", help="teachers.pt of `freekd pate teachers`.", dir_okay=False),
+    ] = None,
+    queries_from: Annotated[
+        str | None,
+        typer.Option("--queries-from", help="Public unlabelled pool (default mnist:test)."),
+    ] = None,
+    queries: Annotated[
+        int | None, typer.Option("--queries", help="Pool images to ask about at most.")
+    ] = None,
+    aggregator: AggregatorOption = None,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="GNMax noise σ.")] = None,
+    sigma1: Annotated[
+        float | None, typer.Option("--sigma1", help="Confident-GNMax: σ₁ of the check.")
+    ] = None,
+    sigma2: Annotated[
+        float | None, typer.Option("--sigma2", help="Confident-GNMax: σ₂ of the answers.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Confident-GNMax: threshold T.")
+    ] = None,
+    gamma: Annotated[
+        float | None, typer.Option("--gamma", help="LNMax: inverse Laplace scale γ.")
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="Budget ε.")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
+    seed: SeedOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate-labels"),
+    overwrite: OverwriteOption = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the ledger in --out (nothing re-spent).")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Label public queries with the ensemble's noisy votes, within an (ε, δ) budget.
+
+    Every answer is written to OUT/ledger.jsonl before it is released; the budget is checked
+    before each query. The ledger is never replaced: continue it with --resume.
+    """
+    values = _label_values(
+        teachers, queries_from, queries, aggregator, sigma, sigma1, sigma2, threshold, gamma,
+        epsilon, delta, seed,
+    )  # fmt: skip
+    base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
+    cfg = load_config(PateLabelConfig, config, overrides=overrides, values=values, base=base)
+    from freekd.pipelines import RunOptions, run_pate_label
+
+    report = run_pate_label(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    _print_label_report(report, out)
+
+
+@pate_app.command("student")
+@user_errors
+def pate_student(
+    labels: Annotated[
+        Path, typer.Option("--labels", help="The --out folder of `freekd pate label`.")
+    ],
+    student: Annotated[
+        str | None, typer.Option("--student", help="Student architecture (default lenet5).")
+    ] = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate-student"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a student on the answered queries; it inherits the labels' (ε, δ)."""
+    values = {
+        "labels": str(labels),
+        "student": student,
+        "seed": seed,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        PateStudentConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+    )
+    from freekd.pipelines import RunOptions, run_pate_student
+
+    report = run_pate_student(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    privacy = report["privacy"]
+    _print_table(
+        f"PATE student {cfg.student}",
+        [
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+            ("trained on", f"{report['trained_on']:,} labelled queries"),
+            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}"),
+            ("time", _minutes(report)),
+            ("model", str(out / "model.pt")),
         ],
     )

@@ -198,6 +198,70 @@ class PateTeachersConfig:
 
 
 @dataclass(frozen=True)
+class PateLabelConfig:
+    """``freekd pate label``: noisy, accounted labels for public queries from a teacher ensemble.
+
+    The query pool is a public unlabelled set (PATE 2017/2018 use part of the MNIST test split):
+    its first ``len(pool) − holdout`` images are queried in order, up to ``queries``; the last
+    ``holdout`` images are never queried and serve to evaluate the student.
+
+    Attributes:
+        teachers: the ``teachers.pt`` of ``freekd pate teachers``.
+        query_dataset: the public pool (its labels are used only to measure label accuracy).
+        data_root: torchvision-format root for ``query_dataset``.
+        queries: how many pool images to ask about at most.
+        holdout: pool images kept back for evaluation (never queried).
+        aggregator: ``lnmax``, ``gnmax`` or ``confident-gnmax``.
+        sigma: σ (GNMax) or σ₂ (Confident-GNMax): the noise of an answer.
+        sigma_threshold: σ₁, the noise of Confident-GNMax's check.
+        threshold: T of Confident-GNMax's check.
+        gamma: LNMax's inverse Laplace scale.
+        epsilon: the budget's ε; no answer may push the budgeted figure past it.
+        delta: the budget's δ.
+        budget_on: ``data-independent`` (publishable) or ``data-dependent-unsanitized``.
+        seed: seeds the per-query noise.
+    """
+
+    teachers: str = ""
+    query_dataset: str = "mnist:test"
+    data_root: str | None = None
+    queries: int = 9000
+    holdout: int = 1000
+    aggregator: str = "confident-gnmax"
+    sigma: float | None = 40.0
+    sigma_threshold: float | None = 150.0
+    threshold: float | None = 200.0
+    gamma: float | None = None
+    epsilon: float = 2.0
+    delta: float = 1e-5
+    budget_on: str = "data-independent"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PateStudentConfig:
+    """``freekd pate student``: a student trained on the answered queries only.
+
+    Attributes:
+        labels: the run folder of ``freekd pate label`` (its ``labels.npz`` and ``report.json``).
+        student: student architecture.
+        student_kwargs: its keyword arguments.
+        data_root: torchvision-format root for the query pool.
+        seed: seed for weights and batch order.
+        trainer: the loop's settings.
+    """
+
+    labels: str = ""
+    student: str = "lenet5"
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    seed: int = 0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(epochs=30, batch_size=64, lr=0.05)
+    )
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """``freekd distill``: classic knowledge distillation on real data.
 

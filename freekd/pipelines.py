@@ -25,6 +25,8 @@ from freekd.config import (
     ComponentConfig,
     DataFreeConfig,
     DistillConfig,
+    PateLabelConfig,
+    PateStudentConfig,
     PateTeachersConfig,
     TeacherSourceConfig,
     TeacherTrainConfig,
@@ -36,7 +38,7 @@ from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
 from freekd.errors import FreekdError
 from freekd.generators import SYNTHESIZERS
 from freekd.generators.collapse import CollapseMonitor
-from freekd.io import atomic_write_json, atomic_write_text
+from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.methods import METHODS, Method, Supervised
 from freekd.models import (
     SMALLER_STUDENT,
@@ -718,6 +720,205 @@ def _member_accuracies(
             correct = hits if correct is None else correct + hits
     assert correct is not None
     return [round(float(c) / len(data), 6) for c in correct.cpu()]
+
+
+LEDGER_FILE = "ledger.jsonl"
+LABELS_FILE = "labels.npz"
+
+
+def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate label``: noisy labels for public queries, budgeted, ledgered, accounted.
+
+    Only the labeler touches the teachers; every answer is in ``ledger.jsonl`` (fsynced) before
+    it is released. A ledger is never deleted or rewritten: an existing one is continued with
+    ``--resume`` (nothing is spent twice) and refused otherwise, ``--overwrite`` included.
+    Writes ``labels.npz`` (query indices and labels, −1 where no answer was given),
+    ``report.json`` (with ``privacy``) and ``config.yaml``.
+    """
+    import numpy as np
+    from rich.progress import Progress as RichProgress
+
+    from freekd.privacy.budget import PrivacyBudget
+    from freekd.privacy.labeler import BUDGET_FIGURES, NoisyLabeler, mechanism_from_name
+    from freekd.privacy.ledger import PrivacyLedger
+    from freekd.teachers.ensemble import load_ensemble
+
+    if not config.teachers:
+        raise FreekdError("give the teacher ensemble: --teachers OUT/teachers.pt")
+    if config.budget_on not in BUDGET_FIGURES:
+        raise FreekdError(f"budget_on must be one of {', '.join(BUDGET_FIGURES)}")
+    try:
+        budget = PrivacyBudget(epsilon=config.epsilon, delta=config.delta)
+    except ValueError as error:
+        raise FreekdError(f"{error}; check --epsilon and --delta") from None
+    mechanism = mechanism_from_name(
+        config.aggregator,
+        sigma=config.sigma,
+        sigma_threshold=config.sigma_threshold,
+        threshold=config.threshold,
+        gamma=config.gamma,
+    )
+    out = options.out_dir
+    ledger_path = out / LEDGER_FILE
+    if ledger_path.exists() and not options.resume:
+        raise FreekdError(
+            f"{ledger_path} records privacy already spent and is never replaced; continue it "
+            "with --resume, or choose another --out"
+        )
+    if options.resume and not ledger_path.exists():
+        raise FreekdError(f"nothing to resume in {out}: no {LEDGER_FILE}; run without --resume")
+    if not options.resume and out.exists() and any(out.iterdir()) and not options.overwrite:
+        raise FreekdError(
+            f"output folder {out} already exists; pass --overwrite to replace it or choose "
+            "another --out"
+        )
+    ensemble = load_ensemble(Path(config.teachers))
+    pool = _load_split(
+        config.query_dataset, default_split="test", root=config.data_root, download=False
+    )
+    check_input_shape(pool, ensemble.input_shape, who="the teachers")
+    if not 0 < config.holdout < len(pool):
+        raise FreekdError(
+            f"holdout must leave queries: {config.holdout} of {len(pool)} images in {pool.name}"
+        )
+    if config.queries < 1:
+        raise FreekdError(f"--queries must be positive, got {config.queries}")
+    count = min(config.queries, len(pool) - config.holdout)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    header = NoisyLabeler.ledger_header(
+        mechanism, budget, seed=config.seed, budget_on=config.budget_on
+    )
+    header["queries"] = {"dataset": pool.name, "holdout": config.holdout}
+    labeler = NoisyLabeler(
+        ensemble.votes,
+        mechanism,
+        budget=budget,
+        ledger=PrivacyLedger(ledger_path, header=header),
+        seed=config.seed,
+        num_classes=ensemble.num_classes,
+        budget_on=config.budget_on,
+    )
+    labels = np.full(count, -1, dtype=np.int64)
+    stopped = False
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    with RichProgress(disable=options.quiet, transient=True) as progress:
+        task = progress.add_task(f"labelling ({mechanism.name})", total=count)
+        for start in range(0, count, 256):
+            indices = list(range(start, min(start + 256, count)))
+            images = pool.batch(torch.tensor(indices)).images
+            result = labeler.label(indices, images)
+            labels[start : start + len(indices)] = result.labels.numpy()
+            progress.update(task, advance=result.reached)
+            if result.stopped_by_budget:
+                stopped = True
+                break
+    answered = labels >= 0
+    truth = pool.labels[:count].numpy()
+    atomic_write(
+        out / LABELS_FILE,
+        lambda stream: np.savez(stream, indices=np.arange(count), labels=labels),
+    )
+    privacy = labeler.privacy_report()
+    report: dict[str, Any] = {
+        "command": "pate label",
+        "queries": {
+            "source": "public unlabelled set",
+            "dataset": pool.name,
+            "asked": labeler.queries,
+            "available": count,
+            "holdout": config.holdout,
+        },
+        "aggregator": mechanism.name,
+        "answered": int(answered.sum()),
+        "label_accuracy": float((labels[answered] == truth[answered]).mean())
+        if answered.any()
+        else None,
+        "stopped_by_budget": stopped,
+        "privacy": privacy,
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": config.seed,
+        "freekd_version": __version__,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate student``: train a student on the answered queries; report its privacy.
+
+    The student sees only public images and the released labels, so it inherits the labels'
+    (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
+    """
+    import json
+
+    import numpy as np
+
+    folder = Path(config.labels)
+    labels_path, report_path = folder / LABELS_FILE, folder / "report.json"
+    for path in (labels_path, report_path):
+        if not path.exists():
+            raise FreekdError(
+                f"{path} does not exist; give the --out folder of `freekd pate label`"
+            )
+    label_report = json.loads(report_path.read_text())
+    with np.load(labels_path, allow_pickle=False) as data:
+        indices, labels = data["indices"], data["labels"]
+    answered = labels >= 0
+    if not answered.any():
+        raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
+    queries = label_report["queries"]
+    pool = _load_split(
+        queries["dataset"], default_split="test", root=config.data_root, download=False
+    )
+    train_set = ImageDataset(
+        pool.images[torch.as_tensor(indices[answered])],
+        torch.as_tensor(labels[answered]),
+        list(pool.classes),
+        f"{pool.name} (PATE-labelled)",
+    )
+    eval_set = pool.subset(torch.arange(len(pool) - int(queries["holdout"]), len(pool)))
+    dist, device = _setup(config.seed, config.trainer, options)
+    student = _build_student(
+        config.student,
+        dict(config.student_kwargs),
+        train_set=train_set,
+        num_classes=pool.num_classes,
+        mean=None,
+        std=None,
+    )
+    privacy = dict(label_report["privacy"])
+    privacy["note"] = (
+        "post-processing of the released labels: the student saw public images and noisy "
+        "labels only"
+    )
+    result = _run_loop(
+        Supervised(student),
+        _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"PATE student {config.student}",
+        privacy=lambda state: privacy,
+    )
+    report = {
+        "command": "pate student",
+        "student": {
+            "test_accuracy": result.state.metrics["eval_accuracy"],
+            "arch": config.student,
+            "parameters": count_parameters(student.net),
+        },
+        "trained_on": int(answered.sum()),
+        "eval_dataset": f"{pool.name} (last {queries['holdout']} images)",
+        "privacy": privacy,
+        **_common_report(config, result),
+    }
+    _finish(report, options, dist)
+    return report
 
 
 def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:

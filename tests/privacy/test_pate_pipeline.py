@@ -1,0 +1,92 @@
+"""The PATE path end to end on digits: teachers on shards → ledgered noisy labels → student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from freekd.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
+from freekd.errors import FreekdError
+from freekd.pipelines import RunOptions, run_pate_label, run_pate_student, run_pate_teachers
+from freekd.teachers.ensemble import load_ensemble
+from tests.conftest import tiny_trainer
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pate") / "teachers"
+    config = PateTeachersConfig(
+        dataset="digits",
+        arch="tiny-cnn",
+        teachers=8,
+        trainer=tiny_trainer(epochs=20, batch_size=16, lr=0.1),
+    )
+    run_pate_teachers(config, RunOptions(out, quiet=True))
+    return out
+
+
+def test_teachers_train_on_disjoint_shards(teachers: Path) -> None:
+    report = json.loads((teachers / "report.json").read_text())
+    assert report["shards"]["shard_size"] == 1500 // 8
+    assert report["teacher_accuracy"]["median"] > 0.7
+    assert report["plurality_accuracy"] >= report["teacher_accuracy"]["median"]
+    ensemble = load_ensemble(teachers / "teachers.pt")  # weights_only
+    images = torch.rand(5, 1, 8, 8)
+    assert ensemble.votes(images).sum(dim=1).tolist() == [8] * 5
+
+
+def label_config(teachers: Path, **changes: object) -> PateLabelConfig:
+    values: dict[str, object] = {
+        "teachers": str(teachers / "teachers.pt"),
+        "query_dataset": "digits:test",
+        "queries": 150,
+        "holdout": 97,
+        "aggregator": "gnmax",
+        "sigma": 0.5,
+        "epsilon": 1e4,
+        "budget_on": "data-dependent-unsanitized",
+    }
+    values.update(changes)
+    return PateLabelConfig(**values)  # type: ignore[arg-type]
+
+
+def test_label_then_student(teachers: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    report = run_pate_label(label_config(teachers), RunOptions(labels, quiet=True))
+    assert report["answered"] == report["queries"]["asked"] == 150
+    assert report["label_accuracy"] > 0.8
+    assert report["privacy"]["queries_answered"] == 150
+    assert len((labels / "ledger.jsonl").read_text().splitlines()) == 151  # header + answers
+    with np.load(labels / "labels.npz") as data:
+        assert (data["labels"] >= 0).all()
+    student = run_pate_student(
+        PateStudentConfig(
+            labels=str(labels), student="tiny-cnn", trainer=tiny_trainer(epochs=15, batch_size=32)
+        ),
+        RunOptions(tmp_path / "student", quiet=True),
+    )
+    assert student["trained_on"] == 150
+    assert student["student"]["test_accuracy"] > 0.5
+    assert student["privacy"]["epsilon"] == report["privacy"]["epsilon"]
+    saved = torch.load(tmp_path / "student" / "model.pt", weights_only=True)
+    assert saved["privacy"]["epsilon"] == report["privacy"]["epsilon"]
+
+
+def test_a_ledger_is_never_replaced(teachers: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels"
+    first = run_pate_label(label_config(teachers, queries=20), RunOptions(labels, quiet=True))
+    for options in (RunOptions(labels, quiet=True), RunOptions(labels, overwrite=True, quiet=True)):
+        with pytest.raises(FreekdError, match="never replaced"):
+            run_pate_label(label_config(teachers, queries=20), options)
+    again = run_pate_label(
+        label_config(teachers, queries=20), RunOptions(labels, resume=True, quiet=True)
+    )
+    assert again["privacy"] == first["privacy"]  # nothing spent twice
+    with pytest.raises(FreekdError, match="another mechanism"):
+        run_pate_label(
+            label_config(teachers, queries=20, sigma=2.0), RunOptions(labels, resume=True)
+        )

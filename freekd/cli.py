@@ -1110,3 +1110,58 @@ def pate_student(
             ("model", str(out / "model.pt")),
         ],
     )
+
+
+@pate_app.command("run")
+@user_errors
+def pate_run(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            help="YAML with sections teachers:, label:, student: (PateTeachersConfig, "
+            "PateLabelConfig, PateStudentConfig); see configs/pate/.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: OutOption = Path("runs/pate"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
+    import dataclasses
+
+    from freekd.config import PateRunConfig
+    from freekd.pipelines import RunOptions, run_pate_label, run_pate_student, run_pate_teachers
+
+    run = load_config(PateRunConfig, config)
+    teachers_cfg = run.teachers
+    teachers_dir, labels_dir, student_dir = out / "teachers", out / "labels", out / "student"
+    if not (resume and (teachers_dir / "teachers.pt").exists()):
+        run_pate_teachers(teachers_cfg, RunOptions(teachers_dir, quiet=quiet))
+    label_cfg = dataclasses.replace(run.label, teachers=str(teachers_dir / "teachers.pt"))
+    labels = run_pate_label(
+        label_cfg,
+        RunOptions(labels_dir, resume=resume and (labels_dir / "ledger.jsonl").exists(),
+                   quiet=quiet),
+    )  # fmt: skip
+    _print_label_report(labels, labels_dir)
+    student_cfg = dataclasses.replace(run.student, labels=str(labels_dir))
+    report = run_pate_student(student_cfg, RunOptions(student_dir, overwrite=resume, quiet=quiet))
+    _print_table(
+        "PATE student",
+        [
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+            (
+                "privacy",
+                f"ε = {report['privacy']['epsilon']:.3g} at δ = {report['privacy']['delta']:g}",
+            ),
+            ("model", str(student_dir / "model.pt")),
+        ],
+    )

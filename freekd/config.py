@@ -262,6 +262,19 @@ class PateStudentConfig:
 
 
 @dataclass(frozen=True)
+class PateRunConfig:
+    """``freekd pate run``: the three PATE stages in one file (``configs/pate/``).
+
+    The ``label`` stage's ``teachers`` and the ``student`` stage's ``labels`` are filled in by
+    the command (they are the folders of the earlier stages).
+    """
+
+    teachers: PateTeachersConfig = field(default_factory=PateTeachersConfig)
+    label: PateLabelConfig = field(default_factory=PateLabelConfig)
+    student: PateStudentConfig = field(default_factory=PateStudentConfig)
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """``freekd distill``: classic knowledge distillation on real data.
 
@@ -614,4 +627,5 @@ CONFIG_KINDS: dict[str, type] = {
     "teacher": TeacherTrainConfig,
     "distill": DistillConfig,
     "datafree": DataFreeConfig,
+    "pate": PateRunConfig,
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 
@@ -25,8 +26,20 @@ def test_there_are_configs() -> None:
 def test_config_is_valid(path: Path) -> None:
     kind = path.relative_to(ROOT).parts[0]
     assert kind in CONFIG_KINDS, f"{path}: put configs under one of {sorted(CONFIG_KINDS)}"
-    config = load_config(CONFIG_KINDS[kind], path)
-    trainer = config.trainer
+    loaded = load_config(CONFIG_KINDS[kind], path)
+    # A multi-stage file (configs/pate/) holds one config per stage.
+    stages = (
+        [getattr(loaded, f.name) for f in dataclasses.fields(loaded)]
+        if kind == "pate"
+        else [loaded]
+    )
+    for config in stages:
+        if hasattr(config, "trainer"):
+            check_config(path, config)
+
+
+def check_config(path: Path, config: object) -> None:
+    trainer = config.trainer  # type: ignore[attr-defined]
     OPTIMIZERS.get(trainer.optimizer)
     SCHEDULES.get(trainer.scheduler)
     if trainer.augment != "auto":

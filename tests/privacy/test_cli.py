@@ -124,3 +124,25 @@ def test_teacher_train_dp_flags(tmp_path: Path) -> None:
     lonely = invoke("teacher", "train", "--dataset", "digits", "--epsilon", 5, "--out", out)
     assert lonely.exit_code == 2
     assert "go with --dp" in lonely.output
+
+
+@pytest.mark.parametrize("command", ["teachers", "label", "student", "run"])
+def test_pate_help(command: str) -> None:
+    result = invoke("pate", command, "--help")
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_pate_run_from_the_canonical_digits_config(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "configs/pate/digits_k8_gnmax.yaml"
+    result = invoke("pate", "run", "--config", config, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run/student/report.json").read_text())
+    assert report["trained_on"] == 150
+    assert report["privacy"]["queries_answered"] == 150
+    again = invoke(
+        "pate", "run", "--config", config, "--out", tmp_path / "run", "--resume", "--quiet"
+    )
+    assert again.exit_code == 0, again.output
+    resumed = json.loads((tmp_path / "run/student/report.json").read_text())["privacy"]
+    assert resumed["epsilon"] == report["privacy"]["epsilon"]  # the ledger was not re-spent

@@ -617,20 +617,26 @@ def demo(
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:
-    """``--budget 15m`` (minutes) or ``--budget 200000`` (synthesized images)."""
+    """``--budget 15m`` (wall-clock), ``cpu:15m`` (CPU time) or ``200000`` (synthesized images)."""
     if budget is None:
         return {}
     text = budget.strip().lower()
+    key = "budget_minutes"
+    if text.startswith("cpu:"):
+        key, text = "budget_cpu_minutes", text[4:]
     try:
         if text.endswith(("min", "m")):
-            return {"budget_minutes": float(text.rstrip("min"))}
+            return {key: float(text.rstrip("min"))}
         if text.endswith("h"):
-            return {"budget_minutes": 60 * float(text[:-1])}
-        return {"budget_images": int(text.replace("_", ""))}
+            return {key: 60 * float(text[:-1])}
+        if key == "budget_minutes":
+            return {"budget_images": int(text.replace("_", ""))}
     except ValueError:
-        raise FreekdError(
-            f"--budget {budget!r}: give minutes (e.g. 15m) or a number of synthesized images"
-        ) from None
+        pass
+    raise FreekdError(
+        f"--budget {budget!r}: give minutes (15m), CPU minutes (cpu:15m) or a number of "
+        "synthesized images"
+    )
 
 
 @app.command()
@@ -664,7 +670,8 @@ def datafree(
         str | None,
         typer.Option(
             "--budget",
-            help="Stop after this much time (15m, 1.5h) or this many synthesized images (200000).",
+            help="Stop after this much time (15m, 1.5h), CPU time (cpu:15m: fair on a shared "
+            "machine) or this many synthesized images (200000).",
         ),
     ] = None,
     eval_data: Annotated[

@@ -363,6 +363,8 @@ class DataFreeConfig:
         synthesize_every: student steps between synthesis rounds; default: the synthesizer's
             ``recommended_synthesize_every`` (5 for dfad, 10 for zskt), else 1.
         budget_minutes: stop once this much wall-clock time is spent.
+        budget_cpu_minutes: stop once this process has used this much CPU time (all threads);
+            a fair budget on a shared machine (``--budget cpu:15m``).
         budget_images: stop once this many images have been synthesized.
         proxy_dataset: train on these real images instead of synthesizing (``--proxy-data``):
             labels are hidden and the student-side method is the same; ``mnist:train`` for an
@@ -383,6 +385,7 @@ class DataFreeConfig:
     steps_per_epoch: int = 200
     synthesize_every: int | None = None
     budget_minutes: float | None = None
+    budget_cpu_minutes: float | None = None
     budget_images: int | None = None
     proxy_dataset: str | None = None
     collapse: CollapseConfig = field(default_factory=CollapseConfig)

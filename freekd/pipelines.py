@@ -1250,6 +1250,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         description = f"datafree {config.synthesizer.name} → {student_arch}"
     budget = StopOnBudget(
         minutes=config.budget_minutes,
+        cpu_minutes=config.budget_cpu_minutes,
         images=config.budget_images,
         images_spent=None
         if synthetic is None

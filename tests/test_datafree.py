@@ -98,6 +98,19 @@ def test_image_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> 
     assert report["stopped_by_budget"].startswith("image budget of 50 spent")
 
 
+def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree", "--teacher", tiny_teacher_path, "--method", "noise", "--epochs", "50",
+        "--batch-size", "16", "--set", "steps_per_epoch=100", "--budget", "cpu:0.01m",
+        "--device", "cpu", "--quiet", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] < 50 * 100
+    assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
+
+
 def test_resume_continues_the_synthesizer_exactly(tiny_teacher_path: Path, tmp_path: Path) -> None:
     common = (
         "--teacher",
@@ -167,7 +180,8 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
     [
         (("--method", "nope"), "unknown synthesizer 'nope'; known: "),
         (("--method", "dafl", "--set", "synthesizer.params.lrr=1"), "has no parameter 'lrr'"),
-        (("--budget", "soon"), "give minutes (e.g. 15m)"),
+        (("--budget", "soon"), "give minutes (15m), CPU minutes (cpu:15m)"),
+        (("--budget", "cpu:lots"), "give minutes (15m), CPU minutes (cpu:15m)"),
     ],
 )
 def test_bad_input_is_one_line(

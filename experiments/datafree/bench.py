@@ -2,7 +2,9 @@
 
 Runs the real CLI (`freekd datafree`) with default settings: only the teacher, the method (or the
 proxy data), the held-out data used for reporting, the seed, a 15-minute cap and the output
-folder are given. Runs go two at a time with one thread each (a 2-core machine), and every
+folder are given. The cap is 15 minutes of CPU time (``--budget cpu:15m``), which other work on
+the machine cannot shrink as it shrinks a wall-clock cap. Runs go two at a time with one thread
+each (a 2-core machine), and every
 finished run is added to the JSON at once, so an interrupted benchmark keeps what it measured.
 Methods that refuse the teacher (BatchNorm inversion on a BatchNorm-free teacher) are recorded
 with their one-line error.
@@ -53,7 +55,7 @@ def rows(dataset: str) -> list[tuple[str, list[str]]]:
 
 # Rows outside the 15-minute protocol (``--long``): the best method given more time.
 LONG_ROWS = [("zskt-60-epochs", ["--method", "zskt", "--set", "trainer.epochs=60"])]
-LONG_BUDGET = "75m"
+LONG_BUDGET = "cpu:75m"
 
 
 def freekd(*args: str, threads: int) -> subprocess.CompletedProcess[str]:
@@ -83,7 +85,7 @@ def run_one(
     extra: list[str],
     seed: int,
     runs: Path,
-    budget: str = "15m",
+    budget: str = "cpu:15m",
 ) -> dict[str, object]:
     _, eval_data, _, student = TEACHERS[dataset]
     slug = name.split(" ")[0].rstrip(":").replace(":", "-")
@@ -187,7 +189,7 @@ def main() -> None:
     if args.table:
         print(table(args.table))
         return
-    budget = LONG_BUDGET if args.long else "15m"
+    budget = LONG_BUDGET if args.long else "cpu:15m"
     out = args.out or HERE / f"{args.dataset}{'-long' if args.long else ''}.json"
     teacher_path = teacher(args.dataset, args.runs)
     jobs = [

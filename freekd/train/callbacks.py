@@ -306,10 +306,12 @@ class Checkpoint(Callback):
 
 
 class StopOnBudget(Callback):
-    """End training once a wall-clock or synthesized-image budget is spent.
+    """End training once a wall-clock, CPU-time or synthesized-image budget is spent.
 
     Args:
         minutes: wall-clock budget of the fit, or ``None``.
+        cpu_minutes: CPU-time budget of the fit (this process, all threads), or ``None``; unlike
+            wall-clock time it does not shrink when other work shares the machine.
         images: budget of synthesized images, or ``None``.
         images_spent: returns the images synthesized so far.
     """
@@ -318,21 +320,30 @@ class StopOnBudget(Callback):
         self,
         *,
         minutes: float | None = None,
+        cpu_minutes: float | None = None,
         images: int | None = None,
         images_spent: Callable[[], int] | None = None,
     ) -> None:
         self.minutes = minutes
+        self.cpu_minutes = cpu_minutes
         self.images = images
         self.images_spent = images_spent
         self.reason: str | None = None
         self._started = time.perf_counter()
+        self._cpu_started = time.process_time()
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         self._started = time.perf_counter()
+        self._cpu_started = time.process_time()
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
         if self.minutes is not None and time.perf_counter() - self._started >= 60 * self.minutes:
             self.reason = f"time budget of {self.minutes:g} min spent at step {state.step}"
+        elif (
+            self.cpu_minutes is not None
+            and time.process_time() - self._cpu_started >= 60 * self.cpu_minutes
+        ):
+            self.reason = f"CPU budget of {self.cpu_minutes:g} min spent at step {state.step}"
         elif (
             self.images is not None
             and self.images_spent is not None

@@ -4,8 +4,8 @@ Runs the real CLI (`freekd datafree`) with default settings: only the teacher, t
 proxy data), the held-out data used for reporting, the seed, a 15-minute cap and the output
 folder are given. The cap is 15 minutes of CPU time (``--budget cpu:15m``), which other work on
 the machine cannot shrink as it shrinks a wall-clock cap. Runs go two at a time with one thread
-each (a 2-core machine), and every
-finished run is added to the JSON at once, so an interrupted benchmark keeps what it measured.
+each (a 2-core machine), and every finished run is added to the JSON at once, so an interrupted
+benchmark keeps what it measured.
 Methods that refuse the teacher (BatchNorm inversion on a BatchNorm-free teacher) are recorded
 with their one-line error.
 

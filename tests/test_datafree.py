@@ -331,6 +331,7 @@ def test_resume_mid_run_keeps_the_collapse_events(tiny_teacher_path: Path, tmp_p
         "synthesizer.params.batch_size=16",
         "--set",
         "trainer.scheduler=constant",
+        *EVERY_STEP,  # a synthesis round, and so a check, at every step
         *CHECK_EVERY_ROUND,
         *ALWAYS_COLLAPSED,
         "--set",

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
+from freekd.generators.deepinversion import MemoryBank
 from freekd.generators.hooks import eval_mode
 from freekd.generators.nets import Generator, teacher_pixel_statistics
 from freekd.generators.registry import SYNTHESIZERS
@@ -57,6 +58,13 @@ class AdversarialSynthesizer:
         generator_steps: generator updates per ``synthesize`` call.
         generator_width: channels of the generator's first feature map (``nets.Generator``); its
             last convolution at full resolution dominates the cost of every step on a CPU.
+        replay_fraction: share of every student batch drawn from a memory of earlier generator
+            batches instead of the current generator (0: none, as in both papers). Replaying
+            past synthetic samples counters the student forgetting what earlier generators
+            showed it (Binici et al. 2022, WACV, "Preventing Catastrophic Forgetting and
+            Distribution Mismatch in Knowledge Distillation via Synthetic Data", §3).
+        memory_size: images the replay memory keeps (first in, first out); every ``synthesize``
+            call stores one fresh batch of the updated generator.
     """
 
     needs_batchnorm = False
@@ -81,9 +89,15 @@ class AdversarialSynthesizer:
         generator_steps: int = 1,
         generator_width: int = 32,
         generator_output: str = "batchnorm",
+        replay_fraction: float = 0.0,
+        memory_size: int = 20_000,
     ) -> None:
         if batch_size < 1 or generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
+        if not 0 <= replay_fraction < 1:
+            raise ValueError(f"replay_fraction must lie in [0, 1), got {replay_fraction}")
+        self.replay_fraction = replay_fraction
+        self.memory = MemoryBank(memory_size)
         self.image_shape = image_shape
         self.rng = rng
         self.device = device
@@ -133,19 +147,30 @@ class AdversarialSynthesizer:
                 self.optimizer.step()
                 self.teacher_queries += self.batch_size
                 self.images_synthesized += self.batch_size
+        if self.replay_fraction > 0:
+            self.memory.add(self._fresh(self.batch_size))
         return {name: float(value.detach()) for name, value in terms.items()}
 
     @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
+    def _fresh(self, n: int) -> Tensor:
         self.generator.train()  # batch statistics, as in the generator step
         self.images_synthesized += n
-        return self.generator(self._latent(n))
+        return self.generator(self._latent(n))  # type: ignore[no-any-return]
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        replayed = round(n * self.replay_fraction) if len(self.memory) else 0
+        fresh = self._fresh(n - replayed)
+        if not replayed:
+            return fresh
+        return torch.cat([fresh, self.memory.sample(replayed, self.rng)])
 
     def reinitialize(self, *, lr_scale: float) -> None:
         reset_weights(self.generator, self.rng)
         restart_optimizer(self.optimizer, lr_scale=lr_scale)
+        self.memory.clear()
 
-    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
+    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries", "memory")
 
     def state_dict(self) -> dict[str, Any]:
         return save_state(self, self.STATE)

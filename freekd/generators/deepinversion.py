@@ -126,11 +126,12 @@ class DeepInversion:
     paper optimizes normalized pixels directly and clips them.
 
     Deviations from the paper: far fewer iterations by default (100; the paper runs thousands,
-    §4.1 and §4.4); balanced rather than independent target classes; the first BatchNorm layer can be
-    weighted separately (``first_bn_multiplier``, default 1 = the paper's Eq. 4, which weighs all
-    layers alike); flips are off by default because handwritten digits are not mirror-symmetric
-    (turn them on for natural images, as the paper does). The L2 prior acts on [0, 1] pixels, so
-    it pulls towards black (the background of digits) rather than towards the mean image.
+    §4.1 and §4.4); balanced rather than independent target classes; the first BatchNorm layer
+    can be weighted separately (``first_bn_multiplier``, default 1 = the paper's Eq. 4, which
+    weighs all layers alike); flips are off by default because handwritten digits are not
+    mirror-symmetric (turn them on for natural images, as the paper does). The L2 prior acts on
+    [0, 1] pixels, so it pulls towards black (the background of digits) rather than towards the
+    mean image.
 
     Args:
         image_shape: (C, H, W) of the teacher's input.

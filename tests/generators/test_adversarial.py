@@ -216,3 +216,41 @@ def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> N
         if value.dtype.is_floating_point and not torch.equal(value, before[name])
     ]
     assert "head.weight" in changed
+
+
+def test_replay_mixes_earlier_generator_batches_into_student_batches(teacher: Teacher) -> None:
+    def make(seed: int = 0) -> AdversarialSynthesizer:
+        return SYNTHESIZERS.get("zskt")(
+            image_shape=SHAPE,
+            num_classes=10,
+            rng=torch.Generator().manual_seed(seed),
+            device=torch.device("cpu"),
+            batch_size=16,
+            replay_fraction=0.5,
+            memory_size=40,
+        )
+
+    synthesizer = make()
+    student = make_student()
+    assert synthesizer.sample(8).shape == (8, *SHAPE)  # empty memory: all fresh
+    synthesizer.synthesize(teacher, student)
+    assert len(synthesizer.memory) == 16
+    stored = synthesizer.memory.images
+    assert stored is not None
+    batch = synthesizer.sample(8)
+    assert batch.shape == (8, *SHAPE)
+    # The replayed half are stored images, the fresh half come from the current generator.
+    assert all(any(torch.equal(image, s) for s in stored) for image in batch[4:])
+    for _ in range(3):
+        synthesizer.synthesize(teacher, student)
+    assert len(synthesizer.memory) == 40  # first in, first out
+    copy_ = make(seed=5)
+    copy_.load_state_dict(synthesizer.state_dict())
+    torch.testing.assert_close(copy_.sample(6), synthesizer.sample(6))
+    synthesizer.reinitialize(lr_scale=0.5)
+    assert len(synthesizer.memory) == 0
+    with pytest.raises(ValueError, match="replay_fraction"):
+        SYNTHESIZERS.get("zskt")(
+            image_shape=SHAPE, num_classes=10, rng=torch.Generator(), device=torch.device("cpu"),
+            replay_fraction=1.0,
+        )  # fmt: skip

@@ -165,6 +165,20 @@ def _load_split(spec: str, *, default_split: str, root: str | None, download: bo
     )
 
 
+def _train_and_eval_sets(config: Any) -> tuple[ImageDataset, ImageDataset]:
+    """``config.dataset``'s train split and its held-out data (``config.eval_dataset``)."""
+    train_set = _load_split(
+        config.dataset, default_split="train", root=config.data_root, download=config.download
+    )
+    eval_set = _load_split(
+        _eval_spec(config.dataset, config.eval_dataset),
+        default_split="test",
+        root=config.data_root,
+        download=config.download,
+    )
+    return train_set, eval_set
+
+
 def _eval_spec(dataset: str, eval_dataset: str | None) -> str:
     """The held-out spec: given, else the ``test`` split of the training data's registry name."""
     if eval_dataset:
@@ -432,15 +446,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     batches, per-example clipping, Gaussian noise; BatchNorm replaced by GroupNorm), and its
     (ε, δ) goes into ``report.json["privacy"]`` and into ``model.pt``.
     """
-    train_set = _load_split(
-        config.dataset, default_split="train", root=config.data_root, download=config.download
-    )
-    eval_set = _load_split(
-        _eval_spec(config.dataset, config.eval_dataset),
-        default_split="test",
-        root=config.data_root,
-        download=config.download,
-    )
+    train_set, eval_set = _train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"a model trained on {train_set.name}")
     resolve_augmentation(config.trainer.augment, train_set.input_shape)
     dp = _DPSetup.plan(config, len(train_set)) if config.dp.enabled else None
@@ -625,15 +631,7 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
 
     if config.execution not in ("loop", "vmap"):
         raise FreekdError(f"unknown execution {config.execution!r}; use loop or vmap")
-    train_set = _load_split(
-        config.dataset, default_split="train", root=config.data_root, download=config.download
-    )
-    eval_set = _load_split(
-        _eval_spec(config.dataset, config.eval_dataset),
-        default_split="test",
-        root=config.data_root,
-        download=config.download,
-    )
+    train_set, eval_set = _train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
     augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
     source = ShardSource(
@@ -925,15 +923,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd distill``: classic KD on real data; returns (and writes) ``report.json``."""
     method_class = METHODS.get(config.method.name)
     _check_params(method_class, config.method.params, what=f"method {config.method.name}")
-    train_set = _load_split(
-        config.dataset, default_split="train", root=config.data_root, download=config.download
-    )
-    eval_set = _load_split(
-        _eval_spec(config.dataset, config.eval_dataset),
-        default_split="test",
-        root=config.data_root,
-        download=config.download,
-    )
+    train_set, eval_set = _train_and_eval_sets(config)
     resolve_augmentation(config.trainer.augment, train_set.input_shape)
     teacher = load_teacher(config.teacher)
     check_input_shape(train_set, teacher.input_shape, who="the teacher")

@@ -229,6 +229,7 @@ def _loader_source(
     dist: DistInfo,
     labelled: bool = True,
     max_steps_per_epoch: int | None = None,
+    fixed_steps_per_epoch: int | None = None,
 ) -> LoaderSource:
     augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
     return LoaderSource(
@@ -238,6 +239,7 @@ def _loader_source(
         augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
         labelled=labelled,
         max_steps_per_epoch=max_steps_per_epoch,
+        fixed_steps_per_epoch=fixed_steps_per_epoch,
         rank=dist.rank,
         world_size=dist.world_size,
     )
@@ -1215,14 +1217,15 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     synthetic: SyntheticSource | None = None
     source: BatchSource
     if proxy_set is not None:
-        # The same number of student steps per epoch as a data-free run, where the set allows.
+        # Exactly as many student steps per epoch as a data-free run: a small proxy set is
+        # gone through several times per epoch rather than giving the baseline fewer steps.
         source = _loader_source(
             proxy_set,
             config.trainer,
             seed=config.seed,
             dist=dist,
             labelled=False,
-            max_steps_per_epoch=config.steps_per_epoch,
+            fixed_steps_per_epoch=config.steps_per_epoch,
         )
         description = f"proxy {proxy_set.name} → {student_arch}"
     else:

@@ -52,6 +52,9 @@ class LoaderSource:
         labelled: yield labels (``False`` hides them, e.g. for label-free transfer sets).
         max_steps_per_epoch: end an epoch after this many batches (each epoch still draws a new
             order over the whole dataset); ``None``: one full pass.
+        fixed_steps_per_epoch: make every epoch exactly this many batches, going through the
+            data as many times as needed (pass ``p`` of epoch ``e`` in an order seeded with
+            ``(seed, e, p)``); for small data sets that must match another run's step count.
         rank: this process's rank.
         world_size: number of processes.
     """
@@ -65,9 +68,12 @@ class LoaderSource:
         augment: Augment | None = None,
         labelled: bool = True,
         max_steps_per_epoch: int | None = None,
+        fixed_steps_per_epoch: int | None = None,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        if max_steps_per_epoch is not None and fixed_steps_per_epoch is not None:
+            raise FreekdError("give max_steps_per_epoch or fixed_steps_per_epoch, not both")
         if batch_size % world_size:
             raise FreekdError(
                 f"batch size {batch_size} does not split over {world_size} processes; "
@@ -84,22 +90,32 @@ class LoaderSource:
         self.augment = augment
         self.labelled = labelled
         self.max_steps_per_epoch = max_steps_per_epoch
+        self.fixed_steps_per_epoch = fixed_steps_per_epoch
         self.rank = rank
         self.world_size = world_size
 
     def steps_per_epoch(self) -> int:
         full_pass = len(self.dataset) // self.batch_size
+        if self.fixed_steps_per_epoch is not None:
+            return self.fixed_steps_per_epoch
         return min(full_pass, self.max_steps_per_epoch or full_pass)
 
     def _generator(self, *keys: int) -> torch.Generator:
         return seeded_generator(self.seed, *keys)
 
     def batches(self, state: TrainState) -> Iterator[Batch]:
-        order = torch.randperm(len(self.dataset), generator=self._generator(state.epoch))
+        full_pass = len(self.dataset) // self.batch_size
         per_rank = self.batch_size // self.world_size
         mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        orders: dict[int, Tensor] = {}
         for index in range(state.step_in_epoch, self.steps_per_epoch()):
-            start = index * self.batch_size
+            passes, within = divmod(index, full_pass)
+            if passes not in orders:
+                keys = (state.epoch,) if passes == 0 else (state.epoch, -1 - passes)
+                generator = self._generator(*keys)
+                orders = {passes: torch.randperm(len(self.dataset), generator=generator)}
+            order = orders[passes]
+            start = within * self.batch_size
             if self.augment is None:
                 batch = self.dataset.batch(order[start : start + self.batch_size][mine])
                 images = batch.images

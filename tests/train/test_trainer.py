@@ -165,3 +165,20 @@ def test_loader_source_shards_match_the_global_batch(digits_train: ImageDataset)
         LoaderSource(digits_train, batch_size=64, seed=5, world_size=3)
     with pytest.raises(FreekdError, match="fewer than one batch"):
         LoaderSource(digits_train.subset(torch.arange(10)), batch_size=64, seed=5)
+
+
+def test_fixed_steps_per_epoch_goes_through_small_data_several_times() -> None:
+    from freekd.data import load_dataset
+    from freekd.train import LoaderSource, TrainState
+
+    data = load_dataset("digits:train")  # 1500 images: 5 batches of 300 per pass
+    source = LoaderSource(data, batch_size=300, seed=1, fixed_steps_per_epoch=12)
+    batches = list(source.batches(TrainState()))
+    assert source.steps_per_epoch() == len(batches) == 12
+    first_pass = torch.cat([b.labels for b in batches[:5]])  # type: ignore[misc]
+    assert sorted(first_pass.tolist()) == sorted(data.labels.tolist())
+    assert not torch.equal(batches[0].images, batches[5].images)  # a new order per pass
+    resumed = list(source.batches(TrainState(step_in_epoch=7)))
+    assert all(torch.equal(a.images, b.images) for a, b in zip(resumed, batches[7:], strict=True))
+    plain = LoaderSource(data, batch_size=300, seed=1)
+    assert torch.equal(next(iter(plain.batches(TrainState()))).images, batches[0].images)

@@ -201,11 +201,19 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
         return flat
 
     old, new = flatten(saved), flatten(current)
+    allowed = set(RESUMABLE_CHANGES)
+    if old.get("dp.enabled"):
+        # The noise multiplier was chosen for the planned number of steps: more epochs would
+        # spend more than the recorded ε, and the record would not know.
+        allowed.discard("trainer.epochs")
     changed = sorted(
-        k
-        for k in old.keys() | new.keys()
-        if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed
     )
+    if "trainer.epochs" in changed and old.get("dp.enabled"):
+        raise FreekdError(
+            f"--resume in {out} with other --epochs: this DP-SGD run's noise was set for "
+            f"{old['trainer.epochs']} epochs; resume with those, or train anew with another --out"
+        )
     if changed:
         raise FreekdError(
             f"--resume in {out} with a different config ({', '.join(changed)}); "
@@ -488,6 +496,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         description=f"teacher {config.arch}" + (" (DP-SGD)" if dp else ""),
         wrap_optimizer=None if dp is None else dp.wrap_optimizer,
         privacy=None if dp is None else dp.record,
+        extras=None if dp is None else {"dp_noise": dp.noise},
     )
     report = {
         "command": "teacher train",
@@ -505,6 +514,23 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     return report
 
 
+class _GeneratorState:
+    """A ``torch.Generator`` as a resumable extra: DP-SGD's noise stream.
+
+    A resumed run must continue the noise stream, never replay it: noise drawn twice would
+    cancel between two released updates and expose their gradient difference.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["state"])
+
+
 @dataclass
 class _DPSetup:
     """DP-SGD wiring for a teacher run: noise level, model preparation, optimizer, record."""
@@ -516,6 +542,7 @@ class _DPSetup:
     target_epsilon: float | None
     expected_batch_size: int
     seed: int
+    noise: _GeneratorState = dataclasses.field(default_factory=lambda: _GeneratorState(0))
 
     @classmethod
     def plan(cls, config: TeacherTrainConfig, train_size: int) -> _DPSetup:
@@ -566,6 +593,7 @@ class _DPSetup:
             target_epsilon=dp.epsilon,
             expected_batch_size=trainer.batch_size,
             seed=config.seed,
+            noise=_GeneratorState(config.seed + 1),
         )
 
     def prepare(self, model: ImageClassifier) -> ImageClassifier:
@@ -596,7 +624,7 @@ class _DPSetup:
             max_grad_norm=self.max_grad_norm,
             expected_batch_size=self.expected_batch_size,
             loss_reduction="mean",
-            generator=torch.Generator().manual_seed(self.seed + 1),
+            generator=self.noise.generator,
         )
 
     def record(self, state: TrainState) -> dict[str, Any]:

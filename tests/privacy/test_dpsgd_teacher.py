@@ -130,3 +130,60 @@ def test_dp_refusals(tmp_path: Path) -> None:
         run()
     with pytest.raises(FreekdError, match="out of reach"):
         run(epsilon=1e-6)
+
+
+def test_dp_run_resumes_only_with_its_planned_epochs(tmp_path: Path) -> None:
+    def config(epochs: int) -> TeacherTrainConfig:
+        return TeacherTrainConfig(
+            dataset="digits",
+            arch="tiny-cnn",
+            trainer=tiny_trainer(epochs=epochs, batch_size=128, checkpoint_every=5),
+            dp=DPConfig(enabled=True, epsilon=8.0),
+        )
+
+    out = tmp_path / "dp"
+    run_teacher_train(config(1), RunOptions(out, quiet=True))
+    with pytest.raises(FreekdError, match="noise was set for 1 epochs"):
+        run_teacher_train(config(3), RunOptions(out, resume=True, quiet=True))
+    report = run_teacher_train(config(1), RunOptions(out, resume=True, quiet=True))
+    assert report["privacy"]["epsilon"] <= 8.0
+
+
+def test_killed_dp_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        "teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn", "--epochs", "6",
+        "--batch-size", "128", "--lr", "0.5", "--dp", "--epsilon", "8", "--device", "cpu",
+        "--set", "trainer.checkpoint_every=2", "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(out: Path, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "freekd", *args, "--out", str(out), *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    straight = run(tmp_path / "straight")
+    killed = run(tmp_path / "killed")
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "killed" / "checkpoint.pt").exists():
+        assert time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "report.json").exists()  # it really stopped mid-run
+    assert straight.wait() == 0
+    assert run(tmp_path / "killed", "--resume").wait() == 0
+    expected = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)
+    got = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key  # noise continued, not replayed
+    assert got["privacy"] == expected["privacy"]

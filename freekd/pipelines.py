@@ -463,13 +463,19 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     dist, device = _setup(config.seed, config.trainer, options)
     if dp is not None and dist.enabled:
         raise FreekdError("--dp runs in one process; start it without torchrun")
+    mean, std = config.mean, config.std
+    if dp is not None and (mean is None or std is None):
+        # The training set's own statistics would be a release outside the accounting: a DP
+        # teacher normalizes with fixed values unless the user gives public ones.
+        channels = train_set.input_shape[0]
+        mean, std = mean or [0.5] * channels, std or [0.5] * channels
     model = _build_student(
         config.arch,
         dict(config.arch_kwargs),
         train_set=train_set,
         num_classes=train_set.num_classes,
-        mean=config.mean,
-        std=config.std,
+        mean=mean,
+        std=std,
     )
     source: BatchSource
     if dp is None:

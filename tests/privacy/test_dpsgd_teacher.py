@@ -53,6 +53,9 @@ def test_dp_teacher_meets_its_budget_and_records_it(dp_teacher: Path) -> None:
     assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
     saved = torch.load(dp_teacher / "model.pt", weights_only=True)
     assert saved["privacy"]["epsilon"] == privacy["epsilon"]
+    # No statistic of the private data outside the accounting: fixed normalization.
+    assert saved["input"]["mean"] == [0.5]
+    assert saved["input"]["std"] == [0.5]
     assert not any(key.startswith("_module") for key in saved["state_dict"])
 
 

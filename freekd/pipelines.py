@@ -1010,18 +1010,29 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     return report
 
 
-def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
-    """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts."""
+# The shared constructor arguments are wired by the pipeline, never set from a config.
+_WIRED = {"image_shape", "num_classes", "rng", "device"}
+
+
+def _hyperparameters(cls: type) -> dict[str, Any]:
+    """``cls``'s keyword-only hyperparameters with their defaults."""
     import inspect
 
-    signature = inspect.signature(cls)
-    # The shared constructor arguments are wired by the pipeline, never set from a config.
-    wired = {"image_shape", "num_classes", "rng", "device"}
-    allowed = [
-        name
-        for name, p in signature.parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in wired
-    ]
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _WIRED
+    }
+
+
+def _resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter a component ran with: its defaults, then ``params`` over them."""
+    return {**_hyperparameters(cls), **params}
+
+
+def _check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
+    """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts."""
+    allowed = list(_hyperparameters(cls))
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise FreekdError(
@@ -1307,7 +1318,10 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
             "arch": student_arch,
             "parameters": count_parameters(student.net),
         },
-        "student_method": {"name": method_config.name, "params": dict(method_config.params)},
+        "student_method": {
+            "name": method_config.name,
+            "params": _resolved_params(method_class, dict(method_config.params)),
+        },
         "stopped_by_budget": budget.reason,
         "eval_dataset": eval_set.name if eval_set is not None else None,
         "privacy": _inherited_privacy(teacher, proxy_set),
@@ -1328,7 +1342,10 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     else:
         collapse = synthetic.collapse_report()
         report.update(
-            method={"name": config.synthesizer.name, "params": dict(config.synthesizer.params)},
+            method={
+                "name": config.synthesizer.name,
+                "params": _resolved_params(synthesizer.__class__, dict(config.synthesizer.params)),
+            },
             synthesize_every=synthesize_every,
             synthesized_images=synthetic.synthesizer.images_synthesized,
             teacher_queries=teacher_queries

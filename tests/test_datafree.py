@@ -67,6 +67,10 @@ def test_datafree_writes_every_file_and_the_report(tiny_teacher_path: Path, tmp_
     assert report["synthesized_images"] == 4 * 16 + 4 * 16
     assert report["teacher_queries"] == 4 * 16 + 4 * 16
     assert report["method"]["name"] == "dafl"
+    # Every hyperparameter the run used, defaults included, for reproducing it.
+    assert report["method"]["params"]["batch_size"] == 16
+    assert "latent_dim" in report["method"]["params"]
+    assert report["student_method"]["params"]["temperature"] > 0
     assert {"wall_seconds", "seed", "freekd_version"} <= set(report)
 
 

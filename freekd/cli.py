@@ -943,7 +943,9 @@ def pate_teachers(
 
 AggregatorOption = Annotated[
     str | None,
-    typer.Option("--aggregator", help="lnmax, gnmax or confident-gnmax (default)."),
+    typer.Option(
+        "--aggregator", help="lnmax, gnmax, confident-gnmax (default) or interactive-gnmax."
+    ),
 ]
 
 
@@ -960,6 +962,7 @@ def _label_values(
     epsilon: float | None,
     delta: float | None,
     seed: int | None,
+    interactive: tuple[Path | None, float | None, float | None] = (None, None, None),
 ) -> dict[str, Any]:
     if sigma is not None and sigma2 is not None and sigma != sigma2:
         raise _fail("--sigma and --sigma2 name the same noise; give one")
@@ -975,6 +978,9 @@ def _label_values(
         "epsilon": epsilon,
         "delta": delta,
         "seed": seed,
+        "student_model": None if interactive[0] is None else str(interactive[0]),
+        "confidence_scale": interactive[1],
+        "student_threshold": interactive[2],
     }
 
 
@@ -1035,6 +1041,21 @@ def pate_label(
     gamma: Annotated[
         float | None, typer.Option("--gamma", help="LNMax: inverse Laplace scale γ.")
     ] = None,
+    student_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--student-model",
+            help="Interactive-GNMax: a student checkpoint whose beliefs pick the queries.",
+            dir_okay=False,
+        ),
+    ] = None,
+    confidence_scale: Annotated[
+        float | None, typer.Option("--confidence-scale", help="Interactive-GNMax: O.")
+    ] = None,
+    student_threshold: Annotated[
+        float | None,
+        typer.Option("--student-threshold", help="Interactive-GNMax: T' (student confidence)."),
+    ] = None,
     epsilon: Annotated[float | None, typer.Option("--epsilon", help="Budget ε.")] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
     seed: SeedOption = None,
@@ -1054,7 +1075,7 @@ def pate_label(
     """
     values = _label_values(
         teachers, queries_from, queries, aggregator, sigma, sigma1, sigma2, threshold, gamma,
-        epsilon, delta, seed,
+        epsilon, delta, seed, (student_model, confidence_scale, student_threshold),
     )  # fmt: skip
     base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
     cfg = load_config(PateLabelConfig, config, overrides=overrides, values=values, base=base)

@@ -216,6 +216,10 @@ class PateLabelConfig:
         sigma_threshold: σ₁, the noise of Confident-GNMax's check.
         threshold: T of Confident-GNMax's check.
         gamma: LNMax's inverse Laplace scale.
+        student_model: Interactive-GNMax: a student checkpoint (e.g. from an earlier
+            ``freekd pate student``) whose probabilities decide which queries the teachers see.
+        confidence_scale: Interactive-GNMax's O.
+        student_threshold: Interactive-GNMax's T': a student this confident labels alone.
         epsilon: the budget's ε; no answer may push the budgeted figure past it.
         delta: the budget's δ.
         budget_on: ``data-independent`` (publishable) or ``data-dependent-unsanitized``.
@@ -232,6 +236,9 @@ class PateLabelConfig:
     sigma_threshold: float | None = 150.0
     threshold: float | None = 200.0
     gamma: float | None = None
+    student_model: str | None = None
+    confidence_scale: float | None = None
+    student_threshold: float | None = None
     epsilon: float = 2.0
     delta: float = 1e-5
     budget_on: str = "data-independent"

@@ -791,7 +791,14 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         sigma_threshold=config.sigma_threshold,
         threshold=config.threshold,
         gamma=config.gamma,
+        confidence_scale=config.confidence_scale,
+        student_threshold=config.student_threshold,
     )
+    if mechanism.needs_student and not config.student_model:
+        raise FreekdError(
+            f"--aggregator {mechanism.name} needs --student-model (a student checkpoint, e.g. "
+            "from freekd pate student)"
+        )
     out = options.out_dir
     ledger_path = out / LEDGER_FILE
     if ledger_path.exists() and not options.resume:
@@ -833,7 +840,15 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         num_classes=ensemble.num_classes,
         budget_on=config.budget_on,
     )
+    student_model = None
+    if mechanism.needs_student:
+        from freekd.checkpoint import load_model
+
+        assert config.student_model is not None
+        student_model = load_model(config.student_model)
+        check_input_shape(pool, student_model.input_shape, who="the student model")
     labels = np.full(count, -1, dtype=np.int64)
+    by_teachers = np.zeros(count, dtype=bool)
     stopped = False
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     with RichProgress(disable=options.quiet, transient=True) as progress:
@@ -841,8 +856,13 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         for start in range(0, count, 256):
             indices = list(range(start, min(start + 256, count)))
             images = pool.batch(torch.tensor(indices)).images
-            result = labeler.label(indices, images)
+            probabilities = None
+            if student_model is not None:
+                with torch.no_grad():  # public: the student saw public data and released labels
+                    probabilities = student_model(images).softmax(dim=1)
+            result = labeler.label(indices, images, student_probabilities=probabilities)
             labels[start : start + len(indices)] = result.labels.numpy()
+            by_teachers[start : start + len(indices)] = result.by_teachers.numpy()
             progress.update(task, advance=result.reached)
             if result.stopped_by_budget:
                 stopped = True
@@ -851,7 +871,9 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     truth = pool.labels[:count].numpy()
     atomic_write(
         out / LABELS_FILE,
-        lambda stream: np.savez(stream, indices=np.arange(count), labels=labels),
+        lambda stream: np.savez(
+            stream, indices=np.arange(count), labels=labels, by_teachers=by_teachers
+        ),
     )
     privacy = labeler.privacy_report()
     report: dict[str, Any] = {
@@ -865,6 +887,9 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         },
         "aggregator": mechanism.name,
         "answered": int(answered.sum()),
+        "answered_by_teachers": int(by_teachers.sum()),
+        "answered_by_student": int((answered & ~by_teachers).sum()),
+        "student_model": config.student_model,
         "label_accuracy": float((labels[answered] == truth[answered]).mean())
         if answered.any()
         else None,

@@ -87,3 +87,53 @@ def confident_gnmax_labels(
     labels = gnmax_labels(counts, sigma=sigma, rng=rng)
     passed = counts.max(dim=1).values + check.to(counts.device) >= threshold
     return torch.where(passed, labels, torch.full_like(labels, ABSTAIN))
+
+
+def interactive_gnmax_labels(
+    votes: Tensor,
+    student_probabilities: Tensor,
+    *,
+    confidence_scale: float,
+    threshold: float,
+    student_threshold: float,
+    sigma_threshold: float,
+    sigma: float,
+    rng: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Interactive-GNMax, Papernot et al. 2018 Alg. 2: ask the teachers only where they disagree.
+
+    With the student's class probabilities p (public: the student saw only public data and
+    released labels), a query goes to the teachers when
+    max_j(n_j − O·p_j) + N(0, σ₁²) ≥ T and is answered by GNMax at σ₂; otherwise, if the
+    student is confident (max_j p_j > T'), its own prediction is the label (no further cost);
+    otherwise the query is dropped (:data:`ABSTAIN`).
+
+    Args:
+        votes: (N, K) vote counts.
+        student_probabilities: (N, K) the student's softmax outputs.
+        confidence_scale: O, how strongly the student's beliefs are subtracted from the votes.
+        threshold: T of the teachers' check.
+        student_threshold: T', the student confidence that labels a query on its own.
+        sigma_threshold: σ₁.
+        sigma: σ₂.
+        rng: source of both noises.
+
+    Returns:
+        (N,) labels and (N,) booleans: which labels the teachers gave.
+    """
+    counts = _check_votes(votes)
+    probabilities = student_probabilities.to(torch.float64).to(counts.device)
+    if probabilities.shape != counts.shape:
+        raise ValueError(
+            f"student probabilities have shape {tuple(probabilities.shape)}, votes "
+            f"{tuple(counts.shape)}"
+        )
+    check = torch.randn(len(counts), generator=rng, dtype=torch.float64) * sigma_threshold
+    teacher_labels = gnmax_labels(counts, sigma=sigma, rng=rng)
+    disagreement = (counts - confidence_scale * probabilities).max(dim=1).values
+    by_teachers = disagreement + check.to(counts.device) >= threshold
+    confident = probabilities.max(dim=1).values > student_threshold
+    student_labels = torch.where(
+        confident, probabilities.argmax(dim=1), torch.full_like(teacher_labels, ABSTAIN)
+    )
+    return torch.where(by_teachers, teacher_labels, student_labels), by_teachers

@@ -13,6 +13,7 @@ is already in the ledger is answered from the ledger without drawing (or spendin
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from freekd.privacy.aggregation import (
     ABSTAIN,
     confident_gnmax_labels,
     gnmax_labels,
+    interactive_gnmax_labels,
     lnmax_labels,
 )
 from freekd.privacy.budget import PrivacyBudget
@@ -45,17 +47,33 @@ class Mechanism:
     """
 
     name: ClassVar[str]
+    #: Whether every query needs the student's class probabilities (Interactive-GNMax).
+    needs_student: ClassVar[bool] = False
 
     def answer(self, votes: Tensor, rng: torch.Generator) -> Tensor:
         """(N, K) votes → (N,) labels, :data:`ABSTAIN` where the mechanism declines."""
         raise NotImplementedError
 
+    def respond(
+        self, votes: Tensor, rng: torch.Generator, student: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(N,) labels and (N,) booleans: which of them the teachers gave (and paid for)."""
+        labels = self.answer(votes, rng)
+        return labels, labels != ABSTAIN
+
     def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        """Data-independent cost of one query; ``answered``: the teachers gave its label."""
         raise NotImplementedError
 
     def dependent_cost(
-        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+        self,
+        votes: np.ndarray,
+        orders: FloatArray,
+        *,
+        answered: bool,
+        student: np.ndarray | None = None,
     ) -> FloatArray:
+        """Data-dependent cost at these (K,) votes (and the student's (K,) probabilities)."""
         raise NotImplementedError
 
     def parameters(self) -> dict[str, Any]:
@@ -80,7 +98,12 @@ class LNMax(Mechanism):
         return analysis.laplace_rdp(orders, gamma=self.gamma)
 
     def dependent_cost(
-        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+        self,
+        votes: np.ndarray,
+        orders: FloatArray,
+        *,
+        answered: bool,
+        student: np.ndarray | None = None,
     ) -> FloatArray:
         return self.independent_cost(orders, answered=answered)
 
@@ -100,7 +123,12 @@ class GNMax(Mechanism):
         return analysis.gnmax_rdp(orders, sigma=self.sigma)
 
     def dependent_cost(
-        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+        self,
+        votes: np.ndarray,
+        orders: FloatArray,
+        *,
+        answered: bool,
+        student: np.ndarray | None = None,
     ) -> FloatArray:
         log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
         return analysis.gnmax_data_dependent_rdp(log_q, orders, sigma=self.sigma)[0]
@@ -130,10 +158,74 @@ class ConfidentGNMax(Mechanism):
         return cost + analysis.gnmax_rdp(orders, sigma=self.sigma) if answered else cost
 
     def dependent_cost(
-        self, votes: np.ndarray, orders: FloatArray, *, answered: bool
+        self,
+        votes: np.ndarray,
+        orders: FloatArray,
+        *,
+        answered: bool,
+        student: np.ndarray | None = None,
     ) -> FloatArray:
         cost = analysis.threshold_data_dependent_rdp(
             votes[None], orders, threshold=self.threshold, sigma=self.sigma_threshold
+        )[0]
+        if answered:
+            log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
+            cost = cost + analysis.gnmax_data_dependent_rdp(log_q, orders, sigma=self.sigma)[0]
+        return cost
+
+
+@MECHANISMS.register("interactive-gnmax")
+@dataclass(frozen=True)
+class InteractiveGNMax(Mechanism):
+    """Interactive-GNMax (Papernot et al. 2018 Alg. 2): the teachers answer where they disagree
+    with the student; a confident student labels the rest itself.
+
+    The check's statistic max_j(n_j − O·p_j) moves by at most one between neighbouring data
+    sets (p is public), so its costs are those of Confident-GNMax's check at that statistic;
+    a label the student gives costs nothing beyond the check.
+    """
+
+    sigma: float
+    sigma_threshold: float
+    threshold: float
+    confidence_scale: float
+    student_threshold: float
+    name: ClassVar[str] = "interactive-gnmax"
+    needs_student: ClassVar[bool] = True
+
+    def respond(
+        self, votes: Tensor, rng: torch.Generator, student: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if student is None:
+            raise FreekdError("interactive-gnmax needs the student's probabilities")
+        return interactive_gnmax_labels(
+            votes,
+            student,
+            confidence_scale=self.confidence_scale,
+            threshold=self.threshold,
+            student_threshold=self.student_threshold,
+            sigma_threshold=self.sigma_threshold,
+            sigma=self.sigma,
+            rng=rng,
+        )
+
+    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
+        cost = analysis.threshold_rdp(orders, sigma=self.sigma_threshold)
+        return cost + analysis.gnmax_rdp(orders, sigma=self.sigma) if answered else cost
+
+    def dependent_cost(
+        self,
+        votes: np.ndarray,
+        orders: FloatArray,
+        *,
+        answered: bool,
+        student: np.ndarray | None = None,
+    ) -> FloatArray:
+        if student is None:
+            raise FreekdError("interactive-gnmax needs the student's probabilities")
+        statistic = votes - self.confidence_scale * student
+        cost = analysis.threshold_data_dependent_rdp(
+            statistic[None], orders, threshold=self.threshold, sigma=self.sigma_threshold
         )[0]
         if answered:
             log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
@@ -151,6 +243,7 @@ class LabelingResult:
     labels: Tensor  # (N,) int64; ABSTAIN where declined or not reached
     reached: int  # queries handled (answered or declined) before the budget stopped the call
     stopped_by_budget: bool
+    by_teachers: Tensor  # (N,) bool: the teachers gave the label (and their budget paid for it)
 
 
 class NoisyLabeler:
@@ -194,12 +287,15 @@ class NoisyLabeler:
         self._independent = np.zeros_like(self.orders)
         self._dependent = np.zeros_like(self.orders)
         self._released: dict[int, int] = {}
+        self._by_teachers: dict[int, bool] = {}
         for entry in ledger:  # a resumed run: everything in the ledger is already spent
+            teachers = entry.get("by", "teachers" if entry["label"] != ABSTAIN else None)
             self._independent += mechanism.independent_cost(
-                self.orders, answered=entry["label"] != ABSTAIN
+                self.orders, answered=teachers == "teachers"
             )
             self._dependent += np.asarray(entry["rdp"], dtype=np.float64)
             self._released[int(entry["query"])] = int(entry["label"])
+            self._by_teachers[int(entry["query"])] = teachers == "teachers"
 
     @staticmethod
     def ledger_header(
@@ -219,21 +315,32 @@ class NoisyLabeler:
         curve = independent if self.budget_on == DATA_INDEPENDENT else dependent
         return self._epsilon(curve) <= self.budget.epsilon
 
-    def label(self, indices: Sequence[int], images: Tensor) -> LabelingResult:
+    def label(
+        self,
+        indices: Sequence[int],
+        images: Tensor,
+        *,
+        student_probabilities: Tensor | None = None,
+    ) -> LabelingResult:
         """Label queries ``indices`` (global, unique, in order) with images (N, C, H, W).
 
         Queries already in the ledger get their recorded labels (no new cost). New queries are
         answered one at a time; before each, the cost of answering it is added to the budgeted
         curve, and if that would exceed the budget, this and every later query stay unanswered
-        (:data:`ABSTAIN`) and ``stopped_by_budget`` is set.
+        (:data:`ABSTAIN`) and ``stopped_by_budget`` is set. ``student_probabilities`` (N, K) are
+        the student's softmax outputs, which Interactive-GNMax needs.
         """
         if len(indices) != len(images):
             raise FreekdError(f"{len(indices)} query indices for {len(images)} images")
+        if self.mechanism.needs_student and student_probabilities is None:
+            raise FreekdError(f"{self.mechanism.name} needs the student's probabilities")
         labels = torch.full((len(indices),), ABSTAIN, dtype=torch.long)
+        by_teachers = torch.zeros(len(indices), dtype=torch.bool)
         new = [i for i, index in enumerate(indices) if int(index) not in self._released]
         for i, index in enumerate(indices):
             if int(index) in self._released:
                 labels[i] = self._released[int(index)]
+                by_teachers[i] = self._by_teachers[int(index)]
         votes = None
         if new:
             with torch.no_grad():
@@ -247,31 +354,54 @@ class NoisyLabeler:
             assert votes is not None
             counts = votes[row]
             counts_np = counts.numpy().astype(np.float64)
-            # Worst case first: the budget must hold even if the check passes.
+            student = None if student_probabilities is None else student_probabilities[i].cpu()
+            student_np = None if student is None else student.numpy().astype(np.float64)
+            # Worst case first: the budget must hold even if the teachers answer.
             worst_independent = self._independent + self.mechanism.independent_cost(
                 self.orders, answered=True
             )
             worst_dependent = self._dependent + self.mechanism.dependent_cost(
-                counts_np, self.orders, answered=True
+                counts_np, self.orders, answered=True, student=student_np
             )
             if not self._fits(worst_independent, worst_dependent):
-                return LabelingResult(labels, reached=i, stopped_by_budget=True)
+                return LabelingResult(
+                    labels, reached=i, stopped_by_budget=True, by_teachers=by_teachers
+                )
             rng = torch.Generator().manual_seed(self.seed * 1_000_003 + int(indices[i]))
-            label = int(self.mechanism.answer(counts[None], rng)[0])
-            answered = label != ABSTAIN
-            dependent = self.mechanism.dependent_cost(counts_np, self.orders, answered=answered)
+            label_tensor, teachers_tensor = self.mechanism.respond(
+                counts[None], rng, None if student is None else student[None]
+            )
+            label, teachers = int(label_tensor[0]), bool(teachers_tensor[0])
+            dependent = self.mechanism.dependent_cost(
+                counts_np, self.orders, answered=teachers, student=student_np
+            )
             # On disk (fsynced) before the label leaves this object.
             self.ledger.append(
-                {"query": int(indices[i]), "label": label, "rdp": [float(v) for v in dependent]}
+                {
+                    "query": int(indices[i]),
+                    "label": label,
+                    "by": "teachers" if teachers else ("student" if label != ABSTAIN else None),
+                    "rdp": [float(v) for v in dependent],
+                }
             )
-            self._independent += self.mechanism.independent_cost(self.orders, answered=answered)
+            self._independent += self.mechanism.independent_cost(self.orders, answered=teachers)
             self._dependent += dependent
             self._released[int(indices[i])] = label
+            self._by_teachers[int(indices[i])] = teachers
             labels[i] = label
-        return LabelingResult(labels, reached=len(indices), stopped_by_budget=False)
+            by_teachers[i] = teachers
+        return LabelingResult(
+            labels, reached=len(indices), stopped_by_budget=False, by_teachers=by_teachers
+        )
 
     @property
     def answered(self) -> int:
+        """Queries whose label the teachers gave."""
+        return sum(self._by_teachers.values())
+
+    @property
+    def labelled(self) -> int:
+        """Queries with a label (by the teachers or, with Interactive-GNMax, the student)."""
         return sum(label != ABSTAIN for label in self._released.values())
 
     @property
@@ -309,7 +439,7 @@ class NoisyLabeler:
 def mechanism_from_name(name: str, **parameters: float | None) -> Mechanism:
     """Build a registered mechanism, refusing missing or non-positive parameters by name."""
     cls = MECHANISMS.get(name)
-    fields = [f for f in cls.__dataclass_fields__ if f != "name"]  # type: ignore[attr-defined]
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     missing = [f for f in fields if parameters.get(f) is None]
     if missing:
         raise FreekdError(f"--aggregator {name} needs {', '.join(missing)}")

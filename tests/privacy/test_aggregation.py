@@ -9,6 +9,7 @@ from freekd.privacy.aggregation import (
     ABSTAIN,
     confident_gnmax_labels,
     gnmax_labels,
+    interactive_gnmax_labels,
     lnmax_labels,
 )
 
@@ -62,3 +63,17 @@ def test_bad_votes_are_refused() -> None:
         gnmax_labels(torch.ones(3), sigma=1.0, rng=torch.Generator())
     with pytest.raises(ValueError, match="NaN"):
         gnmax_labels(torch.tensor([[1.0, float("nan")]]), sigma=1.0, rng=torch.Generator())
+
+
+def test_interactive_gnmax_asks_the_teachers_only_where_they_disagree() -> None:
+    counts = torch.tensor([[240, 10, 0], [240, 10, 0], [90, 80, 80]])
+    student = torch.tensor([[0.98, 0.01, 0.01], [0.01, 0.98, 0.01], [0.4, 0.3, 0.3]])
+    labels, by_teachers = interactive_gnmax_labels(
+        counts, student, confidence_scale=200.0, threshold=100.0, student_threshold=0.9,
+        sigma_threshold=1e-6, sigma=1e-6, rng=torch.Generator(),
+    )  # fmt: skip
+    # 1: the student agrees (240 − 196 < 100): its own label, no teacher answer.
+    # 2: the student disagrees (240 − 2 ≥ 100): the teachers answer.
+    # 3: nobody is sure: dropped.
+    assert labels.tolist() == [0, 0, ABSTAIN]
+    assert by_teachers.tolist() == [False, True, False]

@@ -163,8 +163,41 @@ def test_killed_labelling_run_loses_no_released_label(tmp_path: Path) -> None:
 
 def test_mechanism_from_name() -> None:
     assert mechanism_from_name("gnmax", sigma=40.0) == GNMax(sigma=40.0)
-    assert set(MECHANISMS.names()) == {"confident-gnmax", "gnmax", "lnmax"}
+    assert set(MECHANISMS.names()) == {"confident-gnmax", "gnmax", "interactive-gnmax", "lnmax"}
     with pytest.raises(FreekdError, match="needs sigma_threshold, threshold"):
         mechanism_from_name("confident-gnmax", sigma=40.0)
     with pytest.raises(FreekdError, match="positive"):
         mechanism_from_name("gnmax", sigma=-1.0)
+
+
+def test_interactive_gnmax_pays_only_the_check_for_student_labels(tmp_path: Path) -> None:
+    from freekd.privacy import rdp as analysis
+    from freekd.privacy.labeler import InteractiveGNMax
+
+    mechanism = InteractiveGNMax(
+        sigma=4.0, sigma_threshold=1e-3, threshold=30.0, confidence_scale=50.0,
+        student_threshold=0.9,
+    )  # fmt: skip
+    # A near-noiseless check (σ₁ = 1e-3) costs a fortune: the budget is set out of the way.
+    labeler = make_labeler(tmp_path / "ledger.jsonl", mechanism=mechanism, epsilon=1e15)
+    images = query_images(40)
+    votes = votes_of(images)
+    # A student that agrees with the plurality, confidently: max(n − O·p) stays below T.
+    agreeing = torch.nn.functional.one_hot(votes.argmax(dim=1), CLASSES).double()
+    result = labeler.label(list(range(40)), images, student_probabilities=agreeing)
+    strong = (votes.max(dim=1).values - 50.0 < 30.0).numpy()
+    assert (~result.by_teachers[strong]).all()
+    torch.testing.assert_close(result.labels[strong], votes.argmax(dim=1)[strong])
+    entries = list(labeler.ledger)
+    assert {entry["by"] for entry in entries} <= {"teachers", "student"}
+    checks_only = sum(entry["by"] != "teachers" for entry in entries)
+    orders = labeler.orders
+    expected = 40 * analysis.threshold_rdp(orders, sigma=1e-3) + (
+        40 - checks_only
+    ) * analysis.gnmax_rdp(orders, sigma=4.0)
+    np.testing.assert_allclose(labeler.privacy_report()["data_independent_rdp"], expected)
+    assert labeler.answered == 40 - checks_only
+    resumed = make_labeler(tmp_path / "ledger.jsonl", mechanism=mechanism, epsilon=1e15)
+    assert resumed.privacy_report() == labeler.privacy_report()
+    with pytest.raises(FreekdError, match="needs the student"):
+        resumed.label([99], query_images(1))

@@ -75,6 +75,32 @@ def test_label_then_student(teachers: Path, tmp_path: Path) -> None:
     saved = torch.load(tmp_path / "student" / "model.pt", weights_only=True)
     assert saved["privacy"]["epsilon"] == report["privacy"]["epsilon"]
 
+    # A second round with Interactive-GNMax: the student labels what it is sure of itself.
+    interactive = run_pate_label(
+        label_config(
+            teachers,
+            aggregator="interactive-gnmax",
+            sigma_threshold=2.0,
+            threshold=4.0,
+            confidence_scale=8.0,
+            student_threshold=0.3,
+            student_model=str(tmp_path / "student" / "model.pt"),
+        ),
+        RunOptions(tmp_path / "round2", quiet=True),
+    )
+    assert interactive["answered_by_student"] > 0
+    assert interactive["answered_by_teachers"] == interactive["privacy"]["queries_answered"]
+    with np.load(tmp_path / "round2" / "labels.npz") as data:
+        assert int(data["by_teachers"].sum()) == interactive["answered_by_teachers"]
+    with pytest.raises(FreekdError, match="needs --student-model"):
+        run_pate_label(
+            label_config(
+                teachers, aggregator="interactive-gnmax", sigma_threshold=2.0, threshold=4.0,
+                confidence_scale=8.0, student_threshold=0.9,
+            ),
+            RunOptions(tmp_path / "round3", quiet=True),
+        )  # fmt: skip
+
 
 def test_a_ledger_is_never_replaced(teachers: Path, tmp_path: Path) -> None:
     labels = tmp_path / "labels"

@@ -185,9 +185,19 @@ def main() -> None:
     parser.add_argument(
         "--long", action="store_true", help=f"the rows outside the protocol ({LONG_BUDGET} cap)"
     )
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="combine result JSONs of parallel calls into --out"
+    )
     args = parser.parse_args()
     if args.table:
         print(table(args.table))
+        return
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        runs = [run for part in parts for run in part["runs"]]
+        merged = {**parts[0], "runs": runs, "summary": summarize(runs)}
+        merged["machine"] = "; ".join(dict.fromkeys(part["machine"] for part in parts))
+        args.out.write_text(json.dumps(merged, indent=2) + "\n")
         return
     budget = LONG_BUDGET if args.long else "cpu:15m"
     out = args.out or HERE / f"{args.dataset}{'-long' if args.long else ''}.json"

@@ -153,6 +153,10 @@ class ConfidentGNMax(Mechanism):
             rng=rng,
         )
 
+    def _checked(self, votes: np.ndarray, student: np.ndarray | None) -> np.ndarray:
+        """The counts whose maximum the threshold check compares with T."""
+        return votes
+
     def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
         cost = analysis.threshold_rdp(orders, sigma=self.sigma_threshold)
         return cost + analysis.gnmax_rdp(orders, sigma=self.sigma) if answered else cost
@@ -166,7 +170,10 @@ class ConfidentGNMax(Mechanism):
         student: np.ndarray | None = None,
     ) -> FloatArray:
         cost = analysis.threshold_data_dependent_rdp(
-            votes[None], orders, threshold=self.threshold, sigma=self.sigma_threshold
+            self._checked(votes, student)[None],
+            orders,
+            threshold=self.threshold,
+            sigma=self.sigma_threshold,
         )[0]
         if answered:
             log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
@@ -176,7 +183,7 @@ class ConfidentGNMax(Mechanism):
 
 @MECHANISMS.register("interactive-gnmax")
 @dataclass(frozen=True)
-class InteractiveGNMax(Mechanism):
+class InteractiveGNMax(ConfidentGNMax):
     """Interactive-GNMax (Papernot et al. 2018 Alg. 2): the teachers answer where they disagree
     with the student; a confident student labels the rest itself.
 
@@ -185,9 +192,6 @@ class InteractiveGNMax(Mechanism):
     a label the student gives costs nothing beyond the check.
     """
 
-    sigma: float
-    sigma_threshold: float
-    threshold: float
     confidence_scale: float
     student_threshold: float
     name: ClassVar[str] = "interactive-gnmax"
@@ -209,28 +213,10 @@ class InteractiveGNMax(Mechanism):
             rng=rng,
         )
 
-    def independent_cost(self, orders: FloatArray, *, answered: bool) -> FloatArray:
-        cost = analysis.threshold_rdp(orders, sigma=self.sigma_threshold)
-        return cost + analysis.gnmax_rdp(orders, sigma=self.sigma) if answered else cost
-
-    def dependent_cost(
-        self,
-        votes: np.ndarray,
-        orders: FloatArray,
-        *,
-        answered: bool,
-        student: np.ndarray | None = None,
-    ) -> FloatArray:
+    def _checked(self, votes: np.ndarray, student: np.ndarray | None) -> np.ndarray:
         if student is None:
             raise FreekdError("interactive-gnmax needs the student's probabilities")
-        statistic = votes - self.confidence_scale * student
-        cost = analysis.threshold_data_dependent_rdp(
-            statistic[None], orders, threshold=self.threshold, sigma=self.sigma_threshold
-        )[0]
-        if answered:
-            log_q = analysis.gnmax_log_q(votes[None], sigma=self.sigma)
-            cost = cost + analysis.gnmax_data_dependent_rdp(log_q, orders, sigma=self.sigma)[0]
-        return cost
+        return votes - self.confidence_scale * student
 
 
 BUDGET_FIGURES = (DATA_INDEPENDENT, DATA_DEPENDENT_UNSANITIZED)

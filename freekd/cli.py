@@ -789,6 +789,15 @@ def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
         rows.append(("data-independent ε", f"{result['data_independent_epsilon']:.4g}"))
         rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
     rows.append(("best Rényi order", f"{result['order']:g}"))
+    if "sanitized" in result:
+        sanitized = result["sanitized"]
+        rows.append(
+            (
+                "sanitized ε",
+                f"{sanitized['epsilon']:.4g} (smooth sensitivity, order {sanitized['order']:g}, "
+                f"β = {sanitized['beta']:.3g}, σ_s = {sanitized['sigma']:g})",
+            )
+        )
     _print_table(title, rows)
     if "note" in result:
         typer.echo(f"note: {result['note']}")
@@ -819,12 +828,36 @@ def privacy_pate(
     orders: Annotated[
         str | None, typer.Option("--orders", help="Rényi orders, comma-separated, e.g. 2,4,8.")
     ] = None,
+    sanitize: Annotated[
+        bool,
+        typer.Option(
+            "--sanitize",
+            help="Also release the data-dependent ε through smooth sensitivity (PATE 2018 §B), "
+            "as `sanitized`.",
+        ),
+    ] = False,
+    ss_sigma: Annotated[
+        float | None,
+        typer.Option("--ss-sigma", help="With --sanitize: noise multiplier σ_s (default 10)."),
+    ] = None,
+    ss_beta: Annotated[
+        float | None,
+        typer.Option("--ss-beta", help="With --sanitize: smoothness β (default 1/(4·order))."),
+    ] = None,
+    ss_order: Annotated[
+        float | None,
+        typer.Option(
+            "--ss-order", help="With --sanitize: Rényi order (default: best data-dependent)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="With --sanitize: noise seed.")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Privacy cost of answering queries by GNMax or Confident-GNMax, from the teachers' votes.
 
     Prints the data-dependent ε (PATE 2018, Thm 6 and Prop 7; not private to publish without
-    smooth sensitivity) beside the data-independent ε (publishable).
+    smooth sensitivity) beside the data-independent ε (publishable); with --sanitize, also the
+    smooth-sensitivity release of the data-dependent ε (publishable).
     """
     from freekd.pipelines import run_privacy_pate
 
@@ -836,6 +869,9 @@ def privacy_pate(
         threshold=threshold,
         answered_path=answered,
         orders=_floats(orders, "--orders"),
+        sanitize={"noise": ss_sigma, "beta": ss_beta, "order": ss_order, "seed": seed}
+        if sanitize
+        else None,
     )
     _print_privacy("PATE privacy", result, as_json)
 

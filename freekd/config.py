@@ -223,7 +223,12 @@ class PateLabelConfig:
         epsilon: the budget's ε; no answer may push the budgeted figure past it.
         delta: the budget's δ.
         budget_on: ``data-independent`` (publishable) or ``data-dependent-unsanitized``.
-        seed: seeds the per-query noise.
+        seed: seeds the per-query noise (and the smooth-sensitivity release).
+        sanitize: with ``gnmax`` or ``confident-gnmax``, release the data-dependent ε through
+            smooth sensitivity at the end (``privacy.smooth``; report ``privacy.sanitized``).
+        sanitize_sigma: the release's noise multiplier σ_s (``None``: 10).
+        sanitize_beta: its smoothness β (``None``: 1/(4·order)).
+        sanitize_order: its Rényi order (``None``: the best data-dependent one).
     """
 
     teachers: str = ""
@@ -243,6 +248,10 @@ class PateLabelConfig:
     delta: float = 1e-5
     budget_on: str = "data-independent"
     seed: int = 0
+    sanitize: bool = True
+    sanitize_sigma: float | None = None
+    sanitize_beta: float | None = None
+    sanitize_order: float | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +263,12 @@ class PateStudentConfig:
         student: student architecture.
         student_kwargs: its keyword arguments.
         data_root: torchvision-format root for the query pool.
+        semi_supervised: ``vat`` (the default): virtual adversarial training on the answered
+            queries plus every other non-held-out image of the pool, unlabelled, as the PATE
+            papers train their students; ``none``: cross-entropy on the answered queries only.
+        semi_supervised_kwargs: hyperparameters of ``methods.semi.VirtualAdversarial``.
+        labelled_batch_size: answered queries per step with ``vat`` (``trainer.batch_size`` is
+            then the number of unlabelled images per step).
         seed: seed for weights and batch order.
         trainer: the loop's settings.
     """
@@ -262,9 +277,12 @@ class PateStudentConfig:
     student: str = "lenet5"
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
+    semi_supervised: str = "vat"
+    semi_supervised_kwargs: dict[str, Any] = field(default_factory=dict)
+    labelled_batch_size: int = 32
     seed: int = 0
     trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(epochs=30, batch_size=64, lr=0.05)
+        default_factory=lambda: TrainerConfig(epochs=30, batch_size=128, lr=0.05)
     )
 
 

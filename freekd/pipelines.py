@@ -40,6 +40,7 @@ from freekd.generators import SYNTHESIZERS
 from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.methods import METHODS, Method, Supervised
+from freekd.methods.semi import VirtualAdversarial
 from freekd.models import (
     SMALLER_STUDENT,
     ImageClassifier,
@@ -59,6 +60,7 @@ from freekd.train import (
     LogMetrics,
     PoissonSource,
     Progress,
+    SemiSupervisedSource,
     ShardSource,
     Trainer,
     TrainState,
@@ -79,6 +81,11 @@ from freekd.train.evaluate import check_input_shape
 from freekd.train.sources import SyntheticSource
 
 logger = logging.getLogger(__name__)
+
+# How ``freekd pate student`` uses the public pool's unanswered images.
+SEMI_SUPERVISED = ("vat", "none")
+# Aggregators whose data-dependent ε ``freekd pate label`` releases through smooth sensitivity.
+SANITIZABLE = ("gnmax", "confident-gnmax")
 
 RUN_FILES = ("model.pt", "report.json", "config.yaml", "metrics.jsonl", "curves.png", RESUME_FILE)
 # Settings that may change between an interrupted run and its resumption.
@@ -876,6 +883,11 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         ),
     )
     privacy = labeler.privacy_report()
+    if config.sanitize and mechanism.name in SANITIZABLE:
+        privacy["sanitized"] = _release_label_privacy(
+            config, mechanism, ensemble, pool, labeler.queries, by_teachers, options
+        )
+        privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
     report: dict[str, Any] = {
         "command": "pate label",
         "queries": {
@@ -902,6 +914,48 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     }
     atomic_write_json(out / "report.json", report)
     return report
+
+
+def _release_label_privacy(
+    config: PateLabelConfig,
+    mechanism: Any,
+    ensemble: Any,
+    pool: ImageDataset,
+    asked: int,
+    by_teachers: Any,
+    options: RunOptions,
+) -> dict[str, Any]:
+    """The smooth-sensitivity release of a labelling run's data-dependent ε.
+
+    The votes of the ``asked`` queries are computed again (in memory only: they are private);
+    with a resumed run that covers the queries of earlier sessions too.
+    """
+    import numpy as np
+    from rich.progress import Progress as RichProgress
+
+    parameters = mechanism.parameters()
+    chunks = []
+    with RichProgress(disable=options.quiet, transient=True) as progress:
+        task = progress.add_task("smooth sensitivity: votes", total=asked)
+        for start in range(0, asked, 256):
+            images = pool.batch(torch.arange(start, min(start + 256, asked))).images
+            with torch.no_grad():
+                chunks.append(ensemble.votes(images).cpu().numpy())
+            progress.update(task, advance=len(images))
+    votes = np.concatenate(chunks) if chunks else np.zeros((0, ensemble.num_classes))
+    return _sanitized_release(
+        votes,
+        sigma=parameters["sigma"],
+        delta=config.delta,
+        teachers=int(votes[0].sum()) if len(votes) else 0,
+        sigma_threshold=parameters.get("sigma_threshold"),
+        threshold=parameters.get("threshold", 0.0),
+        answered=np.asarray(by_teachers[:asked], dtype=bool),
+        noise=config.sanitize_sigma,
+        beta=config.sanitize_beta,
+        order=config.sanitize_order,
+        seed=config.seed,
+    )
 
 
 def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
@@ -937,7 +991,19 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         list(pool.classes),
         f"{pool.name} (PATE-labelled)",
     )
-    eval_set = pool.subset(torch.arange(len(pool) - int(queries["holdout"]), len(pool)))
+    public = len(pool) - int(queries["holdout"])
+    eval_set = pool.subset(torch.arange(public, len(pool)))
+    if config.semi_supervised not in SEMI_SUPERVISED:
+        raise FreekdError(
+            f"unknown semi_supervised {config.semi_supervised!r}; known: "
+            f"{', '.join(SEMI_SUPERVISED)}"
+        )
+    vat = config.semi_supervised == "vat"
+    params = dict(config.semi_supervised_kwargs)
+    if vat:
+        _check_params(VirtualAdversarial, params, what="semi_supervised vat")
+    elif params:
+        raise FreekdError("semi_supervised_kwargs needs semi_supervised: vat")
     dist, device = _setup(config.seed, config.trainer, options)
     student = _build_student(
         config.student,
@@ -952,9 +1018,26 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         "post-processing of the released labels: the student saw public images and noisy "
         "labels only"
     )
+    if vat:
+        if dist.enabled:
+            raise FreekdError("semi_supervised vat runs in one process; use semi_supervised none")
+        unlabelled = pool.subset(torch.arange(public))
+        augment_name = resolve_augmentation(config.trainer.augment, pool.input_shape)
+        method: Method = VirtualAdversarial(student, **params)
+        source: BatchSource = SemiSupervisedSource(
+            train_set,
+            unlabelled,
+            batch_size=config.trainer.batch_size,
+            labelled_batch_size=config.labelled_batch_size,
+            seed=config.seed,
+            augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        )
+    else:
+        method = Supervised(student)
+        source = _loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
     result = _run_loop(
-        Supervised(student),
-        _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
+        method,
+        source,
         eval_set=eval_set,
         trainer_config=config.trainer,
         config=config,
@@ -972,6 +1055,18 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             "parameters": count_parameters(student.net),
         },
         "trained_on": int(answered.sum()),
+        "semi_supervised": {
+            "method": config.semi_supervised,
+            **(
+                {
+                    "unlabelled_images": public,
+                    "source": f"{pool.name}, first {public:,} images (the public pool)",
+                    "params": _resolved_params(VirtualAdversarial, params),
+                }
+                if vat
+                else {}
+            ),
+        },
         "eval_dataset": f"{pool.name} (last {queries['holdout']} images)",
         "privacy": privacy,
         **_common_report(config, result),
@@ -1469,8 +1564,13 @@ def run_privacy_pate(
     threshold: float | None = None,
     answered_path: Path | None = None,
     orders: list[float] | None = None,
+    sanitize: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``freekd privacy pate``: the (ε, δ) of answering queries with these teacher votes."""
+    """``freekd privacy pate``: the (ε, δ) of answering queries with these teacher votes.
+
+    ``sanitize`` (keys ``noise`` (σ_s), ``beta``, ``order``, ``seed``; ``None`` values take the
+    defaults) adds the smooth-sensitivity release of the data-dependent ε as ``sanitized``.
+    """
     import numpy as np
 
     from freekd.privacy.rdp import DEFAULT_ORDERS
@@ -1505,7 +1605,7 @@ def run_privacy_pate(
         raise FreekdError(f"--delta must lie in (0, 1), got {delta}")
     if orders is not None and any(order <= 1 for order in orders):
         raise FreekdError("Rényi --orders must all be greater than 1")
-    return pate_privacy(
+    result = pate_privacy(
         votes,
         sigma=sigma,
         delta=delta,
@@ -1514,6 +1614,47 @@ def run_privacy_pate(
         answered=answered,
         orders=tuple(orders) if orders else DEFAULT_ORDERS,
     )
+    if sanitize is not None:
+        teachers = votes.sum(axis=1)
+        if not np.all(teachers == teachers[0]):
+            raise FreekdError(
+                f"--sanitize needs every query voted on by the same number of teachers; the rows "
+                f"of {votes_path} sum to {int(teachers.min())}…{int(teachers.max())}"
+            )
+        result["sanitized"] = _sanitized_release(
+            votes,
+            sigma=sigma,
+            delta=delta,
+            teachers=int(teachers[0]),
+            sigma_threshold=sigma_threshold,
+            threshold=threshold or 0.0,
+            answered=answered,
+            **sanitize,
+        )
+    return result
+
+
+def _sanitized_release(
+    votes: Any,
+    *,
+    noise: float | None,
+    beta: float | None,
+    order: float | None,
+    seed: int,
+    **arguments: Any,
+) -> dict[str, Any]:
+    """``privacy.smooth.sanitized_release`` with None meaning its default, errors as one line."""
+    from freekd.privacy.smooth import DEFAULT_SIGMA, sanitized_release
+
+    noise = DEFAULT_SIGMA if noise is None else noise
+    if not noise > 0 or (beta is not None and not beta > 0):
+        raise FreekdError(f"the smooth-sensitivity σ_s and β must be positive, got {noise}, {beta}")
+    if order is not None and not order > 1:
+        raise FreekdError(f"the smooth-sensitivity order must exceed 1, got {order}")
+    try:
+        return sanitized_release(votes, noise=noise, beta=beta, order=order, seed=seed, **arguments)
+    except ValueError as error:
+        raise FreekdError(f"smooth-sensitivity release: {error}") from None
 
 
 def run_privacy_dpsgd(

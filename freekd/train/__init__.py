@@ -4,7 +4,7 @@ from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress
 from freekd.train.distributed import DistInfo, init_distributed, resolve_device
 from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
-from freekd.train.sources import LoaderSource, PoissonSource, ShardSource
+from freekd.train.sources import LoaderSource, PoissonSource, SemiSupervisedSource, ShardSource
 from freekd.train.trainer import BatchSource, Callback, Trainer, TrainState
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Evaluate",
     "LoaderSource",
     "PoissonSource",
+    "SemiSupervisedSource",
     "ShardSource",
     "LogMetrics",
     "Progress",

@@ -128,6 +128,62 @@ class LoaderSource:
             yield Batch(images, batch.labels if self.labelled else None)
 
 
+class SemiSupervisedSource:
+    """Mixed batches: ``labelled_batch_size`` labelled images, then ``batch_size`` unlabelled ones.
+
+    For semi-supervised students (``methods.semi.VirtualAdversarial``): a few labelled images
+    (e.g. the answered PATE queries) cycle as often as needed while the unlabelled set (the
+    public pool) is gone through once per epoch. Unlabelled images carry the label
+    ``methods.semi.UNLABELLED`` (−1). Both halves are ``LoaderSource`` objects, so the source has no
+    state to checkpoint.
+
+    Args:
+        labelled: the labelled images.
+        unlabelled: the unlabelled images (their labels, if any, are never yielded).
+        batch_size: unlabelled images per step.
+        labelled_batch_size: labelled images per step.
+        seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)``.
+    """
+
+    def __init__(
+        self,
+        labelled: ImageDataset,
+        unlabelled: ImageDataset,
+        *,
+        batch_size: int,
+        labelled_batch_size: int,
+        seed: int,
+        augment: Augment | None = None,
+    ) -> None:
+        # A different seed for the unlabelled half, so its orders and augmentations are not the
+        # labelled half's.
+        self.unlabelled = LoaderSource(
+            unlabelled, batch_size=batch_size, seed=seed + 1_000_003, augment=augment
+        )
+        self.labelled = LoaderSource(
+            labelled,
+            batch_size=min(labelled_batch_size, len(labelled)),
+            seed=seed,
+            augment=augment,
+            fixed_steps_per_epoch=self.unlabelled.steps_per_epoch(),
+        )
+
+    def steps_per_epoch(self) -> int:
+        return self.unlabelled.steps_per_epoch()
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        for labelled, unlabelled in zip(
+            self.labelled.batches(state), self.unlabelled.batches(state), strict=True
+        ):
+            assert labelled.labels is not None
+            missing = torch.full((len(unlabelled),), -1, dtype=labelled.labels.dtype)
+            yield Batch(
+                torch.cat([labelled.images, unlabelled.images]),
+                torch.cat([labelled.labels, missing]),
+            )
+
+
 class PoissonSource:
     """Poisson-sampled batches for DP-SGD: each image joins each batch independently.
 

@@ -55,6 +55,17 @@ def test_pate_json_gives_both_epsilons(votes: Path, tmp_path: Path) -> None:
         report["data_independent_rdp"], 4 * alphas / (2 * 150.0**2) + 3 * alphas / 40.0**2
     )
     assert report["answered"] == 3
+    assert "sanitized" not in report
+
+    sanitized = invoke(
+        "privacy", "pate", "--votes", votes, "--sigma2", 40, "--sigma1", 150, "--threshold", 200,
+        "--answered", mask, "--delta", 1e-5, "--sanitize", "--ss-order", 8, "--seed", 1, "--json",
+    )  # fmt: skip
+    assert sanitized.exit_code == 0, sanitized.output
+    release = json.loads(sanitized.output)["sanitized"]
+    assert release["kind"] == "data-dependent-sanitized"
+    assert (release["order"], release["beta"], release["sigma"]) == (8.0, 1 / 32, 10.0)
+    assert release["epsilon"] > 0
 
 
 def test_dpsgd_matches_opacus(tmp_path: Path) -> None:
@@ -88,6 +99,8 @@ def test_dpsgd_matches_opacus(tmp_path: Path) -> None:
         (np.array([[5, 2]]), ["--sigma1", "100"], "both --sigma1 and --threshold"),
         (np.array([[5, 2]]), ["--orders", "0.5,2"], "greater than 1"),
         (np.array([[5, 2]]), ["--delta", "2"], "--delta"),
+        (np.array([[5, 2], [3, 1]]), ["--sanitize"], "same number of teachers"),
+        (np.array([[5, 2]]), ["--sanitize", "--ss-order", "30", "--ss-beta", "0.1"], "lower beta"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_two(

@@ -60,17 +60,44 @@ def test_label_then_student(teachers: Path, tmp_path: Path) -> None:
     assert report["answered"] == report["queries"]["asked"] == 150
     assert report["label_accuracy"] > 0.8
     assert report["privacy"]["queries_answered"] == 150
+    sanitized = report["privacy"]["sanitized"]
+    assert sanitized["kind"] == "data-dependent-sanitized"
+    assert report["privacy"]["sanitized_epsilon"] == sanitized["epsilon"] > 0
     assert len((labels / "ledger.jsonl").read_text().splitlines()) == 151  # header + answers
     with np.load(labels / "labels.npz") as data:
         assert (data["labels"] >= 0).all()
     student = run_pate_student(
         PateStudentConfig(
-            labels=str(labels), student="tiny-cnn", trainer=tiny_trainer(epochs=15, batch_size=32)
+            labels=str(labels),
+            student="tiny-cnn",
+            semi_supervised="none",
+            trainer=tiny_trainer(epochs=15, batch_size=32),
         ),
         RunOptions(tmp_path / "student", quiet=True),
     )
     assert student["trained_on"] == 150
     assert student["student"]["test_accuracy"] > 0.5
+    assert student["semi_supervised"] == {"method": "none"}
+    # Virtual adversarial training over the pool's 200 non-held-out images, 30 labels of them.
+    few = tmp_path / "few-labels"
+    run_pate_label(label_config(teachers, queries=30), RunOptions(few, quiet=True))
+    accuracies, vat_params = {}, {"epsilon": 0.5, "entropy_weight": 0.0}
+    for semi in ("none", "vat"):
+        semi_report = run_pate_student(
+            PateStudentConfig(
+                labels=str(few),
+                student="tiny-cnn",
+                semi_supervised=semi,
+                semi_supervised_kwargs=vat_params if semi == "vat" else {},
+                labelled_batch_size=30,
+                trainer=tiny_trainer(epochs=40, batch_size=30),
+            ),
+            RunOptions(tmp_path / f"student-{semi}", quiet=True),
+        )
+        accuracies[semi] = semi_report["student"]["test_accuracy"]
+    assert accuracies["vat"] > accuracies["none"] + 0.1, accuracies
+    assert semi_report["semi_supervised"]["unlabelled_images"] == 200  # 297 − 97 held out
+    assert semi_report["semi_supervised"]["params"]["epsilon"] == 0.5
     assert student["privacy"]["epsilon"] == report["privacy"]["epsilon"]
     saved = torch.load(tmp_path / "student" / "model.pt", weights_only=True)
     assert saved["privacy"]["epsilon"] == report["privacy"]["epsilon"]

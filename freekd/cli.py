@@ -687,6 +687,14 @@ def datafree(
             "bound). Excludes --method.",
         ),
     ] = None,
+    save_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--save-queries",
+            help="Also write this many images of the final synthesizer to OUT/queries.npz, "
+            "queries for `freekd pate label --queries-from` (data-free PATE).",
+        ),
+    ] = None,
     arch: SourceArchOption = None,
     arch_kwargs: ArchKwargsOption = None,
     input_shape: InputShapeOption = None,
@@ -733,6 +741,7 @@ def datafree(
         "synthesizer.name": method,
         "eval_dataset": eval_data,
         "proxy_dataset": proxy_data,
+        "save_queries": save_queries,
         "seed": seed,
         "data_root": data_root,
         **_budget_values(budget),

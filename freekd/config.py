@@ -224,6 +224,11 @@ class PateLabelConfig:
         delta: the budget's δ.
         budget_on: ``data-independent`` (publishable) or ``data-dependent-unsanitized``.
         seed: seeds the per-query noise (and the smooth-sensitivity release).
+        eval_dataset: labelled real data the student is evaluated on; default: the pool's
+            held-out part. Needed when the pool is synthetic (``holdout`` may then be 0).
+        queries_public: the pool is a ``queries.npz`` of ``freekd datafree`` whose teacher has
+            no DP record, and that teacher never saw the private data (a public model), so the
+            queries cost nothing; without it such a pool is refused.
         sanitize: with ``gnmax`` or ``confident-gnmax``, release the data-dependent ε through
             smooth sensitivity at the end (``privacy.smooth``; report ``privacy.sanitized``).
         sanitize_sigma: the release's noise multiplier σ_s (``None``: 10).
@@ -248,6 +253,8 @@ class PateLabelConfig:
     delta: float = 1e-5
     budget_on: str = "data-independent"
     seed: int = 0
+    eval_dataset: str | None = None
+    queries_public: bool = False
     sanitize: bool = True
     sanitize_sigma: float | None = None
     sanitize_beta: float | None = None
@@ -395,6 +402,9 @@ class DataFreeConfig:
             labels are hidden and the student-side method is the same; ``mnist:train`` for an
             MNIST teacher is the real-data upper bound, ``animal-mnist`` an unrelated proxy.
         collapse: collapse detection and recovery of the synthesizer.
+        save_queries: at the end, write this many images of the final synthesizer to
+            ``queries.npz`` (labels: the teacher's classes), the query pool of data-free PATE
+            (``freekd pate label --queries-from OUT/queries.npz``); 0: none.
         seed: seed for weights, latent codes and noise.
         trainer: the training loop's settings (``batch_size`` = synthetic images per step).
     """
@@ -414,6 +424,7 @@ class DataFreeConfig:
     budget_images: int | None = None
     proxy_dataset: str | None = None
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    save_queries: int = 0
     seed: int = 0
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(

@@ -825,10 +825,18 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         config.query_dataset, default_split="test", root=config.data_root, download=False
     )
     check_input_shape(pool, ensemble.input_shape, who="the teachers")
-    if not 0 < config.holdout < len(pool):
+    provenance = _query_provenance(config, pool)
+    lowest_holdout = 0 if config.eval_dataset else 1
+    if not lowest_holdout <= config.holdout < len(pool):
         raise FreekdError(
-            f"holdout must leave queries: {config.holdout} of {len(pool)} images in {pool.name}"
+            f"holdout must leave queries (and, without eval_dataset, an evaluation set): "
+            f"{config.holdout} of {len(pool)} images in {pool.name}"
         )
+    if config.eval_dataset:
+        eval_set = _load_split(
+            config.eval_dataset, default_split="test", root=config.data_root, download=False
+        )
+        check_input_shape(eval_set, ensemble.input_shape, who="the teachers")
     if config.queries < 1:
         raise FreekdError(f"--queries must be positive, got {config.queries}")
     count = min(config.queries, len(pool) - config.holdout)
@@ -838,6 +846,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         mechanism, budget, seed=config.seed, budget_on=config.budget_on
     )
     header["queries"] = {"dataset": pool.name, "holdout": config.holdout}
+    prior = _prior_accountant(provenance)
     labeler = NoisyLabeler(
         ensemble.votes,
         mechanism,
@@ -846,6 +855,8 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         seed=config.seed,
         num_classes=ensemble.num_classes,
         budget_on=config.budget_on,
+        prior=None if prior is None else prior.rdp(),
+        prior_record=None if prior is None else provenance["privacy"],
     )
     student_model = None
     if mechanism.needs_student:
@@ -883,27 +894,33 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         ),
     )
     privacy = labeler.privacy_report()
-    if config.sanitize and mechanism.name in SANITIZABLE:
+    if config.sanitize and mechanism.name in SANITIZABLE and labeler.queries:
         privacy["sanitized"] = _release_label_privacy(
-            config, mechanism, ensemble, pool, labeler.queries, by_teachers, options
+            config, mechanism, ensemble, pool, labeler, by_teachers, prior, options
         )
         privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
+    synthetic = provenance["source"] != "public unlabelled set"
     report: dict[str, Any] = {
         "command": "pate label",
         "queries": {
-            "source": "public unlabelled set",
+            **provenance,
             "dataset": pool.name,
             "asked": labeler.queries,
             "available": count,
             "holdout": config.holdout,
+            "eval_dataset": config.eval_dataset,
         },
         "aggregator": mechanism.name,
         "answered": int(answered.sum()),
         "answered_by_teachers": int(by_teachers.sum()),
         "answered_by_student": int((answered & ~by_teachers).sum()),
         "student_model": config.student_model,
+        # Synthetic queries have no ground truth: their stored labels are the query model's.
         "label_accuracy": float((labels[answered] == truth[answered]).mean())
-        if answered.any()
+        if answered.any() and not synthetic
+        else None,
+        "agreement_with_query_model": float((labels[answered] == truth[answered]).mean())
+        if answered.any() and synthetic
         else None,
         "stopped_by_budget": stopped,
         "privacy": privacy,
@@ -916,23 +933,94 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     return report
 
 
+def _query_provenance(config: PateLabelConfig, pool: ImageDataset) -> dict[str, Any]:
+    """Where the queries come from and what they cost (DESIGN.md, privacy model).
+
+    A ``queries.npz`` written by ``freekd datafree --save-queries`` is a synthetic pool: its
+    images are post-processing of that run's teacher, so they carry its privacy record. A DP
+    teacher's guarantee is composed with the PATE answers (worst case: it was trained on the
+    same private data); a teacher without one is refused unless ``queries_public`` says it is a
+    public model.
+    """
+    import json
+
+    path = Path(config.query_dataset)
+    run_report = path.parent / "report.json"
+    if not (path.is_file() and path.name == QUERIES_FILE and run_report.exists()):
+        return {"source": "public unlabelled set"}
+    try:
+        run = json.loads(run_report.read_text())
+    except (OSError, ValueError) as error:
+        raise FreekdError(f"cannot read {run_report} ({error}); re-run freekd datafree") from None
+    if run.get("command") != "datafree":
+        return {"source": "public unlabelled set"}
+    privacy = run.get("privacy") or {}
+    source = {
+        "source": f"synthesized by freekd datafree ({run['method']['name']}) from "
+        f"{run['teacher'].get('path', 'its teacher')} (data-free PATE)",
+        "query_model": run["teacher"].get("path"),
+        "query_model_private": bool(privacy.get("private")),
+        "privacy": privacy,
+    }
+    if not privacy.get("private") and not config.queries_public:
+        raise FreekdError(
+            f"{path} was synthesized from a teacher without a DP record, which may have seen the "
+            "private data; train that teacher with --dp, or pass --set queries_public=true if it "
+            "is a public model"
+        )
+    return source
+
+
+def _prior_accountant(provenance: dict[str, Any]) -> Any:
+    """The DP-SGD accountant of a synthetic pool's teacher, or None when the queries are free."""
+    from freekd.privacy.accounting import DPSGDAccountant
+
+    privacy = provenance.get("privacy") or {}
+    if not privacy.get("private"):
+        return None
+    mechanisms = privacy.get("mechanisms") or []
+    if len(mechanisms) != 1 or mechanisms[0].get("name") != "dpsgd":
+        raise FreekdError(
+            "the queries' teacher has a privacy record freekd cannot compose "
+            f"({[m.get('name') for m in mechanisms]}); only one DP-SGD run is supported"
+        )
+    record = mechanisms[0]
+    return DPSGDAccountant(
+        sample_rate=float(record["sample_rate"]),
+        noise_multiplier=float(record["noise_multiplier"]),
+        steps=int(record["steps"]),
+    )
+
+
 def _release_label_privacy(
     config: PateLabelConfig,
     mechanism: Any,
     ensemble: Any,
     pool: ImageDataset,
-    asked: int,
+    labeler: Any,
     by_teachers: Any,
+    prior: Any,
     options: RunOptions,
 ) -> dict[str, Any]:
     """The smooth-sensitivity release of a labelling run's data-dependent ε.
 
-    The votes of the ``asked`` queries are computed again (in memory only: they are private);
-    with a resumed run that covers the queries of earlier sessions too.
+    The votes of the asked queries are computed again (in memory only: they are private); with
+    a resumed run that covers the queries of earlier sessions too. The order is the best one of
+    the composed data-dependent curve unless ``sanitize_order`` fixes it.
     """
     import numpy as np
     from rich.progress import Progress as RichProgress
 
+    from freekd.privacy.accounting import DPSGDAccountant
+    from freekd.privacy.rdp import epsilon_from_rdp
+
+    asked = labeler.queries
+    report = labeler.privacy_report()
+    order = config.sanitize_order
+    if order is None:
+        _, order = epsilon_from_rdp(
+            np.asarray(report["data_dependent_rdp"]), report["orders"], delta=config.delta
+        )
     parameters = mechanism.parameters()
     chunks = []
     with RichProgress(disable=options.quiet, transient=True) as progress:
@@ -953,9 +1041,19 @@ def _release_label_privacy(
         answered=np.asarray(by_teachers[:asked], dtype=bool),
         noise=config.sanitize_sigma,
         beta=config.sanitize_beta,
-        order=config.sanitize_order,
+        order=order,
         seed=config.seed,
-    )
+        prior=None
+        if prior is None
+        else lambda lam: float(
+            DPSGDAccountant(
+                sample_rate=prior.sample_rate,
+                noise_multiplier=prior.noise_multiplier,
+                steps=prior.steps,
+                orders=(lam,),
+            ).rdp()[0]
+        ),
+    ) | {"order_from_data": config.sanitize_order is None}
 
 
 def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
@@ -992,7 +1090,12 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         f"{pool.name} (PATE-labelled)",
     )
     public = len(pool) - int(queries["holdout"])
-    eval_set = pool.subset(torch.arange(public, len(pool)))
+    if queries.get("eval_dataset"):
+        eval_set = _load_split(
+            queries["eval_dataset"], default_split="test", root=config.data_root, download=False
+        )
+    else:
+        eval_set = pool.subset(torch.arange(public, len(pool)))
     if config.semi_supervised not in SEMI_SUPERVISED:
         raise FreekdError(
             f"unknown semi_supervised {config.semi_supervised!r}; known: "
@@ -1060,14 +1163,16 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             **(
                 {
                     "unlabelled_images": public,
-                    "source": f"{pool.name}, first {public:,} images (the public pool)",
+                    "source": f"{pool.name}, first {public:,} images (the query pool)",
                     "params": _resolved_params(VirtualAdversarial, params),
                 }
                 if vat
                 else {}
             ),
         },
-        "eval_dataset": f"{pool.name} (last {queries['holdout']} images)",
+        "eval_dataset": queries.get("eval_dataset")
+        or f"{pool.name} (last {queries['holdout']} images)",
+        "queries_source": queries.get("source"),
         "privacy": privacy,
         **_common_report(config, result),
     }
@@ -1319,6 +1424,12 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     data, when ``--eval-data`` is given, is used only to report accuracy.
     """
     proxy = config.proxy_dataset
+    if config.save_queries < 0 or (config.save_queries and proxy):
+        raise FreekdError(
+            "--save-queries needs a synthesizer and a count ≥ 0; --proxy-data synthesizes nothing"
+            if proxy
+            else f"--save-queries must be ≥ 0, got {config.save_queries}"
+        )
     synthesizer_class = None if proxy else SYNTHESIZERS.get(config.synthesizer.name)
     if synthesizer_class is not None:
         _check_params(
@@ -1483,10 +1594,53 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
                 collapse["last_balance"],
             )
         shown = synthetic.synthesizer.sample(max(64, 16 * teacher.num_classes))
+        if config.save_queries and dist.is_main:
+            classes = (
+                list(eval_set.classes)
+                if eval_set is not None and eval_set.num_classes == teacher.num_classes
+                else [str(k) for k in range(teacher.num_classes)]
+            )
+            report["queries_file"] = _save_queries(
+                synthetic.synthesizer, teacher, classes, config.save_queries, options.out_dir
+            )
     if dist.is_main:
         _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
     _finish(report, options, dist)
     return report
+
+
+QUERIES_FILE = "queries.npz"
+
+
+def _save_queries(
+    synthesizer: Any, teacher: Teacher, classes: list[str], count: int, out: Path
+) -> dict[str, Any]:
+    """Write ``count`` synthesized images (uint8) and the teacher's classes to ``queries.npz``.
+
+    The images are post-processing of the teacher alone, so they carry the teacher's privacy
+    (``report.json["privacy"]`` of the same run), which ``freekd pate label`` composes with
+    the PATE answers when it uses them as queries.
+    """
+    import numpy as np
+
+    images, labels = [], []
+    with torch.no_grad():
+        for start in range(0, count, 256):
+            batch = synthesizer.sample(min(256, count - start))
+            images.append((batch.clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+            labels.append(teacher(batch).argmax(dim=1).cpu())
+    x, y = torch.cat(images).numpy(), torch.cat(labels).numpy()
+    atomic_write(
+        out / QUERIES_FILE,
+        lambda stream: np.savez(stream, x=x, y=y, classes=np.asarray(classes)),
+    )
+    shares = np.bincount(y, minlength=teacher.num_classes) / len(y)
+    return {
+        "path": QUERIES_FILE,
+        "images": int(len(x)),
+        "labels": "the teacher's classes (not ground truth)",
+        "class_shares": [round(float(share), 4) for share in shares],
+    }
 
 
 def _synthetic_source(

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from freekd.errors import FreekdError
@@ -246,6 +247,10 @@ class NoisyLabeler:
             or ``data-dependent-unsanitized`` (the PATE papers' practice; the resulting ε and
             even the number of answers then depend on the private data).
         orders: Rényi orders.
+        prior: RDP already spent on the same private data before any answer (``orders``-long
+            curve), e.g. the DP-SGD teacher whose synthesizer made the queries (data-free PATE);
+            it is added to both curves, so the budget covers the composition.
+        prior_record: what ``prior`` is, for the report.
     """
 
     def __init__(
@@ -259,6 +264,8 @@ class NoisyLabeler:
         num_classes: int,
         budget_on: str = DATA_INDEPENDENT,
         orders: Sequence[float] = DEFAULT_ORDERS,
+        prior: ArrayLike | None = None,
+        prior_record: dict[str, Any] | None = None,
     ) -> None:
         if budget_on not in BUDGET_FIGURES:
             raise FreekdError(f"budget_on must be one of {', '.join(BUDGET_FIGURES)}")
@@ -270,8 +277,14 @@ class NoisyLabeler:
         self.num_classes = num_classes
         self.budget_on = budget_on
         self.orders = np.asarray(tuple(orders), dtype=np.float64)
-        self._independent = np.zeros_like(self.orders)
-        self._dependent = np.zeros_like(self.orders)
+        self._prior = (
+            np.zeros_like(self.orders) if prior is None else np.asarray(prior, dtype=np.float64)
+        )
+        if self._prior.shape != self.orders.shape or not np.all(self._prior >= 0):
+            raise FreekdError("the prior RDP curve must be non-negative, one value per order")
+        self._prior_record = prior_record
+        self._independent = self._prior.copy()
+        self._dependent = self._prior.copy()
         self._released: dict[int, int] = {}
         self._by_teachers: dict[int, bool] = {}
         for entry in ledger:  # a resumed run: everything in the ledger is already spent
@@ -419,6 +432,11 @@ class NoisyLabeler:
             "data_dependent_rdp": self._dependent.tolist(),
             "note": "data_dependent_epsilon depends on the private votes and is not private to "
             "publish without a smooth-sensitivity release",
+            **(
+                {"composed_with": self._prior_record, "prior_rdp": self._prior.tolist()}
+                if self._prior_record is not None
+                else {}
+            ),
         }
 
 

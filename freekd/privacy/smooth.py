@@ -28,6 +28,7 @@ away from the data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -221,6 +222,7 @@ def sanitized_release(
     beta: float | None = None,
     noise: float = DEFAULT_SIGMA,
     seed: int = 0,
+    prior: Callable[[float], float] | None = None,
 ) -> dict[str, Any]:
     """Release a PATE run's data-dependent ε through smooth sensitivity.
 
@@ -236,6 +238,8 @@ def sanitized_release(
         beta: smoothness β (default ``DEFAULT_BETA_FRACTION``/(2λ)).
         noise: σ_s, the noise multiplier of the smooth sensitivity.
         seed: seeds the release's noise Z.
+        prior: order → RDP already spent on the same data and not data-dependent (e.g. the
+            DP-SGD teacher that synthesized the queries); added to the published total.
 
     Returns:
         A dict with ``epsilon`` (the sanitized ε, publishable), ``order``, ``beta``, ``sigma``,
@@ -270,8 +274,9 @@ def sanitized_release(
     z = float(np.random.default_rng(seed).standard_normal())
     released = at_order + sensitivity * noise * z
     cost = gnss_rdp(lam, beta=smoothness, sigma=noise)
+    spent = 0.0 if prior is None else float(prior(lam))
     epsilon, _ = analysis.epsilon_from_rdp(
-        np.array([max(released, 0.0) + cost]), [lam], delta=delta
+        np.array([max(released, 0.0) + cost + spent]), [lam], delta=delta
     )
     return {
         "epsilon": epsilon,
@@ -284,7 +289,9 @@ def sanitized_release(
         "seed": seed,
         "released_rdp": released,
         "release_rdp": cost,
+        "prior_rdp": spent,
         "unsanitized": {"data_dependent_rdp": at_order, "smooth_sensitivity": sensitivity},
-        "note": "epsilon converts released_rdp + release_rdp at the order (Opacus' conversion); "
+        "note": "epsilon converts released_rdp + release_rdp + prior_rdp at the order (Opacus' "
+        "conversion); "
         "the unsanitized figures depend on the private votes and are for the data owner only",
     }

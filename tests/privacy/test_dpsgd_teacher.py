@@ -19,20 +19,6 @@ from freekd.train import PoissonSource, TrainState
 from tests.conftest import tiny_trainer
 
 
-@pytest.fixture(scope="module")
-def dp_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dp") / "teacher"
-    config = TeacherTrainConfig(
-        dataset="digits",
-        arch="tiny-cnn",  # has BatchNorm: replaced by GroupNorm for DP-SGD
-        seed=0,
-        trainer=tiny_trainer(epochs=6, batch_size=128, lr=1.0, momentum=0.5),
-        dp=DPConfig(enabled=True, epsilon=8.0, delta=1e-5, max_grad_norm=1.0),
-    )
-    run_teacher_train(config, RunOptions(out, quiet=True))
-    return out
-
-
 def test_dp_teacher_meets_its_budget_and_records_it(dp_teacher: Path) -> None:
     report = json.loads((dp_teacher / "report.json").read_text())
     privacy = report["privacy"]

@@ -9,24 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from freekd.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
+from freekd.config import PateLabelConfig, PateStudentConfig
 from freekd.errors import FreekdError
-from freekd.pipelines import RunOptions, run_pate_label, run_pate_student, run_pate_teachers
+from freekd.pipelines import RunOptions, run_pate_label, run_pate_student
 from freekd.teachers.ensemble import load_ensemble
 from tests.conftest import tiny_trainer
-
-
-@pytest.fixture(scope="module")
-def teachers(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pate") / "teachers"
-    config = PateTeachersConfig(
-        dataset="digits",
-        arch="tiny-cnn",
-        teachers=8,
-        trainer=tiny_trainer(epochs=20, batch_size=16, lr=0.1),
-    )
-    run_pate_teachers(config, RunOptions(out, quiet=True))
-    return out
 
 
 def test_teachers_train_on_disjoint_shards(teachers: Path) -> None:

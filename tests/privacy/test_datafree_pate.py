@@ -1,0 +1,113 @@
+"""Data-free PATE: queries synthesized from a DP-SGD teacher, labelled by the ensemble, composed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freekd.config import (
+    ComponentConfig,
+    DataFreeConfig,
+    PateLabelConfig,
+    PateStudentConfig,
+    TeacherSourceConfig,
+)
+from freekd.data import load_dataset
+from freekd.errors import FreekdError
+from freekd.pipelines import RunOptions, run_datafree, run_pate_label, run_pate_student
+from freekd.privacy import DPSGDAccountant
+from freekd.privacy.rdp import epsilon_from_rdp
+from tests.conftest import tiny_trainer
+
+
+def synthesize(teacher: Path, out: Path, count: int = 300) -> Path:
+    config = DataFreeConfig(
+        teacher=TeacherSourceConfig(path=str(teacher)),
+        synthesizer=ComponentConfig(name="dafl"),
+        steps_per_epoch=5,
+        save_queries=count,
+        trainer=tiny_trainer(epochs=1),
+    )
+    report = run_datafree(config, RunOptions(out, quiet=True))
+    assert report["queries_file"]["images"] == count
+    return out / "queries.npz"
+
+
+def label(teachers: Path, pool: Path, out: Path, **changes: object) -> dict:
+    values: dict[str, object] = {
+        "teachers": str(teachers / "teachers.pt"),
+        "query_dataset": str(pool),
+        "eval_dataset": "digits:test",
+        "queries": 300,
+        "holdout": 0,
+        "aggregator": "confident-gnmax",
+        "sigma": 0.5,
+        "sigma_threshold": 1.0,
+        "threshold": 4.0,
+        "epsilon": 1e4,
+        "budget_on": "data-dependent-unsanitized",
+    }
+    values.update(changes)
+    return run_pate_label(PateLabelConfig(**values), RunOptions(out, quiet=True))  # type: ignore[arg-type]
+
+
+def test_queries_from_a_dp_teacher_compose_with_the_answers(
+    dp_teacher: Path, teachers: Path, tmp_path: Path
+) -> None:
+    queries = synthesize(dp_teacher / "model.pt", tmp_path / "synth")
+    pool = load_dataset(str(queries))
+    assert pool.images.dtype.is_floating_point is False
+    assert len(pool) == 300
+    report = label(teachers, queries, tmp_path / "labels")
+    assert "data-free PATE" in report["queries"]["source"]
+    assert report["queries"]["query_model_private"] is True
+    assert report["label_accuracy"] is None  # synthetic queries have no ground truth
+    privacy = report["privacy"]
+    teacher_privacy = json.loads((dp_teacher / "report.json").read_text())["privacy"]
+    mechanism = teacher_privacy["mechanisms"][0]
+    dpsgd = DPSGDAccountant(
+        sample_rate=mechanism["sample_rate"],
+        noise_multiplier=mechanism["noise_multiplier"],
+        steps=mechanism["steps"],
+    ).rdp()
+    np.testing.assert_allclose(privacy["prior_rdp"], dpsgd)
+    # The composed curve is the DP-SGD curve plus the answers' own: its ε exceeds either part.
+    orders = np.asarray(privacy["orders"])
+    independent = np.asarray(privacy["data_independent_rdp"])
+    assert np.all(independent > dpsgd)
+    assert privacy["data_independent_epsilon"] == pytest.approx(
+        epsilon_from_rdp(independent, orders, delta=1e-5)[0]
+    )
+    assert privacy["data_independent_epsilon"] > teacher_privacy["epsilon"]
+    assert privacy["sanitized"]["prior_rdp"] > 0
+    assert privacy["composed_with"]["epsilon"] == teacher_privacy["epsilon"]
+    assert 0 < report["answered"] < 300, report["answered"]
+    student = run_pate_student(
+        PateStudentConfig(
+            labels=str(tmp_path / "labels"),
+            student="tiny-cnn",
+            semi_supervised_kwargs={"epsilon": 0.5},
+            labelled_batch_size=16,
+            trainer=tiny_trainer(epochs=2, batch_size=32),
+        ),
+        RunOptions(tmp_path / "student", quiet=True),
+    )
+    assert student["eval_dataset"] == "digits:test"
+    assert student["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
+
+
+def test_queries_from_a_non_dp_teacher_need_a_public_model(
+    tiny_teacher_path: Path, teachers: Path, tmp_path: Path
+) -> None:
+    queries = synthesize(tiny_teacher_path, tmp_path / "synth", count=50)
+    with pytest.raises(FreekdError, match="queries_public=true"):
+        label(teachers, queries, tmp_path / "refused", queries=50)
+    report = label(teachers, queries, tmp_path / "public", queries=50, queries_public=True)
+    assert report["queries"]["query_model_private"] is False
+    assert "composed_with" not in report["privacy"]
+    with pytest.raises(FreekdError, match="holdout must leave"):
+        label(teachers, queries, tmp_path / "no-eval", queries=50, queries_public=True,
+              eval_dataset=None)  # fmt: skip

@@ -662,8 +662,8 @@ def datafree(
         str | None,
         typer.Option(
             "--method",
-            help="Data-free synthesizer: zskt (default), dafl, dfad, deepinversion, fast, cmi, "
-            "noise.",
+            help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
+            "without), zskt, dafl, dfad, deepinversion, fast, cmi, noise.",
         ),
     ] = None,
     budget: Annotated[

@@ -384,7 +384,9 @@ class DataFreeConfig:
         teacher: where the teacher comes from (any of the four kinds of file).
         student: student architecture; default: a smaller model of the teacher's family.
         student_kwargs: keyword arguments for the student architecture.
-        synthesizer: the data-free method (``--method``) by registry name, with its parameters.
+        synthesizer: the data-free method (``--method``) by registry name, with its parameters;
+            ``auto`` (the default) picks ``cmi`` for a teacher with BatchNorm and ``zskt`` for
+            one without (``pipelines.default_synthesizer``), and the saved config names it.
         method: the student-side distillation rule on synthetic batches (labels never exist);
             default: the synthesizer's ``recommended_method`` (e.g. ``logit-l1`` for dfad), else
             ``kd`` at temperature 4.
@@ -412,7 +414,7 @@ class DataFreeConfig:
     teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
     student: str | None = None
     student_kwargs: dict[str, Any] = field(default_factory=dict)
-    synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="zskt"))
+    synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="auto"))
     method: ComponentConfig | None = None
     eval_dataset: str | None = None
     data_root: str | None = None

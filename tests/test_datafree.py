@@ -177,6 +177,24 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["teacher"]["has_batchnorm"] is False
+    # Without --method: auto picks zskt for a teacher without BatchNorm.
+    auto = invoke(
+        "datafree", "--teacher", path, "--arch", "tests.teachers.user_net:UserNet",
+        "--input-shape", "1,8,8", "--num-classes", "10", "--mean", "0.3", "--std", "0.4",
+        "--student", "tiny-cnn-nobn", *FAST, "--out", tmp_path / "auto",
+    )  # fmt: skip
+    assert auto.exit_code == 0, auto.output
+    assert json.loads((tmp_path / "auto" / "report.json").read_text())["method"]["name"] == "zskt"
+
+
+def test_auto_method_picks_cmi_for_a_batchnorm_teacher_and_saves_the_choice(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke("datafree", "--teacher", tiny_teacher_path, *FAST, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["method"]["name"] == "cmi"
+    assert "name: cmi" in (out / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize(

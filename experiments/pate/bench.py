@@ -12,6 +12,8 @@ answered queries. It also times one epoch of the 250 teachers trained one by one
 
     python experiments/pate/bench.py --runs runs/pate-bench --out experiments/pate/mnist.json
     python experiments/pate/bench.py --reuse-teachers --skip-timing --seeds 0 1 2 ...
+    python experiments/pate/bench.py --reuse-teachers --skip-timing \
+        --queries-from runs/dpsgd-bench/datafree-student/queries.npz ...   # data-free PATE
     python experiments/pate/bench.py --dataset digits --teachers 8 --epochs 5 --queries 150 \\
         --holdout 97 --sigma1 3 --threshold 6 --sigma2 1 --epsilon 50 --out /tmp/pate.json
 """
@@ -42,13 +44,19 @@ def load(path: Path) -> dict[str, Any]:
 
 def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     runs = args.runs
-    labels = runs / f"labels-seed{seed}"
+    tag = "-datafree" if args.queries_from else ""
+    labels = runs / f"labels{tag}-seed{seed}"
     if (labels / "ledger.jsonl").exists():  # a ledger is never replaced: keep it, label afresh
         labels.rename(runs / f"labels-seed{seed}-{int(time.time())}.old")
+    pool = (
+        ["--queries-from", str(args.queries_from), "--set", f"eval_dataset={args.dataset}:test",
+         "--set", "holdout=0"]
+        if args.queries_from
+        else ["--queries-from", f"{args.dataset}:test", "--set", f"holdout={args.holdout}"]
+    )  # fmt: skip
     freekd(
         "pate", "label", "--teachers", str(runs / "teachers" / "teachers.pt"),
-        "--queries-from", f"{args.dataset}:test", "--queries", str(args.queries),
-        "--set", f"holdout={args.holdout}", "--aggregator", "confident-gnmax",
+        *pool, "--queries", str(args.queries), "--aggregator", "confident-gnmax",
         "--sigma1", str(args.sigma1), "--threshold", str(args.threshold),
         "--sigma2", str(args.sigma2), "--epsilon", str(args.epsilon), "--delta", str(args.delta),
         "--set", "budget_on=data-dependent-unsanitized", "--seed", str(seed),
@@ -64,12 +72,14 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "data_independent_epsilon": label["privacy"]["data_independent_epsilon"],
         "sanitized_epsilon": label["privacy"].get("sanitized_epsilon"),
         "sanitized": label["privacy"].get("sanitized"),
+        "queries_source": label["queries"]["source"],
+        "composed_with": label["privacy"].get("composed_with"),
     }
     for name, extra in (
         ("vat", [*args.student_set]),
         ("supervised", ["--set", "semi_supervised=none", "--epochs", "60"]),
     ):
-        out = runs / f"student-{name}-seed{seed}"
+        out = runs / f"student{tag}-{name}-seed{seed}"
         start = time.perf_counter()
         freekd(
             "pate", "student", "--labels", str(labels), "--student", args.arch, "--seed", str(seed),
@@ -97,6 +107,11 @@ def main() -> None:
     parser.add_argument("--delta", type=float, default=1e-5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--student-set", nargs="*", default=[], help="extra pate student flags")
+    parser.add_argument(
+        "--queries-from", type=Path, default=None,
+        help="data-free PATE: a queries.npz of freekd datafree (its teacher's ε is composed); "
+        "the students are then evaluated on the whole test split",
+    )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/pate-bench"))
     parser.add_argument("--reuse-teachers", action="store_true")
     parser.add_argument("--skip-timing", action="store_true")

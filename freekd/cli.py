@@ -1177,7 +1177,16 @@ def pate_student(
                 "student accuracy",
                 f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            ("trained on", f"{report['trained_on']:,} labelled queries"),
+            (
+                "trained on",
+                f"{report['trained_on']:,} labelled queries"
+                + (
+                    f" + {report['semi_supervised']['unlabelled_images']:,} unlabelled pool "
+                    "images (VAT)"
+                    if report["semi_supervised"]["method"] == "vat"
+                    else ""
+                ),
+            ),
             ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}"),
             ("time", _minutes(report)),
             ("model", str(out / "model.pt")),

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from freekd.errors import FreekdError
-from freekd.privacy import GNMaxAccountant, PrivacyBudget, max_queries
+from freekd.privacy import DPSGDAccountant, GNMaxAccountant, PrivacyBudget, compose, max_queries
 from freekd.privacy.aggregation import ABSTAIN
 from freekd.privacy.labeler import (
     MECHANISMS,
@@ -201,3 +201,35 @@ def test_interactive_gnmax_pays_only_the_check_for_student_labels(tmp_path: Path
     assert resumed.privacy_report() == labeler.privacy_report()
     with pytest.raises(FreekdError, match="needs the student"):
         resumed.label([99], query_images(1))
+
+
+def test_a_prior_spend_counts_against_the_budget(tmp_path: Path) -> None:
+    # Data-free PATE: the DP-SGD teacher that made the queries already spent part of the budget.
+    mechanism = GNMax(sigma=10.0)
+    budget = PrivacyBudget(epsilon=2.0, delta=1e-5)
+    prior = DPSGDAccountant(sample_rate=0.01, noise_multiplier=1.0, steps=300)
+    prior_epsilon = prior.epsilon(delta=1e-5)
+    assert 0 < prior_epsilon < 2.0
+    allowed = max_queries(lambda q: compose(prior, GNMaxAccountant(sigma=10.0, queries=q)), budget)
+    alone = max_queries(lambda q: GNMaxAccountant(sigma=10.0, queries=q), budget)
+    assert allowed < alone
+    header = NoisyLabeler.ledger_header(mechanism, budget, seed=3, budget_on="data-independent")
+    labeler = NoisyLabeler(
+        votes_of, mechanism, budget=budget,
+        ledger=PrivacyLedger(tmp_path / "ledger.jsonl", header=header), seed=3,
+        num_classes=CLASSES, prior=prior.rdp(), prior_record={"epsilon": prior_epsilon},
+    )  # fmt: skip
+    images = query_images(alone + 5)
+    result = labeler.label(list(range(len(images))), images)
+    assert result.stopped_by_budget
+    assert result.reached == allowed
+    report = labeler.privacy_report()
+    assert report["composed_with"] == {"epsilon": prior_epsilon}
+    assert prior_epsilon < report["epsilon"] <= 2.0
+    # A prior larger than the budget leaves nothing to answer.
+    spent = NoisyLabeler(
+        votes_of, mechanism, budget=budget,
+        ledger=PrivacyLedger(tmp_path / "spent.jsonl", header=header), seed=3,
+        num_classes=CLASSES, prior=10 * prior.rdp(),
+    )  # fmt: skip
+    assert spent.label([0], query_images(1)).reached == 0

@@ -143,7 +143,7 @@ def main() -> None:
         return statistics.median(values) if values else None
 
     result = {
-        "setting": vars(args) | {"runs": str(runs), "out": str(args.out)},
+        "setting": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "teachers": {
             "plurality_accuracy": teachers["plurality_accuracy"],
             "median_teacher_accuracy": teachers["teacher_accuracy"]["median"],

@@ -1011,7 +1011,6 @@ def _release_label_privacy(
     import numpy as np
     from rich.progress import Progress as RichProgress
 
-    from freekd.privacy.accounting import DPSGDAccountant
     from freekd.privacy.rdp import epsilon_from_rdp
 
     asked = labeler.queries
@@ -1045,14 +1044,7 @@ def _release_label_privacy(
         seed=config.seed,
         prior=None
         if prior is None
-        else lambda lam: float(
-            DPSGDAccountant(
-                sample_rate=prior.sample_rate,
-                noise_multiplier=prior.noise_multiplier,
-                steps=prior.steps,
-                orders=(lam,),
-            ).rdp()[0]
-        ),
+        else lambda lam: float(dataclasses.replace(prior, orders=(lam,)).rdp()[0]),
     ) | {"order_from_data": config.sanitize_order is None}
 
 

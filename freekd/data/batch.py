@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+UNLABELLED = -1
+"""The label of an unlabelled image in a mixed batch (``train.SemiSupervisedSource``)."""
+
 
 @dataclass
 class Batch:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from freekd.data.batch import Batch
+from freekd.data.batch import UNLABELLED, Batch
 from freekd.errors import FreekdError
 from freekd.losses import cross_entropy
 from freekd.losses.semi import conditional_entropy, virtual_adversarial
 from freekd.methods.base import Method, StepOutput
-
-UNLABELLED = -1
-"""The label of an unlabelled image in a mixed batch (``train.sources.SemiSupervisedSource``)."""
 
 
 class VirtualAdversarial(Method):

@@ -251,17 +251,10 @@ def sanitized_release(
 
     counts = np.atleast_2d(np.asarray(votes, dtype=np.float64))
     mask = np.ones(len(counts), bool) if answered is None else np.asarray(answered, bool)
-    dependent = pate_privacy(
-        counts, sigma=sigma, delta=delta, sigma_threshold=sigma_threshold, threshold=threshold,
-        answered=mask,
-    )  # fmt: skip
-    lam = float(order if order is not None else dependent["order"])
-    at_order = float(
-        pate_privacy(
-            counts, sigma=sigma, delta=delta, sigma_threshold=sigma_threshold,
-            threshold=threshold, answered=mask, orders=[lam],
-        )["rdp"][0]
-    )  # fmt: skip
+    arguments: dict[str, Any] = {"sigma": sigma, "delta": delta, "sigma_threshold": sigma_threshold,
+                 "threshold": threshold, "answered": mask}  # fmt: skip
+    lam = float(order if order is not None else pate_privacy(counts, **arguments)["order"])
+    at_order = float(pate_privacy(counts, orders=[lam], **arguments)["rdp"][0])
     smoothness = DEFAULT_BETA_FRACTION / (2 * lam) if beta is None else float(beta)
     distance = int(teachers) + 1
     local = gnmax_local_sensitivity(counts[mask], sigma=sigma, order=lam, max_distance=distance)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from freekd.data.batch import Batch
+from freekd.data.batch import UNLABELLED, Batch
 from freekd.data.datasets import ImageDataset
 from freekd.errors import FreekdError
 from freekd.generators.base import Synthesizer
@@ -134,7 +134,7 @@ class SemiSupervisedSource:
     For semi-supervised students (``methods.semi.VirtualAdversarial``): a few labelled images
     (e.g. the answered PATE queries) cycle as often as needed while the unlabelled set (the
     public pool) is gone through once per epoch. Unlabelled images carry the label
-    ``methods.semi.UNLABELLED`` (−1). Both halves are ``LoaderSource`` objects, so the source has no
+    ``data.batch.UNLABELLED`` (−1). Both halves are ``LoaderSource`` objects, so the source has no
     state to checkpoint.
 
     Args:
@@ -177,7 +177,7 @@ class SemiSupervisedSource:
             self.labelled.batches(state), self.unlabelled.batches(state), strict=True
         ):
             assert labelled.labels is not None
-            missing = torch.full((len(unlabelled),), -1, dtype=labelled.labels.dtype)
+            missing = torch.full((len(unlabelled),), UNLABELLED, dtype=labelled.labels.dtype)
             yield Batch(
                 torch.cat([labelled.images, unlabelled.images]),
                 torch.cat([labelled.labels, missing]),

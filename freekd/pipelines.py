@@ -1532,6 +1532,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
             config, synthesizer, teacher, student, synthesize_every=synthesize_every
         )
         description = f"datafree {config.synthesizer.name} → {student_arch}"
+    inherited = _inherited_privacy(teacher, proxy_set)
     budget = StopOnBudget(
         minutes=config.budget_minutes,
         cpu_minutes=config.budget_cpu_minutes,
@@ -1553,6 +1554,9 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         extras=None if synthetic is None else {"source": synthetic},
         extra_callbacks=(budget,),
         extra_metrics=None if synthetic is None else synthetic.extra_metrics,
+        # The inherited guarantee travels inside model.pt, so the student's own audits and
+        # students see it; nothing is claimed for a proxy-data student.
+        privacy=(lambda state: inherited) if inherited["private"] and proxy_set is None else None,
     )
     # The student's own KD steps query the teacher once per image as well.
     teacher_queries = result.state.step * config.trainer.batch_size
@@ -1570,7 +1574,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         },
         "stopped_by_budget": budget.reason,
         "eval_dataset": eval_set.name if eval_set is not None else None,
-        "privacy": _inherited_privacy(teacher, proxy_set),
+        "privacy": inherited,
         **_common_report(config, result),
     }
     if synthetic is None:
@@ -1843,3 +1847,709 @@ def run_privacy_dpsgd(
     return dpsgd_privacy(
         sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Privacy audits: membership inference and the one-run ε lower bound (freekd.audit).
+
+#: The scores the ε lower bound uses by default with shadow models. Offline LiRA with a fixed
+#: variance needs no IN models and no per-example variance, so it stays calibrated with few
+#: shadow models and with targets trained differently from them (students), where the online
+#: per-example fit was the weakest attack on the tiny test pool (AUC 0.53 against 0.73).
+AUTO_BOUND_ATTACK = "lira-offline-fixed-variance"
+
+AUDIT_FILES = ("report.json", "summary.txt", "roc.png", "shadows.npz", "scores.npz", "config.yaml")
+
+
+@dataclass(frozen=True)
+class _AuditPool:
+    """Members then non-members, as one dataset, with the membership of each example."""
+
+    data: ImageDataset
+    is_member: torch.Tensor
+    members_name: str
+    non_members_name: str
+
+
+def _audit_pool(config: Any, teacher: Teacher) -> _AuditPool:
+    root = Path(config.data_root) if config.data_root else None
+    sides: list[ImageDataset] = []
+    for spec, what in ((config.members, "--members"), (config.non_members, "--non-members")):
+        if not spec:
+            raise FreekdError(f"{what} is required: a dataset spec (mnist:test, a .npz file ...)")
+        data = load_dataset(spec, default_split="train", root=root)
+        check_input_shape(data, teacher.input_shape, who=f"the audited model ({what})")
+        if int(data.labels.max()) >= teacher.num_classes:
+            raise FreekdError(
+                f"{what} {data.name} has labels up to {int(data.labels.max())}, but the model has "
+                f"{teacher.num_classes} classes; audit it on data of its own classes"
+            )
+        if config.max_examples is not None and len(data) > config.max_examples:
+            chosen = torch.randperm(len(data), generator=_seeded(config.seed, len(sides)))
+            data = data.subset(chosen[: config.max_examples].sort().values)
+        sides.append(data)
+    members, non_members = sides
+    pool = ImageDataset(
+        torch.cat([_as_uint8_or_float(members.images), _as_uint8_or_float(non_members.images)]),
+        torch.cat([members.labels, non_members.labels]),
+        list(members.classes),
+        f"{members.name} + {non_members.name}",
+    )
+    is_member = torch.cat(
+        [
+            torch.ones(len(members), dtype=torch.bool),
+            torch.zeros(len(non_members), dtype=torch.bool),
+        ]
+    )
+    return _AuditPool(pool, is_member, members.name, non_members.name)
+
+
+def _as_uint8_or_float(images: torch.Tensor) -> torch.Tensor:
+    """Images of both sides in one dtype (floats in [0, 1] when the two differ)."""
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+def _seeded(seed: int, *keys: int) -> torch.Generator:
+    from freekd.train.sources import seeded_generator
+
+    return seeded_generator(seed, *keys)
+
+
+def _pool_logits(model: nn.Module, data: ImageDataset, device: torch.device) -> torch.Tensor:
+    """Logits of ``model`` on every example of ``data``, in order (no gradients, eval mode)."""
+    chunks = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), 512):
+            images = data.batch(torch.arange(start, min(start + 512, len(data)))).images
+            chunks.append(model(images.to(device)).float().cpu())
+    return torch.cat(chunks, dim=-2)
+
+
+def _claimed_privacy(config: Any, teacher: Teacher) -> dict[str, Any]:
+    """The (ε, δ) the audited model claims, and which figure of its record that is.
+
+    A PATE record's budgeted ε may be the data-dependent one, which is not a DP guarantee on
+    its own; the audit compares with the data-independent ε, the mechanism's guarantee.
+    """
+    record = teacher.metadata.get("privacy") or {}
+    epsilon, kind = config.accountant_epsilon, "given"
+    if epsilon is None and record:
+        if record.get("data_independent_epsilon") is not None:
+            epsilon, kind = record["data_independent_epsilon"], "data-independent"
+        else:
+            epsilon, kind = record.get("epsilon"), record.get("kind", "accountant")
+    delta = config.delta if config.delta is not None else record.get("delta", 1e-5)
+    return {
+        "epsilon": None if epsilon is None else float(epsilon),
+        "delta": float(delta),
+        "kind": kind if epsilon is not None else None,
+        "record": {k: v for k, v in record.items() if not k.endswith("_rdp") and k != "orders"},
+    }
+
+
+def _shadow_recipe(config: Any, teacher: Teacher) -> tuple[str, dict[str, Any], TrainerConfig, str]:
+    """(arch, arch_kwargs, trainer settings, where they came from) of the shadow models."""
+    shadow = config.shadow
+    if shadow.recipe not in ("target", "config"):
+        raise FreekdError(f"unknown shadow.recipe {shadow.recipe!r}; use target or config")
+    if shadow.recipe == "config":
+        if not shadow.arch:
+            raise FreekdError(
+                "shadow.recipe=config needs shadow.arch; e.g. --set shadow.arch=lenet5"
+            )
+        return shadow.arch, dict(shadow.arch_kwargs), shadow.trainer, "shadow config"
+    arch = teacher.metadata.get("arch")
+    if not arch:
+        raise FreekdError(
+            f"the audited model ({teacher.description}) names no architecture for its shadow "
+            "models; pass --set shadow.recipe=config --set shadow.arch=NAME"
+        )
+    saved = _saved_config(Path(config.model.path))
+    # A supervised training run (freekd teacher train) is the only recipe that fits training
+    # on the pool; a distillation run's trainer settings belong to its own data.
+    if {"arch", "trainer", "dp", "label_smoothing"} <= set(saved):
+        from freekd.config import from_dict
+
+        trainer = from_dict(TrainerConfig, dict(saved["trainer"]))
+        trainer = dataclasses.replace(trainer, eval_every=0, device=shadow.trainer.device)
+        return (
+            arch,
+            dict(teacher.metadata.get("arch_kwargs") or {}),
+            trainer,
+            "target's training run",
+        )
+    return arch, dict(teacher.metadata.get("arch_kwargs") or {}), shadow.trainer, "shadow config"
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """The resolved config inside a freekd checkpoint; empty for any other model file."""
+    from freekd.checkpoint import read_checkpoint
+
+    try:
+        saved = read_checkpoint(path).get("config")
+    except FreekdError:
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _train_shadow_models(
+    config: Any, teacher: Teacher, pool: _AuditPool, options: RunOptions, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Train ``shadow.models`` models on complementary random halves of the pool in one loop.
+
+    Returns their (M, N, K) logits on the pool, the (M, N) inclusion design and a report.
+    """
+    from freekd.audit.shadows import inclusion_design, subsets_of
+    from freekd.methods import EnsembleSupervised
+    from freekd.teachers.ensemble import StackedTeacherEnsemble, TeacherEnsemble, save_ensemble
+    from freekd.train import SubsetSource
+
+    shadow = config.shadow
+    if shadow.execution not in ("loop", "vmap"):
+        raise FreekdError(f"unknown shadow.execution {shadow.execution!r}; use loop or vmap")
+    arch, arch_kwargs, trainer_config, recipe_from = _shadow_recipe(config, teacher)
+    design = inclusion_design(shadow.models, len(pool.data), generator=_seeded(config.seed, 7))
+    augment_name = resolve_augmentation(trainer_config.augment, pool.data.input_shape)
+    source = SubsetSource(
+        pool.data,
+        subsets_of(design),
+        batch_size=trainer_config.batch_size,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        what="shadow models",
+    )
+    mean = teacher.metadata.get("input", {}).get("mean")
+    std = teacher.metadata.get("input", {}).get("std")
+    torch.manual_seed(config.seed)
+    members = [
+        _build_student(
+            arch,
+            arch_kwargs,
+            train_set=pool.data,
+            num_classes=teacher.num_classes,
+            mean=mean,
+            std=std,
+        )
+        for _ in range(shadow.models)
+    ]
+    ensemble = (
+        StackedTeacherEnsemble(members) if shadow.execution == "vmap" else TeacherEnsemble(members)
+    )
+    shadow_dir = options.out_dir / "shadows"
+    shadow_options = RunOptions(
+        shadow_dir,
+        overwrite=True,
+        resume=options.resume and (shadow_dir / RESUME_FILE).exists(),
+        quiet=options.quiet,
+    )
+    if shadow_options.resume:
+        shadow_options = dataclasses.replace(shadow_options, overwrite=False)
+    resolved_config = dataclasses.replace(
+        config, shadow=dataclasses.replace(shadow, trainer=trainer_config)
+    )
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_ensemble(
+            shadow_dir / "shadows.pt",
+            module,  # type: ignore[arg-type]
+            config=resolved,
+            shards={
+                "design": "complementary random halves of the audit pool",
+                "pool": len(pool.data),
+            },
+        )
+
+    result = _run_loop(
+        EnsembleSupervised(ensemble),
+        source,
+        eval_set=None,
+        trainer_config=trainer_config,
+        config=resolved_config,
+        options=shadow_options,
+        device=device,
+        dist=DistInfo(),
+        description=f"{shadow.models} shadow models {arch}",
+        save=save,
+    )
+    logits = _pool_logits(ensemble, pool.data, device)
+    shadow_accuracy = (logits.argmax(-1) == pool.data.labels).float()
+    report = {
+        "models": shadow.models,
+        "arch": arch,
+        "recipe": recipe_from,
+        "execution": shadow.execution,
+        "train_size": int(design.sum(dim=1)[0]),
+        "epochs": trainer_config.epochs,
+        "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
+        "train_accuracy": round(float(shadow_accuracy[design].mean()), 6),
+        "held_out_accuracy": round(float(shadow_accuracy[~design].mean()), 6),
+    }
+    return logits, design, report
+
+
+def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd audit``: every attack against one model, ROC curves and the ε lower bound.
+
+    Writes ``report.json`` (``attacks``: per attack ``auc``, ``tpr_at_fpr``,
+    ``balanced_accuracy``, ``advantage``; ``epsilon_lower_bound``), ``roc.png``,
+    ``summary.txt`` and, when shadow models are trained, ``shadows.npz`` and ``shadows/``.
+    """
+    from freekd.audit import ATTACKS, DEFAULT_ATTACKS, AuditData, attack_metrics, one_run_audit
+    from freekd.audit.metrics import roc_curve
+    from freekd.audit.shadows import (
+        SHADOWS_FILE,
+        load_shadow_outputs,
+        pool_fingerprint,
+        save_shadow_outputs,
+    )
+    from freekd.plots import plot_roc
+
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    prepare_run_dir(options)
+    if options.overwrite:
+        for name in AUDIT_FILES:
+            (options.out_dir / name).unlink(missing_ok=True)
+    seed_everything(config.seed)
+    device = resolve_device(config.shadow.trainer.device, DistInfo())
+    if not config.model.path:
+        raise FreekdError("--model is required: the checkpoint to audit")
+    if not 0.0 < config.confidence < 1.0:
+        raise FreekdError(f"confidence must lie in (0, 1), got {config.confidence}")
+    reuse = config.shadow.reuse
+    with_shadows = config.shadow.models > 0 or reuse is not None
+    names = list(config.attacks) or [
+        name for name in DEFAULT_ATTACKS if with_shadows or not ATTACKS.get(name).needs_shadows
+    ]
+    attacks = {
+        name: ATTACKS.get(name)(**dict(config.attack_params.get(name) or {})) for name in names
+    }
+    bound_attack = config.bound_attack
+    if bound_attack == "auto":
+        bound_attack = AUTO_BOUND_ATTACK if with_shadows else "loss"
+    if bound_attack not in attacks:
+        attacks[bound_attack] = ATTACKS.get(bound_attack)(
+            **dict(config.attack_params.get(bound_attack) or {})
+        )
+    needing = [name for name, attack in attacks.items() if attack.needs_shadows]
+    if needing and not with_shadows:
+        raise FreekdError(
+            f"{', '.join(needing)} need shadow models; pass --shadow-models N (N ≥ 4) or drop them"
+        )
+    teacher = load_teacher(config.model, device=device)
+    pool = _audit_pool(config, teacher)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+    target_logits = _pool_logits(teacher, pool.data, device)
+    if not bool(torch.isfinite(target_logits).all()):
+        bad = int((~torch.isfinite(target_logits)).any(dim=-1).sum())
+        raise FreekdError(
+            f"the audited model gives non-finite outputs on {bad} example(s); check the checkpoint"
+        )
+    shadow_logits = shadow_in = None
+    shadow_report: dict[str, Any] | None = None
+    if with_shadows:
+        fingerprint = pool_fingerprint(
+            pool.data.batch(torch.arange(len(pool.data))).images, pool.data.labels
+        )
+        saved = options.out_dir / SHADOWS_FILE
+        if reuse is not None or (options.resume and saved.exists()):
+            source_path = Path(reuse) / SHADOWS_FILE if reuse is not None else saved
+            shadow_logits, shadow_in, arch = load_shadow_outputs(
+                source_path, fingerprint=fingerprint
+            )
+            shadow_report = {
+                "models": int(shadow_logits.shape[0]),
+                "arch": arch,
+                "reused_from": str(source_path),
+            }
+        else:
+            shadow_logits, shadow_in, shadow_report = _train_shadow_models(
+                config, teacher, pool, options, device
+            )
+        if tuple(shadow_logits.shape[1:]) != tuple(target_logits.shape):
+            raise FreekdError(
+                "the shadow outputs do not fit this model's classes; train new shadow models"
+            )
+        save_shadow_outputs(
+            saved,
+            logits=shadow_logits,
+            included=shadow_in,
+            fingerprint=fingerprint,
+            arch=str(shadow_report["arch"]),
+        )
+    data = AuditData(target_logits, pool.data.labels, shadow_logits, shadow_in)
+    is_member = pool.is_member.numpy()
+    results: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    all_scores: dict[str, Any] = {}
+    for name, attack in attacks.items():
+        scores = attack.scores(data)
+        all_scores[name] = scores
+        if name in names:
+            results[name] = attack_metrics(scores, is_member) | {"paper": attack.paper}
+            curves[name] = roc_curve(scores, is_member)
+    bound_scores = all_scores[bound_attack]
+    _save_scores(options.out_dir / "scores.npz", all_scores, is_member)
+    claimed = _claimed_privacy(config, teacher)
+    bound = one_run_audit(
+        bound_scores,
+        is_member,
+        confidence=config.confidence,
+        delta=claimed["delta"],
+        sides=("both", "in", "out"),
+    )
+    bound |= {
+        "attack": bound_attack,
+        "accountant_epsilon": claimed["epsilon"],
+        "accountant_kind": claimed["kind"],
+        "assumption": "each pool example was a member independently with probability 1/2 "
+        "(the canaries of Steinke, Nasr & Jagielski 2023)",
+        "assumption_holds": bool(config.random_split),
+    }
+    if claimed["epsilon"] is not None:
+        bound["consistent"] = bool(bound["epsilon"] <= claimed["epsilon"])
+        if not bound["consistent"]:
+            logger.warning(
+                "PRIVACY BUG: the empirical ε lower bound %.3f exceeds the accountant's ε %.3f",
+                bound["epsilon"],
+                claimed["epsilon"],
+            )
+    plot_roc(
+        curves,
+        options.out_dir / "roc.png",
+        title=f"membership inference: {Path(config.model.path).name}",
+    )
+    accuracy = float((target_logits.argmax(-1) == pool.data.labels).float()[pool.is_member].mean())
+    held_out = float((target_logits.argmax(-1) == pool.data.labels).float()[~pool.is_member].mean())
+    report: dict[str, Any] = {
+        "command": "audit",
+        "model": {
+            "path": config.model.path,
+            "kind": teacher.description,
+            "arch": teacher.metadata.get("arch"),
+            "member_accuracy": round(accuracy, 6),
+            "non_member_accuracy": round(held_out, 6),
+            "privacy": claimed["record"] or None,
+        },
+        "members": {"dataset": pool.members_name, "n": int(pool.is_member.sum())},
+        "non_members": {"dataset": pool.non_members_name, "n": int((~pool.is_member).sum())},
+        "attacks": results,
+        "epsilon_lower_bound": bound,
+        "shadow_models": shadow_report,
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": config.seed,
+        "freekd_version": __version__,
+    }
+    summary = audit_summary(report)
+    report["summary"] = summary
+    atomic_write_text(options.out_dir / "summary.txt", summary + "\n")
+    atomic_write_json(options.out_dir / "report.json", report)
+    return report
+
+
+def _save_scores(path: Path, scores: dict[str, Any], is_member: Any) -> None:
+    """Every attack's per-example scores and the membership, for plots and later analysis."""
+    import numpy as np
+
+    atomic_write(path, lambda stream: np.savez(stream, is_member=is_member, **scores))
+
+
+def audit_summary(report: dict[str, Any]) -> str:
+    """The few lines of an audit a reviewer reads: leakage of the strongest attack, the bound."""
+    attacks = report["attacks"]
+    lines = [
+        f"Audit of {report['model']['path']} ({report['model']['kind']}): "
+        f"{report['members']['n']} members ({report['members']['dataset']}), "
+        f"{report['non_members']['n']} non-members ({report['non_members']['dataset']}).",
+        f"Accuracy on members {100 * report['model']['member_accuracy']:.2f} %, on non-members "
+        f"{100 * report['model']['non_member_accuracy']:.2f} %.",
+    ]
+    if attacks:
+        best_auc = max(attacks, key=lambda name: attacks[name]["auc"])
+        best_low = max(attacks, key=lambda name: attacks[name]["tpr_at_fpr"]["0.001"])
+        lines.append(
+            f"Strongest attack by AUC: {best_auc}, AUC {attacks[best_auc]['auc']:.3f} "
+            f"(0.5 = no leakage), advantage {attacks[best_auc]['advantage']:.3f}."
+        )
+        lines.append(
+            f"At 0.1 % false positives: {best_low} finds "
+            f"{100 * attacks[best_low]['tpr_at_fpr']['0.001']:.2f} % of members "
+            "(0.1 % = chance)."
+        )
+    bound = report["epsilon_lower_bound"]
+    text = (
+        f"Empirical ε lower bound {bound['epsilon']:.3f} at {100 * bound['confidence']:g} % "
+        f"confidence (δ = {bound['delta']:g}, {bound['attack']} scores, "
+        f"{bound['canaries']} canaries)"
+    )
+    if bound.get("accountant_epsilon") is not None:
+        verdict = "consistent" if bound.get("consistent") else "EXCEEDS IT: a privacy bug"
+        text += f"; the accountant's ε is {bound['accountant_epsilon']:.3f} ({verdict})"
+    else:
+        text += "; the model claims no differential privacy"
+    if not bound.get("assumption_holds"):
+        text += " [valid only if the members were chosen at random from the pool]"
+    lines.append(text + ".")
+    return "\n".join(lines)
+
+
+AUDIT_PATHS = ("kd", "datafree", "pate", "dpsgd-datafree")
+
+
+def _save_npz(path: Path, data: ImageDataset) -> None:
+    """``data`` as a ``.npz`` dataset file (uint8 pixels, labels, class names), atomically."""
+    import numpy as np
+
+    images = data.images
+    pixels = (
+        images
+        if images.dtype == torch.uint8
+        else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    )
+
+    def write(stream: Any) -> None:
+        np.savez(
+            stream,
+            x=pixels.numpy(),
+            y=data.labels.numpy(),
+            classes=np.array(list(data.classes)),
+        )
+
+    atomic_write(path, write)
+
+
+def _stage_done(folder: Path, options: RunOptions) -> bool:
+    return options.resume and (folder / "report.json").exists()
+
+
+def _read_report(folder: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((folder / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd audit pipeline``: the distillation threat model of Jagielski et al. (2023).
+
+    "Students Parrot Their Teachers: Membership Inference on Model Distillation" (NeurIPS 2023)
+    shows that a student trained only on public data still leaks its teacher's private set.
+    The members are the teacher's private training examples, drawn from a pool by fair coin
+    flips (the canaries of the one-run ε lower bound); each path distills a student without
+    the members; the teacher and every student are audited against the same members and
+    non-members with the same shadow models. Stages write into ``OUT/<stage>/``; ``--resume``
+    skips the finished ones.
+    """
+    from freekd.config import AuditConfig, AuditPipelineConfig
+
+    assert isinstance(config, AuditPipelineConfig)
+    unknown = [path for path in config.paths if path not in AUDIT_PATHS]
+    if unknown:
+        raise FreekdError(f"unknown path {unknown[0]!r}; known: {', '.join(AUDIT_PATHS)}")
+    if config.pool < 4:
+        raise FreekdError(f"--pool must hold at least 4 images, got {config.pool}")
+    out = options.out_dir
+    if not options.resume:
+        prepare_run_dir(options)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    root = Path(config.data_root) if config.data_root else None
+    train = load_dataset(f"{config.dataset}:train", root=root)
+    test_spec = f"{config.dataset}:test"
+    if config.pool + config.public > len(train):
+        raise FreekdError(
+            f"{config.dataset}:train has {len(train)} images, fewer than --pool {config.pool} + "
+            f"public {config.public}; lower them"
+        )
+    order = torch.randperm(len(train), generator=_seeded(config.seed, 11))
+    pool_index = order[: config.pool]
+    coins = torch.rand(config.pool, generator=_seeded(config.seed, 12)) < 0.5
+    if bool(coins.all()) or not bool(coins.any()):
+        raise FreekdError("the membership coin flips gave one side no example; use a larger --pool")
+    data_dir = out / "data"
+    data_dir.mkdir(exist_ok=True)
+    files = {
+        "members": data_dir / "members.npz",
+        "non_members": data_dir / "non_members.npz",
+        "public": data_dir / "public.npz",
+    }
+    _save_npz(files["members"], train.subset(pool_index[coins]))
+    _save_npz(files["non_members"], train.subset(pool_index[~coins]))
+    _save_npz(files["public"], train.subset(order[config.pool : config.pool + config.public]))
+    stage = lambda name: RunOptions(out / name, overwrite=True, quiet=options.quiet)  # noqa: E731
+    seed = config.seed
+    # Every trained model: name → (folder, test accuracy, path of model.pt).
+    models: dict[str, tuple[str, float | None]] = {}
+
+    def teacher_stage(name: str, teacher_config: TeacherTrainConfig) -> Path:
+        folder = out / name
+        if not _stage_done(folder, options):
+            run_teacher_train(
+                dataclasses.replace(
+                    teacher_config, dataset=str(files["members"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage(name),
+            )  # fmt: skip
+        models[name] = (str(folder / "model.pt"), _read_report(folder)["test_accuracy"])
+        return folder / "model.pt"
+
+    teacher_path = teacher_stage("teacher", config.teacher)
+    source = TeacherSourceConfig(path=str(teacher_path))
+    if "kd" in config.paths:
+        folder = out / "student-kd"
+        if not _stage_done(folder, options):
+            run_distill(
+                dataclasses.replace(
+                    config.distill, teacher=source, dataset=str(files["public"]),
+                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
+                ),
+                stage("student-kd"),
+            )  # fmt: skip
+        models["student-kd"] = (
+            str(folder / "model.pt"),
+            _read_report(folder)["student"]["test_accuracy"],
+        )
+    if "datafree" in config.paths:
+        folder = out / "student-datafree"
+        if not _stage_done(folder, options):
+            run_datafree(
+                dataclasses.replace(
+                    config.datafree, teacher=source, eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage("student-datafree"),
+            )  # fmt: skip
+        models["student-datafree"] = (
+            str(folder / "model.pt"),
+            _read_report(folder)["student"]["test_accuracy"],
+        )
+    if "pate" in config.paths:
+        folder = out / "student-pate"
+        pate = config.pate
+        teachers_dir, labels_dir = out / "pate-teachers", out / "pate-labels"
+        if not _stage_done(teachers_dir, options):
+            run_pate_teachers(
+                dataclasses.replace(
+                    pate.teachers, dataset=str(files["members"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage("pate-teachers"),
+            )  # fmt: skip
+        if not _stage_done(labels_dir, options):
+            run_pate_label(
+                dataclasses.replace(
+                    pate.label, teachers=str(teachers_dir / "teachers.pt"),
+                    query_dataset=str(files["public"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage("pate-labels"),
+            )  # fmt: skip
+        if not _stage_done(folder, options):
+            run_pate_student(
+                dataclasses.replace(
+                    pate.student, labels=str(labels_dir), data_root=config.data_root, seed=seed
+                ),
+                stage("student-pate"),
+            )
+        models["student-pate"] = (
+            str(folder / "model.pt"),
+            _read_report(folder)["student"]["test_accuracy"],
+        )
+    if "dpsgd-datafree" in config.paths:
+        dp_path = teacher_stage("dp-teacher", config.dp_teacher)
+        folder = out / "student-dpsgd-datafree"
+        if not _stage_done(folder, options):
+            run_datafree(
+                dataclasses.replace(
+                    config.datafree, teacher=TeacherSourceConfig(path=str(dp_path)),
+                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
+                ),
+                stage("student-dpsgd-datafree"),
+            )  # fmt: skip
+        models["student-dpsgd-datafree"] = (
+            str(folder / "model.pt"),
+            _read_report(folder)["student"]["test_accuracy"],
+        )
+    audits: dict[str, dict[str, Any]] = {}
+    shadow_source: str | None = config.audit.shadow.reuse
+    for name, (path, _) in models.items():
+        folder = out / "audit" / name
+        if _stage_done(folder, options):
+            audits[name] = _read_report(folder)
+        else:
+            audit_config = dataclasses.replace(
+                config.audit,
+                model=TeacherSourceConfig(path=path),
+                members=str(files["members"]),
+                non_members=str(files["non_members"]),
+                data_root=config.data_root,
+                random_split=True,
+                seed=seed,
+                shadow=dataclasses.replace(config.audit.shadow, reuse=shadow_source),
+            )
+            assert isinstance(audit_config, AuditConfig)
+            audits[name] = run_audit(audit_config, stage(f"audit/{name}"))
+        if shadow_source is None and config.audit.shadow.models > 0:
+            shadow_source = str(folder)  # the teacher's shadow models serve every later audit
+    table = [_audit_row(name, models[name][1], audits[name]) for name in models]
+    curves = {}
+    from freekd.plots import plot_roc
+
+    for name, report in audits.items():
+        attack = report["epsilon_lower_bound"]["attack"]
+        curves[f"{name} ({attack})"] = _roc_of(out / "audit" / name, report, attack)
+    plot_roc(curves, out / "roc.png", title="membership inference through distillation")
+    report = {
+        "command": "audit pipeline",
+        "dataset": config.dataset,
+        "pool": config.pool,
+        "members": int(coins.sum()),
+        "non_members": int((~coins).sum()),
+        "public": config.public,
+        "paths": list(config.paths),
+        "table": table,
+        "audits": {
+            name: {k: v for k, v in audit.items() if k != "summary"}
+            for name, audit in audits.items()
+        },
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": seed,
+        "freekd_version": __version__,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def _roc_of(folder: Path, report: dict[str, Any], attack: str) -> tuple[Any, Any]:
+    """The ROC of ``attack`` in an audit folder, recomputed from the saved scores."""
+    import numpy as np
+
+    with np.load(folder / "scores.npz", allow_pickle=False) as saved:
+        from freekd.audit.metrics import roc_curve
+
+        return roc_curve(np.array(saved[attack]), np.array(saved["is_member"]))
+
+
+def _audit_row(name: str, accuracy: float | None, report: dict[str, Any]) -> dict[str, Any]:
+    attacks = report["attacks"]
+    bound = report["epsilon_lower_bound"]
+    lira = attacks.get("lira-online")
+    return {
+        "model": name,
+        "test_accuracy": accuracy,
+        "member_accuracy": report["model"]["member_accuracy"],
+        "non_member_accuracy": report["model"]["non_member_accuracy"],
+        "auc": {attack: round(result["auc"], 4) for attack, result in attacks.items()},
+        "best_auc": max(result["auc"] for result in attacks.values()),
+        "lira_tpr_at_0.001": None if lira is None else lira["tpr_at_fpr"]["0.001"],
+        "loss_tpr_at_0.001": attacks["loss"]["tpr_at_fpr"]["0.001"],
+        "epsilon_lower_bound": bound["epsilon"],
+        "bound_attack": bound["attack"],
+        "accountant_epsilon": bound.get("accountant_epsilon"),
+        "consistent": bound.get("consistent"),
+    }

@@ -85,3 +85,45 @@ def plot_samples_by_class(
         atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=100))
     finally:
         plt.close(figure)
+
+
+def plot_roc(
+    curves: dict[str, tuple[Any, Any]], out_path: Path, *, title: str = "membership inference"
+) -> None:
+    """``roc.png``: every attack's ROC curve on log-log axes, where low-FPR leakage shows.
+
+    Carlini et al. (2022, §3) argue for log scale: an attack that identifies a few members with
+    near certainty is invisible on a linear ROC and obvious on a logarithmic one.
+
+    Args:
+        curves: attack name → (false positive rates, true positive rates).
+        out_path: where to write the PNG.
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axis = plt.subplots(figsize=(5.2, 4.6))
+    smallest = 1.0
+    for name, (fpr, tpr) in curves.items():
+        fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+        positive = fpr[fpr > 0]
+        if positive.size:
+            smallest = min(smallest, float(positive.min()))
+        axis.plot(np.maximum(fpr, 1e-5), np.maximum(tpr, 1e-5), label=name, linewidth=1.3)
+    floor = max(min(smallest, 1e-3), 1e-5)
+    axis.plot([floor, 1], [floor, 1], color="grey", linestyle="--", linewidth=0.8, label="chance")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set(xlim=(floor, 1), ylim=(floor, 1), xlabel="false positive rate",
+             ylabel="true positive rate", title=title)  # fmt: skip
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    try:
+        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=110))
+    finally:
+        plt.close(figure)

@@ -51,6 +51,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "generators": {"train", "pipelines", "cli"},
     "privacy": {"train", "pipelines", "cli"},
     "crossmodal": {"train", "pipelines", "cli"},
+    "audit": {"train", "methods", "generators", "privacy", "models", "pipelines", "cli"},
     "config": {"torch", "models", "data", "methods", "teachers", "train", "pipelines", "cli"},
 }
 

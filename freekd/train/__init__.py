@@ -4,7 +4,13 @@ from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress
 from freekd.train.distributed import DistInfo, init_distributed, resolve_device
 from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
-from freekd.train.sources import LoaderSource, PoissonSource, SemiSupervisedSource, ShardSource
+from freekd.train.sources import (
+    LoaderSource,
+    PoissonSource,
+    SemiSupervisedSource,
+    ShardSource,
+    SubsetSource,
+)
 from freekd.train.trainer import BatchSource, Callback, Trainer, TrainState
 
 __all__ = [
@@ -17,6 +23,7 @@ __all__ = [
     "PoissonSource",
     "SemiSupervisedSource",
     "ShardSource",
+    "SubsetSource",
     "LogMetrics",
     "Progress",
     "TrainState",

@@ -235,14 +235,78 @@ class PoissonSource:
             yield Batch(images, batch.labels)
 
 
-class ShardSource:
+class SubsetSource:
+    """Batches for K models at once, model k's batch drawn from its own index set ``subsets[k]``.
+
+    Each step yields images (K, B, C, H, W) and labels (K, B). Epoch ``e`` orders every subset
+    with a generator seeded by ``(seed, e)``, so the source has no state to checkpoint. The
+    subsets may overlap (audit shadow models each train on a random half of one pool) or be
+    disjoint (:class:`ShardSource`, PATE's partition).
+
+    Args:
+        dataset: the training data.
+        subsets: (K, n) indices into ``dataset``; every model sees n images per epoch.
+        batch_size: B, images per model and step.
+        seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)``.
+        what: how the K models are named in errors ("teachers", "shadow models").
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        subsets: Tensor,
+        *,
+        batch_size: int,
+        seed: int,
+        augment: Augment | None = None,
+        what: str = "models",
+    ) -> None:
+        if subsets.dim() != 2 or subsets.shape[0] < 1:
+            raise FreekdError(
+                f"internal: subsets must be (K, n) indices, got {tuple(subsets.shape)}"
+            )
+        if subsets.shape[1] < batch_size:
+            raise FreekdError(
+                f"{subsets.shape[0]} {what} get {subsets.shape[1]} images each, fewer than one "
+                f"batch of {batch_size}; lower --batch-size or give them more data"
+            )
+        self.dataset = dataset
+        self.subsets = subsets.long()
+        self.models = int(subsets.shape[0])
+        self.batch_size = batch_size
+        self.seed = seed
+        self.augment = augment
+
+    @property
+    def subset_size(self) -> int:
+        return int(self.subsets.shape[1])
+
+    def steps_per_epoch(self) -> int:
+        return self.subset_size // self.batch_size
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        rng = seeded_generator(self.seed, state.epoch)
+        within = torch.rand(self.subsets.shape, generator=rng).argsort(dim=1)
+        ordered = self.subsets.gather(1, within)
+        for index in range(state.step_in_epoch, self.steps_per_epoch()):
+            chosen = ordered[:, index * self.batch_size : (index + 1) * self.batch_size]
+            batch = self.dataset.batch(chosen.flatten())
+            images = batch.images
+            if self.augment is not None:
+                images = self.augment(images, rng=seeded_generator(self.seed, state.epoch, index))
+            assert batch.labels is not None
+            yield Batch(
+                images.view(self.models, self.batch_size, *images.shape[1:]),
+                batch.labels.view(self.models, self.batch_size),
+            )
+
+
+class ShardSource(SubsetSource):
     """Batches for K teachers at once, each from its own disjoint shard (PATE's partition).
 
     The data set is permuted once with ``seed`` and cut into K shards of ``len(dataset) // K``
-    images (the remainder is left unused, so shards are equal). Each step yields images
-    (K, B, C, H, W) and labels (K, B): teacher k's batch comes from shard k only. Epoch ``e``
-    orders every shard with a generator seeded by ``(seed, e)``, so the source has no state to
-    checkpoint.
+    images (the remainder is left unused, so shards are equal); see :class:`SubsetSource`.
 
     Args:
         dataset: the private training data.
@@ -269,36 +333,24 @@ class ShardSource:
                 f"{len(dataset)} images give {teachers} teachers {shard} images each, fewer than "
                 f"one batch of {batch_size}; lower --batch-size or --teachers"
             )
-        self.dataset = dataset
         self.teachers = teachers
-        self.batch_size = batch_size
-        self.seed = seed
-        self.augment = augment
         order = torch.randperm(len(dataset), generator=seeded_generator(seed))
-        self.shards = order[: teachers * shard].view(teachers, shard)
+        super().__init__(
+            dataset,
+            order[: teachers * shard].view(teachers, shard),
+            batch_size=batch_size,
+            seed=seed,
+            augment=augment,
+            what="teachers",
+        )
+
+    @property
+    def shards(self) -> Tensor:
+        return self.subsets
 
     @property
     def shard_size(self) -> int:
-        return int(self.shards.shape[1])
-
-    def steps_per_epoch(self) -> int:
-        return self.shard_size // self.batch_size
-
-    def batches(self, state: TrainState) -> Iterator[Batch]:
-        rng = seeded_generator(self.seed, state.epoch)
-        within = torch.rand(self.shards.shape, generator=rng).argsort(dim=1)
-        ordered = self.shards.gather(1, within)
-        for index in range(state.step_in_epoch, self.steps_per_epoch()):
-            chosen = ordered[:, index * self.batch_size : (index + 1) * self.batch_size]
-            batch = self.dataset.batch(chosen.flatten())
-            images = batch.images
-            if self.augment is not None:
-                images = self.augment(images, rng=seeded_generator(self.seed, state.epoch, index))
-            assert batch.labels is not None
-            yield Batch(
-                images.view(self.teachers, self.batch_size, *images.shape[1:]),
-                batch.labels.view(self.teachers, self.batch_size),
-            )
+        return self.subset_size
 
 
 class SyntheticSource:

@@ -1,0 +1,118 @@
+"""Shadow (reference) models: which audit examples each trains on, and what they output.
+
+LiRA and RMIA estimate, for every audit example, how models trained with and without it behave
+(Carlini et al. 2022, §4.1). Shadow models are trained by freekd's own loop and recipe on random
+halves of the audit pool (members and non-members together: the attacker does not know which is
+which). The halves come in complementary pairs, so every example is in exactly half of the shadow
+models and every shadow model trains on the same number of examples, which lets the K models be
+trained as one batch (``train.SubsetSource``). Their logits on the pool are kept in
+``shadows.npz`` with a fingerprint of the pool, so later audits of other models on the same pool
+(a teacher and its students) reuse them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from freekd.errors import FreekdError
+from freekd.io import atomic_write
+
+SHADOWS_FILE = "shadows.npz"
+
+
+def inclusion_design(models: int, examples: int, *, generator: torch.Generator) -> Tensor:
+    """(models, examples) bool: shadow model m trains on example n.
+
+    Models 2i and 2i+1 train on a random half and its complement, so with an even count every
+    example is in exactly ``models / 2`` models (an odd last model takes a fresh random half).
+
+    Raises:
+        FreekdError: fewer than 2 models or 2 examples.
+    """
+    if models < 2:
+        raise FreekdError(f"shadow models come in IN/OUT pairs; use at least 2, got {models}")
+    if examples < 2:
+        raise FreekdError(f"the audit pool has {examples} example(s); it needs at least 2")
+    half = examples // 2
+    rows = []
+    for _ in range((models + 1) // 2):
+        chosen = torch.zeros(examples, dtype=torch.bool)
+        chosen[torch.randperm(examples, generator=generator)[:half]] = True
+        rows += [chosen, ~chosen]
+    design = torch.stack(rows[:models])
+    if examples % 2:  # the complement has one more example; drop one at random to keep sizes equal
+        for row in range(1, models, 2):
+            extra = torch.nonzero(design[row]).flatten()
+            drop = extra[torch.randint(len(extra), (1,), generator=generator)]
+            design[row, drop] = False
+    return design
+
+
+def subsets_of(design: Tensor) -> Tensor:
+    """(models, n) example indices of each model's training half, from the design."""
+    sizes = design.sum(dim=1)
+    if not bool((sizes == sizes[0]).all()):
+        raise FreekdError("internal: shadow models must train on equally many examples")
+    return torch.stack([torch.nonzero(row).flatten() for row in design])
+
+
+def pool_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of the pool's pixels (8-bit) and labels: shadow outputs fit this pool only."""
+    digest = hashlib.sha256()
+    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+    digest.update(pixels.numpy().tobytes())
+    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_shadow_outputs(
+    path: Path, *, logits: Tensor, included: Tensor, fingerprint: str, arch: str
+) -> None:
+    """Atomically write the shadow models' (M, N, K) logits and (M, N) design."""
+
+    def write(stream: object) -> None:
+        np.savez(
+            stream,  # type: ignore[arg-type]
+            logits=logits.detach().cpu().numpy().astype(np.float32),
+            included=included.cpu().numpy().astype(bool),
+            fingerprint=np.array(fingerprint),
+            arch=np.array(arch),
+        )
+
+    atomic_write(Path(path), write)
+
+
+def load_shadow_outputs(path: Path, *, fingerprint: str) -> tuple[Tensor, Tensor, str]:
+    """(logits, included, arch) from ``shadows.npz``, checked against the pool's fingerprint.
+
+    Raises:
+        FreekdError: missing, unreadable, or made for another pool.
+    """
+    if not path.is_file():
+        raise FreekdError(
+            f"no {SHADOWS_FILE} in {path.parent}; point at the folder of an earlier audit"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            logits = torch.from_numpy(np.array(data["logits"]))
+            included = torch.from_numpy(np.array(data["included"]))
+            saved = str(data["fingerprint"])
+            arch = str(data["arch"])
+    except (OSError, ValueError, KeyError) as error:
+        raise FreekdError(
+            f"{path} is not a freekd shadow file ({type(error).__name__}); re-run the audit "
+            "without reusing shadow models"
+        ) from None
+    if saved != fingerprint:
+        raise FreekdError(
+            f"the shadow models in {path} were trained on another audit pool; audit the same "
+            "--members and --non-members, or train new shadow models"
+        )
+    if logits.dim() != 3 or tuple(included.shape) != tuple(logits.shape[:2]):
+        raise FreekdError(f"{path} holds inconsistent shadow outputs; train new shadow models")
+    return logits, included.bool(), arch

@@ -1,0 +1,188 @@
+"""`freekd audit` and `freekd audit pipeline` end to end on the bundled digits, on CPU.
+
+The privacy check that matters: for every model with a differential-privacy claim the empirical
+ε lower bound must stay at or below the accountant's ε. A bound above it is a privacy bug in the
+accountant, the DP training or the bound, and fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from freekd.cli import app
+from freekd.config import AuditPipelineConfig, load_config
+
+runner = CliRunner()
+
+TINY_PIPELINE = """
+dataset: digits
+pool: 400
+public: 600
+paths: [kd, dpsgd-datafree]
+teacher:
+  arch: tiny-cnn
+  trainer: {epochs: 60, batch_size: 32, lr: 0.1, weight_decay: 0.0, device: cpu, augment: none,
+            eval_every: 0}
+distill:
+  student: tiny-cnn
+  trainer: {epochs: 4, batch_size: 64, lr: 0.05, device: cpu, eval_every: 0}
+datafree:
+  student: tiny-cnn
+  synthesizer: {name: zskt}
+  steps_per_epoch: 5
+  budget_cpu_minutes: null
+  trainer: {epochs: 2, batch_size: 64, lr: 0.05, device: cpu, eval_every: 0}
+dp_teacher:
+  arch: tiny-cnn
+  dp: {enabled: true, epsilon: 2.0, delta: 1.0e-5}
+  trainer: {epochs: 8, batch_size: 64, lr: 0.5, momentum: 0.0, weight_decay: 0.0,
+            scheduler: constant, device: cpu, augment: none, eval_every: 0}
+audit:
+  shadow:
+    models: 4
+    trainer: {epochs: 20, batch_size: 32, lr: 0.1, device: cpu, augment: none, eval_every: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    folder = tmp_path_factory.mktemp("audit-pipeline")
+    config = folder / "tiny.yaml"
+    config.write_text(TINY_PIPELINE)
+    out = folder / "run"
+    result = runner.invoke(
+        app, ["audit", "pipeline", "--config", str(config), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_pipeline_audits_the_teacher_and_every_student(pipeline: tuple[Path, dict]) -> None:
+    out, report = pipeline
+    names = [row["model"] for row in report["table"]]
+    assert names == ["teacher", "student-kd", "dp-teacher", "student-dpsgd-datafree"]
+    assert report["members"] + report["non_members"] == 400
+    for name in names:
+        audit = json.loads((out / "audit" / name / "report.json").read_text())
+        assert set(audit["attacks"]) >= {"loss", "lira-online", "lira-offline", "rmia"}
+        for result in audit["attacks"].values():
+            assert 0.0 <= result["auc"] <= 1.0
+            assert set(result["tpr_at_fpr"]) == {"0.001", "0.01", "0.1"}
+        assert (out / "audit" / name / "roc.png").stat().st_size > 0
+        assert (out / "audit" / name / "summary.txt").read_text().startswith("Audit of")
+    assert (out / "roc.png").stat().st_size > 0
+    # one set of shadow models, trained for the teacher and reused for every student
+    teacher = json.loads((out / "audit" / "teacher" / "report.json").read_text())
+    assert teacher["shadow_models"]["models"] == 4
+    for name in names[1:]:
+        audit = json.loads((out / "audit" / name / "report.json").read_text())
+        assert audit["shadow_models"]["reused_from"].endswith("teacher/shadows.npz")
+
+
+def test_the_overfit_teacher_leaks_and_its_lower_bound_is_above_zero(
+    pipeline: tuple[Path, dict],
+) -> None:
+    _, report = pipeline
+    teacher = report["table"][0]
+    assert teacher["member_accuracy"] == 1.0
+    assert teacher["non_member_accuracy"] < 0.95
+    assert teacher["auc"]["loss"] > 0.55
+    assert teacher["epsilon_lower_bound"] > 0.0
+    assert teacher["accountant_epsilon"] is None
+
+
+def test_no_lower_bound_exceeds_a_models_accountant_epsilon(pipeline: tuple[Path, dict]) -> None:
+    _, report = pipeline
+    private = [row for row in report["table"] if row["accountant_epsilon"] is not None]
+    assert [row["model"] for row in private] == ["dp-teacher", "student-dpsgd-datafree"]
+    for row in private:
+        assert row["epsilon_lower_bound"] <= row["accountant_epsilon"], row
+        assert row["consistent"] is True
+    # the data-free student inherits exactly its DP teacher's guarantee
+    assert private[0]["accountant_epsilon"] == private[1]["accountant_epsilon"]
+
+
+def test_audit_command_on_one_model_writes_the_report_keys(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, _ = pipeline
+    out = tmp_path / "audit"
+    arguments = [
+        "audit", "--model", str(run / "teacher" / "model.pt"),
+        "--members", str(run / "data" / "members.npz"),
+        "--non-members", str(run / "data" / "non_members.npz"),
+        "--shadows-from", str(run / "audit" / "teacher"), "--random-split",
+        "--attack", "loss,lira-offline-fixed-variance", "--out", str(out), "-q",
+    ]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["attacks"]) == ["loss", "lira-offline-fixed-variance"]
+    bound = report["epsilon_lower_bound"]
+    assert {"epsilon", "confidence", "delta", "attack", "assumption_holds"} <= set(bound)
+    assert bound["assumption_holds"] is True
+    assert bound["attack"] == "lira-offline-fixed-variance"
+    assert "Empirical ε lower bound" in report["summary"]
+
+
+MODEL, MEMBERS, NON_MEMBERS = "--model", "--members", "--non-members"
+
+
+@pytest.mark.parametrize(
+    ("drop", "extra", "message"),
+    [
+        (MODEL, [], "--model is required"),
+        (MEMBERS, [], "--members is required"),
+        (None, ["--attack", "psychic"], "unknown attack 'psychic'"),
+        (None, ["--shadow-models", "0", "--attack", "lira-online"], "need shadow models"),
+        (None, ["--shadow-models", "1"], "at least 2"),
+        (None, ["--members", "mnist:test"], "expects 1x8x8"),
+    ],
+)
+def test_audit_errors_are_one_line_with_exit_status_2(
+    drop: str | None, extra: list[str], message: str, tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    given = {MODEL: str(tiny_teacher_path), MEMBERS: "digits:train", NON_MEMBERS: "digits:test"}
+    given.pop(drop, None)  # type: ignore[arg-type]
+    if MEMBERS in extra:
+        given.pop(MEMBERS)
+    arguments = ["audit", *[item for pair in given.items() for item in pair], *extra]
+    result = runner.invoke(app, [*arguments, "--out", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_reused_shadow_models_must_come_from_the_same_pool(
+    pipeline: tuple[Path, dict], tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    run, _ = pipeline
+    arguments = [
+        "audit", "--model", str(tiny_teacher_path), "--members", "digits:train",
+        "--non-members", "digits:test", "--shadows-from", str(run / "audit" / "teacher"),
+        "--out", str(tmp_path / "out"), "-q",
+    ]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2
+    assert "another audit pool" in result.output
+
+
+def test_pipeline_rejects_unknown_paths(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["audit", "pipeline", "--path", "telepathy", "--out", str(tmp_path / "p"), "-q"]
+    )
+    assert result.exit_code == 2
+    assert "unknown path 'telepathy'" in result.output
+
+
+def test_the_shipped_audit_config_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(AuditPipelineConfig, root / "configs" / "audit" / "mnist.yaml")
+    assert config.dataset == "mnist"
+    assert config.audit.shadow.models >= 4

@@ -2107,7 +2107,12 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     from freekd.plots import plot_roc
 
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    prepare_run_dir(options)
+    if options.resume:
+        # An audit resumes from its saved shadow outputs or its shadow models' checkpoint.
+        if not (options.out_dir / "config.yaml").exists():
+            raise FreekdError(f"nothing to resume in {options.out_dir}; run without --resume")
+    else:
+        prepare_run_dir(options)
     if options.overwrite:
         for name in AUDIT_FILES:
             (options.out_dir / name).unlink(missing_ok=True)
@@ -2446,7 +2451,10 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
                     query_dataset=str(files["public"]), eval_dataset=test_spec,
                     data_root=config.data_root, seed=seed,
                 ),
-                stage("pate-labels"),
+                # A ledger records privacy already spent: it is continued, never replaced.
+                RunOptions(
+                    labels_dir, resume=(labels_dir / LEDGER_FILE).exists(), quiet=options.quiet
+                ),
             )  # fmt: skip
         if not _stage_done(folder, options):
             run_pate_student(

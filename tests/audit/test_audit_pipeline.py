@@ -186,3 +186,31 @@ def test_the_shipped_audit_config_loads() -> None:
     config = load_config(AuditPipelineConfig, root / "configs" / "audit" / "mnist.yaml")
     assert config.dataset == "mnist"
     assert config.audit.shadow.models >= 4
+
+
+def test_resumed_audit_reuses_its_shadow_outputs_and_gives_the_same_report(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, _ = pipeline
+    out = tmp_path / "audit"
+    arguments = [
+        "audit", "--model", str(run / "student-kd" / "model.pt"),
+        "--members", str(run / "data" / "members.npz"),
+        "--non-members", str(run / "data" / "non_members.npz"),
+        "--shadow-models", "2", "--attack", "loss,rmia-offline,lira-offline-fixed-variance",
+        "--set", "shadow.recipe=config", "--set", "shadow.arch=tiny-cnn",
+        "--set", "shadow.trainer.epochs=3", "--set", "shadow.trainer.device=cpu",
+        "--out", str(out), "-q",
+    ]  # fmt: skip
+    first = runner.invoke(app, arguments)
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "report.json").read_text())
+    assert before["shadow_models"]["recipe"] == "shadow config"
+    again = runner.invoke(app, [*arguments, "--resume"])
+    assert again.exit_code == 0, again.output
+    after = json.loads((out / "report.json").read_text())
+    assert after["attacks"] == before["attacks"]
+    assert after["shadow_models"]["reused_from"] == str(out / "shadows.npz")
+    fresh = runner.invoke(app, [*arguments[:-3], "--out", str(tmp_path / "new"), "--resume"])
+    assert fresh.exit_code == 2
+    assert "nothing to resume" in fresh.output

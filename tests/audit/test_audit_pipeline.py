@@ -23,7 +23,7 @@ TINY_PIPELINE = """
 dataset: digits
 pool: 400
 public: 600
-paths: [kd, dpsgd-datafree]
+paths: [kd, pate, dpsgd-datafree]
 teacher:
   arch: tiny-cnn
   trainer: {epochs: 60, batch_size: 32, lr: 0.1, weight_decay: 0.0, device: cpu, augment: none,
@@ -42,6 +42,14 @@ dp_teacher:
   dp: {enabled: true, epsilon: 2.0, delta: 1.0e-5}
   trainer: {epochs: 8, batch_size: 64, lr: 0.5, momentum: 0.0, weight_decay: 0.0,
             scheduler: constant, device: cpu, augment: none, eval_every: 0}
+pate:
+  teachers: {arch: tiny-cnn, teachers: 4,
+             trainer: {epochs: 30, batch_size: 16, lr: 0.1, device: cpu, augment: none,
+                       eval_every: 0}}
+  label: {queries: 300, threshold: 2, sigma_threshold: 0.5, sigma: 0.5, epsilon: 200,
+          budget_on: data-independent}
+  student: {student: tiny-cnn, semi_supervised: none,
+            trainer: {epochs: 5, batch_size: 8, lr: 0.05, device: cpu, eval_every: 0}}
 audit:
   shadow:
     models: 4
@@ -65,7 +73,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
 def test_pipeline_audits_the_teacher_and_every_student(pipeline: tuple[Path, dict]) -> None:
     out, report = pipeline
     names = [row["model"] for row in report["table"]]
-    assert names == ["teacher", "student-kd", "dp-teacher", "student-dpsgd-datafree"]
+    assert names == [
+        "teacher", "student-kd", "student-pate", "dp-teacher", "student-dpsgd-datafree"
+    ]  # fmt: skip
     assert report["members"] + report["non_members"] == 400
     for name in names:
         audit = json.loads((out / "audit" / name / "report.json").read_text())
@@ -97,14 +107,18 @@ def test_the_overfit_teacher_leaks_and_its_lower_bound_is_above_zero(
 
 
 def test_no_lower_bound_exceeds_a_models_accountant_epsilon(pipeline: tuple[Path, dict]) -> None:
-    _, report = pipeline
+    out, report = pipeline
     private = [row for row in report["table"] if row["accountant_epsilon"] is not None]
-    assert [row["model"] for row in private] == ["dp-teacher", "student-dpsgd-datafree"]
+    names = [row["model"] for row in private]
+    assert names == ["student-pate", "dp-teacher", "student-dpsgd-datafree"]
     for row in private:
         assert row["epsilon_lower_bound"] <= row["accountant_epsilon"], row
         assert row["consistent"] is True
     # the data-free student inherits exactly its DP teacher's guarantee
-    assert private[0]["accountant_epsilon"] == private[1]["accountant_epsilon"]
+    assert private[1]["accountant_epsilon"] == private[2]["accountant_epsilon"]
+    # PATE is compared with its data-independent ε, the mechanism's guarantee
+    pate = json.loads((out / "audit" / "student-pate" / "report.json").read_text())
+    assert pate["epsilon_lower_bound"]["accountant_kind"] == "data-independent"
 
 
 def test_audit_command_on_one_model_writes_the_report_keys(

@@ -1359,7 +1359,8 @@ def audit(
 ) -> None:
     """Audit a model: membership-inference attacks, ROC curves and an empirical ε lower bound.
 
-    Writes OUT/report.json, roc.png (log-log ROC of every attack) and summary.txt.
+    Writes OUT/report.json, roc.png (log-log ROC of every attack) and summary.txt. Exit status
+    1 when the ε lower bound exceeds the model's claimed ε (a privacy bug), 2 on bad input.
     `freekd audit pipeline` runs the whole distillation threat model instead.
     """
     if ctx.invoked_subcommand is not None:
@@ -1388,6 +1389,14 @@ def audit(
 
     report = run_audit(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
     _print_audit(report, out)
+    if report["epsilon_lower_bound"].get("consistent") is False:
+        # Not a usage error (2): the audit ran and found the model's privacy claim violated.
+        typer.echo(
+            "error: the empirical ε lower bound exceeds the model's claimed ε; its privacy "
+            "accounting or training is wrong",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @audit_app.command("pipeline")
@@ -1436,7 +1445,13 @@ def audit_pipeline(
         "seed": seed,
         "data_root": data_root,
     }
-    cfg = load_config(AuditPipelineConfig, config, overrides=overrides, values=values)
+    cfg = load_config(
+        AuditPipelineConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+    )
     from freekd.pipelines import RunOptions, run_audit_pipeline
 
     report = run_audit_pipeline(
@@ -1460,7 +1475,7 @@ def audit_pipeline(
             _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
             f"{row['best_auc']:.3f}",
             _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
-            _percent(row["loss_tpr_at_0.001"]),
+            "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
             "-" if claimed is None else f"{claimed:.3g}",
         )

@@ -477,7 +477,8 @@ class AuditConfig:
         members: examples the model trained on (dataset spec).
         non_members: examples it did not train on, from the same distribution.
         data_root: torchvision-format root for datasets that need one.
-        max_examples: use at most this many of each (a seeded random choice); ``None``: all.
+        max_examples: audit at most this many examples in all: a seeded random part of the
+            pool chosen without looking at membership; ``None``: all.
         attacks: attack names (``freekd.audit.ATTACKS``); empty: every attack the shadow
             models allow.
         attack_params: keyword arguments per attack, e.g. ``{rmia: {gamma: 2}}``.

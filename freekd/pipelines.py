@@ -1872,6 +1872,13 @@ class _AuditPool:
 
 
 def _audit_pool(config: Any, teacher: Teacher) -> _AuditPool:
+    """Members and non-members as one pool in a seeded random order, blind to membership.
+
+    The order matters for the ε lower bound: with members first, batch-size-dependent rounding
+    of the outputs would differ between the two sides and could be mistaken for leakage.
+    ``max_examples`` keeps a random part of the pool chosen without looking at membership, so
+    the members stay an independent coin-flip choice when they were one.
+    """
     root = Path(config.data_root) if config.data_root else None
     sides: list[ImageDataset] = []
     for spec, what in ((config.members, "--members"), (config.non_members, "--non-members")):
@@ -1884,28 +1891,43 @@ def _audit_pool(config: Any, teacher: Teacher) -> _AuditPool:
                 f"{what} {data.name} has labels up to {int(data.labels.max())}, but the model has "
                 f"{teacher.num_classes} classes; audit it on data of its own classes"
             )
-        if config.max_examples is not None and len(data) > config.max_examples:
-            chosen = torch.randperm(len(data), generator=_seeded(config.seed, len(sides)))
-            data = data.subset(chosen[: config.max_examples].sort().values)
         sides.append(data)
     members, non_members = sides
-    pool = ImageDataset(
-        torch.cat([_as_uint8_or_float(members.images), _as_uint8_or_float(non_members.images)]),
-        torch.cat([members.labels, non_members.labels]),
-        list(members.classes),
-        f"{members.name} + {non_members.name}",
-    )
+    if len(members.classes) == len(non_members.classes) and members.classes != non_members.classes:
+        raise FreekdError(
+            f"--members and --non-members name their classes differently ({members.classes[:3]} "
+            f"… against {non_members.classes[:3]} …); give both in the model's class order"
+        )
+    both_uint8 = members.images.dtype == non_members.images.dtype == torch.uint8
+    images = [side.images if both_uint8 else _as_float(side.images) for side in sides]
     is_member = torch.cat(
         [
             torch.ones(len(members), dtype=torch.bool),
             torch.zeros(len(non_members), dtype=torch.bool),
         ]
     )
+    order = torch.randperm(len(is_member), generator=_seeded(config.seed, 21))
+    if config.max_examples is not None:
+        if config.max_examples < 2:
+            raise FreekdError(f"max_examples must be at least 2, got {config.max_examples}")
+        order = order[: config.max_examples]
+    is_member = is_member[order]
+    if bool(is_member.all()) or not bool(is_member.any()):
+        raise FreekdError("the audit needs members and non-members; raise max_examples")
+    classes = (
+        members.classes if len(members.classes) >= len(non_members.classes) else non_members.classes
+    )
+    pool = ImageDataset(
+        torch.cat(images)[order],
+        torch.cat([members.labels, non_members.labels])[order],
+        list(classes),
+        f"{members.name} + {non_members.name}",
+    )
     return _AuditPool(pool, is_member, members.name, non_members.name)
 
 
-def _as_uint8_or_float(images: torch.Tensor) -> torch.Tensor:
-    """Images of both sides in one dtype (floats in [0, 1] when the two differ)."""
+def _as_float(images: torch.Tensor) -> torch.Tensor:
+    """Floating images in [0, 1] (uint8 pixels divided by 255)."""
     return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
 
@@ -1939,7 +1961,8 @@ def _claimed_privacy(config: Any, teacher: Teacher) -> dict[str, Any]:
             epsilon, kind = record["data_independent_epsilon"], "data-independent"
         else:
             epsilon, kind = record.get("epsilon"), record.get("kind", "accountant")
-    delta = config.delta if config.delta is not None else record.get("delta", 1e-5)
+    delta = config.delta if config.delta is not None else record.get("delta")
+    delta = 1e-5 if delta is None else delta
     return {
         "epsilon": None if epsilon is None else float(epsilon),
         "delta": float(delta),
@@ -2089,6 +2112,15 @@ def _train_shadow_models(
     return logits, design, report
 
 
+def _build_attack(name: str, attack_params: dict[str, Any]) -> Any:
+    from freekd.audit import ATTACKS
+
+    cls = ATTACKS.get(name)
+    params = dict(attack_params.get(name) or {})
+    _check_params(cls, params, what=f"attack {name}")
+    return cls(**params)
+
+
 def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd audit``: every attack against one model, ROC curves and the ε lower bound.
 
@@ -2127,16 +2159,17 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     names = list(config.attacks) or [
         name for name in DEFAULT_ATTACKS if with_shadows or not ATTACKS.get(name).needs_shadows
     ]
-    attacks = {
-        name: ATTACKS.get(name)(**dict(config.attack_params.get(name) or {})) for name in names
-    }
+    unused = sorted(set(config.attack_params) - set(ATTACKS.names()))
+    if unused:
+        raise FreekdError(
+            f"attack_params names unknown attack {unused[0]!r}; known: {', '.join(ATTACKS.names())}"
+        )
+    attacks = {name: _build_attack(name, config.attack_params) for name in names}
     bound_attack = config.bound_attack
     if bound_attack == "auto":
         bound_attack = AUTO_BOUND_ATTACK if with_shadows else "loss"
     if bound_attack not in attacks:
-        attacks[bound_attack] = ATTACKS.get(bound_attack)(
-            **dict(config.attack_params.get(bound_attack) or {})
-        )
+        attacks[bound_attack] = _build_attack(bound_attack, config.attack_params)
     needing = [name for name, attack in attacks.items() if attack.needs_shadows]
     if needing and not with_shadows:
         raise FreekdError(
@@ -2172,6 +2205,10 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         else:
             shadow_logits, shadow_in, shadow_report = _train_shadow_models(
                 config, teacher, pool, options, device
+            )
+        if not bool(torch.isfinite(shadow_logits).all()):
+            raise FreekdError(
+                "a shadow model gives non-finite outputs (it diverged); lower shadow.trainer.lr"
             )
         if tuple(shadow_logits.shape[1:]) != tuple(target_logits.shape):
             raise FreekdError(
@@ -2326,6 +2363,12 @@ def _save_npz(path: Path, data: ImageDataset) -> None:
     atomic_write(path, write)
 
 
+def _fingerprint(data: ImageDataset) -> str:
+    from freekd.audit.shadows import pool_fingerprint
+
+    return pool_fingerprint(_as_float(data.images), data.labels)
+
+
 def _stage_done(folder: Path, options: RunOptions) -> bool:
     return options.resume and (folder / "report.json").exists()
 
@@ -2381,9 +2424,22 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
         "non_members": data_dir / "non_members.npz",
         "public": data_dir / "public.npz",
     }
-    _save_npz(files["members"], train.subset(pool_index[coins]))
-    _save_npz(files["non_members"], train.subset(pool_index[~coins]))
-    _save_npz(files["public"], train.subset(order[config.pool : config.pool + config.public]))
+    subsets = {
+        "members": train.subset(pool_index[coins]),
+        "non_members": train.subset(pool_index[~coins]),
+        "public": train.subset(order[config.pool : config.pool + config.public]),
+    }
+    for key, subset in subsets.items():
+        if options.resume and files[key].exists():
+            # Finished stages are kept: they must have been trained on exactly these sets.
+            saved = load_dataset(str(files[key]))
+            if _fingerprint(saved) != _fingerprint(subset):
+                raise FreekdError(
+                    f"{files[key]} differs from what this config draws (another --seed, --pool "
+                    "or dataset?); resume with the run's own settings or start a new --out"
+                )
+        else:
+            _save_npz(files[key], subset)
     stage = lambda name: RunOptions(out / name, overwrite=True, quiet=options.quiet)  # noqa: E731
     seed = config.seed
     # Every trained model: name → (folder, test accuracy, path of model.pt).
@@ -2555,7 +2611,7 @@ def _audit_row(name: str, accuracy: float | None, report: dict[str, Any]) -> dic
         "auc": {attack: round(result["auc"], 4) for attack, result in attacks.items()},
         "best_auc": max(result["auc"] for result in attacks.values()),
         "lira_tpr_at_0.001": None if lira is None else lira["tpr_at_fpr"]["0.001"],
-        "loss_tpr_at_0.001": attacks["loss"]["tpr_at_fpr"]["0.001"],
+        "loss_tpr_at_0.001": attacks["loss"]["tpr_at_fpr"]["0.001"] if "loss" in attacks else None,
         "epsilon_lower_bound": bound["epsilon"],
         "bound_attack": bound["attack"],
         "accountant_epsilon": bound.get("accountant_epsilon"),

@@ -81,14 +81,15 @@ class ConfidenceThreshold:
     §3.1: the probability of the true class, higher for members.
 
     The paper also sets per-class thresholds from shadow training; the ROC here sweeps one global
-    threshold, the attack's threshold-free form.
+    threshold, the attack's threshold-free form. The score is log p_y (the same ranking as p_y,
+    which rounds to 1.0 for every well-fitted member); on its own it ranks like the loss.
     """
 
     needs_shadows: ClassVar[bool] = False
     paper: ClassVar[str] = "Song & Mittal 2021 (arXiv:2003.10595) §3.1"
 
     def scores(self, data: AuditData) -> np.ndarray:
-        return statistics.true_class_probability(data.target_logits, data.labels)
+        return statistics.true_class_log_probability(data.target_logits, data.labels)
 
 
 @ATTACKS.register("entropy")
@@ -153,7 +154,12 @@ def _pooled_std(values: np.ndarray, mask: np.ndarray, mean: np.ndarray) -> float
     """One standard deviation for all examples: the spread of every residual around its example's
     mean (Carlini et al. 2022, §4.2 "fixed variance"), stabler with few shadow models."""
     residuals = (values - mean)[mask]
-    degrees = max(int(mask.sum()) - mask.shape[1], 1)
+    degrees = int(mask.sum()) - int((mask.sum(axis=0) > 0).sum())
+    if degrees < 1:
+        raise FreekdError(
+            "a fixed variance needs at least 2 shadow models on each side of some example; "
+            "train at least 4 shadow models (--shadow-models)"
+        )
     return float(math.sqrt(float((residuals**2).sum()) / degrees))
 
 
@@ -186,22 +192,29 @@ class _LiRA:
         name = type(self).__name__
         values, included = _shadow_statistic(data, name)
         target = statistics.true_class_log_odds(data.target_logits, data.labels)
-        minimum = 1 if self.fixed_variance else 2
-        _require((~included).sum(axis=0), minimum, name, "OUT")
-        out_mean, out_std = _masked_mean_std(values, ~included)
-        if self.fixed_variance:
-            out_std = np.full_like(out_mean, _pooled_std(values, ~included, out_mean))
-        out_std = np.maximum(out_std, MIN_STD)
+        out_mean, out_std = self._fit(values, ~included, name, "OUT")
         if not self.online:
             return (target - out_mean) / out_std  # type: ignore[no-any-return]
-        _require(included.sum(axis=0), minimum, name, "IN")
-        in_mean, in_std = _masked_mean_std(values, included)
-        if self.fixed_variance:
-            in_std = np.full_like(in_mean, _pooled_std(values, included, in_mean))
-        in_std = np.maximum(in_std, MIN_STD)
+        in_mean, in_std = self._fit(values, included, name, "IN")
         return _gaussian_log_density(target, in_mean, in_std) - _gaussian_log_density(  # type: ignore[no-any-return]
             target, out_mean, out_std
         )
+
+    def _fit(
+        self, values: np.ndarray, mask: np.ndarray, name: str, which: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-example mean and std of one side. An example with a single model on that side
+        (an odd pool leaves a few) gets the pooled std instead of a per-example one."""
+        counts = mask.sum(axis=0)
+        _require(counts, 1, name, which)
+        mean, std = _masked_mean_std(values, mask)
+        pooled = _pooled_std(values, mask, mean)
+        std = (
+            np.full_like(mean, pooled)
+            if self.fixed_variance
+            else np.where(counts >= 2, std, pooled)
+        )
+        return mean, np.maximum(std, MIN_STD)
 
 
 @ATTACKS.register("lira-online")
@@ -242,8 +255,10 @@ class _RMIA:
     population z with LR(x, z) ≥ γ. Online, the reference models are all shadow models (half of
     them trained on x); offline (App. B) only those that did not train on x, and
     Pr(x) = ½ ((1 + a) Pr_OUT(x) + (1 − a)) corrects for the missing IN models. The population
-    is the audit examples themselves (the attacker does not know which are members); the ranking
-    of the scores depends only on Pr(x | θ) / Pr(x), the population sets the scale.
+    is the audit examples themselves (the attacker does not know which are members). The count
+    is monotone in Pr(x | θ) / Pr(x), so the ranking (every ROC figure) depends on that ratio
+    alone: γ and the population only move the score's scale, i.e. the threshold. Ties of the
+    count are broken by the ratio's rank (below the count's resolution of 1/N).
 
     Args:
         gamma: the likelihood-ratio threshold γ (the paper's default 1).
@@ -266,22 +281,34 @@ class _RMIA:
         name = type(self).__name__
         if data.shadow_logits is None or data.shadow_in is None:
             raise FreekdError(f"the {name} attack needs shadow models; pass --shadow-models N")
-        reference = np.exp(statistics.true_class_log_probability(data.shadow_logits, data.labels))
+        log_reference = statistics.true_class_log_probability(data.shadow_logits, data.labels)
         included = data.shadow_in.cpu().numpy().astype(bool)
         if self.online:
-            marginal = reference.mean(axis=0)
+            log_marginal = _log_mean(log_reference, np.ones_like(included))
         else:
             _require((~included).sum(axis=0), 1, name, "OUT")
-            out = np.where(~included, reference, 0.0).sum(axis=0) / (~included).sum(axis=0)
-            marginal = 0.5 * ((1 + self.offline_a) * out + (1 - self.offline_a))
+            log_out = _log_mean(log_reference, ~included)
+            # ½((1 + a) Pr_OUT + (1 − a)) in log space
+            log_marginal = np.logaddexp(
+                math.log(0.5 * (1 + self.offline_a)) + log_out,
+                math.log(max(0.5 * (1 - self.offline_a), 1e-300)),
+            )
         target = statistics.true_class_log_probability(data.target_logits, data.labels)
-        log_ratio = target - np.log(np.maximum(marginal, 1e-300))
+        log_ratio = target - log_marginal
         # LR(x, z) ≥ γ  ⇔  log_ratio[z] ≤ log_ratio[x] − log γ: count with one sort.
+        count = len(log_ratio)
         population = np.sort(log_ratio)
         below = np.searchsorted(population, log_ratio - math.log(self.gamma), side="right")
-        # Ties at the count are broken by the ratio itself so that the score stays strictly
-        # monotone in it (a count alone is coarse with a small population).
-        return below / len(population) + 1e-9 * np.tanh(log_ratio)  # type: ignore[no-any-return]
+        rank = np.argsort(np.argsort(log_ratio, kind="stable"), kind="stable")
+        return below / count + rank / (2.0 * count * count)  # type: ignore[no-any-return]
+
+
+def _log_mean(log_values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """log of the per-example mean of exp(log_values) over the models where ``mask`` is set."""
+    masked = np.where(mask, log_values, -np.inf)
+    peak = masked.max(axis=0)
+    total = np.where(mask, np.exp(masked - peak), 0.0).sum(axis=0)
+    return peak + np.log(total) - np.log(mask.sum(axis=0))  # type: ignore[no-any-return]
 
 
 @ATTACKS.register("rmia")

@@ -46,28 +46,22 @@ def modified_entropy(logits: Tensor, labels: Tensor) -> np.ndarray:
     """Mentr(p, y) = −(1 − p_y) log p_y − Σ_{i≠y} p_i log(1 − p_i) (Song & Mittal 2021, Eq. 6).
 
     Unlike the entropy it uses the label: a confident wrong prediction scores high (non-member
-    like), a confident right one low.
+    like), a confident right one low. 1 − p is computed from the other classes' probabilities,
+    so the statistic keeps its resolution where p_y rounds to 1.
     """
     log_p = _log_softmax(logits)
     p = log_p.exp()
-    # log(1 − p_i) = log(Σ_{j≠i} p_j), stable even where p_i rounds to 1.
-    log_rest = torch.log(torch.clamp(-torch.expm1(log_p), min=0.0))
-    log_rest = torch.where(p > 0.5, _log_sum_others(log_p), log_rest)
+    # log(1 − p_i): log1p(−p_i) is exact for p_i ≤ ½; only the top class can exceed ½, and its
+    # log(1 − p) is the logsumexp of the others.
+    top = log_p.argmax(dim=-1, keepdim=True)
+    log_rest_top = torch.logsumexp(log_p.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)
+    log_rest = torch.log1p(-p.clamp(max=0.5)).scatter(-1, top, log_rest_top)
     true_mask = torch.nn.functional.one_hot(labels.long(), num_classes=logits.shape[-1]).bool()
     true_mask = true_mask.expand_as(p)
-    true_term = -(1 - p) * log_p
+    true_term = -log_rest.exp() * log_p  # −(1 − p_y) log p_y
     other_term = -p * log_rest
     values = torch.where(true_mask, true_term, other_term).sum(dim=-1)
     return values.cpu().numpy()  # type: ignore[no-any-return]
-
-
-def _log_sum_others(log_p: Tensor) -> Tensor:
-    """log Σ_{j≠i} p_j for every i, as a logsumexp with entry i masked out."""
-    classes = log_p.shape[-1]
-    eye = torch.eye(classes, dtype=torch.bool, device=log_p.device)
-    expanded = log_p.unsqueeze(-2).expand(*log_p.shape[:-1], classes, classes)
-    masked = expanded.masked_fill(eye, float("-inf"))
-    return torch.logsumexp(masked, dim=-1)
 
 
 def true_class_log_odds(logits: Tensor, labels: Tensor) -> np.ndarray:

@@ -13,6 +13,7 @@ trained as one batch (``train.SubsetSource``). Their logits on the pool are kept
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +46,16 @@ def inclusion_design(models: int, examples: int, *, generator: torch.Generator) 
         chosen[torch.randperm(examples, generator=generator)[:half]] = True
         rows += [chosen, ~chosen]
     design = torch.stack(rows[:models])
-    if examples % 2:  # the complement has one more example; drop one at random to keep sizes equal
+    if examples % 2:
+        # Each complement has one example too many. Drop, from each, one of its examples that
+        # is IN the most models so far, so that IN counts stay as even as possible (an example
+        # IN too few models would leave LiRA without an IN distribution for it).
         for row in range(1, models, 2):
-            extra = torch.nonzero(design[row]).flatten()
-            drop = extra[torch.randint(len(extra), (1,), generator=generator)]
+            counts = design.sum(dim=0).float()
+            candidates = design[row]
+            busiest = torch.where(candidates, counts, torch.full_like(counts, -1.0))
+            tied = torch.nonzero(busiest == busiest.max()).flatten()
+            drop = tied[torch.randint(len(tied), (1,), generator=generator)]
             design[row, drop] = False
     return design
 
@@ -103,7 +110,7 @@ def load_shadow_outputs(path: Path, *, fingerprint: str) -> tuple[Tensor, Tensor
             included = torch.from_numpy(np.array(data["included"]))
             saved = str(data["fingerprint"])
             arch = str(data["arch"])
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise FreekdError(
             f"{path} is not a freekd shadow file ({type(error).__name__}); re-run the audit "
             "without reusing shadow models"
@@ -113,6 +120,11 @@ def load_shadow_outputs(path: Path, *, fingerprint: str) -> tuple[Tensor, Tensor
             f"the shadow models in {path} were trained on another audit pool; audit the same "
             "--members and --non-members, or train new shadow models"
         )
-    if logits.dim() != 3 or tuple(included.shape) != tuple(logits.shape[:2]):
+    if (
+        logits.dim() != 3
+        or tuple(included.shape) != tuple(logits.shape[:2])
+        or included.dtype != torch.bool
+        or not bool(torch.isfinite(logits).all())
+    ):
         raise FreekdError(f"{path} holds inconsistent shadow outputs; train new shadow models")
     return logits, included.bool(), arch

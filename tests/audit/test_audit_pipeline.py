@@ -211,7 +211,7 @@ def test_resumed_audit_reuses_its_shadow_outputs_and_gives_the_same_report(
         "audit", "--model", str(run / "student-kd" / "model.pt"),
         "--members", str(run / "data" / "members.npz"),
         "--non-members", str(run / "data" / "non_members.npz"),
-        "--shadow-models", "2", "--attack", "loss,rmia-offline,lira-offline-fixed-variance",
+        "--shadow-models", "4", "--attack", "loss,rmia-offline,lira-offline-fixed-variance",
         "--set", "shadow.recipe=config", "--set", "shadow.arch=tiny-cnn",
         "--set", "shadow.trainer.epochs=3", "--set", "shadow.trainer.device=cpu",
         "--out", str(out), "-q",
@@ -228,3 +228,96 @@ def test_resumed_audit_reuses_its_shadow_outputs_and_gives_the_same_report(
     fresh = runner.invoke(app, [*arguments[:-3], "--out", str(tmp_path / "new"), "--resume"])
     assert fresh.exit_code == 2
     assert "nothing to resume" in fresh.output
+
+
+def audit_arguments(run: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "audit", "--model", str(run / "teacher" / "model.pt"),
+        "--members", str(run / "data" / "members.npz"),
+        "--non-members", str(run / "data" / "non_members.npz"),
+        "--random-split", *extra, "--out", str(out), "-q",
+    ]  # fmt: skip
+
+
+def test_a_bound_above_the_claimed_epsilon_is_reported_as_a_privacy_bug(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    # Positive control of the consistency check: the overfit, non-private teacher's bound is
+    # above zero, so a claim of ε = 0.01 must be caught.
+    run, _ = pipeline
+    out = tmp_path / "claim"
+    arguments = audit_arguments(
+        run, out, "--shadows-from", str(run / "audit" / "teacher"),
+        "--set", "accountant_epsilon=0.01",
+    )  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 1, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["epsilon_lower_bound"]["consistent"] is False
+    assert "EXCEEDS IT" in report["summary"]
+
+
+def test_an_odd_pool_with_four_shadow_models_runs_every_attack(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, _ = pipeline
+    out = tmp_path / "odd"
+    arguments = audit_arguments(
+        run, out, "--max-examples", "151", "--shadow-models", "4",
+        "--set", "shadow.trainer.epochs=5",
+    )  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["members"]["n"] + report["non_members"]["n"] == 151
+    assert len(report["attacks"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "attack_params.rmia.temperature=2"], "has no parameter 'temperature'"),
+        (["--set", "attack_params.psychic.power=1"], "unknown attack 'psychic'"),
+        (["--max-examples", "1"], "at least 2"),
+    ],
+)
+def test_bad_audit_settings_fail_before_any_work(
+    pipeline: tuple[Path, dict], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    run, _ = pipeline
+    result = runner.invoke(app, audit_arguments(run, tmp_path / "out", *extra))
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_a_corrupt_shadow_file_is_refused_in_one_line(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    run, _ = pipeline
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "shadows.npz").write_bytes(b"")
+    result = runner.invoke(
+        app, audit_arguments(run, tmp_path / "out", "--shadows-from", str(tmp_path / "old"))
+    )
+    assert result.exit_code == 2, result.output
+    assert "not a freekd shadow file" in result.output
+
+
+def test_resuming_the_pipeline_with_another_seed_is_refused(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    run, _ = pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "config.yaml").unlink()  # as if the saved config were lost: the data files decide
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_PIPELINE)
+    result = runner.invoke(
+        app,
+        ["audit", "pipeline", "--config", str(config), "--seed", "1", "--out", str(copy),
+         "--resume", "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "differs from what this config draws" in result.output

@@ -1479,5 +1479,7 @@ def audit_pipeline(
             f"{row['epsilon_lower_bound']:.3f}",
             "-" if claimed is None else f"{claimed:.3g}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print("LiRA: lira-online-fixed-variance; TPR at 0.1 % FPR of chance is 0.1 %.")
     typer.echo(f"files: {out}/report.json, {out}/roc.png, {out}/audit/*/")

@@ -91,7 +91,13 @@ def table(reports: dict[int, dict]) -> dict:
             values = [r[key] for r in runs if r[key] is not None]
             return statistics.median(values) if values else None
 
+        def tpr(attack: str, fpr: str, runs: list[dict] = runs) -> float | None:
+            values = [r["tpr_at_fpr"][attack][fpr] for r in runs if attack in r["tpr_at_fpr"]]
+            return statistics.median(values) if values else None
+
         medians[model] = {
+            "tpr_at_0.001": {attack: tpr(attack, "0.001") for attack in runs[0]["tpr_at_fpr"]},
+            "tpr_at_0.01": {attack: tpr(attack, "0.01") for attack in runs[0]["tpr_at_fpr"]},
             "test_accuracy": median("test_accuracy"),
             "loss_auc": statistics.median(r["auc"]["loss"] for r in runs),
             "lira_online_auc": statistics.median(r["auc"]["lira-online"] for r in runs),

@@ -2261,7 +2261,7 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     plot_roc(
         curves,
         options.out_dir / "roc.png",
-        title=f"membership inference: {Path(config.model.path).name}",
+        title="membership inference: " + "/".join(Path(config.model.path).parts[-2:]),
     )
     accuracy = float((target_logits.argmax(-1) == pool.data.labels).float()[pool.is_member].mean())
     held_out = float((target_logits.argmax(-1) == pool.data.labels).float()[~pool.is_member].mean())

@@ -2277,6 +2277,8 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         },
         "members": {"dataset": pool.members_name, "n": int(pool.is_member.sum())},
         "non_members": {"dataset": pool.non_members_name, "n": int((~pool.is_member).sum())},
+        # DESIGN.md's headline keys: the strongest attack's figures (every attack is in "attacks").
+        **_strongest(results),
         "attacks": results,
         "epsilon_lower_bound": bound,
         "shadow_models": shadow_report,
@@ -2290,6 +2292,18 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     atomic_write_text(options.out_dir / "summary.txt", summary + "\n")
     atomic_write_json(options.out_dir / "report.json", report)
     return report
+
+
+def _strongest(results: dict[str, Any]) -> dict[str, Any]:
+    """``strongest_attack`` (by AUC) with its ``auc`` and ``tpr_at_fpr``."""
+    if not results:
+        return {"strongest_attack": None, "auc": None, "tpr_at_fpr": None}
+    name = max(results, key=lambda attack: results[attack]["auc"])
+    return {
+        "strongest_attack": name,
+        "auc": results[name]["auc"],
+        "tpr_at_fpr": results[name]["tpr_at_fpr"],
+    }
 
 
 def _save_scores(path: Path, scores: dict[str, Any], is_member: Any) -> None:

@@ -137,6 +137,9 @@ def test_audit_command_on_one_model_writes_the_report_keys(
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert list(report["attacks"]) == ["loss", "lira-offline-fixed-variance"]
+    strongest = report["strongest_attack"]
+    assert report["auc"] == max(result["auc"] for result in report["attacks"].values())
+    assert report["tpr_at_fpr"] == report["attacks"][strongest]["tpr_at_fpr"]
     bound = report["epsilon_lower_bound"]
     assert {"epsilon", "confidence", "delta", "attack", "assumption_holds"} <= set(bound)
     assert bound["assumption_holds"] is True

@@ -613,6 +613,72 @@ class AuditPipelineConfig:
     seed: int = 0
 
 
+def _tiny_clip() -> dict[str, Any]:
+    """The tiny open_clip of DATA.md: 64-d embeddings, a 2-layer ViT (32 px, patch 8, width 64)
+    and a 2-layer text transformer (width 64, 16 tokens)."""
+    return {
+        "embed_dim": 64,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "patch_size": 8,
+            "head_width": 32,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
+
+
+@dataclass(frozen=True)
+class CrossModalTeacherConfig:
+    """``freekd crossmodal teacher``: train a small open_clip CLIP on templated pairs.
+
+    Attributes:
+        pairs: labelled images whose classes become captions (``fashion-mnist``, ``mnist``,
+            ``animal-mnist``, ``digits``, a ``.npz`` …); its ``train`` split by default.
+        eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
+        eval_size: pairs of the held-out set used for retrieval recall (a seeded choice);
+            zero-shot accuracy uses the whole held-out set.
+        captions: template family: ``auto`` (digits for MNIST and digits, silhouettes for
+            Animal-MNIST, photos otherwise), ``photo``, ``digit`` or ``silhouette``.
+        data_root: torchvision-format root for datasets that need one.
+        model: open_clip model config (``embed_dim``, ``vision_cfg``, ``text_cfg``).
+        mean: per-channel normalization of the three-channel input; default: the training
+            images' own statistics.
+        std: per-channel standard deviation.
+        seed: seed of weights, order and caption draws.
+        trainer: the training loop's settings.
+    """
+
+    pairs: str = "fashion-mnist"
+    eval_pairs: str | None = None
+    eval_size: int = 1000
+    captions: str = "auto"
+    data_root: str | None = None
+    model: dict[str, Any] = field(default_factory=_tiny_clip)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    seed: int = 0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            epochs=2,
+            batch_size=128,
+            lr=1e-3,
+            optimizer="adamw",
+            weight_decay=0.1,
+            warmup_steps=50,
+            augment="none",
+            eval_every=0,
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: dict/YAML → dataclass, with type coercion and helpful errors.
 
@@ -848,4 +914,5 @@ CONFIG_KINDS: dict[str, type] = {
     "datafree": DataFreeConfig,
     "pate": PateRunConfig,
     "audit": AuditPipelineConfig,
+    "crossmodal": CrossModalTeacherConfig,
 }

@@ -2638,3 +2638,124 @@ def _audit_row(name: str, accuracy: float | None, report: dict[str, Any]) -> dic
         "accountant_epsilon": bound.get("accountant_epsilon"),
         "consistent": bound.get("consistent"),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-modal distillation (freekd.crossmodal).
+
+
+def _crossmodal_metrics(
+    model: Any, pairs: Any, *, eval_size: int, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Zero-shot accuracy on all of ``pairs`` and retrieval recall on ``eval_size`` of them."""
+    from freekd.crossmodal.data import class_prompts
+    from freekd.crossmodal.evaluate import embed, retrieval, zero_shot_accuracy
+
+    model.eval()
+    images = pairs.images.batch(torch.arange(len(pairs.images))).images
+    labels = pairs.images.labels
+    image_features = embed(lambda x: model.encode_image(x.to(device)), images)
+    prompts = class_prompts(pairs)
+    tokens = model.tokenize([prompt for per_class in prompts for prompt in per_class])
+    prompt_features = embed(lambda t: model.encode_text(t.to(device)), tokens)
+    prompt_features = prompt_features.view(len(prompts), len(prompts[0]), -1)
+    zero_shot = zero_shot_accuracy(image_features, prompt_features.cpu(), labels)
+    count = min(eval_size, len(pairs.images))
+    chosen = torch.randperm(len(pairs.images), generator=_seeded(seed, 31))[:count]
+    captions = pairs.draw_captions(chosen, _seeded(seed, 32))
+    text_features = embed(lambda t: model.encode_text(t.to(device)), model.tokenize(captions))
+    recall = retrieval(image_features[chosen].cpu(), text_features.cpu(), labels[chosen])
+    return {
+        "zero_shot_accuracy": round(zero_shot, 6),
+        # A templated caption names a class and nothing else about its image, so a retrieved
+        # item is right when it shows (or names) the query's class; the mean of the two
+        # directions. The exact-pair recall is under "retrieval".
+        **{
+            f"recall_at_{k}": round(
+                0.5
+                * (recall["image_to_text_class"][str(k)] + recall["text_to_image_class"][str(k)]),
+                6,
+            )
+            for k in (1, 5, 10)
+        },
+        "chance": {
+            "zero_shot_accuracy": round(1 / len(prompts), 6),
+            "recall_at_1": round(1 / len(prompts), 6),
+        },
+        "retrieval": recall,
+        "retrieval_pairs": count,
+        "zero_shot_images": len(pairs.images),
+    }
+
+
+def _captions_report(pairs: Any) -> dict[str, Any]:
+    return {
+        "templated": pairs.templated,
+        "templates": list(pairs.templates),
+        "class_names": list(pairs.class_names),
+        "note": "captions are templated from the class labels, not written by people",
+    }
+
+
+def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal teacher``: a small open_clip CLIP trained with CLIP's loss on
+    templated pairs, through the one Trainer; writes ``model.pt`` (``freekd-clip/1``)."""
+    from freekd.crossmodal import ClipModel, save_clip, templated_pairs
+    from freekd.crossmodal.methods import ClipContrastive
+    from freekd.train import PairedSource
+
+    root = Path(config.data_root) if config.data_root else None
+    train_set = load_dataset(config.pairs, default_split="train", root=root)
+    eval_set = load_dataset(
+        config.eval_pairs or _eval_spec(config.pairs, None), default_split="test", root=root
+    )
+    check_input_shape(eval_set, train_set.input_shape, who=f"pairs of {train_set.name}")
+    family = None if config.captions == "auto" else config.captions
+    pairs = templated_pairs(train_set, family=family)
+    eval_pairs = templated_pairs(eval_set, family=family)
+    eval_pairs.class_names = pairs.class_names
+    dist, device = _setup(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    mean, std = config.mean, config.std
+    if mean is None or std is None:
+        computed_mean, computed_std = dataset_statistics(train_set)
+        channels = 3
+        mean = mean or (computed_mean * channels if len(computed_mean) == 1 else computed_mean)
+        std = std or (computed_std * channels if len(computed_std) == 1 else computed_std)
+    model = ClipModel(dict(config.model), mean=list(mean), std=list(std))
+
+    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return model.tokenize(pairs.draw_captions(indices, generator))
+
+    source = PairedSource(train_set, texts, batch_size=config.trainer.batch_size, seed=config.seed)
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_clip(options.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+    result = _run_loop(
+        ClipContrastive(model),
+        source,
+        eval_set=None,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"CLIP on {train_set.name} pairs",
+        save=save,
+    )
+    metrics = _crossmodal_metrics(
+        model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+    )
+    report = {
+        "command": "crossmodal teacher",
+        "teacher": metrics | {"parameters": model.tower_parameters()},
+        "pairs": train_set.name,
+        "eval_pairs": eval_set.name,
+        "captions": _captions_report(pairs),
+        "model_config": dict(config.model),
+        **_common_report(config, result),
+    }
+    _finish(report, options, dist)
+    return report

@@ -51,3 +51,29 @@ def info_nce(
         logits = torch.cat([logits, extra], dim=1)
     targets = torch.arange(len(queries), device=queries.device)
     return F.cross_entropy(logits / temperature, targets)
+
+
+def clip_contrastive(
+    image_features: Tensor, text_features: Tensor, *, logit_scale: Tensor | float
+) -> Tensor:
+    """CLIP's symmetric contrastive loss, Radford et al. 2021 (arXiv:2103.00020) §2.3, Fig. 3.
+
+    Both sets are L2-normalized; with logits = s · I Tᵀ (s the learnable inverse temperature),
+    the loss is the mean of the cross-entropies of picking the paired text for each image (rows)
+    and the paired image for each text (columns):
+
+        L = ½ [CE(s I Tᵀ, diag) + CE(s T Iᵀ, diag)].
+
+    Args:
+        image_features: (B, D) image embeddings (any norm).
+        text_features: (B, D) embeddings of each image's caption, in the same order.
+        logit_scale: s = exp(log-temperature), a scalar tensor (learnable) or a number.
+
+    Returns:
+        Scalar loss; log B when every embedding is the same.
+    """
+    images = F.normalize(image_features, dim=-1)
+    texts = F.normalize(text_features, dim=-1)
+    logits = logit_scale * images @ texts.T
+    targets = torch.arange(len(images), device=images.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

@@ -6,6 +6,7 @@ from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
 from freekd.train.sources import (
     LoaderSource,
+    PairedSource,
     PoissonSource,
     SemiSupervisedSource,
     ShardSource,
@@ -20,6 +21,7 @@ __all__ = [
     "DistInfo",
     "Evaluate",
     "LoaderSource",
+    "PairedSource",
     "PoissonSource",
     "SemiSupervisedSource",
     "ShardSource",

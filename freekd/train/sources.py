@@ -523,3 +523,50 @@ class SyntheticSource:
         self.events = [dict(event) for event in state.get("events", [])]
         if self.monitor is not None and "monitor" in state:
             self.monitor.load_state_dict(state["monitor"])
+
+
+class PairedSource:
+    """Shuffled batches of images with their captions' token ids (cross-modal pairs).
+
+    Epoch ``e`` shuffles with a generator seeded by ``(seed, e)``, and batch ``i`` draws its
+    captions (e.g. one template per image) from one seeded by ``(seed, e, i)``, so the source
+    has no state to checkpoint and a resumed run sees the same batches.
+
+    Args:
+        dataset: the images (labels: the classes the captions name).
+        texts: ``texts(indices, generator)`` → (B, L) token ids of those images' captions.
+        batch_size: pairs per step; the last incomplete batch of an epoch is dropped (a
+            contrastive loss needs full batches of negatives).
+        seed: the run's seed.
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        texts: Callable[[Tensor, torch.Generator], Tensor],
+        *,
+        batch_size: int,
+        seed: int,
+    ) -> None:
+        if len(dataset) < batch_size:
+            raise FreekdError(
+                f"{dataset.name} has {len(dataset)} pairs, fewer than one batch of {batch_size}; "
+                "lower --batch-size"
+            )
+        self.dataset = dataset
+        self.texts = texts
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.batch_size
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        order = torch.randperm(
+            len(self.dataset), generator=seeded_generator(self.seed, state.epoch)
+        )
+        for index in range(state.step_in_epoch, self.steps_per_epoch()):
+            chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
+            batch = self.dataset.batch(chosen)
+            tokens = self.texts(chosen, seeded_generator(self.seed, state.epoch, index))
+            yield Batch(batch.images, batch.labels, tokens)

@@ -1,0 +1,137 @@
+"""An open_clip CLIP built from a model config, taking images in [0, 1] of any size.
+
+open_clip's ``CLIP`` (Radford et al. 2021, arXiv:2103.00020 §2.3–2.4: an image tower and a text
+tower projected into one embedding space, trained with a learnable temperature) is built from
+the same ``embed_dim`` / ``vision_cfg`` / ``text_cfg`` mapping as open_clip's JSON model configs,
+and its BPE tokenizer (shipped inside open-clip-torch) is used as is. :class:`ClipModel` owns the
+image preparation — resize to the tower's input size, grey to three channels, normalization —
+so that, like every freekd model, it takes [0, 1] pixels. Checkpoints are self-describing
+(``freekd-clip/1``) and load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from freekd.errors import FreekdError
+from freekd.io import atomic_write
+
+FORMAT = "freekd-clip/1"
+#: CLIP's logit scale is clamped at 100 (Radford et al. 2021, §2.5): log 100.
+MAX_LOG_SCALE = 4.6052
+
+
+class ClipModel(nn.Module):
+    """open_clip CLIP with its tokenizer and image preparation.
+
+    Args:
+        model_config: ``{"embed_dim", "vision_cfg", "text_cfg"}`` as in open_clip's JSON configs.
+        mean: per-channel normalization of the (three-channel) input images.
+        std: per-channel standard deviation.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self, model_config: dict[str, Any], *, mean: list[float], std: list[float]
+    ) -> None:
+        super().__init__()
+        import open_clip
+        from open_clip.model import CLIP
+
+        try:
+            self.clip = CLIP(**model_config)
+        except TypeError as error:
+            raise FreekdError(
+                f"model config is not an open_clip config ({error}); give embed_dim, "
+                "vision_cfg and text_cfg"
+            ) from None
+        self.model_config = dict(model_config)
+        self.image_size = int(model_config["vision_cfg"].get("image_size", 224))
+        self.context_length = int(model_config["text_cfg"].get("context_length", 77))
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.normalization = {"mean": list(mean), "std": list(std)}
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model_config["embed_dim"])
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        """(N, context_length) int64 token ids (open_clip's BPE; long captions are cut)."""
+        return self.tokenizer(texts)  # type: ignore[no-any-return]
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """[0, 1] images (B, 1 or 3, H, W) → the image tower's normalized (B, 3, S, S) input."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            images = F.interpolate(
+                images, size=(self.image_size, self.image_size), mode="bilinear",
+                align_corners=False,
+            )  # fmt: skip
+        return (images - self.mean) / self.std
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """(B, embed_dim) image embeddings, not normalized."""
+        return self.clip.encode_image(self.prepare(images))  # type: ignore[no-any-return]
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        """(B, embed_dim) text embeddings, not normalized."""
+        return self.clip.encode_text(tokens)  # type: ignore[no-any-return]
+
+    def logit_scale(self) -> Tensor:
+        """exp of the learnable log temperature, clamped at 100."""
+        return self.clip.logit_scale.clamp(max=MAX_LOG_SCALE).exp()  # type: ignore[no-any-return]
+
+    def tower_parameters(self) -> dict[str, int]:
+        """Parameter counts of the image tower, the text tower and the whole model."""
+        image = sum(p.numel() for p in self.clip.visual.parameters())
+        total = sum(p.numel() for p in self.clip.parameters())
+        return {"image": image, "text": total - image - 1, "total": total}
+
+
+def save_clip(path: Path, model: ClipModel, *, config: dict[str, Any]) -> None:
+    """Atomically write a self-describing CLIP checkpoint (``weights_only`` loadable)."""
+    from freekd import __version__
+
+    data = {
+        "format": FORMAT,
+        "model_config": model.model_config,
+        "normalization": model.normalization,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.clip.state_dict().items()},
+        "config": config,
+        "freekd_version": __version__,
+    }
+    atomic_write(Path(path), lambda stream: torch.save(data, stream))
+
+
+def load_clip(path: Path, *, device: torch.device | str = "cpu") -> ClipModel:
+    """A :class:`ClipModel` from a ``freekd-clip/1`` file, in eval mode.
+
+    Raises:
+        FreekdError: missing, unreadable or not a freekd CLIP checkpoint, or weights that do
+            not fit its config.
+    """
+    from freekd.checkpoint import safe_torch_load
+
+    data = safe_torch_load(Path(path), what="CLIP checkpoint")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FreekdError(
+            f"{path} is not a freekd CLIP checkpoint (no 'format': '{FORMAT}'); train one with "
+            "freekd crossmodal teacher"
+        )
+    model = ClipModel(data["model_config"], **data["normalization"])
+    try:
+        model.clip.load_state_dict(data["state_dict"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise FreekdError(f"{path}: weights do not fit the saved model config ({first})") from None
+    return model.to(device).eval()

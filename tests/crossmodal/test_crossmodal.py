@@ -1,0 +1,162 @@
+"""Cross-modal pieces: templated pairs, the CLIP wrapper, CLIP's loss, retrieval and zero-shot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from freekd.cli import app
+from freekd.crossmodal import ClipModel, class_prompts, load_clip, save_clip, templated_pairs
+from freekd.crossmodal.data import template_family
+from freekd.crossmodal.evaluate import retrieval, zero_shot_accuracy
+from freekd.data import ImageDataset
+from freekd.errors import FreekdError
+from freekd.losses.contrastive import clip_contrastive
+
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 16, "layers": 1, "width": 32, "patch_size": 4, "head_width": 16},
+    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def test_templated_pairs_name_each_class_in_words(digits_train: ImageDataset) -> None:
+    pairs = templated_pairs(digits_train)
+    assert template_family("digits:train") == "digit"
+    assert pairs.templated
+    assert pairs.class_names[:3] == ["zero", "one", "two"]
+    label = int(digits_train.labels[0])
+    assert pairs.caption(0, 0) == pairs.templates[0].format(pairs.class_names[label])
+    prompts = class_prompts(pairs)
+    assert len(prompts) == 10
+    assert all(len(p) == len(pairs.templates) for p in prompts)
+    first = pairs.draw_captions(torch.arange(20), torch.Generator().manual_seed(0))
+    again = pairs.draw_captions(torch.arange(20), torch.Generator().manual_seed(0))
+    assert first == again
+    assert len(set(first)) > 1
+
+
+def test_caption_families_and_bad_templates(digits_train: ImageDataset) -> None:
+    assert template_family("animal-mnist:train") == "silhouette"
+    assert template_family("fashion-mnist") == "photo"
+    with pytest.raises(FreekdError, match="exactly one"):
+        templated_pairs(digits_train, templates=["no slot here"])
+    with pytest.raises(FreekdError, match="unknown caption family"):
+        templated_pairs(digits_train, family="poetry")
+
+
+@given(st.integers(min_value=2, max_value=12), st.integers(min_value=0, max_value=1000))
+def test_clip_loss_matches_open_clip(batch: int, seed: int) -> None:
+    import open_clip
+
+    generator = torch.Generator().manual_seed(seed)
+    images, texts = (
+        torch.randn(batch, 8, generator=generator),
+        torch.randn(batch, 8, generator=generator),
+    )
+    scale = torch.tensor(7.5)
+    ours = clip_contrastive(images, texts, logit_scale=scale)
+    theirs = open_clip.ClipLoss()(
+        torch.nn.functional.normalize(images, dim=-1),
+        torch.nn.functional.normalize(texts, dim=-1),
+        scale,
+    )
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+
+
+def test_clip_loss_of_identical_embeddings_is_log_batch() -> None:
+    features = torch.ones(6, 4)
+    assert clip_contrastive(features, features, logit_scale=10.0).item() == pytest.approx(
+        math.log(6), rel=1e-6
+    )
+
+
+def test_retrieval_recall_against_brute_force() -> None:
+    generator = torch.Generator().manual_seed(1)
+    images = torch.nn.functional.normalize(torch.randn(30, 5, generator=generator), dim=-1)
+    texts = torch.nn.functional.normalize(
+        images + 0.8 * torch.randn(30, 5, generator=generator), dim=-1
+    )
+    labels = torch.arange(30) % 3
+    result = retrieval(images, texts, labels, ks=(1, 5))
+    similarity = images @ texts.T
+    for k in (1, 5):
+        top = similarity.topk(k, dim=1).indices
+        expected = sum(int(i in top[i]) for i in range(30)) / 30
+        assert result["image_to_text"][str(k)] == pytest.approx(expected)
+        top_images = similarity.T.topk(k, dim=1).indices
+        expected_class = (
+            sum(bool((labels[top_images[i]] == labels[i]).any()) for i in range(30)) / 30
+        )
+        assert result["text_to_image_class"][str(k)] == pytest.approx(expected_class)
+    perfect = retrieval(images, images, labels)
+    assert perfect["image_to_text"]["1"] == 1.0
+    assert perfect["text_to_image"]["1"] == 1.0
+
+
+def test_zero_shot_picks_the_nearest_class_mean() -> None:
+    prompts = torch.nn.functional.normalize(torch.eye(3).unsqueeze(1).repeat(1, 2, 1), dim=-1)
+    images = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1, 0], [0, 0, 1.0]]), dim=-1)
+    assert zero_shot_accuracy(images, prompts, torch.tensor([0, 2])) == 1.0
+    assert zero_shot_accuracy(images, prompts, torch.tensor([1, 2])) == 0.5
+
+
+def test_clip_model_takes_any_image_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3).eval()
+    images = torch.rand(4, 1, 8, 8)
+    assert model.prepare(images).shape == (4, 3, 16, 16)
+    tokens = model.tokenize(["a handwritten digit one.", "the digit two."])
+    assert tokens.shape == (2, 12)
+    save_clip(tmp_path / "model.pt", model, config={"note": "test"})
+    loaded = load_clip(tmp_path / "model.pt")
+    with torch.no_grad():
+        assert torch.allclose(model.encode_image(images), loaded.encode_image(images))
+        assert torch.allclose(model.encode_text(tokens), loaded.encode_text(tokens))
+    params = model.tower_parameters()
+    assert params["image"] + params["text"] + 1 == params["total"]
+
+
+def test_loading_something_else_as_a_clip_is_one_line(tiny_teacher_path: Path) -> None:
+    with pytest.raises(FreekdError, match="not a freekd CLIP checkpoint"):
+        load_clip(tiny_teacher_path)
+
+
+TINY_TEACHER_CONFIG = {
+    "pairs": "digits",
+    "eval_size": 200,
+    "model": TINY_CLIP,
+    "trainer": {
+        "epochs": 6, "batch_size": 64, "lr": 0.003, "optimizer": "adamw", "weight_decay": 0.1,
+        "warmup_steps": 10, "device": "cpu", "augment": "none", "eval_every": 0,
+    },
+}  # fmt: skip
+
+
+def test_crossmodal_teacher_learns_digits_from_templated_captions(tmp_path: Path) -> None:
+    import yaml
+
+    config = tmp_path / "clip.yaml"
+    config.write_text(yaml.safe_dump(TINY_TEACHER_CONFIG))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["crossmodal", "teacher", "--config", str(config), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    teacher = report["teacher"]
+    assert report["captions"]["templated"] is True
+    for key in ("zero_shot_accuracy", "recall_at_1", "recall_at_5", "recall_at_10"):
+        assert 0.0 <= teacher[key] <= 1.0
+    assert teacher["zero_shot_accuracy"] > 3 * teacher["chance"]["zero_shot_accuracy"]
+    assert teacher["recall_at_1"] > 3 * teacher["chance"]["recall_at_1"]
+    assert load_clip(out / "model.pt").embed_dim == 32
+    assert (out / "metrics.jsonl").exists()
+    assert (out / "config.yaml").exists()

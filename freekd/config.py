@@ -679,6 +679,50 @@ class CrossModalTeacherConfig:
     )
 
 
+@dataclass(frozen=True)
+class CrossModalDistillConfig:
+    """``freekd crossmodal distill``: a small CLIP student distilled from a CLIP teacher.
+
+    Attributes:
+        teacher: a ``freekd-clip/1`` checkpoint (``freekd crossmodal teacher``).
+        student: the student's open_clip model config; ``None``: about a quarter of the
+            teacher (text width ÷ 4, image width ÷ 2, embedding ÷ 2, same depth and context).
+        method: the distillation strategy (``crossmodal.CROSSMODAL_METHODS``: ``contrastive``,
+            ``feature``, ``icl``) and its parameters.
+        baseline: also train the same student with CLIP's loss alone at the same budget.
+        pairs: labelled images whose classes become captions (``train`` split by default).
+        eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
+        eval_size: held-out pairs used for retrieval recall.
+        captions: template family (see ``CrossModalTeacherConfig``).
+        data_root: torchvision-format root for datasets that need one.
+        seed: seed of weights, order and caption draws (the baseline uses the same).
+        trainer: the training loop's settings (the baseline's too).
+    """
+
+    teacher: str = ""
+    student: dict[str, Any] | None = None
+    method: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="contrastive"))
+    baseline: bool = True
+    pairs: str = "fashion-mnist"
+    eval_pairs: str | None = None
+    eval_size: int = 1000
+    captions: str = "auto"
+    data_root: str | None = None
+    seed: int = 0
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(
+            epochs=2,
+            batch_size=128,
+            lr=1e-3,
+            optimizer="adamw",
+            weight_decay=0.1,
+            warmup_steps=50,
+            augment="none",
+            eval_every=0,
+        )
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading: dict/YAML → dataclass, with type coercion and helpful errors.
 

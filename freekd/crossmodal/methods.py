@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
 from freekd.crossmodal.clip import ClipModel
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
-from freekd.losses.contrastive import clip_contrastive
+from freekd.losses.contrastive import (
+    clip_contrastive,
+    feature_distillation,
+    info_nce,
+    interactive_contrastive,
+)
 from freekd.methods.base import Method, StepOutput
+from freekd.registry import Registry
 
 
 class ClipContrastive(Method):
@@ -33,3 +45,185 @@ class ClipContrastive(Method):
         texts = self.student.encode_text(batch.texts)
         loss = clip_contrastive(images, texts, logit_scale=self.student.logit_scale())
         return StepOutput(losses={"clip": loss}, logits=None)
+
+
+class _ClipDistill(Method):
+    """A CLIP student learning from a frozen CLIP teacher on paired batches.
+
+    The student keeps CLIP's own loss on its pairs (``clip_weight``) and adds a distillation
+    term (``weight``) computed through linear projection heads from the student's embedding
+    dimension to the teacher's (Tian et al. 2020 §3.2; Yang et al. 2024 §3.2), one per tower.
+    The teacher runs without gradients and stays in eval mode.
+
+    Args:
+        student: the CLIP being trained.
+        teacher: the frozen CLIP teacher (same tokenizer context length).
+        weight: weight of the distillation term.
+        clip_weight: weight of the student's own CLIP loss.
+    """
+
+    student: ClipModel
+
+    def __init__(
+        self,
+        student: ClipModel,
+        teacher: ClipModel,
+        *,
+        weight: float = 1.0,
+        clip_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if student.context_length != teacher.context_length:
+            raise FreekdError(
+                f"student and teacher tokenize to {student.context_length} and "
+                f"{teacher.context_length} tokens; give the student the teacher's context_length"
+            )
+        self.student = student
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.image_head = nn.Linear(student.embed_dim, teacher.embed_dim)
+        self.text_head = nn.Linear(student.embed_dim, teacher.embed_dim)
+        self.weight = weight
+        self.clip_weight = clip_weight
+
+    def train(self, mode: bool = True) -> _ClipDistill:
+        super().train(mode)
+        self.teacher.eval()  # the teacher is always in eval mode
+        return self
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        if batch.texts is None:
+            raise FreekdError("cross-modal distillation needs paired batches (images + captions)")
+        student_images = self.student.encode_image(batch.images)
+        student_texts = self.student.encode_text(batch.texts)
+        with torch.no_grad():
+            teacher_images = F.normalize(self.teacher.encode_image(batch.images), dim=-1)
+            teacher_texts = F.normalize(self.teacher.encode_text(batch.texts), dim=-1)
+        losses = {
+            "clip": self.clip_weight
+            * clip_contrastive(
+                student_images, student_texts, logit_scale=self.student.logit_scale()
+            ),
+            self.term: self.weight
+            * self.distill(
+                self.image_head(student_images),
+                self.text_head(student_texts),
+                teacher_images,
+                teacher_texts,
+            ),
+        }
+        return StepOutput(losses=losses, logits=None)
+
+    term: str = "distill"
+
+    def distill(
+        self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
+    ) -> Tensor:
+        raise NotImplementedError
+
+
+CROSSMODAL_METHODS: Registry[type[_ClipDistill]] = Registry("cross-modal method")
+
+
+@CROSSMODAL_METHODS.register("contrastive")
+class ContrastiveDistill(_ClipDistill):
+    """The contrastive heterogeneous module: InfoNCE between student and teacher embeddings
+    with a MoCo-style queue of negatives and a learnable temperature.
+
+    CRD (Tian et al. 2020, arXiv:1910.10699 §3.2–3.4) maximizes a bound on the mutual information
+    between student and teacher representations by telling the teacher embedding of the same
+    item (positive) from those of other items (negatives). CRD draws negatives from an N × d
+    memory bank of the whole data set; here they come from a FIFO queue of the teacher's
+    embeddings of recent batches (He et al. 2020, MoCo, arXiv:1911.05722 §3.2), ``queue_size``
+    × d, which does not grow with the data. Per tower: InfoNCE(project(student), teacher;
+    negatives = queue), τ learnable (initial ``temperature``), the two towers averaged.
+
+    Args:
+        queue_size: teacher embeddings kept as negatives, per tower.
+        temperature: initial τ.
+    """
+
+    term = "contrastive"
+    queue_images: Tensor
+    queue_texts: Tensor
+    queue_filled: Tensor
+    queue_pointer: Tensor
+
+    def __init__(
+        self,
+        student: ClipModel,
+        teacher: ClipModel,
+        *,
+        weight: float = 1.0,
+        clip_weight: float = 1.0,
+        queue_size: int = 4096,
+        temperature: float = 0.07,
+    ) -> None:
+        super().__init__(student, teacher, weight=weight, clip_weight=clip_weight)
+        if queue_size < 0 or temperature <= 0:
+            raise FreekdError("contrastive needs queue_size ≥ 0 and temperature > 0")
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        dim = teacher.embed_dim
+        self.register_buffer("queue_images", torch.zeros(queue_size, dim))
+        self.register_buffer("queue_texts", torch.zeros(queue_size, dim))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self.queue_size = queue_size
+
+    def distill(
+        self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
+    ) -> Tensor:
+        temperature = self.log_temperature.clamp(min=math.log(0.01), max=0.0).exp()
+        filled = int(self.queue_filled)
+        queue_images = self.queue_images[:filled].clone()
+        queue_texts = self.queue_texts[:filled].clone()
+        loss = 0.5 * (
+            info_nce(images, teacher_images, temperature=temperature, negatives=queue_images)
+            + info_nce(texts, teacher_texts, temperature=temperature, negatives=queue_texts)
+        )
+        self._enqueue(teacher_images, teacher_texts)
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, images: Tensor, texts: Tensor) -> None:
+        if self.queue_size == 0:
+            return
+        count = min(len(images), self.queue_size)
+        start = int(self.queue_pointer)
+        slots = (torch.arange(count, device=images.device) + start) % self.queue_size
+        self.queue_images[slots] = images[:count]
+        self.queue_texts[slots] = texts[:count]
+        self.queue_pointer.fill_((start + count) % self.queue_size)
+        self.queue_filled.fill_(min(int(self.queue_filled) + count, self.queue_size))
+
+
+@CROSSMODAL_METHODS.register("feature")
+class FeatureDistill(_ClipDistill):
+    """CLIP-KD's feature distillation (Yang et al. 2024, arXiv:2307.12732 §3.2, FD): the
+    projected student embeddings regress the teacher's, per tower (normalized MSE)."""
+
+    term = "feature"
+
+    def distill(
+        self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
+    ) -> Tensor:
+        return 0.5 * (
+            feature_distillation(images, teacher_images)
+            + feature_distillation(texts, teacher_texts)
+        )
+
+
+@CROSSMODAL_METHODS.register("icl")
+class InteractiveDistill(_ClipDistill):
+    """CLIP-KD's interactive contrastive learning (Yang et al. 2024 §3.2, ICL): student images
+    against teacher texts and student texts against teacher images, at the teacher's scale."""
+
+    term = "icl"
+
+    def distill(
+        self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
+    ) -> Tensor:
+        scale = self.teacher.logit_scale().detach()
+        return 0.5 * (
+            interactive_contrastive(images, teacher_texts, logit_scale=scale)
+            + interactive_contrastive(texts, teacher_images, logit_scale=scale)
+        )

@@ -11,7 +11,7 @@ def info_nce(
     queries: Tensor,
     keys: Tensor,
     *,
-    temperature: float,
+    temperature: float | Tensor,
     negatives: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE instance discrimination, van den Oord et al. 2018 (arXiv:1807.03748) Eq. 4, in the
@@ -42,8 +42,9 @@ def info_nce(
             f"info_nce needs (B, D) queries and keys of one shape, got {tuple(queries.shape)} "
             f"and {tuple(keys.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"info_nce needs a positive temperature, got {temperature}")
+    value = float(temperature.detach()) if isinstance(temperature, Tensor) else temperature
+    if value <= 0:
+        raise ValueError(f"info_nce needs a positive temperature, got {value}")
     queries = F.normalize(queries, dim=1)
     logits = queries @ F.normalize(keys, dim=1).T  # (B, B), positives on the diagonal
     if negatives is not None and len(negatives) > 0:
@@ -77,3 +78,37 @@ def clip_contrastive(
     logits = logit_scale * images @ texts.T
     targets = torch.arange(len(images), device=images.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+def interactive_contrastive(
+    student_features: Tensor, teacher_features: Tensor, *, logit_scale: Tensor | float
+) -> Tensor:
+    """CLIP-KD's interactive contrastive term, Yang et al. 2024 (arXiv:2307.12732) §3.2, ICL.
+
+    The student's embeddings of one modality are contrasted against the teacher's embeddings of
+    the *other* modality (student images against teacher texts, or student texts against
+    teacher images), so the student learns to sit where the teacher's cross-modal neighbours
+    are: L = CE(s · S Tᵀ, diag) with S, T L2-normalized.
+
+    Args:
+        student_features: (B, D) student embeddings (projected to the teacher's dimension).
+        teacher_features: (B, D) teacher embeddings of the paired items in the other modality.
+        logit_scale: s, the inverse temperature.
+    """
+    student = F.normalize(student_features, dim=-1)
+    teacher = F.normalize(teacher_features, dim=-1)
+    targets = torch.arange(len(student), device=student.device)
+    return F.cross_entropy(logit_scale * student @ teacher.T, targets)
+
+
+def feature_distillation(student_features: Tensor, teacher_features: Tensor) -> Tensor:
+    """CLIP-KD's feature distillation, Yang et al. 2024 §3.2, FD: the mean squared distance
+    between the (projected) student and the teacher embeddings, both L2-normalized.
+
+    Args:
+        student_features: (B, D) student embeddings, projected to the teacher's dimension.
+        teacher_features: (B, D) teacher embeddings of the same items.
+    """
+    student = F.normalize(student_features, dim=-1)
+    teacher = F.normalize(teacher_features, dim=-1)
+    return (student - teacher).pow(2).sum(dim=-1).mean()

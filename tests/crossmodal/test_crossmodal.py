@@ -13,12 +13,20 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from freekd.cli import app
+from freekd.config import CrossModalTeacherConfig
 from freekd.crossmodal import ClipModel, class_prompts, load_clip, save_clip, templated_pairs
-from freekd.crossmodal.data import template_family
+from freekd.crossmodal.data import DIGIT_WORDS, template_family
 from freekd.crossmodal.evaluate import retrieval, zero_shot_accuracy
+from freekd.crossmodal.methods import CROSSMODAL_METHODS
 from freekd.data import ImageDataset
+from freekd.data.batch import Batch
 from freekd.errors import FreekdError
-from freekd.losses.contrastive import clip_contrastive
+from freekd.losses.contrastive import (
+    clip_contrastive,
+    feature_distillation,
+    interactive_contrastive,
+)
+from freekd.pipelines import quarter_clip
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -140,16 +148,23 @@ TINY_TEACHER_CONFIG = {
 }  # fmt: skip
 
 
-def test_crossmodal_teacher_learns_digits_from_templated_captions(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def clip_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
-    config = tmp_path / "clip.yaml"
+    folder = tmp_path_factory.mktemp("clip")
+    config = folder / "clip.yaml"
     config.write_text(yaml.safe_dump(TINY_TEACHER_CONFIG))
-    out = tmp_path / "run"
+    out = folder / "teacher"
     result = CliRunner().invoke(
         app, ["crossmodal", "teacher", "--config", str(config), "--out", str(out), "-q"]
     )
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_crossmodal_teacher_learns_digits_from_templated_captions(clip_teacher: Path) -> None:
+    out = clip_teacher
     report = json.loads((out / "report.json").read_text())
     teacher = report["teacher"]
     assert report["captions"]["templated"] is True
@@ -160,3 +175,102 @@ def test_crossmodal_teacher_learns_digits_from_templated_captions(tmp_path: Path
     assert load_clip(out / "model.pt").embed_dim == 32
     assert (out / "metrics.jsonl").exists()
     assert (out / "config.yaml").exists()
+
+
+def paired_batch(model: ClipModel, count: int = 8) -> Batch:
+    texts = model.tokenize([f"a handwritten digit {word}." for word in DIGIT_WORDS[:count]])
+    return Batch(torch.rand(count, 1, 8, 8), torch.arange(count), texts)
+
+
+@pytest.mark.parametrize("name", CROSSMODAL_METHODS.names())
+def test_every_crossmodal_method_trains_the_student_only(name: str) -> None:
+    torch.manual_seed(0)
+    teacher = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3)
+    student = ClipModel(quarter_clip(TINY_CLIP), mean=[0.5] * 3, std=[0.25] * 3)
+    method = CROSSMODAL_METHODS.get(name)(student, teacher).train()
+    assert not teacher.training
+    output = method.training_step(paired_batch(student))
+    total = sum(output.losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.requires_grad is False for p in teacher.parameters())
+
+
+def test_contrastive_queue_fills_in_order_and_wraps() -> None:
+    torch.manual_seed(0)
+    teacher = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3)
+    student = ClipModel(quarter_clip(TINY_CLIP), mean=[0.5] * 3, std=[0.25] * 3)
+    method = CROSSMODAL_METHODS.get("contrastive")(student, teacher, queue_size=12)
+    batch = paired_batch(student)
+    method.training_step(batch)
+    assert int(method.queue_filled) == 8
+    assert int(method.queue_pointer) == 8
+    method.training_step(batch)
+    assert int(method.queue_filled) == 12
+    assert int(method.queue_pointer) == 4
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(teacher.encode_text(batch.texts), dim=-1)
+    assert torch.allclose(method.queue_texts[4:8], expected[4:8], atol=1e-6)
+
+
+def test_quarter_student_has_at_most_a_quarter_of_the_parameters() -> None:
+    for config in (TINY_CLIP, CrossModalTeacherConfig().model):
+        teacher = ClipModel(config, mean=[0.5] * 3, std=[0.25] * 3)
+        student = ClipModel(quarter_clip(config), mean=[0.5] * 3, std=[0.25] * 3)
+        ratio = student.tower_parameters()["total"] / teacher.tower_parameters()["total"]
+        assert ratio <= 0.25, ratio
+
+
+def test_distillation_losses_against_closed_forms() -> None:
+    generator = torch.Generator().manual_seed(2)
+    a, b = torch.randn(5, 4, generator=generator), torch.randn(5, 4, generator=generator)
+    assert feature_distillation(a, 3 * a).item() == pytest.approx(0.0, abs=1e-6)
+    na, nb = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+    expected = torch.nn.functional.cross_entropy(4.0 * na @ nb.T, torch.arange(5))
+    assert interactive_contrastive(a, b, logit_scale=4.0).item() == pytest.approx(expected.item())
+    assert feature_distillation(a, b).item() == pytest.approx(((na - nb) ** 2).sum(1).mean().item())
+
+
+def test_crossmodal_distill_beats_nothing_and_reports_all_three(
+    clip_teacher: Path, tmp_path: Path
+) -> None:
+    import yaml
+
+    config = tmp_path / "distill.yaml"
+    config.write_text(
+        yaml.safe_dump({key: TINY_TEACHER_CONFIG[key] for key in ("pairs", "eval_size", "trainer")})
+    )
+    out = tmp_path / "student"
+    result = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"),
+         "--config", str(config), "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    for name in ("teacher", "student", "baseline"):
+        for key in ("zero_shot_accuracy", "recall_at_1", "recall_at_5", "recall_at_10"):
+            assert 0.0 <= report[name][key] <= 1.0
+    assert report["student"]["parameter_ratio"] <= 0.25
+    assert (
+        report["student"]["zero_shot_accuracy"]
+        > 2 * report["student"]["chance"]["zero_shot_accuracy"]
+    )
+    assert (out / "baseline" / "model.pt").exists()
+    assert load_clip(out / "model.pt").embed_dim == 16
+
+
+def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    missing = runner.invoke(app, ["crossmodal", "distill", "--out", str(tmp_path / "a"), "-q"])
+    assert missing.exit_code == 2
+    assert "--teacher is required" in missing.output
+    unknown = runner.invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--method",
+         "telepathy", "--out", str(tmp_path / "b"), "-q"],
+    )  # fmt: skip
+    assert unknown.exit_code == 2
+    assert "unknown cross-modal method 'telepathy'" in unknown.output

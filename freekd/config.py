@@ -635,6 +635,15 @@ def _tiny_clip() -> dict[str, Any]:
     }
 
 
+def _clip_trainer() -> TrainerConfig:
+    """CLIP training on small pairs: AdamW at 1e-3 with weight decay 0.1 and a short warm-up
+    (open_clip's recipe at CPU scale), 2 epochs."""
+    return TrainerConfig(
+        epochs=2, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.1,
+        warmup_steps=50, augment="none", eval_every=0,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CrossModalTeacherConfig:
     """``freekd crossmodal teacher``: train a small open_clip CLIP on templated pairs.
@@ -665,18 +674,7 @@ class CrossModalTeacherConfig:
     mean: list[float] | None = None
     std: list[float] | None = None
     seed: int = 0
-    trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(
-            epochs=2,
-            batch_size=128,
-            lr=1e-3,
-            optimizer="adamw",
-            weight_decay=0.1,
-            warmup_steps=50,
-            augment="none",
-            eval_every=0,
-        )
-    )
+    trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
 
 @dataclass(frozen=True)
@@ -709,18 +707,7 @@ class CrossModalDistillConfig:
     captions: str = "auto"
     data_root: str | None = None
     seed: int = 0
-    trainer: TrainerConfig = field(
-        default_factory=lambda: TrainerConfig(
-            epochs=2,
-            batch_size=128,
-            lr=1e-3,
-            optimizer="adamw",
-            weight_decay=0.1,
-            warmup_steps=50,
-            augment="none",
-            eval_every=0,
-        )
-    )
+    trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
 
 # ---------------------------------------------------------------------------------------------

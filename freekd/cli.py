@@ -299,6 +299,10 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _maybe_percent(value: float | None) -> str:
+    return "–" if value is None else _percent(value)
+
+
 def _minutes(report: dict[str, Any]) -> str:
     return f"{report['wall_seconds'] / 60:.1f} min wall, {report['cpu_seconds'] / 60:.1f} CPU min"
 
@@ -1551,12 +1555,12 @@ def crossmodal_teacher(
         [
             (
                 "zero-shot accuracy",
-                f"{_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
+                f"{_maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
             ),
             (
                 "recall@1 / 5 / 10",
                 " / ".join(_percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
-                + f" ({teacher['retrieval_pairs']} pairs, right class, both directions)",
+                + f" ({teacher['retrieval_pairs']} pairs, {teacher['recall_counts']}, both ways)",
             ),
             (
                 "parameters",
@@ -1647,10 +1651,13 @@ def crossmodal_distill(
         table.add_row(
             name,
             f"{entry['parameters']['total']:,}",
-            _percent(entry["zero_shot_accuracy"]),
+            _maybe_percent(entry["zero_shot_accuracy"]),
             *(_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
         )
     console = Console()
     console.print(table)
-    console.print("captions are templated; recall counts the right class, both directions")
+    console.print(
+        f"captions: {report['captions']['note']}; "
+        f"recall counts {report['student']['recall_counts']}"
+    )
     typer.echo(f"files: {out}/model.pt, {out}/report.json")

@@ -2656,31 +2656,39 @@ def _crossmodal_metrics(
     labels = pairs.images.labels
     image_features = embed(lambda x: model.encode_image(x.to(device)), images)
     prompts = class_prompts(pairs)
-    tokens = model.tokenize([prompt for per_class in prompts for prompt in per_class])
-    prompt_features = embed(lambda t: model.encode_text(t.to(device)), tokens)
-    prompt_features = prompt_features.view(len(prompts), len(prompts[0]), -1)
-    zero_shot = zero_shot_accuracy(image_features, prompt_features.cpu(), labels)
+    zero_shot: float | None = None
+    if pairs.labelled:
+        tokens = model.tokenize([prompt for per_class in prompts for prompt in per_class])
+        prompt_features = embed(lambda t: model.encode_text(t.to(device)), tokens)
+        prompt_features = prompt_features.view(len(prompts), len(prompts[0]), -1)
+        zero_shot = zero_shot_accuracy(image_features, prompt_features.cpu(), labels)
     count = min(eval_size, len(pairs.images))
     chosen = torch.randperm(len(pairs.images), generator=_seeded(seed, 31))[:count]
     captions = pairs.draw_captions(chosen, _seeded(seed, 32))
     text_features = embed(lambda t: model.encode_text(t.to(device)), model.tokenize(captions))
     recall = retrieval(image_features[chosen].cpu(), text_features.cpu(), labels[chosen])
+    # A templated caption names a class and nothing else about its image, so there a retrieved
+    # item is right when it shows (or names) the query's class; users' own captions describe
+    # their image, so there only the exact pair counts. The mean of the two directions; each
+    # direction and both kinds are under "retrieval".
+    suffix = "_class" if pairs.templated else ""
     return {
-        "zero_shot_accuracy": round(zero_shot, 6),
-        # A templated caption names a class and nothing else about its image, so a retrieved
-        # item is right when it shows (or names) the query's class; the mean of the two
-        # directions. The exact-pair recall is under "retrieval".
+        "zero_shot_accuracy": None if zero_shot is None else round(zero_shot, 6),
         **{
             f"recall_at_{k}": round(
                 0.5
-                * (recall["image_to_text_class"][str(k)] + recall["text_to_image_class"][str(k)]),
+                * (
+                    recall[f"image_to_text{suffix}"][str(k)]
+                    + recall[f"text_to_image{suffix}"][str(k)]
+                ),
                 6,
             )
             for k in (1, 5, 10)
         },
+        "recall_counts": "the query's class" if pairs.templated else "the exact pair",
         "chance": {
-            "zero_shot_accuracy": round(1 / len(prompts), 6),
-            "recall_at_1": round(1 / len(prompts), 6),
+            "zero_shot_accuracy": round(1 / len(prompts), 6) if pairs.labelled else None,
+            "recall_at_1": round(1 / len(prompts) if pairs.templated else 1 / count, 6),
         },
         "retrieval": recall,
         "retrieval_pairs": count,
@@ -2689,8 +2697,15 @@ def _crossmodal_metrics(
 
 
 def _captions_report(pairs: Any) -> dict[str, Any]:
+    if not pairs.templated:
+        return {
+            "templated": False,
+            "labelled": pairs.labelled,
+            "class_names": list(pairs.class_names) if pairs.labelled else None,
+            "note": "the user's own captions (captions file)",
+        }
     return {
-        "templated": pairs.templated,
+        "templated": True,
         "templates": list(pairs.templates),
         "class_names": list(pairs.class_names),
         "note": "captions are templated from the class labels, not written by people",
@@ -2777,9 +2792,26 @@ def quarter_clip(teacher_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
-    """Training and held-out templated pairs of a cross-modal config."""
+    """Training and held-out pairs of a cross-modal config: users' own pairs (a folder with a
+    captions file; without ``eval_pairs`` a seeded tenth is held out) or templated pairs."""
     from freekd.crossmodal import templated_pairs
+    from freekd.crossmodal.data import is_pair_folder, load_caption_pairs, subset_pairs
 
+    if is_pair_folder(config.pairs):
+        pairs = load_caption_pairs(Path(config.pairs))
+        if config.eval_pairs:
+            eval_pairs = load_caption_pairs(Path(config.eval_pairs))
+        else:
+            if len(pairs) < 10:
+                raise FreekdError(
+                    f"{config.pairs} holds {len(pairs)} pairs; give at least 10 (a tenth is held "
+                    "out) or pass --eval-pairs"
+                )
+            order = torch.randperm(len(pairs), generator=_seeded(config.seed, 41))
+            held = max(1, len(pairs) // 10)
+            pairs, eval_pairs = subset_pairs(pairs, order[held:]), subset_pairs(pairs, order[:held])
+        eval_pairs.class_names = pairs.class_names
+        return pairs, eval_pairs, pairs.images
     root = Path(config.data_root) if config.data_root else None
     train_set = load_dataset(config.pairs, default_split="train", root=root)
     eval_set = load_dataset(

@@ -9,8 +9,11 @@ sees varied wordings of the same class.
 
 from __future__ import annotations
 
+import csv
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -81,6 +84,8 @@ class PairedDataset:
         templates: caption templates with one ``{}`` for the class name.
         templated: the captions come from templates (always said in reports).
         captions: per image, fixed captions (users' own pairs); ``None`` for templated pairs.
+        labelled: the images' labels are real classes (zero-shot accuracy can be measured);
+            users' pairs without labels put every image in one class.
     """
 
     images: ImageDataset
@@ -88,6 +93,7 @@ class PairedDataset:
     templates: tuple[str, ...]
     templated: bool = True
     captions: list[str] | None = None
+    labelled: bool = True
 
     def __len__(self) -> int:
         return len(self.images)
@@ -100,6 +106,8 @@ class PairedDataset:
 
     def draw_captions(self, indices: Tensor, generator: torch.Generator) -> list[str]:
         """One caption per image at ``indices``, each template drawn from ``generator``."""
+        if self.captions is not None:
+            return [self.captions[int(i)] for i in indices]
         choice = torch.randint(len(self.templates), (len(indices),), generator=generator)
         return [self.caption(int(i), int(t)) for i, t in zip(indices, choice, strict=True)]
 
@@ -118,6 +126,116 @@ def templated_pairs(
     if bad:
         raise FreekdError(f"caption template {bad[0]!r} needs exactly one {{}} for the class name")
     return PairedDataset(dataset, readable_class_names(dataset, chosen_family), chosen)
+
+
+def subset_pairs(pairs: PairedDataset, indices: Tensor) -> PairedDataset:
+    """The pairs at ``indices`` (images, labels and fixed captions alike)."""
+    return PairedDataset(
+        pairs.images.subset(indices),
+        list(pairs.class_names),
+        pairs.templates,
+        pairs.templated,
+        None if pairs.captions is None else [pairs.captions[int(i)] for i in indices],
+        pairs.labelled,
+    )
+
+
+CAPTION_FILES = ("captions.csv", "captions.jsonl")
+
+
+def is_pair_folder(spec: str) -> bool:
+    """Whether ``spec`` is a folder of users' own pairs (images plus a captions file)."""
+    folder = Path(spec).expanduser()
+    return folder.is_dir() and any((folder / name).is_file() for name in CAPTION_FILES)
+
+
+def _caption_rows(folder: Path) -> list[dict[str, str]]:
+    csv_path, jsonl_path = folder / CAPTION_FILES[0], folder / CAPTION_FILES[1]
+    rows: list[dict[str, str]] = []
+    if csv_path.is_file():
+        with csv_path.open(newline="", encoding="utf-8") as stream:
+            reader = csv.DictReader(stream)
+            if reader.fieldnames is None or not {"file", "caption"} <= set(reader.fieldnames):
+                raise FreekdError(
+                    f"{csv_path} needs a header with columns file,caption (and optionally label)"
+                )
+            rows = [dict(row) for row in reader]
+    else:
+        for number, line in enumerate(jsonl_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FreekdError(f"{jsonl_path}:{number} is not JSON ({error.msg})") from None
+            if not isinstance(row, dict) or "file" not in row or "caption" not in row:
+                raise FreekdError(
+                    f'{jsonl_path}:{number} needs {{"file": ..., "caption": ...}} (and optionally '
+                    '"label")'
+                )
+            rows.append({key: str(value) for key, value in row.items()})
+    if not rows:
+        raise FreekdError(f"the captions file in {folder} lists no pairs; add file,caption rows")
+    return rows
+
+
+def load_caption_pairs(folder: Path) -> PairedDataset:
+    """Users' own pairs: a folder of images plus ``captions.csv`` (columns ``file,caption``
+    and optionally ``label``) or ``captions.jsonl`` (one ``{"file", "caption"[, "label"]}``
+    object per line); ``file`` is relative to the folder.
+
+    All images must have one size; they are kept as uint8, one channel if all are greyscale.
+    Without labels on every row the set has one class and no zero-shot accuracy.
+
+    Raises:
+        FreekdError: a missing or malformed captions file, a missing or unreadable image,
+            images of different sizes.
+    """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(folder).expanduser()
+    rows = _caption_rows(folder)
+    decoded = []
+    for row in rows:
+        path = folder / row["file"]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                decoded.append(image)
+        except (OSError, UnidentifiedImageError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise FreekdError(
+                f"cannot read image {path} ({reason}); fix the captions file"
+            ) from None
+    mode = "L" if all(image.mode == "L" for image in decoded) else "RGB"
+    size = decoded[0].size
+    odd = next(
+        (row["file"] for row, image in zip(rows, decoded, strict=True) if image.size != size), None
+    )
+    if odd is not None:
+        raise FreekdError(
+            f"{folder / odd} is not {size[0]}x{size[1]} like {rows[0]['file']}; resize all images "
+            "to one size"
+        )
+    stacked = np.stack([np.asarray(image.convert(mode), dtype=np.uint8) for image in decoded])
+    pixels = stacked[:, None] if mode == "L" else stacked.transpose(0, 3, 1, 2)
+    labelled = all(row.get("label") for row in rows)
+    classes = sorted({row["label"] for row in rows}) if labelled else ["unlabelled"]
+    labels = torch.tensor(
+        [classes.index(row["label"]) if labelled else 0 for row in rows], dtype=torch.int64
+    )
+    images = ImageDataset(
+        torch.from_numpy(np.ascontiguousarray(pixels)), labels, classes, str(folder)
+    )
+    return PairedDataset(
+        images,
+        classes,
+        TEMPLATES["photo"],
+        templated=False,
+        captions=[row["caption"] for row in rows],
+        labelled=labelled,
+    )
 
 
 def class_prompts(pairs: PairedDataset) -> list[list[str]]:

@@ -36,7 +36,7 @@ def _recall(similarity: Tensor, ks: Sequence[int]) -> dict[str, float]:
 
 
 def _class_recall(similarity: Tensor, labels: Tensor, ks: Sequence[int]) -> dict[str, float]:
-    top = similarity.topk(max(ks), dim=1).indices
+    top = similarity.topk(min(max(ks), similarity.shape[1]), dim=1).indices
     hit = labels[top] == labels.unsqueeze(1)
     return {str(k): float(hit[:, :k].any(dim=1).float().mean()) for k in ks}
 

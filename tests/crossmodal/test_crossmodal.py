@@ -274,3 +274,57 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
     )  # fmt: skip
     assert unknown.exit_code == 2
     assert "unknown cross-modal method 'telepathy'" in unknown.output
+
+
+def write_pair_folder(folder: Path, digits: ImageDataset, *, count: int, labels: bool) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    lines = []
+    for index in range(count):
+        pixels = (digits.images[index, 0].float() * (255 / float(digits.images.max()))).byte()
+        Image.fromarray(pixels.numpy(), mode="L").save(folder / f"{index}.png")
+        word = DIGIT_WORDS[int(digits.labels[index])]
+        row = {"file": f"{index}.png", "caption": f"digit {word}, sample {index}"}
+        if labels:
+            row["label"] = word
+        lines.append(json.dumps(row))
+    (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_users_own_pairs_train_a_clip_and_count_exact_pairs(
+    digits_train: ImageDataset, tmp_path: Path, labels: bool
+) -> None:
+    import yaml
+
+    folder = tmp_path / "pairs"
+    write_pair_folder(folder, digits_train, count=80, labels=labels)
+    config = tmp_path / "clip.yaml"
+    settings = dict(TINY_TEACHER_CONFIG, pairs=str(folder))
+    settings["trainer"] = dict(TINY_TEACHER_CONFIG["trainer"], epochs=1, batch_size=16)
+    config.write_text(yaml.safe_dump(settings))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["crossmodal", "teacher", "--config", str(config), "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["captions"]["templated"] is False
+    assert report["teacher"]["recall_counts"] == "the exact pair"
+    assert report["teacher"]["retrieval_pairs"] == 8  # a tenth held out
+    assert (report["teacher"]["zero_shot_accuracy"] is None) is (not labels)
+
+
+def test_bad_pair_folders_fail_in_one_line(digits_train: ImageDataset, tmp_path: Path) -> None:
+    from freekd.crossmodal.data import load_caption_pairs
+
+    folder = tmp_path / "pairs"
+    write_pair_folder(folder, digits_train, count=3, labels=False)
+    (folder / "1.png").write_bytes(b"not an image")
+    with pytest.raises(FreekdError, match="cannot read image"):
+        load_caption_pairs(folder)
+    (folder / "captions.jsonl").unlink()
+    (folder / "captions.csv").write_text("path,text\n0.png,a digit\n")
+    with pytest.raises(FreekdError, match="columns file,caption"):
+        load_caption_pairs(folder)

@@ -2696,6 +2696,30 @@ def _crossmodal_metrics(
     }
 
 
+def _draw_retrieval(
+    model: Any, pairs: Any, out_path: Path, *, seed: int, device: torch.device, title: str
+) -> None:
+    """``retrieval.png``: six held-out captions and the five images the model ranks first
+    among 500 held-out images (green: the right class, or the exact pair for users' captions)."""
+    from freekd.crossmodal.evaluate import embed
+    from freekd.plots import plot_retrieval
+
+    model.eval()
+    gallery = torch.randperm(len(pairs.images), generator=_seeded(seed, 51))[:500]
+    images = pairs.images.batch(gallery).images
+    labels = pairs.images.labels[gallery]
+    image_features = embed(lambda x: model.encode_image(x.to(device)), images).cpu()
+    picks = torch.arange(min(6, len(gallery)))
+    queries = pairs.draw_captions(gallery[picks], _seeded(seed, 52))
+    text_features = embed(lambda t: model.encode_text(t.to(device)), model.tokenize(queries)).cpu()
+    ranked = (text_features @ image_features.T).topk(min(5, len(gallery)), dim=1).indices
+    if pairs.templated:
+        correct = labels[ranked] == labels[picks].unsqueeze(1)
+    else:
+        correct = ranked == picks.unsqueeze(1)
+    plot_retrieval(queries, images, ranked, correct, out_path, title=title)
+
+
 def _captions_report(pairs: Any) -> dict[str, Any]:
     if not pairs.templated:
         return {
@@ -2754,6 +2778,10 @@ def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
     metrics = _crossmodal_metrics(
         model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
     )
+    _draw_retrieval(
+        model, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title="text → image retrieval (teacher), held-out pairs",
+    )  # fmt: skip
     report = {
         "command": "crossmodal teacher",
         "teacher": metrics | {"parameters": model.tower_parameters()},
@@ -2883,6 +2911,10 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
             | extra
         )
 
+    _draw_retrieval(
+        student, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title=f"text → image retrieval (student, {config.method.name}), held-out pairs",
+    )  # fmt: skip
     report: dict[str, Any] = {
         "command": "crossmodal distill",
         "teacher": entry(teacher, {"path": config.teacher}),

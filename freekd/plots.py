@@ -127,3 +127,48 @@ def plot_roc(
         atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=110))
     finally:
         plt.close(figure)
+
+
+def plot_retrieval(
+    queries: list[str], images: Any, ranked: Any, correct: Any, out_path: Path, *, title: str
+) -> None:
+    """``retrieval.png``: for each text query, the images a model ranks first.
+
+    Args:
+        queries: Q captions.
+        images: (N, C, H, W) tensor in [0, 1], the gallery.
+        ranked: (Q, k) gallery indices, best first.
+        correct: (Q, k) bool, whether each retrieved image is right for its query.
+        out_path: where to write the PNG.
+        title: the figure title.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, columns = len(queries), int(ranked.shape[1])
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.3 * columns + 2.6, 1.3 * rows + 0.6), squeeze=False
+    )
+    for row, query in enumerate(queries):
+        for column in range(columns):
+            axis = axes[row][column]
+            image = images[int(ranked[row, column])]
+            pixels = image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
+            axis.imshow(
+                pixels.numpy(), cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=1
+            )
+            axis.set_xticks([])
+            axis.set_yticks([])
+            colour = "tab:green" if bool(correct[row, column]) else "tab:red"
+            for spine in axis.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2.5)
+        axes[row][0].set_ylabel(query, rotation=0, ha="right", va="center", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    try:
+        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=100))
+    finally:
+        plt.close(figure)

@@ -259,6 +259,7 @@ def test_crossmodal_distill_beats_nothing_and_reports_all_three(
         > 2 * report["student"]["chance"]["zero_shot_accuracy"]
     )
     assert (out / "baseline" / "model.pt").exists()
+    assert (out / "retrieval.png").stat().st_size > 0
     assert load_clip(out / "model.pt").embed_dim == 16
 
 

@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["contrastive", "icl", "feature"])
     parser.add_argument("--out", type=Path, default=Path("runs/crossmodal-bench"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--result", default="fashion-mnist.json", help="JSON file name in here")
     arguments = parser.parse_args()
     extra = [item for override in arguments.overrides for item in ("--set", override)]
     per_seed = {
@@ -81,7 +82,7 @@ def main() -> None:
         },
         "captions": "templated from the class labels",
     }
-    (HERE / "fashion-mnist.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / arguments.result).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(medians, indent=2))
 
 

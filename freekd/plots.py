@@ -9,6 +9,17 @@ from typing import Any
 from freekd.io import atomic_write
 
 
+def _save(figure: Any, out_path: Path, *, dpi: int) -> None:
+    """Lay out ``figure``, write it atomically as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=dpi))
+    finally:
+        plt.close(figure)
+
+
 def plot_training_curves(metrics_path: Path, out_path: Path) -> None:
     """Draw training loss (per logged step) and held-out accuracy (per epoch) from metrics.jsonl."""
     import matplotlib
@@ -33,11 +44,7 @@ def plot_training_curves(metrics_path: Path, out_path: Path) -> None:
     right.set(xlabel="epoch", ylabel="accuracy (%)", title="held-out accuracy")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    figure.tight_layout()
-    try:
-        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=110))
-    finally:
-        plt.close(figure)
+    _save(figure, out_path, dpi=110)
 
 
 def plot_samples_by_class(
@@ -80,11 +87,7 @@ def plot_samples_by_class(
             f"{name} ({count})", rotation=0, ha="right", va="center", fontsize=8
         )
     figure.suptitle("synthetic inputs by teacher label (count of the sampled batch)", fontsize=9)
-    figure.tight_layout()
-    try:
-        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=100))
-    finally:
-        plt.close(figure)
+    _save(figure, out_path, dpi=100)
 
 
 def plot_roc(
@@ -122,11 +125,7 @@ def plot_roc(
              ylabel="true positive rate", title=title)  # fmt: skip
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    try:
-        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=110))
-    finally:
-        plt.close(figure)
+    _save(figure, out_path, dpi=110)
 
 
 def plot_retrieval(
@@ -167,8 +166,4 @@ def plot_retrieval(
                 spine.set_linewidth(2.5)
         axes[row][0].set_ylabel(query, rotation=0, ha="right", va="center", fontsize=8)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    try:
-        atomic_write(Path(out_path), lambda stream: figure.savefig(stream, format="png", dpi=100))
-    finally:
-        plt.close(figure)
+    _save(figure, out_path, dpi=100)

@@ -233,7 +233,10 @@ def test_run_folder_holds_no_temporary_files(tiny_teacher_dir: Path) -> None:
 def test_load_model_refuses_what_is_no_freekd_checkpoint(tmp_path: Path) -> None:
     model = classifier()
     torch.save(model.net.state_dict(), tmp_path / "state_dict.pt")
-    torch.jit.script(model.net).save(str(tmp_path / "script.pt"))
+    # Traced, not scripted: scripting Conv2d failed once in a full CI run ("builtin cannot be
+    # used as a value" at F.pad) after passing in tests/teachers; a traced file is just as
+    # much a TorchScript file for what this test checks.
+    torch.jit.trace(model.net.eval(), torch.rand(2, 1, 8, 8)).save(str(tmp_path / "script.pt"))
     save_checkpoint(tmp_path / "full.pt", model, config=to_dict(TeacherTrainConfig()))
     data = torch.load(tmp_path / "full.pt", weights_only=True)
     del data["state_dict"]

@@ -2736,12 +2736,44 @@ def _captions_report(pairs: Any) -> dict[str, Any]:
     }
 
 
+def _fit_clip(
+    method: Method,
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+    description: str,
+) -> _TrainResult:
+    """Train ``method.student`` (a CLIP) on ``pairs`` in the one loop; ``model.pt`` is a
+    ``freekd-clip/1`` checkpoint in ``options.out_dir``."""
+    from freekd.crossmodal import save_clip
+    from freekd.train import PairedSource
+
+    student = method.student
+
+    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return student.tokenize(pairs.draw_captions(indices, generator))  # type: ignore[operator, no-any-return]
+
+    source = PairedSource(
+        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed
+    )
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_clip(options.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+    return _run_loop(
+        method, source, eval_set=None, trainer_config=config.trainer, config=config,
+        options=options, device=device, dist=dist, description=description, save=save,
+    )  # fmt: skip
+
+
 def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal teacher``: a small open_clip CLIP trained with CLIP's loss on
     templated pairs, through the one Trainer; writes ``model.pt`` (``freekd-clip/1``)."""
-    from freekd.crossmodal import ClipModel, save_clip
+    from freekd.crossmodal import ClipModel
     from freekd.crossmodal.methods import ClipContrastive
-    from freekd.train import PairedSource
 
     pairs, eval_pairs, train_set = _paired_sets(config)
     dist, device = _setup(config.seed, config.trainer, options)
@@ -2755,26 +2787,10 @@ def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
         std = std or (computed_std * channels if len(computed_std) == 1 else computed_std)
     model = ClipModel(dict(config.model), mean=list(mean), std=list(std))
 
-    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return model.tokenize(pairs.draw_captions(indices, generator))
-
-    source = PairedSource(train_set, texts, batch_size=config.trainer.batch_size, seed=config.seed)
-
-    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
-        save_clip(options.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
-
-    result = _run_loop(
-        ClipContrastive(model),
-        source,
-        eval_set=None,
-        trainer_config=config.trainer,
-        config=config,
-        options=options,
-        device=device,
-        dist=dist,
+    result = _fit_clip(
+        ClipContrastive(model), pairs, config, options, device=device, dist=dist,
         description=f"CLIP on {train_set.name} pairs",
-        save=save,
-    )
+    )  # fmt: skip
     metrics = _crossmodal_metrics(
         model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
     )
@@ -2857,9 +2873,8 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal distill``: a CLIP student from a CLIP teacher on templated pairs, and
     (by default) the same student trained with CLIP's loss alone at the same budget, in
     ``OUT/baseline``; ``report.json`` holds ``teacher``, ``student`` and ``baseline``."""
-    from freekd.crossmodal import ClipModel, load_clip, save_clip
+    from freekd.crossmodal import ClipModel, load_clip
     from freekd.crossmodal.methods import CROSSMODAL_METHODS, ClipContrastive
-    from freekd.train import PairedSource
 
     if not config.teacher:
         raise FreekdError("--teacher is required: a CLIP checkpoint from freekd crossmodal teacher")
@@ -2877,25 +2892,12 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         torch.manual_seed(config.seed)
         return ClipModel(dict(student_config), **normalization)
 
-    def fit(method: Any, student: Any, folder: RunOptions, description: str) -> _TrainResult:
-        def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            return student.tokenize(pairs.draw_captions(indices, generator))
-
-        source = PairedSource(
-            train_set, texts, batch_size=config.trainer.batch_size, seed=config.seed
-        )
-
-        def save(module: nn.Module, resolved: dict[str, Any]) -> None:
-            save_clip(folder.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
-
-        return _run_loop(
-            method, source, eval_set=None, trainer_config=config.trainer, config=config,
-            options=folder, device=device, dist=dist, description=description, save=save,
-        )  # fmt: skip
-
     student = build()
     method = method_class(student, teacher, **dict(config.method.params))
-    result = fit(method, student, options, f"{config.method.name} → student CLIP")
+    result = _fit_clip(
+        method, pairs, config, options, device=device, dist=dist,
+        description=f"{config.method.name} → student CLIP",
+    )  # fmt: skip
     teacher_parameters = teacher.tower_parameters()
 
     def entry(model: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -2929,9 +2931,10 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         baseline_options = RunOptions(
             options.out_dir / "baseline", overwrite=True, quiet=options.quiet
         )
-        baseline_result = fit(
-            ClipContrastive(baseline), baseline, baseline_options, "baseline CLIP"
-        )
+        baseline_result = _fit_clip(
+            ClipContrastive(baseline), pairs, config, baseline_options, device=device,
+            dist=dist, description="baseline CLIP",
+        )  # fmt: skip
         report["baseline"] = entry(
             baseline,
             {

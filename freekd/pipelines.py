@@ -73,6 +73,7 @@ from freekd.train.callbacks import (
     RESUME_FILE,
     Stateful,
     StopOnBudget,
+    WeightAverage,
     load_resume_state,
     restore,
 )
@@ -299,6 +300,11 @@ def _run_loop(
     if wrap_optimizer is not None:
         optimizer = wrap_optimizer(optimizer)
     callbacks: list[Callback] = []
+    if trainer_config.ema_decay is not None:
+        average = WeightAverage(method.student, decay=trainer_config.ema_decay)
+        callbacks.append(average)
+        extras = {**(extras or {}), "weight_average": average}
+        evaluate_module = evaluate_module or (lambda trainer: average.module)
     if eval_set is not None:
         callbacks.append(
             Evaluate(eval_set, every=trainer_config.eval_every, module=evaluate_module)
@@ -2749,20 +2755,38 @@ def _fit_clip(
     """Train ``method.student`` (a CLIP) on ``pairs`` in the one loop; ``model.pt`` is a
     ``freekd-clip/1`` checkpoint in ``options.out_dir``."""
     from freekd.crossmodal import save_clip
-    from freekd.train import PairedSource
-
-    student = method.student
-
-    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return student.tokenize(pairs.draw_captions(indices, generator))  # type: ignore[operator, no-any-return]
-
-    source = PairedSource(
-        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed
-    )
 
     def save(module: nn.Module, resolved: dict[str, Any]) -> None:
         save_clip(options.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
 
+    return _fit_pairs(
+        method, pairs, config, options, tokenize=method.student.tokenize,  # type: ignore[arg-type]
+        save=save, device=device, dist=dist, description=description,
+    )  # fmt: skip
+
+
+def _fit_pairs(
+    method: Method,
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    save: Callable[[nn.Module, dict[str, Any]], None],
+    device: torch.device,
+    dist: DistInfo,
+    description: str,
+) -> _TrainResult:
+    """Train ``method`` on ``pairs`` (captions turned into tensors by ``tokenize``) in the one
+    loop; ``save(student, resolved_config)`` writes ``model.pt``."""
+    from freekd.train import PairedSource
+
+    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return tokenize(pairs.draw_captions(indices, generator))
+
+    source = PairedSource(
+        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed
+    )
     return _run_loop(
         method, source, eval_set=None, trainer_config=config.trainer, config=config,
         options=options, device=device, dist=dist, description=description, save=save,
@@ -2877,7 +2901,12 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     from freekd.crossmodal.methods import CROSSMODAL_METHODS, ClipContrastive
 
     if not config.teacher:
-        raise FreekdError("--teacher is required: a CLIP checkpoint from freekd crossmodal teacher")
+        raise FreekdError(
+            "--teacher is required: a CLIP checkpoint from freekd crossmodal teacher, an image "
+            "classifier's model.pt, clip-image:PATH, clip-text:PATH or minilm"
+        )
+    if _one_tower_teacher(config.teacher):
+        return _run_tower_distill(config, options)
     method_class = CROSSMODAL_METHODS.get(config.method.name)
     _check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
     pairs, eval_pairs, train_set = _paired_sets(config)
@@ -2939,6 +2968,170 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
             baseline,
             {
                 "method": "clip loss only (no teacher)",
+                "wall_seconds": round(baseline_result.wall_seconds, 3),
+                "cpu_seconds": round(baseline_result.cpu_seconds, 3),
+            },
+        )
+    _finish(report, options, dist)
+    return report
+
+
+def _one_tower_teacher(spec: str) -> bool:
+    """Whether ``--teacher`` names one tower (an image classifier, one tower of a CLIP, MiniLM)
+    rather than a whole CLIP."""
+    from freekd.checkpoint import safe_torch_load
+    from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+    from freekd.crossmodal.towers import MINILM
+
+    if spec == MINILM or spec.startswith(("clip-image:", "clip-text:")):
+        return True
+    data = safe_torch_load(Path(spec), what="teacher")
+    return not (isinstance(data, dict) and data.get("format") == CLIP_FORMAT)
+
+
+def _teacher_tower(spec: str, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """The frozen teacher tower ``--teacher`` names, and what the report says about it."""
+    from freekd.crossmodal import load_clip
+    from freekd.crossmodal.towers import MINILM, ClassifierFeatures, ClipTower, MiniLMText
+
+    if spec == MINILM:
+        return MiniLMText(device=device), {"kind": "all-MiniLM-L6-v2 (pretrained, frozen)"}
+    for modality in ("image", "text"):
+        prefix = f"clip-{modality}:"
+        if spec.startswith(prefix):
+            clip = load_clip(Path(spec[len(prefix) :]), device=device)
+            return ClipTower(clip, modality), {"kind": f"the {modality} tower of a freekd CLIP"}
+    teacher = load_teacher(TeacherSourceConfig(path=spec), device=device)
+    tower = ClassifierFeatures(teacher, input_shape=teacher.input_shape)
+    return tower, {
+        "kind": f"image classifier {teacher.metadata.get('arch')} (penultimate features)",
+        "input_shape": list(teacher.input_shape),
+    }
+
+
+#: The text student of an image teacher: CLIP's text tower at a small width.
+DEFAULT_TEXT_STUDENT = {
+    "context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2,
+}  # fmt: skip
+
+
+def _run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal distill`` with a one-tower teacher: a student tower of the other
+    modality learns the teacher's embedding space through ``TowerContrastive``; evaluated as a
+    dual encoder (teacher tower + student tower); the baseline is the same student tower
+    trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
+    from freekd.crossmodal.methods import DualContrastive, TowerContrastive
+    from freekd.crossmodal.towers import DualEncoder, ImageStudent, TextStudent, save_tower
+
+    if config.method.name != "contrastive":
+        raise FreekdError(
+            f"method {config.method.name} needs a whole CLIP teacher; a one-tower teacher "
+            "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
+        )
+    _check_params(TowerContrastive, dict(config.method.params), what="method contrastive")
+    pairs, eval_pairs, train_set = _paired_sets(config)
+    dist, device = _setup(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    teacher, teacher_report = _teacher_tower(config.teacher, device)
+    if teacher.modality == "image" and "input_shape" in teacher_report:
+        check_input_shape(train_set, tuple(teacher_report["input_shape"]), who="the teacher")
+    mean, std = dataset_statistics(train_set)
+
+    def build(modality: str) -> Any:
+        if modality == "text":
+            text_cfg = dict(config.student or DEFAULT_TEXT_STUDENT)
+            return TextStudent(dim=teacher.dim, text_cfg=text_cfg)
+        return ImageStudent(
+            arch=config.student_arch, dim=teacher.dim, input_shape=train_set.input_shape,
+            mean=list(mean), std=list(std), arch_kwargs=dict(config.student_kwargs),
+        )  # fmt: skip
+
+    student_modality = "text" if teacher.modality == "image" else "image"
+    torch.manual_seed(config.seed)
+    student = build(student_modality)
+    method = TowerContrastive(student, teacher, **dict(config.method.params))
+
+    def towers(student_tower: Any, partner: Any) -> DualEncoder:
+        first, second = (student_tower, partner)
+        return DualEncoder(
+            image=first if first.modality == "image" else second,
+            text=first if first.modality == "text" else second,
+        )
+
+    def saver(out: Path) -> Callable[[nn.Module, dict[str, Any]], None]:
+        def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+            save_tower(out / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+        return save
+
+    text_tower = student if student_modality == "text" else teacher
+    direction = f"{teacher.modality} → {student_modality}"
+    result = _fit_pairs(
+        method, pairs, config, options, tokenize=text_tower.tokenize,
+        save=saver(options.out_dir), device=device, dist=dist,
+        description=f"contrastive {direction} student",
+    )  # fmt: skip
+    dual = towers(student, teacher)
+
+    def entry(model: DualEncoder, tower: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        return (
+            _crossmodal_metrics(
+                model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+            )
+            | {"parameters": {"total": sum(p.numel() for p in tower.parameters())}}
+            | extra
+        )
+
+    _draw_retrieval(
+        dual, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title=f"text → image retrieval ({direction} student with its teacher), held-out pairs",
+    )  # fmt: skip
+    teacher_entry: dict[str, Any] = {
+        **teacher_report,
+        "path": config.teacher,
+        "parameters": {"total": sum(p.numel() for p in teacher.parameters())},
+        "zero_shot_accuracy": None,
+        **{f"recall_at_{k}": None for k in (1, 5, 10)},
+        "note": "a one-tower teacher cannot retrieve or classify zero-shot by itself",
+    }
+    report: dict[str, Any] = {
+        "command": "crossmodal distill",
+        "direction": direction,
+        "teacher": teacher_entry,
+        "student": entry(
+            dual,
+            student,
+            {
+                "method": "contrastive",
+                "tower": student.spec(),
+                "evaluated_with": f"the teacher's {teacher.modality} tower",
+            },
+        ),
+        "baseline": None,
+        "pairs": train_set.name,
+        "captions": _captions_report(pairs),
+        **_common_report(config, result),
+    }
+    if config.baseline:
+        torch.manual_seed(config.seed)
+        baseline = build(student_modality)
+        partner = build(teacher.modality)
+        baseline_options = RunOptions(
+            options.out_dir / "baseline", overwrite=True, quiet=options.quiet
+        )
+        baseline_text = baseline if student_modality == "text" else partner
+        baseline_result = _fit_pairs(
+            DualContrastive(baseline, partner), pairs, config, baseline_options,
+            tokenize=baseline_text.tokenize, save=saver(baseline_options.out_dir),
+            device=device, dist=dist, description="baseline towers",
+        )  # fmt: skip
+        report["baseline"] = entry(
+            towers(baseline, partner),
+            baseline,
+            {
+                "method": "clip loss only (no teacher): the student tower and a fresh "
+                f"{teacher.modality} tower ({type(partner).__name__}) trained together",
                 "wall_seconds": round(baseline_result.wall_seconds, 3),
                 "cpu_seconds": round(baseline_result.cpu_seconds, 3),
             },

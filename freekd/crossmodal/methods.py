@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from freekd.crossmodal.clip import ClipModel
+from freekd.crossmodal.towers import Tower
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
 from freekd.losses.contrastive import (
@@ -124,6 +125,37 @@ class _ClipDistill(Method):
 CROSSMODAL_METHODS: Registry[type[_ClipDistill]] = Registry("cross-modal method")
 
 
+class EmbeddingQueue(nn.Module):
+    """A FIFO queue of the ``size`` most recent teacher embeddings, the negatives of MoCo
+    (He et al. 2020, arXiv:1911.05722 §3.2): memory that does not grow with the data set."""
+
+    embeddings: Tensor
+    filled: Tensor
+    pointer: Tensor
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        self.size = size
+        self.register_buffer("embeddings", torch.zeros(size, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+
+    def negatives(self) -> Tensor:
+        """The queued embeddings (a copy: the queue changes after the loss is built)."""
+        return self.embeddings[: int(self.filled)].clone()
+
+    @torch.no_grad()
+    def push(self, batch: Tensor) -> None:
+        if self.size == 0:
+            return
+        count = min(len(batch), self.size)
+        start = int(self.pointer)
+        slots = (torch.arange(count, device=batch.device) + start) % self.size
+        self.embeddings[slots] = batch[:count]
+        self.pointer.fill_((start + count) % self.size)
+        self.filled.fill_(min(int(self.filled) + count, self.size))
+
+
 @CROSSMODAL_METHODS.register("contrastive")
 class ContrastiveDistill(_ClipDistill):
     """The contrastive heterogeneous module: InfoNCE between student and teacher embeddings
@@ -143,10 +175,6 @@ class ContrastiveDistill(_ClipDistill):
     """
 
     term = "contrastive"
-    queue_images: Tensor
-    queue_texts: Tensor
-    queue_filled: Tensor
-    queue_pointer: Tensor
 
     def __init__(
         self,
@@ -162,38 +190,31 @@ class ContrastiveDistill(_ClipDistill):
         if queue_size < 0 or temperature <= 0:
             raise FreekdError("contrastive needs queue_size ≥ 0 and temperature > 0")
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
-        dim = teacher.embed_dim
-        self.register_buffer("queue_images", torch.zeros(queue_size, dim))
-        self.register_buffer("queue_texts", torch.zeros(queue_size, dim))
-        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
-        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
-        self.queue_size = queue_size
+        self.image_queue = EmbeddingQueue(queue_size, teacher.embed_dim)
+        self.text_queue = EmbeddingQueue(queue_size, teacher.embed_dim)
 
     def distill(
         self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
     ) -> Tensor:
-        temperature = self.log_temperature.clamp(min=math.log(0.01), max=0.0).exp()
-        filled = int(self.queue_filled)
-        queue_images = self.queue_images[:filled].clone()
-        queue_texts = self.queue_texts[:filled].clone()
+        temperature = _temperature(self.log_temperature)
         loss = 0.5 * (
-            info_nce(images, teacher_images, temperature=temperature, negatives=queue_images)
-            + info_nce(texts, teacher_texts, temperature=temperature, negatives=queue_texts)
-        )
-        self._enqueue(teacher_images, teacher_texts)
+            info_nce(
+                images, teacher_images, temperature=temperature,
+                negatives=self.image_queue.negatives(),
+            )
+            + info_nce(
+                texts, teacher_texts, temperature=temperature,
+                negatives=self.text_queue.negatives(),
+            )
+        )  # fmt: skip
+        self.image_queue.push(teacher_images)
+        self.text_queue.push(teacher_texts)
         return loss
 
-    @torch.no_grad()
-    def _enqueue(self, images: Tensor, texts: Tensor) -> None:
-        if self.queue_size == 0:
-            return
-        count = min(len(images), self.queue_size)
-        start = int(self.queue_pointer)
-        slots = (torch.arange(count, device=images.device) + start) % self.queue_size
-        self.queue_images[slots] = images[:count]
-        self.queue_texts[slots] = texts[:count]
-        self.queue_pointer.fill_((start + count) % self.queue_size)
-        self.queue_filled.fill_(min(int(self.queue_filled) + count, self.queue_size))
+
+def _temperature(log_temperature: Tensor) -> Tensor:
+    """τ = exp(log τ), kept in [0.01, 1]."""
+    return log_temperature.clamp(min=math.log(0.01), max=0.0).exp()
 
 
 @CROSSMODAL_METHODS.register("feature")
@@ -226,4 +247,103 @@ class InteractiveDistill(_ClipDistill):
         return 0.5 * (
             interactive_contrastive(images, teacher_texts, logit_scale=scale)
             + interactive_contrastive(texts, teacher_images, logit_scale=scale)
+        )
+
+
+class TowerContrastive(Method):
+    """The contrastive heterogeneous module between one-modality towers: a student tower of
+    one modality learns to embed its half of each pair where a frozen teacher tower of the
+    *other* modality embeds the other half (image → text: captions where the teacher puts their
+    images; text → image: images where the teacher puts their captions).
+
+    CRD's objective (Tian et al. 2020, arXiv:1910.10699 §3.2–3.4) across modalities: InfoNCE
+    with the student's embedding of item i as the query, the teacher's embedding of its pair as
+    the positive, and as negatives the teacher's embeddings of the other pairs in the batch and
+    of a MoCo-style FIFO queue of recent batches (He et al. 2020, arXiv:1911.05722 §3.2), τ
+    learnable (initial ``temperature``). The student tower already ends in the teacher's
+    dimension, so no separate projection head is needed.
+
+    Args:
+        student: the trained tower (``crossmodal.towers.TextStudent`` or ``ImageStudent``).
+        teacher: the frozen tower of the other modality.
+        queue_size: teacher embeddings kept as negatives.
+        temperature: initial τ.
+    """
+
+    def __init__(
+        self,
+        student: Tower,
+        teacher: Tower,
+        *,
+        queue_size: int = 4096,
+        temperature: float = 0.07,
+    ) -> None:
+        super().__init__()
+        if student.modality == teacher.modality:
+            raise FreekdError(
+                f"student and teacher both encode {student.modality}s; a one-tower teacher "
+                "teaches a student of the other modality"
+            )
+        if student.dim != teacher.dim:
+            raise FreekdError(
+                f"the student embeds into {student.dim} dimensions, the teacher into "
+                f"{teacher.dim}; build the student with the teacher's dimension"
+            )
+        if queue_size < 0 or temperature <= 0:
+            raise FreekdError("contrastive needs queue_size ≥ 0 and temperature > 0")
+        self.student: Tower = student
+        self.teacher: Tower = teacher.eval().requires_grad_(False)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
+        self.queue = EmbeddingQueue(queue_size, int(teacher.dim))
+
+    def train(self, mode: bool = True) -> TowerContrastive:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        if batch.texts is None:
+            raise FreekdError("cross-modal distillation needs paired batches (images + captions)")
+        image_student = self.student.modality == "image"
+        student_inputs, teacher_inputs = (
+            (batch.images, batch.texts) if image_student else (batch.texts, batch.images)
+        )
+        student = self.student.encode(student_inputs)
+        with torch.no_grad():
+            teacher = F.normalize(self.teacher.encode(teacher_inputs).float(), dim=-1)
+        loss = info_nce(
+            student,
+            teacher,
+            temperature=_temperature(self.log_temperature),
+            negatives=self.queue.negatives(),
+        )
+        self.queue.push(teacher)
+        return StepOutput(losses={"contrastive": loss}, logits=None)
+
+
+class DualContrastive(Method):
+    """Two towers trained together from scratch with CLIP's symmetric loss (Radford et al. 2021
+    §2.3, learnable logit scale): the baseline of a one-tower distillation — the same student
+    tower, its partner learned alongside instead of given by a teacher.
+
+    Args:
+        student: the student tower.
+        partner: a fresh tower of the other modality with the same output dimension.
+    """
+
+    def __init__(self, student: Tower, partner: Tower) -> None:
+        super().__init__()
+        self.student: Tower = student
+        self.partner: Tower = partner
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        if batch.texts is None:
+            raise FreekdError("CLIP training needs paired batches (images with caption tokens)")
+        towers: dict[str, Tower] = {t.modality: t for t in (self.student, self.partner)}
+        images = towers["image"].encode(batch.images)
+        texts = towers["text"].encode(batch.texts)
+        scale = self.log_scale.clamp(max=math.log(100)).exp()
+        return StepOutput(
+            losses={"clip": clip_contrastive(images, texts, logit_scale=scale)}, logits=None
         )

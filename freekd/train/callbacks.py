@@ -352,3 +352,62 @@ class StopOnBudget(Callback):
             self.reason = f"image budget of {self.images} spent at step {state.step}"
         if self.reason is not None:
             trainer.stop_requested = True
+
+
+class WeightAverage(Callback):
+    """An exponential moving average of the student's weights, used for evaluation and saving.
+
+    Polyak–Ruppert averaging in its exponential form (Polyak & Juditsky 1992; the EMA of
+    Tarvainen & Valpola 2017, "Mean teachers", §2): after every optimizer step each floating
+    parameter and buffer ``w`` of the student updates ``avg ← d·avg + (1 − d)·w``, with the decay
+    warmed up as ``d = min(decay, (1 + t) / (10 + t))`` at step ``t`` so that early averages are
+    not dominated by the random initialization. Integer buffers (BatchNorm's
+    ``num_batches_tracked``) are copied. The held-out evaluation measures the average, and at the
+    end of the fit the average is loaded into the student, so ``model.pt`` holds it.
+
+    Averaging matters most where the student's target moves: in adversarial data-free runs the
+    generator keeps shifting the inputs and the raw student weights oscillate from step to step.
+
+    It is ``Stateful``: pass it among the resume ``extras`` so a resumed run averages exactly
+    as an uninterrupted one.
+    """
+
+    def __init__(self, student: nn.Module, *, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise FreekdError(f"trainer.ema_decay must lie in (0, 1), got {decay}")
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(student).requires_grad_(False).eval()
+        self.updates = 0
+
+    def _pairs(self, trainer: Trainer) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        live = trainer.unwrapped("student").state_dict(keep_vars=True)
+        return [(value, live[name].detach()) for name, value in self._state().items()]
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return self.module.state_dict(keep_vars=True)
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        self.module.to(trainer.device)
+
+    @torch.no_grad()
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for averaged, live in self._pairs(trainer):
+            if averaged.is_floating_point():
+                averaged.lerp_(live, 1 - decay)
+            else:
+                averaged.copy_(live)
+        self.updates += 1
+
+    @torch.no_grad()
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        trainer.unwrapped("student").load_state_dict(self.module.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])

@@ -205,14 +205,14 @@ def test_contrastive_queue_fills_in_order_and_wraps() -> None:
     method = CROSSMODAL_METHODS.get("contrastive")(student, teacher, queue_size=12)
     batch = paired_batch(student)
     method.training_step(batch)
-    assert int(method.queue_filled) == 8
-    assert int(method.queue_pointer) == 8
+    assert int(method.image_queue.filled) == 8
+    assert int(method.image_queue.pointer) == 8
     method.training_step(batch)
-    assert int(method.queue_filled) == 12
-    assert int(method.queue_pointer) == 4
+    assert int(method.image_queue.filled) == 12
+    assert int(method.image_queue.pointer) == 4
     with torch.no_grad():
         expected = torch.nn.functional.normalize(teacher.encode_text(batch.texts), dim=-1)
-    assert torch.allclose(method.queue_texts[4:8], expected[4:8], atol=1e-6)
+    assert torch.allclose(method.text_queue.embeddings[4:8], expected[4:8], atol=1e-6)
 
 
 def test_quarter_student_has_at_most_a_quarter_of_the_parameters() -> None:

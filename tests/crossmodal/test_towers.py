@@ -176,3 +176,25 @@ def test_one_tower_teachers_take_only_the_contrastive_method(
     )  # fmt: skip
     assert missing.exit_code == 2
     assert "Traceback" not in missing.output
+
+
+def test_resume_restores_the_method_state_bitwise(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    """The queue, the learnable temperature and the student all come back from checkpoint.pt."""
+    common = [
+        "crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
+        "--no-baseline", "--set", f"student={json.dumps(TEXT_CFG)}", *TRAINER[2:],
+        "--set", "trainer.scheduler=constant", "--set", "method.params.queue_size=100", "-q",
+    ]  # fmt: skip
+    runner = CliRunner()
+    straight = runner.invoke(app, [*common, "--epochs", "2", "--out", str(tmp_path / "a")])
+    assert straight.exit_code == 0, straight.output
+    first = runner.invoke(app, [*common, "--epochs", "1", "--out", str(tmp_path / "b")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(
+        app, [*common, "--epochs", "2", "--resume", "--out", str(tmp_path / "b")]
+    )
+    assert second.exit_code == 0, second.output
+    expected = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    got = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key

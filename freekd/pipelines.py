@@ -3081,7 +3081,7 @@ def _run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
             _crossmodal_metrics(
                 model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
             )
-            | {"parameters": {"total": sum(p.numel() for p in tower.parameters())}}
+            | {"parameters": {"total": tower.parameter_count()}}
             | extra
         )
 
@@ -3092,7 +3092,7 @@ def _run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     teacher_entry: dict[str, Any] = {
         **teacher_report,
         "path": config.teacher,
-        "parameters": {"total": sum(p.numel() for p in teacher.parameters())},
+        "parameters": {"total": teacher.parameter_count()},
         "zero_shot_accuracy": None,
         **{f"recall_at_{k}": None for k in (1, 5, 10)},
         "note": "a one-tower teacher cannot retrieve or classify zero-shot by itself",

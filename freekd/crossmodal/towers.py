@@ -53,6 +53,10 @@ class Tower(nn.Module):
         """Text towers: the tensor ``encode`` takes for these strings."""
         raise FreekdError(f"the {self.modality} tower has no tokenizer")
 
+    def parameter_count(self) -> int:
+        """Parameters this tower encodes with."""
+        return sum(p.numel() for p in self.parameters())
+
     def forward(self, inputs: Tensor) -> Tensor:
         return self.encode(inputs)
 
@@ -116,6 +120,9 @@ class ClipTower(Tower):
         if self.modality != TEXT:
             return super().tokenize(texts)
         return self.clip.tokenize(texts)
+
+    def parameter_count(self) -> int:
+        return self.clip.tower_parameters()[self.modality]
 
 
 class MiniLMText(Tower):

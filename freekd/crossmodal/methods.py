@@ -172,9 +172,15 @@ class ContrastiveDistill(_ClipDistill):
     Args:
         queue_size: teacher embeddings kept as negatives, per tower.
         temperature: initial τ.
+        pairing: which teacher embedding is the positive of a student embedding: ``same``
+            (the teacher's embedding of the same item in the same modality: student image ↔
+            teacher image, student text ↔ teacher text), ``cross`` (the other modality, as in
+            CLIP-KD's ICL but with the queue: student image ↔ teacher text, student text ↔
+            teacher image) or ``both`` (the mean of the four terms).
     """
 
     term = "contrastive"
+    PAIRINGS = ("same", "cross", "both")
 
     def __init__(
         self,
@@ -185,10 +191,16 @@ class ContrastiveDistill(_ClipDistill):
         clip_weight: float = 1.0,
         queue_size: int = 4096,
         temperature: float = 0.07,
+        pairing: str = "same",
     ) -> None:
         super().__init__(student, teacher, weight=weight, clip_weight=clip_weight)
         if queue_size < 0 or temperature <= 0:
             raise FreekdError("contrastive needs queue_size ≥ 0 and temperature > 0")
+        if pairing not in self.PAIRINGS:
+            raise FreekdError(
+                f"contrastive pairing must be one of {', '.join(self.PAIRINGS)}, got {pairing!r}"
+            )
+        self.pairing = pairing
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
         self.image_queue = EmbeddingQueue(queue_size, teacher.embed_dim)
         self.text_queue = EmbeddingQueue(queue_size, teacher.embed_dim)
@@ -197,16 +209,25 @@ class ContrastiveDistill(_ClipDistill):
         self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
     ) -> Tensor:
         temperature = _temperature(self.log_temperature)
-        loss = 0.5 * (
-            info_nce(
-                images, teacher_images, temperature=temperature,
-                negatives=self.image_queue.negatives(),
-            )
-            + info_nce(
-                texts, teacher_texts, temperature=temperature,
-                negatives=self.text_queue.negatives(),
-            )
-        )  # fmt: skip
+        image_negatives = self.image_queue.negatives()
+        text_negatives = self.text_queue.negatives()
+        pairs = []  # (student, teacher positive, teacher negatives)
+        if self.pairing in ("same", "both"):
+            pairs += [
+                (images, teacher_images, image_negatives),
+                (texts, teacher_texts, text_negatives),
+            ]
+        if self.pairing in ("cross", "both"):
+            pairs += [
+                (images, teacher_texts, text_negatives),
+                (texts, teacher_images, image_negatives),
+            ]
+        loss = torch.stack(
+            [
+                info_nce(query, key, temperature=temperature, negatives=negatives)
+                for query, key, negatives in pairs
+            ]
+        ).mean()
         self.image_queue.push(teacher_images)
         self.text_queue.push(teacher_texts)
         return loss

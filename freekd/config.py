@@ -407,9 +407,6 @@ class DataFreeConfig:
         proxy_dataset: train on these real images instead of synthesizing (``--proxy-data``):
             labels are hidden and the student-side method is the same; ``mnist:train`` for an
             MNIST teacher is the real-data upper bound, ``animal-mnist`` an unrelated proxy.
-        balance_oversample: choose every student batch from this many times as many synthetic
-            images so that the teacher's classes are about equally represented
-            (``train.sources.balanced_subset``; the teacher labels the whole pool); 1: none.
         collapse: collapse detection and recovery of the synthesizer.
         save_queries: at the end, write this many images of the final synthesizer to
             ``queries.npz`` (labels: the teacher's classes), the query pool of data-free PATE
@@ -432,7 +429,6 @@ class DataFreeConfig:
     budget_cpu_minutes: float | None = None
     budget_images: int | None = None
     proxy_dataset: str | None = None
-    balance_oversample: int = 1
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     save_queries: int = 0
     seed: int = 0

@@ -1606,8 +1606,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
             synthesized_images=synthetic.synthesizer.images_synthesized,
             teacher_queries=teacher_queries
             + synthetic.synthesizer.teacher_queries
-            + synthetic.probe_queries
-            + synthetic.selection_queries,
+            + synthetic.probe_queries,
             collapse=collapse,
         )
         if collapse["events"] and not collapse["recovered"]:
@@ -1699,7 +1698,6 @@ def _synthetic_source(
         probe_size=collapse.probe_size,
         max_recoveries=collapse.max_recoveries,
         lr_scale=collapse.lr_scale,
-        balance_oversample=config.balance_oversample,
     )
 
 

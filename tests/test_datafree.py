@@ -115,10 +115,7 @@ def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> No
     assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
 
 
-@pytest.mark.parametrize(
-    "average",
-    [(), ("--set", "trainer.ema_decay=0.9"), ("--set", "balance_oversample=3")],
-)
+@pytest.mark.parametrize("average", [(), ("--set", "trainer.ema_decay=0.9")])
 def test_resume_continues_the_synthesizer_exactly(
     tiny_teacher_path: Path, tmp_path: Path, average: tuple[str, ...]
 ) -> None:

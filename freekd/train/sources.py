@@ -378,10 +378,6 @@ class SyntheticSource:
         probe_size: images per check (each costs one teacher query).
         max_recoveries: re-initializations allowed in the run.
         lr_scale: factor on the synthesizer's learning rates at each re-initialization.
-        balance_oversample: with a value m > 1, every batch is chosen from m × ``batch_size``
-            sampled images so that the teacher's classes are as equally represented as the
-            pool allows (:func:`balanced_subset`); the teacher labels the whole pool (counted
-            in ``selection_queries``). 1: batches as sampled.
     """
 
     def __init__(
@@ -398,10 +394,7 @@ class SyntheticSource:
         probe_size: int = 128,
         max_recoveries: int = 3,
         lr_scale: float = 0.5,
-        balance_oversample: int = 1,
     ) -> None:
-        if balance_oversample < 1:
-            raise FreekdError(f"balance_oversample must be ≥ 1, got {balance_oversample}")
         if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
             raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
         if check_every < 1 or probe_size < 2 or max_recoveries < 0 or lr_scale <= 0:
@@ -420,8 +413,6 @@ class SyntheticSource:
         self.probe_size = probe_size
         self.max_recoveries = max_recoveries
         self.lr_scale = lr_scale
-        self.balance_oversample = balance_oversample
-        self.selection_queries = 0
         self.last_statistics: dict[str, float] = {}
         self.rounds = 0
         self.checks = 0
@@ -438,16 +429,7 @@ class SyntheticSource:
         for index in range(state.step_in_epoch, self._steps):
             if index % self.synthesize_every == 0:
                 self._synthesize(step=state.step)
-            yield Batch(self._sample(), None)
-
-    def _sample(self) -> Tensor:
-        if self.balance_oversample == 1:
-            return self.synthesizer.sample(self.batch_size)
-        pool = self.synthesizer.sample(self.balance_oversample * self.batch_size)
-        with torch.no_grad():
-            labels = self.teacher(pool).argmax(dim=1)
-        self.selection_queries += len(pool)
-        return pool[balanced_subset(labels, self.batch_size)]
+            yield Batch(self.synthesizer.sample(self.batch_size), None)
 
     def _synthesize(self, *, step: int) -> None:
         self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
@@ -520,7 +502,7 @@ class SyntheticSource:
             "last_balance": self.last_check.get("balance"),
         }
 
-    COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up", "selection_queries")
+    COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"synthesizer": self.synthesizer.state_dict()}
@@ -588,17 +570,3 @@ class PairedSource:
             batch = self.dataset.batch(chosen)
             tokens = self.texts(chosen, seeded_generator(self.seed, state.epoch, index))
             yield Batch(batch.images, batch.labels, tokens)
-
-
-def balanced_subset(labels: Tensor, size: int) -> Tensor:
-    """Indices of ``size`` items of ``labels`` with the classes as equally represented as the
-    items allow: every class's first item, then every class's second, and so on (round robin in
-    order of appearance), so a rare class keeps all its items and the frequent ones fill the
-    rest. Deterministic; ``labels``: (N,) class indices, N ≥ ``size``.
-    """
-    if size > len(labels):
-        raise ValueError(f"cannot choose {size} of {len(labels)} items")
-    onehot = torch.nn.functional.one_hot(labels.long())
-    rank = (onehot.cumsum(dim=0) * onehot).sum(dim=1) - 1  # position within its class
-    order = torch.argsort(rank * len(labels) + torch.arange(len(labels), device=labels.device))
-    return order[:size]

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
@@ -229,22 +227,3 @@ def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
 
     with pytest.raises(FreekdError, match="ema_decay must lie in"):
         WeightAverage(torch.nn.Linear(2, 2), decay=decay)
-
-
-@given(
-    labels=st.lists(st.integers(0, 4), min_size=1, max_size=60),
-    fraction=st.floats(0.0, 1.0),
-)
-def test_balanced_subset_is_as_even_as_the_items_allow(labels: list[int], fraction: float) -> None:
-    from freekd.train.sources import balanced_subset
-
-    tensor = torch.tensor(labels)
-    size = max(1, round(fraction * len(labels)))
-    chosen = balanced_subset(tensor, size)
-    assert len(chosen) == size
-    assert len(set(chosen.tolist())) == size
-    available = torch.bincount(tensor, minlength=5)
-    taken = torch.bincount(tensor[chosen], minlength=5)
-    for i in range(5):
-        if taken[i] < available[i]:  # a class with items left is never 2 behind another
-            assert int(taken.max()) - int(taken[i]) <= 1

@@ -166,17 +166,23 @@ class ContrastiveDistill(_ClipDistill):
     item (positive) from those of other items (negatives). CRD draws negatives from an N × d
     memory bank of the whole data set; here they come from a FIFO queue of the teacher's
     embeddings of recent batches (He et al. 2020, MoCo, arXiv:1911.05722 §3.2), ``queue_size``
-    × d, which does not grow with the data. Per tower: InfoNCE(project(student), teacher;
-    negatives = queue), τ learnable (initial ``temperature``), the two towers averaged.
+    × d, which does not grow with the data. Per student tower: InfoNCE(project(student),
+    teacher positive; negatives = the batch and the queue of the positive's modality), τ
+    learnable (initial ``temperature``), the terms averaged. With the default ``pairing="cross"``
+    the positive of the student's image embedding is the teacher's embedding of its caption
+    and the reverse: the teacher's cross-modal geometry is what the student distills.
 
     Args:
         queue_size: teacher embeddings kept as negatives, per tower.
         temperature: initial τ.
-        pairing: which teacher embedding is the positive of a student embedding: ``same``
-            (the teacher's embedding of the same item in the same modality: student image ↔
-            teacher image, student text ↔ teacher text), ``cross`` (the other modality, as in
-            CLIP-KD's ICL but with the queue: student image ↔ teacher text, student text ↔
-            teacher image) or ``both`` (the mean of the four terms).
+        pairing: which teacher embedding is the positive of a student embedding: ``cross``
+            (the default: the pair's other modality, as in CLIP-KD's ICL but with the queue and
+            the learnable temperature: student image ↔ teacher text, student text ↔ teacher
+            image), ``same`` (the teacher's embedding of the same item in the same modality) or
+            ``both`` (the mean of the four terms). On Fashion-MNIST (1 epoch, medians of seeds
+            0–2 / fresh seeds 3–5) ``cross`` beats CLIP's loss alone on zero-shot accuracy and
+            recall@1; ``same`` wins zero-shot by more but loses recall@1
+            (experiments/crossmodal/README.md).
     """
 
     term = "contrastive"
@@ -191,7 +197,7 @@ class ContrastiveDistill(_ClipDistill):
         clip_weight: float = 1.0,
         queue_size: int = 4096,
         temperature: float = 0.07,
-        pairing: str = "same",
+        pairing: str = "cross",
     ) -> None:
         super().__init__(student, teacher, weight=weight, clip_weight=clip_weight)
         if queue_size < 0 or temperature <= 0:

@@ -299,6 +299,19 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding one mapping, read as data only."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise FreekdError(f"{what} {path}: expected a mapping of settings")
+    return data
+
+
 def _maybe_percent(value: float | None) -> str:
     return "–" if value is None else _percent(value)
 
@@ -1590,7 +1603,9 @@ def crossmodal_distill(
         str | None,
         typer.Option(
             "--student",
-            help="Image student of a text teacher: a registry architecture (default lenet5).",
+            help="The student: a registry architecture for the image student of a text "
+            "teacher (default lenet5), or a YAML/JSON file with the open_clip model config of a "
+            "CLIP student (default: a quarter of the teacher) or the text_cfg of a text student.",
         ),
     ] = None,
     method: Annotated[
@@ -1631,8 +1646,12 @@ def crossmodal_distill(
     without the teacher."""
     from freekd.config import CrossModalDistillConfig
 
+    student_config = None
+    if student is not None and Path(student).is_file():
+        student_config, student = _yaml_mapping(Path(student), what="--student"), None
     values = {
         "teacher": teacher,
+        "student": student_config,
         "student_arch": student,
         "method.name": method,
         "pairs": pairs,

@@ -121,10 +121,12 @@ def test_image_classifier_teaches_a_text_student_far_above_chance(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "image-to-text"
+    student = tmp_path / "text_student.json"
+    student.write_text(json.dumps(TEXT_CFG))
     result = CliRunner().invoke(
         app,
         ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
-         "--set", f"student={json.dumps(TEXT_CFG)}", *TRAINER, "--out", str(out), "-q"],
+         "--student", str(student), *TRAINER, "--out", str(out), "-q"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -134,7 +136,9 @@ def test_image_classifier_teaches_a_text_student_far_above_chance(
     assert student["zero_shot_accuracy"] > 3 * student["chance"]["zero_shot_accuracy"]
     assert report["teacher"]["zero_shot_accuracy"] is None
     assert report["baseline"]["recall_at_1"] is not None
-    assert load_tower(out / "model.pt").modality == "text"
+    tower = load_tower(out / "model.pt")
+    assert tower.modality == "text"
+    assert tower.text_cfg == TEXT_CFG
     assert (out / "retrieval.png").stat().st_size > 0
     assert (out / "baseline" / "model.pt").exists()
 

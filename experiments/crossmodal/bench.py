@@ -67,14 +67,26 @@ def main() -> None:
         rows.setdefault("baseline (clip loss only)", []).append(first["baseline"] | {"seed": seed})
         for method, report in results.items():
             rows.setdefault(f"student ({method})", []).append(report["student"] | {"seed": seed})
+    write_result(HERE / arguments.result, rows, seeds=arguments.seeds,
+                 overrides=arguments.overrides)  # fmt: skip
+
+
+def write_result(
+    path: Path, rows: dict[str, list[dict]], *, seeds: list[int], overrides: list[str]
+) -> None:
+    """Medians over seeds per row, and every run's figures, as JSON (printed too)."""
     medians = {
         name: {key: statistics.median(run[key] for run in runs) for key in KEYS}
-        | {"parameters": runs[0]["parameters"]["total"], "seeds": len(runs)}
+        | {
+            "parameters": runs[0]["parameters"]["total"],
+            "seeds": len(runs),
+            "chance_recall_at_1": runs[0]["chance"]["recall_at_1"],
+        }  # fmt: skip
         for name, runs in rows.items()
     }
     result = {
-        "seeds": arguments.seeds,
-        "overrides": arguments.overrides,
+        "seeds": seeds,
+        "overrides": overrides,
         "medians": medians,
         "runs": {
             name: [{k: run[k] for k in (*KEYS, "seed")} for run in runs]
@@ -82,7 +94,7 @@ def main() -> None:
         },
         "captions": "templated from the class labels",
     }
-    (HERE / arguments.result).write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(medians, indent=2))
 
 

@@ -19,24 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
+
+from bench import freekd, write_result  # experiments/crossmodal/bench.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CLIP_CONFIG = ROOT / "configs" / "crossmodal" / "tinyclip_fmnist.yaml"
 CLASSIFIER_CONFIG = ROOT / "configs" / "teacher" / "fashion_mnist_resnet8.yaml"
-KEYS = ("zero_shot_accuracy", "recall_at_1", "recall_at_5", "recall_at_10")
-
-
-def freekd(*arguments: str) -> None:
-    environment = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    command = [sys.executable, "-m", "freekd", *arguments, "-q"]
-    print("$", " ".join(command[2:]), flush=True)
-    subprocess.run(command, check=True, env=environment)
 
 
 def teachers(out: Path, seed: int) -> dict[str, str]:
@@ -76,27 +66,8 @@ def main() -> None:
             for role in ("student", "baseline"):
                 entry = report[role] | {"seed": seed, "cpu_seconds": report["cpu_seconds"]}
                 rows.setdefault(f"{direction}: {role}", []).append(entry)
-    medians = {
-        name: {key: statistics.median(run[key] for run in runs) for key in KEYS}
-        | {
-            "parameters": runs[0]["parameters"]["total"],
-            "seeds": len(runs),
-            "chance_recall_at_1": runs[0]["chance"]["recall_at_1"],
-        }  # fmt: skip
-        for name, runs in rows.items()
-    }
-    result = {
-        "seeds": arguments.seeds,
-        "overrides": arguments.overrides,
-        "medians": medians,
-        "runs": {
-            name: [{k: run[k] for k in (*KEYS, "seed")} for run in runs]
-            for name, runs in rows.items()
-        },
-        "captions": "templated from the class labels",
-    }
-    (HERE / arguments.result).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(medians, indent=2))
+    write_result(HERE / arguments.result, rows, seeds=arguments.seeds,
+                 overrides=arguments.overrides)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -559,6 +559,18 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return
+    if "model" in details:  # a cross-modal file (CLIP or one tower)
+        _print_table(
+            str(path),
+            [
+                ("format", details["format"]),
+                ("model", json.dumps(details["model"])),
+                ("parameters", f"{details['parameters']:,}"),
+                ("freekd version", str(details["freekd_version"])),
+                ("trained on", str(details["config"].get("pairs", "?"))),
+            ],
+        )
+        return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
     rows = [

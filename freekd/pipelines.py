@@ -1293,8 +1293,19 @@ def run_eval(
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config)."""
-    from freekd.checkpoint import read_checkpoint
+    from freekd.checkpoint import read_checkpoint, safe_torch_load
+    from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+    from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
 
+    raw = safe_torch_load(Path(path), what="checkpoint")
+    if isinstance(raw, dict) and raw.get("format") in (CLIP_FORMAT, TOWER_FORMAT):
+        return {  # cross-modal files: a CLIP, or one encoder tower
+            "format": raw["format"],
+            "model": raw.get("model_config") or raw.get("tower"),
+            "parameters": sum(int(v.numel()) for v in raw["state_dict"].values()),
+            "freekd_version": raw.get("freekd_version"),
+            "config": raw.get("config", {}),
+        }
     data = read_checkpoint(path)
     parameters = sum(
         int(v.numel())

@@ -111,6 +111,9 @@ def test_student_towers_round_trip_weights_only(tmp_path: Path, kind: str) -> No
     assert data["format"] == "freekd-tower/1"
     loaded = load_tower(tmp_path / "model.pt")
     torch.testing.assert_close(loaded.encode(inputs), tower.encode(inputs))
+    info = CliRunner().invoke(app, ["info", str(tmp_path / "model.pt"), "--json"])
+    assert info.exit_code == 0, info.output
+    assert json.loads(info.output)["model"]["kind"] == kind
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     with pytest.raises(FreekdError):
         load_tower(tmp_path / "bad.pt")

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.deepinversion import MemoryBank
+from freekd.generators.deepinversion import MemoryBank, balanced_targets, random_shift
 from freekd.generators.hooks import eval_mode
 from freekd.generators.nets import Generator, teacher_pixel_statistics
 from freekd.generators.registry import SYNTHESIZERS
@@ -65,6 +65,18 @@ class AdversarialSynthesizer:
             Distribution Mismatch in Knowledge Distillation via Synthetic Data", §3).
         memory_size: images the replay memory keeps (first in, first out); every ``synthesize``
             call stores one fresh batch of the updated generator.
+        class_weight: weight of a class-conditional term (0: off, an unconditional generator as
+            in both papers). When positive the generator is conditional, as in a conditional GAN
+            (Mirza & Osindero 2014, arXiv:1411.1784 §3.2: the one-hot class is appended to z),
+            every batch asks for every class equally often (``balanced_targets``) and the
+            generator also minimizes class_weight · CE(teacher(G(z, y)), y), as CGDD does (Yu et
+            al. 2021, arXiv:2112.15358 §3.2): no class can drop out of the student's batches.
+            Reported under ``"class"`` (a freekd addition to both papers).
+        student_shift: largest random translation, in pixels, applied per image to the batches
+            the student trains on (``deepinversion.random_shift``; 0: none, as in both papers).
+            The teacher labels the shifted images, so every generator image yields views it
+            never drew itself, as CMI and Fast do with crops of their synthetic data (a freekd
+            addition).
     """
 
     needs_batchnorm = False
@@ -91,12 +103,21 @@ class AdversarialSynthesizer:
         generator_output: str = "batchnorm",
         replay_fraction: float = 0.0,
         memory_size: int = 20_000,
+        student_shift: int = 0,
+        class_weight: float = 0.0,
     ) -> None:
         if batch_size < 1 or generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
         if not 0 <= replay_fraction < 1:
             raise ValueError(f"replay_fraction must lie in [0, 1), got {replay_fraction}")
+        if student_shift < 0:
+            raise ValueError(f"student_shift must be non-negative, got {student_shift}")
         self.replay_fraction = replay_fraction
+        self.student_shift = student_shift
+        if class_weight < 0:
+            raise ValueError(f"class_weight must be non-negative, got {class_weight}")
+        self.class_weight = class_weight
+        self.num_classes = num_classes
         self.memory = MemoryBank(memory_size)
         self.image_shape = image_shape
         self.rng = rng
@@ -107,7 +128,7 @@ class AdversarialSynthesizer:
         self.balance_weight = balance_weight
         self.generator_steps = generator_steps
         self.generator = Generator(
-            latent_dim=latent_dim,
+            latent_dim=latent_dim + (num_classes if class_weight > 0 else 0),
             image_shape=image_shape,
             width=generator_width,
             output=generator_output,
@@ -120,8 +141,14 @@ class AdversarialSynthesizer:
         """The scalar the generator maximizes and the student minimizes; (B, K) logits each."""
         raise NotImplementedError
 
-    def _latent(self, n: int) -> Tensor:
-        return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device)
+    def _latent(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n generator inputs and, for a conditional generator, the classes they ask for."""
+        codes = torch.randn((n, self.latent_dim), generator=self.rng)
+        if self.class_weight <= 0:
+            return codes.to(self.device), None
+        targets = balanced_targets(n, self.num_classes, self.rng)
+        one_hot = nn.functional.one_hot(targets, self.num_classes).to(codes.dtype)
+        return torch.cat([codes, one_hot], dim=1).to(self.device), targets.to(self.device)
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         self.generator.train()
@@ -130,7 +157,8 @@ class AdversarialSynthesizer:
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for _ in range(self.generator_steps):
-                images = self.generator(self._latent(self.batch_size))
+                codes, targets = self._latent(self.batch_size)
+                images = self.generator(codes)
                 # No no_grad on either model: the gradient flows through both into the images.
                 teacher_logits = teacher(images)
                 student_logits = student(images)
@@ -138,6 +166,10 @@ class AdversarialSynthesizer:
                     "adversarial": -self.adversarial_weight
                     * self.discrepancy(student_logits, teacher_logits)
                 }
+                if targets is not None:
+                    terms["class"] = self.class_weight * nn.functional.cross_entropy(
+                        teacher_logits, targets
+                    )
                 if self.balance_weight > 0:
                     terms["balance"] = self.balance_weight * information_entropy(teacher_logits)
                 loss = torch.stack(list(terms.values())).sum()
@@ -155,15 +187,15 @@ class AdversarialSynthesizer:
     def _fresh(self, n: int) -> Tensor:
         self.generator.train()  # batch statistics, as in the generator step
         self.images_synthesized += n
-        return self.generator(self._latent(n))  # type: ignore[no-any-return]
+        return self.generator(self._latent(n)[0])  # type: ignore[no-any-return]
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         replayed = round(n * self.replay_fraction) if len(self.memory) else 0
-        fresh = self._fresh(n - replayed)
-        if not replayed:
-            return fresh
-        return torch.cat([fresh, self.memory.sample(replayed, self.rng)])
+        images = self._fresh(n - replayed)
+        if replayed:
+            images = torch.cat([images, self.memory.sample(replayed, self.rng)])
+        return random_shift(images, pixels=self.student_shift, rng=self.rng)
 
     def reinitialize(self, *, lr_scale: float) -> None:
         reset_weights(self.generator, self.rng)

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from freekd.errors import FreekdError
 from freekd.generators.base import load_state, restart_optimizer, save_state
@@ -91,6 +92,36 @@ def jitter_flip(images: Tensor, *, jitter: int, flip: bool, rng: torch.Generator
     if flip and bool(torch.rand((), generator=rng) < 0.5):
         images = images.flip(dims=(3,))
     return images
+
+
+def random_shift(images: Tensor, *, pixels: int, rng: torch.Generator) -> Tensor:
+    """Every image moved by its own random whole-pixel shift of up to ``pixels`` in each
+    direction, the uncovered border filled with zeros: torchvision's
+    ``RandomCrop(size, padding=pixels)`` applied per image (Krizhevsky et al. 2012 §4.1's
+    translation augmentation), on a batch and reproducibly from ``rng``.
+
+    Args:
+        images: (B, C, H, W).
+        pixels: largest shift (0: the images unchanged).
+        rng: where the shifts come from.
+
+    Returns:
+        (B, C, H, W), the same dtype and device.
+    """
+    if pixels < 0:
+        raise ValueError(f"pixels must be non-negative, got {pixels}")
+    if pixels == 0:
+        return images
+    n, _, height, width = images.shape
+    padded = F.pad(images, (pixels, pixels, pixels, pixels))
+    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=rng)
+    shifted = torch.empty_like(images)
+    # One slice per distinct offset ((2p + 1)² at most) instead of a gather per pixel.
+    for dy, dx in torch.unique(offsets, dim=0).tolist():
+        chosen = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().squeeze(1)
+        chosen = chosen.to(images.device)
+        shifted[chosen] = padded[chosen, :, dy : dy + height, dx : dx + width]
+    return shifted
 
 
 class _Pixels(nn.Module):

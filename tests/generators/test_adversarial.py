@@ -254,3 +254,67 @@ def test_replay_mixes_earlier_generator_batches_into_student_batches(teacher: Te
             image_shape=SHAPE, num_classes=10, rng=torch.Generator(), device=torch.device("cpu"),
             replay_fraction=1.0,
         )  # fmt: skip
+
+
+def test_student_shift_moves_the_student_batches_not_the_generator_images(
+    teacher: Teacher,
+) -> None:
+    def make(shift: int) -> AdversarialSynthesizer:
+        return SYNTHESIZERS.get("zskt")(
+            image_shape=SHAPE,
+            num_classes=10,
+            rng=torch.Generator().manual_seed(0),
+            device=torch.device("cpu"),
+            batch_size=16,
+            student_shift=shift,
+        )
+
+    plain, shifted = make(0), make(2)
+    shifted.generator.load_state_dict(plain.generator.state_dict())
+    a, b = plain.sample(16), shifted.sample(16)
+    assert b.shape == a.shape
+    assert not torch.equal(a, b)
+    # Same latent codes: each shifted image is its plain twin's window of the zero-padded image.
+    padded = torch.nn.functional.pad(a, (2, 2, 2, 2))
+    height, width = SHAPE[1:]
+    for plain_image, moved in zip(padded, b, strict=True):
+        assert any(
+            torch.equal(plain_image[:, dy : dy + height, dx : dx + width], moved)
+            for dy in range(5)
+            for dx in range(5)
+        )
+    with pytest.raises(ValueError, match="student_shift"):
+        make(-1)
+
+
+def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(
+    teacher: Teacher,
+) -> None:
+    def make(class_weight: float) -> AdversarialSynthesizer:
+        return SYNTHESIZERS.get("zskt")(
+            image_shape=SHAPE,
+            num_classes=10,
+            rng=torch.Generator().manual_seed(0),
+            device=torch.device("cpu"),
+            batch_size=40,
+            lr=1e-2,
+            class_weight=class_weight,
+        )
+
+    plain, conditional = make(0.0), make(1.0)
+    assert plain.generator.project[0].in_features == 100
+    assert conditional.generator.project[0].in_features == 110  # z and the one-hot class
+    codes, targets = conditional._latent(40)
+    assert targets is not None
+    assert torch.bincount(targets, minlength=10).tolist() == [4] * 10
+    torch.testing.assert_close(codes[:, 100:].argmax(dim=1), targets)
+    student = make_student()
+    first = conditional.synthesize(teacher, student)
+    assert set(first) == {"adversarial", "class"}
+    for _ in range(30):
+        last = conditional.synthesize(teacher, student)
+    # The teacher increasingly reads the requested class from the generator's images.
+    assert last["class"] < first["class"] / 2
+    assert conditional.sample(8).shape == (8, *SHAPE)
+    with pytest.raises(ValueError, match="class_weight"):
+        make(-1.0)

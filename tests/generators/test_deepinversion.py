@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision import transforms
 from typer.testing import CliRunner
 
 from freekd.cli import app
@@ -16,6 +17,7 @@ from freekd.generators.deepinversion import (
     MemoryBank,
     balanced_targets,
     jitter_flip,
+    random_shift,
 )
 from freekd.generators.hooks import batchnorm_statistics
 from freekd.losses.inversion import bn_statistics
@@ -139,6 +141,26 @@ def test_jitter_shifts_by_at_most_jitter_pixels() -> None:
         row, column = divmod(int(jitter_flip(image, jitter=2, flip=False, rng=rng).argmax()), 8)
         assert abs(row - 4) <= 2
         assert abs(column - 4) <= 2
+
+
+@pytest.mark.parametrize("pixels", [1, 2, 4])
+def test_random_shift_is_torchvisions_padded_random_crop_per_image(pixels: int) -> None:
+    images = torch.rand((12, 3, 9, 7), generator=torch.Generator().manual_seed(0))
+    shifted = random_shift(images, pixels=pixels, rng=torch.Generator().manual_seed(1))
+    # The same offsets, drawn again, through torchvision's crop of the zero-padded image.
+    offsets = torch.randint(0, 2 * pixels + 1, (12, 2), generator=torch.Generator().manual_seed(1))
+    for image, moved, (top, left) in zip(images, shifted, offsets.tolist(), strict=True):
+        padded = transforms.functional.pad(image, [pixels])
+        expected = transforms.functional.crop(padded, top, left, 9, 7)
+        assert torch.equal(moved, expected)
+    assert len({tuple(o) for o in offsets.tolist()}) > 1  # the images moved differently
+
+
+def test_random_shift_of_zero_pixels_is_the_identity_and_negative_refuses() -> None:
+    images = torch.rand((3, *SHAPE))
+    assert random_shift(images, pixels=0, rng=torch.Generator()) is images
+    with pytest.raises(ValueError, match="non-negative"):
+        random_shift(images, pixels=-1, rng=torch.Generator())
 
 
 def test_balanced_targets_cover_every_class() -> None:

@@ -72,6 +72,8 @@ class AdversarialSynthesizer:
             generator also minimizes class_weight · CE(teacher(G(z, y)), y), as CGDD does (Yu et
             al. 2021, arXiv:2112.15358 §3.2): no class can drop out of the student's batches.
             Reported under ``"class"`` (a freekd addition to both papers).
+        temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
+            discrepancy is on logits and has none: it refuses any other value.
         student_shift: largest random translation, in pixels, applied per image to the batches
             the student trains on (``deepinversion.random_shift``; 0: none, as in both papers).
             The teacher labels the shifted images, so every generator image yields views it
@@ -80,6 +82,8 @@ class AdversarialSynthesizer:
     """
 
     needs_batchnorm = False
+    #: Whether ``discrepancy`` compares softmax outputs (and so takes ``temperature``).
+    has_temperature: ClassVar[bool] = True
     #: The student-side method (``METHODS`` name) and its parameters the paper pairs with.
     recommended_method: ClassVar[str]
     recommended_method_params: ClassVar[dict[str, Any]] = {}
@@ -105,6 +109,7 @@ class AdversarialSynthesizer:
         memory_size: int = 20_000,
         student_shift: int = 0,
         class_weight: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         if batch_size < 1 or generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
@@ -117,6 +122,11 @@ class AdversarialSynthesizer:
         if class_weight < 0:
             raise ValueError(f"class_weight must be non-negative, got {class_weight}")
         self.class_weight = class_weight
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if temperature != 1.0 and not self.has_temperature:
+            raise ValueError("this discrepancy is on logits and has no temperature; leave it 1")
+        self.temperature = temperature
         self.num_classes = num_classes
         self.memory = MemoryBank(memory_size)
         self.image_shape = image_shape
@@ -232,6 +242,7 @@ class DFAD(AdversarialSynthesizer):
     Args: see ``AdversarialSynthesizer``.
     """
 
+    has_temperature = False
     recommended_method = "logit-l1"
     recommended_method_params: ClassVar[dict[str, Any]] = {}
     recommended_synthesize_every = 5
@@ -274,4 +285,4 @@ class ZSKT(AdversarialSynthesizer):
     recommended_synthesize_every = 10
 
     def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return kl_discrepancy(student_logits, teacher_logits, temperature=1.0)
+        return kl_discrepancy(student_logits, teacher_logits, temperature=self.temperature)

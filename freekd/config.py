@@ -393,7 +393,8 @@ class DataFreeConfig:
             one without (``pipelines.default_synthesizer``), and the saved config names it.
         method: the student-side distillation rule on synthetic batches (labels never exist);
             default: the synthesizer's ``recommended_method`` (e.g. ``logit-l1`` for dfad), else
-            ``kd`` at temperature 4.
+            ``kd`` at temperature 4. The name ``auto`` is that recommendation with ``params``
+            over its parameters: ``--set method.params.temperature=2`` alone changes one.
         eval_dataset: labelled real data used only to report accuracy (never trained on).
         data_root: torchvision-format root for ``eval_dataset``.
         download: let torchvision download into ``data_root``.
@@ -419,7 +420,8 @@ class DataFreeConfig:
     student: str | None = None
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="auto"))
-    method: ComponentConfig | None = None
+    # A partial ``--set method.params.temperature=2`` fills the name with ``auto``.
+    method: ComponentConfig | None = field(default=None, metadata={"partial_name": "auto"})
     eval_dataset: str | None = None
     data_root: str | None = None
     download: bool = False
@@ -819,7 +821,9 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
             )
             raise FreekdError(f"{where} has no field {key!r}{hint}")
         annotation = hints[key]
-        if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        optional = [a for a in typing.get_args(annotation) if a is not type(None)]
+        target = optional[0] if len(optional) == 1 else annotation  # X | None → X
+        if dataclasses.is_dataclass(target) and isinstance(value, dict):
             value = _with_field_defaults(cls, key, value)
         kwargs[key] = _coerce(annotation, value, f"{where}.{key}")
     try:
@@ -844,6 +848,9 @@ def _with_field_defaults(cls: type, key: str, value: dict[str, Any]) -> dict[str
     else:
         return value
     if default is None:
+        partial = spec.metadata.get("partial_name")
+        if partial is not None and "name" not in value:
+            return {"name": partial, **value}
         return value
     defaults = to_dict(default)
     if "name" in value and "name" in defaults and value["name"] != defaults["name"]:

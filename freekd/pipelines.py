@@ -1415,6 +1415,8 @@ def _inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict
 
 #: ``--method auto`` (the default): the synthesizer the data-free benchmark found best for the
 #: teacher at hand (``experiments/datafree/README.md``).
+#: ``DataFreeConfig.method.name`` for the synthesizer's recommended student-side method.
+AUTO_METHOD = "auto"
 AUTO_SYNTHESIZER = "auto"
 
 
@@ -1467,10 +1469,15 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         _check_params(
             synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
         )
-    method_config = config.method or ComponentConfig(
+    recommended = ComponentConfig(
         name=getattr(synthesizer_class, "recommended_method", "kd"),
         params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
     )
+    method_config = config.method or recommended
+    if method_config.name == AUTO_METHOD:  # the recommendation, with the given params over it
+        method_config = ComponentConfig(
+            name=recommended.name, params={**recommended.params, **method_config.params}
+        )
     recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
     synthesize_every = config.synthesize_every or recommended_every
     method_class = METHODS.get(method_config.name)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from freekd.config import DistillConfig, TeacherTrainConfig, dump_yaml, from_dict, load_config
+from freekd.config import (
+    ComponentConfig,
+    DataFreeConfig,
+    DistillConfig,
+    TeacherTrainConfig,
+    dump_yaml,
+    from_dict,
+    load_config,
+)
 from freekd.errors import FreekdError
 
 
@@ -82,6 +90,14 @@ def test_partial_component_keeps_its_defaults_unless_renamed() -> None:
     assert config.method.params == {"temperature": 4.0, "ce_weight": 0.5}
     renamed = load_config(DistillConfig, overrides=["method.name=other"])
     assert renamed.method.params == {}
+
+
+def test_datafree_partial_method_is_the_recommended_one_with_those_params() -> None:
+    config = load_config(DataFreeConfig, overrides=["method.params.temperature=2"])
+    assert config.method == ComponentConfig(name="auto", params={"temperature": 2})
+    assert load_config(DataFreeConfig).method is None
+    named = load_config(DataFreeConfig, overrides=["method.name=kd"])
+    assert named.method == ComponentConfig(name="kd", params={})
 
 
 def test_from_dict_rejects_non_mapping_group() -> None:

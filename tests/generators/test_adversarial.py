@@ -194,6 +194,25 @@ def test_datafree_dfad_with_logit_l1_end_to_end(tiny_teacher_path: Path, tmp_pat
     assert any("loss/l1" in line for line in lines), lines[-1]
 
 
+def test_datafree_method_params_alone_change_the_recommended_method(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    arguments = [
+        "datafree", "--teacher", str(tiny_teacher_path), "--method", "zskt",
+        "--set", "method.params.temperature=2", "--set", "steps_per_epoch=2",
+        "--set", "synthesizer.params.batch_size=8", "--epochs", "1", "--batch-size", "8",
+        "--device", "cpu", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    # zskt's recommendation (kd, kd_weight 10) with the one parameter changed.
+    assert report["student_method"]["name"] == "kd"
+    assert report["student_method"]["params"]["temperature"] == 2
+    assert report["student_method"]["params"]["kd_weight"] == 10
+
+
 def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> None:
     """DAFL's information entropy as an optional term: off by default, a gradient when on."""
     assert "balance" not in make_adversarial("zskt").synthesize(teacher, make_student())

@@ -7,6 +7,7 @@ import inspect
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,13 +33,13 @@ def teacher(tiny_teacher_path: Path) -> Teacher:
     return load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
 
 
-def make_adversarial(name: str, seed: int = 0) -> AdversarialSynthesizer:
+def make_adversarial(name: str, seed: int = 0, **params: Any) -> AdversarialSynthesizer:
     synthesizer = SYNTHESIZERS.get(name)(
         image_shape=SHAPE,
         num_classes=10,
         rng=torch.Generator().manual_seed(seed),
         device=torch.device("cpu"),
-        batch_size=32,
+        **{"batch_size": 32, **params},
     )
     assert isinstance(synthesizer, AdversarialSynthesizer)
     return synthesizer
@@ -279,14 +280,7 @@ def test_student_shift_moves_the_student_batches_not_the_generator_images(
     teacher: Teacher,
 ) -> None:
     def make(shift: int) -> AdversarialSynthesizer:
-        return SYNTHESIZERS.get("zskt")(
-            image_shape=SHAPE,
-            num_classes=10,
-            rng=torch.Generator().manual_seed(0),
-            device=torch.device("cpu"),
-            batch_size=16,
-            student_shift=shift,
-        )
+        return make_adversarial("zskt", batch_size=16, student_shift=shift)
 
     plain, shifted = make(0), make(2)
     shifted.generator.load_state_dict(plain.generator.state_dict())
@@ -310,15 +304,7 @@ def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(
     teacher: Teacher,
 ) -> None:
     def make(class_weight: float) -> AdversarialSynthesizer:
-        return SYNTHESIZERS.get("zskt")(
-            image_shape=SHAPE,
-            num_classes=10,
-            rng=torch.Generator().manual_seed(0),
-            device=torch.device("cpu"),
-            batch_size=40,
-            lr=1e-2,
-            class_weight=class_weight,
-        )
+        return make_adversarial("zskt", batch_size=40, lr=1e-2, class_weight=class_weight)
 
     torch.manual_seed(3)  # the generators' initial weights
     plain, conditional = make(0.0), make(1.0)
@@ -342,13 +328,7 @@ def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(
 
 def test_zskt_temperature_is_its_kl_at_that_temperature_and_dfad_refuses_one() -> None:
     def make(name: str, temperature: float) -> AdversarialSynthesizer:
-        return SYNTHESIZERS.get(name)(
-            image_shape=SHAPE,
-            num_classes=10,
-            rng=torch.Generator().manual_seed(0),
-            device=torch.device("cpu"),
-            temperature=temperature,
-        )
+        return make_adversarial(name, temperature=temperature)
 
     rng = torch.Generator().manual_seed(3)
     student = torch.randn((6, 10), generator=rng)

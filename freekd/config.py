@@ -380,6 +380,10 @@ class CollapseConfig:
     lr_scale: float = 0.5
 
 
+#: ``DataFreeConfig.method.name`` for the synthesizer's recommended student-side method.
+AUTO_METHOD = "auto"
+
+
 @dataclass(frozen=True)
 class DataFreeConfig:
     """``freekd datafree``: distill a student from a teacher with synthetic inputs only.
@@ -421,7 +425,7 @@ class DataFreeConfig:
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     synthesizer: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="auto"))
     # A partial ``--set method.params.temperature=2`` fills the name with ``auto``.
-    method: ComponentConfig | None = field(default=None, metadata={"partial_name": "auto"})
+    method: ComponentConfig | None = field(default=None, metadata={"partial_name": AUTO_METHOD})
     eval_dataset: str | None = None
     data_root: str | None = None
     download: bool = False

@@ -22,6 +22,7 @@ from torch import nn
 from freekd import __version__
 from freekd.checkpoint import save_checkpoint
 from freekd.config import (
+    AUTO_METHOD,
     ComponentConfig,
     DataFreeConfig,
     DistillConfig,
@@ -1415,8 +1416,6 @@ def _inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict
 
 #: ``--method auto`` (the default): the synthesizer the data-free benchmark found best for the
 #: teacher at hand (``experiments/datafree/README.md``).
-#: ``DataFreeConfig.method.name`` for the synthesizer's recommended student-side method.
-AUTO_METHOD = "auto"
 AUTO_SYNTHESIZER = "auto"
 
 
@@ -1545,13 +1544,18 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         description = f"proxy {proxy_set.name} → {student_arch}"
     else:
         assert synthesizer_class is not None
-        synthesizer = synthesizer_class(
-            image_shape=teacher.input_shape,
-            num_classes=teacher.num_classes,
-            rng=rng,
-            device=device,
-            **config.synthesizer.params,
-        )
+        try:
+            synthesizer = synthesizer_class(
+                image_shape=teacher.input_shape,
+                num_classes=teacher.num_classes,
+                rng=rng,
+                device=device,
+                **config.synthesizer.params,
+            )
+        except ValueError as error:  # a parameter out of range
+            raise FreekdError(
+                f"--method {config.synthesizer.name}: {error}; fix --set synthesizer.params"
+            ) from None
         source = synthetic = _synthetic_source(
             config, synthesizer, teacher, student, synthesize_every=synthesize_every
         )

@@ -214,6 +214,30 @@ def test_datafree_method_params_alone_change_the_recommended_method(
     assert report["student_method"]["params"]["kd_weight"] == 10
 
 
+@pytest.mark.parametrize(
+    ("method", "param", "message"),
+    [
+        ("zskt", "student_shift=-1", "student_shift must be non-negative"),
+        ("zskt", "class_weight=-1", "class_weight must be non-negative"),
+        ("dfad", "temperature=2", "no temperature"),
+    ],
+)
+def test_datafree_out_of_range_synthesizer_params_fail_in_one_line(
+    tiny_teacher_path: Path, tmp_path: Path, method: str, param: str, message: str
+) -> None:
+    out = tmp_path / "run"
+    arguments = [
+        "datafree", "--teacher", str(tiny_teacher_path), "--method", method,
+        "--set", f"synthesizer.params.{param}", "--epochs", "1", "--device", "cpu", "--quiet",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
 def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> None:
     """DAFL's information entropy as an optional term: off by default, a gradient when on."""
     assert "balance" not in make_adversarial("zskt").synthesize(teacher, make_student())

@@ -1,5 +1,5 @@
 """Loss functions: pure, tensors in and scalar out, hyperparameters keyword-only."""
 
-from freekd.losses.kd import cross_entropy, kd_kl
+from freekd.losses.kd import attention_map, attention_transfer, cross_entropy, kd_kl
 
-__all__ = ["cross_entropy", "kd_kl"]
+__all__ = ["attention_map", "attention_transfer", "cross_entropy", "kd_kl"]

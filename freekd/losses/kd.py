@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,3 +29,43 @@ def kd_kl(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float 
 def cross_entropy(logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy of (B, C) logits against (B,) integer labels."""
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def attention_map(features: Tensor, *, power: float = 2.0) -> Tensor:
+    """Spatial attention map of a feature block, Zagoruyko & Komodakis 2017 (arXiv:1612.03928) §3.1.
+
+    Args:
+        features: (B, C, H, W) activations.
+        power: p of the channel-wise statistic F^p_mean = (1/C) Σ_c |A_c|^p (the paper's p = 2).
+
+    Returns:
+        (B, H·W) maps, each L2-normalized (§3.1: "it is important to normalize").
+    """
+    pooled = features.abs().pow(power).mean(dim=1).flatten(1)
+    return F.normalize(pooled, dim=1)
+
+
+def attention_transfer(
+    student_features: list[Tensor], teacher_features: list[Tensor], *, power: float = 2.0
+) -> Tensor:
+    """Attention-transfer loss summed over matched blocks (Zagoruyko & Komodakis 2017, Eq. 2).
+
+    Σ_j mean over batch and positions of (Q_S^j/‖Q_S^j‖ − Q_T^j/‖Q_T^j‖)², the form ZSKT adds to
+    its student loss with weight β (Micaelli & Storkey 2019, arXiv:1905.09768, Eq. 2). Blocks
+    pair up by position in the lists and must share their spatial size; channels may differ.
+    """
+    if len(student_features) != len(teacher_features) or not student_features:
+        raise ValueError(
+            f"need the same non-zero number of student and teacher blocks, got "
+            f"{len(student_features)} and {len(teacher_features)}"
+        )
+    terms = []
+    for student, teacher in zip(student_features, teacher_features, strict=True):
+        if student.shape[-2:] != teacher.shape[-2:]:
+            raise ValueError(
+                f"attention maps need equal spatial sizes, got {tuple(student.shape[-2:])} "
+                f"and {tuple(teacher.shape[-2:])}"
+            )
+        difference = attention_map(student, power=power) - attention_map(teacher, power=power)
+        terms.append(difference.pow(2).mean())
+    return torch.stack(terms).sum()

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from freekd.methods.attention import AttentionKD
 from freekd.methods.base import Method, StepOutput
 from freekd.methods.kd import LogitKD
 from freekd.methods.logit_l1 import LogitL1
@@ -13,10 +14,12 @@ from freekd.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("kd")(LogitKD)
+METHODS.register("kd-at")(AttentionKD)
 METHODS.register("logit-l1")(LogitL1)
 
 __all__ = [
     "METHODS",
+    "AttentionKD",
     "EnsembleSupervised",
     "LogitKD",
     "LogitL1",

@@ -366,3 +366,24 @@ def test_zskt_temperature_is_its_kl_at_that_temperature_and_dfad_refuses_one() -
         make("dfad", 2.0)
     with pytest.raises(ValueError, match="positive"):
         make("zskt", 0.0)
+
+
+def test_total_variation_prior_smooths_the_generator_images(teacher: Teacher) -> None:
+    """Off by default; on, it is weight · R_TV of the generator batch, and steps that follow only
+    the prior (adversarial weight 0) make the images smoother."""
+    from freekd.losses.inversion import total_variation
+
+    assert "total_variation" not in make_adversarial("zskt").synthesize(teacher, make_student())
+    synthesizer = make_adversarial(
+        "zskt", adversarial_weight=0.0, total_variation_weight=3.0, generator_steps=20, lr=1e-2
+    )
+    latent = torch.randn((32, synthesizer.latent_dim), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = float(total_variation(synthesizer.generator.train()(latent)))
+    statistics = synthesizer.synthesize(teacher, make_student())
+    with torch.no_grad():
+        after = float(total_variation(synthesizer.generator.train()(latent)))
+    assert 0 < statistics["total_variation"] <= 3.0 * 2  # R_TV ≤ 2 for pixels in [0, 1]
+    assert after < 0.7 * before
+    with pytest.raises(ValueError, match="total_variation_weight"):
+        make_adversarial("zskt", total_variation_weight=-1.0)

@@ -29,6 +29,12 @@ def make_teacher() -> Teacher:
     )
 
 
+def make_student(name: str) -> ImageClassifier:
+    """The MLP, or a CNN for methods that match feature maps (they need spatial activations)."""
+    needs_maps = getattr(METHODS.get(name), "needs_feature_maps", False)
+    return classifier("tiny-cnn" if needs_maps else "mlp", 1)
+
+
 def fixed_batch(data: ImageDataset, labelled: bool = True) -> Batch:
     batch = data.batch(torch.arange(64))
     return batch if labelled else Batch(batch.images, None)
@@ -37,7 +43,7 @@ def fixed_batch(data: ImageDataset, labelled: bool = True) -> Batch:
 @pytest.mark.parametrize("name", METHODS.names())
 def test_teacher_frozen_eval_and_gets_no_grad(name: str, digits_train: ImageDataset) -> None:
     teacher = make_teacher()
-    method = METHODS.get(name)(classifier("mlp", 1), teacher)
+    method = METHODS.get(name)(make_student(name), teacher)
     method.train()
     assert not teacher.training
     assert all(not m.training for m in teacher.modules())
@@ -56,7 +62,7 @@ def test_teacher_frozen_eval_and_gets_no_grad(name: str, digits_train: ImageData
 def test_finite_scalar_losses_with_stable_keys(
     name: str, labelled: bool, digits_train: ImageDataset
 ) -> None:
-    method = METHODS.get(name)(classifier("mlp", 1), make_teacher())
+    method = METHODS.get(name)(make_student(name), make_teacher())
     first = method.training_step(fixed_batch(digits_train, labelled))
     second = method.training_step(fixed_batch(digits_train, labelled))
     assert first.losses.keys() == second.losses.keys()
@@ -70,7 +76,7 @@ def test_finite_scalar_losses_with_stable_keys(
 @pytest.mark.parametrize("name", METHODS.names())
 def test_overfits_one_batch(name: str, digits_train: ImageDataset, tiny_teacher_path: Path) -> None:
     teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
-    method = METHODS.get(name)(classifier("mlp", 1), teacher)
+    method = METHODS.get(name)(make_student(name), teacher)
     optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.05, momentum=0.9)
     batch = fixed_batch(digits_train)
     losses = []

@@ -1,0 +1,78 @@
+"""The kd-at method: which blocks it pairs, and its refusal when there are none."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from freekd.data import Batch
+from freekd.errors import FreekdError
+from freekd.losses import attention_transfer, kd_kl
+from freekd.methods import AttentionKD
+from freekd.methods.attention import spatial_blocks
+from freekd.models import ImageClassifier, build_model
+from freekd.teachers import Teacher
+
+
+def lenet(arch: str, seed: int) -> ImageClassifier:
+    torch.manual_seed(seed)
+    net = build_model(arch, num_classes=10, input_shape=(1, 28, 28))
+    return ImageClassifier(
+        net,
+        arch=arch,
+        arch_kwargs={},
+        num_classes=10,
+        input_shape=(1, 28, 28),
+        mean=[0.1],
+        std=[0.3],
+    )
+
+
+def images(n: int = 8) -> torch.Tensor:
+    return torch.rand((n, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+
+
+def test_blocks_are_the_ends_of_each_resolution_in_forward_order() -> None:
+    model = lenet("lenet5", 0)
+    with spatial_blocks(model) as blocks:
+        model(images())
+    assert list(blocks) == [(28, 28), (14, 14), (10, 10), (5, 5)]  # no 1×1 after pooling
+    assert [b.shape[1] for b in blocks.values()] == [6, 6, 16, 16]
+    assert all((b >= 0).all() for b in blocks.values())  # after ReLU / pooling of ReLUs
+    after = len(blocks)
+    model(images())  # hooks are gone after the block
+    assert len(blocks) == after
+
+
+def test_loss_is_kd_plus_beta_attention_on_the_shared_blocks() -> None:
+    teacher = Teacher(lenet("lenet5", 0), num_classes=10, input_shape=(1, 28, 28), description="t")
+    student = lenet("lenet5-half", 1)
+    method = AttentionKD(student, teacher, temperature=2.0, kd_weight=3.0, beta=7.0)
+    x = images()
+    output = method.training_step(Batch(x, None))
+    with torch.no_grad(), spatial_blocks(teacher) as t_blocks:
+        t_logits = teacher(x)
+    with torch.no_grad(), spatial_blocks(student) as s_blocks:
+        s_logits = student(x)
+    assert [s.shape[1] for s in s_blocks.values()] == [3, 3, 8, 8]
+    expected_at = attention_transfer(list(s_blocks.values()), list(t_blocks.values()))
+    torch.testing.assert_close(output.losses["attention"], 3.0 * 7.0 * expected_at)
+    torch.testing.assert_close(
+        output.losses["kd"], 3.0 * kd_kl(s_logits, t_logits, temperature=2.0)
+    )
+    assert "ce" not in output.losses
+
+
+def test_student_without_feature_maps_gets_a_one_line_error() -> None:
+    teacher = Teacher(lenet("lenet5", 0), num_classes=10, input_shape=(1, 28, 28), description="t")
+    torch.manual_seed(0)
+    mlp = build_model("mlp", num_classes=10, input_shape=(1, 28, 28))
+    method = AttentionKD(mlp, teacher)
+    with pytest.raises(FreekdError, match="same size.*--method kd"):
+        method.training_step(Batch(images(), None))
+
+
+def test_negative_beta_is_refused() -> None:
+    teacher = Teacher(lenet("lenet5", 0), num_classes=10, input_shape=(1, 28, 28), description="t")
+    with pytest.raises(ValueError, match="beta"):
+        AttentionKD(lenet("lenet5-half", 1), teacher, beta=-1.0)

@@ -1204,7 +1204,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         mean=None,
         std=None,
     )
-    method = method_class(student, teacher, **config.method.params)  # type: ignore[call-arg]
+    method = _build_method(method_class, student, teacher, config.method.name, config.method.params)
     result = _run_loop(
         method,
         _loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
@@ -1527,7 +1527,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         std=list(normalization.get("std", [0.5] * channels)),
         input_shape=teacher.input_shape,
     )
-    method = method_class(student, teacher, **method_config.params)
+    method = _build_method(method_class, student, teacher, method_config.name, method_config.params)
     synthetic: SyntheticSource | None = None
     source: BatchSource
     if proxy_set is not None:
@@ -1688,6 +1688,16 @@ def _save_queries(
         "labels": "the teacher's classes (not ground truth)",
         "class_shares": [round(float(share), 4) for share in shares],
     }
+
+
+def _build_method(
+    method_class: Any, student: nn.Module, teacher: Teacher, name: str, params: dict[str, Any]
+) -> Method:
+    """``method_class(student, teacher, **params)``, a parameter out of range a one-line error."""
+    try:
+        return method_class(student, teacher, **params)  # type: ignore[no-any-return]
+    except ValueError as error:
+        raise FreekdError(f"method {name}: {error}; fix --set method.params") from None
 
 
 def _synthetic_source(

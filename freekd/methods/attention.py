@@ -11,8 +11,9 @@ from torch import Tensor, nn
 
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
-from freekd.losses import attention_transfer, kd_kl
-from freekd.methods.base import Method, StepOutput
+from freekd.losses import attention_transfer
+from freekd.methods.base import StepOutput
+from freekd.methods.kd import LogitKD
 from freekd.teachers import Teacher
 
 
@@ -42,7 +43,12 @@ def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
             handle.remove()
 
 
-class AttentionKD(Method):
+def _device(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+class AttentionKD(LogitKD):
     """Hinton KD plus attention transfer on every stage both networks share, the student loss
     of Zero-shot Knowledge Transfer (Micaelli & Storkey 2019, arXiv:1905.09768, Eq. 2):
 
@@ -68,7 +74,8 @@ class AttentionKD(Method):
         ce_weight: weight of the hard-label term on labelled batches.
 
     Raises:
-        FreekdError: (at the first step) when the two networks share no spatial size.
+        FreekdError: when the two networks share no feature-map size (checked on construction
+            with one forward pass of blank images of the teacher's input shape).
     """
 
     #: Needs (B, C, H, W) activations at matching resolutions in student and teacher.
@@ -84,15 +91,37 @@ class AttentionKD(Method):
         beta: float = 2.5,
         ce_weight: float = 0.0,
     ) -> None:
-        super().__init__()
         if beta < 0:
             raise ValueError(f"beta must be non-negative, got {beta}")
-        self.student = student
-        self.teacher = teacher
-        self.temperature = temperature
-        self.kd_weight = kd_weight
+        super().__init__(
+            student, teacher, temperature=temperature, kd_weight=kd_weight, ce_weight=ce_weight
+        )
         self.beta = beta
-        self.ce_weight = ce_weight
+        self._check_shared_blocks()
+
+    def _check_shared_blocks(self) -> None:
+        """Refuse, before any training, a pair without a feature-map size in common.
+
+        One forward pass of two blank images of the teacher's input shape, under no_grad and
+        with the student in eval mode (its BatchNorm statistics do not move; modes restored).
+        """
+        probe = torch.zeros((2, *self.teacher.input_shape))
+        modes = [(m, m.training) for m in self.student.modules()]
+        self.student.eval()
+        try:
+            with torch.no_grad(), spatial_blocks(self.teacher) as teacher_blocks:
+                self.teacher(probe.to(_device(self.teacher)))
+            with torch.no_grad(), spatial_blocks(self.student) as student_blocks:
+                self.student(probe.to(_device(self.student)))
+        finally:
+            for module, training in modes:
+                module.training = training
+        if not any(size in teacher_blocks for size in student_blocks):
+            raise FreekdError(
+                f"attention transfer needs feature maps of the same size in student and teacher; "
+                f"the student has {sorted(student_blocks)}, the teacher {sorted(teacher_blocks)}: "
+                f"use --method kd, or a student with the teacher's down-sampling"
+            )
 
     def training_step(self, batch: Batch) -> StepOutput:
         with torch.no_grad(), spatial_blocks(self.teacher) as teacher_blocks:
@@ -100,22 +129,9 @@ class AttentionKD(Method):
         with spatial_blocks(self.student) as student_blocks:
             student_logits = self.student(batch.images)
         shared = [size for size in student_blocks if size in teacher_blocks]
-        if not shared:
-            raise FreekdError(
-                f"attention transfer needs feature maps of the same size in student and teacher; "
-                f"the student has {sorted(student_blocks)}, the teacher {sorted(teacher_blocks)}: "
-                f"use --method kd, or a student with the teacher's down-sampling"
-            )
         attention = attention_transfer(
             [student_blocks[s] for s in shared], [teacher_blocks[s] for s in shared]
         )
-        kd = kd_kl(student_logits, teacher_logits, temperature=self.temperature)
-        losses: dict[str, Tensor] = {
-            "kd": self.kd_weight * kd,
-            "attention": self.kd_weight * self.beta * attention,
-        }
-        if batch.labels is not None and self.ce_weight > 0:
-            losses["ce"] = self.ce_weight * nn.functional.cross_entropy(
-                student_logits, batch.labels
-            )
+        losses = self.response_losses(student_logits, teacher_logits, batch.labels)
+        losses["attention"] = self.kd_weight * self.beta * attention
         return StepOutput(losses=losses, logits=student_logits)

@@ -49,10 +49,17 @@ class LogitKD(Method):
         with torch.no_grad():
             teacher_logits = self.teacher(batch.images)
         student_logits = self.student(batch.images)
-        losses: dict[str, Tensor] = {
+        losses = self.response_losses(student_logits, teacher_logits, batch.labels)
+        return StepOutput(losses=losses, logits=student_logits)
+
+    def response_losses(
+        self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None
+    ) -> dict[str, Tensor]:
+        """The weighted ``"kd"`` term and, for labelled batches, the ``"ce"`` term."""
+        losses = {
             "kd": self.kd_weight
             * kd_kl(student_logits, teacher_logits, temperature=self.temperature)
         }
-        if batch.labels is not None and self.ce_weight > 0:
-            losses["ce"] = self.ce_weight * cross_entropy(student_logits, batch.labels)
-        return StepOutput(losses=losses, logits=student_logits)
+        if labels is not None and self.ce_weight > 0:
+            losses["ce"] = self.ce_weight * cross_entropy(student_logits, labels)
+        return losses

@@ -1239,14 +1239,25 @@ _WIRED = {"image_shape", "num_classes", "rng", "device"}
 
 
 def _hyperparameters(cls: type) -> dict[str, Any]:
-    """``cls``'s keyword-only hyperparameters with their defaults."""
+    """``cls``'s keyword-only hyperparameters with their defaults.
+
+    A subclass whose ``__init__`` only changes some defaults and passes ``**kwargs`` on (e.g.
+    ``ZSKT``) adds its base class's parameters, with its own defaults taking precedence.
+    """
     import inspect
 
-    return {
-        name: p.default
-        for name, p in inspect.signature(cls).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _WIRED
-    }
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        for p in parameters:
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _WIRED:
+                found.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return found
 
 
 def _resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:

@@ -212,6 +212,10 @@ def test_datafree_method_params_alone_change_the_recommended_method(
     assert report["student_method"]["name"] == "kd"
     assert report["student_method"]["params"]["temperature"] == 2
     assert report["student_method"]["params"]["kd_weight"] == 10
+    # zskt's own default (the smoothness prior) and the base class's parameters, resolved.
+    assert report["method"]["params"]["total_variation_weight"] == 1.0
+    assert report["method"]["params"]["batch_size"] == 8
+    assert report["method"]["params"]["replay_fraction"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -220,6 +224,9 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "student_shift=-1", "student_shift must be non-negative"),
         ("zskt", "class_weight=-1", "class_weight must be non-negative"),
         ("dfad", "temperature=2", "no temperature"),
+        ("zskt", "total_variation_weight=-1", "total_variation_weight must be non-negative"),
+        # zskt's own __init__ passes **kwargs on; unknown names are still refused up front.
+        ("zskt", "latent_dims=64", "has no parameter 'latent_dims'; known: total_variation_weight"),
     ],
 )
 def test_datafree_out_of_range_synthesizer_params_fail_in_one_line(
@@ -340,7 +347,7 @@ def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(
     torch.testing.assert_close(codes[:, 100:].argmax(dim=1), targets)
     student = make_student()
     first = conditional.synthesize(teacher, student)
-    assert set(first) == {"adversarial", "class"}
+    assert set(first) == {"adversarial", "class", "total_variation"}
     for _ in range(30):
         last = conditional.synthesize(teacher, student)
     # The teacher increasingly reads the requested class from the generator's images.
@@ -369,11 +376,17 @@ def test_zskt_temperature_is_its_kl_at_that_temperature_and_dfad_refuses_one() -
 
 
 def test_total_variation_prior_smooths_the_generator_images(teacher: Teacher) -> None:
-    """Off by default; on, it is weight · R_TV of the generator batch, and steps that follow only
-    the prior (adversarial weight 0) make the images smoother."""
+    """Off by default for dfad and at weight 1 for zskt (0 turns it off); on, it is weight · R_TV
+    of the generator batch, and steps that follow only the prior (adversarial weight 0) make
+    the images smoother."""
     from freekd.losses.inversion import total_variation
 
-    assert "total_variation" not in make_adversarial("zskt").synthesize(teacher, make_student())
+    assert "total_variation" not in make_adversarial("dfad").synthesize(teacher, make_student())
+    zskt = make_adversarial("zskt")
+    assert zskt.total_variation_weight == 1.0
+    assert 0 < zskt.synthesize(teacher, make_student())["total_variation"] <= 2
+    off = make_adversarial("zskt", total_variation_weight=0.0)
+    assert "total_variation" not in off.synthesize(teacher, make_student())
     synthesizer = make_adversarial(
         "zskt", adversarial_weight=0.0, total_variation_weight=3.0, generator_steps=20, lr=1e-2
     )

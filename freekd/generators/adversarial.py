@@ -307,10 +307,8 @@ class ZSKT(AdversarialSynthesizer):
     recommended_synthesize_every = 10
 
     def __init__(self, *, total_variation_weight: float = 1.0, **kwargs: Any) -> None:
-        # DeepInversion's smoothness prior at weight 1 (a freekd default, not the paper's):
-        # LeNet-5 → LeNet-5-half on MNIST, two teachers × seeds 0-2, 4,000 steps: medians
-        # 97.82 / 97.81 % against 97.66 / 96.40 % without it, and it stops a run that drew no
-        # zeros or sixes (93.48 %); weight 5 fell to 89.92 % (experiments/datafree/README.md).
+        # Only the prior's default differs from the base class (see the class docstring;
+        # evidence: experiments/datafree/README.md, weight 5 was far worse).
         super().__init__(total_variation_weight=total_variation_weight, **kwargs)
 
     def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ import pytest
 
 from freekd.config import CONFIG_KINDS, ComponentConfig, load_config
 from freekd.data import AUGMENTATIONS
+from freekd.generators import SYNTHESIZERS
 from freekd.methods import METHODS
 from freekd.models import MODELS
 from freekd.train.optim import OPTIMIZERS, SCHEDULES
@@ -51,3 +52,6 @@ def check_config(path: Path, config: object) -> None:
     method = getattr(config, "method", None)
     if isinstance(method, ComponentConfig):
         inspect.signature(METHODS.get(method.name)).bind(None, None, **method.params)
+    synthesizer = getattr(config, "synthesizer", None)
+    if isinstance(synthesizer, ComponentConfig):
+        SYNTHESIZERS.get(synthesizer.name)

@@ -13,6 +13,7 @@ from freekd.data import AUGMENTATIONS
 from freekd.generators import SYNTHESIZERS
 from freekd.methods import METHODS
 from freekd.models import MODELS
+from freekd.pipelines import _check_params
 from freekd.train.optim import OPTIMIZERS, SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
@@ -54,4 +55,5 @@ def check_config(path: Path, config: object) -> None:
         inspect.signature(METHODS.get(method.name)).bind(None, None, **method.params)
     synthesizer = getattr(config, "synthesizer", None)
     if isinstance(synthesizer, ComponentConfig):
-        SYNTHESIZERS.get(synthesizer.name)
+        what = f"{path}: synthesizer {synthesizer.name!r}"
+        _check_params(SYNTHESIZERS.get(synthesizer.name), synthesizer.params, what=what)

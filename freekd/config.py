@@ -348,11 +348,12 @@ class CollapseConfig:
     """Collapse detection and recovery for ``freekd datafree`` (``generators.collapse``).
 
     Every ``check_every`` synthesis rounds a probe of ``probe_size`` synthetic images is measured
-    (the teacher labels it: ``probe_size`` teacher queries per check). Diversity below
-    ``diversity_threshold`` or label balance below ``balance_threshold`` at ``patience``
-    consecutive checks is a collapse: the synthesizer is re-initialized with every learning rate
-    × ``lr_scale``, at most ``max_recoveries`` times; after that the report says the collapse
-    was not recovered.
+    (the teacher labels it: ``probe_size`` teacher queries per check; the student labels it
+    too). Diversity below ``diversity_threshold``, label balance below ``balance_threshold`` or
+    the student's KL to the teacher above ``discrepancy_factor`` × its lowest so far (and above
+    ``discrepancy_floor``) at ``patience`` consecutive checks is a collapse: the synthesizer is
+    re-initialized with every learning rate × ``lr_scale``, at most ``max_recoveries`` times;
+    after that the report says the collapse was not recovered.
 
     Attributes:
         enabled: run the checks at all.
@@ -365,6 +366,12 @@ class CollapseConfig:
             (real digits 0.98, uniform noise 0.36, every synthesizer in a short run ≥ 0.23, one
             class 0; uniform noise on the tiny digits teacher 0.07, so a ``noise`` run there
             reports an unrecovered collapse). See experiments/2026-11-collapse-thresholds.
+        discrepancy_factor: the student's KL(teacher ‖ student) on the probe above this many
+            times its lowest value so far is low (0: never): an adversarial generator that has
+            won the game against a student whose learning rate has decayed (ZSKT on MNIST,
+            100 epochs: the KL rose from ~0.25 to ~2.8 nats in the last 500 steps while
+            diversity and balance stayed healthy). See experiments/datafree/README.md.
+        discrepancy_floor: ... and above this many nats.
         patience: consecutive low checks that make a collapse.
         max_recoveries: re-initializations per run.
         lr_scale: factor on every synthesizer learning rate at each re-initialization.
@@ -375,6 +382,8 @@ class CollapseConfig:
     probe_size: int = 128
     diversity_threshold: float = 0.05
     balance_threshold: float = 0.1
+    discrepancy_factor: float = 0.0
+    discrepancy_floor: float = 0.0
     patience: int = 2
     max_recoveries: int = 3
     lr_scale: float = 0.5

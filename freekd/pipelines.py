@@ -1720,15 +1720,20 @@ def _synthetic_source(
     synthesize_every: int,
 ) -> SyntheticSource:
     collapse = config.collapse
-    monitor = (
-        CollapseMonitor(
-            diversity_threshold=collapse.diversity_threshold,
-            balance_threshold=collapse.balance_threshold,
-            patience=collapse.patience,
-        )
-        if collapse.enabled
-        else None
-    )
+    monitor = None
+    if collapse.enabled:
+        try:
+            monitor = CollapseMonitor(
+                diversity_threshold=collapse.diversity_threshold,
+                balance_threshold=collapse.balance_threshold,
+                patience=collapse.patience,
+                discrepancy_factor=collapse.discrepancy_factor,
+                discrepancy_floor=collapse.discrepancy_floor,
+            )
+        except ValueError as error:
+            raise FreekdError(
+                f"collapse {error}; set a valid one with --set collapse.NAME=VALUE"
+            ) from None
     return SyntheticSource(
         synthesizer,
         teacher=teacher,

@@ -13,7 +13,8 @@ from freekd.data.batch import UNLABELLED, Batch
 from freekd.data.datasets import ImageDataset
 from freekd.errors import FreekdError
 from freekd.generators.base import Synthesizer
-from freekd.generators.collapse import CollapseMonitor
+from freekd.generators.collapse import CollapseCheck, CollapseMonitor
+from freekd.generators.hooks import eval_mode
 from freekd.teachers import Teacher
 from freekd.train.trainer import TrainState
 
@@ -362,7 +363,8 @@ class SyntheticSource:
     are the same as for real data.
 
     With a ``monitor``, every ``check_every`` synthesis rounds a probe of ``probe_size`` images is
-    measured (``generators.collapse``); on collapse the synthesizer is re-initialized with its
+    measured (``generators.collapse``; the teacher and the student, in eval mode, both label it);
+    on collapse the synthesizer is re-initialized with its
     learning rates × ``lr_scale`` and synthesizes again, at most ``max_recoveries`` times. After
     that the collapse is recorded as not recovered and a warning is logged; the run goes on.
 
@@ -437,38 +439,40 @@ class SyntheticSource:
         if self.monitor is None or self.rounds % self.check_every:
             return
         probe = self.synthesizer.sample(self.probe_size)
-        with torch.no_grad():  # a measurement: no gradient reaches anything
+        with torch.no_grad(), eval_mode(self.student):  # a measurement: nothing is updated
             teacher_logits = self.teacher(probe)
+            student_logits = self.student(probe)
         self.probe_queries += len(probe)
         self.checks += 1
-        check = self.monitor.check(probe, teacher_logits)
+        check = self.monitor.check(probe, teacher_logits, student_logits)
         self.last_check = {"diversity": check.diversity, "balance": check.balance}
+        if check.discrepancy is not None:
+            self.last_check["discrepancy"] = check.discrepancy
         if not check.collapsed or self.gave_up:
             return
-        event = {"step": step, "diversity": check.diversity, "balance": check.balance}
+        event = {"step": step, **self.last_check, "reasons": list(check.reasons)}
+        what = _describe(check, self.monitor.best_discrepancy)
+        name = type(self.synthesizer).__name__
         if self.recoveries >= self.max_recoveries:
             self.gave_up = True
             self.events.append({**event, "action": "unrecovered"})
             logger.warning(
-                "the %s synthesizer collapsed at step %d (diversity %.3f, label balance %.3f) "
-                "and %d re-initializations did not help; the student is trained on collapsed "
-                "batches",
-                type(self.synthesizer).__name__,
+                "the %s synthesizer collapsed at step %d (%s) and %d re-initializations did not "
+                "help; the student is trained on collapsed batches",
+                name,
                 step,
-                check.diversity,
-                check.balance,
+                what,
                 self.recoveries,
             )
             return
         self.recoveries += 1
         self.events.append({**event, "action": "reinitialize"})
         logger.warning(
-            "the %s synthesizer collapsed at step %d (diversity %.3f, label balance %.3f); "
-            "re-initializing it with its learning rates x %g (recovery %d of %d)",
-            type(self.synthesizer).__name__,
+            "the %s synthesizer collapsed at step %d (%s); re-initializing it with its learning "
+            "rates x %g (recovery %d of %d)",
+            name,
             step,
-            check.diversity,
-            check.balance,
+            what,
             self.lr_scale,
             self.recoveries,
             self.max_recoveries,
@@ -500,6 +504,7 @@ class SyntheticSource:
             "recovered": not self.gave_up and not (self.events and low_at_end),
             "last_diversity": self.last_check.get("diversity"),
             "last_balance": self.last_check.get("balance"),
+            "last_discrepancy": self.last_check.get("discrepancy"),
         }
 
     COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
@@ -523,6 +528,18 @@ class SyntheticSource:
         self.events = [dict(event) for event in state.get("events", [])]
         if self.monitor is not None and "monitor" in state:
             self.monitor.load_state_dict(state["monitor"])
+
+
+def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
+    """What was low, for the log: e.g. "diversity 0.001, label balance 0.950"."""
+    parts = [f"diversity {check.diversity:.3f}", f"label balance {check.balance:.3f}"]
+    if "discrepancy" in check.reasons and check.discrepancy is not None:
+        parts.append(
+            f"the student's KL to the teacher {check.discrepancy:.3f} nats, "
+            f"{check.discrepancy / best_discrepancy:.1f}x its lowest {best_discrepancy:.3f}: "
+            "the generator is winning the game"
+        )
+    return ", ".join(parts)
 
 
 class PairedSource:

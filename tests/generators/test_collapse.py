@@ -9,11 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import ImageDataset
 from freekd.generators import SYNTHESIZERS
-from freekd.generators.collapse import CollapseMonitor, image_diversity, label_balance
+from freekd.generators.collapse import (
+    CollapseMonitor,
+    image_diversity,
+    label_balance,
+    probe_discrepancy,
+)
 from freekd.teachers import Teacher, load_teacher
 from freekd.train import TrainState
 from freekd.train.sources import SyntheticSource
@@ -59,6 +66,87 @@ def test_monitor_needs_patience_consecutive_low_checks() -> None:
     assert not monitor.check(diverse, even).low  # a healthy check breaks the streak
     assert not monitor.check(constant, even).collapsed
     assert monitor.check(constant, even).collapsed
+
+
+def test_probe_discrepancy_is_the_teachers_kl_to_the_student() -> None:
+    teacher = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+    assert probe_discrepancy(teacher.clone(), teacher) == pytest.approx(0.0, abs=1e-7)
+    student = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    p, q = teacher.softmax(dim=1), student.softmax(dim=1)
+    closed_form = float((p * (p / q).log()).sum(dim=1).mean())
+    assert probe_discrepancy(student, teacher) == pytest.approx(closed_form, rel=1e-6)
+    assert probe_discrepancy(student, teacher) != pytest.approx(probe_discrepancy(teacher, student))
+
+
+def logits_at_kl(kl: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(student, teacher) logits of 8 images whose probe_discrepancy is ``kl``: two classes, the
+    teacher sure of class 0, the student at the probability q of class 0 that gives that KL."""
+    # KL(p ‖ q) with p = (1, 0) is −log q.
+    q = math.exp(-kl)
+    student = torch.tensor([[math.log(q), math.log(1 - q)]]).expand(8, 2)
+    teacher = torch.tensor([[30.0, 0.0]]).expand(8, 2)
+    return student, teacher
+
+
+def test_monitor_flags_a_discrepancy_far_above_its_lowest() -> None:
+    monitor = CollapseMonitor(
+        diversity_threshold=0.05,
+        balance_threshold=0.0,
+        patience=2,
+        discrepancy_factor=4,
+        discrepancy_floor=0.5,
+    )
+    images = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    history = []
+    # A student learning (1.5 → 0.25), wobbling (0.9 < 4 × 0.25), then losing the teacher.
+    for kl in (1.5, 0.6, 0.25, 0.9, 1.2, 1.4, 0.3):
+        student, teacher = logits_at_kl(kl)
+        check = monitor.check(images, teacher, student)
+        assert check.discrepancy == pytest.approx(kl, rel=1e-4)
+        history.append((check.reasons, check.collapsed))
+    assert history == [
+        ((), False),
+        ((), False),
+        ((), False),
+        ((), False),
+        (("discrepancy",), False),
+        (("discrepancy",), True),  # the second in a row
+        ((), False),
+    ]
+    assert monitor.best_discrepancy == pytest.approx(0.25, rel=1e-4)
+    restored = CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.0, patience=2)
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.best_discrepancy == monitor.best_discrepancy
+
+
+def test_discrepancy_below_the_floor_or_with_factor_zero_is_never_low() -> None:
+    images = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    floored = CollapseMonitor(
+        diversity_threshold=0.05,
+        balance_threshold=0.0,
+        patience=1,
+        discrepancy_factor=4,
+        discrepancy_floor=0.5,
+    )
+    off = CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.0, patience=1)
+    for kl in (0.01, 0.4, 3.0):  # 40x its lowest, but under the floor; then far above
+        student, teacher = logits_at_kl(kl)
+        assert not off.check(images, teacher, student).low
+        low = floored.check(images, teacher, student).low
+    assert low
+    student, teacher = logits_at_kl(0.4)
+    assert not floored.check(images, teacher, student).low
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.0, -2.0])
+def test_discrepancy_factor_must_be_above_one_or_zero(factor: float) -> None:
+    with pytest.raises(ValueError, match="discrepancy_factor must be above 1"):
+        CollapseMonitor(
+            diversity_threshold=0.05,
+            balance_threshold=0.1,
+            patience=1,
+            discrepancy_factor=factor,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +206,80 @@ def test_a_collapsed_generator_is_reinitialized_with_a_lower_lr(teacher: Teacher
     assert {"collapse/diversity", "collapse/balance", "synthesis/onehot"} <= set(
         source.extra_metrics()
     )
+
+
+def test_a_student_that_lost_the_teacher_restarts_the_generator(
+    teacher: Teacher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A zskt game the generator won: diversity and balance are fine, the student's KL is not."""
+    synthesizer = make_synthesizer("zskt")
+    monitor = CollapseMonitor(
+        diversity_threshold=0.0,
+        balance_threshold=0.0,
+        patience=1,
+        discrepancy_factor=4,
+        discrepancy_floor=0.1,
+    )
+    source = source_for(synthesizer, teacher, monitor=monitor, max_recoveries=1)
+    student = source.student
+    list(source.batches(TrainState()))
+    assert source.events == []
+    lowest = monitor.best_discrepancy
+    assert 0 < lowest < math.inf
+    # The student loses the teacher: it answers class 0, sure of it, whatever it sees.
+    last = [module for module in student.modules() if isinstance(module, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.eye(10)[0] * 20)
+    with caplog.at_level(logging.WARNING):
+        list(source.batches(TrainState(step=3)))
+    # The restarted generator cannot mend the student: the next check gives up.
+    assert [event["action"] for event in source.events] == ["reinitialize", "unrecovered"]
+    event = source.events[0]
+    assert (event["step"], event["reasons"]) == (3, ["discrepancy"])
+    assert event["discrepancy"] > 4 * lowest
+    assert synthesizer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    assert "the generator is winning the game" in caplog.text
+    report = source.collapse_report()
+    assert report["last_discrepancy"] == pytest.approx(source.last_check["discrepancy"])
+    assert "collapse/discrepancy" in source.extra_metrics()
+
+
+def test_the_probe_leaves_the_student_as_it_was(teacher: Teacher) -> None:
+    student_source = source_for(make_synthesizer("zskt"), teacher)
+    student = student_source.student
+    student.train()
+    before = copy.deepcopy(student.state_dict())
+    list(student_source.batches(TrainState()))
+    assert student.training
+    assert all(parameter.grad is None for parameter in student.parameters())
+    after = student.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("patience=0", "patience must be at least 1"),
+        ("discrepancy_factor=0.5", "discrepancy_factor must be above 1"),
+        ("discrepancy_floor=-1", "discrepancy_floor must be non-negative"),
+    ],
+)
+def test_bad_collapse_settings_fail_in_one_line(
+    tiny_teacher_path: Path, tmp_path: Path, setting: str, message: str
+) -> None:
+    out = tmp_path / "run"
+    arguments = [
+        "datafree", "--teacher", str(tiny_teacher_path), "--method", "zskt",
+        "--set", f"collapse.{setting}", "--epochs", "1", "--device", "cpu", "--quiet",
+        "--out", str(out),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "--set collapse." in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
 
 
 def test_collapse_without_recoveries_left_is_reported_and_logged(

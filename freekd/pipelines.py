@@ -99,6 +99,13 @@ RESUMABLE_CHANGES = {
     "trainer.eval_every",
 }
 
+#: Settings added after runs were checkpointed, with the value such a run had in effect: a
+#: checkpoint without the key resumes as if it held that value.
+ADDED_SETTINGS: dict[str, Any] = {
+    "collapse.discrepancy_factor": 0.0,
+    "collapse.discrepancy_floor": 0.0,
+}
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -210,6 +217,8 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
         return flat
 
     old, new = flatten(saved), flatten(current)
+    if "collapse.enabled" in old:  # a data-free run
+        old = {**ADDED_SETTINGS, **old}
     allowed = set(RESUMABLE_CHANGES)
     if old.get("dp.enabled"):
         # The noise multiplier was chosen for the planned number of steps: more epochs would

@@ -11,6 +11,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from freekd.cli import app
+from freekd.errors import FreekdError
 
 runner = CliRunner()
 # One generator step per student step (dafl's recommended cadence is 5): simple counts.
@@ -147,6 +148,17 @@ def test_resume_continues_the_synthesizer_exactly(
     got = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_a_checkpoint_from_before_the_discrepancy_check_resumes_with_it_off(tmp_path: Path) -> None:
+    from freekd.pipelines import _check_config_matches
+
+    current = {"collapse": {"enabled": True, "discrepancy_factor": 0.0, "discrepancy_floor": 0.0}}
+    older = {"collapse": {"enabled": True}}  # written before the two settings existed
+    _check_config_matches(older, current, tmp_path)
+    switched_on = {"collapse": {**current["collapse"], "discrepancy_factor": 4.0}}
+    with pytest.raises(FreekdError, match=r"different config \(collapse.discrepancy_factor\)"):
+        _check_config_matches(older, switched_on, tmp_path)
 
 
 def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path) -> None:

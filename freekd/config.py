@@ -367,11 +367,13 @@ class CollapseConfig:
             class 0; uniform noise on the tiny digits teacher 0.07, so a ``noise`` run there
             reports an unrecovered collapse). See experiments/2026-11-collapse-thresholds.
         discrepancy_factor: the student's KL(teacher ‖ student) on the probe above this many
-            times its lowest value so far is low (0: never): an adversarial generator that has
-            won the game against a student whose learning rate has decayed (ZSKT on MNIST,
-            100 epochs: the KL rose from ~0.25 to ~2.8 nats in the last 500 steps while
-            diversity and balance stayed healthy). See experiments/datafree/README.md.
-        discrepancy_floor: ... and above this many nats.
+            times its lowest value so far is low (0: never). ``None`` (the default): the
+            synthesizer's ``recommended_discrepancy_factor``, 4 for the adversarial ones (zskt,
+            dfad), 0 for the others. It catches an adversarial generator that has won the game
+            against a student whose learning rate has decayed, which diversity and balance do
+            not (experiments/datafree/README.md, "A generator that wins").
+        discrepancy_floor: ... and above this many nats (a healthy zskt student on MNIST sits at
+            0.23–0.31).
         patience: consecutive low checks that make a collapse.
         max_recoveries: re-initializations per run.
         lr_scale: factor on every synthesizer learning rate at each re-initialization.
@@ -382,8 +384,8 @@ class CollapseConfig:
     probe_size: int = 128
     diversity_threshold: float = 0.05
     balance_threshold: float = 0.1
-    discrepancy_factor: float = 0.0
-    discrepancy_floor: float = 0.0
+    discrepancy_factor: float | None = None
+    discrepancy_floor: float = 1.0
     patience: int = 2
     max_recoveries: int = 3
     lr_scale: float = 0.5

@@ -23,6 +23,7 @@ from freekd import __version__
 from freekd.checkpoint import save_checkpoint
 from freekd.config import (
     AUTO_METHOD,
+    CollapseConfig,
     ComponentConfig,
     DataFreeConfig,
     DistillConfig,
@@ -99,11 +100,11 @@ RESUMABLE_CHANGES = {
     "trainer.eval_every",
 }
 
-#: Settings added after runs were checkpointed, with the value such a run had in effect: a
-#: checkpoint without the key resumes as if it held that value.
+#: Settings added after runs were checkpointed: a checkpoint without the key resumes with the
+#: default, as a run started now would have it (they only change what collapse checks flag).
 ADDED_SETTINGS: dict[str, Any] = {
-    "collapse.discrepancy_factor": 0.0,
-    "collapse.discrepancy_floor": 0.0,
+    "collapse.discrepancy_factor": None,
+    "collapse.discrepancy_floor": 1.0,
 }
 
 
@@ -1736,7 +1737,7 @@ def _synthetic_source(
                 diversity_threshold=collapse.diversity_threshold,
                 balance_threshold=collapse.balance_threshold,
                 patience=collapse.patience,
-                discrepancy_factor=collapse.discrepancy_factor,
+                discrepancy_factor=_discrepancy_factor(collapse, synthesizer),
                 discrepancy_floor=collapse.discrepancy_floor,
             )
         except ValueError as error:
@@ -1756,6 +1757,13 @@ def _synthetic_source(
         max_recoveries=collapse.max_recoveries,
         lr_scale=collapse.lr_scale,
     )
+
+
+def _discrepancy_factor(collapse: CollapseConfig, synthesizer: Any) -> float:
+    """``collapse.discrepancy_factor``, or the synthesizer's recommendation when it is unset."""
+    if collapse.discrepancy_factor is not None:
+        return collapse.discrepancy_factor
+    return float(getattr(type(synthesizer), "recommended_discrepancy_factor", 0.0))
 
 
 def _draw_samples(

@@ -150,10 +150,12 @@ def test_resume_continues_the_synthesizer_exactly(
         assert torch.equal(got[key], expected[key]), key
 
 
-def test_a_checkpoint_from_before_the_discrepancy_check_resumes_with_it_off(tmp_path: Path) -> None:
+def test_a_checkpoint_from_before_the_discrepancy_check_resumes_with_the_defaults(
+    tmp_path: Path,
+) -> None:
     from freekd.pipelines import _check_config_matches
 
-    current = {"collapse": {"enabled": True, "discrepancy_factor": 0.0, "discrepancy_floor": 0.0}}
+    current = {"collapse": {"enabled": True, "discrepancy_factor": None, "discrepancy_floor": 1.0}}
     older = {"collapse": {"enabled": True}}  # written before the two settings existed
     _check_config_matches(older, current, tmp_path)
     switched_on = {"collapse": {**current["collapse"], "discrepancy_factor": 4.0}}
@@ -351,7 +353,15 @@ def test_healthy_run_has_no_collapse_event_and_logs_the_measurements(
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
     logged = [record for record in steps if "loss" in record]
     assert len(logged) == 4
-    assert {"collapse/diversity", "collapse/balance", "synthesis/onehot"} <= set(logged[-1])
+    assert {
+        "collapse/diversity",
+        "collapse/balance",
+        "collapse/discrepancy",
+        "synthesis/onehot",
+    } <= set(logged[-1])
+    # dafl's generator does not play against the student: its KL is measured, never flagged.
+    assert collapse["discrepancy_factor"] == 0.0
+    assert collapse["best_discrepancy"] <= collapse["last_discrepancy"]
 
 
 @pytest.mark.slow

@@ -100,6 +100,9 @@ class AdversarialSynthesizer:
     recommended_method_params: ClassVar[dict[str, Any]] = {}
     #: Student steps per generator round in the paper (``DataFreeConfig.synthesize_every``).
     recommended_synthesize_every: ClassVar[int]
+    #: ``CollapseConfig.discrepancy_factor`` when unset: the game can end with the generator
+    #: winning once the student's learning rate has decayed (generators.collapse).
+    recommended_discrepancy_factor: ClassVar[float] = 4.0
 
     def __init__(
         self,

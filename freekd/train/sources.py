@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -505,6 +506,10 @@ class SyntheticSource:
             "last_diversity": self.last_check.get("diversity"),
             "last_balance": self.last_check.get("balance"),
             "last_discrepancy": self.last_check.get("discrepancy"),
+            "best_discrepancy": None
+            if self.monitor is None or self.monitor.best_discrepancy == math.inf
+            else self.monitor.best_discrepancy,
+            "discrepancy_factor": None if self.monitor is None else self.monitor.discrepancy_factor,
         }
 
     COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")

@@ -813,12 +813,16 @@ def datafree(
         rows.append(("stopped", report["stopped_by_budget"]))
     collapse = report["collapse"]
     if collapse and collapse["events"]:
-        status = "recovered" if collapse["recovered"] else "NOT RECOVERED: the student is suspect"
+        status = "recovered" if collapse["recovered"] else "NOT RECOVERED, the student is suspect"
+        reasons = sorted(
+            {reason for event in collapse["events"] for reason in event.get("reasons", ())}
+        )
         rows.append(
             (
                 "collapse",
-                f"{len(collapse['events'])} event(s), "
-                f"{collapse['recoveries']} re-initialization(s), {status}",
+                # The status first: a narrow terminal cuts the end of the row.
+                f"{status}; {len(collapse['events'])} event(s) ({', '.join(reasons)}), "
+                f"{collapse['recoveries']} re-initialization(s)",
             )
         )
     privacy = report["privacy"]

@@ -319,6 +319,7 @@ def test_collapse_is_recovered_by_reinitializing_and_reported(
     assert [event["step"] for event in collapse["events"]] == [0, 1, 2]
     assert (collapse["checks"], collapse["recoveries"], collapse["recovered"]) == (4, 2, False)
     assert "NOT RECOVERED" in result.output
+    assert all(event["reasons"] == ["diversity"] for event in collapse["events"])
     resume_state = torch.load(out / "checkpoint.pt", weights_only=True)
     optimizer = resume_state["extras"]["source"]["synthesizer"]["optimizer"]
     assert optimizer["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5**2)

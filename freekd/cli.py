@@ -821,8 +821,9 @@ def datafree(
             (
                 "collapse",
                 # The status first: a narrow terminal cuts the end of the row.
-                f"{status}; {len(collapse['events'])} event(s) ({', '.join(reasons)}), "
-                f"{collapse['recoveries']} re-initialization(s)",
+                f"{status}; {len(collapse['events'])} event(s)"
+                + (f" ({', '.join(reasons)})" if reasons else "")
+                + f", {collapse['recoveries']} re-initialization(s)",
             )
         )
     privacy = report["privacy"]

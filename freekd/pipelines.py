@@ -98,13 +98,10 @@ RESUMABLE_CHANGES = {
     "trainer.log_every",
     "trainer.checkpoint_every",
     "trainer.eval_every",
-}
-
-#: Settings added after runs were checkpointed: a checkpoint without the key resumes with the
-#: default, as a run started now would have it (they only change what collapse checks flag).
-ADDED_SETTINGS: dict[str, Any] = {
-    "collapse.discrepancy_factor": None,
-    "collapse.discrepancy_floor": 1.0,
+    # What collapse checks flag, not what the run computes; checkpoints written before these
+    # two settings existed resume with them too.
+    "collapse.discrepancy_factor",
+    "collapse.discrepancy_floor",
 }
 
 
@@ -218,8 +215,6 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
         return flat
 
     old, new = flatten(saved), flatten(current)
-    if "collapse.enabled" in old:  # a data-free run
-        old = {**ADDED_SETTINGS, **old}
     allowed = set(RESUMABLE_CHANGES)
     if old.get("dp.enabled"):
         # The noise multiplier was chosen for the planned number of steps: more epochs would

@@ -150,17 +150,19 @@ def test_resume_continues_the_synthesizer_exactly(
         assert torch.equal(got[key], expected[key]), key
 
 
-def test_a_checkpoint_from_before_the_discrepancy_check_resumes_with_the_defaults(
-    tmp_path: Path,
-) -> None:
+def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
     from freekd.pipelines import _check_config_matches
 
     current = {"collapse": {"enabled": True, "discrepancy_factor": None, "discrepancy_floor": 1.0}}
     older = {"collapse": {"enabled": True}}  # written before the two settings existed
     _check_config_matches(older, current, tmp_path)
-    switched_on = {"collapse": {**current["collapse"], "discrepancy_factor": 4.0}}
-    with pytest.raises(FreekdError, match=r"different config \(collapse.discrepancy_factor\)"):
-        _check_config_matches(older, switched_on, tmp_path)
+    switched_off = {"collapse": {**current["collapse"], "discrepancy_factor": 0.0}}
+    _check_config_matches(current, switched_off, tmp_path)
+    # What the checks measure is still fixed.
+    with pytest.raises(FreekdError, match=r"different config \(collapse.probe_size\)"):
+        _check_config_matches(
+            current, {"collapse": {**current["collapse"], "probe_size": 8}}, tmp_path
+        )
 
 
 def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path) -> None:
@@ -362,7 +364,8 @@ def test_healthy_run_has_no_collapse_event_and_logs_the_measurements(
     } <= set(logged[-1])
     # dafl's generator does not play against the student: its KL is measured, never flagged.
     assert collapse["discrepancy_factor"] == 0.0
-    assert collapse["best_discrepancy"] <= collapse["last_discrepancy"]
+    # A tiny-cnn student 4 steps into training is far from its teacher, and finitely so.
+    assert 0.05 < collapse["best_discrepancy"] < 10
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ classes, or on which the student has lost the teacher (an adversarial generator 
 
 A generator that collapses (mode collapse in DAFL/DFAD-style games, a diverged learning rate,
 saturated sigmoids) keeps producing batches and the student keeps training on them, silently
-ending with a bad student. Two cheap measurements on a probe batch reveal it:
+ending with a bad student. Cheap measurements on a probe batch reveal it:
 
 - **diversity**: the mean pairwise root-mean-square pixel distance of the images. It is 0 for a
   generator whose output no longer depends on the latent code, about 0.41 for uniform noise
@@ -74,8 +74,10 @@ def label_balance(teacher_logits: Tensor) -> float:
 
 
 def probe_discrepancy(student_logits: Tensor, teacher_logits: Tensor) -> float:
-    """KL(p_teacher ‖ p_student) at T = 1 averaged over the probe, in nats; 0 when they agree."""
-    return float(kl_discrepancy(student_logits.detach(), teacher_logits.detach()))
+    """KL(p_teacher ‖ p_student) at T = 1 averaged over the probe, in nats; 0 when they agree
+    (rounding below 0 is clamped; NaN when the student's outputs are not finite)."""
+    value = float(kl_discrepancy(student_logits.detach(), teacher_logits.detach()))
+    return 0.0 if value < 0 else value
 
 
 @dataclass
@@ -148,9 +150,12 @@ class CollapseMonitor:
         if student_logits is not None:
             discrepancy = probe_discrepancy(student_logits, teacher_logits)
             limit = max(self.discrepancy_floor, self.discrepancy_factor * self.best_discrepancy)
-            if self.discrepancy_factor > 0 and discrepancy > limit:
+            if not math.isfinite(discrepancy):  # a diverged student: low whatever the factor
                 reasons.append("discrepancy")
-            self.best_discrepancy = min(self.best_discrepancy, discrepancy)
+            else:
+                if self.discrepancy_factor > 0 and discrepancy > limit:
+                    reasons.append("discrepancy")
+                self.best_discrepancy = min(self.best_discrepancy, discrepancy)
         low = bool(reasons)
         self.low_streak = self.low_streak + 1 if low else 0
         return CollapseCheck(

@@ -447,7 +447,7 @@ class SyntheticSource:
         self.checks += 1
         check = self.monitor.check(probe, teacher_logits, student_logits)
         self.last_check = {"diversity": check.diversity, "balance": check.balance}
-        if check.discrepancy is not None:
+        if check.discrepancy is not None and math.isfinite(check.discrepancy):
             self.last_check["discrepancy"] = check.discrepancy
         if not check.collapsed or self.gave_up:
             return
@@ -539,11 +539,18 @@ def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
     """What was low, for the log: e.g. "diversity 0.001, label balance 0.950"."""
     parts = [f"diversity {check.diversity:.3f}", f"label balance {check.balance:.3f}"]
     if "discrepancy" in check.reasons and check.discrepancy is not None:
-        parts.append(
-            f"the student's KL to the teacher {check.discrepancy:.3f} nats, "
-            f"{check.discrepancy / best_discrepancy:.1f}x its lowest {best_discrepancy:.3f}: "
-            "the generator is winning the game"
-        )
+        if not math.isfinite(check.discrepancy):
+            parts.append("the student's outputs are not finite")
+        else:
+            ratio = (
+                f", {check.discrepancy / best_discrepancy:.1f}x its lowest {best_discrepancy:.3f}"
+                if best_discrepancy > 0
+                else ""
+            )
+            parts.append(
+                f"the student's KL to the teacher {check.discrepancy:.3f} nats{ratio}: "
+                "the generator is winning the game"
+            )
     return ", ".join(parts)
 
 

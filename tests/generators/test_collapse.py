@@ -138,6 +138,28 @@ def test_discrepancy_below_the_floor_or_with_factor_zero_is_never_low() -> None:
     assert not floored.check(images, teacher, student).low
 
 
+def test_a_non_finite_discrepancy_is_low_and_a_zero_one_is_not_a_crash() -> None:
+    images = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    teacher = torch.tensor([[300.0, 0.0]]).expand(8, 2)
+    monitor = CollapseMonitor(
+        diversity_threshold=0.05,
+        balance_threshold=0.0,
+        patience=1,
+        discrepancy_factor=4,
+        discrepancy_floor=0.5,
+    )
+    # Saturated logits that agree: KL exactly 0, rounding never makes it negative.
+    assert monitor.check(images, teacher, teacher * 2).discrepancy == 0.0
+    assert monitor.best_discrepancy == 0.0
+    diverged = monitor.check(images, teacher, torch.full((8, 2), math.nan))
+    assert diverged.reasons == ("discrepancy",)
+    assert diverged.collapsed
+    assert monitor.best_discrepancy == 0.0  # a NaN is not a new lowest
+    # Even with the check off, a student with non-finite outputs is not healthy.
+    off = CollapseMonitor(diversity_threshold=0.05, balance_threshold=0.0, patience=1)
+    assert off.check(images, teacher, torch.full((8, 2), math.inf)).low
+
+
 @pytest.mark.parametrize("factor", [0.5, 1.0, -2.0])
 def test_discrepancy_factor_must_be_above_one_or_zero(factor: float) -> None:
     with pytest.raises(ValueError, match="discrepancy_factor must be above 1"):

@@ -102,7 +102,7 @@ class AdversarialSynthesizer:
     recommended_synthesize_every: ClassVar[int]
     #: ``CollapseConfig.discrepancy_factor`` when unset: the game can end with the generator
     #: winning once the student's learning rate has decayed (generators.collapse).
-    recommended_discrepancy_factor: ClassVar[float] = 4.0
+    recommended_discrepancy_factor: ClassVar[float] = 3.0
 
     def __init__(
         self,

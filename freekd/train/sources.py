@@ -451,7 +451,12 @@ class SyntheticSource:
             self.last_check["discrepancy"] = check.discrepancy
         if not check.collapsed or self.gave_up:
             return
-        event = {"step": step, **self.last_check, "reasons": list(check.reasons)}
+        event = {
+            "step": step,
+            "check": self.checks,
+            **self.last_check,
+            "reasons": list(check.reasons),
+        }
         what = _describe(check, self.monitor.best_discrepancy)
         name = type(self.synthesizer).__name__
         if self.recoveries >= self.max_recoveries:
@@ -492,10 +497,12 @@ class SyntheticSource:
         """``report.json["collapse"]``: checks, events, recoveries and the last measurements.
 
         ``recovered`` is false when the run gave up (re-initializations exhausted), or when it
-        collapsed and ended with its latest check still below a threshold (the restarted
-        synthesizer has not shown that it is healthy again).
+        collapsed and the restarted synthesizer has not shown that it is healthy again: the
+        latest check was low, or there was no check after the last re-initialization.
         """
         low_at_end = self.monitor is not None and self.monitor.low_streak > 0
+        if self.events and self.events[-1].get("check") == self.checks:
+            low_at_end = True  # re-initialized at the last check: nothing shows it helped
         return {
             "enabled": self.monitor is not None,
             "checks": self.checks,

@@ -315,6 +315,16 @@ def test_collapse_without_recoveries_left_is_reported_and_logged(
     assert "did not help" in caplog.text
 
 
+def test_a_re_initialization_at_the_last_check_is_not_called_recovered(teacher: Teacher) -> None:
+    # Every check is low; with patience 3 the third and last check is the collapse.
+    monitor = CollapseMonitor(diversity_threshold=2.0, balance_threshold=0.0, patience=3)
+    source = source_for(make_synthesizer("dafl"), teacher, monitor=monitor)
+    list(source.batches(TrainState()))
+    assert [(event["check"], event["action"]) for event in source.events] == [(3, "reinitialize")]
+    report = source.collapse_report()
+    assert (report["recoveries"], report["recovered"]) == (1, False)
+
+
 def test_a_healthy_generator_has_no_event(teacher: Teacher) -> None:
     source = source_for(make_synthesizer("dafl"), teacher)
     list(source.batches(TrainState()))

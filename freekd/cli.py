@@ -814,6 +814,8 @@ def datafree(
     collapse = report["collapse"]
     if collapse and collapse["events"]:
         status = "recovered" if collapse["recovered"] else "NOT RECOVERED, the student is suspect"
+        if collapse.get("student_damaged"):
+            status += " (it lost the teacher before the check: compare its accuracy)"
         reasons = sorted(
             {reason for event in collapse["events"] for reason in event.get("reasons", ())}
         )

@@ -499,6 +499,8 @@ class SyntheticSource:
         ``recovered`` is false when the run gave up (re-initializations exhausted), or when it
         collapsed and the restarted synthesizer has not shown that it is healthy again: the
         latest check was low, or there was no check after the last re-initialization.
+        ``student_damaged`` is true when a check found the student far from its teacher
+        (``discrepancy``): the student trained on those batches whatever happened next.
         """
         low_at_end = self.monitor is not None and self.monitor.low_streak > 0
         if self.events and self.events[-1].get("check") == self.checks:
@@ -510,6 +512,11 @@ class SyntheticSource:
             "events": [dict(event) for event in self.events],
             "recoveries": self.recoveries,
             "recovered": not self.gave_up and not (self.events and low_at_end),
+            # Restarting the generator cannot undo steps taken on batches where the student
+            # had lost its teacher.
+            "student_damaged": any(
+                "discrepancy" in event.get("reasons", ()) for event in self.events
+            ),
             "last_diversity": self.last_check.get("diversity"),
             "last_balance": self.last_check.get("balance"),
             "last_discrepancy": self.last_check.get("discrepancy"),

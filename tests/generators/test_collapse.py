@@ -263,6 +263,7 @@ def test_a_student_that_lost_the_teacher_restarts_the_generator(
     assert synthesizer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
     assert "the generator is winning the game" in caplog.text
     report = source.collapse_report()
+    assert report["student_damaged"] is True
     assert report["last_discrepancy"] == pytest.approx(source.last_check["discrepancy"])
     assert "collapse/discrepancy" in source.extra_metrics()
 
@@ -322,7 +323,11 @@ def test_a_re_initialization_at_the_last_check_is_not_called_recovered(teacher: 
     list(source.batches(TrainState()))
     assert [(event["check"], event["action"]) for event in source.events] == [(3, "reinitialize")]
     report = source.collapse_report()
-    assert (report["recoveries"], report["recovered"]) == (1, False)
+    assert (report["recoveries"], report["recovered"], report["student_damaged"]) == (
+        1,
+        False,
+        False,
+    )
 
 
 def test_a_healthy_generator_has_no_event(teacher: Teacher) -> None:

@@ -221,28 +221,40 @@ def test_datafree_method_params_alone_change_the_recommended_method(
 
 
 @pytest.mark.parametrize(
-    ("method", "param", "message"),
+    ("method", "setting", "message"),
     [
-        ("zskt", "student_shift=-1", "student_shift must be non-negative"),
-        ("zskt", "class_weight=-1", "class_weight must be non-negative"),
-        ("dfad", "temperature=2", "no temperature"),
-        ("zskt", "total_variation_weight=-1", "total_variation_weight must be non-negative"),
+        ("zskt", "synthesizer.params.student_shift=-1", "student_shift must be non-negative"),
+        ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be non-negative"),
+        ("dfad", "synthesizer.params.temperature=2", "no temperature"),
+        (
+            "zskt",
+            "synthesizer.params.total_variation_weight=-1",
+            "total_variation_weight must be non-negative",
+        ),
         # zskt's own __init__ passes **kwargs on; unknown names are still refused up front.
-        ("zskt", "latent_dims=64", "has no parameter 'latent_dims'; known: total_variation_weight"),
+        (
+            "zskt",
+            "synthesizer.params.latent_dims=64",
+            "has no parameter 'latent_dims'; known: total_variation_weight",
+        ),
+        # The collapse checks' settings (generators.collapse), patience=0 was once a traceback.
+        ("zskt", "collapse.patience=0", "patience must be at least 1; set a valid one with --set"),
+        ("zskt", "collapse.discrepancy_factor=0.5", "discrepancy_factor must be above 1"),
+        ("dfad", "collapse.discrepancy_floor=-1", "discrepancy_floor must be non-negative"),
     ],
 )
-def test_datafree_out_of_range_synthesizer_params_fail_in_one_line(
-    tiny_teacher_path: Path, tmp_path: Path, method: str, param: str, message: str
+def test_datafree_out_of_range_synthesizer_settings_fail_in_one_line(
+    tiny_teacher_path: Path, tmp_path: Path, method: str, setting: str, message: str
 ) -> None:
     out = tmp_path / "run"
     arguments = [
         "datafree", "--teacher", str(tiny_teacher_path), "--method", method,
-        "--set", f"synthesizer.params.{param}", "--epochs", "1", "--device", "cpu", "--quiet",
-        "--out", str(out),
+        "--set", setting, "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(out),
     ]  # fmt: skip
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
     assert "Traceback" not in result.output
     assert not out.exists()
 

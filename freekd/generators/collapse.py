@@ -150,11 +150,10 @@ class CollapseMonitor:
         if student_logits is not None:
             discrepancy = probe_discrepancy(student_logits, teacher_logits)
             limit = max(self.discrepancy_floor, self.discrepancy_factor * self.best_discrepancy)
-            if not math.isfinite(discrepancy):  # a diverged student: low whatever the factor
+            finite = math.isfinite(discrepancy)  # a diverged student is low whatever the factor
+            if not finite or (self.discrepancy_factor > 0 and discrepancy > limit):
                 reasons.append("discrepancy")
-            else:
-                if self.discrepancy_factor > 0 and discrepancy > limit:
-                    reasons.append("discrepancy")
+            if finite:
                 self.best_discrepancy = min(self.best_discrepancy, discrepancy)
         low = bool(reasons)
         self.low_streak = self.low_streak + 1 if low else 0

@@ -365,9 +365,9 @@ class SyntheticSource:
 
     With a ``monitor``, every ``check_every`` synthesis rounds a probe of ``probe_size`` images is
     measured (``generators.collapse``; the teacher and the student, in eval mode, both label it);
-    on collapse the synthesizer is re-initialized with its
-    learning rates × ``lr_scale`` and synthesizes again, at most ``max_recoveries`` times. After
-    that the collapse is recorded as not recovered and a warning is logged; the run goes on.
+    on collapse the synthesizer is re-initialized with its learning rates × ``lr_scale`` and
+    synthesizes again, at most ``max_recoveries`` times. After that the collapse is recorded as
+    not recovered and a warning is logged; the run goes on.
 
     Args:
         synthesizer: any ``generators.Synthesizer``.
@@ -502,16 +502,17 @@ class SyntheticSource:
         ``student_damaged`` is true when a check found the student far from its teacher
         (``discrepancy``): the student trained on those batches whatever happened next.
         """
-        low_at_end = self.monitor is not None and self.monitor.low_streak > 0
-        if self.events and self.events[-1].get("check") == self.checks:
-            low_at_end = True  # re-initialized at the last check: nothing shows it helped
+        # Low at the end, or re-initialized at the last check: nothing shows the restart helped.
+        unverified = (self.monitor is not None and self.monitor.low_streak > 0) or (
+            bool(self.events) and self.events[-1].get("check") == self.checks
+        )
         return {
             "enabled": self.monitor is not None,
             "checks": self.checks,
             "probe_queries": self.probe_queries,
             "events": [dict(event) for event in self.events],
             "recoveries": self.recoveries,
-            "recovered": not self.gave_up and not (self.events and low_at_end),
+            "recovered": not self.gave_up and not (self.events and unverified),
             # Restarting the generator cannot undo steps taken on batches where the student
             # had lost its teacher.
             "student_damaged": any(

@@ -202,6 +202,14 @@ TrustPickleOption = Annotated[
         "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it)."
     ),
 ]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Allow an architecture that a file names by import path (package.module:Class) "
+        "in a checkpoint, teachers.pt or --config YAML; building it runs that code.",
+    ),
+]
 
 
 def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -344,6 +352,7 @@ def teacher_train(
     data_root: DataRootOption = None,
     download: DownloadOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/teacher"),
     overwrite: OverwriteOption = False,
@@ -393,11 +402,12 @@ def teacher_train(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_teacher_train
 
     report = run_teacher_train(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     rows = [
         ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
@@ -452,6 +462,7 @@ def distill(
     data_root: DataRootOption = None,
     download: DownloadOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/distill"),
     overwrite: OverwriteOption = False,
@@ -481,11 +492,18 @@ def distill(
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
     cfg = load_config(
-        DistillConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        DistillConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_distill
 
-    report = run_distill(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_distill(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_table(
         f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}",
         [
@@ -523,6 +541,7 @@ def eval_command(
     mean: MeanOption = None,
     std: StdOption = None,
     trust_pickle: TrustPickleOption = False,
+    trust_code: TrustCodeOption = False,
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 512,
@@ -536,7 +555,14 @@ def eval_command(
         "", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
     )
     source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
-    result = run_eval(source, dataset, data_root=data_root, device=device, batch_size=batch_size)
+    result = run_eval(
+        source,
+        dataset,
+        data_root=data_root,
+        device=device,
+        batch_size=batch_size,
+        trust_code=trust_code,
+    )
     if as_json:
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:
@@ -751,6 +777,7 @@ def datafree(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/datafree"),
     overwrite: OverwriteOption = False,
@@ -789,11 +816,18 @@ def datafree(
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
     cfg = load_config(
-        DataFreeConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        DataFreeConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_datafree
 
-    report = run_datafree(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_datafree(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     source = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
     rows = [
         ("method", f"{source} → {report['student']['arch']}"),
@@ -980,6 +1014,7 @@ def pate_teachers(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate"),
     overwrite: OverwriteOption = False,
@@ -1007,11 +1042,12 @@ def pate_teachers(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_pate_teachers
 
     report = run_pate_teachers(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     accuracy = report["teacher_accuracy"]
     _print_table(
@@ -1153,6 +1189,7 @@ def pate_label(
     delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
     seed: SeedOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate-labels"),
     overwrite: OverwriteOption = False,
@@ -1171,10 +1208,19 @@ def pate_label(
         epsilon, delta, seed, (student_model, confidence_scale, student_threshold),
     )  # fmt: skip
     base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
-    cfg = load_config(PateLabelConfig, config, overrides=overrides, values=values, base=base)
+    cfg = load_config(
+        PateLabelConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=base,
+        trust_code=trust_code,
+    )
     from freekd.pipelines import RunOptions, run_pate_label
 
-    report = run_pate_label(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_pate_label(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_label_report(report, out)
 
 
@@ -1194,6 +1240,7 @@ def pate_student(
     device: DeviceOption = None,
     deterministic: DeterministicOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate-student"),
     overwrite: OverwriteOption = False,
@@ -1213,10 +1260,13 @@ def pate_student(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_pate_student
 
-    report = run_pate_student(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_pate_student(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     privacy = report["privacy"]
     _print_table(
         f"PATE student {cfg.student}",
@@ -1260,6 +1310,7 @@ def pate_run(
         bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
     ] = False,
     quiet: QuietOption = False,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
     import dataclasses
@@ -1267,20 +1318,25 @@ def pate_run(
     from freekd.config import PateRunConfig
     from freekd.pipelines import RunOptions, run_pate_label, run_pate_student, run_pate_teachers
 
-    run = load_config(PateRunConfig, config)
+    run = load_config(PateRunConfig, config, trust_code=trust_code)
     teachers_cfg = run.teachers
     teachers_dir, labels_dir, student_dir = out / "teachers", out / "labels", out / "student"
     if not (resume and (teachers_dir / "teachers.pt").exists()):
-        run_pate_teachers(teachers_cfg, RunOptions(teachers_dir, quiet=quiet))
+        run_pate_teachers(
+            teachers_cfg, RunOptions(teachers_dir, quiet=quiet, trust_code=trust_code)
+        )
     label_cfg = dataclasses.replace(run.label, teachers=str(teachers_dir / "teachers.pt"))
     labels = run_pate_label(
         label_cfg,
         RunOptions(labels_dir, resume=resume and (labels_dir / "ledger.jsonl").exists(),
-                   quiet=quiet),
+                   quiet=quiet, trust_code=trust_code),
     )  # fmt: skip
     _print_label_report(labels, labels_dir)
     student_cfg = dataclasses.replace(run.student, labels=str(labels_dir))
-    report = run_pate_student(student_cfg, RunOptions(student_dir, overwrite=resume, quiet=quiet))
+    report = run_pate_student(
+        student_cfg,
+        RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
+    )
     _print_table(
         "PATE student",
         [
@@ -1392,6 +1448,7 @@ def audit(
     device: DeviceOption = None,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/audit"),
     overwrite: OverwriteOption = False,
@@ -1424,11 +1481,18 @@ def audit(
         "data_root": data_root,
     }
     cfg = load_config(
-        AuditConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        AuditConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_audit
 
-    report = run_audit(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_audit(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_audit(report, out)
     if report["epsilon_lower_bound"].get("consistent") is False:
         # Not a usage error (2): the audit ran and found the model's privacy claim violated.
@@ -1466,6 +1530,7 @@ def audit_pipeline(
     seed: SeedOption = None,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/audit-pipeline"),
     overwrite: OverwriteOption = False,
@@ -1492,11 +1557,12 @@ def audit_pipeline(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_audit_pipeline
 
     report = run_audit_pipeline(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     from rich.console import Console
     from rich.table import Table
@@ -1552,6 +1618,7 @@ def crossmodal_teacher(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/clip-teacher"),
     overwrite: OverwriteOption = False,
@@ -1575,11 +1642,12 @@ def crossmodal_teacher(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_crossmodal_teacher
 
     report = run_crossmodal_teacher(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     teacher = report["teacher"]
     _print_table(
@@ -1653,6 +1721,7 @@ def crossmodal_distill(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/clip-student"),
     overwrite: OverwriteOption = False,
@@ -1685,11 +1754,12 @@ def crossmodal_distill(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_crossmodal_distill
 
     report = run_crossmodal_distill(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     from rich.console import Console
     from rich.table import Table

@@ -24,6 +24,19 @@ from freekd.errors import FreekdError
 
 C = TypeVar("C")
 
+#: Prefix of torchvision model names in ``arch`` fields (data: a name, not code).
+TORCHVISION_PREFIX = "torchvision:"
+#: Config fields that name an architecture. An import path there runs code when the model is
+#: built, so a file (YAML, a run's saved ``config.yaml``) may hold one only with ``--trust-code``.
+ARCHITECTURE_FIELDS = frozenset({"arch", "student", "student_arch"})
+#: Flags that let freekd run code from a file; only the command line may switch them on.
+TRUST_FIELDS = frozenset({"trust_pickle"})
+
+
+def is_import_path(arch: object) -> bool:
+    """Whether ``arch`` names code to import (``package.module:Attribute``), not a data name."""
+    return isinstance(arch, str) and ":" in arch and not arch.startswith(TORCHVISION_PREFIX)
+
 
 @dataclass(frozen=True)
 class TrainerConfig:
@@ -936,6 +949,7 @@ def load_config(
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    trust_code: bool = False,
 ) -> C:
     """Resolve a run configuration.
 
@@ -946,29 +960,69 @@ def load_config(
         values: dotted keys → values from real CLI flags; ``None`` values are skipped. Applied last.
         base: a resolved config to start from instead of the defaults (``--resume`` passes the
             run's saved ``config.yaml``).
+        trust_code: the user passed ``--trust-code``: ``path`` and ``base`` may name
+            architectures by import path (``package.module:Class``).
 
     Returns:
         The frozen, type-checked dataclass.
 
     Raises:
-        FreekdError: unknown key (with a suggestion), a value of the wrong type, malformed override.
+        FreekdError: unknown key (with a suggestion), a value of the wrong type, malformed
+            override, or a file that names code to import (without ``trust_code``) or switches a
+            trust flag on.
     """
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data = _merge(data, read_yaml(path))
+    command_line: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise FreekdError(f"--set {item!r}: expected key=value, e.g. trainer.lr=0.01")
         key, text = item.split("=", 1)
         nested: dict[str, Any] = {}
         _set_dotted(nested, key.strip(), _parse_scalar(text))
-        data = _merge(data, nested)
+        command_line = _merge(command_line, nested)
     for key, value in (values or {}).items():
         if value is not None:
             nested = {}
             _set_dotted(nested, key, value)
-            data = _merge(data, nested)
-    return from_dict(cls, data)
+            command_line = _merge(command_line, nested)
+    what = f"config {path}" if path is not None else "the saved config.yaml"
+    _check_file_trust(data, command_line, what=what, trust_code=trust_code)
+    return from_dict(cls, _merge(data, command_line))
+
+
+def _check_file_trust(
+    file_data: dict[str, Any], command_line: dict[str, Any], *, what: str, trust_code: bool
+) -> None:
+    """Refuse a file that would make freekd run code the user did not name.
+
+    A value the command line overrides does not count: only what reaches the run from the
+    file. Architecture import paths need ``--trust-code``; trust flags need their own flag.
+    """
+
+    def walk(node: dict[str, Any], override: Any, prefix: str) -> None:
+        for key, value in node.items():
+            given = override.get(key) if isinstance(override, dict) else None
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, given, f"{dotted}.")
+            elif given is not None:
+                continue  # the command line decides this value
+            elif key in ARCHITECTURE_FIELDS and is_import_path(value) and not trust_code:
+                raise FreekdError(
+                    f"{what} names code to import in {dotted} ({value!r}) and freekd never runs "
+                    f"code a file names; pass --trust-code if you trust the file, or give "
+                    f"the architecture on the command line (--set {dotted}=...)"
+                )
+            elif key in TRUST_FIELDS and value not in (False, None, "false", "False"):
+                flag = "--" + key.replace("_", "-")
+                raise FreekdError(
+                    f"{what} sets {dotted} and a file may not grant itself trust; "
+                    f"remove it and pass {flag} on the command line"
+                )
+
+    walk(file_data, command_line, "")
 
 
 def dump_yaml(config: Any) -> str:

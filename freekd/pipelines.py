@@ -114,12 +114,16 @@ class RunOptions:
         overwrite: replace the freekd files of an existing run in ``out_dir``.
         resume: continue the interrupted run in ``out_dir`` from its ``checkpoint.pt``.
         quiet: no progress bar.
+        trust_code: build architectures that are import paths (``package.module:Class``) when
+            a file names them (a checkpoint's ``arch``, a ``teachers.pt`` member); the user's
+            ``--trust-code``. A file never chooses code to run otherwise.
     """
 
     out_dir: Path
     overwrite: bool = False
     resume: bool = False
     quiet: bool = False
+    trust_code: bool = False
 
 
 def prepare_run_dir(options: RunOptions) -> None:
@@ -454,7 +458,11 @@ def _build_student(
         std = std if std is not None else computed_std
     shape = input_shape or (train_set.input_shape if train_set is not None else None)
     assert shape is not None
-    net = build_model(arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs)
+    # ``arch`` comes from a config whose import paths were vetted when it was loaded
+    # (config.load_config), or from a model the user already chose to load.
+    net = build_model(
+        arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs, trust_code=True
+    )
     model = ImageClassifier(
         net,
         arch=arch,
@@ -832,7 +840,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
             f"output folder {out} already exists; pass --overwrite to replace it or choose "
             "another --out"
         )
-    ensemble = load_ensemble(Path(config.teachers))
+    ensemble = load_ensemble(Path(config.teachers), trust_code=options.trust_code)
     pool = _load_split(
         config.query_dataset, default_split="test", root=config.data_root, download=False
     )
@@ -875,7 +883,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         from freekd.checkpoint import load_model
 
         assert config.student_model is not None
-        student_model = load_model(config.student_model)
+        student_model = load_model(config.student_model, trust_code=options.trust_code)
         check_input_shape(pool, student_model.input_shape, who="the student model")
     labels = np.full(count, -1, dtype=np.int64)
     by_teachers = np.zeros(count, dtype=bool)
@@ -1190,7 +1198,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     _check_params(method_class, config.method.params, what=f"method {config.method.name}")
     train_set, eval_set = _train_and_eval_sets(config)
     resolve_augmentation(config.trainer.augment, train_set.input_shape)
-    teacher = load_teacher(config.teacher)
+    teacher = load_teacher(config.teacher, trust_code=options.trust_code)
     check_input_shape(train_set, teacher.input_shape, who="the teacher")
     check_input_shape(eval_set, teacher.input_shape, who="the teacher")
     if train_set.num_classes != teacher.num_classes:
@@ -1287,10 +1295,11 @@ def run_eval(
     data_root: str | None = None,
     device: str = "auto",
     batch_size: int = 512,
+    trust_code: bool = False,
 ) -> dict[str, Any]:
     """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
     data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
-    loaded = load_teacher(model)
+    loaded = load_teacher(model, trust_code=trust_code)
     check_input_shape(data, loaded.input_shape, who=f"model {model.path}")
     if data.num_classes > loaded.num_classes:
         raise FreekdError(
@@ -1474,7 +1483,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         )
     teacher = None
     if not proxy and config.synthesizer.name == AUTO_SYNTHESIZER:
-        teacher = load_teacher(config.teacher)
+        teacher = load_teacher(config.teacher, trust_code=options.trust_code)
         chosen = default_synthesizer(teacher)
         config = dataclasses.replace(
             config, synthesizer=dataclasses.replace(config.synthesizer, name=chosen)
@@ -1497,7 +1506,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     synthesize_every = config.synthesize_every or recommended_every
     method_class = METHODS.get(method_config.name)
     _check_params(method_class, method_config.params, what=f"method {method_config.name}")
-    teacher = teacher or load_teacher(config.teacher)
+    teacher = teacher or load_teacher(config.teacher, trust_code=options.trust_code)
     proxy_set = None
     if proxy:
         if config.budget_images is not None:
@@ -2241,7 +2250,7 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         raise FreekdError(
             f"{', '.join(needing)} need shadow models; pass --shadow-models N (N ≥ 4) or drop them"
         )
-    teacher = load_teacher(config.model, device=device)
+    teacher = load_teacher(config.model, device=device, trust_code=options.trust_code)
     pool = _audit_pool(config, teacher)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
@@ -2520,7 +2529,9 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
                 )
         else:
             _save_npz(files[key], subset)
-    stage = lambda name: RunOptions(out / name, overwrite=True, quiet=options.quiet)  # noqa: E731
+    stage = lambda name: RunOptions(  # noqa: E731
+        out / name, overwrite=True, quiet=options.quiet, trust_code=options.trust_code
+    )
     seed = config.seed
     # Every trained model: name → (folder, test accuracy, path of model.pt).
     models: dict[str, tuple[str, float | None]] = {}
@@ -2589,7 +2600,8 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
                 ),
                 # A ledger records privacy already spent: it is continued, never replaced.
                 RunOptions(
-                    labels_dir, resume=(labels_dir / LEDGER_FILE).exists(), quiet=options.quiet
+                    labels_dir, resume=(labels_dir / LEDGER_FILE).exists(), quiet=options.quiet,
+                    trust_code=options.trust_code,
                 ),
             )  # fmt: skip
         if not _stage_done(folder, options):
@@ -3049,7 +3061,9 @@ def _one_tower_teacher(spec: str) -> bool:
     return not (isinstance(data, dict) and data.get("format") == CLIP_FORMAT)
 
 
-def _teacher_tower(spec: str, device: torch.device) -> tuple[Any, dict[str, Any]]:
+def _teacher_tower(
+    spec: str, device: torch.device, *, trust_code: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """The frozen teacher tower ``--teacher`` names, and what the report says about it."""
     from freekd.crossmodal import load_clip
     from freekd.crossmodal.towers import MINILM, ClassifierFeatures, ClipTower, MiniLMText
@@ -3061,7 +3075,7 @@ def _teacher_tower(spec: str, device: torch.device) -> tuple[Any, dict[str, Any]
         if spec.startswith(prefix):
             clip = load_clip(Path(spec[len(prefix) :]), device=device)
             return ClipTower(clip, modality), {"kind": f"the {modality} tower of a freekd CLIP"}
-    teacher = load_teacher(TeacherSourceConfig(path=spec), device=device)
+    teacher = load_teacher(TeacherSourceConfig(path=spec), device=device, trust_code=trust_code)
     tower = ClassifierFeatures(teacher, input_shape=teacher.input_shape)
     return tower, {
         "kind": f"image classifier {teacher.metadata.get('arch')} (penultimate features)",
@@ -3093,7 +3107,7 @@ def _run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     dist, device = _setup(config.seed, config.trainer, options)
     if dist.enabled:
         raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
-    teacher, teacher_report = _teacher_tower(config.teacher, device)
+    teacher, teacher_report = _teacher_tower(config.teacher, device, trust_code=options.trust_code)
     if teacher.modality == "image" and "input_shape" in teacher_report:
         check_input_shape(train_set, tuple(teacher_report["input_shape"]), who="the teacher")
     mean, std = dataset_statistics(train_set)
@@ -3105,6 +3119,7 @@ def _run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         return ImageStudent(
             arch=config.student_arch, dim=teacher.dim, input_shape=train_set.input_shape,
             mean=list(mean), std=list(std), arch_kwargs=dict(config.student_kwargs),
+            trust_code=True,  # config.student_arch: vetted when the config was loaded
         )  # fmt: skip
 
     student_modality = "text" if teacher.modality == "image" else "image"

@@ -38,7 +38,7 @@ def measure(teacher: Teacher | None, name: str, images: torch.Tensor) -> dict[st
         with torch.no_grad():
             balance = label_balance(teacher(images))
     row = {"probe": name, "diversity": round(image_diversity(images), 4)}
-    row["balance"] = None if balance is None else round(balance, 4)
+    row["balance"] = None if balance is None else round(balance, 4) + 0.0  # no -0.0
     print(f"{name:36s} diversity {row['diversity']}  balance {row['balance']}")
     return row
 

@@ -58,7 +58,10 @@ class TrainerConfig:
             shifts of up to 2 pixels; it lifts LeNet-5 on MNIST from 98.8 % to 99.3 %),
             ``crop-flip`` (CIFAR's padding 4 and horizontal flips) or ``none``.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
-        amp: mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
+        amp: mixed precision (bfloat16 autocast) on CUDA; on CPU only with ``amp_cpu``.
+        amp_cpu: with ``amp``, autocast to bfloat16 on CPU too (off by default: on most CPUs
+            it is slower and changes the results; it runs the mixed-precision path where there
+            is no GPU, as the tests do).
         deterministic: ``torch.use_deterministic_algorithms(True)``; bitwise repeatable on CPU.
         log_every: steps between ``metrics.jsonl`` lines (and an extra line every epoch).
         checkpoint_every: steps between resumable checkpoints (and one at every epoch end).
@@ -80,6 +83,7 @@ class TrainerConfig:
     augment: str = "auto"
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     deterministic: bool = False
     log_every: int = 50
     checkpoint_every: int = 500

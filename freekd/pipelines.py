@@ -124,7 +124,12 @@ class RunOptions:
 
 
 def prepare_run_dir(options: RunOptions) -> None:
-    """Refuse to mix two runs in one folder unless asked to overwrite or resume."""
+    """Refuse to mix two runs in one folder unless asked to overwrite or resume.
+
+    Every ``run_*`` that writes a folder holds its lock for the whole run
+    (``@locks_run_folder``, :mod:`freekd.runlock`), so two live runs never share one; the
+    lock file ``.freekd.lock`` does not count as a run's content here.
+    """
     out = options.out_dir
     if options.overwrite and options.resume:
         raise FreekdError("--overwrite and --resume exclude each other; pick one")

@@ -30,6 +30,7 @@ from freekd.config import (
     read_yaml,
 )
 from freekd.errors import FreekdError
+from freekd.runlock import locks_folder_argument
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -1294,6 +1295,7 @@ def pate_student(
 
 @pate_app.command("run")
 @user_errors
+@locks_folder_argument("out")  # the stage folders below get their own locks
 def pate_run(
     config: Annotated[
         Path,

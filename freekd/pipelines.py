@@ -50,6 +50,7 @@ from freekd.models import (
     check_model,
     count_parameters,
 )
+from freekd.runlock import has_run_content, locks_run_folder
 from freekd.seeding import seed_everything
 from freekd.teachers import Teacher, load_teacher
 from freekd.train import (
@@ -127,7 +128,12 @@ class RunOptions:
 
 
 def prepare_run_dir(options: RunOptions) -> None:
-    """Refuse to mix two runs in one folder unless asked to overwrite or resume."""
+    """Refuse to mix two runs in one folder unless asked to overwrite or resume.
+
+    Every ``run_*`` that writes a folder holds its lock for the whole run
+    (``@locks_run_folder``, :mod:`freekd.runlock`), so two live runs never share one; the
+    lock file ``.freekd.lock`` does not count as a run's content here.
+    """
     out = options.out_dir
     if options.overwrite and options.resume:
         raise FreekdError("--overwrite and --resume exclude each other; pick one")
@@ -137,7 +143,7 @@ def prepare_run_dir(options: RunOptions) -> None:
         if not (out / RESUME_FILE).exists():
             raise FreekdError(f"nothing to resume in {out}: no {RESUME_FILE}; run without --resume")
         return
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
+    if out.exists() and has_run_content(out) and not options.overwrite:
         raise FreekdError(
             f"output folder {out} already exists; pass --overwrite to replace it, "
             "--resume to continue the run in it, or choose another --out"
@@ -476,6 +482,7 @@ def _build_student(
     return model
 
 
+@locks_run_folder
 def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd teacher train``: supervised training; returns (and writes) ``report.json``.
 
@@ -678,6 +685,7 @@ class _DPSetup:
         return record
 
 
+@locks_run_folder
 def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate teachers``: K teachers on disjoint shards, trained together in one loop.
 
@@ -787,6 +795,7 @@ LEDGER_FILE = "ledger.jsonl"
 LABELS_FILE = "labels.npz"
 
 
+@locks_run_folder
 def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate label``: noisy labels for public queries, budgeted, ledgered, accounted.
 
@@ -835,7 +844,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         )
     if options.resume and not ledger_path.exists():
         raise FreekdError(f"nothing to resume in {out}: no {LEDGER_FILE}; run without --resume")
-    if not options.resume and out.exists() and any(out.iterdir()) and not options.overwrite:
+    if not options.resume and out.exists() and has_run_content(out) and not options.overwrite:
         raise FreekdError(
             f"output folder {out} already exists; pass --overwrite to replace it or choose "
             "another --out"
@@ -1068,6 +1077,7 @@ def _release_label_privacy(
     ) | {"order_from_data": config.sanitize_order is None}
 
 
+@locks_run_folder
 def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate student``: train a student on the answered queries; report its privacy.
 
@@ -1192,6 +1202,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     return report
 
 
+@locks_run_folder
 def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd distill``: classic KD on real data; returns (and writes) ``report.json``."""
     method_class = METHODS.get(config.method.name)
@@ -1352,6 +1363,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     }
 
 
+@locks_run_folder
 def run_demo(
     options: RunOptions,
     *,
@@ -1367,7 +1379,7 @@ def run_demo(
     run folders under ``options.out_dir`` and returns the three reports.
     """
     out = options.out_dir
-    if out.exists() and any(out.iterdir()) and not options.overwrite:
+    if out.exists() and has_run_content(out) and not options.overwrite:
         raise FreekdError(f"output folder {out} already exists; pass --overwrite or another --out")
     quiet = options.quiet
     teacher_config = TeacherTrainConfig(
@@ -1464,6 +1476,7 @@ def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher)
         )
 
 
+@locks_run_folder
 def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd datafree``: distill a student with synthetic inputs only; returns ``report.json``.
 
@@ -2196,6 +2209,7 @@ def _build_attack(name: str, attack_params: dict[str, Any]) -> Any:
     return cls(**params)
 
 
+@locks_run_folder
 def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd audit``: every attack against one model, ROC curves and the ε lower bound.
 
@@ -2468,6 +2482,7 @@ def _read_report(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "report.json").read_text())  # type: ignore[no-any-return]
 
 
+@locks_run_folder
 def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd audit pipeline``: the distillation threat model of Jagielski et al. (2023).
 
@@ -2865,6 +2880,7 @@ def _fit_pairs(
     )  # fmt: skip
 
 
+@locks_run_folder
 def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal teacher``: a small open_clip CLIP trained with CLIP's loss on
     templated pairs, through the one Trainer; writes ``model.pt`` (``freekd-clip/1``)."""
@@ -2965,6 +2981,7 @@ def _paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
     return pairs, eval_pairs, train_set
 
 
+@locks_run_folder
 def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal distill``: a CLIP student from a CLIP teacher on templated pairs, and
     (by default) the same student trained with CLIP's loss alone at the same budget, in

@@ -6,15 +6,18 @@ Every user error becomes one line on stderr and exit status 2, without a traceba
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from freekd import __version__
 from freekd.config import (
@@ -32,7 +35,46 @@ from freekd.config import (
 from freekd.errors import FreekdError
 from freekd.runlock import locks_folder_argument
 
+
+class _OneLineUsageErrors(TyperGroup):
+    """The top-level command group: a usage error (unknown option, a value of the wrong type, a
+    missing option) is one ``error:`` line on stderr and exit status 2, not typer's boxed panel
+    under a usage banner (a failing command prints exactly one line)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # typer's own copy of click's ClickException
+            if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+                typer.echo(f"error: {_usage_line(error)}", err=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(error: Exception) -> str:
+    """A click error's message on one line, with where to find the command's options."""
+    text = error.format_message() if hasattr(error, "format_message") else str(error)
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message = f"{message.rstrip('.')}; see {context.command_path} --help"
+    return message
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -66,6 +108,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: errno values of a write that found no room: no space, a file size limit, a disk quota.
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
 def user_errors(function: F) -> F:
     """Turn FreekdError (and Ctrl-C) into one line on stderr and a non-zero exit status."""
 
@@ -77,6 +123,12 @@ def user_errors(function: F) -> F:
             raise _fail(str(error)) from None
         except OSError as error:  # disk full, permission denied, read-only folder ...
             where = f" {error.filename}" if error.filename else ""
+            if error.errno in _DISK_FULL:
+                raise _fail(
+                    f"the disk is full or a file size limit was hit writing{where or ' a file'} "
+                    f"({error.strerror}); free space or raise the limit (ulimit -f) and "
+                    "run again"
+                ) from None
             raise _fail(
                 f"cannot access{where}: {error.strerror or error}; check the path and free space"
             ) from None
@@ -92,6 +144,29 @@ def _version(value: bool) -> None:
     if value:
         typer.echo(f"freekd {__version__}")
         raise typer.Exit()
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of the CLI: one log line per warning, not two on stderr.
+
+    Third-party warnings (torch's and Opacus' UserWarnings about hooks and kernels) are details
+    for developers: logged at INFO, so they show with ``--verbose`` only and a failing command
+    still prints exactly one line. A warning category of freekd's own is a WARNING line.
+    """
+    text = " ".join(str(message).split())
+    if category.__module__.split(".")[0] == "freekd":
+        logging.getLogger("freekd").warning(text)
+    else:
+        logging.getLogger("freekd.warnings").info(
+            "%s: %s (%s:%d)", category.__name__, text, filename, lineno
+        )
 
 
 @app.callback()
@@ -110,6 +185,7 @@ def main(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    warnings.showwarning = _log_warning
 
 
 # Options shared by the training commands --------------------------------------------------------

@@ -299,6 +299,14 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
+    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
+    from freekd.privacy.report import describe, epsilon_figures
+
+    figures = epsilon_figures(privacy)
+    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
+
+
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
     import yaml
@@ -408,14 +416,14 @@ def teacher_train(
     if "privacy" in report:
         privacy = report["privacy"]
         mechanism = privacy["mechanisms"][0]
-        rows.insert(
-            1,
+        rows[1:1] = [
+            *_privacy_rows(privacy, "privacy (DP-SGD)"),
             (
-                "privacy (DP-SGD)",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}; noise multiplier "
-                f"{mechanism['noise_multiplier']:.3g}, clipping {mechanism['max_grad_norm']:g}",
+                "",
+                f"noise multiplier {mechanism['noise_multiplier']:.3g}, clipping "
+                f"{mechanism['max_grad_norm']:g}",
             ),
-        )
+        ]
     _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
 
 
@@ -573,14 +581,7 @@ def info(
         return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
-    rows = [
-        (
-            "privacy",
-            f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']})"
-            if privacy
-            else "none (no differential-privacy record)",
-        )
-    ]
+    rows = _privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
     if details["batchnorm_replacement"]:
         rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
     _print_table(
@@ -830,9 +831,7 @@ def datafree(
         )
     privacy = report["privacy"]
     if privacy["private"]:
-        rows.append(
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}, inherited")
-        )
+        rows += _privacy_rows(privacy, "privacy (inherited)")
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)
 
@@ -841,18 +840,17 @@ def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    rows = [("ε", f"{result['epsilon']:.4g} at δ = {result['delta']:g} ({result['kind']})")]
+    rows = _privacy_rows(result, "ε")
     if "data_independent_epsilon" in result:
-        rows.append(("data-independent ε", f"{result['data_independent_epsilon']:.4g}"))
         rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
     rows.append(("best Rényi order", f"{result['order']:g}"))
     if "sanitized" in result:
         sanitized = result["sanitized"]
         rows.append(
             (
-                "sanitized ε",
-                f"{sanitized['epsilon']:.4g} (smooth sensitivity, order {sanitized['order']:g}, "
-                f"β = {sanitized['beta']:.3g}, σ_s = {sanitized['sigma']:g})",
+                "sanitized release",
+                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
+                f"σ_s = {sanitized['sigma']:g}",
             )
         )
     _print_table(title, rows)
@@ -1091,14 +1089,10 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
                 "label accuracy",
                 "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
             ),
+            *_privacy_rows(privacy),
             (
-                "privacy",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']}); "
-                f"budget ε = {privacy['budget']['epsilon']:g}",
-            ),
-            (
-                "data-dependent ε",
-                f"{privacy['data_dependent_epsilon']:.3g} (not private to publish as is)",
+                "budget",
+                f"ε = {privacy['budget']['epsilon']:g} on the {privacy['budget']['on']} ε",
             ),
             ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
             ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),
@@ -1235,7 +1229,7 @@ def pate_student(
                     else ""
                 ),
             ),
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}"),
+            *_privacy_rows(privacy),
             ("time", _minutes(report)),
             ("model", str(out / "model.pt")),
         ],
@@ -1288,10 +1282,7 @@ def pate_run(
                 "student accuracy",
                 f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            (
-                "privacy",
-                f"ε = {report['privacy']['epsilon']:.3g} at δ = {report['privacy']['delta']:g}",
-            ),
+            *_privacy_rows(report["privacy"]),
             ("model", str(student_dir / "model.pt")),
         ],
     )

@@ -1092,7 +1092,8 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
             *_privacy_rows(privacy),
             (
                 "budget",
-                f"ε = {privacy['budget']['epsilon']:g} on the {privacy['budget']['on']} ε",
+                f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
+                f"enforced on the {privacy['budget']['on']} ε",
             ),
             ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
             ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),

@@ -44,13 +44,8 @@ BUDGET_NOTE = (
 )
 #: The same, said of one figure.
 STOP_CAVEAT = "bounds the answers, not where labelling stopped (budget on the data-dependent ε)"
-BUDGET_CAVEAT = (
-    "where labelling stopped was decided on the private votes (budget on the data-dependent ε)"
-)
-ORDER_CAVEAT = (
-    "its Rényi order was chosen from the private votes (fix it in advance: sanitize_order, "
-    "or --ss-order)"
-)
+BUDGET_CAVEAT = "labelling stopped on the data-dependent ε"
+ORDER_CAVEAT = "Rényi order picked from the private votes (fix sanitize_order or --ss-order first)"
 
 
 def _curve(values: np.ndarray) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -148,11 +149,28 @@ def test_pate_help(command: str) -> None:
 
 def test_pate_run_from_the_canonical_digits_config(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[2] / "configs/pate/digits_k8_gnmax.yaml"
-    result = invoke("pate", "run", "--config", config, "--out", tmp_path / "run", "--quiet")
+    arguments = ["pate", "run", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]
+    result = runner.invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run/student/report.json").read_text())
     assert report["trained_on"] == 150
     assert report["privacy"]["queries_answered"] == 150
+    # Every printed ε names its kind, the guarantee first (labels, then student); the config
+    # budgets the data-dependent ε, so the data-independent one is the only guarantee.
+    text = " ".join(result.output.replace("│", " ").split())
+    printed = re.findall(r"ε = \S+ at δ = \S+, ([a-z-]+): ([^;]+)", text)
+    kinds = ["data-independent", "data-dependent-sanitized", "data-dependent-unsanitized"]
+    assert [kind for kind, _ in printed] == kinds * 2, printed
+    assert printed[0][1] == "the only guarantee"
+    assert "not a guarantee" in printed[1][1]
+    assert "NOT private to publish" in printed[2][1]
+    assert text.count("ε = ") == 6  # no ε without its kind
+    # The student's record keeps the labeler's warning beside its own note.
+    privacy = report["privacy"]
+    assert "not private to publish" in privacy["note"]
+    assert "post-processing" in privacy["note"]
+    assert "the data-independent ε is the only guarantee" in privacy["note"]
+    assert [figure["kind"] for figure in privacy["epsilons"]] == kinds
     again = invoke(
         "pate", "run", "--config", config, "--out", tmp_path / "run", "--resume", "--quiet"
     )

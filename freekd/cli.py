@@ -840,7 +840,7 @@ def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    rows = _privacy_rows(result, "ε")
+    rows = _privacy_rows(result)
     if "data_independent_epsilon" in result:
         rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
     rows.append(("best Rényi order", f"{result['order']:g}"))
@@ -1503,6 +1503,7 @@ def audit_pipeline(
         )
     for row in report["table"]:
         claimed = row["accountant_epsilon"]
+        kind = row.get("accountant_kind") or "kind unknown"
         table.add_row(
             row["model"],
             _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
@@ -1510,7 +1511,7 @@ def audit_pipeline(
             _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
             "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
-            "-" if claimed is None else f"{claimed:.3g}",
+            "-" if claimed is None else f"{claimed:.3g} ({kind})",
         )
     console = Console()
     console.print(table)

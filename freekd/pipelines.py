@@ -2334,9 +2334,11 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         bound["consistent"] = bool(bound["epsilon"] <= claimed["epsilon"])
         if not bound["consistent"]:
             logger.warning(
-                "PRIVACY BUG: the empirical ε lower bound %.3f exceeds the accountant's ε %.3f",
+                "PRIVACY BUG: the empirical ε lower bound %.3f exceeds the accountant's ε %.3f "
+                "(%s)",
                 bound["epsilon"],
                 claimed["epsilon"],
+                claimed["kind"],
             )
     plot_roc(
         curves,

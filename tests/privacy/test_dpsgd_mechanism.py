@@ -81,6 +81,7 @@ def test_every_example_gradient_is_clipped_to_c_before_the_sum() -> None:
     params = list(optimizer.params)  # type: ignore[attr-defined]
     # Each example alone: plain autograd gives its gradient; the optimizer's clipped sum of a
     # one-example batch is that gradient scaled to norm C.
+    assert batch.labels is not None
     alone = []
     for i in range(4):
         backward(method, optimizer, Batch(batch.images[i : i + 1], batch.labels[i : i + 1]))

@@ -384,6 +384,14 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
+    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
+    from freekd.privacy.report import describe, epsilon_figures
+
+    figures = epsilon_figures(privacy)
+    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
+
+
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
     import yaml
@@ -495,14 +503,14 @@ def teacher_train(
     if "privacy" in report:
         privacy = report["privacy"]
         mechanism = privacy["mechanisms"][0]
-        rows.insert(
-            1,
+        rows[1:1] = [
+            *_privacy_rows(privacy, "privacy (DP-SGD)"),
             (
-                "privacy (DP-SGD)",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}; noise multiplier "
-                f"{mechanism['noise_multiplier']:.3g}, clipping {mechanism['max_grad_norm']:g}",
+                "",
+                f"noise multiplier {mechanism['noise_multiplier']:.3g}, clipping "
+                f"{mechanism['max_grad_norm']:g}",
             ),
-        )
+        ]
     _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
 
 
@@ -676,14 +684,7 @@ def info(
         return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
-    rows = [
-        (
-            "privacy",
-            f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']})"
-            if privacy
-            else "none (no differential-privacy record)",
-        )
-    ]
+    rows = _privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
     if details["batchnorm_replacement"]:
         rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
     _print_table(
@@ -941,9 +942,7 @@ def datafree(
         )
     privacy = report["privacy"]
     if privacy["private"]:
-        rows.append(
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}, inherited")
-        )
+        rows += _privacy_rows(privacy, "privacy (inherited)")
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)
 
@@ -952,18 +951,17 @@ def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    rows = [("ε", f"{result['epsilon']:.4g} at δ = {result['delta']:g} ({result['kind']})")]
+    rows = _privacy_rows(result)
     if "data_independent_epsilon" in result:
-        rows.append(("data-independent ε", f"{result['data_independent_epsilon']:.4g}"))
         rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
     rows.append(("best Rényi order", f"{result['order']:g}"))
     if "sanitized" in result:
         sanitized = result["sanitized"]
         rows.append(
             (
-                "sanitized ε",
-                f"{sanitized['epsilon']:.4g} (smooth sensitivity, order {sanitized['order']:g}, "
-                f"β = {sanitized['beta']:.3g}, σ_s = {sanitized['sigma']:g})",
+                "sanitized release",
+                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
+                f"σ_s = {sanitized['sigma']:g}",
             )
         )
     _print_table(title, rows)
@@ -1204,14 +1202,11 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
                 "label accuracy",
                 "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
             ),
+            *_privacy_rows(privacy),
             (
-                "privacy",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']}); "
-                f"budget ε = {privacy['budget']['epsilon']:g}",
-            ),
-            (
-                "data-dependent ε",
-                f"{privacy['data_dependent_epsilon']:.3g} (not private to publish as is)",
+                "budget",
+                f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
+                f"enforced on the {privacy['budget']['on']} ε",
             ),
             ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
             ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),
@@ -1362,7 +1357,7 @@ def pate_student(
                     else ""
                 ),
             ),
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}"),
+            *_privacy_rows(privacy),
             ("time", _minutes(report)),
             ("model", str(out / "model.pt")),
         ],
@@ -1422,10 +1417,7 @@ def pate_run(
                 "student accuracy",
                 f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            (
-                "privacy",
-                f"ε = {report['privacy']['epsilon']:.3g} at δ = {report['privacy']['delta']:g}",
-            ),
+            *_privacy_rows(report["privacy"]),
             ("model", str(student_dir / "model.pt")),
         ],
     )
@@ -1655,6 +1647,7 @@ def audit_pipeline(
         )
     for row in report["table"]:
         claimed = row["accountant_epsilon"]
+        kind = row.get("accountant_kind") or "kind unknown"
         table.add_row(
             row["model"],
             _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
@@ -1662,7 +1655,7 @@ def audit_pipeline(
             _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
             "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
-            "-" if claimed is None else f"{claimed:.3g}",
+            "-" if claimed is None else f"{claimed:.3g} ({kind})",
         )
     console = Console()
     console.print(table)

@@ -984,6 +984,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
             config, mechanism, ensemble, pool, labeler, by_teachers, prior, options
         )
         privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
+        privacy = _with_figures(privacy)
     synthetic = provenance["source"] != "public unlabelled set"
     report: dict[str, Any] = {
         "command": "pate label",
@@ -1194,10 +1195,10 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         mean=None,
         std=None,
     )
-    privacy = dict(label_report["privacy"])
-    privacy["note"] = (
-        "post-processing of the released labels: the student saw public images and noisy "
-        "labels only"
+    privacy = _inherit_privacy(
+        label_report["privacy"],
+        "the student is post-processing of the released labels: it saw public images and "
+        "noisy labels only",
     )
     if vat:
         if dist.enabled:
@@ -1496,15 +1497,22 @@ def _inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict
             "post-processing: the student was distilled from this DP teacher alone (synthetic "
             "inputs only), so it inherits the teacher's (ε, δ)"
         )
-    return {
-        "private": True,
-        "epsilon": record.get("epsilon"),
-        "delta": record.get("delta"),
-        "kind": record.get("kind"),
-        "inherited_from": teacher.metadata.get("path"),
-        "mechanisms": record.get("mechanisms"),
-        "note": note,
-    }
+    # Every figure of the teacher's record, each with its kind, and its notes.
+    return _inherit_privacy(record, note, private=True, inherited_from=teacher.metadata.get("path"))
+
+
+def _inherit_privacy(record: dict[str, Any], note: str, **fields: Any) -> dict[str, Any]:
+    """``privacy.report.inherit``: a post-processed model's record, every figure and note kept."""
+    from freekd.privacy.report import inherit
+
+    return inherit(record, note, **fields)
+
+
+def _with_figures(record: dict[str, Any]) -> dict[str, Any]:
+    """``privacy.report.with_figures``: ``epsilons`` recomputed after a record gained a figure."""
+    from freekd.privacy.report import with_figures
+
+    return with_figures(record)
 
 
 #: ``--method auto`` (the default): the synthesizer the data-free benchmark found best for the
@@ -1948,6 +1956,7 @@ def run_privacy_pate(
             answered=answered,
             **sanitize,
         )
+        result = _with_figures(result)
     return result
 
 
@@ -2096,13 +2105,18 @@ def _claimed_privacy(config: Any, teacher: Teacher) -> dict[str, Any]:
     """The (ε, δ) the audited model claims, and which figure of its record that is.
 
     A PATE record's budgeted ε may be the data-dependent one, which is not a DP guarantee on
-    its own; the audit compares with the data-independent ε, the mechanism's guarantee.
+    its own; the audit compares with the record's guarantee (``privacy.report.guarantee``:
+    the data-independent ε, or a sanitized ε that is one), and only a record without any
+    guarantee (an old file) with its ``epsilon``, whose kind the report then names.
     """
+    from freekd.privacy.report import guarantee
+
     record = teacher.metadata.get("privacy") or {}
     epsilon, kind = config.accountant_epsilon, "given"
     if epsilon is None and record:
-        if record.get("data_independent_epsilon") is not None:
-            epsilon, kind = record["data_independent_epsilon"], "data-independent"
+        figure = guarantee(record)
+        if figure is not None:
+            epsilon, kind = figure["epsilon"], figure["kind"]
         else:
             epsilon, kind = record.get("epsilon"), record.get("kind", "accountant")
     delta = config.delta if config.delta is not None else record.get("delta")
@@ -2399,9 +2413,11 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         bound["consistent"] = bool(bound["epsilon"] <= claimed["epsilon"])
         if not bound["consistent"]:
             logger.warning(
-                "PRIVACY BUG: the empirical ε lower bound %.3f exceeds the accountant's ε %.3f",
+                "PRIVACY BUG: the empirical ε lower bound %.3f exceeds the accountant's ε %.3f "
+                "(%s)",
                 bound["epsilon"],
                 claimed["epsilon"],
+                claimed["kind"],
             )
     plot_roc(
         curves,
@@ -2488,7 +2504,8 @@ def audit_summary(report: dict[str, Any]) -> str:
     )
     if bound.get("accountant_epsilon") is not None:
         verdict = "consistent" if bound.get("consistent") else "EXCEEDS IT: a privacy bug"
-        text += f"; the accountant's ε is {bound['accountant_epsilon']:.3f} ({verdict})"
+        kind = bound.get("accountant_kind") or "kind unknown"
+        text += f"; the accountant's ε is {bound['accountant_epsilon']:.3f}, {kind} ({verdict})"
     else:
         text += "; the model claims no differential privacy"
     if not bound.get("assumption_holds"):
@@ -2785,6 +2802,7 @@ def _audit_row(name: str, accuracy: float | None, report: dict[str, Any]) -> dic
         "epsilon_lower_bound": bound["epsilon"],
         "bound_attack": bound["attack"],
         "accountant_epsilon": bound.get("accountant_epsilon"),
+        "accountant_kind": bound.get("accountant_kind"),
         "consistent": bound.get("consistent"),
     }
 

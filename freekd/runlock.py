@@ -10,9 +10,10 @@ it when the holder's process ends however it ends, so a run killed with ``kill -
 leaves the folder locked: its lock file is still there (with its pid, host and start time),
 the next run takes the lock over and says so in one warning. A run that ends normally deletes
 the lock file (while still holding the lock), so a lock file without a holder always means a
-run died in the folder. Taking the lock also removes the leftover temporaries of
-:func:`freekd.io.atomic_write` (``.checkpoint.pt.*.tmp`` and the like) that such a run left:
-with the lock held, no live writer can own them.
+run died in the folder. Taking over such a folder also removes the leftover temporaries of
+:func:`freekd.io.atomic_write` (``.checkpoint.pt.*.tmp`` and the like) that the killed run left:
+with the lock held, no live writer can own them. Nothing is removed from a folder without a
+killed run's lock file (it may not be a freekd folder at all: ``--out .``).
 
 The lock is taken once per process and folder (nested uses in one process share it), and under
 ``torchrun`` only by rank 0. On platforms without ``fcntl`` (Windows) runs are not locked.
@@ -44,8 +45,9 @@ except ImportError:  # pragma: no cover - Windows
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = ".freekd.lock"
-# atomic_write's temporaries: "." + target name + "." + mkstemp's random part + ".tmp".
-_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
+# atomic_write's temporaries of freekd's own files: "." + target name + "." + mkstemp's
+# 8-character random part + ".tmp" (e.g. ".checkpoint.pt.k2j_9x0a.tmp").
+_TEMPORARY = re.compile(r"^\..+\.(pt|json|jsonl|yaml|png|npz|npy)\.[a-z0-9_]{8}\.tmp$")
 # How deep below the run folder leftover temporaries are looked for (``shadows/``, stages).
 _TEMPORARY_DEPTH = 2
 
@@ -183,7 +185,8 @@ def _acquire(folder: Path) -> _Held:
                 _describe(previous),
             )
         _write(descriptor)
-        _remove_temporaries(folder)
+        if previous:  # only a killed freekd run leaves temporaries (and its lock file)
+            _remove_temporaries(folder)
     except BaseException:
         os.close(descriptor)
         raise

@@ -34,6 +34,28 @@ _EXTERNAL_SETTINGS = {
 }
 
 
+def check_self_contained_tower(tower: str, settings: Any) -> None:
+    """Refuse an open_clip tower config (``vision_cfg`` or ``text_cfg``) that reaches outside.
+
+    Hugging Face models and tokenizers, pretrained timm weights, and timm names with a source
+    prefix or a path (``hf-hub:...``, ``local-dir:/...``) load files or code from elsewhere; a
+    timm architecture name alone is data and is allowed.
+    """
+    if not isinstance(settings, dict):
+        raise FreekdError(f"model config needs a {tower} mapping (see open_clip's configs)")
+    reaching = [key for key in _EXTERNAL_SETTINGS.get(tower, ()) if settings.get(key)]
+    timm_name = settings.get("timm_model_name")
+    if timm_name is not None and (
+        not isinstance(timm_name, str) or ":" in timm_name or "/" in timm_name
+    ):
+        reaching.append("timm_model_name")
+    if reaching:
+        raise FreekdError(
+            f"model config sets {tower}.{reaching[0]}, which loads a model or weights from "
+            "outside the file; freekd builds CLIP towers from their config alone"
+        )
+
+
 def _check_self_contained(model_config: Any) -> None:
     """Refuse an open_clip config that would load code, files or weights from elsewhere."""
     if not isinstance(model_config, dict):
@@ -41,16 +63,8 @@ def _check_self_contained(model_config: Any) -> None:
             f"model config must be a mapping of embed_dim, vision_cfg and text_cfg, got "
             f"{type(model_config).__name__}"
         )
-    for tower, keys in _EXTERNAL_SETTINGS.items():
-        settings = model_config.get(tower)
-        if not isinstance(settings, dict):
-            raise FreekdError(f"model config needs a {tower} mapping (see open_clip's configs)")
-        for key in keys:
-            if settings.get(key):
-                raise FreekdError(
-                    f"model config sets {tower}.{key}, which loads a model or weights from "
-                    "outside the file; freekd builds CLIP towers from their config alone"
-                )
+    for tower in _EXTERNAL_SETTINGS:
+        check_self_contained_tower(tower, model_config.get(tower))
 
 
 class ClipModel(nn.Module):

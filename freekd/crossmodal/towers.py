@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from freekd.crossmodal.clip import ClipModel
+from freekd.crossmodal.clip import ClipModel, check_self_contained_tower
 from freekd.errors import FreekdError
 from freekd.generators.hooks import last_linear
 from freekd.io import atomic_write
@@ -198,6 +198,7 @@ class TextStudent(Tower):
         import open_clip
         from open_clip.model import _build_text_tower
 
+        check_self_contained_tower("text_cfg", text_cfg)
         self.dim = int(dim)
         self.text_cfg = dict(text_cfg)
         try:

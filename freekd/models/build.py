@@ -61,8 +61,8 @@ def check_trusted_arch(arch: object, *, source: str, trust_code: bool) -> None:
     if is_import_path(arch) and not trust_code:
         raise FreekdError(
             f"{source} names code to import as its architecture ({arch!r}) and freekd never "
-            "runs code a file names; if you trust its author, pass --trust-code (or "
-            "trust_code=True), or pass the architecture yourself with --arch"
+            "runs code a file names; if you trust its author and have that code installed, "
+            "pass --trust-code (Python: trust_code=True)"
         )
 
 

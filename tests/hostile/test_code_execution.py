@@ -281,3 +281,29 @@ def test_clip_config_may_not_reach_outside() -> None:
     }  # fmt: skip
     with pytest.raises(FreekdError, match="hf_model_name"):
         ClipModel(config, mean=[0.5] * 3, std=[0.5] * 3)
+
+
+@pytest.mark.parametrize(
+    ("tower", "setting"),
+    [
+        ("vision_cfg", {"timm_model_name": "local-dir:/etc"}),
+        ("vision_cfg", {"timm_model_name": "hf-hub:someone/model"}),
+        ("vision_cfg", {"timm_model_pretrained": True, "timm_model_name": "resnet18"}),
+        ("text_cfg", {"hf_tokenizer_name": "someone/tokenizer"}),
+    ],
+)
+def test_clip_towers_may_not_load_from_elsewhere(tower: str, setting: dict[str, object]) -> None:
+    """A CLIP or text-student config names no hub model, local folder or pretrained weights."""
+    from freekd.crossmodal.clip import ClipModel
+    from freekd.crossmodal.towers import TextStudent
+
+    config: dict[str, dict[str, object]] = {
+        "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1},
+        "text_cfg": {"context_length": 8, "width": 16, "heads": 2, "layers": 1},
+    }
+    config[tower] = {**config[tower], **setting}
+    with pytest.raises(FreekdError, match=f"{tower}.{next(iter(setting))}"):
+        ClipModel({"embed_dim": 16, **config}, mean=[0.5] * 3, std=[0.5] * 3)
+    if tower == "text_cfg":
+        with pytest.raises(FreekdError, match="text_cfg.hf_tokenizer_name"):
+            TextStudent(dim=16, text_cfg=config["text_cfg"])

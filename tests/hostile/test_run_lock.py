@@ -210,15 +210,15 @@ def test_a_killed_runs_lock_and_temporaries_are_taken_over(
     holder.wait(timeout=60)
     assert json.loads((out / LOCK_FILE).read_text())["pid"] == holder.pid  # left behind
     # What a writer killed inside atomic_write leaves (checkpoint.pt's, a shadow folder's).
-    (out / ".checkpoint.pt.123.tmp").write_bytes(b"partial")
+    (out / ".checkpoint.pt.a1b2c3d4.tmp").write_bytes(b"partial")
     (out / "shadows").mkdir()
-    (out / "shadows" / ".shadows.pt.k2j_9x.tmp").write_bytes(b"partial")
+    (out / "shadows" / ".shadows.pt.k2j_9x0a.tmp").write_bytes(b"partial")
     (out / "notes.tmp").write_text("a user's file: kept")
     result = teacher_train(out, "--overwrite")
     assert result.exit_code == 0, (result.output, result.exception)
     names = {p.name for p in out.rglob("*")}
-    assert ".checkpoint.pt.123.tmp" not in names
-    assert ".shadows.pt.k2j_9x.tmp" not in names
+    assert ".checkpoint.pt.a1b2c3d4.tmp" not in names
+    assert ".shadows.pt.k2j_9x0a.tmp" not in names
     assert {"notes.tmp", "model.pt"} <= names
     assert LOCK_FILE not in names
     taken = [r.getMessage() for r in caplog.records if "taking over" in r.getMessage()]
@@ -229,11 +229,32 @@ def test_a_killed_runs_lock_and_temporaries_are_taken_over(
 def test_leftover_temporaries_are_removed_on_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert teacher_train(out).exit_code == 0
-    (out / ".checkpoint.pt.123.tmp").write_bytes(b"partial")
+    # what a run killed inside atomic_write leaves: its lock file and a temporary
+    (out / LOCK_FILE).write_text(json.dumps({"pid": 999999999, "started": "earlier"}))
+    (out / ".checkpoint.pt.a1b2c3d4.tmp").write_bytes(b"partial")
     result = teacher_train(out, "--resume", "--epochs", "2")
     assert result.exit_code == 0, (result.output, result.exception)
-    assert not (out / ".checkpoint.pt.123.tmp").exists()
+    assert not (out / ".checkpoint.pt.a1b2c3d4.tmp").exists()
     assert not (out / LOCK_FILE).exists()
+
+
+def test_other_programs_temporaries_are_never_removed(tmp_path: Path) -> None:
+    """A folder without a killed run's lock file may not be freekd's (``--out .``): untouched."""
+    out = tmp_path / "home"
+    (out / "project" / "sub").mkdir(parents=True)
+    others = [
+        out / ".notes.draft.tmp",
+        out / ".report.json.abcd1234.tmp",
+        out / "project" / ".model.pt.abcd1234.tmp",
+        out / "project" / "sub" / ".deep.a.tmp",
+    ]
+    for path in others:
+        path.write_text("someone else's")
+    refused = teacher_train(out)  # not empty: refused
+    assert refused.exit_code == 2
+    assert all(path.exists() for path in others)
+    assert teacher_train(out, "--overwrite").exit_code == 0
+    assert all(path.exists() for path in others)
 
 
 def test_concurrent_pate_label_resumes_run_one_at_a_time(tmp_path: Path) -> None:

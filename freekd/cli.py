@@ -566,6 +566,7 @@ def info(
                 ("format", details["format"]),
                 ("model", json.dumps(details["model"])),
                 ("parameters", f"{details['parameters']:,}"),
+                ("weights", _checksum_row(details)),
                 ("freekd version", str(details["freekd_version"])),
                 ("trained on", str(details["config"].get("pairs", "?"))),
             ],
@@ -591,11 +592,19 @@ def info(
             ("classes", str(details["num_classes"])),
             ("input", f"{shape}, mean {details['input']['mean']}, std {details['input']['std']}"),
             ("parameters", f"{details['parameters']:,}"),
+            ("weights", _checksum_row(details)),
             ("freekd version", str(details["freekd_version"])),
             ("trained on", str(details["config"].get("dataset", "?"))),
             *rows,
         ],
     )
+
+
+def _checksum_row(details: dict[str, Any]) -> str:
+    """``freekd info``'s line on the weights' checksum (a mismatch never gets this far)."""
+    if details["weights_checksum"] == "verified":
+        return "SHA-256 checksum verified"
+    return "no checksum (written by a freekd before checksums); not verified"
 
 
 @app.command()

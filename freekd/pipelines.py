@@ -1309,21 +1309,31 @@ def run_eval(
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
-    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config)."""
-    from freekd.checkpoint import read_checkpoint, safe_torch_load
+    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config).
+
+    Every field is checked first, and the weights against their stored SHA-256:
+    ``weights_checksum`` is ``"verified"``, or ``"none"`` for a file written before checksums.
+    """
+    from freekd.checkpoint import check_checkpoint, read_checkpoint, safe_torch_load
     from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+    from freekd.crossmodal.clip import check_clip_file
     from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
+    from freekd.crossmodal.towers import check_tower_file
 
     raw = safe_torch_load(Path(path), what="checkpoint")
     if isinstance(raw, dict) and raw.get("format") in (CLIP_FORMAT, TOWER_FORMAT):
+        check = check_clip_file if raw["format"] == CLIP_FORMAT else check_tower_file
+        verified = check(raw, source=str(path))
         return {  # cross-modal files: a CLIP, or one encoder tower
             "format": raw["format"],
             "model": raw.get("model_config") or raw.get("tower"),
             "parameters": sum(int(v.numel()) for v in raw["state_dict"].values()),
+            "weights_checksum": "verified" if verified else "none",
             "freekd_version": raw.get("freekd_version"),
-            "config": raw.get("config", {}),
+            "config": raw.get("config") or {},
         }
     data = read_checkpoint(path)
+    verified = check_checkpoint(data, source=str(path))
     parameters = sum(
         int(v.numel())
         for k, v in data["state_dict"].items()
@@ -1336,8 +1346,9 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "num_classes": data["num_classes"],
         "input": data["input"],
         "parameters": parameters,
+        "weights_checksum": "verified" if verified else "none",
         "freekd_version": data.get("freekd_version"),
-        "config": data.get("config", {}),
+        "config": data.get("config") or {},
         "batchnorm_replacement": data.get("batchnorm_replacement"),
         "privacy": data.get("privacy"),
     }

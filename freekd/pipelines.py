@@ -1792,17 +1792,48 @@ def _draw_samples(
 
 
 def _load_array(path: Path, what: str) -> Any:
+    """One array from a ``.npy`` file, or from a ``.npz`` holding one array (or one named
+    ``what``); a one-line error for anything else (text, an empty file, pickled objects)."""
     import numpy as np
 
+    path = Path(path)
+    fix = "save it with numpy.save"
+    if not path.is_file():
+        raise FreekdError(f"{what} file {path} does not exist; check the path")
     try:
         # allow_pickle=False: a .npy of objects would unpickle code.
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FreekdError(f"{what} file {path} does not exist") from None
-    except (ValueError, OSError) as error:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # an empty file raises EOFError
+        with path.open("rb") as stream:
+            magic = stream.read(6)
+        reason = (
+            f"{error}".splitlines()[0][:120]
+            if magic == b"\x93NUMPY"
+            else "not a .npy file: no NUMPY header"
+        )
         raise FreekdError(
-            f"{what} file {path} is not a numeric .npy array ({error}); save it with numpy.save"
+            f"{what} file {path} is not a numeric .npy array ({reason}); {fix}"
         ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if len(names) != 1 and what not in names:
+            raise FreekdError(
+                f"{what} file {path} holds arrays {names[:5]}; give a .npy file, or a .npz with "
+                f"one array or one named {what!r}"
+            )
+        try:
+            return loaded[what if what in names else names[0]]
+        except (ValueError, OSError, EOFError) as error:
+            raise FreekdError(
+                f"{what} file {path} is not a numeric .npy array ({_short(error)}); {fix}"
+            ) from None
+
+
+def _short(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:120] if lines else type(error).__name__
 
 
 def run_privacy_pate(
@@ -1832,8 +1863,9 @@ def run_privacy_pate(
             f"votes in {votes_path} have shape {tuple(votes.shape)}; expected (N queries, K ≥ 2 "
             "classes) of vote counts"
         )
-    if not np.issubdtype(votes.dtype, np.number) or not np.all(np.isfinite(votes)):
-        raise FreekdError(f"votes in {votes_path} must be finite numbers")
+    real = np.issubdtype(votes.dtype, np.integer) or np.issubdtype(votes.dtype, np.floating)
+    if not real or not np.all(np.isfinite(votes)):
+        raise FreekdError(f"votes in {votes_path} must be finite numbers, got {votes.dtype}")
     if np.any(votes < 0) or np.any(votes != np.round(votes)):
         raise FreekdError(f"votes in {votes_path} must be non-negative whole counts")
     if (sigma_threshold is None) != (threshold is None):
@@ -1846,6 +1878,13 @@ def run_privacy_pate(
                 f"--answered has shape {tuple(answered.shape)}; expected ({votes.shape[0]},), "
                 "one flag per query in --votes"
             )
+        if answered.dtype != np.bool_ and not (
+            np.issubdtype(answered.dtype, np.number) and np.isin(answered, (0, 1)).all()
+        ):
+            raise FreekdError(
+                f"--answered in {answered_path} must hold booleans (or 0/1), got {answered.dtype}"
+            )
+        answered = answered.astype(bool)
         if sigma_threshold is None and not np.all(answered):
             raise FreekdError("plain GNMax answers every query; give --sigma1 and --threshold")
     for name, value in (("--sigma2", sigma), ("--sigma1", sigma_threshold)):

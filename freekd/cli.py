@@ -305,8 +305,9 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({error})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({first})") from None
     if not isinstance(data, dict):
         raise FreekdError(f"{what} {path}: expected a mapping of settings")
     return data

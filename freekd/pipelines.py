@@ -338,7 +338,7 @@ def _run_loop(
     state = None
     if resume_data is not None:
         method.to(device)
-        state = restore(trainer, resume_data, extras=extras)
+        state = restore(trainer, resume_data, extras=extras, source=out / RESUME_FILE)
         logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)

@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
 	      || echo "warning: could not install dataset-fashion-mnist; fashion-mnist runs will be skipped"; \
-	  else echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"; fi; \
+	  else echo "note: Fashion-MNIST tests will be skipped; 'sudo apt-get install dataset-fashion-mnist' enables them"; fi; \
 	fi
 	touch $(STAMP)
 

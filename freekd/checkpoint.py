@@ -30,7 +30,13 @@ import torch
 from freekd import __version__
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
-from freekd.models import ImageClassifier, build_model, check_model, replace_batchnorm
+from freekd.models import (
+    ImageClassifier,
+    build_model,
+    check_model,
+    check_trusted_arch,
+    replace_batchnorm,
+)
 
 FORMAT = "freekd/1"
 REQUIRED_KEYS = ("format", "arch", "arch_kwargs", "num_classes", "input", "state_dict")
@@ -160,14 +166,23 @@ def is_freekd_checkpoint(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
-def model_from_checkpoint(data: dict[str, Any], *, source: str = "checkpoint") -> ImageClassifier:
+def model_from_checkpoint(
+    data: dict[str, Any], *, source: str = "checkpoint", trust_code: bool = False
+) -> ImageClassifier:
     """Rebuild the ``ImageClassifier`` a checkpoint mapping describes, weights loaded, eval mode.
 
+    Args:
+        data: the checkpoint mapping (:func:`read_checkpoint`).
+        source: where it came from, for messages.
+        trust_code: build an ``arch`` that is an import path (``package.module:Class``). A file
+            must never choose code to run, so only the user's explicit ``--trust-code`` sets it.
+
     Raises:
-        FreekdError: a damaged field (see :func:`check_checkpoint`), corrupt weights, or an
-            architecture the weights do not fit.
+        FreekdError: a damaged field (see :func:`check_checkpoint`), corrupt weights, an
+            import-path ``arch`` without ``trust_code``, or weights that do not fit.
     """
     check_checkpoint(data, source=source)
+    check_trusted_arch(data["arch"], source=source, trust_code=trust_code)
     shape = tuple(int(v) for v in data["input"]["shape"])
     if len(shape) != 3:
         raise FreekdError(f"{source}: input shape {list(shape)} is not [C, H, W]")
@@ -176,6 +191,7 @@ def model_from_checkpoint(data: dict[str, Any], *, source: str = "checkpoint") -
         num_classes=int(data["num_classes"]),
         input_shape=shape,  # type: ignore[arg-type]
         arch_kwargs=dict(data["arch_kwargs"]),
+        trust_code=trust_code,
     )
     replacement = data.get("batchnorm_replacement")
     if replacement is not None:
@@ -426,9 +442,15 @@ def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
     return verify_weights(data, source=source)
 
 
-def load_model(path: str | Path, *, device: str = "cpu") -> ImageClassifier:
-    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1]."""
+def load_model(
+    path: str | Path, *, device: str = "cpu", trust_code: bool = False
+) -> ImageClassifier:
+    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1].
+
+    ``trust_code=True`` is needed for a checkpoint whose ``arch`` is an import path (a user class):
+    building it imports and runs that code.
+    """
     data = read_checkpoint(Path(path))
-    model = model_from_checkpoint(data, source=str(path))
+    model = model_from_checkpoint(data, source=f"checkpoint {path}", trust_code=trust_code)
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
     return model.to(device).eval()

@@ -6,15 +6,18 @@ Every user error becomes one line on stderr and exit status 2, without a traceba
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from freekd import __version__
 from freekd.config import (
@@ -30,8 +33,48 @@ from freekd.config import (
     read_yaml,
 )
 from freekd.errors import FreekdError
+from freekd.runlock import locks_folder_argument
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """The top-level command group: a usage error (unknown option, a value of the wrong type, a
+    missing option) is one ``error:`` line on stderr and exit status 2, not typer's boxed panel
+    under a usage banner (a failing command prints exactly one line)."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # typer's own copy of click's ClickException
+            if type(error).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+                typer.echo(f"error: {_usage_line(error)}", err=True)
+            sys.exit(getattr(error, "exit_code", 2))
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_line(error: Exception) -> str:
+    """A click error's message on one line, with where to find the command's options."""
+    text = error.format_message() if hasattr(error, "format_message") else str(error)
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    context = getattr(error, "ctx", None)
+    if context is not None:
+        message = f"{message.rstrip('.')}; see {context.command_path} --help"
+    return message
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -65,6 +108,10 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+#: errno values of a write that found no room: no space, a file size limit, a disk quota.
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
 def user_errors(function: F) -> F:
     """Turn FreekdError (and Ctrl-C) into one line on stderr and a non-zero exit status."""
 
@@ -76,6 +123,12 @@ def user_errors(function: F) -> F:
             raise _fail(str(error)) from None
         except OSError as error:  # disk full, permission denied, read-only folder ...
             where = f" {error.filename}" if error.filename else ""
+            if error.errno in _DISK_FULL:
+                raise _fail(
+                    f"the disk is full or a file size limit was hit writing{where or ' a file'} "
+                    f"({error.strerror}); free space or raise the limit (ulimit -f) and "
+                    "run again"
+                ) from None
             raise _fail(
                 f"cannot access{where}: {error.strerror or error}; check the path and free space"
             ) from None
@@ -91,6 +144,29 @@ def _version(value: bool) -> None:
     if value:
         typer.echo(f"freekd {__version__}")
         raise typer.Exit()
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` of the CLI: one log line per warning, not two on stderr.
+
+    Third-party warnings (torch's and Opacus' UserWarnings about hooks and kernels) are details
+    for developers: logged at INFO, so they show with ``--verbose`` only and a failing command
+    still prints exactly one line. A warning category of freekd's own is a WARNING line.
+    """
+    text = " ".join(str(message).split())
+    if category.__module__.split(".")[0] == "freekd":
+        logging.getLogger("freekd").warning(text)
+    else:
+        logging.getLogger("freekd.warnings").info(
+            "%s: %s (%s:%d)", category.__name__, text, filename, lineno
+        )
 
 
 @app.callback()
@@ -109,6 +185,7 @@ def main(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    warnings.showwarning = _log_warning
 
 
 # Options shared by the training commands --------------------------------------------------------
@@ -200,6 +277,14 @@ TrustPickleOption = Annotated[
     bool,
     typer.Option(
         "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it)."
+    ),
+]
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Allow an architecture that a file names by import path (package.module:Class) "
+        "in a checkpoint, teachers.pt or --config YAML; building it runs that code.",
     ),
 ]
 
@@ -299,6 +384,14 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
+    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
+    from freekd.privacy.report import describe, epsilon_figures
+
+    figures = epsilon_figures(privacy)
+    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
+
+
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
     import yaml
@@ -345,6 +438,7 @@ def teacher_train(
     data_root: DataRootOption = None,
     download: DownloadOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/teacher"),
     overwrite: OverwriteOption = False,
@@ -394,11 +488,12 @@ def teacher_train(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_teacher_train
 
     report = run_teacher_train(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     rows = [
         ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
@@ -409,14 +504,14 @@ def teacher_train(
     if "privacy" in report:
         privacy = report["privacy"]
         mechanism = privacy["mechanisms"][0]
-        rows.insert(
-            1,
+        rows[1:1] = [
+            *_privacy_rows(privacy, "privacy (DP-SGD)"),
             (
-                "privacy (DP-SGD)",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}; noise multiplier "
-                f"{mechanism['noise_multiplier']:.3g}, clipping {mechanism['max_grad_norm']:g}",
+                "",
+                f"noise multiplier {mechanism['noise_multiplier']:.3g}, clipping "
+                f"{mechanism['max_grad_norm']:g}",
             ),
-        )
+        ]
     _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
 
 
@@ -453,6 +548,7 @@ def distill(
     data_root: DataRootOption = None,
     download: DownloadOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/distill"),
     overwrite: OverwriteOption = False,
@@ -482,11 +578,18 @@ def distill(
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
     cfg = load_config(
-        DistillConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        DistillConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_distill
 
-    report = run_distill(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_distill(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_table(
         f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}",
         [
@@ -524,6 +627,7 @@ def eval_command(
     mean: MeanOption = None,
     std: StdOption = None,
     trust_pickle: TrustPickleOption = False,
+    trust_code: TrustCodeOption = False,
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Evaluation batch size.")] = 512,
@@ -537,7 +641,14 @@ def eval_command(
         "", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
     )
     source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
-    result = run_eval(source, dataset, data_root=data_root, device=device, batch_size=batch_size)
+    result = run_eval(
+        source,
+        dataset,
+        data_root=data_root,
+        device=device,
+        batch_size=batch_size,
+        trust_code=trust_code,
+    )
     if as_json:
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:
@@ -575,14 +686,7 @@ def info(
         return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
-    rows = [
-        (
-            "privacy",
-            f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']})"
-            if privacy
-            else "none (no differential-privacy record)",
-        )
-    ]
+    rows = _privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
     if details["batchnorm_replacement"]:
         rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
     _print_table(
@@ -761,6 +865,7 @@ def datafree(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/datafree"),
     overwrite: OverwriteOption = False,
@@ -799,11 +904,18 @@ def datafree(
         **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
     cfg = load_config(
-        DataFreeConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        DataFreeConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_datafree
 
-    report = run_datafree(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_datafree(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     source = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
     rows = [
         ("method", f"{source} → {report['student']['arch']}"),
@@ -840,9 +952,7 @@ def datafree(
         )
     privacy = report["privacy"]
     if privacy["private"]:
-        rows.append(
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}, inherited")
-        )
+        rows += _privacy_rows(privacy, "privacy (inherited)")
     rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     _print_table("data-free distillation", rows)
 
@@ -851,18 +961,17 @@ def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result))
         return
-    rows = [("ε", f"{result['epsilon']:.4g} at δ = {result['delta']:g} ({result['kind']})")]
+    rows = _privacy_rows(result)
     if "data_independent_epsilon" in result:
-        rows.append(("data-independent ε", f"{result['data_independent_epsilon']:.4g}"))
         rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
     rows.append(("best Rényi order", f"{result['order']:g}"))
     if "sanitized" in result:
         sanitized = result["sanitized"]
         rows.append(
             (
-                "sanitized ε",
-                f"{sanitized['epsilon']:.4g} (smooth sensitivity, order {sanitized['order']:g}, "
-                f"β = {sanitized['beta']:.3g}, σ_s = {sanitized['sigma']:g})",
+                "sanitized release",
+                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
+                f"σ_s = {sanitized['sigma']:g}",
             )
         )
     _print_table(title, rows)
@@ -990,6 +1099,7 @@ def pate_teachers(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate"),
     overwrite: OverwriteOption = False,
@@ -1017,11 +1127,12 @@ def pate_teachers(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_pate_teachers
 
     report = run_pate_teachers(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     accuracy = report["teacher_accuracy"]
     _print_table(
@@ -1101,14 +1212,11 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
                 "label accuracy",
                 "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
             ),
+            *_privacy_rows(privacy),
             (
-                "privacy",
-                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} ({privacy['kind']}); "
-                f"budget ε = {privacy['budget']['epsilon']:g}",
-            ),
-            (
-                "data-dependent ε",
-                f"{privacy['data_dependent_epsilon']:.3g} (not private to publish as is)",
+                "budget",
+                f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
+                f"enforced on the {privacy['budget']['on']} ε",
             ),
             ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
             ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),
@@ -1163,6 +1271,7 @@ def pate_label(
     delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
     seed: SeedOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate-labels"),
     overwrite: OverwriteOption = False,
@@ -1181,10 +1290,19 @@ def pate_label(
         epsilon, delta, seed, (student_model, confidence_scale, student_threshold),
     )  # fmt: skip
     base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
-    cfg = load_config(PateLabelConfig, config, overrides=overrides, values=values, base=base)
+    cfg = load_config(
+        PateLabelConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=base,
+        trust_code=trust_code,
+    )
     from freekd.pipelines import RunOptions, run_pate_label
 
-    report = run_pate_label(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_pate_label(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_label_report(report, out)
 
 
@@ -1204,6 +1322,7 @@ def pate_student(
     device: DeviceOption = None,
     deterministic: DeterministicOption = False,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/pate-student"),
     overwrite: OverwriteOption = False,
@@ -1223,10 +1342,13 @@ def pate_student(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_pate_student
 
-    report = run_pate_student(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_pate_student(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     privacy = report["privacy"]
     _print_table(
         f"PATE student {cfg.student}",
@@ -1245,7 +1367,7 @@ def pate_student(
                     else ""
                 ),
             ),
-            ("privacy", f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g}"),
+            *_privacy_rows(privacy),
             ("time", _minutes(report)),
             ("model", str(out / "model.pt")),
         ],
@@ -1254,6 +1376,7 @@ def pate_student(
 
 @pate_app.command("run")
 @user_errors
+@locks_folder_argument("out")  # the stage folders below get their own locks
 def pate_run(
     config: Annotated[
         Path,
@@ -1270,6 +1393,7 @@ def pate_run(
         bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
     ] = False,
     quiet: QuietOption = False,
+    trust_code: TrustCodeOption = False,
 ) -> None:
     """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
     import dataclasses
@@ -1277,20 +1401,25 @@ def pate_run(
     from freekd.config import PateRunConfig
     from freekd.pipelines import RunOptions, run_pate_label, run_pate_student, run_pate_teachers
 
-    run = load_config(PateRunConfig, config)
+    run = load_config(PateRunConfig, config, trust_code=trust_code)
     teachers_cfg = run.teachers
     teachers_dir, labels_dir, student_dir = out / "teachers", out / "labels", out / "student"
     if not (resume and (teachers_dir / "teachers.pt").exists()):
-        run_pate_teachers(teachers_cfg, RunOptions(teachers_dir, quiet=quiet))
+        run_pate_teachers(
+            teachers_cfg, RunOptions(teachers_dir, quiet=quiet, trust_code=trust_code)
+        )
     label_cfg = dataclasses.replace(run.label, teachers=str(teachers_dir / "teachers.pt"))
     labels = run_pate_label(
         label_cfg,
         RunOptions(labels_dir, resume=resume and (labels_dir / "ledger.jsonl").exists(),
-                   quiet=quiet),
+                   quiet=quiet, trust_code=trust_code),
     )  # fmt: skip
     _print_label_report(labels, labels_dir)
     student_cfg = dataclasses.replace(run.student, labels=str(labels_dir))
-    report = run_pate_student(student_cfg, RunOptions(student_dir, overwrite=resume, quiet=quiet))
+    report = run_pate_student(
+        student_cfg,
+        RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
+    )
     _print_table(
         "PATE student",
         [
@@ -1298,10 +1427,7 @@ def pate_run(
                 "student accuracy",
                 f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            (
-                "privacy",
-                f"ε = {report['privacy']['epsilon']:.3g} at δ = {report['privacy']['delta']:g}",
-            ),
+            *_privacy_rows(report["privacy"]),
             ("model", str(student_dir / "model.pt")),
         ],
     )
@@ -1402,6 +1528,7 @@ def audit(
     device: DeviceOption = None,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/audit"),
     overwrite: OverwriteOption = False,
@@ -1434,11 +1561,18 @@ def audit(
         "data_root": data_root,
     }
     cfg = load_config(
-        AuditConfig, config, overrides=overrides, values=values, base=_resume_base(out, resume)
+        AuditConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_audit
 
-    report = run_audit(cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet))
+    report = run_audit(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
     _print_audit(report, out)
     if report["epsilon_lower_bound"].get("consistent") is False:
         # Not a usage error (2): the audit ran and found the model's privacy claim violated.
@@ -1476,6 +1610,7 @@ def audit_pipeline(
     seed: SeedOption = None,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/audit-pipeline"),
     overwrite: OverwriteOption = False,
@@ -1502,11 +1637,12 @@ def audit_pipeline(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_audit_pipeline
 
     report = run_audit_pipeline(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     from rich.console import Console
     from rich.table import Table
@@ -1521,6 +1657,7 @@ def audit_pipeline(
         )
     for row in report["table"]:
         claimed = row["accountant_epsilon"]
+        kind = row.get("accountant_kind") or "kind unknown"
         table.add_row(
             row["model"],
             _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
@@ -1528,7 +1665,7 @@ def audit_pipeline(
             _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
             "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
-            "-" if claimed is None else f"{claimed:.3g}",
+            "-" if claimed is None else f"{claimed:.3g} ({kind})",
         )
     console = Console()
     console.print(table)
@@ -1562,6 +1699,7 @@ def crossmodal_teacher(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/clip-teacher"),
     overwrite: OverwriteOption = False,
@@ -1585,11 +1723,12 @@ def crossmodal_teacher(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_crossmodal_teacher
 
     report = run_crossmodal_teacher(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     teacher = report["teacher"]
     _print_table(
@@ -1663,6 +1802,7 @@ def crossmodal_distill(
     deterministic: DeterministicOption = False,
     data_root: DataRootOption = None,
     config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
     overrides: SetOption = None,
     out: OutOption = Path("runs/clip-student"),
     overwrite: OverwriteOption = False,
@@ -1695,11 +1835,12 @@ def crossmodal_distill(
         overrides=overrides,
         values=values,
         base=_resume_base(out, resume),
+        trust_code=trust_code,
     )
     from freekd.pipelines import RunOptions, run_crossmodal_distill
 
     report = run_crossmodal_distill(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet)
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
     )
     from rich.console import Console
     from rich.table import Table

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,117 @@ import yaml
 from freekd.errors import FreekdError
 
 C = TypeVar("C")
+
+#: Prefix of torchvision model names in ``arch`` fields (data: a name, not code).
+TORCHVISION_PREFIX = "torchvision:"
+#: Config fields that name an architecture. An import path there runs code when the model is
+#: built, so a file (YAML, a run's saved ``config.yaml``) may hold one only with ``--trust-code``.
+ARCHITECTURE_FIELDS = frozenset({"arch", "student", "student_arch"})
+#: Flags that let freekd run code from a file; only the command line may switch them on.
+TRUST_FIELDS = frozenset({"trust_pickle"})
+
+
+def is_import_path(arch: object) -> bool:
+    """Whether ``arch`` names code to import (``package.module:Attribute``), not a data name."""
+    return isinstance(arch, str) and ":" in arch and not arch.startswith(TORCHVISION_PREFIX)
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks: every dataclass checks its own ranges in ``__post_init__``, so YAML files,
+# ``--set``, CLI flags and the Python API are all covered, before any run folder is touched.
+
+#: The CLI flag that sets a dotted config key, named in the message when that key is invalid.
+FLAGS: dict[str, str] = {
+    "trainer.epochs": "--epochs",
+    "trainer.batch_size": "--batch-size",
+    "trainer.lr": "--lr",
+    "trainer.device": "--device",
+    "shadow.trainer.device": "--device",
+    "budget_minutes": "--budget",
+    "budget_cpu_minutes": "--budget",
+    "budget_images": "--budget",
+    "shadow.models": "--shadow-models",
+    "max_examples": "--max-examples",
+    "confidence": "--confidence",
+    "dp.epsilon": "--epsilon",
+    "dp.delta": "--delta",
+    "dp.max_grad_norm": "--max-grad-norm",
+    "queries": "--queries",
+    "save_queries": "--save-queries",
+    "teachers": "--teachers",
+    "pool": "--pool",
+}
+
+#: What ``trainer.device`` accepts (``freekd.train.distributed.resolve_device``).
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
+class ConfigValueError(FreekdError):
+    """A config field holds a value outside its valid range.
+
+    Raised by the dataclasses' ``__post_init__``; :func:`from_dict` restates it with the dotted
+    key the user wrote (``trainer.lr``) and the flag that sets it.
+    """
+
+    def __init__(self, owner: str, name: str, rule: str, value: Any) -> None:
+        self.name, self.rule, self.value = name, rule, value
+        super().__init__(self.message(f"{owner}.{name}"))
+
+    def message(self, key: str) -> str:
+        """The one-line message for the field at dotted ``key``."""
+        flag = FLAGS.get(key)
+        fix = (
+            f"pass a valid {flag} (or --set {key}=...)" if flag else f"fix it with --set {key}=..."
+        )
+        return f"{key} {self.rule}, got {_shown(self.value)}; {fix}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+class _Checks:
+    """Range checks of one config object; each failure raises :class:`ConfigValueError`."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.owner = type(config).__name__
+
+    def fail(self, name: str, rule: str) -> None:
+        raise ConfigValueError(self.owner, name, rule, getattr(self.config, name))
+
+    def _number(self, name: str, *, optional: bool) -> float | None:
+        value = getattr(self.config, name)
+        if value is None:
+            if not optional:
+                self.fail(name, "must be a number")
+            return None
+        if not math.isfinite(value):
+            self.fail(name, "must be a finite number")
+        return float(value)
+
+    def at_least(self, name: str, low: float, *, optional: bool = False) -> None:
+        value = self._number(name, optional=optional)
+        if value is not None and value < low:
+            self.fail(name, f"must be at least {low:g}")
+
+    def positive(self, name: str, *, optional: bool = False) -> None:
+        value = self._number(name, optional=optional)
+        if value is not None and value <= 0:
+            self.fail(name, "must be a finite number above 0")
+
+    def within(
+        self, name: str, low: float, high: float, *, closed: str = "[)", optional: bool = False
+    ) -> None:
+        value = self._number(name, optional=optional)
+        if value is None:
+            return
+        above = value >= low if closed[0] == "[" else value > low
+        below = value <= high if closed[1] == "]" else value < high
+        if not (above and below):
+            self.fail(name, f"must lie in {closed[0]}{low:g}, {high:g}{closed[1]}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +158,10 @@ class TrainerConfig:
             shifts of up to 2 pixels; it lifts LeNet-5 on MNIST from 98.8 % to 99.3 %),
             ``crop-flip`` (CIFAR's padding 4 and horizontal flips) or ``none``.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:N]``.
-        amp: mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.
+        amp: mixed precision (bfloat16 autocast) on CUDA; on CPU only with ``amp_cpu``.
+        amp_cpu: with ``amp``, autocast to bfloat16 on CPU too (off by default: on most CPUs
+            it is slower and changes the results; it runs the mixed-precision path where there
+            is no GPU, as the tests do).
         deterministic: ``torch.use_deterministic_algorithms(True)``; bitwise repeatable on CPU.
         log_every: steps between ``metrics.jsonl`` lines (and an extra line every epoch).
         checkpoint_every: steps between resumable checkpoints (and one at every epoch end).
@@ -67,11 +183,28 @@ class TrainerConfig:
     augment: str = "auto"
     device: str = "auto"
     amp: bool = True
+    amp_cpu: bool = False
     deterministic: bool = False
     log_every: int = 50
     checkpoint_every: int = 500
     eval_every: int = 1
     ema_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.at_least("epochs", 1)
+        check.at_least("batch_size", 1)
+        check.positive("lr")
+        check.within("momentum", 0, 1)
+        check.at_least("weight_decay", 0)
+        check.at_least("warmup_steps", 0)
+        check.positive("max_grad_norm", optional=True)
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            check.fail("device", "must be auto, cpu, cuda, cuda:N or mps")
+        check.at_least("log_every", 1)
+        check.at_least("checkpoint_every", 1)
+        check.at_least("eval_every", 0)
+        check.within("ema_decay", 0, 1, closed="()", optional=True)
 
 
 @dataclass(frozen=True)
@@ -107,6 +240,9 @@ class TeacherSourceConfig:
     std: list[float] | None = None
     trust_pickle: bool = False
 
+    def __post_init__(self) -> None:
+        _Checks(self).at_least("num_classes", 1, optional=True)
+
 
 @dataclass(frozen=True)
 class DPConfig:
@@ -131,6 +267,13 @@ class DPConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     noise_multiplier: float | None = None
+
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.positive("epsilon", optional=True)
+        check.within("delta", 0, 1, closed="()")
+        check.positive("max_grad_norm")
+        check.positive("noise_multiplier", optional=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +307,9 @@ class TeacherTrainConfig:
     seed: int = 0
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     dp: DPConfig = field(default_factory=DPConfig)
+
+    def __post_init__(self) -> None:
+        _Checks(self).within("label_smoothing", 0, 1)
 
 
 @dataclass(frozen=True)
@@ -199,6 +345,9 @@ class PateTeachersConfig:
             epochs=40, batch_size=24, lr=0.05, augment="none", eval_every=0
         )
     )
+
+    def __post_init__(self) -> None:
+        _Checks(self).at_least("teachers", 1)
 
 
 @dataclass(frozen=True)
@@ -264,6 +413,21 @@ class PateLabelConfig:
     sanitize_beta: float | None = None
     sanitize_order: float | None = None
 
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.at_least("queries", 1)
+        check.at_least("holdout", 0)
+        for name in ("sigma", "sigma_threshold", "gamma", "confidence_scale"):
+            check.positive(name, optional=True)
+        check.at_least("threshold", 0, optional=True)
+        check.positive("epsilon")
+        check.within("delta", 0, 1, closed="()")
+        check.positive("sanitize_sigma", optional=True)
+        check.positive("sanitize_beta", optional=True)
+        check.positive("sanitize_order", optional=True)
+        if self.sanitize_order is not None and self.sanitize_order <= 1:
+            check.fail("sanitize_order", "must be a Rényi order above 1")
+
 
 @dataclass(frozen=True)
 class PateStudentConfig:
@@ -295,6 +459,9 @@ class PateStudentConfig:
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(epochs=30, batch_size=128, lr=0.05)
     )
+
+    def __post_init__(self) -> None:
+        _Checks(self).at_least("labelled_batch_size", 1)
 
 
 @dataclass(frozen=True)
@@ -456,6 +623,15 @@ class DataFreeConfig:
         )
     )
 
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.at_least("steps_per_epoch", 1)
+        check.at_least("synthesize_every", 1, optional=True)
+        check.positive("budget_minutes", optional=True)
+        check.positive("budget_cpu_minutes", optional=True)
+        check.at_least("budget_images", 1, optional=True)
+        check.at_least("save_queries", 0)
+
 
 @dataclass(frozen=True)
 class ShadowConfig:
@@ -488,6 +664,11 @@ class ShadowConfig:
             epochs=30, batch_size=64, lr=0.05, weight_decay=5e-4, augment="none", eval_every=0
         )
     )
+
+    def __post_init__(self) -> None:
+        if self.models < 0 or self.models == 1:
+            # Shadow models come in IN/OUT pairs (``audit.shadows.inclusion_design``).
+            _Checks(self).fail("models", "must be 0 (threshold attacks only) or at least 2")
 
 
 @dataclass(frozen=True)
@@ -532,6 +713,13 @@ class AuditConfig:
     accountant_epsilon: float | None = None
     random_split: bool = False
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.at_least("max_examples", 2, optional=True)
+        check.within("confidence", 0, 1, closed="()")
+        check.within("delta", 0, 1, optional=True)
+        check.at_least("accountant_epsilon", 0, optional=True)
 
 
 @dataclass(frozen=True)
@@ -634,6 +822,11 @@ class AuditPipelineConfig:
     audit: AuditConfig = field(default_factory=AuditConfig)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        check = _Checks(self)
+        check.at_least("pool", 4)
+        check.at_least("public", 1)
+
 
 def _tiny_clip() -> dict[str, Any]:
     """The tiny open_clip of DATA.md: 64-d embeddings, a 2-layer ViT (32 px, patch 8, width 64)
@@ -698,6 +891,9 @@ class CrossModalTeacherConfig:
     seed: int = 0
     trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
+    def __post_init__(self) -> None:
+        _Checks(self).at_least("eval_size", 1)
+
 
 @dataclass(frozen=True)
 class CrossModalDistillConfig:
@@ -741,6 +937,9 @@ class CrossModalDistillConfig:
     data_root: str | None = None
     seed: int = 0
     trainer: TrainerConfig = field(default_factory=_clip_trainer)
+
+    def __post_init__(self) -> None:
+        _Checks(self).at_least("eval_size", 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -844,6 +1043,9 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
         kwargs[key] = _coerce(annotation, value, f"{where}.{key}")
     try:
         return cls(**kwargs)
+    except ConfigValueError as error:  # restate it with the dotted key the user wrote
+        key = ".".join([*where.split(".")[1:], error.name])
+        raise FreekdError(error.message(key)) from None
     except TypeError as error:  # a required field (e.g. a component's name) is missing
         missing = str(error).split(":")[-1].strip()
         raise FreekdError(
@@ -940,6 +1142,7 @@ def load_config(
     overrides: list[str] | None = None,
     values: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    trust_code: bool = False,
 ) -> C:
     """Resolve a run configuration.
 
@@ -950,29 +1153,69 @@ def load_config(
         values: dotted keys → values from real CLI flags; ``None`` values are skipped. Applied last.
         base: a resolved config to start from instead of the defaults (``--resume`` passes the
             run's saved ``config.yaml``).
+        trust_code: the user passed ``--trust-code``: ``path`` and ``base`` may name
+            architectures by import path (``package.module:Class``).
 
     Returns:
         The frozen, type-checked dataclass.
 
     Raises:
-        FreekdError: unknown key (with a suggestion), a value of the wrong type, malformed override.
+        FreekdError: unknown key (with a suggestion), a value of the wrong type, malformed
+            override, or a file that names code to import (without ``trust_code``) or switches a
+            trust flag on.
     """
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data = _merge(data, read_yaml(path))
+    command_line: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise FreekdError(f"--set {item!r}: expected key=value, e.g. trainer.lr=0.01")
         key, text = item.split("=", 1)
         nested: dict[str, Any] = {}
         _set_dotted(nested, key.strip(), _parse_scalar(text))
-        data = _merge(data, nested)
+        command_line = _merge(command_line, nested)
     for key, value in (values or {}).items():
         if value is not None:
             nested = {}
             _set_dotted(nested, key, value)
-            data = _merge(data, nested)
-    return from_dict(cls, data)
+            command_line = _merge(command_line, nested)
+    what = f"config {path}" if path is not None else "the saved config.yaml"
+    _check_file_trust(data, command_line, what=what, trust_code=trust_code)
+    return from_dict(cls, _merge(data, command_line))
+
+
+def _check_file_trust(
+    file_data: dict[str, Any], command_line: dict[str, Any], *, what: str, trust_code: bool
+) -> None:
+    """Refuse a file that would make freekd run code the user did not name.
+
+    A value the command line overrides does not count: only what reaches the run from the
+    file. Architecture import paths need ``--trust-code``; trust flags need their own flag.
+    """
+
+    def walk(node: dict[str, Any], override: Any, prefix: str) -> None:
+        for key, value in node.items():
+            given = override.get(key) if isinstance(override, dict) else None
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, given, f"{dotted}.")
+            elif given is not None:
+                continue  # the command line decides this value
+            elif key in ARCHITECTURE_FIELDS and is_import_path(value) and not trust_code:
+                raise FreekdError(
+                    f"{what} names code to import in {dotted} ({value!r}) and freekd never runs "
+                    f"code a file names; pass --trust-code if you trust the file, or give "
+                    f"the architecture on the command line (--set {dotted}=...)"
+                )
+            elif key in TRUST_FIELDS and value not in (False, None, "false", "False"):
+                flag = "--" + key.replace("_", "-")
+                raise FreekdError(
+                    f"{what} sets {dotted} and a file may not grant itself trust; "
+                    f"remove it and pass {flag} on the command line"
+                )
+
+    walk(file_data, command_line, "")
 
 
 def dump_yaml(config: Any) -> str:

@@ -23,9 +23,26 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        cause = _os_error_in(error)
+        if cause is not None and cause is not error:
+            # torch.save's zip writer turns a failed write (a full disk, ``ulimit -f``) into a
+            # RuntimeError about stream positions; the OSError under it says what happened.
+            raise OSError(cause.errno, cause.strerror, str(path)) from None
         raise
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The first OSError in ``error``'s chain of causes and contexts, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _current_umask() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,38 @@ from freekd.data import ImageDataset, load_dataset
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=50)
 settings.load_profile("ci")
+
+# Every skip for a missing offline dataset starts with this, so the summary can count them.
+MISSING_DATASET = "offline dataset not installed:"
+# CI sets it: a missing dataset then fails its tests instead of skipping them.
+REQUIRE_DATASETS = "FREEKD_REQUIRE_DATASETS"
+
+
+def needs_dataset(installed: bool, name: str, install: str) -> pytest.MarkDecorator:
+    """Skip a test whose offline dataset is missing, saying how to install it.
+
+    The skip is listed at the end of every run (``pytest_terminal_summary``); with
+    ``FREEKD_REQUIRE_DATASETS=1`` (CI) the test runs anyway and fails on the missing data.
+    """
+    required = os.environ.get(REQUIRE_DATASETS) == "1"
+    return pytest.mark.skipif(
+        not installed and not required, reason=f"{MISSING_DATASET} {name} ({install})"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One visible line per missing dataset, whatever ``-q`` or ``-r`` say."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+        if MISSING_DATASET in reason:
+            reason = reason[reason.index(MISSING_DATASET) + len(MISSING_DATASET) :].strip()
+            reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.write_sep("=", "tests skipped: offline dataset not installed", yellow=True)
+        for reason, count in sorted(reasons.items()):
+            terminalreporter.write_line(f"{count} skipped: {reason}", yellow=True)
 
 
 @pytest.fixture(scope="session")

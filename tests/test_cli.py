@@ -394,9 +394,9 @@ def setting_of_the_wrong_type(tmp: Path, teacher: Path) -> tuple[list[object], l
 
 
 def input_shape_mismatch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
-    # The teacher was trained on 8×8 digits; Fashion-MNIST (local) has 28×28 images.
+    # The teacher was trained on 8×8 digits; Animal-MNIST (pip, every machine) has 28×28 images.
     return (
-        ["distill", "--teacher", teacher, "--student", "mlp", "--dataset", "fashion-mnist", *TINY],
+        ["distill", "--teacher", teacher, "--student", "mlp", "--dataset", "animal-mnist", *TINY],
         ["1x28x28", "1x8x8", "teacher"],
     )
 

@@ -1,14 +1,24 @@
 """Diversity and label balance of probe batches: real, proxy, noise, fresh, trained and collapsed.
 
-    python experiments/2026-11-collapse-thresholds/measure.py TEACHER.pt REAL_SPEC [ROUNDS]
+    python experiments/2026-11-collapse-thresholds/measure.py --real digits:test \
+        --teacher TEACHER.pt --rounds 30 --out experiments/2026-11-collapse-thresholds/digits.json
+    python experiments/2026-11-collapse-thresholds/measure.py --real mnist:test \
+        --out experiments/2026-11-collapse-thresholds/mnist-diversity.json
 
-Prints one line per probe (128 images). Synthesizers train for ROUNDS generator rounds against
-an untrained student (no student steps), then their generator's last convolution is zeroed.
+Writes one JSON entry per probe (128 images). Without ``--teacher`` only the teacher-free probes
+are measured (real and proxy images, noise, a constant image) and only their diversity: the
+label balance needs a teacher. With one, each synthesizer that can run on it trains for
+ROUNDS generator rounds against an untrained student (no student steps), is measured after the
+first and the last round, and then its generator's last convolution is zeroed (a collapse).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import platform
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,30 +32,22 @@ from freekd.teachers import Teacher, load_teacher
 PROBE = 128
 
 
-def measure(teacher: Teacher, name: str, images: torch.Tensor) -> None:
-    with torch.no_grad():
-        logits = teacher(images)
-    print(
-        f"{name:36s} diversity {image_diversity(images):.3f}  balance {label_balance(logits):.3f}"
-    )
+def measure(teacher: Teacher | None, name: str, images: torch.Tensor) -> dict[str, Any]:
+    balance = None
+    if teacher is not None:
+        with torch.no_grad():
+            balance = label_balance(teacher(images))
+    row = {"probe": name, "diversity": round(image_diversity(images), 4)}
+    row["balance"] = None if balance is None else round(balance, 4) + 0.0  # no -0.0
+    print(f"{name:36s} diversity {row['diversity']}  balance {row['balance']}")
+    return row
 
 
-def main(teacher_path: str, real_spec: str, rounds: int) -> None:
-    torch.set_num_threads(1)
-    teacher = load_teacher(TeacherSourceConfig(path=teacher_path))
+def synthesizer_probes(teacher: Teacher, rounds: int) -> list[dict[str, Any]]:
     shape, classes = teacher.input_shape, teacher.num_classes
-    for spec in (real_spec, "animal-mnist:test"):
-        data = load_dataset(spec)
-        if tuple(data.input_shape) != tuple(shape):
-            continue
-        for seed in range(3):
-            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-            measure(teacher, f"{spec} seed {seed}", data.batch(order[:PROBE]).images)
-    noise = torch.rand((PROBE, *shape), generator=torch.Generator().manual_seed(0))
-    measure(teacher, "uniform noise", noise)
-    measure(teacher, "constant gray", torch.full((PROBE, *shape), 0.5))
     arch = str(teacher.metadata["arch"])
     student_arch = SMALLER_STUDENT.get(arch, arch)
+    rows = []
     for name in SYNTHESIZERS.names():
         cls = SYNTHESIZERS.get(name)
         if name == "noise" or (cls.needs_batchnorm and not teacher.has_batchnorm):
@@ -58,6 +60,7 @@ def main(teacher_path: str, real_spec: str, rounds: int) -> None:
             device=torch.device("cpu"),
             **params,
         )
+        torch.manual_seed(0)  # the untrained student's initial weights
         net = build_model(student_arch, num_classes=classes, input_shape=shape)
         student = ImageClassifier(
             net,
@@ -71,15 +74,63 @@ def main(teacher_path: str, real_spec: str, rounds: int) -> None:
         for round_index in range(rounds):
             synthesizer.synthesize(teacher, student)
             if round_index in (0, rounds - 1):
-                measure(
-                    teacher, f"{name} after {round_index + 1} rounds", synthesizer.sample(PROBE)
-                )
+                label = f"{name} after {round_index + 1} rounds"
+                rows.append(measure(teacher, label, synthesizer.sample(PROBE)))
         generator = getattr(synthesizer, "generator", None)
         if generator is not None and not hasattr(synthesizer, "memory"):
             with torch.no_grad():
                 generator.head.weight.zero_()
-            measure(teacher, f"{name} last conv zeroed", synthesizer.sample(PROBE))
+            rows.append(measure(teacher, f"{name} last conv zeroed", synthesizer.sample(PROBE)))
+    return rows
+
+
+def describe(teacher: Teacher, path: Path) -> dict[str, Any]:
+    report = path.with_name("report.json")
+    accuracy = json.loads(report.read_text()).get("test_accuracy") if report.exists() else None
+    return {
+        "arch": teacher.metadata.get("arch"),
+        "batchnorm": teacher.has_batchnorm,
+        "test_accuracy": accuracy,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", required=True, help="real images, e.g. mnist:test")
+    parser.add_argument("--teacher", help="teacher checkpoint (needed for balance, synthesizers)")
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    teacher = None if args.teacher is None else load_teacher(TeacherSourceConfig(path=args.teacher))
+    real = load_dataset(args.real)
+    shape = real.input_shape if teacher is None else teacher.input_shape
+    rows = []
+    for spec in (args.real, "animal-mnist:test"):
+        data = real if spec == args.real else load_dataset(spec)
+        if tuple(data.input_shape) != tuple(shape):
+            continue
+        for seed in range(3):
+            order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+            rows.append(measure(teacher, f"{spec} seed {seed}", data.batch(order[:PROBE]).images))
+    noise = torch.rand((PROBE, *shape), generator=torch.Generator().manual_seed(0))
+    rows.append(measure(teacher, "uniform noise", noise))
+    rows.append(measure(teacher, "constant gray", torch.full((PROBE, *shape), 0.5)))
+    if teacher is not None:
+        rows.extend(synthesizer_probes(teacher, args.rounds))
+    result = {
+        "command": "python experiments/2026-11-collapse-thresholds/measure.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "real": args.real,
+        "teacher": None if teacher is None else describe(teacher, Path(args.teacher)),
+        "probe_size": PROBE,
+        "rounds": args.rounds if teacher is not None else None,
+        "probes": rows,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 30)
+    main()

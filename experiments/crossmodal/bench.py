@@ -22,6 +22,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TEACHER_CONFIG = ROOT / "configs" / "crossmodal" / "tinyclip_fmnist.yaml"
 KEYS = ("zero_shot_accuracy", "recall_at_1", "recall_at_5", "recall_at_10")
+# Copied from each command's report.json into its rows: the whole command's cost (a distill run
+# with a baseline trains both; the teacher row has the teacher's own run).
+TIMES = ("wall_seconds", "cpu_seconds")
+
+
+def times(report: dict) -> dict:
+    return {key: report[key] for key in TIMES if key in report}
 
 
 def freekd(*arguments: str) -> None:
@@ -36,7 +43,7 @@ def run(out: Path, seed: int, methods: list[str], extra: list[str]) -> dict:
     if not (teacher / "report.json").exists():
         freekd("crossmodal", "teacher", "--config", str(TEACHER_CONFIG), "--seed", str(seed),
                "--out", str(teacher), "--overwrite")  # fmt: skip
-    results = {}
+    results = {"teacher-run": json.loads((teacher / "report.json").read_text())}
     for index, method in enumerate(methods):
         folder = out / f"{method}-{seed}"
         if not (folder / "report.json").exists():
@@ -63,10 +70,13 @@ def main() -> None:
     rows: dict[str, list[dict]] = {}
     for seed, results in per_seed.items():
         first = results[arguments.methods[0]]
-        rows.setdefault("teacher", []).append(first["teacher"] | {"seed": seed})
-        rows.setdefault("baseline (clip loss only)", []).append(first["baseline"] | {"seed": seed})
+        teacher_run = times(results.pop("teacher-run"))
+        rows.setdefault("teacher", []).append(first["teacher"] | {"seed": seed} | teacher_run)
+        baseline = first["baseline"] | {"seed": seed} | times(first)
+        rows.setdefault("baseline (clip loss only)", []).append(baseline)
         for method, report in results.items():
-            rows.setdefault(f"student ({method})", []).append(report["student"] | {"seed": seed})
+            student = report["student"] | {"seed": seed} | times(report)
+            rows.setdefault(f"student ({method})", []).append(student)
     write_result(HERE / arguments.result, rows, seeds=arguments.seeds,
                  overrides=arguments.overrides)  # fmt: skip
 
@@ -89,7 +99,7 @@ def write_result(
         "overrides": overrides,
         "medians": medians,
         "runs": {
-            name: [{k: run[k] for k in (*KEYS, "seed")} for run in runs]
+            name: [{k: run[k] for k in (*KEYS, "seed", *TIMES) if k in run} for run in runs]
             for name, runs in rows.items()
         },
         "captions": "templated from the class labels",

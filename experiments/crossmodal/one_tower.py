@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench import freekd, write_result  # experiments/crossmodal/bench.py
+from bench import freekd, times, write_result  # experiments/crossmodal/bench.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -64,7 +64,7 @@ def main() -> None:
                        "--out", str(folder), "--overwrite", *extra)  # fmt: skip
             report = json.loads((folder / "report.json").read_text())
             for role in ("student", "baseline"):
-                entry = report[role] | {"seed": seed, "cpu_seconds": report["cpu_seconds"]}
+                entry = report[role] | {"seed": seed} | times(report)
                 rows.setdefault(f"{direction}: {role}", []).append(entry)
     write_result(HERE / arguments.result, rows, seeds=arguments.seeds,
                  overrides=arguments.overrides)  # fmt: skip

@@ -27,6 +27,33 @@ FORMAT = "freekd-clip/1"
 MAX_LOG_SCALE = 4.6052
 
 
+#: open_clip settings that load a model, tokenizer or weights from outside the config (a hub name
+#: or a local path): a config read from a file must not reach outside it, and nothing is fetched.
+_EXTERNAL_SETTINGS = {
+    "vision_cfg": ("timm_model_pretrained",),
+    "text_cfg": ("hf_model_name", "hf_tokenizer_name"),
+}
+
+
+def _check_self_contained(model_config: Any) -> None:
+    """Refuse an open_clip config that would load code, files or weights from elsewhere."""
+    if not isinstance(model_config, dict):
+        raise FreekdError(
+            f"model config must be a mapping of embed_dim, vision_cfg and text_cfg, got "
+            f"{type(model_config).__name__}"
+        )
+    for tower, keys in _EXTERNAL_SETTINGS.items():
+        settings = model_config.get(tower)
+        if not isinstance(settings, dict):
+            raise FreekdError(f"model config needs a {tower} mapping (see open_clip's configs)")
+        for key in keys:
+            if settings.get(key):
+                raise FreekdError(
+                    f"model config sets {tower}.{key}, which loads a model or weights from "
+                    "outside the file; freekd builds CLIP towers from their config alone"
+                )
+
+
 class ClipModel(nn.Module):
     """open_clip CLIP with its tokenizer and image preparation.
 
@@ -46,6 +73,7 @@ class ClipModel(nn.Module):
         import open_clip
         from open_clip.model import CLIP
 
+        _check_self_contained(model_config)
         try:
             self.clip = CLIP(**model_config)
         except TypeError as error:

@@ -32,7 +32,7 @@ from freekd.crossmodal.clip import ClipModel
 from freekd.errors import FreekdError
 from freekd.generators.hooks import last_linear
 from freekd.io import atomic_write
-from freekd.models import ImageClassifier, build_model
+from freekd.models import ImageClassifier, build_model, check_trusted_arch
 
 FORMAT = "freekd-tower/1"
 IMAGE, TEXT = "image", "text"
@@ -242,12 +242,16 @@ class ImageStudent(Tower):
         mean: list[float],
         std: list[float],
         arch_kwargs: dict[str, Any] | None = None,
+        trust_code: bool = False,
     ) -> None:
         super().__init__()
         self.dim = int(dim)
         kwargs = dict(arch_kwargs or {})
         shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
-        net = build_model(arch, num_classes=self.dim, input_shape=shape, arch_kwargs=kwargs)
+        net = build_model(
+            arch, num_classes=self.dim, input_shape=shape, arch_kwargs=kwargs,
+            trust_code=trust_code,
+        )  # fmt: skip
         self.model = ImageClassifier(
             net, arch=arch, arch_kwargs=kwargs, num_classes=self.dim, input_shape=shape,
             mean=list(mean), std=list(std),
@@ -318,23 +322,34 @@ def save_tower(path: Path, tower: TextStudent | ImageStudent, *, config: dict[st
     atomic_write(Path(path), lambda stream: torch.save(data, stream))
 
 
-def build_tower(spec: dict[str, Any]) -> TextStudent | ImageStudent:
-    """A fresh student tower from the ``tower`` entry of a ``freekd-tower/1`` file."""
+def build_tower(
+    spec: dict[str, Any], *, source: str = "tower checkpoint", trust_code: bool = False
+) -> TextStudent | ImageStudent:
+    """A fresh student tower from the ``tower`` entry of a ``freekd-tower/1`` file.
+
+    An image tower whose ``arch`` is an import path is built only with ``trust_code`` (the
+    user's ``--trust-code``): a file never chooses code to run.
+    """
     if spec.get("kind") == "text":
         return TextStudent(dim=spec["dim"], text_cfg=spec["text_cfg"])
     if spec.get("kind") == "image":
+        check_trusted_arch(spec.get("arch"), source=source, trust_code=trust_code)
         return ImageStudent(
             arch=spec["arch"], dim=spec["dim"], input_shape=tuple(spec["input_shape"]),
             mean=spec["mean"], std=spec["std"], arch_kwargs=spec.get("arch_kwargs"),
+            trust_code=trust_code,
         )  # fmt: skip
     raise FreekdError(f"unknown tower kind {spec.get('kind')!r}; expected 'text' or 'image'")
 
 
-def load_tower(path: Path, *, device: torch.device | str = "cpu") -> TextStudent | ImageStudent:
+def load_tower(
+    path: Path, *, device: torch.device | str = "cpu", trust_code: bool = False
+) -> TextStudent | ImageStudent:
     """A student tower from a ``freekd-tower/1`` file, in eval mode.
 
     Raises:
-        FreekdError: missing, unreadable or not a tower file, or weights that do not fit it.
+        FreekdError: missing, unreadable or not a tower file, an import-path ``arch`` without
+            ``trust_code``, or weights that do not fit it.
     """
     from freekd.checkpoint import safe_torch_load
 
@@ -346,7 +361,7 @@ def load_tower(path: Path, *, device: torch.device | str = "cpu") -> TextStudent
         )
     check_tower_file(data, source=str(path))
     try:
-        tower = build_tower(data["tower"])
+        tower = build_tower(data["tower"], source=f"tower checkpoint {path}", trust_code=trust_code)
     except FreekdError:
         raise
     except Exception as error:  # open_clip raises anything on a bad text_cfg value

@@ -656,6 +656,24 @@ def _images_to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
     )
 
 
+def _inferred_class_count(y: np.ndarray, path: Path) -> int:
+    """K = max(y) + 1 for labels 0..K-1 without a ``classes`` array, refusing a gap-riddled set.
+
+    A held-out sample may miss a few classes, but when most of the K classes the largest label
+    implies have no image at all (a stray 99 among digits), K is a typo, not a class count: the
+    model would get K outputs, most of them never trained. Naming the classes fixes K explicitly.
+    """
+    count = int(y.max()) + 1
+    present = len(np.unique(y))
+    if 2 * present < count:
+        raise FreekdError(
+            f"{path}: labels must be class indices 0..K-1, but y holds {present} distinct labels "
+            f"and its largest, {count - 1}, makes {count} classes, {count - present} of them "
+            "without an image; renumber y as 0..K-1 (or save the K class names as classes=...)"
+        )
+    return count
+
+
 def load_npz(path: Path) -> ImageDataset:
     """A dataset from a ``.npz`` file, loaded with ``allow_pickle=False``.
 
@@ -709,7 +727,7 @@ def load_npz(path: Path) -> ImageDataset:
             raise FreekdError(f"{path}: classes must be a 1-D string array of class names")
         classes = [str(class_name) for class_name in names]
     else:
-        classes = [str(class_index) for class_index in range(int(y.max()) + 1)]
+        classes = [str(class_index) for class_index in range(_inferred_class_count(y, path))]
     images = torch.from_numpy(np.ascontiguousarray(x))
     return ImageDataset(images, torch.from_numpy(y.astype(np.int64)), classes, str(path))
 

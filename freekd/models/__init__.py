@@ -8,7 +8,14 @@ model takes [0, 1] images.
 from __future__ import annotations
 
 from freekd.models import lenet, resnet_cifar, small, wrn  # noqa: F401  (register architectures)
-from freekd.models.build import build_model, check_model, count_parameters, replace_batchnorm
+from freekd.models.build import (
+    build_model,
+    check_model,
+    check_trusted_arch,
+    count_parameters,
+    is_import_path,
+    replace_batchnorm,
+)
 from freekd.models.classifier import ImageClassifier
 from freekd.models.factory import MODELS, SMALLER_STUDENT, ModelFactory
 
@@ -19,6 +26,8 @@ __all__ = [
     "ModelFactory",
     "build_model",
     "check_model",
+    "check_trusted_arch",
+    "is_import_path",
     "count_parameters",
     "replace_batchnorm",
 ]

@@ -6,6 +6,11 @@ An architecture string is one of:
 * ``wrn-DEPTH-WIDTH`` for any WideResNet, e.g. ``wrn-22-4`` (depth - 4 must be a multiple of 6);
 * ``torchvision:NAME`` for any torchvision model, built with random weights (nothing is downloaded);
 * ``package.module:Attribute`` for a user class or function that returns an ``nn.Module``.
+
+An import path runs the user's code, so it is built only with ``trust_code=True``: callers pass it
+for a name the user typed (``--arch`` on the command line, a Python argument), never for a name read
+from a file (checkpoint metadata, a YAML config, ``teachers.pt``) unless the user passed
+``--trust-code``. Registry, ``wrn-`` and ``torchvision:`` names are data and always allowed.
 """
 
 from __future__ import annotations
@@ -20,11 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from freekd.config import TORCHVISION_PREFIX, is_import_path
 from freekd.errors import FreekdError, UnknownNameError
 from freekd.models.factory import MODELS
 from freekd.models.wrn import check_wrn_depth
 
-TORCHVISION_PREFIX = "torchvision:"
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
 
 
@@ -42,12 +47,32 @@ def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
     )
 
 
+def check_trusted_arch(arch: object, *, source: str, trust_code: bool) -> None:
+    """Refuse an import-path architecture read from a file unless the user trusts its code.
+
+    Args:
+        arch: the architecture string read from ``source``.
+        source: what it was read from, for the message (e.g. ``checkpoint runs/x/model.pt``).
+        trust_code: the user passed ``--trust-code`` (or ``trust_code=True`` in Python).
+
+    Raises:
+        FreekdError: ``arch`` is an import path and ``trust_code`` is false.
+    """
+    if is_import_path(arch) and not trust_code:
+        raise FreekdError(
+            f"{source} names code to import as its architecture ({arch!r}) and freekd never "
+            "runs code a file names; if you trust its author, pass --trust-code (or "
+            "trust_code=True), or pass the architecture yourself with --arch"
+        )
+
+
 def build_model(
     arch: str,
     *,
     num_classes: int,
     input_shape: tuple[int, int, int],
     arch_kwargs: dict[str, Any] | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """The network named by ``arch``, mapping normalized (B, C, H, W) images to (B, K) logits.
 
@@ -57,6 +82,8 @@ def build_model(
         num_classes: number of logits K.
         input_shape: (C, H, W) of one input image.
         arch_kwargs: extra keyword arguments for the architecture (``--arch-kwargs``).
+        trust_code: allow ``package.module:Attribute`` (it imports and calls user code); pass
+            it only for a name the user gave, never for one read from a file.
 
     Returns:
         The bare network (wrap it in :class:`~freekd.models.ImageClassifier` to add normalization).
@@ -65,11 +92,17 @@ def build_model(
 
     Raises:
         UnknownNameError: ``arch`` is no registered, torchvision or WideResNet name.
-        FreekdError: bad ``num_classes``/``input_shape``, an import path that cannot be imported,
-            or ``arch_kwargs`` the architecture does not accept.
+        FreekdError: bad ``num_classes``/``input_shape``, an import path without ``trust_code``
+            or that cannot be imported, or ``arch_kwargs`` the architecture does not accept.
     """
+    if not isinstance(arch, str) or not arch:
+        raise FreekdError(f"architecture must be a name, got {arch!r}; check --arch")
     _check_num_classes(num_classes)
     shape = validate_input_shape(input_shape)
+    if not isinstance(arch_kwargs, (dict, type(None))):
+        raise FreekdError(
+            f"arch kwargs must be a mapping, got {arch_kwargs!r}; check --arch-kwargs"
+        )
     kwargs = dict(arch_kwargs or {})
     if arch.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(arch, num_classes=num_classes, arch_kwargs=kwargs)
@@ -91,6 +124,11 @@ def build_model(
         }
         return _call_checked(arch, MODELS.get("wrn"), fixed, kwargs)
     if ":" in arch:
+        if not trust_code:  # every caller that reads a file checks first, with a better message
+            raise FreekdError(
+                f"architecture {arch!r} is an import path and would run its code; it is built "
+                "only when you name it yourself (--arch) or pass --trust-code"
+            )
         return _build_from_import_path(
             arch, num_classes=num_classes, input_shape=shape, arch_kwargs=kwargs
         )

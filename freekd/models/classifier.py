@@ -9,7 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.models.build import build_model, replace_batchnorm, validate_input_shape
+from freekd.models.build import (
+    build_model,
+    check_trusted_arch,
+    replace_batchnorm,
+    validate_input_shape,
+)
 
 
 class ImageClassifier(nn.Module):
@@ -125,11 +130,23 @@ class ImageClassifier(nn.Module):
         }
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> ImageClassifier:
+    def from_metadata(
+        cls,
+        metadata: Mapping[str, Any],
+        *,
+        source: str = "model metadata",
+        trust_code: bool = False,
+    ) -> ImageClassifier:
         """A freshly initialized classifier described by :meth:`metadata` (load weights after).
 
+        Args:
+            metadata: the mapping :meth:`metadata` returns (e.g. read from a file).
+            source: where it came from, for messages.
+            trust_code: allow an import-path ``arch`` (it runs code); only on the user's word.
+
         Raises:
-            FreekdError: a key is missing or the architecture cannot be built.
+            FreekdError: a key is missing, an import-path ``arch`` without ``trust_code``, or the
+                architecture cannot be built.
         """
         try:
             arch = metadata["arch"]
@@ -142,9 +159,14 @@ class ImageClassifier(nn.Module):
             raise FreekdError(
                 f"model metadata is missing {error}; the checkpoint is not a freekd model"
             ) from None
+        check_trusted_arch(arch, source=source, trust_code=trust_code)
         input_shape = validate_input_shape(shape)
         net = build_model(
-            arch, num_classes=num_classes, input_shape=input_shape, arch_kwargs=arch_kwargs
+            arch,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            arch_kwargs=arch_kwargs,
+            trust_code=trust_code,
         )
         replacement = metadata.get("batchnorm_replacement")
         if replacement is not None:

@@ -36,7 +36,12 @@ from freekd.privacy.aggregation import (
 from freekd.privacy.budget import PrivacyBudget
 from freekd.privacy.ledger import PrivacyLedger
 from freekd.privacy.rdp import DEFAULT_ORDERS, FloatArray
-from freekd.privacy.report import DATA_DEPENDENT_UNSANITIZED, DATA_INDEPENDENT
+from freekd.privacy.report import (
+    BUDGET_NOTE,
+    DATA_DEPENDENT_UNSANITIZED,
+    DATA_INDEPENDENT,
+    with_figures,
+)
 from freekd.registry import Registry
 
 
@@ -414,7 +419,8 @@ class NoisyLabeler:
         return len(self._released)
 
     def privacy_report(self) -> dict[str, Any]:
-        """``report.json["privacy"]`` (DESIGN.md): mechanisms, curves, both ε, and their kinds."""
+        """``report.json["privacy"]`` (DESIGN.md): mechanisms, curves, both ε, and their kinds
+        (``epsilons``: every figure with its kind, the guarantee first)."""
         delta = self.budget.delta
         independent, independent_order = analysis.epsilon_from_rdp(
             self._independent, self.orders, delta=delta
@@ -422,7 +428,13 @@ class NoisyLabeler:
         dependent, dependent_order = analysis.epsilon_from_rdp(
             self._dependent, self.orders, delta=delta
         )
-        return {
+        note = (
+            "data_dependent_epsilon depends on the private votes and is not private to publish "
+            "without a smooth-sensitivity release"
+        )
+        if self.budget_on == DATA_DEPENDENT_UNSANITIZED:
+            note += f"; {BUDGET_NOTE}"
+        record = {
             "epsilon": independent if self.budget_on == DATA_INDEPENDENT else dependent,
             "delta": delta,
             "kind": self.budget_on,
@@ -436,14 +448,14 @@ class NoisyLabeler:
             "orders": self.orders.tolist(),
             "data_independent_rdp": self._independent.tolist(),
             "data_dependent_rdp": self._dependent.tolist(),
-            "note": "data_dependent_epsilon depends on the private votes and is not private to "
-            "publish without a smooth-sensitivity release",
+            "note": note,
             **(
                 {"composed_with": self._prior_record, "prior_rdp": self._prior.tolist()}
                 if self._prior_record is not None
                 else {}
             ),
         }
+        return with_figures(record)
 
 
 def mechanism_from_name(name: str, **parameters: float | None) -> Mechanism:

@@ -10,7 +10,14 @@ before returning, and callers release the label only after that. So:
   the recorded label again instead of drawing new noise (nothing is spent twice);
 * a crash during the write leaves at most a torn last line, whose label was never released:
   it is dropped on reopening, and that query is answered afresh;
-* nothing ever rewrites or shortens a complete line (the file is only opened for appending).
+* nothing ever rewrites or shortens a complete line (the file is only opened for appending);
+* a query id (the entry's ``"query"``) is recorded at most once: :meth:`PrivacyLedger.append`
+  refuses one already in the ledger before writing anything, so one query is never paid (and
+  counted) twice;
+* one writer at a time: each append checks, under an ``flock`` of the file, that nobody else
+  has appended since this object read it, and refuses otherwise (its privacy figures would
+  miss the other writer's spending). Two runs on one ledger are kept apart by the run folder's
+  lock (:mod:`freekd.runlock`); these checks are the ledger's own guard behind it.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from freekd.errors import FreekdError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: appends are not locked
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "freekd-privacy-ledger/1"
 
@@ -42,6 +54,8 @@ class PrivacyLedger:
         self.path = Path(path)
         self.header = {"format": FORMAT, **header}
         self.entries: list[dict[str, Any]] = []
+        self._queries: set[Any] = set()
+        self._size = 0  # bytes of the file this object has read or written
         if self.path.exists():
             self._read()
         else:
@@ -93,14 +107,26 @@ class PrivacyLedger:
                 handle.truncate(len(raw) - len(torn))
                 handle.flush()
                 os.fsync(handle.fileno())
+        self._size = len(raw) - len(torn)
         self.entries = entries
+        # Kept as written: entries on disk are spent privacy, never dropped, even duplicates
+        # that a ledger written before the check could hold.
+        self._queries = {entry["query"] for entry in entries if "query" in entry}
 
     def _write_line(self, record: Mapping[str, Any], *, mode: str = "a") -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self.path.open(mode, encoding="utf-8") as handle:
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        with self.path.open(mode + "b") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
+            if os.fstat(handle.fileno()).st_size != self._size:
+                raise FreekdError(
+                    f"{self.path} was appended to by another run since this one opened it; run "
+                    "one labelling run at a time on a folder, then continue with --resume"
+                )
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
+        self._size += len(line)
         if mode == "x":  # the new file's directory entry must survive a crash too
             directory = os.open(self.path.parent, os.O_RDONLY)
             try:
@@ -109,10 +135,23 @@ class PrivacyLedger:
                 os.close(directory)
 
     def append(self, entry: Mapping[str, Any]) -> None:
-        """Record one query durably; only after this returns may its label be released."""
+        """Record one query durably; only after this returns may its label be released.
+
+        Raises:
+            FreekdError: the entry's ``"query"`` id is already in the ledger, or another run
+                has appended to the file since this object read it (nothing is written).
+        """
         record = dict(entry)
+        query = record.get("query")
+        if query is not None and query in self._queries:
+            raise FreekdError(
+                f"query {query} is already in {self.path}; a query is answered and paid for "
+                "once: continue with --resume (one run at a time) to reuse its recorded label"
+            )
         self._write_line(record)
         self.entries.append(record)
+        if query is not None:
+            self._queries.add(query)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -187,7 +187,8 @@ class StackedTeacherEnsemble(_EnsembleBase):
 
     def member(self, index: int) -> ImageClassifier:
         """Member ``index`` as an ordinary classifier (a copy, on the CPU)."""
-        fresh = ImageClassifier.from_metadata(self.metadata)
+        # The members exist, so their architecture was already built on the user's word.
+        fresh = ImageClassifier.from_metadata(self.metadata, trust_code=True)
         parameters, buffers = self._state()
         wanted = fresh.state_dict()
         slices = {**parameters, **buffers}
@@ -260,11 +261,20 @@ def save_ensemble(
     atomic_write(Path(path), lambda stream: torch.save(data, stream))
 
 
-def load_ensemble(path: Path, *, execution: str = "loop") -> _EnsembleBase:
+def load_ensemble(
+    path: Path, *, execution: str = "loop", trust_code: bool = False
+) -> _EnsembleBase:
     """Read a ``teachers.pt`` (``weights_only``) into an eval-mode ensemble.
 
+    Args:
+        path: the ensemble file.
+        execution: ``loop`` or ``vmap``.
+        trust_code: build a member ``arch`` that is an import path (runs its code); only on the
+            user's explicit ``--trust-code``.
+
     Raises:
-        FreekdError: the file is missing, not an ensemble file, or its weights do not fit.
+        FreekdError: the file is missing, not an ensemble file, names code to import without
+            ``trust_code``, or its weights do not fit.
     """
     from freekd.checkpoint import safe_torch_load
 
@@ -275,7 +285,11 @@ def load_ensemble(path: Path, *, execution: str = "loop") -> _EnsembleBase:
             "write one with `freekd pate teachers`"
         )
     check_ensemble_file(data, source=str(path))
-    members = [ImageClassifier.from_metadata(data["member"]) for _ in range(int(data["teachers"]))]
+    source = f"teacher ensemble {path}"
+    members = [
+        ImageClassifier.from_metadata(data["member"], source=source, trust_code=trust_code)
+        for _ in range(int(data["teachers"]))
+    ]
     ensemble: _EnsembleBase = (
         StackedTeacherEnsemble(members) if execution == "vmap" else TeacherEnsemble(members)
     )

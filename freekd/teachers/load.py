@@ -48,12 +48,22 @@ class _Normalized(nn.Module):
         return self.net((images - self.mean) / self.std)  # type: ignore[no-any-return]
 
 
-def load_teacher(source: TeacherSourceConfig, *, device: torch.device | str = "cpu") -> Teacher:
+def load_teacher(
+    source: TeacherSourceConfig,
+    *,
+    device: torch.device | str = "cpu",
+    trust_code: bool = False,
+) -> Teacher:
     """Load the teacher ``source`` describes, frozen and in eval mode, on ``device``.
+
+    ``source.arch`` (for a plain state_dict) is the user's own word and may be an import path; an
+    ``arch`` read from a freekd checkpoint is the file's word and is built as an import path only
+    with ``trust_code`` (the user's ``--trust-code``).
 
     Raises:
         FreekdError: the file is missing, corrupt, holds pickled code without ``trust_pickle``,
-            does not fit ``arch``, or the metadata needed for its kind is missing.
+            names code to import without ``trust_code``, does not fit ``arch``, or the metadata
+            needed for its kind is missing.
     """
     path = Path(source.path)
     if not source.path:
@@ -63,7 +73,7 @@ def load_teacher(source: TeacherSourceConfig, *, device: torch.device | str = "c
     if is_torchscript(path):
         teacher = _from_torchscript(path, source)
     else:
-        teacher = _from_torch_file(path, source)
+        teacher = _from_torch_file(path, source, trust_code=trust_code)
     return teacher.to(device)
 
 
@@ -137,7 +147,7 @@ def _from_torchscript(path: Path, source: TeacherSourceConfig) -> Teacher:
     return _foreign_teacher(net, path, source, kind="a TorchScript file")
 
 
-def _from_torch_file(path: Path, source: TeacherSourceConfig) -> Teacher:
+def _from_torch_file(path: Path, source: TeacherSourceConfig, *, trust_code: bool) -> Teacher:
     if source.trust_pickle:
         try:
             data = torch.load(path, map_location="cpu", weights_only=False)
@@ -148,7 +158,7 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig) -> Teacher:
     if isinstance(data, nn.Module):
         return _foreign_teacher(data, path, source, kind="a pickled nn.Module")
     if is_freekd_checkpoint(data):
-        model = model_from_checkpoint(data, source=str(path))
+        model = model_from_checkpoint(data, source=f"teacher {path}", trust_code=trust_code)
         return _teacher_from_classifier(
             model, description="freekd checkpoint", path=path, privacy=data.get("privacy")
         )
@@ -190,6 +200,7 @@ def _from_state_dict(
         num_classes=num_classes,
         input_shape=shape,
         arch_kwargs=dict(source.arch_kwargs),
+        trust_code=True,  # the user's --arch (a config file's import path is vetted at loading)
     )
     load_state_dict_checked(net, state_dict, arch=source.arch, source=str(path))
     mean, std = _normalization(source, shape[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,8 +98,16 @@ class LogMetrics(Callback):
         self._write({"step": state.step, "epoch": state.epoch + 1, **state.metrics})
 
     def _write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as stream:
-            stream.write(json.dumps(record) + "\n")
+        """Append one whole line: a write that fails (a full disk) leaves no half line."""
+        remaining = memoryview((json.dumps(record) + "\n").encode())
+        with self.path.open("ab", buffering=0) as stream:
+            size = stream.seek(0, os.SEEK_END)
+            try:
+                while remaining:
+                    remaining = remaining[stream.write(remaining) or 0 :]
+            except OSError as error:
+                stream.truncate(size)
+                raise OSError(error.errno, error.strerror, str(self.path)) from None
 
 
 class Evaluate(Callback):

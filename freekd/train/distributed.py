@@ -53,17 +53,32 @@ def shutdown_distributed(info: DistInfo) -> None:
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; under torchrun each rank takes its local GPU."""
+    """``auto`` → CUDA when available, else CPU; under torchrun each rank takes its local GPU.
+
+    Raises:
+        FreekdError: ``name`` is not ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``, or names a device
+            this machine does not have.
+    """
+    from freekd.config import DEVICE_PATTERN
+    from freekd.errors import FreekdError
+
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise FreekdError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FreekdError("--device mps was asked for but MPS is not available; use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            from freekd.errors import FreekdError
-
             raise FreekdError(
-                "--device cuda was asked for but no CUDA device is available; "
+                f"--device {name} was asked for but no CUDA device is available; "
                 "use --device cpu or auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise FreekdError(
+                f"--device {name} was asked for but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s); use cuda:0 or auto"
             )
         if info is not None and info.enabled and device.index is None:
             device = torch.device("cuda", info.local_rank)

@@ -20,6 +20,16 @@ def check_input_shape(dataset: ImageDataset, shape: tuple[int, int, int], *, who
         )
 
 
+def check_labels_fit(dataset: ImageDataset, num_classes: int, *, who: str) -> None:
+    """Raise a one-line error when ``dataset`` has labels beyond the ``num_classes`` of ``who``."""
+    highest = int(dataset.labels.max())
+    if highest >= num_classes:
+        raise FreekdError(
+            f"{dataset.name} has label {highest} but {who} know(s) {num_classes} classes "
+            f"(0..{num_classes - 1}); use data of those classes"
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,

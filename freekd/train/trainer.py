@@ -183,8 +183,10 @@ class Trainer:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.config.amp and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        # bfloat16 needs no loss scaling (float32's exponent range), so no GradScaler.
+        on_cpu = self.device.type == "cpu" and self.config.amp_cpu
+        if self.config.amp and (self.device.type == "cuda" or on_cpu):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     @contextlib.contextmanager

@@ -114,6 +114,7 @@ def test_no_lower_bound_exceeds_a_models_accountant_epsilon(pipeline: tuple[Path
     for row in private:
         assert row["epsilon_lower_bound"] <= row["accountant_epsilon"], row
         assert row["consistent"] is True
+        assert row["accountant_kind"] == "data-independent"  # each compared with a guarantee
     # the data-free student inherits exactly its DP teacher's guarantee
     assert private[1]["accountant_epsilon"] == private[2]["accountant_epsilon"]
     # PATE is compared with its data-independent ε, the mechanism's guarantee

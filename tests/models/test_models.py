@@ -283,6 +283,7 @@ def test_import_path_passes_num_classes_and_arch_kwargs() -> None:
         num_classes=7,
         input_shape=(1, 8, 8),
         arch_kwargs={"width": 6},
+        trust_code=True,
     )
 
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 7)
@@ -293,13 +294,18 @@ def test_import_path_passes_num_classes_and_arch_kwargs() -> None:
         num_classes=7,
         input_shape=(1, 8, 8),
         arch_kwargs={"num_classes": 3},
+        trust_code=True,
     )
     assert overridden(torch.rand(2, 1, 8, 8)).shape == (2, 3)
 
 
 def test_import_path_functions_get_only_the_arguments_they_name() -> None:
-    fixed = build_model("tests.models.user_arch:fixed_net", num_classes=7, input_shape=(1, 8, 8))
-    shaped = build_model("tests.models.user_arch:shaped_net", num_classes=7, input_shape=(1, 8, 8))
+    fixed = build_model(
+        "tests.models.user_arch:fixed_net", num_classes=7, input_shape=(1, 8, 8), trust_code=True
+    )
+    shaped = build_model(
+        "tests.models.user_arch:shaped_net", num_classes=7, input_shape=(1, 8, 8), trust_code=True
+    )
 
     assert fixed(torch.rand(2, 1, 8, 8)).shape == (2, 5)
     assert shaped(torch.rand(2, 1, 8, 8)).shape == (2, 7)
@@ -321,7 +327,16 @@ def test_import_path_functions_get_only_the_arguments_they_name() -> None:
 )
 def test_import_path_errors(arch: str, arch_kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(FreekdError, match=message) as raised:
-        build_model(arch, num_classes=3, input_shape=(1, 8, 8), arch_kwargs=arch_kwargs)
+        build_model(
+            arch, num_classes=3, input_shape=(1, 8, 8), arch_kwargs=arch_kwargs, trust_code=True
+        )
+    assert "\n" not in str(raised.value)
+
+
+def test_import_path_is_refused_without_trust_code() -> None:
+    """An import path imports and calls code: never built unless the caller trusts it."""
+    with pytest.raises(FreekdError, match="import path and would run its code") as raised:
+        build_model("os:system", num_classes=3, input_shape=(1, 8, 8), arch_kwargs={})
     assert "\n" not in str(raised.value)
 
 
@@ -487,7 +502,9 @@ def test_check_model_reports_the_wrong_class_count_with_the_arch_name() -> None:
 
 
 def test_check_model_rejects_tuple_outputs() -> None:
-    net = build_model("tests.models.user_arch:TupleNet", num_classes=3, input_shape=(1, 8, 8))
+    net = build_model(
+        "tests.models.user_arch:TupleNet", num_classes=3, input_shape=(1, 8, 8), trust_code=True
+    )
 
     with pytest.raises(FreekdError, match="returns tuple, expected a"):
         check_model(net, input_shape=(1, 8, 8), num_classes=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -148,11 +149,31 @@ def test_pate_help(command: str) -> None:
 
 def test_pate_run_from_the_canonical_digits_config(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[2] / "configs/pate/digits_k8_gnmax.yaml"
-    result = invoke("pate", "run", "--config", config, "--out", tmp_path / "run", "--quiet")
+    arguments = ["pate", "run", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]
+    result = runner.invoke(app, arguments, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run/student/report.json").read_text())
     assert report["trained_on"] == 150
     assert report["privacy"]["queries_answered"] == 150
+    # Every printed ε names its kind, the guarantee first (labels, then student); the config
+    # budgets the data-dependent ε, so the data-independent one is the only guarantee.
+    text = " ".join(result.output.replace("│", " ").split())
+    printed = [re.match(r"\S+ at δ = \S+, ([a-z-]+): (.*)", line) for line in text.split("ε = ")]
+    assert printed[0] is None  # the text before the first ε
+    assert all(printed[1:]), text  # every other ε is followed by its δ and kind
+    kinds = ["data-independent", "data-dependent-sanitized", "data-dependent-unsanitized"]
+    assert [match.group(1) for match in printed[1:]] == kinds * 2, text  # type: ignore[union-attr]
+    meanings = [match.group(2) for match in printed[1:]]  # type: ignore[union-attr]
+    for table in (meanings[:3], meanings[3:]):  # the labels', then the student's
+        assert table[0].startswith("the only guarantee; bounds the answers, not where labelling")
+        assert table[1].startswith("smooth-sensitivity release, publishable, not a guarantee")
+        assert table[2].startswith("NOT private to publish")
+    # The student's record keeps the labeler's warning beside its own note.
+    privacy = report["privacy"]
+    assert "not private to publish" in privacy["note"]
+    assert "post-processing" in privacy["note"]
+    assert "the data-independent ε is the only guarantee" in privacy["note"]
+    assert [figure["kind"] for figure in privacy["epsilons"]] == kinds
     again = invoke(
         "pate", "run", "--config", config, "--out", tmp_path / "run", "--resume", "--quiet"
     )

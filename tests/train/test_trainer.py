@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,28 @@ def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
 
     with pytest.raises(FreekdError, match="ema_decay must lie in"):
         WeightAverage(torch.nn.Linear(2, 2), decay=decay)
+
+
+@pytest.mark.parametrize("amp_cpu", [True, False])
+def test_amp_on_cpu_trains_in_bfloat16_only_when_asked(
+    digits_train: ImageDataset, amp_cpu: bool
+) -> None:
+    # CI has no GPU: `trainer.amp_cpu` runs the Trainer's autocast path (bfloat16) on CPU.
+    losses = RecordLosses()
+    trainer, source = make_trainer(
+        digits_train, 0, [losses], epochs=3, lr=0.1, amp=True, amp_cpu=amp_cpu
+    )
+    student = trainer.method.student
+    seen: set[torch.dtype] = set()
+    hook = student.net.fc.register_forward_hook(lambda m, i, output: seen.add(output.dtype))
+    trainer.fit(source)
+    hook.remove()
+    assert seen == ({torch.bfloat16} if amp_cpu else {torch.float32})
+    assert all(math.isfinite(loss) for loss in losses.losses)
+    assert sum(losses.losses[-5:]) < 0.7 * sum(losses.losses[:5]), losses.losses
+    # The weights stay float32 (autocast casts per operation) and the model learns the digits.
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    with torch.no_grad():
+        predicted = student.eval()(digits_train.batch(torch.arange(300)).images).argmax(1)
+    accuracy = (predicted == digits_train.labels[:300]).float().mean().item()
+    assert accuracy > 0.4, accuracy  # chance: 0.1

@@ -309,7 +309,9 @@ def _run_loop(
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
-    _start_run_dir(config, options, dist)
+    # A resumed run rewrites config.yaml only once the checkpoint has been restored: a refused
+    # resume leaves the folder as it was.
+    _start_run_dir(config, options, dist, write_config=resume_data is None)
     out = options.out_dir
     main = dist.is_main
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
@@ -349,6 +351,8 @@ def _run_loop(
     if resume_data is not None:
         method.to(device)
         state = restore(trainer, resume_data, extras=extras, source=out / RESUME_FILE)
+        if main:
+            atomic_write_text(out / "config.yaml", dump_yaml(config))
         logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)
@@ -404,13 +408,16 @@ def _resume_data(config: dict[str, Any], options: RunOptions) -> dict[str, Any] 
     return data
 
 
-def _start_run_dir(config: Any, options: RunOptions, dist: DistInfo) -> None:
+def _start_run_dir(
+    config: Any, options: RunOptions, dist: DistInfo, *, write_config: bool = True
+) -> None:
     if not dist.is_main:
         return
     options.out_dir.mkdir(parents=True, exist_ok=True)
     if options.overwrite:
         _clear_run_files(options.out_dir)
-    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+    if write_config:
+        atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
 
 
 def _teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[str, Any]:
@@ -926,7 +933,6 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         raise FreekdError(f"--queries must be positive, got {config.queries}")
     count = min(config.queries, len(pool) - config.holdout)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
     header = NoisyLabeler.ledger_header(
         mechanism, budget, seed=config.seed, budget_on=config.budget_on
     )
@@ -943,6 +949,9 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         prior=None if prior is None else prior.rdp(),
         prior_record=None if prior is None else provenance["privacy"],
     )
+    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
+    # it was.
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
     student_model = None
     if mechanism.needs_student:
         from freekd.checkpoint import load_model

@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from click.testing import Result
 from PIL import Image
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from freekd.checkpoint import CHECKSUM_KEY, load_model, weights_checksum
 from freekd.cli import app
@@ -36,7 +35,7 @@ from freekd.data import load_dataset
 from freekd.pipelines import RunOptions, run_pate_teachers, run_teacher_train
 from tests.conftest import tiny_trainer
 
-TINY_CLIP = {
+TINY_CLIP: dict[str, Any] = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 8, "layers": 1, "width": 16, "patch_size": 4, "head_width": 8},
     "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
@@ -592,13 +591,6 @@ def _dataset_file(folder: Path, kind: str) -> Path:
     images = (np.arange(20 * 64) % 255).astype(np.uint8).reshape(20, 8, 8)
     labels = np.arange(20) % 10
     path = folder / f"{kind.replace(' ', '_')}.npz"
-    arrays: dict[str, np.ndarray] = {
-        "npz without x": {"images": images, "y": labels},
-        "x of int64": {"x": images.astype(np.int64), "y": labels},
-        "x of rank 2": {"x": images.reshape(20, 64), "y": labels},
-        "y of floats": {"x": images, "y": labels.astype(float)},
-        "NaN images": {"x": np.full((20, 8, 8), np.nan), "y": labels},
-    }.get(kind, {})  # type: ignore[assignment]
     if kind == "unreadable image":
         for label in ("a", "b"):
             (folder / "images" / label).mkdir(parents=True)
@@ -608,7 +600,16 @@ def _dataset_file(folder: Path, kind: str) -> Path:
     if kind == "text npz":
         path.write_text("x,y\n")
         return path
-    np.savez(path, **arrays)
+    if kind == "npz without x":
+        np.savez(path, images=images, y=labels)
+    elif kind == "x of int64":
+        np.savez(path, x=images.astype(np.int64), y=labels)
+    elif kind == "x of rank 2":
+        np.savez(path, x=images.reshape(20, 64), y=labels)
+    elif kind == "y of floats":
+        np.savez(path, x=images, y=labels.astype(float))
+    elif kind == "NaN images":
+        np.savez(path, x=np.full((20, 8, 8), np.nan), y=labels)
     return path
 
 

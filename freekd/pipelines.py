@@ -1143,6 +1143,46 @@ def _release_label_privacy(
     ) | {"order_from_data": config.sanitize_order is None}
 
 
+def _read_label_folder(labels_path: Path, report_path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """``report.json`` and the (indices, labels) arrays of a ``pate label`` folder, checked:
+    a damaged file fails in one line instead of a traceback."""
+    import json
+
+    import numpy as np
+
+    fix = "give the --out folder of `freekd pate label` as it was written"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FreekdError(f"{report_path} is not a JSON report ({_short(error)}); {fix}") from None
+    queries = report.get("queries") if isinstance(report, dict) else None
+    if (
+        not isinstance(queries, dict)
+        or not isinstance(queries.get("dataset"), str)
+        or not isinstance(queries.get("holdout"), int)
+        or not isinstance(report.get("privacy"), dict)
+    ):
+        raise FreekdError(f"{report_path} has no queries (dataset, holdout) and privacy; {fix}")
+    try:
+        with np.load(labels_path, allow_pickle=False) as data:
+            indices, labels = data["indices"], data["labels"]
+    except (KeyError, ValueError, OSError, EOFError, TypeError) as error:
+        raise FreekdError(
+            f"{labels_path} holds no integer arrays indices and labels ({_short(error)}); {fix}"
+        ) from None
+    if (
+        indices.ndim != 1
+        or labels.shape != indices.shape
+        or indices.dtype.kind not in "iu"
+        or labels.dtype.kind not in "iu"
+    ):
+        raise FreekdError(
+            f"{labels_path}: indices {indices.shape} {indices.dtype} and labels {labels.shape} "
+            f"{labels.dtype} must be 1-D integer arrays of one length; {fix}"
+        )
+    return report, indices, labels
+
+
 @locks_run_folder
 def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate student``: train a student on the answered queries; report its privacy.
@@ -1150,10 +1190,6 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     The student sees only public images and the released labels, so it inherits the labels'
     (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
     """
-    import json
-
-    import numpy as np
-
     folder = Path(config.labels)
     labels_path, report_path = folder / LABELS_FILE, folder / "report.json"
     for path in (labels_path, report_path):
@@ -1161,9 +1197,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             raise FreekdError(
                 f"{path} does not exist; give the --out folder of `freekd pate label`"
             )
-    label_report = json.loads(report_path.read_text())
-    with np.load(labels_path, allow_pickle=False) as data:
-        indices, labels = data["indices"], data["labels"]
+    label_report, indices, labels = _read_label_folder(labels_path, report_path)
     answered = labels >= 0
     if not answered.any():
         raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
@@ -1171,6 +1205,11 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     pool = _load_split(
         queries["dataset"], default_split="test", root=config.data_root, download=False
     )
+    if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(pool):
+        raise FreekdError(
+            f"{labels_path} names query {int(indices.max())} but {pool.name} holds {len(pool)} "
+            "images; the labels belong to another query set"
+        )
     train_set = ImageDataset(
         pool.images[torch.as_tensor(indices[answered])],
         torch.as_tensor(labels[answered]),

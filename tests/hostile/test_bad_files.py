@@ -725,3 +725,45 @@ def test_fixture_files_are_what_the_table_assumes(labelled: Path) -> None:
     assert len(lines) == 7
     assert all(isinstance(json.loads(line), dict) for line in lines)
     assert not any(name.endswith(".tmp") for name in os.listdir(labelled))
+
+
+def _labels_npz(run: Path, **arrays: np.ndarray) -> None:
+    np.savez(run / "labels.npz", **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
+
+
+LABEL_FOLDER_EDITS: dict[str, tuple[Callable[[Path], object], str]] = {
+    "report not JSON": (
+        lambda run: (run / "report.json").write_text("{"),
+        "report.json is not a JSON report",
+    ),
+    "report without queries": (
+        lambda run: (run / "report.json").write_text("[]"),
+        "has no queries (dataset, holdout) and privacy",
+    ),
+    "labels without indices": (
+        lambda run: _labels_npz(run, labels=np.zeros(3, dtype=np.int64)),
+        "holds no integer arrays indices and labels",
+    ),
+    "labels of floats": (
+        lambda run: _labels_npz(run, indices=np.arange(3), labels=np.zeros(3)),
+        "must be 1-D integer arrays of one length",
+    ),
+    "indices beyond the pool": (
+        lambda run: _labels_npz(run, indices=np.arange(3) + 10**6, labels=np.zeros(3, int)),
+        "names query 1000002 but digits:test holds",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(LABEL_FOLDER_EDITS))
+def test_damaged_label_folder_fails_in_one_line(labelled: Path, tmp_path: Path, case: str) -> None:
+    run = tmp_path / "labels"
+    shutil.copytree(labelled, run)
+    edit, needle = LABEL_FOLDER_EDITS[case]
+    edit(run)
+    out = tmp_path / "student"
+    result = invoke(
+        "pate", "student", "--labels", run, "--epochs", "1", "--device", "cpu", "--quiet",
+        "--out", out,
+    )  # fmt: skip
+    assert_one_line_error(result, out, needle)

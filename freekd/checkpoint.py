@@ -5,16 +5,23 @@ A ``model.pt`` holds only tensors and plain Python values, so it loads with
 
     {"format": "freekd/1", "arch": NAME, "arch_kwargs": {...}, "num_classes": K,
      "input": {"shape": [C, H, W], "mean": [...], "std": [...]},
-     "state_dict": {...}, "config": {...}, "freekd_version": "..."}
+     "state_dict": {...}, "weights_sha256": "...", "config": {...}, "freekd_version": "..."}
 
 The state_dict is the bare network's (``ImageClassifier.net``), saved from the unwrapped module
 (no ``module.`` or ``_orig_mod.`` prefixes), so it also loads as a plain state_dict with ``--arch``.
+``weights_sha256`` (see :func:`weights_checksum`) lets a load tell corrupt weights from trained
+ones; files written before it existed load without the check. Every field is checked for type
+and range (:func:`check_checkpoint`) before any of it is used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import pickle
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +69,7 @@ def checkpoint_dict(
         "num_classes": metadata["num_classes"],
         "input": metadata["input"],
         "state_dict": state_dict,
+        CHECKSUM_KEY: weights_checksum(state_dict),
         "config": config,
         "freekd_version": __version__,
     }
@@ -149,9 +157,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a freekd checkpoint (no 'format': '{FORMAT}' entry); "
             "for a plain state_dict pass --arch and --input-shape"
         )
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise FreekdError(f"{path} is a damaged freekd checkpoint: missing {', '.join(missing)}")
+    check_checkpoint(data, source=str(path))
     return data  # type: ignore[no-any-return]
 
 
@@ -172,8 +178,10 @@ def model_from_checkpoint(
             must never choose code to run, so only the user's explicit ``--trust-code`` sets it.
 
     Raises:
-        FreekdError: an import-path ``arch`` without ``trust_code``, or weights that do not fit.
+        FreekdError: a damaged field (see :func:`check_checkpoint`), corrupt weights, an
+            import-path ``arch`` without ``trust_code``, or weights that do not fit.
     """
+    check_checkpoint(data, source=source)
     check_trusted_arch(data["arch"], source=source, trust_code=trust_code)
     shape = tuple(int(v) for v in data["input"]["shape"])
     if len(shape) != 3:
@@ -246,6 +254,192 @@ def _strip_prefixes(key: str) -> str:
         while key.startswith(prefix):
             key = key[len(prefix) :]
     return key
+
+
+# Validating what a file holds ------------------------------------------------------------------
+# Everything read from a checkpoint is checked for type and range in one place before any of it
+# is used, so a damaged or hand-edited file fails in one line naming the bad field instead of a
+# traceback deep inside model building.
+
+CHECKSUM_KEY = "weights_sha256"
+
+
+def weights_checksum(state_dict: Mapping[str, Any]) -> str:
+    """SHA-256 over a state_dict's tensors in key order: each key, dtype and shape, then bytes.
+
+    Stored as ``weights_sha256`` next to the weights and compared on load, so that a file whose
+    tensor bytes were flipped (disk or transfer corruption) is refused instead of evaluating
+    at chance without a word.
+    """
+    digest = hashlib.sha256()
+    for key, value in state_dict.items():
+        tensor = value.detach().cpu().contiguous()
+        header = json.dumps([str(key), str(tensor.dtype), list(tensor.shape)]).encode()
+        digest.update(len(header).to_bytes(8, "little") + header)
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def verify_weights(data: Mapping[str, Any], *, source: str, key: str = "state_dict") -> bool:
+    """Compare ``data[key]`` (a checked state_dict) with its stored checksum, then refuse NaN
+    weights (a file without a checksum may still be corrupt, and no trained model holds NaN).
+
+    Returns:
+        ``True`` when verified, ``False`` when the file has no checksum (written before
+        checksums were stored).
+
+    Raises:
+        FreekdError: the checksum is malformed or does not match the weights, or a weight
+            holds NaN.
+    """
+    stored = data.get(CHECKSUM_KEY)
+    if stored is not None and (not isinstance(stored, str) or len(stored) != 64):
+        raise damaged(source, CHECKSUM_KEY, stored, "a SHA-256 hex digest")
+    if stored is not None and weights_checksum(data[key]) != stored.lower():
+        raise FreekdError(
+            f"the weights in {source} do not match their checksum: the file is corrupt; "
+            "re-download or retrain it"
+        )
+    for name, tensor in data[key].items():
+        if tensor.is_floating_point() and bool(torch.isnan(tensor).any()):
+            raise FreekdError(
+                f"the weights in {source} hold NaN ({key}[{name!r}]): the file is corrupt or "
+                "the model diverged; re-download or retrain it"
+            )
+    return stored is not None
+
+
+def damaged(source: str, field: str, value: Any, expected: str) -> FreekdError:
+    """The one-line error for a field of a file that has the wrong type or value."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return FreekdError(
+        f"{source} is damaged: {field} is {shown}, expected {expected}; re-download or "
+        "re-save the file with freekd"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_mapping(source: str, field: str, value: Any, *, optional: bool = False) -> None:
+    """``value`` is a dict with string keys (or ``None`` when ``optional``)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise damaged(source, field, value, "a mapping with string keys")
+
+
+def check_numbers(
+    source: str, field: str, value: Any, *, lengths: tuple[int, ...], positive: bool = False
+) -> None:
+    """``value`` is a list of finite numbers (positive ones if asked) of one of ``lengths``."""
+    wanted = " or ".join(str(n) for n in sorted(set(lengths)))
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) not in lengths
+        or not all(_is_number(item) and (item > 0 or not positive) for item in value)
+    ):
+        kind = "positive numbers" if positive else "finite numbers"
+        raise damaged(source, field, value, f"a list of {wanted} {kind}")
+
+
+def check_state_dict(source: str, field: str, value: Any) -> None:
+    """``value`` is a non-empty mapping of string names to tensors."""
+    if not isinstance(value, dict) or not value:
+        raise damaged(source, field, value, "a mapping of parameter names to tensors")
+    for key, tensor in value.items():
+        if not isinstance(key, str):
+            raise damaged(source, f"a key of {field}", key, "a parameter name")
+        if not isinstance(tensor, torch.Tensor):
+            raise damaged(source, f"{field}[{key!r}]", tensor, "a tensor")
+
+
+def check_model_metadata(data: Mapping[str, Any], *, source: str, prefix: str = "") -> None:
+    """The model description of a checkpoint (or of a ``teachers.pt`` member): ``arch``,
+    ``arch_kwargs``, ``num_classes``, ``input`` and ``batchnorm_replacement``."""
+    if not isinstance(data, dict):
+        raise damaged(source, prefix.rstrip(".") or "the checkpoint", data, "a mapping")
+    for key in ("arch", "num_classes", "input"):
+        if key not in data:
+            raise FreekdError(
+                f"{source} is damaged: {prefix}{key} is missing; re-download or re-save the "
+                "file with freekd"
+            )
+    if not isinstance(data["arch"], str) or not data["arch"].strip():
+        raise damaged(source, f"{prefix}arch", data["arch"], "an architecture name")
+    check_mapping(source, f"{prefix}arch_kwargs", data.get("arch_kwargs"), optional=True)
+    if not _is_int(data["num_classes"]) or data["num_classes"] < 1:
+        raise damaged(source, f"{prefix}num_classes", data["num_classes"], "a positive integer")
+    description = data["input"]
+    check_mapping(source, f"{prefix}input", description)
+    for key in ("shape", "mean", "std"):
+        if key not in description:
+            raise FreekdError(
+                f"{source} is damaged: {prefix}input.{key} is missing; re-download or re-save "
+                "the file with freekd"
+            )
+    shape = description["shape"]
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) != 3
+        or not all(_is_int(size) and size > 0 for size in shape)
+    ):
+        raise damaged(source, f"{prefix}input.shape", shape, "[C, H, W] of positive integers")
+    lengths = (1, shape[0])
+    check_numbers(source, f"{prefix}input.mean", description["mean"], lengths=lengths)
+    check_numbers(source, f"{prefix}input.std", description["std"], lengths=lengths, positive=True)
+    replacement = data.get("batchnorm_replacement")
+    if replacement is not None and not isinstance(replacement, str):
+        raise damaged(source, f"{prefix}batchnorm_replacement", replacement, "a name or None")
+
+
+def check_privacy_record(source: str, record: Any) -> None:
+    """A checkpoint's ``privacy`` record, if any: a mapping with a non-negative ε (∞ allowed),
+    a δ in [0, 1) and, if given, a data-independent ε and a kind name."""
+    if record is None:
+        return
+    check_mapping(source, "privacy", record)
+    for key in ("epsilon", "delta", "data_independent_epsilon"):
+        value = record.get(key)
+        if value is None and key == "data_independent_epsilon":
+            continue
+        is_real = isinstance(value, int | float) and not isinstance(value, bool)
+        if not is_real or math.isnan(value) or value < 0 or (key == "delta" and value >= 1):
+            expected = "a number in [0, 1)" if key == "delta" else "a non-negative number"
+            raise damaged(source, f"privacy.{key}", value, expected)
+    if record.get("kind") is not None and not isinstance(record["kind"], str):
+        raise damaged(source, "privacy.kind", record["kind"], "a name")
+
+
+def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
+    """Check every field of a ``freekd/1`` mapping and its weights' checksum.
+
+    Returns:
+        Whether the weights were verified against a stored checksum (``False``: the file
+        predates checksums).
+
+    Raises:
+        FreekdError: a missing field, a field of the wrong type or range (named), or weights
+            that do not match their checksum.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise FreekdError(f"{source} is a damaged freekd checkpoint: missing {', '.join(missing)}")
+    check_model_metadata(data, source=source)
+    check_mapping(source, "arch_kwargs", data["arch_kwargs"])
+    check_state_dict(source, "state_dict", data["state_dict"])
+    check_mapping(source, "config", data.get("config"), optional=True)
+    check_privacy_record(source, data.get("privacy"))
+    version = data.get("freekd_version")
+    if version is not None and not isinstance(version, str):
+        raise damaged(source, "freekd_version", version, "a version string")
+    return verify_weights(data, source=source)
 
 
 def load_model(

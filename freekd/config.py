@@ -1119,6 +1119,10 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = Path(path).read_text()
     except OSError as error:
         raise FreekdError(f"cannot read config {path}: {error.strerror}; check --config") from None
+    except UnicodeDecodeError as error:
+        raise FreekdError(
+            f"config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:

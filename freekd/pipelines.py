@@ -309,7 +309,9 @@ def _run_loop(
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
-    _start_run_dir(config, options, dist)
+    # A resumed run rewrites config.yaml only once the checkpoint has been restored: a refused
+    # resume leaves the folder as it was.
+    _start_run_dir(config, options, dist, write_config=resume_data is None)
     out = options.out_dir
     main = dist.is_main
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
@@ -348,7 +350,9 @@ def _run_loop(
     state = None
     if resume_data is not None:
         method.to(device)
-        state = restore(trainer, resume_data, extras=extras)
+        state = restore(trainer, resume_data, extras=extras, source=out / RESUME_FILE)
+        if main:
+            atomic_write_text(out / "config.yaml", dump_yaml(config))
         logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)
@@ -404,13 +408,16 @@ def _resume_data(config: dict[str, Any], options: RunOptions) -> dict[str, Any] 
     return data
 
 
-def _start_run_dir(config: Any, options: RunOptions, dist: DistInfo) -> None:
+def _start_run_dir(
+    config: Any, options: RunOptions, dist: DistInfo, *, write_config: bool = True
+) -> None:
     if not dist.is_main:
         return
     options.out_dir.mkdir(parents=True, exist_ok=True)
     if options.overwrite:
         _clear_run_files(options.out_dir)
-    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+    if write_config:
+        atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
 
 
 def _teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[str, Any]:
@@ -926,7 +933,6 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         raise FreekdError(f"--queries must be positive, got {config.queries}")
     count = min(config.queries, len(pool) - config.holdout)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
     header = NoisyLabeler.ledger_header(
         mechanism, budget, seed=config.seed, budget_on=config.budget_on
     )
@@ -943,6 +949,9 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         prior=None if prior is None else prior.rdp(),
         prior_record=None if prior is None else provenance["privacy"],
     )
+    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
+    # it was.
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
     student_model = None
     if mechanism.needs_student:
         from freekd.checkpoint import load_model
@@ -1134,6 +1143,46 @@ def _release_label_privacy(
     ) | {"order_from_data": config.sanitize_order is None}
 
 
+def _read_label_folder(labels_path: Path, report_path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """``report.json`` and the (indices, labels) arrays of a ``pate label`` folder, checked:
+    a damaged file fails in one line instead of a traceback."""
+    import json
+
+    import numpy as np
+
+    fix = "give the --out folder of `freekd pate label` as it was written"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FreekdError(f"{report_path} is not a JSON report ({_short(error)}); {fix}") from None
+    queries = report.get("queries") if isinstance(report, dict) else None
+    if (
+        not isinstance(queries, dict)
+        or not isinstance(queries.get("dataset"), str)
+        or not isinstance(queries.get("holdout"), int)
+        or not isinstance(report.get("privacy"), dict)
+    ):
+        raise FreekdError(f"{report_path} has no queries (dataset, holdout) and privacy; {fix}")
+    try:
+        with np.load(labels_path, allow_pickle=False) as data:
+            indices, labels = data["indices"], data["labels"]
+    except (KeyError, ValueError, OSError, EOFError, TypeError) as error:
+        raise FreekdError(
+            f"{labels_path} holds no integer arrays indices and labels ({_short(error)}); {fix}"
+        ) from None
+    if (
+        indices.ndim != 1
+        or labels.shape != indices.shape
+        or indices.dtype.kind not in "iu"
+        or labels.dtype.kind not in "iu"
+    ):
+        raise FreekdError(
+            f"{labels_path}: indices {indices.shape} {indices.dtype} and labels {labels.shape} "
+            f"{labels.dtype} must be 1-D integer arrays of one length; {fix}"
+        )
+    return report, indices, labels
+
+
 @locks_run_folder
 def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate student``: train a student on the answered queries; report its privacy.
@@ -1141,10 +1190,6 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     The student sees only public images and the released labels, so it inherits the labels'
     (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
     """
-    import json
-
-    import numpy as np
-
     folder = Path(config.labels)
     labels_path, report_path = folder / LABELS_FILE, folder / "report.json"
     for path in (labels_path, report_path):
@@ -1152,9 +1197,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             raise FreekdError(
                 f"{path} does not exist; give the --out folder of `freekd pate label`"
             )
-    label_report = json.loads(report_path.read_text())
-    with np.load(labels_path, allow_pickle=False) as data:
-        indices, labels = data["indices"], data["labels"]
+    label_report, indices, labels = _read_label_folder(labels_path, report_path)
     answered = labels >= 0
     if not answered.any():
         raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
@@ -1162,6 +1205,11 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     pool = _load_split(
         queries["dataset"], default_split="test", root=config.data_root, download=False
     )
+    if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(pool):
+        raise FreekdError(
+            f"{labels_path} names query {int(indices.max())} but {pool.name} holds {len(pool)} "
+            "images; the labels belong to another query set"
+        )
     train_set = ImageDataset(
         pool.images[torch.as_tensor(indices[answered])],
         torch.as_tensor(labels[answered]),
@@ -1386,21 +1434,31 @@ def run_eval(
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
-    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config)."""
-    from freekd.checkpoint import read_checkpoint, safe_torch_load
+    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config).
+
+    Every field is checked first, and the weights against their stored SHA-256:
+    ``weights_checksum`` is ``"verified"``, or ``"none"`` for a file written before checksums.
+    """
+    from freekd.checkpoint import check_checkpoint, read_checkpoint, safe_torch_load
     from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+    from freekd.crossmodal.clip import check_clip_file
     from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
+    from freekd.crossmodal.towers import check_tower_file
 
     raw = safe_torch_load(Path(path), what="checkpoint")
     if isinstance(raw, dict) and raw.get("format") in (CLIP_FORMAT, TOWER_FORMAT):
+        check = check_clip_file if raw["format"] == CLIP_FORMAT else check_tower_file
+        verified = check(raw, source=str(path))
         return {  # cross-modal files: a CLIP, or one encoder tower
             "format": raw["format"],
             "model": raw.get("model_config") or raw.get("tower"),
             "parameters": sum(int(v.numel()) for v in raw["state_dict"].values()),
+            "weights_checksum": "verified" if verified else "none",
             "freekd_version": raw.get("freekd_version"),
-            "config": raw.get("config", {}),
+            "config": raw.get("config") or {},
         }
     data = read_checkpoint(path)
+    verified = check_checkpoint(data, source=str(path))
     parameters = sum(
         int(v.numel())
         for k, v in data["state_dict"].items()
@@ -1413,8 +1471,9 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "num_classes": data["num_classes"],
         "input": data["input"],
         "parameters": parameters,
+        "weights_checksum": "verified" if verified else "none",
         "freekd_version": data.get("freekd_version"),
-        "config": data.get("config", {}),
+        "config": data.get("config") or {},
         "batchnorm_replacement": data.get("batchnorm_replacement"),
         "privacy": data.get("privacy"),
     }
@@ -1867,17 +1926,48 @@ def _draw_samples(
 
 
 def _load_array(path: Path, what: str) -> Any:
+    """One array from a ``.npy`` file, or from a ``.npz`` holding one array (or one named
+    ``what``); a one-line error for anything else (text, an empty file, pickled objects)."""
     import numpy as np
 
+    path = Path(path)
+    fix = "save it with numpy.save"
+    if not path.is_file():
+        raise FreekdError(f"{what} file {path} does not exist; check the path")
     try:
         # allow_pickle=False: a .npy of objects would unpickle code.
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise FreekdError(f"{what} file {path} does not exist") from None
-    except (ValueError, OSError) as error:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:  # an empty file raises EOFError
+        with path.open("rb") as stream:
+            magic = stream.read(6)
+        reason = (
+            f"{error}".splitlines()[0][:120]
+            if magic == b"\x93NUMPY"
+            else "not a .npy file: no NUMPY header"
+        )
         raise FreekdError(
-            f"{what} file {path} is not a numeric .npy array ({error}); save it with numpy.save"
+            f"{what} file {path} is not a numeric .npy array ({reason}); {fix}"
         ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        if len(names) != 1 and what not in names:
+            raise FreekdError(
+                f"{what} file {path} holds arrays {names[:5]}; give a .npy file, or a .npz with "
+                f"one array or one named {what!r}"
+            )
+        try:
+            return loaded[what if what in names else names[0]]
+        except (ValueError, OSError, EOFError) as error:
+            raise FreekdError(
+                f"{what} file {path} is not a numeric .npy array ({_short(error)}); {fix}"
+            ) from None
+
+
+def _short(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:120] if lines else type(error).__name__
 
 
 def run_privacy_pate(
@@ -1907,8 +1997,9 @@ def run_privacy_pate(
             f"votes in {votes_path} have shape {tuple(votes.shape)}; expected (N queries, K ≥ 2 "
             "classes) of vote counts"
         )
-    if not np.issubdtype(votes.dtype, np.number) or not np.all(np.isfinite(votes)):
-        raise FreekdError(f"votes in {votes_path} must be finite numbers")
+    real = np.issubdtype(votes.dtype, np.integer) or np.issubdtype(votes.dtype, np.floating)
+    if not real or not np.all(np.isfinite(votes)):
+        raise FreekdError(f"votes in {votes_path} must be finite numbers, got {votes.dtype}")
     if np.any(votes < 0) or np.any(votes != np.round(votes)):
         raise FreekdError(f"votes in {votes_path} must be non-negative whole counts")
     if (sigma_threshold is None) != (threshold is None):
@@ -1921,6 +2012,13 @@ def run_privacy_pate(
                 f"--answered has shape {tuple(answered.shape)}; expected ({votes.shape[0]},), "
                 "one flag per query in --votes"
             )
+        if answered.dtype != np.bool_ and not (
+            np.issubdtype(answered.dtype, np.number) and np.isin(answered, (0, 1)).all()
+        ):
+            raise FreekdError(
+                f"--answered in {answered_path} must hold booleans (or 0/1), got {answered.dtype}"
+            )
+        answered = answered.astype(bool)
         if sigma_threshold is None and not np.all(answered):
             raise FreekdError("plain GNMax answers every query; give --sigma1 and --threshold")
     for name, value in (("--sigma2", sigma), ("--sigma1", sigma_threshold)):

@@ -38,6 +38,7 @@ DESIGN_KEYS = {
     "input",
     "state_dict",
     "config",
+    "weights_sha256",
     "freekd_version",
 }
 

@@ -6,7 +6,8 @@ the same ``embed_dim`` / ``vision_cfg`` / ``text_cfg`` mapping as open_clip's JS
 and its BPE tokenizer (shipped inside open-clip-torch) is used as is. :class:`ClipModel` owns the
 image preparation — resize to the tower's input size, grey to three channels, normalization —
 so that, like every freekd model, it takes [0, 1] pixels. Checkpoints are self-describing
-(``freekd-clip/1``) and load with ``torch.load(weights_only=True)``.
+(``freekd-clip/1``) and load with ``torch.load(weights_only=True)``; every field is checked for
+type before use (:func:`check_clip_file`) and the weights against their stored SHA-256.
 """
 
 from __future__ import annotations
@@ -143,12 +144,15 @@ class ClipModel(nn.Module):
 def save_clip(path: Path, model: ClipModel, *, config: dict[str, Any]) -> None:
     """Atomically write a self-describing CLIP checkpoint (``weights_only`` loadable)."""
     from freekd import __version__
+    from freekd.checkpoint import CHECKSUM_KEY, weights_checksum
 
+    state_dict = {k: v.detach().cpu().clone() for k, v in model.clip.state_dict().items()}
     data = {
         "format": FORMAT,
         "model_config": model.model_config,
         "normalization": model.normalization,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.clip.state_dict().items()},
+        "state_dict": state_dict,
+        CHECKSUM_KEY: weights_checksum(state_dict),
         "config": config,
         "freekd_version": __version__,
     }
@@ -170,10 +174,62 @@ def load_clip(path: Path, *, device: torch.device | str = "cpu") -> ClipModel:
             f"{path} is not a freekd CLIP checkpoint (no 'format': '{FORMAT}'); train one with "
             "freekd crossmodal teacher"
         )
-    model = ClipModel(data["model_config"], **data["normalization"])
+    check_clip_file(data, source=str(path))
+    try:
+        model = ClipModel(data["model_config"], **data["normalization"])
+    except FreekdError:
+        raise
+    except Exception as error:  # open_clip raises anything on a bad config value
+        raise FreekdError(
+            f"{path} is damaged: its model_config does not build a CLIP ({_first_line(error)}); "
+            "re-download or retrain it"
+        ) from None
     try:
         model.clip.load_state_dict(data["state_dict"])
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise FreekdError(f"{path}: weights do not fit the saved model config ({first})") from None
     return model.to(device).eval()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def check_clip_file(data: dict[str, Any], *, source: str) -> bool:
+    """Check the fields of a ``freekd-clip/1`` mapping and its weights' checksum.
+
+    Returns:
+        Whether the weights were verified against a stored checksum.
+
+    Raises:
+        FreekdError: a missing field or one of the wrong type (named), or corrupt weights.
+    """
+    from freekd.checkpoint import (
+        check_mapping,
+        check_numbers,
+        check_state_dict,
+        damaged,
+        verify_weights,
+    )
+
+    for key in ("model_config", "normalization", "state_dict"):
+        if key not in data:
+            raise FreekdError(f"{source} is a damaged CLIP checkpoint: missing {key}")
+    model_config = data["model_config"]
+    check_mapping(source, "model_config", model_config)
+    for key in ("vision_cfg", "text_cfg"):
+        check_mapping(source, f"model_config.{key}", model_config.get(key))
+    embed_dim = model_config.get("embed_dim")
+    if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim < 1:
+        raise damaged(source, "model_config.embed_dim", embed_dim, "a positive integer")
+    normalization = data["normalization"]
+    check_mapping(source, "normalization", normalization)
+    if set(normalization) != {"mean", "std"}:
+        raise damaged(source, "normalization", normalization, "{'mean': [...], 'std': [...]}")
+    check_numbers(source, "normalization.mean", normalization["mean"], lengths=(1, 3))
+    check_numbers(source, "normalization.std", normalization["std"], lengths=(1, 3), positive=True)
+    check_state_dict(source, "state_dict", data["state_dict"])
+    check_mapping(source, "config", data.get("config"), optional=True)
+    return verify_weights(data, source=source)

@@ -150,33 +150,108 @@ def is_pair_folder(spec: str) -> bool:
 
 
 def _caption_rows(folder: Path) -> list[dict[str, str]]:
+    """The rows of a pairs folder's captions file, each checked: ``file`` and ``caption``
+    non-empty text, ``label`` (if any) on every row or none, ``file`` inside the folder.
+
+    Raises:
+        FreekdError: naming the file and line of the first bad row.
+    """
     csv_path, jsonl_path = folder / CAPTION_FILES[0], folder / CAPTION_FILES[1]
-    rows: list[dict[str, str]] = []
-    if csv_path.is_file():
-        with csv_path.open(newline="", encoding="utf-8") as stream:
-            reader = csv.DictReader(stream)
-            if reader.fieldnames is None or not {"file", "caption"} <= set(reader.fieldnames):
-                raise FreekdError(
-                    f"{csv_path} needs a header with columns file,caption (and optionally label)"
-                )
-            rows = [dict(row) for row in reader]
-    else:
-        for number, line in enumerate(jsonl_path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FreekdError(f"{jsonl_path}:{number} is not JSON ({error.msg})") from None
-            if not isinstance(row, dict) or "file" not in row or "caption" not in row:
-                raise FreekdError(
-                    f'{jsonl_path}:{number} needs {{"file": ..., "caption": ...}} (and optionally '
-                    '"label")'
-                )
-            rows.append({key: str(value) for key, value in row.items()})
-    if not rows:
+    path = csv_path if csv_path.is_file() else jsonl_path
+    try:
+        numbered = _csv_rows(csv_path) if path == csv_path else _jsonl_rows(jsonl_path)
+    except UnicodeDecodeError as error:
+        raise FreekdError(
+            f"{path} is not UTF-8 text (byte {error.start}); save the captions file as UTF-8"
+        ) from None
+    except csv.Error as error:
+        raise FreekdError(f"{path} is not a readable CSV file ({error}); fix the file") from None
+    if not numbered:
         raise FreekdError(f"the captions file in {folder} lists no pairs; add file,caption rows")
+    labelled = [number for number, row in numbered if row.get("label")]
+    if labelled and len(labelled) != len(numbered):
+        number = next(number for number, row in numbered if not row.get("label"))
+        raise FreekdError(
+            f"{path}:{number} has no label while other rows have one; label every row or none"
+        )
+    for number, row in numbered:
+        _inside(folder, row["file"], where=f"{path}:{number}")
+    return [row for _, row in numbered]
+
+
+def _csv_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        names = reader.fieldnames
+        if names is None or not {"file", "caption"} <= set(names):
+            raise FreekdError(
+                f"{path} needs a header with columns file,caption (and optionally label)"
+            )
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise FreekdError(
+                f"{path} names the column {repeated[0]!r} twice in its header; keep one"
+            )
+        rows = []
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row:  # more fields than the header
+                raise FreekdError(
+                    f"{where} has more fields than the header; quote captions that hold commas"
+                )
+            if any(row.get(key) is None for key in ("file", "caption")):
+                raise FreekdError(f"{where} has no caption; give every row file,caption")
+            rows.append((reader.line_num, _checked_row(dict(row), where)))
     return rows
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise FreekdError(f"{path}:{number} is not JSON ({error.msg})") from None
+        if not isinstance(row, dict) or "file" not in row or "caption" not in row:
+            raise FreekdError(
+                f'{path}:{number} needs {{"file": ..., "caption": ...}} (and optionally "label")'
+            )
+        where = f"{path}:{number}"
+        for key in ("file", "caption"):
+            if not isinstance(row[key], str):
+                raise FreekdError(f"{where}: {key} is {row[key]!r}; it must be a string")
+        label = row.get("label")
+        if label is not None and (not isinstance(label, str | int) or isinstance(label, bool)):
+            raise FreekdError(f"{where}: label is {label!r}; it must be a string or an integer")
+        values = {key: str(value) for key, value in row.items() if value is not None}
+        rows.append((number, _checked_row(values, where)))
+    return rows
+
+
+def _checked_row(row: dict[str, str], where: str) -> dict[str, str]:
+    if not row["file"].strip():
+        raise FreekdError(f"{where} names no image file; give every row file,caption")
+    if not row["caption"].strip():
+        raise FreekdError(f"{where} has an empty caption; give every row file,caption")
+    return row
+
+
+def _inside(folder: Path, name: str, *, where: str) -> Path:
+    """``folder / name``, refused unless it stays inside ``folder`` (no ``..``, absolute path
+    or symbolic link leading out): a captions file may only name images next to it."""
+    if "\x00" in name:
+        raise FreekdError(f"{where}: file {name!r} holds a NUL character; fix the captions file")
+    candidate = Path(name)
+    root = folder.resolve()
+    resolved = (folder / candidate).resolve()
+    if candidate.is_absolute() or not resolved.is_relative_to(root):
+        raise FreekdError(
+            f"{where}: file {name!r} lies outside {folder}; captions may only name images "
+            "inside their folder"
+        )
+    return resolved
 
 
 def load_caption_pairs(folder: Path) -> PairedDataset:
@@ -198,7 +273,7 @@ def load_caption_pairs(folder: Path) -> PairedDataset:
     rows = _caption_rows(folder)
     decoded = []
     for row in rows:
-        path = folder / row["file"]
+        path = _inside(folder, row["file"], where=str(folder / row["file"]))
         try:
             with Image.open(path) as image:
                 image.load()

@@ -309,11 +309,14 @@ class DualEncoder(nn.Module):
 def save_tower(path: Path, tower: TextStudent | ImageStudent, *, config: dict[str, Any]) -> None:
     """Atomically write a self-describing student tower (``weights_only`` loadable)."""
     from freekd import __version__
+    from freekd.checkpoint import CHECKSUM_KEY, weights_checksum
 
+    state_dict = {k: v.detach().cpu().clone() for k, v in tower.state_dict().items()}
     data = {
         "format": FORMAT,
         "tower": tower.spec(),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in tower.state_dict().items()},
+        "state_dict": state_dict,
+        CHECKSUM_KEY: weights_checksum(state_dict),
         "config": config,
         "freekd_version": __version__,
     }
@@ -357,13 +360,71 @@ def load_tower(
             f"{path} is not a freekd tower checkpoint (no 'format': '{FORMAT}'); make one with "
             "freekd crossmodal distill from a one-tower teacher"
         )
-    tower = build_tower(data["tower"], source=f"tower checkpoint {path}", trust_code=trust_code)
+    check_tower_file(data, source=str(path))
+    try:
+        tower = build_tower(data["tower"], source=f"tower checkpoint {path}", trust_code=trust_code)
+    except FreekdError:
+        raise
+    except Exception as error:  # open_clip raises anything on a bad text_cfg value
+        first = next((line for line in str(error).splitlines() if line.strip()), repr(error))
+        raise FreekdError(
+            f"{path} is damaged: its tower entry does not build a tower ({first[:200]}); "
+            "re-download or retrain it"
+        ) from None
     try:
         tower.load_state_dict(data["state_dict"])
     except RuntimeError as error:
         first = str(error).splitlines()[0]
         raise FreekdError(f"{path}: weights do not fit the saved tower ({first})") from None
     return tower.to(device).eval()
+
+
+def check_tower_file(data: dict[str, Any], *, source: str) -> bool:
+    """Check the fields of a ``freekd-tower/1`` mapping and its weights' checksum.
+
+    Returns:
+        Whether the weights were verified against a stored checksum.
+
+    Raises:
+        FreekdError: a missing field or one of the wrong type (named), or corrupt weights.
+    """
+    from freekd.checkpoint import (
+        check_mapping,
+        check_numbers,
+        check_state_dict,
+        damaged,
+        verify_weights,
+    )
+
+    for key in ("tower", "state_dict"):
+        if key not in data:
+            raise FreekdError(f"{source} is a damaged tower checkpoint: missing {key}")
+    spec = data["tower"]
+    check_mapping(source, "tower", spec)
+    if spec.get("kind") not in ("text", "image"):
+        raise damaged(source, "tower.kind", spec.get("kind"), "'text' or 'image'")
+    dim = spec.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise damaged(source, "tower.dim", dim, "a positive integer")
+    if spec["kind"] == "text":
+        check_mapping(source, "tower.text_cfg", spec.get("text_cfg"))
+    else:
+        if not isinstance(spec.get("arch"), str) or not spec["arch"]:
+            raise damaged(source, "tower.arch", spec.get("arch"), "an architecture name")
+        check_mapping(source, "tower.arch_kwargs", spec.get("arch_kwargs"), optional=True)
+        shape = spec.get("input_shape")
+        if not (
+            isinstance(shape, list | tuple)
+            and len(shape) == 3
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)
+        ):
+            raise damaged(source, "tower.input_shape", shape, "[C, H, W] of positive integers")
+        lengths = (1, shape[0])
+        check_numbers(source, "tower.mean", spec.get("mean"), lengths=lengths)
+        check_numbers(source, "tower.std", spec.get("std"), lengths=lengths, positive=True)
+    check_state_dict(source, "state_dict", data["state_dict"])
+    check_mapping(source, "config", data.get("config"), optional=True)
+    return verify_weights(data, source=source)
 
 
 def _last_linear(model: nn.Module) -> nn.Linear:

@@ -293,6 +293,12 @@ class NoisyLabeler:
         self._released: dict[int, int] = {}
         self._by_teachers: dict[int, bool] = {}
         for entry in ledger:  # a resumed run: everything in the ledger is already spent
+            if len(entry["rdp"]) != len(self.orders):
+                raise FreekdError(
+                    f"{ledger.path} holds an RDP cost over {len(entry['rdp'])} orders for query "
+                    f"{entry['query']}, this run uses {len(self.orders)}; resume with the "
+                    "ledger's original settings"
+                )
             teachers = entry.get("by", "teachers" if entry["label"] != ABSTAIN else None)
             self._independent += mechanism.independent_cost(
                 self.orders, answered=teachers == "teachers"

@@ -79,6 +79,18 @@ class PrivacyLedger:
                 f"{self.path} has a corrupt line ({error}); a ledger is never edited by hand, "
                 "restore it from a backup"
             ) from None
+        if not isinstance(header, dict):
+            raise FreekdError(
+                f"{self.path} has a corrupt header line (not a JSON object); a ledger is never "
+                "edited by hand, restore it from a backup"
+            )
+        for number, entry in enumerate(entries, 2):
+            problem = _entry_problem(entry)
+            if problem is not None:
+                raise FreekdError(
+                    f"{self.path}:{number} is a corrupt entry ({problem}); a ledger is never "
+                    "edited by hand, restore it from a backup"
+                )
         if header != self.header:
             changed = sorted(
                 key
@@ -146,3 +158,25 @@ class PrivacyLedger:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.entries)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """What is wrong with one ledger entry (a query, its label, who answered, its RDP cost)."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    for key in ("query", "label"):
+        value = entry.get(key)
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"{key} is {value!r}, not an integer"
+    if entry["query"] < 0:
+        return f"query is {entry['query']}, not an index"
+    if entry.get("by") not in ("teachers", "student", None):
+        return f"by is {entry.get('by')!r}"
+    cost = entry.get("rdp")
+    if (
+        not isinstance(cost, list)
+        or not cost
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in cost)
+    ):
+        return "rdp is not a list of non-negative numbers"
+    return None

@@ -244,13 +244,16 @@ def save_ensemble(
 ) -> None:
     """Atomically write ``teachers.pt``: member metadata, stacked weights, shard description."""
     from freekd import __version__
+    from freekd.checkpoint import CHECKSUM_KEY, weights_checksum
     from freekd.io import atomic_write
 
+    state_dict = ensemble.stacked_state_dict()
     data = {
         "format": ENSEMBLE_FORMAT,
         "teachers": ensemble.size,
         "member": ensemble.metadata,
-        "state_dict": ensemble.stacked_state_dict(),
+        "state_dict": state_dict,
+        CHECKSUM_KEY: weights_checksum(state_dict),
         "shards": shards,
         "config": config,
         "freekd_version": __version__,
@@ -281,6 +284,7 @@ def load_ensemble(
             f"{path} is not a freekd teacher ensemble (no 'format': '{ENSEMBLE_FORMAT}'); "
             "write one with `freekd pate teachers`"
         )
+    check_ensemble_file(data, source=str(path))
     source = f"teacher ensemble {path}"
     members = [
         ImageClassifier.from_metadata(data["member"], source=source, trust_code=trust_code)
@@ -291,3 +295,40 @@ def load_ensemble(
     )
     ensemble.load_stacked_state_dict(data["state_dict"])
     return ensemble.eval()
+
+
+def check_ensemble_file(data: dict[str, Any], *, source: str) -> bool:
+    """Check the fields of a ``teachers.pt`` mapping and its weights' checksum.
+
+    Returns:
+        Whether the weights were verified against a stored checksum.
+
+    Raises:
+        FreekdError: a missing field or one of the wrong type (named), weights that are not
+            stacked over the teachers, or corrupt weights.
+    """
+    from freekd.checkpoint import (
+        check_mapping,
+        check_model_metadata,
+        check_state_dict,
+        damaged,
+        verify_weights,
+    )
+
+    for key in ("teachers", "member", "state_dict"):
+        if key not in data:
+            raise FreekdError(f"{source} is a damaged teacher ensemble: missing {key}")
+    size = data["teachers"]
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise damaged(source, "teachers", size, "a positive number of teachers")
+    check_model_metadata(data["member"], source=source, prefix="member.")
+    check_state_dict(source, "state_dict", data["state_dict"])
+    for name, value in data["state_dict"].items():
+        if value.dim() == 0 or value.shape[0] != size:
+            raise FreekdError(
+                f"{source} is damaged: state_dict[{name!r}] has shape {tuple(value.shape)}, "
+                f"expected a stack of {size} teachers' weights; re-download or retrain it"
+            )
+    check_mapping(source, "shards", data.get("shards"), optional=True)
+    check_mapping(source, "config", data.get("config"), optional=True)
+    return verify_weights(data, source=source)

@@ -21,7 +21,7 @@ import json
 import math
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +319,19 @@ def damaged(source: str, field: str, value: Any, expected: str) -> FreekdError:
     )
 
 
+def check_required(data: Mapping[str, Any], keys: Sequence[str], *, source: str, kind: str) -> None:
+    """A one-line error naming the keys of ``keys`` that a file's mapping lacks."""
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise FreekdError(f"{source} is a damaged {kind}: missing {', '.join(missing)}")
+
+
+def check_positive_int(source: str, field: str, value: Any, expected: str) -> None:
+    """A one-line error unless ``value`` is an int ≥ 1 (not a bool)."""
+    if not _is_int(value) or value < 1:
+        raise damaged(source, field, value, expected)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -428,9 +441,7 @@ def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
         FreekdError: a missing field, a field of the wrong type or range (named), or weights
             that do not match their checksum.
     """
-    missing = [key for key in REQUIRED_KEYS if key not in data]
-    if missing:
-        raise FreekdError(f"{source} is a damaged freekd checkpoint: missing {', '.join(missing)}")
+    check_required(data, REQUIRED_KEYS, source=source, kind="freekd checkpoint")
     check_model_metadata(data, source=source)
     check_mapping(source, "arch_kwargs", data["arch_kwargs"])
     check_state_dict(source, "state_dict", data["state_dict"])

@@ -209,21 +209,21 @@ def check_clip_file(data: dict[str, Any], *, source: str) -> bool:
     from freekd.checkpoint import (
         check_mapping,
         check_numbers,
+        check_positive_int,
+        check_required,
         check_state_dict,
         damaged,
         verify_weights,
     )
 
-    for key in ("model_config", "normalization", "state_dict"):
-        if key not in data:
-            raise FreekdError(f"{source} is a damaged CLIP checkpoint: missing {key}")
+    keys = ("model_config", "normalization", "state_dict")
+    check_required(data, keys, source=source, kind="CLIP checkpoint")
     model_config = data["model_config"]
     check_mapping(source, "model_config", model_config)
     for key in ("vision_cfg", "text_cfg"):
         check_mapping(source, f"model_config.{key}", model_config.get(key))
     embed_dim = model_config.get("embed_dim")
-    if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim < 1:
-        raise damaged(source, "model_config.embed_dim", embed_dim, "a positive integer")
+    check_positive_int(source, "model_config.embed_dim", embed_dim, "a positive integer")
     normalization = data["normalization"]
     check_mapping(source, "normalization", normalization)
     if set(normalization) != {"mean", "std"}:

@@ -391,21 +391,19 @@ def check_tower_file(data: dict[str, Any], *, source: str) -> bool:
     from freekd.checkpoint import (
         check_mapping,
         check_numbers,
+        check_positive_int,
+        check_required,
         check_state_dict,
         damaged,
         verify_weights,
     )
 
-    for key in ("tower", "state_dict"):
-        if key not in data:
-            raise FreekdError(f"{source} is a damaged tower checkpoint: missing {key}")
+    check_required(data, ("tower", "state_dict"), source=source, kind="tower checkpoint")
     spec = data["tower"]
     check_mapping(source, "tower", spec)
     if spec.get("kind") not in ("text", "image"):
         raise damaged(source, "tower.kind", spec.get("kind"), "'text' or 'image'")
-    dim = spec.get("dim")
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise damaged(source, "tower.dim", dim, "a positive integer")
+    check_positive_int(source, "tower.dim", spec.get("dim"), "a positive integer")
     if spec["kind"] == "text":
         check_mapping(source, "tower.text_cfg", spec.get("text_cfg"))
     else:

@@ -310,17 +310,16 @@ def check_ensemble_file(data: dict[str, Any], *, source: str) -> bool:
     from freekd.checkpoint import (
         check_mapping,
         check_model_metadata,
+        check_positive_int,
+        check_required,
         check_state_dict,
-        damaged,
         verify_weights,
     )
 
-    for key in ("teachers", "member", "state_dict"):
-        if key not in data:
-            raise FreekdError(f"{source} is a damaged teacher ensemble: missing {key}")
+    keys = ("teachers", "member", "state_dict")
+    check_required(data, keys, source=source, kind="teacher ensemble")
     size = data["teachers"]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise damaged(source, "teachers", size, "a positive number of teachers")
+    check_positive_int(source, "teachers", size, "a positive number of teachers")
     check_model_metadata(data["member"], source=source, prefix="member.")
     check_state_dict(source, "state_dict", data["state_dict"])
     for name, value in data["state_dict"].items():

@@ -34,6 +34,7 @@ from freekd.crossmodal import ClipModel, save_clip
 from freekd.data import load_dataset
 from freekd.pipelines import RunOptions, run_pate_teachers, run_teacher_train
 from tests.conftest import tiny_trainer
+from tests.hostile.checks import assert_one_line_error
 
 TINY_CLIP: dict[str, Any] = {
     "embed_dim": 16,
@@ -44,20 +45,6 @@ TINY_CLIP: dict[str, Any] = {
 
 def invoke(*arguments: object) -> Result:
     return CliRunner().invoke(app, [str(a) for a in arguments])
-
-
-def assert_one_line_error(result: Result, out: Path | None, *needles: str) -> str:
-    """Exit 2, exactly one non-empty stderr line starting ``error:``, no run files in ``out``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    if out is not None:
-        assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
-    return lines[0]
 
 
 def flip_tensor_bytes(path: Path, count: int = 2000, seed: int = 0) -> None:

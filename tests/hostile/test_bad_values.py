@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import Result
 from typer.testing import CliRunner
 
 from freekd.cli import app
@@ -33,22 +32,10 @@ from freekd.config import (
 from freekd.data import load_dataset
 from freekd.errors import FreekdError
 from freekd.pipelines import FEW_STEPS
+from tests.hostile.checks import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
 TEACHER = ["teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn", "--quiet"]
-
-
-def assert_one_line_error(result: Result, out: Path, *needles: str) -> str:
-    """Exit 2, exactly one non-empty stderr line starting ``error:``, no run files in ``out``."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    assert not out.exists() or not any(out.iterdir()), sorted(out.iterdir())
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import freekd
 from freekd.cli import app
 from freekd.config import DistillConfig, TeacherTrainConfig, load_config
 from freekd.errors import FreekdError
+from tests.hostile.checks import assert_one_line_error
 
 runner = CliRunner()
-RUN_FILES = {"model.pt", "report.json", "config.yaml", "metrics.jsonl", "checkpoint.pt"}
 TINY = ["--epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet"]
 
 
@@ -63,18 +63,10 @@ def _yaml(tmp_path: Path, name: str, content: dict[str, object]) -> Path:
     return path
 
 
-def assert_refused(result: object, marker: Path, out: Path | None, pattern: str) -> None:
-    """Exit 2, one ``error:`` line on stderr matching ``pattern``, no marker, no run files."""
-    stderr = result.stderr  # type: ignore[attr-defined]
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, stderr, result.exception)  # type: ignore[attr-defined]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("error:"), stderr
-    assert pattern in lines[0], lines[0]
-    assert "Traceback" not in stderr
+def assert_refused(result: Result, marker: Path, out: Path, pattern: str) -> None:
+    """Exit 2, one ``error:`` line naming ``pattern``, no run files, and no marker file."""
+    assert_one_line_error(result, out, pattern)
     assert not marker.exists(), "a file chose code to run"
-    if out is not None and out.exists():
-        assert not RUN_FILES & {p.name for p in out.iterdir()}, list(out.iterdir())
 
 
 # Each case: (name, builder of the command line from the fixtures, what the line must say).

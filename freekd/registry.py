@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
+from collections.abc import Callable, Collection, Iterable
 from typing import Generic, TypeVar
 
 from freekd.errors import UnknownNameError
@@ -54,3 +56,15 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         """Registered names, sorted."""
         return sorted(self._entries)
+
+
+def import_plugins(package: str, path: Iterable[str], *, skip: Collection[str] = ()) -> None:
+    """Import every module of a plug-in package, so each registers itself on import.
+
+    Called at the end of a plug-in package's ``__init__`` (``methods``, ``generators``, ...):
+    adding a plug-in is adding one file, with no central list to edit. Modules whose name starts
+    with ``_`` and the names in ``skip`` (the package's own infrastructure) are not imported here.
+    """
+    for module in pkgutil.iter_modules(path):
+        if not module.name.startswith("_") and module.name not in skip:
+            importlib.import_module(f"{package}.{module.name}")

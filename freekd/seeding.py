@@ -1,9 +1,11 @@
-"""The one place that touches global random state (called from pipelines only)."""
+"""The one place that touches global random state (pipelines and synthesizers call it)."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,3 +31,24 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generato
     rng = torch.Generator()
     rng.manual_seed(seed)
     return rng
+
+
+def reseed(seed: int) -> None:
+    """Reset torch's global generator to ``seed``: a pipeline builds two networks the same way.
+
+    Used before building a model whose initial weights must not depend on what ran before it
+    (a baseline next to its distilled twin, shadow models of an audit).
+    """
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded_scope(seed: int, *, devices: Sequence[int] = ()) -> Iterator[None]:
+    """Run a block under ``seed`` and leave the global RNG exactly as it was afterwards.
+
+    Synthesizers re-initialize their networks mid-run with this: the draw is repeatable, and the
+    student's own random stream (dropout, shuffling) is not disturbed, so a resumed run matches.
+    """
+    with torch.random.fork_rng(devices=list(devices)):
+        torch.manual_seed(seed)
+        yield

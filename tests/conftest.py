@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from freekd.config import TeacherTrainConfig, TrainerConfig
+from freekd.config import TrainerConfig
 from freekd.data import ImageDataset, load_dataset
+from freekd.supervised.config import TeacherTrainConfig
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=50)
 settings.load_profile("ci")
@@ -75,7 +76,8 @@ def tiny_trainer(**changes: object) -> TrainerConfig:
 @pytest.fixture(scope="session")
 def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-cnn (with BatchNorm) trained on digits for 15 epochs: a real freekd checkpoint."""
-    from freekd.pipelines import RunOptions, run_teacher_train
+    from freekd.runs import RunOptions
+    from freekd.supervised.pipeline import run_teacher_train
 
     out = tmp_path_factory.mktemp("teacher") / "run"
     config = TeacherTrainConfig(

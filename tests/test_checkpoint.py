@@ -14,19 +14,16 @@ from torch import Tensor
 
 import freekd
 from freekd.checkpoint import load_model, read_checkpoint, save_checkpoint
-from freekd.config import (
-    DistillConfig,
-    TeacherSourceConfig,
-    TeacherTrainConfig,
-    from_dict,
-    to_dict,
-)
+from freekd.config import TeacherSourceConfig, from_dict, to_dict
 from freekd.data import ImageDataset
+from freekd.distill.config import DistillConfig
+from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError
 from freekd.methods import Supervised
 from freekd.models import ImageClassifier, build_model
-from freekd.pipelines import RunOptions, run_distill
+from freekd.runs import RunOptions
 from freekd.seeding import seed_everything
+from freekd.supervised.config import TeacherTrainConfig
 from freekd.train import LoaderSource, Trainer, evaluate, make_optimizer
 from tests.conftest import tiny_trainer
 

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 
 import freekd
 from freekd.cli import app
-from freekd.config import TeacherTrainConfig, TrainerConfig, load_config, to_dict
+from freekd.config import TrainerConfig, load_config, to_dict
+from freekd.supervised.config import TeacherTrainConfig
 
 runner = CliRunner()
 

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from freekd.config import (
-    ComponentConfig,
-    DataFreeConfig,
-    DistillConfig,
-    TeacherTrainConfig,
-    dump_yaml,
-    from_dict,
-    load_config,
-)
+from freekd.config import ComponentConfig, dump_yaml, from_dict, load_config
+from freekd.datafree.config import DataFreeConfig
+from freekd.distill.config import DistillConfig
 from freekd.errors import FreekdError
+from freekd.supervised.config import TeacherTrainConfig
 
 
 def test_defaults_and_dotted_overrides() -> None:

@@ -8,16 +8,32 @@ from pathlib import Path
 
 import pytest
 
-from freekd.config import CONFIG_KINDS, ComponentConfig, load_config
+from freekd.audit.config import AuditPipelineConfig
+from freekd.config import ComponentConfig, load_config
+from freekd.crossmodal.config import CrossModalTeacherConfig
 from freekd.data import AUGMENTATIONS
+from freekd.datafree.config import DataFreeConfig
+from freekd.distill.config import DistillConfig
 from freekd.generators import SYNTHESIZERS
 from freekd.methods import METHODS
 from freekd.models import MODELS
-from freekd.pipelines import _check_params
+from freekd.pate.config import PateRunConfig
+from freekd.runs import check_params
+from freekd.supervised.config import TeacherTrainConfig
 from freekd.train.optim import OPTIMIZERS, SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 FILES = sorted(ROOT.rglob("*.yaml"))
+
+# Which schema each folder of configs/ holds.
+CONFIG_KINDS: dict[str, type] = {
+    "teacher": TeacherTrainConfig,
+    "distill": DistillConfig,
+    "datafree": DataFreeConfig,
+    "pate": PateRunConfig,
+    "audit": AuditPipelineConfig,
+    "crossmodal": CrossModalTeacherConfig,
+}
 
 
 def test_there_are_configs() -> None:
@@ -56,4 +72,4 @@ def check_config(path: Path, config: object) -> None:
     synthesizer = getattr(config, "synthesizer", None)
     if isinstance(synthesizer, ComponentConfig):
         what = f"{path}: synthesizer {synthesizer.name!r}"
-        _check_params(SYNTHESIZERS.get(synthesizer.name), synthesizer.params, what=what)
+        check_params(SYNTHESIZERS.get(synthesizer.name), synthesizer.params, what=what)

@@ -151,7 +151,7 @@ def test_resume_continues_the_synthesizer_exactly(
 
 
 def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
-    from freekd.pipelines import _check_config_matches
+    from freekd.runs import _check_config_matches
 
     current = {"collapse": {"enabled": True, "discrepancy_factor": None, "discrepancy_floor": 0.5}}
     older = {"collapse": {"enabled": True}}  # written before the two settings existed

@@ -9,7 +9,7 @@ import pytest
 
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError, UnknownNameError
-from freekd.pipelines import RunOptions, dataset_statistics, prepare_run_dir, resolve_augmentation
+from freekd.runs import RunOptions, dataset_statistics, prepare_run_dir, resolve_augmentation
 
 
 def test_auto_augmentation_shifts_only_images_large_enough() -> None:
@@ -49,7 +49,7 @@ def test_run_folder_rules(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_ends_with_a_data_free_student(tmp_path: Path) -> None:
     """`make demo`'s job, one epoch each: teacher, KD student, data-free student + samples.png."""
-    from freekd.pipelines import run_demo
+    from freekd.demo import run_demo
 
     reports = run_demo(
         RunOptions(tmp_path / "demo", quiet=True),

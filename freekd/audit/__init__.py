@@ -3,22 +3,23 @@
 ``attacks`` scores every audit example (higher = member), ``metrics`` turns scores into ROC
 curves, AUC and TPR at low FPR, ``bounds`` gives the one-run ε lower bound of Steinke, Nasr &
 Jagielski (2023), and ``shadows`` designs the shadow models' training halves. The wiring
-(``freekd audit``, ``freekd audit pipeline``) is in ``freekd.pipelines``.
+(``freekd audit``, ``freekd audit pipeline``) is in ``freekd.audit.pipeline``
+and ``freekd.audit.cli``.
 """
 
-from freekd.audit.attacks import ATTACKS, DEFAULT_ATTACKS, Attack, AuditData
-from freekd.audit.bounds import epsilon_lower_bound, one_run_audit
-from freekd.audit.metrics import attack_metrics, auc, roc_curve, tpr_at_fpr
+from freekd.lazy import lazy_exports
 
-__all__ = [
-    "ATTACKS",
-    "DEFAULT_ATTACKS",
-    "Attack",
-    "AuditData",
-    "attack_metrics",
-    "auc",
-    "epsilon_lower_bound",
-    "one_run_audit",
-    "roc_curve",
-    "tpr_at_fpr",
-]
+_EXPORTS = {
+    "ATTACKS": "attacks",
+    "DEFAULT_ATTACKS": "attacks",
+    "Attack": "attacks",
+    "AuditData": "attacks",
+    "epsilon_lower_bound": "bounds",
+    "one_run_audit": "bounds",
+    "attack_metrics": "metrics",
+    "auc": "metrics",
+    "roc_curve": "metrics",
+    "tpr_at_fpr": "metrics",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,6 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
 
@@ -99,8 +100,7 @@ def reset_weights(module: nn.Module, rng: torch.Generator) -> None:
     """
     seed = int(torch.randint(0, 2**62, (1,), generator=rng))
     cuda = [p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"]
-    with torch.random.fork_rng(devices=sorted(set(cuda))):
-        torch.manual_seed(seed)
+    with seeded_scope(seed, devices=sorted(set(cuda))):
         for child in module.modules():
             reset = getattr(child, "reset_parameters", None)
             if callable(reset):

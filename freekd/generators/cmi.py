@@ -18,6 +18,7 @@ from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.contrastive import info_nce
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
+from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
 
@@ -236,8 +237,7 @@ class CMI:
         """Fresh generator weights from a seed drawn from ``self.rng``, in place (the optimizer
         keeps its references). Built on the CPU so the draw does not depend on ``device``."""
         seed = self._seed()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_scope(seed):
             fresh = Generator(
                 latent_dim=self.latent_dim, image_shape=self.image_shape, width=self.generator_width
             )
@@ -247,8 +247,7 @@ class CMI:
         if not seeded:  # weights are about to be loaded from a state dict
             return ProjectionHead(in_features=in_features, dim=self.head_dim).to(self.device)
         seed = self._seed()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_scope(seed):
             head = ProjectionHead(in_features=in_features, dim=self.head_dim)
         return head.to(self.device)
 

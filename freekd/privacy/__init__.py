@@ -6,28 +6,20 @@ that turn teacher votes into noisy labels, and ``budget`` the guard that is chec
 query is answered, never after.
 """
 
-from freekd.privacy.accounting import (
-    Accountant,
-    Composition,
-    ConfidentGNMaxAccountant,
-    DPSGDAccountant,
-    GNMaxAccountant,
-    LNMaxAccountant,
-    compose,
-)
-from freekd.privacy.budget import PrivacyBudget, max_queries
-from freekd.privacy.rdp import DEFAULT_ORDERS, epsilon_from_rdp
+from freekd.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_ORDERS",
-    "Accountant",
-    "Composition",
-    "ConfidentGNMaxAccountant",
-    "DPSGDAccountant",
-    "GNMaxAccountant",
-    "LNMaxAccountant",
-    "PrivacyBudget",
-    "compose",
-    "epsilon_from_rdp",
-    "max_queries",
-]
+_EXPORTS = {
+    "Accountant": "accounting",
+    "Composition": "accounting",
+    "ConfidentGNMaxAccountant": "accounting",
+    "DPSGDAccountant": "accounting",
+    "GNMaxAccountant": "accounting",
+    "LNMaxAccountant": "accounting",
+    "compose": "accounting",
+    "PrivacyBudget": "budget",
+    "max_queries": "budget",
+    "DEFAULT_ORDERS": "rdp",
+    "epsilon_from_rdp": "rdp",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

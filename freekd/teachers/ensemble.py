@@ -290,9 +290,7 @@ def load_ensemble(
         ImageClassifier.from_metadata(data["member"], source=source, trust_code=trust_code)
         for _ in range(int(data["teachers"]))
     ]
-    ensemble: _EnsembleBase = (
-        StackedTeacherEnsemble(members) if execution == "vmap" else TeacherEnsemble(members)
-    )
+    ensemble = make_ensemble(members, execution=execution)
     ensemble.load_stacked_state_dict(data["state_dict"])
     return ensemble.eval()
 
@@ -331,3 +329,22 @@ def check_ensemble_file(data: dict[str, Any], *, source: str) -> bool:
     check_mapping(source, "shards", data.get("shards"), optional=True)
     check_mapping(source, "config", data.get("config"), optional=True)
     return verify_weights(data, source=source)
+
+
+#: How an ensemble evaluates its members: ``loop`` (one by one; fastest on CPU, BatchNorm
+#: allowed) or ``vmap`` (one vectorised call over stacked weights; for GPUs).
+EXECUTIONS = ("loop", "vmap")
+
+
+def check_execution(execution: str, *, setting: str = "execution") -> None:
+    """Raise a one-line error unless ``execution`` is one of :data:`EXECUTIONS`."""
+    if execution not in EXECUTIONS:
+        raise FreekdError(f"unknown {setting} {execution!r}; use {' or '.join(EXECUTIONS)}")
+
+
+def make_ensemble(members: Sequence[ImageClassifier], *, execution: str) -> _EnsembleBase:
+    """The ensemble of ``members`` that evaluates them as ``execution`` says."""
+    check_execution(execution)
+    if execution == "vmap":
+        return StackedTeacherEnsemble(members)
+    return TeacherEnsemble(members)

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from freekd.audit.config import AuditPipelineConfig
 from freekd.cli import app
-from freekd.config import AuditPipelineConfig, load_config
+from freekd.config import load_config
 
 runner = CliRunner()
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from freekd.cli import app
-from freekd.config import CrossModalTeacherConfig
 from freekd.crossmodal import ClipModel, class_prompts, load_clip, save_clip, templated_pairs
+from freekd.crossmodal.common import quarter_clip
+from freekd.crossmodal.config import CrossModalTeacherConfig
 from freekd.crossmodal.data import DIGIT_WORDS, template_family
 from freekd.crossmodal.evaluate import retrieval, zero_shot_accuracy
 from freekd.crossmodal.methods import CROSSMODAL_METHODS
@@ -26,7 +27,6 @@ from freekd.losses.contrastive import (
     feature_distillation,
     interactive_contrastive,
 )
-from freekd.pipelines import quarter_clip
 
 TINY_CLIP = {
     "embed_dim": 32,

@@ -29,10 +29,13 @@ from typer.testing import CliRunner, Result
 
 from freekd.checkpoint import CHECKSUM_KEY, load_model, weights_checksum
 from freekd.cli import app
-from freekd.config import PateTeachersConfig, TeacherTrainConfig
 from freekd.crossmodal import ClipModel, save_clip
 from freekd.data import load_dataset
-from freekd.pipelines import RunOptions, run_pate_teachers, run_teacher_train
+from freekd.pate.config import PateTeachersConfig
+from freekd.pate.teachers import run_pate_teachers
+from freekd.runs import RunOptions
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
 from tests.conftest import tiny_trainer
 from tests.hostile.checks import assert_one_line_error
 

@@ -23,15 +23,12 @@ import pytest
 from typer.testing import CliRunner
 
 from freekd.cli import app
-from freekd.config import (
-    DataFreeConfig,
-    TeacherTrainConfig,
-    TrainerConfig,
-    load_config,
-)
+from freekd.config import TrainerConfig, load_config
 from freekd.data import load_dataset
+from freekd.datafree.config import DataFreeConfig
 from freekd.errors import FreekdError
-from freekd.pipelines import FEW_STEPS
+from freekd.runs import FEW_STEPS
+from freekd.supervised.config import TeacherTrainConfig
 from tests.hostile.checks import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[2]
@@ -154,7 +151,7 @@ def test_values_are_checked_by_the_config_itself_for_the_python_api_and_yaml() -
     # load_config names the dotted key the user wrote, wherever the group sits.
     with pytest.raises(FreekdError, match=r"^trainer.momentum must lie in \[0, 1\), got -1;"):
         load_config(TeacherTrainConfig, overrides=["trainer.momentum=-1"])
-    from freekd.config import AuditPipelineConfig
+    from freekd.audit.config import AuditPipelineConfig
 
     with pytest.raises(FreekdError, match=r"^teacher.trainer.epochs must be at least 1"):
         load_config(AuditPipelineConfig, overrides=["teacher.trainer.epochs=0"])
@@ -219,7 +216,8 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path: Path)
 def test_a_small_set_for_the_recipe_draws_one_warning_before_training(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from freekd.pipelines import RunOptions, run_teacher_train
+    from freekd.runs import RunOptions
+    from freekd.supervised.pipeline import run_teacher_train
 
     digits = load_dataset("digits:train")
     path = tmp_path / "small.npz"

@@ -20,8 +20,10 @@ from typer.testing import CliRunner, Result
 
 import freekd
 from freekd.cli import app
-from freekd.config import DistillConfig, TeacherTrainConfig, load_config
+from freekd.config import load_config
+from freekd.distill.config import DistillConfig
 from freekd.errors import FreekdError
+from freekd.supervised.config import TeacherTrainConfig
 from tests.hostile.checks import assert_one_line_error
 
 runner = CliRunner()

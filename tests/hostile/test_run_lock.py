@@ -24,10 +24,11 @@ import torch
 from typer.testing import CliRunner, Result
 
 from freekd.cli import app
-from freekd.config import PateTeachersConfig
 from freekd.errors import FreekdError
-from freekd.pipelines import RunOptions, run_pate_teachers
+from freekd.pate.config import PateTeachersConfig
+from freekd.pate.teachers import run_pate_teachers
 from freekd.runlock import LOCK_FILE, run_lock
+from freekd.runs import RunOptions
 from tests.conftest import tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from freekd.config import DPConfig, PateTeachersConfig, TeacherTrainConfig
-from freekd.pipelines import RunOptions, run_pate_teachers, run_teacher_train
+from freekd.pate.config import PateTeachersConfig
+from freekd.pate.teachers import run_pate_teachers
+from freekd.privacy.config import DPConfig
+from freekd.runs import RunOptions
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
 from tests.conftest import tiny_trainer
 
 

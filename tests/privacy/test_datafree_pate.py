@@ -8,18 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from freekd.config import (
-    ComponentConfig,
-    DataFreeConfig,
-    PateLabelConfig,
-    PateStudentConfig,
-    TeacherSourceConfig,
-)
+from freekd.config import ComponentConfig, TeacherSourceConfig
 from freekd.data import load_dataset
+from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.pipeline import run_datafree
 from freekd.errors import FreekdError
-from freekd.pipelines import RunOptions, run_datafree, run_pate_label, run_pate_student
+from freekd.pate.config import PateLabelConfig, PateStudentConfig
+from freekd.pate.label import run_pate_label
+from freekd.pate.student import run_pate_student
 from freekd.privacy import DPSGDAccountant
 from freekd.privacy.rdp import epsilon_from_rdp
+from freekd.runs import RunOptions
 from tests.conftest import tiny_trainer
 
 

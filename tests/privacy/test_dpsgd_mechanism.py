@@ -3,7 +3,7 @@
 Abadi et al. 2016 (arXiv:1607.00133, Alg. 1): every example's gradient is clipped to norm C,
 the clipped gradients are summed, and Gaussian noise of standard deviation σ·C is added to the
 sum. The accountant's ε is only true if all three happen; these tests look at the gradients
-the optimizer actually holds (``_DPSetup``: the model ``prepare`` returns, the optimizer
+the optimizer actually holds (``DPSetup``: the model ``prepare`` returns, the optimizer
 ``wrap_optimizer`` returns, the run's seeded noise generator) rather than recomputing ε.
 """
 
@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from freekd.config import (
-    AuditConfig,
-    DPConfig,
-    ShadowConfig,
-    TeacherSourceConfig,
-    TeacherTrainConfig,
-)
+from freekd.audit.config import AuditConfig, ShadowConfig
+from freekd.audit.pipeline import run_audit
+from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
 from freekd.data.batch import Batch
 from freekd.methods import Supervised
-from freekd.pipelines import RunOptions, _build_student, _DPSetup, run_audit, run_teacher_train
+from freekd.privacy.config import DPConfig
+from freekd.privacy.dpsgd import DPSetup
+from freekd.runs import RunOptions, build_student
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
 from freekd.train import PoissonSource, TrainState
 from freekd.train.optim import make_optimizer
 from tests.conftest import tiny_trainer
@@ -37,7 +37,7 @@ CLIP = 0.05  # far below the per-example gradient norms of a fresh model (about 
 
 def dp_training(
     max_grad_norm: float = CLIP,
-) -> tuple[_DPSetup, Supervised, torch.optim.Optimizer, Batch]:
+) -> tuple[DPSetup, Supervised, torch.optim.Optimizer, Batch]:
     """freekd's DP-SGD wiring for tiny-cnn on digits (target ε 4), and its first Poisson batch."""
     torch.manual_seed(0)
     train = load_dataset("digits:train")
@@ -48,8 +48,8 @@ def dp_training(
         trainer=tiny_trainer(epochs=1, batch_size=64, lr=0.1),
         dp=DPConfig(enabled=True, epsilon=4.0, delta=1e-5, max_grad_norm=max_grad_norm),
     )
-    dp = _DPSetup.plan(config, len(train))
-    model = _build_student("tiny-cnn", {}, train_set=train, num_classes=10, mean=[0.5], std=[0.5])
+    dp = DPSetup.plan(config, len(train))
+    model = build_student("tiny-cnn", {}, train_set=train, num_classes=10, mean=[0.5], std=[0.5])
     method = Supervised(dp.prepare(model))
     optimizer = dp.wrap_optimizer(make_optimizer(method.trainable_parameters(), config.trainer))
     source = PoissonSource(train, sample_rate=dp.sample_rate, seed=0)

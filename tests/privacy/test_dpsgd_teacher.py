@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from freekd.checkpoint import load_model
-from freekd.config import DataFreeConfig, DPConfig, TeacherSourceConfig, TeacherTrainConfig
+from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
+from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.pipeline import run_datafree
 from freekd.errors import FreekdError
-from freekd.pipelines import RunOptions, run_datafree, run_teacher_train
 from freekd.privacy import DPSGDAccountant
+from freekd.privacy.config import DPConfig
 from freekd.privacy.rdp import dpsgd_noise_multiplier, dpsgd_rdp, epsilon_from_rdp
+from freekd.runs import RunOptions
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
 from freekd.train import PoissonSource, TrainState
 from tests.conftest import tiny_trainer
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from freekd.config import PateLabelConfig, PateStudentConfig
 from freekd.errors import FreekdError
-from freekd.pipelines import RunOptions, run_pate_label, run_pate_student
+from freekd.pate.config import PateLabelConfig, PateStudentConfig
+from freekd.pate.label import run_pate_label
+from freekd.pate.student import run_pate_student
+from freekd.runs import RunOptions
 from freekd.teachers.ensemble import load_ensemble
 from tests.conftest import tiny_trainer
 

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from freekd.config import (
-    AuditConfig,
-    ComponentConfig,
-    DataFreeConfig,
-    PateLabelConfig,
-    PateStudentConfig,
-    ShadowConfig,
-    TeacherSourceConfig,
-)
-from freekd.pipelines import RunOptions, run_audit, run_datafree, run_pate_label, run_pate_student
+from freekd.audit.config import AuditConfig, ShadowConfig
+from freekd.audit.pipeline import run_audit
+from freekd.config import ComponentConfig, TeacherSourceConfig
+from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.pipeline import run_datafree
+from freekd.pate.config import PateLabelConfig, PateStudentConfig
+from freekd.pate.label import run_pate_label
+from freekd.pate.student import run_pate_student
 from freekd.privacy import PrivacyBudget
 from freekd.privacy.labeler import ConfidentGNMax, NoisyLabeler
 from freekd.privacy.ledger import PrivacyLedger
@@ -35,6 +33,7 @@ from freekd.privacy.report import (
     inherit,
 )
 from freekd.privacy.smooth import sanitized_release
+from freekd.runs import RunOptions
 from tests.conftest import tiny_trainer
 
 KINDS = [DATA_INDEPENDENT, DATA_DEPENDENT_SANITIZED, DATA_DEPENDENT_UNSANITIZED]

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import torch
 
-from freekd.config import TeacherTrainConfig, TrainerConfig
-from freekd.pipelines import RunOptions, run_teacher_train
+from freekd.config import TrainerConfig
+from freekd.runs import RunOptions
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
 
 
 def main(out: Path) -> None:

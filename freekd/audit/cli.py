@@ -1,0 +1,278 @@
+"""``freekd audit`` and ``freekd audit pipeline``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from freekd.audit.config import AuditConfig, AuditPipelineConfig
+from freekd.cli_options import (
+    ArchKwargsOption,
+    ConfigOption,
+    DataRootOption,
+    DeviceOption,
+    InputShapeOption,
+    MeanOption,
+    NumClassesOption,
+    OutOption,
+    OverwriteOption,
+    QuietOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    SourceArchOption,
+    StdOption,
+    TrustCodeOption,
+    TrustPickleOption,
+    _percent,
+    _resume_base,
+    _source_values,
+    user_errors,
+)
+from freekd.config import load_config
+
+audit_app = typer.Typer(
+    invoke_without_command=True,
+    help="Privacy audits: membership inference and an empirical ε lower bound of any model.",
+)
+
+
+def _print_audit(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"membership inference: {report['model']['path']}")
+    for column in ("attack", "AUC", "TPR @ 0.1 % FPR", "TPR @ 1 % FPR", "advantage"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for name, result in report["attacks"].items():
+        rates = result["tpr_at_fpr"]
+        table.add_row(
+            name,
+            f"{result['auc']:.3f}",
+            _percent(rates["0.001"]),
+            _percent(rates["0.01"]),
+            f"{result['advantage']:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(report["summary"].splitlines()[-1], markup=False, highlight=False)
+    console.print(f"files: {out}/report.json, {out}/roc.png, {out}/summary.txt")
+
+
+@audit_app.callback()
+@user_errors
+def audit(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The model to audit (any teacher file freekd loads)."),
+    ] = None,
+    members: Annotated[
+        str | None,
+        typer.Option("--members", help="Examples the model trained on (dataset spec)."),
+    ] = None,
+    non_members: Annotated[
+        str | None,
+        typer.Option(
+            "--non-members", help="Examples it did not train on, from the same distribution."
+        ),
+    ] = None,
+    attack: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack",
+            help="Attack name (repeatable or comma-separated): loss, confidence, entropy, "
+            "modified-entropy, lira-online, lira-offline, lira-*-fixed-variance, rmia, "
+            "rmia-offline. Default: all that the shadow models allow.",
+        ),
+    ] = None,
+    shadow_models: Annotated[
+        int | None,
+        typer.Option(
+            "--shadow-models",
+            help="Shadow models for LiRA and RMIA, trained on random halves of members ∪ "
+            "non-members (default 16; 0: threshold attacks only).",
+        ),
+    ] = None,
+    shadows_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadows-from",
+            help="Reuse the shadow models of an earlier audit of the same pool (its folder).",
+            file_okay=False,
+        ),
+    ] = None,
+    confidence: Annotated[
+        float | None,
+        typer.Option("--confidence", help="Confidence of the ε lower bound (default 0.95)."),
+    ] = None,
+    random_split: Annotated[
+        bool,
+        typer.Option(
+            "--random-split",
+            help="The members were drawn from members ∪ non-members by fair coin flips, as the "
+            "ε lower bound assumes.",
+        ),
+    ] = False,
+    max_examples: Annotated[
+        int | None,
+        typer.Option("--max-examples", help="Use at most this many members and non-members."),
+    ] = None,
+    arch: SourceArchOption = None,
+    arch_kwargs: ArchKwargsOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    trust_pickle: TrustPickleOption = False,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/audit"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Audit a model: membership-inference attacks, ROC curves and an empirical ε lower bound.
+
+    Writes OUT/report.json, roc.png (log-log ROC of every attack) and summary.txt. Exit status
+    1 when the ε lower bound exceeds the model's claimed ε (a privacy bug), 2 on bad input.
+    `freekd audit pipeline` runs the whole distillation threat model instead.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    names = [name for item in attack or [] for name in item.split(",") if name.strip()]
+    values = {
+        **_source_values(
+            "model.", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
+        ),
+        "members": members,
+        "non_members": non_members,
+        "attacks": names or None,
+        "shadow.models": shadow_models,
+        "shadow.reuse": None if shadows_from is None else str(shadows_from),
+        "shadow.trainer.device": device,
+        "confidence": confidence,
+        "random_split": True if random_split else None,
+        "max_examples": max_examples,
+        "seed": seed,
+        "data_root": data_root,
+    }
+    cfg = load_config(
+        AuditConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.audit.pipeline import run_audit
+    from freekd.runs import RunOptions
+
+    report = run_audit(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    _print_audit(report, out)
+    if report["epsilon_lower_bound"].get("consistent") is False:
+        # Not a usage error (2): the audit ran and found the model's privacy claim violated.
+        typer.echo(
+            "error: the empirical ε lower bound exceeds the model's claimed ε; its privacy "
+            "accounting or training is wrong",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+@audit_app.command("pipeline")
+@user_errors
+def audit_pipeline(
+    paths: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--path",
+            help="Distillation path(s) to audit (repeatable or comma-separated): kd, datafree, "
+            "pate, dpsgd-datafree. Default: all four.",
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Registry dataset (default mnist).")
+    ] = None,
+    pool: Annotated[
+        int | None,
+        typer.Option(
+            "--pool", help="Audit pool size; each image is a member with probability 1/2."
+        ),
+    ] = None,
+    shadow_models: Annotated[
+        int | None, typer.Option("--shadow-models", help="Shadow models (default 16).")
+    ] = None,
+    seed: SeedOption = None,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/audit-pipeline"),
+    overwrite: OverwriteOption = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip the stages that finished; redo the rest.")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """The distillation threat model end to end: a teacher trained on a random half of a pool,
+    students distilled from it by each path, every model audited against the teacher's members.
+    """
+    names = [name for item in paths or [] for name in item.split(",") if name.strip()]
+    values = {
+        "paths": names or None,
+        "dataset": dataset,
+        "pool": pool,
+        "audit.shadow.models": shadow_models,
+        "seed": seed,
+        "data_root": data_root,
+    }
+    cfg = load_config(
+        AuditPipelineConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.audit.threat_model import run_audit_pipeline
+    from freekd.runs import RunOptions
+
+    report = run_audit_pipeline(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="privacy audit of the distillation paths")
+    for column in (
+        "model", "test acc.", "best AUC", "LiRA TPR @ 0.1 % FPR", "loss TPR @ 0.1 % FPR",
+        "ε lower bound", "accountant ε",
+    ):  # fmt: skip
+        table.add_column(
+            column, justify="left" if column == "model" else "right", no_wrap=column == "model"
+        )
+    for row in report["table"]:
+        claimed = row["accountant_epsilon"]
+        kind = row.get("accountant_kind") or "kind unknown"
+        table.add_row(
+            row["model"],
+            _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
+            f"{row['best_auc']:.3f}",
+            _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
+            "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
+            f"{row['epsilon_lower_bound']:.3f}",
+            "-" if claimed is None else f"{claimed:.3g} ({kind})",
+        )
+    console = Console()
+    console.print(table)
+    console.print("LiRA: lira-online-fixed-variance; TPR at 0.1 % FPR of chance is 0.1 %.")
+    typer.echo(f"files: {out}/report.json, {out}/roc.png, {out}/audit/*/")

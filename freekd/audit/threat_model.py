@@ -1,0 +1,321 @@
+"""Composition root of ``freekd audit pipeline``: every private path trained and audited.
+
+The one module allowed to run other features' pipelines (STYLE.md §4.1): it trains the KD,
+data-free, PATE and DP-SGD students on a member/non-member split and audits each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from freekd import __version__
+from freekd.audit.config import AuditConfig, AuditPipelineConfig
+from freekd.audit.pipeline import run_audit
+from freekd.audit.shadows import pool_fingerprint
+from freekd.config import TeacherSourceConfig, dump_yaml
+from freekd.data import ImageDataset, load_dataset
+from freekd.datafree.pipeline import run_datafree
+from freekd.distill.pipeline import run_distill
+from freekd.errors import FreekdError
+from freekd.io import atomic_write, atomic_write_json, atomic_write_text
+from freekd.pate.label import run_pate_label
+from freekd.pate.student import run_pate_student
+from freekd.pate.teachers import run_pate_teachers
+from freekd.plots import plot_roc
+from freekd.runlock import locks_run_folder
+from freekd.runs import LEDGER_FILE, RunOptions, as_float, prepare_run_dir, seeded
+from freekd.supervised.config import TeacherTrainConfig
+from freekd.supervised.pipeline import run_teacher_train
+
+AUDIT_PATHS = ("kd", "datafree", "pate", "dpsgd-datafree")
+
+
+def save_npz(path: Path, data: ImageDataset) -> None:
+    """``data`` as a ``.npz`` dataset file (uint8 pixels, labels, class names), atomically."""
+
+    images = data.images
+    pixels = (
+        images
+        if images.dtype == torch.uint8
+        else (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    )
+
+    def write(stream: Any) -> None:
+        np.savez(
+            stream,
+            x=pixels.numpy(),
+            y=data.labels.numpy(),
+            classes=np.array(list(data.classes)),
+        )
+
+    atomic_write(path, write)
+
+
+def data_fingerprint(data: ImageDataset) -> str:
+
+    return pool_fingerprint(as_float(data.images), data.labels)
+
+
+def stage_done(folder: Path, options: RunOptions) -> bool:
+    return options.resume and (folder / "report.json").exists()
+
+
+def read_report(folder: Path) -> dict[str, Any]:
+
+    return json.loads((folder / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+@locks_run_folder
+def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd audit pipeline``: the distillation threat model of Jagielski et al. (2023).
+
+    "Students Parrot Their Teachers: Membership Inference on Model Distillation" (NeurIPS 2023)
+    shows that a student trained only on public data still leaks its teacher's private set.
+    The members are the teacher's private training examples, drawn from a pool by fair coin
+    flips (the canaries of the one-run ε lower bound); each path distills a student without
+    the members; the teacher and every student are audited against the same members and
+    non-members with the same shadow models. Stages write into ``OUT/<stage>/``; ``--resume``
+    skips the finished ones.
+    """
+
+    assert isinstance(config, AuditPipelineConfig)
+    unknown = [path for path in config.paths if path not in AUDIT_PATHS]
+    if unknown:
+        raise FreekdError(f"unknown path {unknown[0]!r}; known: {', '.join(AUDIT_PATHS)}")
+    if config.pool < 4:
+        raise FreekdError(f"--pool must hold at least 4 images, got {config.pool}")
+    out = options.out_dir
+    if not options.resume:
+        prepare_run_dir(options)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    root = Path(config.data_root) if config.data_root else None
+    train = load_dataset(f"{config.dataset}:train", root=root)
+    test_spec = f"{config.dataset}:test"
+    if config.pool + config.public > len(train):
+        raise FreekdError(
+            f"{config.dataset}:train has {len(train)} images, fewer than --pool {config.pool} + "
+            f"public {config.public}; lower them"
+        )
+    order = torch.randperm(len(train), generator=seeded(config.seed, 11))
+    pool_index = order[: config.pool]
+    coins = torch.rand(config.pool, generator=seeded(config.seed, 12)) < 0.5
+    if bool(coins.all()) or not bool(coins.any()):
+        raise FreekdError("the membership coin flips gave one side no example; use a larger --pool")
+    data_dir = out / "data"
+    data_dir.mkdir(exist_ok=True)
+    files = {
+        "members": data_dir / "members.npz",
+        "non_members": data_dir / "non_members.npz",
+        "public": data_dir / "public.npz",
+    }
+    subsets = {
+        "members": train.subset(pool_index[coins]),
+        "non_members": train.subset(pool_index[~coins]),
+        "public": train.subset(order[config.pool : config.pool + config.public]),
+    }
+    for key, subset in subsets.items():
+        if options.resume and files[key].exists():
+            # Finished stages are kept: they must have been trained on exactly these sets.
+            saved = load_dataset(str(files[key]))
+            if data_fingerprint(saved) != data_fingerprint(subset):
+                raise FreekdError(
+                    f"{files[key]} differs from what this config draws (another --seed, --pool "
+                    "or dataset?); resume with the run's own settings or start a new --out"
+                )
+        else:
+            save_npz(files[key], subset)
+    stage = lambda name: RunOptions(  # noqa: E731
+        out / name, overwrite=True, quiet=options.quiet, trust_code=options.trust_code
+    )
+    seed = config.seed
+    # Every trained model: name → (folder, test accuracy, path of model.pt).
+    models: dict[str, tuple[str, float | None]] = {}
+
+    def teacher_stage(name: str, teacher_config: TeacherTrainConfig) -> Path:
+        folder = out / name
+        if not stage_done(folder, options):
+            run_teacher_train(
+                dataclasses.replace(
+                    teacher_config, dataset=str(files["members"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage(name),
+            )  # fmt: skip
+        models[name] = (str(folder / "model.pt"), read_report(folder)["test_accuracy"])
+        return folder / "model.pt"
+
+    teacher_path = teacher_stage("teacher", config.teacher)
+    source = TeacherSourceConfig(path=str(teacher_path))
+    if "kd" in config.paths:
+        folder = out / "student-kd"
+        if not stage_done(folder, options):
+            run_distill(
+                dataclasses.replace(
+                    config.distill, teacher=source, dataset=str(files["public"]),
+                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
+                ),
+                stage("student-kd"),
+            )  # fmt: skip
+        models["student-kd"] = (
+            str(folder / "model.pt"),
+            read_report(folder)["student"]["test_accuracy"],
+        )
+    if "datafree" in config.paths:
+        folder = out / "student-datafree"
+        if not stage_done(folder, options):
+            run_datafree(
+                dataclasses.replace(
+                    config.datafree, teacher=source, eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage("student-datafree"),
+            )  # fmt: skip
+        models["student-datafree"] = (
+            str(folder / "model.pt"),
+            read_report(folder)["student"]["test_accuracy"],
+        )
+    if "pate" in config.paths:
+        folder = out / "student-pate"
+        pate = config.pate
+        teachers_dir, labels_dir = out / "pate-teachers", out / "pate-labels"
+        if not stage_done(teachers_dir, options):
+            run_pate_teachers(
+                dataclasses.replace(
+                    pate.teachers, dataset=str(files["members"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                stage("pate-teachers"),
+            )  # fmt: skip
+        if not stage_done(labels_dir, options):
+            run_pate_label(
+                dataclasses.replace(
+                    pate.label, teachers=str(teachers_dir / "teachers.pt"),
+                    query_dataset=str(files["public"]), eval_dataset=test_spec,
+                    data_root=config.data_root, seed=seed,
+                ),
+                # A ledger records privacy already spent: it is continued, never replaced.
+                RunOptions(
+                    labels_dir, resume=(labels_dir / LEDGER_FILE).exists(), quiet=options.quiet,
+                    trust_code=options.trust_code,
+                ),
+            )  # fmt: skip
+        if not stage_done(folder, options):
+            run_pate_student(
+                dataclasses.replace(
+                    pate.student, labels=str(labels_dir), data_root=config.data_root, seed=seed
+                ),
+                stage("student-pate"),
+            )
+        models["student-pate"] = (
+            str(folder / "model.pt"),
+            read_report(folder)["student"]["test_accuracy"],
+        )
+    if "dpsgd-datafree" in config.paths:
+        dp_path = teacher_stage("dp-teacher", config.dp_teacher)
+        folder = out / "student-dpsgd-datafree"
+        if not stage_done(folder, options):
+            run_datafree(
+                dataclasses.replace(
+                    config.datafree, teacher=TeacherSourceConfig(path=str(dp_path)),
+                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
+                ),
+                stage("student-dpsgd-datafree"),
+            )  # fmt: skip
+        models["student-dpsgd-datafree"] = (
+            str(folder / "model.pt"),
+            read_report(folder)["student"]["test_accuracy"],
+        )
+    audits: dict[str, dict[str, Any]] = {}
+    shadow_source: str | None = config.audit.shadow.reuse
+    for name, (path, _) in models.items():
+        folder = out / "audit" / name
+        if stage_done(folder, options):
+            audits[name] = read_report(folder)
+        else:
+            audit_config = dataclasses.replace(
+                config.audit,
+                model=TeacherSourceConfig(path=path),
+                members=str(files["members"]),
+                non_members=str(files["non_members"]),
+                data_root=config.data_root,
+                random_split=True,
+                seed=seed,
+                shadow=dataclasses.replace(config.audit.shadow, reuse=shadow_source),
+            )
+            assert isinstance(audit_config, AuditConfig)
+            audits[name] = run_audit(audit_config, stage(f"audit/{name}"))
+        if shadow_source is None and config.audit.shadow.models > 0:
+            shadow_source = str(folder)  # the teacher's shadow models serve every later audit
+    table = [_audit_row(name, models[name][1], audits[name]) for name in models]
+    curves = {}
+
+    for name, report in audits.items():
+        attack = report["epsilon_lower_bound"]["attack"]
+        curves[f"{name} ({attack})"] = _roc_of(out / "audit" / name, report, attack)
+    plot_roc(curves, out / "roc.png", title="membership inference through distillation")
+    report = {
+        "command": "audit pipeline",
+        "dataset": config.dataset,
+        "pool": config.pool,
+        "members": int(coins.sum()),
+        "non_members": int((~coins).sum()),
+        "public": config.public,
+        "paths": list(config.paths),
+        "table": table,
+        "audits": {
+            name: {k: v for k, v in audit.items() if k != "summary"}
+            for name, audit in audits.items()
+        },
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": seed,
+        "freekd_version": __version__,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def _roc_of(folder: Path, report: dict[str, Any], attack: str) -> tuple[Any, Any]:
+    """The ROC of ``attack`` in an audit folder, recomputed from the saved scores."""
+
+    with np.load(folder / "scores.npz", allow_pickle=False) as saved:
+        from freekd.audit.metrics import roc_curve
+
+        return roc_curve(np.array(saved[attack]), np.array(saved["is_member"]))
+
+
+#: The LiRA variant of the pipeline table: Carlini et al. (2022, §4.2) recommend one shared
+#: variance below about 64 shadow models, where per-example variances are too noisy.
+TABLE_LIRA = "lira-online-fixed-variance"
+
+
+def _audit_row(name: str, accuracy: float | None, report: dict[str, Any]) -> dict[str, Any]:
+    attacks = report["attacks"]
+    bound = report["epsilon_lower_bound"]
+    lira = attacks.get(TABLE_LIRA)
+    return {
+        "model": name,
+        "test_accuracy": accuracy,
+        "member_accuracy": report["model"]["member_accuracy"],
+        "non_member_accuracy": report["model"]["non_member_accuracy"],
+        "auc": {attack: round(result["auc"], 4) for attack, result in attacks.items()},
+        "best_auc": max(result["auc"] for result in attacks.values()),
+        "tpr_at_fpr": {attack: result["tpr_at_fpr"] for attack, result in attacks.items()},
+        "lira_attack": TABLE_LIRA,
+        "lira_tpr_at_0.001": None if lira is None else lira["tpr_at_fpr"]["0.001"],
+        "loss_tpr_at_0.001": attacks["loss"]["tpr_at_fpr"]["0.001"] if "loss" in attacks else None,
+        "epsilon_lower_bound": bound["epsilon"],
+        "bound_attack": bound["attack"],
+        "accountant_epsilon": bound.get("accountant_epsilon"),
+        "accountant_kind": bound.get("accountant_kind"),
+        "consistent": bound.get("consistent"),
+    }

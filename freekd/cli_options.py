@@ -1,0 +1,375 @@
+"""Option groups declared once (``Annotated`` aliases) and the helpers every command shares.
+
+``user_errors`` turns a ``FreekdError`` into one line on stderr and exit status 2; the option
+aliases keep every flag's name and help text identical across commands.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from freekd.config import read_yaml
+from freekd.errors import FreekdError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+#: errno values of a write that found no room: no space, a file size limit, a disk quota.
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def user_errors(function: F) -> F:
+    """Turn FreekdError (and Ctrl-C) into one line on stderr and a non-zero exit status."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except FreekdError as error:
+            raise _fail(str(error)) from None
+        except OSError as error:  # disk full, permission denied, read-only folder ...
+            where = f" {error.filename}" if error.filename else ""
+            if error.errno in _DISK_FULL:
+                raise _fail(
+                    f"the disk is full or a file size limit was hit writing{where or ' a file'} "
+                    f"({error.strerror}); free space or raise the limit (ulimit -f) and "
+                    "run again"
+                ) from None
+            raise _fail(
+                f"cannot access{where}: {error.strerror or error}; check the path and free space"
+            ) from None
+        except KeyboardInterrupt:
+            raise _fail(
+                "interrupted; continue later with --resume and the same --out", 130
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML file of config overrides (see configs/).", dir_okay=False),
+]
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Dotted override, e.g. trainer.lr=0.01 (repeatable)."),
+]
+
+
+DatasetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Training data: mnist, fashion-mnist, digits, animal-mnist[:split], a .npz "
+        "file or an image folder.",
+    ),
+]
+
+
+EvalDataOption = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-data", help="Held-out labelled data (default: the test split of --dataset)."
+    ),
+]
+
+
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+
+
+BatchOption = Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")]
+
+
+LrOption = Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")]
+
+
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Random seed.")]
+
+
+DeviceOption = Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda[:N].")]
+
+
+DeterministicOption = Annotated[
+    bool, typer.Option("--deterministic", help="Deterministic kernels (bitwise repeatable on CPU).")
+]
+
+
+OutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Run folder for model.pt, report.json, config.yaml, metrics.jsonl, curves.png.",
+    ),
+]
+
+
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the run files in an existing --out folder.")
+]
+
+
+ResumeOption = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue the interrupted run in --out from its checkpoint.pt."),
+]
+
+
+DataRootOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-root", help="torchvision-format data root (CIFAR-10/100, SVHN, MNIST files)."
+    ),
+]
+
+
+DownloadOption = Annotated[
+    bool,
+    typer.Option("--download", help="Let torchvision download into --data-root (needs a network)."),
+]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+# How to load a model file that is not a freekd checkpoint (DESIGN.md, "Teachers users bring").
+SourceArchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        help="Architecture of a plain state_dict file (freekd name, torchvision:NAME or "
+        "package.module:Class).",
+    ),
+]
+
+
+ArchKwargsOption = Annotated[
+    str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
+]
+
+
+InputShapeOption = Annotated[
+    str | None,
+    typer.Option("--input-shape", help="Input C,H,W of a state_dict or TorchScript file."),
+]
+
+
+NumClassesOption = Annotated[
+    int | None, typer.Option("--num-classes", help="Class count (inferred when omitted).")
+]
+
+
+MeanOption = Annotated[
+    str | None,
+    typer.Option("--mean", help="Input normalization mean the model expects, comma-separated."),
+]
+
+
+StdOption = Annotated[
+    str | None,
+    typer.Option("--std", help="Input normalization std the model expects, comma-separated."),
+]
+
+
+TrustPickleOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle", help="Allow a pickled nn.Module file (unpickling runs code from it)."
+    ),
+]
+
+
+TrustCodeOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        help="Allow an architecture that a file names by import path (package.module:Class) "
+        "in a checkpoint, teachers.pt or --config YAML; building it runs that code.",
+    ),
+]
+
+
+def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise FreekdError(
+            f"{flag} is not valid JSON ({error.msg}); e.g. {flag} '{{\"depth\": 16}}'"
+        ) from None
+    if not isinstance(value, dict):
+        raise FreekdError(f"{flag} must be a JSON object, e.g. '{{\"depth\": 16}}'")
+    return value
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FreekdError(
+            f"{flag} takes comma-separated numbers, e.g. 0.1307 or 0.5,0.5,0.5"
+        ) from None
+
+
+def _ints(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
+
+
+def _source_values(
+    prefix: str,
+    path: str | None,
+    arch: str | None,
+    arch_kwargs: str | None,
+    input_shape: str | None,
+    num_classes: int | None,
+    mean: str | None,
+    std: str | None,
+    trust_pickle: bool,
+) -> dict[str, Any]:
+    """Dotted config values of a TeacherSourceConfig from the model-loading flags."""
+    return {
+        f"{prefix}path": path,
+        f"{prefix}arch": arch,
+        f"{prefix}arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
+        f"{prefix}input_shape": _ints(input_shape, "--input-shape"),
+        f"{prefix}num_classes": num_classes,
+        f"{prefix}mean": _floats(mean, "--mean"),
+        f"{prefix}std": _floats(std, "--std"),
+        f"{prefix}trust_pickle": trust_pickle or None,
+    }
+
+
+def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
+    saved = out / "config.yaml"
+    return read_yaml(saved) if resume and saved.exists() else None
+
+
+def _trainer_values(
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    device: str | None,
+    deterministic: bool,
+) -> dict[str, Any]:
+    return {
+        "trainer.epochs": epochs,
+        "trainer.batch_size": batch_size,
+        "trainer.lr": lr,
+        "trainer.device": device,
+        "trainer.deterministic": True if deterministic else None,
+    }
+
+
+def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
+    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
+    from freekd.privacy.report import describe, epsilon_figures
+
+    figures = epsilon_figures(privacy)
+    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
+
+
+def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
+    """A YAML (or JSON) file holding one mapping, read as data only."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = next((line for line in str(error).splitlines() if line.strip()), "")
+        raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({first})") from None
+    if not isinstance(data, dict):
+        raise FreekdError(f"{what} {path}: expected a mapping of settings")
+    return data
+
+
+def _maybe_percent(value: float | None) -> str:
+    return "–" if value is None else _percent(value)
+
+
+def _minutes(report: dict[str, Any]) -> str:
+    return f"{report['wall_seconds'] / 60:.1f} min wall, {report['cpu_seconds'] / 60:.1f} CPU min"
+
+
+def _budget_values(budget: str | None) -> dict[str, Any]:
+    """``--budget 15m`` (wall-clock), ``cpu:15m`` (CPU time) or ``200000`` (synthesized images)."""
+    if budget is None:
+        return {}
+    text = budget.strip().lower()
+    key = "budget_minutes"
+    if text.startswith("cpu:"):
+        key, text = "budget_cpu_minutes", text[4:]
+    try:
+        if text.endswith(("min", "m")):
+            return {key: float(text.rstrip("min"))}
+        if text.endswith("h"):
+            return {key: 60 * float(text[:-1])}
+        if key == "budget_minutes":
+            return {"budget_images": int(text.replace("_", ""))}
+    except ValueError:
+        pass
+    raise FreekdError(
+        f"--budget {budget!r}: give minutes (15m), CPU minutes (cpu:15m) or a number of "
+        "synthesized images"
+    )
+
+
+def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    rows = _privacy_rows(result)
+    if "data_independent_epsilon" in result:
+        rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
+    rows.append(("best Rényi order", f"{result['order']:g}"))
+    if "sanitized" in result:
+        sanitized = result["sanitized"]
+        rows.append(
+            (
+                "sanitized release",
+                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
+                f"σ_s = {sanitized['sigma']:g}",
+            )
+        )
+    _print_table(title, rows)
+    if "note" in result:
+        typer.echo(f"note: {result['note']}")

@@ -1,0 +1,233 @@
+"""``freekd crossmodal teacher`` and ``freekd crossmodal distill``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freekd.cli_options import (
+    BatchOption,
+    ConfigOption,
+    DataRootOption,
+    DeterministicOption,
+    DeviceOption,
+    EpochsOption,
+    LrOption,
+    OutOption,
+    OverwriteOption,
+    QuietOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    TrustCodeOption,
+    _maybe_percent,
+    _minutes,
+    _percent,
+    _print_table,
+    _resume_base,
+    _trainer_values,
+    _yaml_mapping,
+    user_errors,
+)
+from freekd.config import load_config
+
+crossmodal_app = typer.Typer(
+    no_args_is_help=True,
+    help="Cross-modal distillation: image ↔ text models on open_clip, templated pairs.",
+)
+
+
+@crossmodal_app.command("teacher")
+@user_errors
+def crossmodal_teacher(
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            "--pairs",
+            help="Labelled images whose classes become templated captions: fashion-mnist "
+            "(default), mnist, animal-mnist, digits[:split], a .npz file.",
+        ),
+    ] = None,
+    eval_pairs: Annotated[
+        str | None,
+        typer.Option("--eval-pairs", help="Held-out labelled images (default: the test split)."),
+    ] = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/clip-teacher"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a small open_clip CLIP (config in configs/crossmodal/) on templated image–caption
+    pairs; report zero-shot accuracy and retrieval recall@1/5/10 on held-out pairs."""
+    from freekd.crossmodal.config import CrossModalTeacherConfig
+
+    values = {
+        "pairs": pairs,
+        "eval_pairs": eval_pairs,
+        "seed": seed,
+        "data_root": data_root,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        CrossModalTeacherConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.crossmodal.pipeline import run_crossmodal_teacher
+    from freekd.runs import RunOptions
+
+    report = run_crossmodal_teacher(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    teacher = report["teacher"]
+    _print_table(
+        "CLIP teacher",
+        [
+            (
+                "zero-shot accuracy",
+                f"{_maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
+            ),
+            (
+                "recall@1 / 5 / 10",
+                " / ".join(_percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
+                + f" ({teacher['retrieval_pairs']} pairs, {teacher['recall_counts']}, both ways)",
+            ),
+            (
+                "parameters",
+                f"{teacher['parameters']['total']:,} "
+                f"(image tower {teacher['parameters']['image']:,})",
+            ),
+            ("captions", "templated from the class labels"),
+            ("time", _minutes(report)),
+            ("model", str(out / "model.pt")),
+        ],
+    )
+
+
+@crossmodal_app.command("distill")
+@user_errors
+def crossmodal_distill(
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="A CLIP (model.pt of freekd crossmodal teacher), or one tower: an image "
+            "classifier's model.pt (teaches a text student), clip-image:PATH, clip-text:PATH, "
+            "or minilm (pretrained all-MiniLM-L6-v2; teaches an image student).",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="The student: a registry architecture for the image student of a text "
+            "teacher (default lenet5), or a YAML/JSON file with the open_clip model config of a "
+            "CLIP student (default: a quarter of the teacher) or the text_cfg of a text student.",
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="contrastive (default: InfoNCE with a MoCo queue, learnable temperature), "
+            "feature (CLIP-KD FD) or icl (CLIP-KD ICL).",
+        ),
+    ] = None,
+    pairs: Annotated[
+        str | None,
+        typer.Option(
+            "--pairs", help="Labelled images for templated pairs (default fashion-mnist)."
+        ),
+    ] = None,
+    no_baseline: Annotated[
+        bool,
+        typer.Option("--no-baseline", help="Skip the same student trained without the teacher."),
+    ] = False,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/clip-student"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Distill a small CLIP student (default: about a quarter of the teacher) from a CLIP
+    teacher, or a one-modality student from a teacher of the other modality (image → text,
+    text → image), on templated or your own pairs; by default also train the same student
+    without the teacher."""
+    from freekd.crossmodal.config import CrossModalDistillConfig
+
+    student_config = None
+    if student is not None and Path(student).is_file():
+        student_config, student = _yaml_mapping(Path(student), what="--student"), None
+    values = {
+        "teacher": teacher,
+        "student": student_config,
+        "student_arch": student,
+        "method.name": method,
+        "pairs": pairs,
+        "baseline": False if no_baseline else None,
+        "seed": seed,
+        "data_root": data_root,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        CrossModalDistillConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.crossmodal.pipeline import run_crossmodal_distill
+    from freekd.runs import RunOptions
+
+    report = run_crossmodal_distill(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    from rich.console import Console
+    from rich.table import Table
+
+    direction = report.get("direction", "CLIP → CLIP")
+    table = Table(title=f"cross-modal distillation, {direction} ({report['student']['method']})")
+    for column in ("model", "parameters", "zero-shot", "recall@1", "recall@5", "recall@10"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name in ("teacher", "student", "baseline"):
+        entry = report[name]
+        if entry is None:
+            continue
+        table.add_row(
+            name,
+            f"{entry['parameters']['total']:,}",
+            _maybe_percent(entry["zero_shot_accuracy"]),
+            *(_maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"captions: {report['captions']['note']}; "
+        f"recall counts {report['student']['recall_counts']}"
+    )
+    typer.echo(f"files: {out}/model.pt, {out}/report.json")

@@ -1,0 +1,217 @@
+"""What both cross-modal pipelines share: paired sets, the fit, metrics and their pictures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from freekd.crossmodal import save_clip, templated_pairs
+from freekd.crossmodal.data import class_prompts, is_pair_folder, load_caption_pairs, subset_pairs
+from freekd.crossmodal.evaluate import embed, retrieval, zero_shot_accuracy
+from freekd.data import ImageDataset, load_dataset
+from freekd.errors import FreekdError
+from freekd.methods import Method
+from freekd.plots import plot_retrieval
+from freekd.runs import RunOptions, TrainResult, eval_spec, run_training, seeded
+from freekd.train import (
+    DistInfo,
+    PairedSource,
+)
+from freekd.train.evaluate import check_input_shape
+
+
+def crossmodal_metrics(
+    model: Any, pairs: Any, *, eval_size: int, seed: int, device: torch.device
+) -> dict[str, Any]:
+    """Zero-shot accuracy on all of ``pairs`` and retrieval recall on ``eval_size`` of them."""
+
+    model.eval()
+    images = pairs.images.batch(torch.arange(len(pairs.images))).images
+    labels = pairs.images.labels
+    image_features = embed(lambda x: model.encode_image(x.to(device)), images)
+    prompts = class_prompts(pairs)
+    zero_shot: float | None = None
+    if pairs.labelled:
+        tokens = model.tokenize([prompt for per_class in prompts for prompt in per_class])
+        prompt_features = embed(lambda t: model.encode_text(t.to(device)), tokens)
+        prompt_features = prompt_features.view(len(prompts), len(prompts[0]), -1)
+        zero_shot = zero_shot_accuracy(image_features, prompt_features.cpu(), labels)
+    count = min(eval_size, len(pairs.images))
+    chosen = torch.randperm(len(pairs.images), generator=seeded(seed, 31))[:count]
+    captions = pairs.draw_captions(chosen, seeded(seed, 32))
+    text_features = embed(lambda t: model.encode_text(t.to(device)), model.tokenize(captions))
+    recall = retrieval(image_features[chosen].cpu(), text_features.cpu(), labels[chosen])
+    # A templated caption names a class and nothing else about its image, so there a retrieved
+    # item is right when it shows (or names) the query's class; users' own captions describe
+    # their image, so there only the exact pair counts. The mean of the two directions; each
+    # direction and both kinds are under "retrieval".
+    suffix = "_class" if pairs.templated else ""
+    return {
+        "zero_shot_accuracy": None if zero_shot is None else round(zero_shot, 6),
+        **{
+            f"recall_at_{k}": round(
+                0.5
+                * (
+                    recall[f"image_to_text{suffix}"][str(k)]
+                    + recall[f"text_to_image{suffix}"][str(k)]
+                ),
+                6,
+            )
+            for k in (1, 5, 10)
+        },
+        "recall_counts": "the query's class" if pairs.templated else "the exact pair",
+        "chance": {
+            "zero_shot_accuracy": round(1 / len(prompts), 6) if pairs.labelled else None,
+            "recall_at_1": round(1 / len(prompts) if pairs.templated else 1 / count, 6),
+        },
+        "retrieval": recall,
+        "retrieval_pairs": count,
+        "zero_shot_images": len(pairs.images),
+    }
+
+
+def draw_retrieval(
+    model: Any, pairs: Any, out_path: Path, *, seed: int, device: torch.device, title: str
+) -> None:
+    """``retrieval.png``: six held-out captions and the five images the model ranks first
+    among 500 held-out images (green: the right class, or the exact pair for users' captions)."""
+
+    model.eval()
+    gallery = torch.randperm(len(pairs.images), generator=seeded(seed, 51))[:500]
+    images = pairs.images.batch(gallery).images
+    labels = pairs.images.labels[gallery]
+    image_features = embed(lambda x: model.encode_image(x.to(device)), images).cpu()
+    picks = torch.arange(min(6, len(gallery)))
+    queries = pairs.draw_captions(gallery[picks], seeded(seed, 52))
+    text_features = embed(lambda t: model.encode_text(t.to(device)), model.tokenize(queries)).cpu()
+    ranked = (text_features @ image_features.T).topk(min(5, len(gallery)), dim=1).indices
+    if pairs.templated:
+        correct = labels[ranked] == labels[picks].unsqueeze(1)
+    else:
+        correct = ranked == picks.unsqueeze(1)
+    plot_retrieval(queries, images, ranked, correct, out_path, title=title)
+
+
+def captions_report(pairs: Any) -> dict[str, Any]:
+    if not pairs.templated:
+        return {
+            "templated": False,
+            "labelled": pairs.labelled,
+            "class_names": list(pairs.class_names) if pairs.labelled else None,
+            "note": "the user's own captions (captions file)",
+        }
+    return {
+        "templated": True,
+        "templates": list(pairs.templates),
+        "class_names": list(pairs.class_names),
+        "note": "captions are templated from the class labels, not written by people",
+    }
+
+
+def fit_clip(
+    method: Method,
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+    description: str,
+) -> TrainResult:
+    """Train ``method.student`` (a CLIP) on ``pairs`` in the one loop; ``model.pt`` is a
+    ``freekd-clip/1`` checkpoint in ``options.out_dir``."""
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_clip(options.out_dir / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+    return fit_pairs(
+        method, pairs, config, options, tokenize=method.student.tokenize,  # type: ignore[arg-type]
+        save=save, device=device, dist=dist, description=description,
+    )  # fmt: skip
+
+
+def fit_pairs(
+    method: Method,
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    tokenize: Callable[[list[str]], torch.Tensor],
+    save: Callable[[nn.Module, dict[str, Any]], None],
+    device: torch.device,
+    dist: DistInfo,
+    description: str,
+) -> TrainResult:
+    """Train ``method`` on ``pairs`` (captions turned into tensors by ``tokenize``) in the one
+    loop; ``save(student, resolved_config)`` writes ``model.pt``."""
+
+    def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return tokenize(pairs.draw_captions(indices, generator))
+
+    source = PairedSource(
+        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed
+    )
+    return run_training(
+        method, source, eval_set=None, trainer_config=config.trainer, config=config,
+        options=options, device=device, dist=dist, description=description, save=save,
+    )  # fmt: skip
+
+
+def quarter_clip(teacher_config: dict[str, Any]) -> dict[str, Any]:
+    """A student config about a quarter of the teacher's size (``crossmodal distill``'s default).
+
+    The text tower's token table dominates a small CLIP (49,408 × width), so the text width is
+    divided by 4, the image width and the embedding by 2; depth, patch size, image size and
+    context length stay (the student must tokenize like the teacher).
+    """
+    vision = dict(teacher_config["vision_cfg"])
+    text = dict(teacher_config["text_cfg"])
+    vision["width"] = max(8, int(vision.get("width", 768)) // 2)
+    if "head_width" in vision:
+        vision["head_width"] = max(8, int(vision["head_width"]) // 2)
+    text["width"] = max(8, int(text.get("width", 512)) // 4)
+    heads = max(1, int(text.get("heads", 8)))
+    while text["width"] % heads:
+        heads -= 1
+    text["heads"] = heads
+    return {
+        "embed_dim": max(8, int(teacher_config["embed_dim"]) // 2),
+        "vision_cfg": vision,
+        "text_cfg": text,
+    }
+
+
+def paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
+    """Training and held-out pairs of a cross-modal config: users' own pairs (a folder with a
+    captions file; without ``eval_pairs`` a seeded tenth is held out) or templated pairs."""
+
+    if is_pair_folder(config.pairs):
+        pairs = load_caption_pairs(Path(config.pairs))
+        if config.eval_pairs:
+            eval_pairs = load_caption_pairs(Path(config.eval_pairs))
+        else:
+            if len(pairs) < 10:
+                raise FreekdError(
+                    f"{config.pairs} holds {len(pairs)} pairs; give at least 10 (a tenth is held "
+                    "out) or pass --eval-pairs"
+                )
+            order = torch.randperm(len(pairs), generator=seeded(config.seed, 41))
+            held = max(1, len(pairs) // 10)
+            pairs, eval_pairs = subset_pairs(pairs, order[held:]), subset_pairs(pairs, order[:held])
+        eval_pairs.class_names = pairs.class_names
+        return pairs, eval_pairs, pairs.images
+    root = Path(config.data_root) if config.data_root else None
+    train_set = load_dataset(config.pairs, default_split="train", root=root)
+    eval_set = load_dataset(
+        config.eval_pairs or eval_spec(config.pairs, None), default_split="test", root=root
+    )
+    check_input_shape(eval_set, train_set.input_shape, who=f"pairs of {train_set.name}")
+    family = None if config.captions == "auto" else config.captions
+    pairs = templated_pairs(train_set, family=family)
+    eval_pairs = templated_pairs(eval_set, family=family)
+    eval_pairs.class_names = pairs.class_names
+    return pairs, eval_pairs, train_set

@@ -1,0 +1,152 @@
+"""Composition roots of ``freekd crossmodal teacher`` and ``freekd crossmodal distill``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from freekd.crossmodal import ClipModel, load_clip
+from freekd.crossmodal.common import (
+    captions_report,
+    crossmodal_metrics,
+    draw_retrieval,
+    fit_clip,
+    paired_sets,
+    quarter_clip,
+)
+from freekd.crossmodal.methods import CROSSMODAL_METHODS, ClipContrastive
+from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
+from freekd.errors import FreekdError
+from freekd.runlock import locks_run_folder
+from freekd.runs import (
+    RunOptions,
+    check_params,
+    common_report,
+    dataset_statistics,
+    finish_run,
+    setup_run,
+)
+from freekd.seeding import reseed
+
+
+@locks_run_folder
+def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal teacher``: a small open_clip CLIP trained with CLIP's loss on
+    templated pairs, through the one Trainer; writes ``model.pt`` (``freekd-clip/1``)."""
+
+    pairs, eval_pairs, train_set = paired_sets(config)
+    dist, device = setup_run(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    mean, std = config.mean, config.std
+    if mean is None or std is None:
+        computed_mean, computed_std = dataset_statistics(train_set)
+        channels = 3
+        mean = mean or (computed_mean * channels if len(computed_mean) == 1 else computed_mean)
+        std = std or (computed_std * channels if len(computed_std) == 1 else computed_std)
+    model = ClipModel(dict(config.model), mean=list(mean), std=list(std))
+
+    result = fit_clip(
+        ClipContrastive(model), pairs, config, options, device=device, dist=dist,
+        description=f"CLIP on {train_set.name} pairs",
+    )  # fmt: skip
+    metrics = crossmodal_metrics(
+        model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+    )
+    draw_retrieval(
+        model, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title="text → image retrieval (teacher), held-out pairs",
+    )  # fmt: skip
+    report = {
+        "command": "crossmodal teacher",
+        "teacher": metrics | {"parameters": model.tower_parameters()},
+        "pairs": train_set.name,
+        "eval_pairs": eval_pairs.images.name,
+        "captions": captions_report(pairs),
+        "model_config": dict(config.model),
+        **common_report(config, result),
+    }
+    finish_run(report, options, dist)
+    return report
+
+
+@locks_run_folder
+def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal distill``: a CLIP student from a CLIP teacher on templated pairs, and
+    (by default) the same student trained with CLIP's loss alone at the same budget, in
+    ``OUT/baseline``; ``report.json`` holds ``teacher``, ``student`` and ``baseline``."""
+
+    if not config.teacher:
+        raise FreekdError(
+            "--teacher is required: a CLIP checkpoint from freekd crossmodal teacher, an image "
+            "classifier's model.pt, clip-image:PATH, clip-text:PATH or minilm"
+        )
+    if one_tower_teacher(config.teacher):
+        return run_tower_distill(config, options)
+    method_class = CROSSMODAL_METHODS.get(config.method.name)
+    check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
+    pairs, eval_pairs, train_set = paired_sets(config)
+    dist, device = setup_run(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    teacher = load_clip(Path(config.teacher), device=device)
+    student_config = dict(config.student) if config.student else quarter_clip(teacher.model_config)
+    normalization = teacher.normalization
+
+    def build() -> Any:
+        reseed(config.seed)
+        return ClipModel(dict(student_config), **normalization)
+
+    student = build()
+    method = method_class(student, teacher, **dict(config.method.params))
+    result = fit_clip(
+        method, pairs, config, options, device=device, dist=dist,
+        description=f"{config.method.name} → student CLIP",
+    )  # fmt: skip
+    teacher_parameters = teacher.tower_parameters()
+
+    def entry(model: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        parameters = model.tower_parameters()
+        return (
+            crossmodal_metrics(
+                model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+            )
+            | {
+                "parameters": parameters,
+                "parameter_ratio": round(parameters["total"] / teacher_parameters["total"], 4),
+            }
+            | extra
+        )
+
+    draw_retrieval(
+        student, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title=f"text → image retrieval (student, {config.method.name}), held-out pairs",
+    )  # fmt: skip
+    report: dict[str, Any] = {
+        "command": "crossmodal distill",
+        "teacher": entry(teacher, {"path": config.teacher}),
+        "student": entry(student, {"method": config.method.name, "model_config": student_config}),
+        "baseline": None,
+        "pairs": train_set.name,
+        "captions": captions_report(pairs),
+        **common_report(config, result),
+    }
+    if config.baseline:
+        baseline = build()
+        baseline_options = RunOptions(
+            options.out_dir / "baseline", overwrite=True, quiet=options.quiet
+        )
+        baseline_result = fit_clip(
+            ClipContrastive(baseline), pairs, config, baseline_options, device=device,
+            dist=dist, description="baseline CLIP",
+        )  # fmt: skip
+        report["baseline"] = entry(
+            baseline,
+            {
+                "method": "clip loss only (no teacher)",
+                "wall_seconds": round(baseline_result.wall_seconds, 3),
+                "cpu_seconds": round(baseline_result.cpu_seconds, 3),
+            },
+        )
+    finish_run(report, options, dist)
+    return report

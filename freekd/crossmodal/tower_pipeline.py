@@ -1,0 +1,205 @@
+"""One-tower cross-modal distillation: a classifier or CLIP tower teaches one student tower."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from freekd.checkpoint import safe_torch_load
+from freekd.config import TeacherSourceConfig
+from freekd.crossmodal import load_clip
+from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+from freekd.crossmodal.common import (
+    captions_report,
+    crossmodal_metrics,
+    draw_retrieval,
+    fit_pairs,
+    paired_sets,
+)
+from freekd.crossmodal.methods import DualContrastive, TowerContrastive
+from freekd.crossmodal.towers import (
+    MINILM,
+    ClassifierFeatures,
+    ClipTower,
+    DualEncoder,
+    ImageStudent,
+    MiniLMText,
+    TextStudent,
+    save_tower,
+)
+from freekd.errors import FreekdError
+from freekd.runs import (
+    RunOptions,
+    check_params,
+    common_report,
+    dataset_statistics,
+    finish_run,
+    setup_run,
+)
+from freekd.seeding import reseed
+from freekd.teachers import load_teacher
+from freekd.train.evaluate import check_input_shape
+
+
+def one_tower_teacher(spec: str) -> bool:
+    """Whether ``--teacher`` names one tower (an image classifier, one tower of a CLIP, MiniLM)
+    rather than a whole CLIP."""
+
+    if spec == MINILM or spec.startswith(("clip-image:", "clip-text:")):
+        return True
+    data = safe_torch_load(Path(spec), what="teacher")
+    return not (isinstance(data, dict) and data.get("format") == CLIP_FORMAT)
+
+
+def _teacher_tower(
+    spec: str, device: torch.device, *, trust_code: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """The frozen teacher tower ``--teacher`` names, and what the report says about it."""
+
+    if spec == MINILM:
+        return MiniLMText(device=device), {"kind": "all-MiniLM-L6-v2 (pretrained, frozen)"}
+    for modality in ("image", "text"):
+        prefix = f"clip-{modality}:"
+        if spec.startswith(prefix):
+            clip = load_clip(Path(spec[len(prefix) :]), device=device)
+            return ClipTower(clip, modality), {"kind": f"the {modality} tower of a freekd CLIP"}
+    teacher = load_teacher(TeacherSourceConfig(path=spec), device=device, trust_code=trust_code)
+    tower = ClassifierFeatures(teacher, input_shape=teacher.input_shape)
+    return tower, {
+        "kind": f"image classifier {teacher.metadata.get('arch')} (penultimate features)",
+        "input_shape": list(teacher.input_shape),
+    }
+
+
+#: The text student of an image teacher: CLIP's text tower at a small width.
+DEFAULT_TEXT_STUDENT = {
+    "context_length": 16, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2,
+}  # fmt: skip
+
+
+def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal distill`` with a one-tower teacher: a student tower of the other
+    modality learns the teacher's embedding space through ``TowerContrastive``; evaluated as a
+    dual encoder (teacher tower + student tower); the baseline is the same student tower
+    trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
+
+    if config.method.name != "contrastive":
+        raise FreekdError(
+            f"method {config.method.name} needs a whole CLIP teacher; a one-tower teacher "
+            "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
+        )
+    check_params(TowerContrastive, dict(config.method.params), what="method contrastive")
+    pairs, eval_pairs, train_set = paired_sets(config)
+    dist, device = setup_run(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    teacher, teacher_report = _teacher_tower(config.teacher, device, trust_code=options.trust_code)
+    if teacher.modality == "image" and "input_shape" in teacher_report:
+        check_input_shape(train_set, tuple(teacher_report["input_shape"]), who="the teacher")
+    mean, std = dataset_statistics(train_set)
+
+    def build(modality: str) -> Any:
+        if modality == "text":
+            text_cfg = dict(config.student or DEFAULT_TEXT_STUDENT)
+            return TextStudent(dim=teacher.dim, text_cfg=text_cfg)
+        return ImageStudent(
+            arch=config.student_arch, dim=teacher.dim, input_shape=train_set.input_shape,
+            mean=list(mean), std=list(std), arch_kwargs=dict(config.student_kwargs),
+            trust_code=True,  # config.student_arch: vetted when the config was loaded
+        )  # fmt: skip
+
+    student_modality = "text" if teacher.modality == "image" else "image"
+    reseed(config.seed)
+    student = build(student_modality)
+    method = TowerContrastive(student, teacher, **dict(config.method.params))
+
+    def towers(student_tower: Any, partner: Any) -> DualEncoder:
+        first, second = (student_tower, partner)
+        return DualEncoder(
+            image=first if first.modality == "image" else second,
+            text=first if first.modality == "text" else second,
+        )
+
+    def saver(out: Path) -> Callable[[nn.Module, dict[str, Any]], None]:
+        def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+            save_tower(out / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+        return save
+
+    text_tower = student if student_modality == "text" else teacher
+    direction = f"{teacher.modality} → {student_modality}"
+    result = fit_pairs(
+        method, pairs, config, options, tokenize=text_tower.tokenize,
+        save=saver(options.out_dir), device=device, dist=dist,
+        description=f"contrastive {direction} student",
+    )  # fmt: skip
+    dual = towers(student, teacher)
+
+    def entry(model: DualEncoder, tower: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        return (
+            crossmodal_metrics(
+                model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+            )
+            | {"parameters": {"total": tower.parameter_count()}}
+            | extra
+        )
+
+    draw_retrieval(
+        dual, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
+        title=f"text → image retrieval ({direction} student with its teacher), held-out pairs",
+    )  # fmt: skip
+    teacher_entry: dict[str, Any] = {
+        **teacher_report,
+        "path": config.teacher,
+        "parameters": {"total": teacher.parameter_count()},
+        "zero_shot_accuracy": None,
+        **{f"recall_at_{k}": None for k in (1, 5, 10)},
+        "note": "a one-tower teacher cannot retrieve or classify zero-shot by itself",
+    }
+    report: dict[str, Any] = {
+        "command": "crossmodal distill",
+        "direction": direction,
+        "teacher": teacher_entry,
+        "student": entry(
+            dual,
+            student,
+            {
+                "method": "contrastive",
+                "tower": student.spec(),
+                "evaluated_with": f"the teacher's {teacher.modality} tower",
+            },
+        ),
+        "baseline": None,
+        "pairs": train_set.name,
+        "captions": captions_report(pairs),
+        **common_report(config, result),
+    }
+    if config.baseline:
+        reseed(config.seed)
+        baseline = build(student_modality)
+        partner = build(teacher.modality)
+        baseline_options = RunOptions(
+            options.out_dir / "baseline", overwrite=True, quiet=options.quiet
+        )
+        baseline_text = baseline if student_modality == "text" else partner
+        baseline_result = fit_pairs(
+            DualContrastive(baseline, partner), pairs, config, baseline_options,
+            tokenize=baseline_text.tokenize, save=saver(baseline_options.out_dir),
+            device=device, dist=dist, description="baseline towers",
+        )  # fmt: skip
+        report["baseline"] = entry(
+            towers(baseline, partner),
+            baseline,
+            {
+                "method": "clip loss only (no teacher): the student tower and a fresh "
+                f"{teacher.modality} tower ({type(partner).__name__}) trained together",
+                "wall_seconds": round(baseline_result.wall_seconds, 3),
+                "cpu_seconds": round(baseline_result.cpu_seconds, 3),
+            },
+        )
+    finish_run(report, options, dist)
+    return report

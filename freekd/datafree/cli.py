@@ -1,0 +1,210 @@
+"""``freekd datafree``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from freekd.cli_options import (
+    ArchKwargsOption,
+    BatchOption,
+    ConfigOption,
+    DataRootOption,
+    DeterministicOption,
+    DeviceOption,
+    EpochsOption,
+    InputShapeOption,
+    LrOption,
+    MeanOption,
+    NumClassesOption,
+    OutOption,
+    OverwriteOption,
+    QuietOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    SourceArchOption,
+    StdOption,
+    TrustCodeOption,
+    TrustPickleOption,
+    _budget_values,
+    _minutes,
+    _percent,
+    _print_table,
+    _privacy_rows,
+    _resume_base,
+    _source_values,
+    _trainer_values,
+    user_errors,
+)
+from freekd.config import load_config
+from freekd.datafree.config import DataFreeConfig
+from freekd.errors import FreekdError
+
+app = typer.Typer()
+
+
+@app.command()
+@user_errors
+def datafree(
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
+            "pickled module (+ --trust-pickle).",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            "--student",
+            help="Student architecture (default: a smaller model of the "
+            "teacher's family, e.g. lenet5 → lenet5-half).",
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
+            "without), zskt, dafl, dfad, deepinversion, fast, cmi, noise.",
+        ),
+    ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help="Stop after this much time (15m, 1.5h), CPU time (cpu:15m: fair on a shared "
+            "machine) or this many synthesized images (200000).",
+        ),
+    ] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option("--eval-data", help="Labelled real data used only to report accuracy."),
+    ] = None,
+    proxy_data: Annotated[
+        str | None,
+        typer.Option(
+            "--proxy-data",
+            help="Baseline: distill on these real images (labels hidden) instead of "
+            "synthesizing, e.g. animal-mnist (unrelated proxy) or mnist:train (real-data upper "
+            "bound). Excludes --method.",
+        ),
+    ] = None,
+    save_queries: Annotated[
+        int | None,
+        typer.Option(
+            "--save-queries",
+            help="Also write this many images of the final synthesizer to OUT/queries.npz, "
+            "queries for `freekd pate label --queries-from` (data-free PATE).",
+        ),
+    ] = None,
+    arch: SourceArchOption = None,
+    arch_kwargs: ArchKwargsOption = None,
+    input_shape: InputShapeOption = None,
+    num_classes: NumClassesOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    trust_pickle: TrustPickleOption = False,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/datafree"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Distill a student from a teacher with synthetic inputs only (no training data).
+
+    With --proxy-data the same loop distills on real images instead (the baselines).
+    """
+    if method is not None and proxy_data is not None:
+        raise FreekdError(
+            "--method picks a synthesizer and --proxy-data replaces synthesis with real images; "
+            "give one of them"
+        )
+    values = {
+        **_source_values(
+            "teacher.",
+            teacher,
+            arch,
+            arch_kwargs,
+            input_shape,
+            num_classes,
+            mean,
+            std,
+            trust_pickle,
+        ),
+        "student": student,
+        "synthesizer.name": method,
+        "eval_dataset": eval_data,
+        "proxy_dataset": proxy_data,
+        "save_queries": save_queries,
+        "seed": seed,
+        "data_root": data_root,
+        **_budget_values(budget),
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        DataFreeConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.datafree.pipeline import run_datafree
+    from freekd.runs import RunOptions
+
+    report = run_datafree(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    source = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
+    rows = [
+        ("method", f"{source} → {report['student']['arch']}"),
+        ("synthesized images", f"{report['synthesized_images']:,}"),
+        ("teacher queries", f"{report['teacher_queries']:,}"),
+    ]
+    if report["student"]["test_accuracy"] is not None:
+        rows.insert(1, ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])))
+        rows.insert(
+            2,
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+        )
+    if report["stopped_by_budget"]:
+        rows.append(("stopped", report["stopped_by_budget"]))
+    collapse = report["collapse"]
+    if collapse and collapse["events"]:
+        status = "recovered" if collapse["recovered"] else "NOT RECOVERED, the student is suspect"
+        if collapse.get("student_damaged"):
+            status += " (it lost the teacher before the check: compare its accuracy)"
+        reasons = sorted(
+            {reason for event in collapse["events"] for reason in event.get("reasons", ())}
+        )
+        rows.append(
+            (
+                "collapse",
+                # The status first: a narrow terminal cuts the end of the row.
+                f"{status}; {len(collapse['events'])} event(s)"
+                + (f" ({', '.join(reasons)})" if reasons else "")
+                + f", {collapse['recoveries']} re-initialization(s)",
+            )
+        )
+    privacy = report["privacy"]
+    if privacy["private"]:
+        rows += _privacy_rows(privacy, "privacy (inherited)")
+    rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
+    _print_table("data-free distillation", rows)

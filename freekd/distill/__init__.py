@@ -1,0 +1,1 @@
+"""Classic knowledge distillation on real data (``freekd distill``): config, pipeline, CLI."""

@@ -1,0 +1,91 @@
+"""``freekd eval`` and ``freekd info``: a model's accuracy, and what a checkpoint holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from freekd.checkpoint import check_checkpoint, read_checkpoint, safe_torch_load
+from freekd.config import TeacherSourceConfig
+from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
+from freekd.crossmodal.clip import check_clip_file
+from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
+from freekd.crossmodal.towers import check_tower_file
+from freekd.data import load_dataset
+from freekd.errors import FreekdError
+from freekd.teachers import load_teacher
+from freekd.train import (
+    evaluate,
+    resolve_device,
+)
+from freekd.train.evaluate import check_input_shape
+
+
+def run_eval(
+    model: TeacherSourceConfig,
+    dataset: str,
+    *,
+    data_root: str | None = None,
+    device: str = "auto",
+    batch_size: int = 512,
+    trust_code: bool = False,
+) -> dict[str, Any]:
+    """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
+    data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
+    loaded = load_teacher(model, trust_code=trust_code)
+    check_input_shape(data, loaded.input_shape, who=f"model {model.path}")
+    if data.num_classes > loaded.num_classes:
+        raise FreekdError(
+            f"{data.name} has {data.num_classes} classes but model {model.path} "
+            f"has {loaded.num_classes}; evaluate on matching data"
+        )
+    torch_device = resolve_device(device)
+    result = evaluate(loaded.to(torch_device), data, device=torch_device, batch_size=batch_size)
+    return {
+        "accuracy": result["accuracy"],
+        "n": int(result["n"]),
+        "loss": result["loss"],
+        "dataset": data.name,
+        "model": model.path,
+    }
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """``freekd info``: what a checkpoint holds (metadata, parameter count, embedded config).
+
+    Every field is checked first, and the weights against their stored SHA-256:
+    ``weights_checksum`` is ``"verified"``, or ``"none"`` for a file written before checksums.
+    """
+
+    raw = safe_torch_load(Path(path), what="checkpoint")
+    if isinstance(raw, dict) and raw.get("format") in (CLIP_FORMAT, TOWER_FORMAT):
+        check = check_clip_file if raw["format"] == CLIP_FORMAT else check_tower_file
+        verified = check(raw, source=str(path))
+        return {  # cross-modal files: a CLIP, or one encoder tower
+            "format": raw["format"],
+            "model": raw.get("model_config") or raw.get("tower"),
+            "parameters": sum(int(v.numel()) for v in raw["state_dict"].values()),
+            "weights_checksum": "verified" if verified else "none",
+            "freekd_version": raw.get("freekd_version"),
+            "config": raw.get("config") or {},
+        }
+    data = read_checkpoint(path)
+    verified = check_checkpoint(data, source=str(path))
+    parameters = sum(
+        int(v.numel())
+        for k, v in data["state_dict"].items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+    return {
+        "format": data["format"],
+        "arch": data["arch"],
+        "arch_kwargs": data["arch_kwargs"],
+        "num_classes": data["num_classes"],
+        "input": data["input"],
+        "parameters": parameters,
+        "weights_checksum": "verified" if verified else "none",
+        "freekd_version": data.get("freekd_version"),
+        "config": data.get("config") or {},
+        "batchnorm_replacement": data.get("batchnorm_replacement"),
+        "privacy": data.get("privacy"),
+    }

@@ -1,0 +1,408 @@
+"""``freekd pate teachers|label|student|run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from freekd.cli_options import (
+    BatchOption,
+    ConfigOption,
+    DataRootOption,
+    DatasetOption,
+    DeterministicOption,
+    DeviceOption,
+    EpochsOption,
+    EvalDataOption,
+    LrOption,
+    OutOption,
+    OverwriteOption,
+    QuietOption,
+    ResumeOption,
+    SeedOption,
+    SetOption,
+    TrustCodeOption,
+    _fail,
+    _minutes,
+    _percent,
+    _print_table,
+    _privacy_rows,
+    _resume_base,
+    _trainer_values,
+    user_errors,
+)
+from freekd.config import load_config, read_yaml
+from freekd.pate.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
+from freekd.runlock import locks_folder_argument
+
+pate_app = typer.Typer(
+    no_args_is_help=True,
+    help="PATE: teachers on disjoint shards → noisy, accounted labels → a private student.",
+)
+
+
+@pate_app.command("teachers")
+@user_errors
+def pate_teachers(
+    dataset: DatasetOption = None,
+    teachers: Annotated[
+        int | None, typer.Option("--teachers", help="K: teachers, each on its own shard.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Architecture of every teacher.")
+    ] = None,
+    execution: Annotated[
+        str | None,
+        typer.Option("--execution", help="loop (one by one; CPU) or vmap (vectorised; GPU)."),
+    ] = None,
+    eval_data: EvalDataOption = None,
+    epochs: EpochsOption = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Images per teacher and step.")
+    ] = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    data_root: DataRootOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train K teachers on disjoint shards of the private data (writes OUT/teachers.pt).
+
+    teachers.pt is private: it holds everything the teachers learned. Only the noisy labeler of
+    `freekd pate label` may release anything from it.
+    """
+    values = {
+        "dataset": dataset,
+        "teachers": teachers,
+        "arch": arch,
+        "execution": execution,
+        "eval_dataset": eval_data,
+        "seed": seed,
+        "data_root": data_root,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        PateTeachersConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.pate.teachers import run_pate_teachers
+    from freekd.runs import RunOptions
+
+    report = run_pate_teachers(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    accuracy = report["teacher_accuracy"]
+    _print_table(
+        f"{cfg.teachers} teachers {cfg.arch} on {report['dataset']}",
+        [
+            (
+                "shards",
+                f"{report['shards']['shard_size']:,} images each "
+                f"({report['shards']['unused']:,} unused)",
+            ),
+            (
+                "teacher accuracy",
+                f"median {_percent(accuracy['median'])} (min {_percent(accuracy['min'])}, "
+                f"max {_percent(accuracy['max'])}) on {report['eval_dataset']}",
+            ),
+            ("plurality vote", f"{_percent(report['plurality_accuracy'])} (no noise)"),
+            ("time", _minutes(report)),
+            ("teachers", f"{out}/teachers.pt (private)"),
+        ],
+    )
+
+
+AggregatorOption = Annotated[
+    str | None,
+    typer.Option(
+        "--aggregator", help="lnmax, gnmax, confident-gnmax (default) or interactive-gnmax."
+    ),
+]
+
+
+def _label_values(
+    teachers: Path | None,
+    queries_from: str | None,
+    queries: int | None,
+    aggregator: str | None,
+    sigma: float | None,
+    sigma1: float | None,
+    sigma2: float | None,
+    threshold: float | None,
+    gamma: float | None,
+    epsilon: float | None,
+    delta: float | None,
+    seed: int | None,
+    interactive: tuple[Path | None, float | None, float | None] = (None, None, None),
+) -> dict[str, Any]:
+    if sigma is not None and sigma2 is not None and sigma != sigma2:
+        raise _fail("--sigma and --sigma2 name the same noise; give one")
+    return {
+        "teachers": None if teachers is None else str(teachers),
+        "query_dataset": queries_from,
+        "queries": queries,
+        "aggregator": aggregator,
+        "sigma": sigma2 if sigma2 is not None else sigma,
+        "sigma_threshold": sigma1,
+        "threshold": threshold,
+        "gamma": gamma,
+        "epsilon": epsilon,
+        "delta": delta,
+        "seed": seed,
+        "student_model": None if interactive[0] is None else str(interactive[0]),
+        "confidence_scale": interactive[1],
+        "student_threshold": interactive[2],
+    }
+
+
+def _print_label_report(report: dict[str, Any], out: Path) -> None:
+    privacy = report["privacy"]
+    _print_table(
+        f"PATE labels ({report['aggregator']})",
+        [
+            (
+                "answered",
+                f"{report['answered']:,} of {report['queries']['asked']:,} queries asked "
+                f"({report['queries']['dataset']})",
+            ),
+            (
+                "label accuracy",
+                "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
+            ),
+            *_privacy_rows(privacy),
+            (
+                "budget",
+                f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
+                f"enforced on the {privacy['budget']['on']} ε",
+            ),
+            ("stopped by budget", "yes" if report["stopped_by_budget"] else "no"),
+            ("files", f"{out}/labels.npz, {out}/ledger.jsonl (keep it)"),
+        ],
+    )
+
+
+@pate_app.command("label")
+@user_errors
+def pate_label(
+    teachers: Annotated[
+        Path | None,
+        typer.Option("--teachers", help="teachers.pt of `freekd pate teachers`.", dir_okay=False),
+    ] = None,
+    queries_from: Annotated[
+        str | None,
+        typer.Option("--queries-from", help="Public unlabelled pool (default mnist:test)."),
+    ] = None,
+    queries: Annotated[
+        int | None, typer.Option("--queries", help="Pool images to ask about at most.")
+    ] = None,
+    aggregator: AggregatorOption = None,
+    sigma: Annotated[float | None, typer.Option("--sigma", help="GNMax noise σ.")] = None,
+    sigma1: Annotated[
+        float | None, typer.Option("--sigma1", help="Confident-GNMax: σ₁ of the check.")
+    ] = None,
+    sigma2: Annotated[
+        float | None, typer.Option("--sigma2", help="Confident-GNMax: σ₂ of the answers.")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Confident-GNMax: threshold T.")
+    ] = None,
+    gamma: Annotated[
+        float | None, typer.Option("--gamma", help="LNMax: inverse Laplace scale γ.")
+    ] = None,
+    student_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--student-model",
+            help="Interactive-GNMax: a student checkpoint whose beliefs pick the queries.",
+            dir_okay=False,
+        ),
+    ] = None,
+    confidence_scale: Annotated[
+        float | None, typer.Option("--confidence-scale", help="Interactive-GNMax: O.")
+    ] = None,
+    student_threshold: Annotated[
+        float | None,
+        typer.Option("--student-threshold", help="Interactive-GNMax: T' (student confidence)."),
+    ] = None,
+    epsilon: Annotated[float | None, typer.Option("--epsilon", help="Budget ε.")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
+    seed: SeedOption = None,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate-labels"),
+    overwrite: OverwriteOption = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the ledger in --out (nothing re-spent).")
+    ] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Label public queries with the ensemble's noisy votes, within an (ε, δ) budget.
+
+    Every answer is written to OUT/ledger.jsonl before it is released; the budget is checked
+    before each query. The ledger is never replaced: continue it with --resume.
+    """
+    values = _label_values(
+        teachers, queries_from, queries, aggregator, sigma, sigma1, sigma2, threshold, gamma,
+        epsilon, delta, seed, (student_model, confidence_scale, student_threshold),
+    )  # fmt: skip
+    base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
+    cfg = load_config(
+        PateLabelConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=base,
+        trust_code=trust_code,
+    )
+    from freekd.pate.label import run_pate_label
+    from freekd.runs import RunOptions
+
+    report = run_pate_label(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    _print_label_report(report, out)
+
+
+@pate_app.command("student")
+@user_errors
+def pate_student(
+    labels: Annotated[
+        Path, typer.Option("--labels", help="The --out folder of `freekd pate label`.")
+    ],
+    student: Annotated[
+        str | None, typer.Option("--student", help="Student architecture (default lenet5).")
+    ] = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = False,
+    config: ConfigOption = None,
+    trust_code: TrustCodeOption = False,
+    overrides: SetOption = None,
+    out: OutOption = Path("runs/pate-student"),
+    overwrite: OverwriteOption = False,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a student on the answered queries; it inherits the labels' (ε, δ)."""
+    values = {
+        "labels": str(labels),
+        "student": student,
+        "seed": seed,
+        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+    }
+    cfg = load_config(
+        PateStudentConfig,
+        config,
+        overrides=overrides,
+        values=values,
+        base=_resume_base(out, resume),
+        trust_code=trust_code,
+    )
+    from freekd.pate.student import run_pate_student
+    from freekd.runs import RunOptions
+
+    report = run_pate_student(
+        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
+    )
+    privacy = report["privacy"]
+    _print_table(
+        f"PATE student {cfg.student}",
+        [
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+            (
+                "trained on",
+                f"{report['trained_on']:,} labelled queries"
+                + (
+                    f" + {report['semi_supervised']['unlabelled_images']:,} unlabelled pool "
+                    "images (VAT)"
+                    if report["semi_supervised"]["method"] == "vat"
+                    else ""
+                ),
+            ),
+            *_privacy_rows(privacy),
+            ("time", _minutes(report)),
+            ("model", str(out / "model.pt")),
+        ],
+    )
+
+
+@pate_app.command("run")
+@user_errors
+@locks_folder_argument("out")  # the stage folders below get their own locks
+def pate_run(
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config",
+            help="YAML with sections teachers:, label:, student: (PateTeachersConfig, "
+            "PateLabelConfig, PateStudentConfig); see configs/pate/.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: OutOption = Path("runs/pate"),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
+    ] = False,
+    quiet: QuietOption = False,
+    trust_code: TrustCodeOption = False,
+) -> None:
+    """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
+    import dataclasses
+
+    from freekd.pate.config import PateRunConfig
+    from freekd.pate.label import run_pate_label
+    from freekd.pate.student import run_pate_student
+    from freekd.pate.teachers import run_pate_teachers
+    from freekd.runs import RunOptions
+
+    run = load_config(PateRunConfig, config, trust_code=trust_code)
+    teachers_cfg = run.teachers
+    teachers_dir, labels_dir, student_dir = out / "teachers", out / "labels", out / "student"
+    if not (resume and (teachers_dir / "teachers.pt").exists()):
+        run_pate_teachers(
+            teachers_cfg, RunOptions(teachers_dir, quiet=quiet, trust_code=trust_code)
+        )
+    label_cfg = dataclasses.replace(run.label, teachers=str(teachers_dir / "teachers.pt"))
+    labels = run_pate_label(
+        label_cfg,
+        RunOptions(labels_dir, resume=resume and (labels_dir / "ledger.jsonl").exists(),
+                   quiet=quiet, trust_code=trust_code),
+    )  # fmt: skip
+    _print_label_report(labels, labels_dir)
+    student_cfg = dataclasses.replace(run.student, labels=str(labels_dir))
+    report = run_pate_student(
+        student_cfg,
+        RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
+    )
+    _print_table(
+        "PATE student",
+        [
+            (
+                "student accuracy",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+            ),
+            *_privacy_rows(report["privacy"]),
+            ("model", str(student_dir / "model.pt")),
+        ],
+    )

@@ -1,0 +1,308 @@
+"""PATE stage 2 (``freekd pate label``): noisy, accounted labels for public images."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import Progress as RichProgress
+
+from freekd import __version__
+from freekd.config import dump_yaml
+from freekd.data import ImageDataset
+from freekd.errors import FreekdError
+from freekd.io import atomic_write, atomic_write_json, atomic_write_text
+from freekd.pate.config import PateLabelConfig
+from freekd.privacy.accounting import DPSGDAccountant
+from freekd.privacy.budget import PrivacyBudget
+from freekd.privacy.labeler import BUDGET_FIGURES, NoisyLabeler, mechanism_from_name
+from freekd.privacy.ledger import PrivacyLedger
+from freekd.privacy.rdp import epsilon_from_rdp
+from freekd.privacy.release import checked_sanitized_release
+from freekd.privacy.report import with_figures
+from freekd.runlock import has_run_content, locks_run_folder
+from freekd.runs import LABELS_FILE, LEDGER_FILE, QUERIES_FILE, RunOptions, load_split
+from freekd.teachers.ensemble import load_ensemble
+from freekd.train.evaluate import check_input_shape, check_labels_fit
+
+# Aggregators whose data-dependent ε ``freekd pate label`` releases through smooth sensitivity.
+SANITIZABLE = ("gnmax", "confident-gnmax")
+
+
+@locks_run_folder
+def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate label``: noisy labels for public queries, budgeted, ledgered, accounted.
+
+    Only the labeler touches the teachers; every answer is in ``ledger.jsonl`` (fsynced) before
+    it is released. A ledger is never deleted or rewritten: an existing one is continued with
+    ``--resume`` (nothing is spent twice) and refused otherwise, ``--overwrite`` included.
+    Writes ``labels.npz`` (query indices and labels, −1 where no answer was given),
+    ``report.json`` (with ``privacy``) and ``config.yaml``.
+    """
+
+    if not config.teachers:
+        raise FreekdError("give the teacher ensemble: --teachers OUT/teachers.pt")
+    if config.budget_on not in BUDGET_FIGURES:
+        raise FreekdError(f"budget_on must be one of {', '.join(BUDGET_FIGURES)}")
+    try:
+        budget = PrivacyBudget(epsilon=config.epsilon, delta=config.delta)
+    except ValueError as error:
+        raise FreekdError(f"{error}; check --epsilon and --delta") from None
+    mechanism = mechanism_from_name(
+        config.aggregator,
+        sigma=config.sigma,
+        sigma_threshold=config.sigma_threshold,
+        threshold=config.threshold,
+        gamma=config.gamma,
+        confidence_scale=config.confidence_scale,
+        student_threshold=config.student_threshold,
+    )
+    if mechanism.needs_student and not config.student_model:
+        raise FreekdError(
+            f"--aggregator {mechanism.name} needs --student-model (a student checkpoint, e.g. "
+            "from freekd pate student)"
+        )
+    out = options.out_dir
+    ledger_path = out / LEDGER_FILE
+    if ledger_path.exists() and not options.resume:
+        raise FreekdError(
+            f"{ledger_path} records privacy already spent and is never replaced; continue it "
+            "with --resume, or choose another --out"
+        )
+    if options.resume and not ledger_path.exists():
+        raise FreekdError(f"nothing to resume in {out}: no {LEDGER_FILE}; run without --resume")
+    if not options.resume and out.exists() and has_run_content(out) and not options.overwrite:
+        raise FreekdError(
+            f"output folder {out} already exists; pass --overwrite to replace it or choose "
+            "another --out"
+        )
+    ensemble = load_ensemble(Path(config.teachers), trust_code=options.trust_code)
+    pool = load_split(
+        config.query_dataset, default_split="test", root=config.data_root, download=False
+    )
+    check_input_shape(pool, ensemble.input_shape, who="the teachers")
+    check_labels_fit(pool, ensemble.num_classes, who="the teachers")
+    provenance = _query_provenance(config, pool)
+    lowest_holdout = 0 if config.eval_dataset else 1
+    if not lowest_holdout <= config.holdout < len(pool):
+        raise FreekdError(
+            f"holdout must leave queries (and, without eval_dataset, an evaluation set): "
+            f"{config.holdout} of {len(pool)} images in {pool.name}"
+        )
+    if config.eval_dataset:
+        eval_set = load_split(
+            config.eval_dataset, default_split="test", root=config.data_root, download=False
+        )
+        check_input_shape(eval_set, ensemble.input_shape, who="the teachers")
+        check_labels_fit(eval_set, ensemble.num_classes, who="the teachers")
+    if config.queries < 1:
+        raise FreekdError(f"--queries must be positive, got {config.queries}")
+    count = min(config.queries, len(pool) - config.holdout)
+    out.mkdir(parents=True, exist_ok=True)
+    header = NoisyLabeler.ledger_header(
+        mechanism, budget, seed=config.seed, budget_on=config.budget_on
+    )
+    header["queries"] = {"dataset": pool.name, "holdout": config.holdout}
+    prior = _prior_accountant(provenance)
+    labeler = NoisyLabeler(
+        ensemble.votes,
+        mechanism,
+        budget=budget,
+        ledger=PrivacyLedger(ledger_path, header=header),
+        seed=config.seed,
+        num_classes=ensemble.num_classes,
+        budget_on=config.budget_on,
+        prior=None if prior is None else prior.rdp(),
+        prior_record=None if prior is None else provenance["privacy"],
+    )
+    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
+    # it was.
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    student_model = None
+    if mechanism.needs_student:
+        from freekd.checkpoint import load_model
+
+        assert config.student_model is not None
+        student_model = load_model(config.student_model, trust_code=options.trust_code)
+        check_input_shape(pool, student_model.input_shape, who="the student model")
+    labels = np.full(count, -1, dtype=np.int64)
+    by_teachers = np.zeros(count, dtype=bool)
+    stopped = False
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    with RichProgress(disable=options.quiet, transient=True) as progress:
+        task = progress.add_task(f"labelling ({mechanism.name})", total=count)
+        for start in range(0, count, 256):
+            indices = list(range(start, min(start + 256, count)))
+            images = pool.batch(torch.tensor(indices)).images
+            probabilities = None
+            if student_model is not None:
+                with torch.no_grad():  # public: the student saw public data and released labels
+                    probabilities = student_model(images).softmax(dim=1)
+            result = labeler.label(indices, images, student_probabilities=probabilities)
+            labels[start : start + len(indices)] = result.labels.numpy()
+            by_teachers[start : start + len(indices)] = result.by_teachers.numpy()
+            progress.update(task, advance=result.reached)
+            if result.stopped_by_budget:
+                stopped = True
+                break
+    answered = labels >= 0
+    truth = pool.labels[:count].numpy()
+    atomic_write(
+        out / LABELS_FILE,
+        lambda stream: np.savez(
+            stream, indices=np.arange(count), labels=labels, by_teachers=by_teachers
+        ),
+    )
+    privacy = labeler.privacy_report()
+    if config.sanitize and mechanism.name in SANITIZABLE and labeler.queries:
+        privacy["sanitized"] = _release_label_privacy(
+            config, mechanism, ensemble, pool, labeler, by_teachers, prior, options
+        )
+        privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
+        privacy = with_figures(privacy)
+    synthetic = provenance["source"] != "public unlabelled set"
+    report: dict[str, Any] = {
+        "command": "pate label",
+        "queries": {
+            **provenance,
+            "dataset": pool.name,
+            "asked": labeler.queries,
+            "available": count,
+            "holdout": config.holdout,
+            "eval_dataset": config.eval_dataset,
+        },
+        "aggregator": mechanism.name,
+        "answered": int(answered.sum()),
+        "answered_by_teachers": int(by_teachers.sum()),
+        "answered_by_student": int((answered & ~by_teachers).sum()),
+        "student_model": config.student_model,
+        # Synthetic queries have no ground truth: their stored labels are the query model's.
+        "label_accuracy": float((labels[answered] == truth[answered]).mean())
+        if answered.any() and not synthetic
+        else None,
+        "agreement_with_query_model": float((labels[answered] == truth[answered]).mean())
+        if answered.any() and synthetic
+        else None,
+        "stopped_by_budget": stopped,
+        "privacy": privacy,
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": config.seed,
+        "freekd_version": __version__,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+def _query_provenance(config: PateLabelConfig, pool: ImageDataset) -> dict[str, Any]:
+    """Where the queries come from and what they cost (DESIGN.md, privacy model).
+
+    A ``queries.npz`` written by ``freekd datafree --save-queries`` is a synthetic pool: its
+    images are post-processing of that run's teacher, so they carry its privacy record. A DP
+    teacher's guarantee is composed with the PATE answers (worst case: it was trained on the
+    same private data); a teacher without one is refused unless ``queries_public`` says it is a
+    public model.
+    """
+
+    path = Path(config.query_dataset)
+    run_report = path.parent / "report.json"
+    if not (path.is_file() and path.name == QUERIES_FILE and run_report.exists()):
+        return {"source": "public unlabelled set"}
+    try:
+        run = json.loads(run_report.read_text())
+    except (OSError, ValueError) as error:
+        raise FreekdError(f"cannot read {run_report} ({error}); re-run freekd datafree") from None
+    if run.get("command") != "datafree":
+        return {"source": "public unlabelled set"}
+    privacy = run.get("privacy") or {}
+    source = {
+        "source": f"synthesized by freekd datafree ({run['method']['name']}) from "
+        f"{run['teacher'].get('path', 'its teacher')} (data-free PATE)",
+        "query_model": run["teacher"].get("path"),
+        "query_model_private": bool(privacy.get("private")),
+        "privacy": privacy,
+    }
+    if not privacy.get("private") and not config.queries_public:
+        raise FreekdError(
+            f"{path} was synthesized from a teacher without a DP record, which may have seen the "
+            "private data; train that teacher with --dp, or pass --set queries_public=true if it "
+            "is a public model"
+        )
+    return source
+
+
+def _prior_accountant(provenance: dict[str, Any]) -> Any:
+    """The DP-SGD accountant of a synthetic pool's teacher, or None when the queries are free."""
+
+    privacy = provenance.get("privacy") or {}
+    if not privacy.get("private"):
+        return None
+    mechanisms = privacy.get("mechanisms") or []
+    if len(mechanisms) != 1 or mechanisms[0].get("name") != "dpsgd":
+        raise FreekdError(
+            "the queries' teacher has a privacy record freekd cannot compose "
+            f"({[m.get('name') for m in mechanisms]}); only one DP-SGD run is supported"
+        )
+    record = mechanisms[0]
+    return DPSGDAccountant(
+        sample_rate=float(record["sample_rate"]),
+        noise_multiplier=float(record["noise_multiplier"]),
+        steps=int(record["steps"]),
+    )
+
+
+def _release_label_privacy(
+    config: PateLabelConfig,
+    mechanism: Any,
+    ensemble: Any,
+    pool: ImageDataset,
+    labeler: Any,
+    by_teachers: Any,
+    prior: Any,
+    options: RunOptions,
+) -> dict[str, Any]:
+    """The smooth-sensitivity release of a labelling run's data-dependent ε.
+
+    The votes of the asked queries are computed again (in memory only: they are private); with
+    a resumed run that covers the queries of earlier sessions too. The order is the best one of
+    the composed data-dependent curve unless ``sanitize_order`` fixes it.
+    """
+
+    asked = labeler.queries
+    report = labeler.privacy_report()
+    order = config.sanitize_order
+    if order is None:
+        _, order = epsilon_from_rdp(
+            np.asarray(report["data_dependent_rdp"]), report["orders"], delta=config.delta
+        )
+    parameters = mechanism.parameters()
+    chunks = []
+    with RichProgress(disable=options.quiet, transient=True) as progress:
+        task = progress.add_task("smooth sensitivity: votes", total=asked)
+        for start in range(0, asked, 256):
+            images = pool.batch(torch.arange(start, min(start + 256, asked))).images
+            with torch.no_grad():
+                chunks.append(ensemble.votes(images).cpu().numpy())
+            progress.update(task, advance=len(images))
+    votes = np.concatenate(chunks) if chunks else np.zeros((0, ensemble.num_classes))
+    return checked_sanitized_release(
+        votes,
+        sigma=parameters["sigma"],
+        delta=config.delta,
+        teachers=int(votes[0].sum()) if len(votes) else 0,
+        sigma_threshold=parameters.get("sigma_threshold"),
+        threshold=parameters.get("threshold", 0.0),
+        answered=np.asarray(by_teachers[:asked], dtype=bool),
+        noise=config.sanitize_sigma,
+        beta=config.sanitize_beta,
+        order=order,
+        seed=config.seed,
+        prior=None
+        if prior is None
+        else lambda lam: float(dataclasses.replace(prior, orders=(lam,)).rdp()[0]),
+    ) | {"order_from_data": config.sanitize_order is None}

@@ -1,0 +1,206 @@
+"""PATE stage 3 (``freekd pate student``): a student trained on the released labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from freekd.data import AUGMENTATIONS, ImageDataset
+from freekd.errors import FreekdError
+from freekd.methods import Method, Supervised
+from freekd.methods.semi import VirtualAdversarial
+from freekd.models import (
+    count_parameters,
+)
+from freekd.pate.config import PateStudentConfig
+from freekd.privacy.report import inherit
+from freekd.runlock import locks_run_folder
+from freekd.runs import (
+    LABELS_FILE,
+    RunOptions,
+    build_student,
+    check_params,
+    common_report,
+    finish_run,
+    first_line,
+    load_split,
+    loader_source,
+    resolve_augmentation,
+    resolved_params,
+    run_training,
+    setup_run,
+)
+from freekd.train import (
+    BatchSource,
+    SemiSupervisedSource,
+)
+
+# How ``freekd pate student`` uses the public pool's unanswered images.
+SEMI_SUPERVISED = ("vat", "none")
+
+
+def _read_label_folder(labels_path: Path, report_path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """``report.json`` and the (indices, labels) arrays of a ``pate label`` folder, checked:
+    a damaged file fails in one line instead of a traceback."""
+
+    fix = "give the --out folder of `freekd pate label` as it was written"
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FreekdError(
+            f"{report_path} is not a JSON report ({first_line(error)}); {fix}"
+        ) from None
+    queries = report.get("queries") if isinstance(report, dict) else None
+    if (
+        not isinstance(queries, dict)
+        or not isinstance(queries.get("dataset"), str)
+        or not isinstance(queries.get("holdout"), int)
+        or not isinstance(report.get("privacy"), dict)
+    ):
+        raise FreekdError(f"{report_path} has no queries (dataset, holdout) and privacy; {fix}")
+    try:
+        with np.load(labels_path, allow_pickle=False) as data:
+            indices, labels = data["indices"], data["labels"]
+    except (KeyError, ValueError, OSError, EOFError, TypeError) as error:
+        raise FreekdError(
+            f"{labels_path} holds no integer arrays indices and labels ({first_line(error)}); {fix}"
+        ) from None
+    if (
+        indices.ndim != 1
+        or labels.shape != indices.shape
+        or indices.dtype.kind not in "iu"
+        or labels.dtype.kind not in "iu"
+    ):
+        raise FreekdError(
+            f"{labels_path}: indices {indices.shape} {indices.dtype} and labels {labels.shape} "
+            f"{labels.dtype} must be 1-D integer arrays of one length; {fix}"
+        )
+    return report, indices, labels
+
+
+@locks_run_folder
+def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate student``: train a student on the answered queries; report its privacy.
+
+    The student sees only public images and the released labels, so it inherits the labels'
+    (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
+    """
+    folder = Path(config.labels)
+    labels_path, report_path = folder / LABELS_FILE, folder / "report.json"
+    for path in (labels_path, report_path):
+        if not path.exists():
+            raise FreekdError(
+                f"{path} does not exist; give the --out folder of `freekd pate label`"
+            )
+    label_report, indices, labels = _read_label_folder(labels_path, report_path)
+    answered = labels >= 0
+    if not answered.any():
+        raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
+    queries = label_report["queries"]
+    pool = load_split(
+        queries["dataset"], default_split="test", root=config.data_root, download=False
+    )
+    if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(pool):
+        raise FreekdError(
+            f"{labels_path} names query {int(indices.max())} but {pool.name} holds {len(pool)} "
+            "images; the labels belong to another query set"
+        )
+    train_set = ImageDataset(
+        pool.images[torch.as_tensor(indices[answered])],
+        torch.as_tensor(labels[answered]),
+        list(pool.classes),
+        f"{pool.name} (PATE-labelled)",
+    )
+    public = len(pool) - int(queries["holdout"])
+    if queries.get("eval_dataset"):
+        eval_set = load_split(
+            queries["eval_dataset"], default_split="test", root=config.data_root, download=False
+        )
+    else:
+        eval_set = pool.subset(torch.arange(public, len(pool)))
+    if config.semi_supervised not in SEMI_SUPERVISED:
+        raise FreekdError(
+            f"unknown semi_supervised {config.semi_supervised!r}; known: "
+            f"{', '.join(SEMI_SUPERVISED)}"
+        )
+    vat = config.semi_supervised == "vat"
+    params = dict(config.semi_supervised_kwargs)
+    if vat:
+        check_params(VirtualAdversarial, params, what="semi_supervised vat")
+    elif params:
+        raise FreekdError("semi_supervised_kwargs needs semi_supervised: vat")
+    dist, device = setup_run(config.seed, config.trainer, options)
+    student = build_student(
+        config.student,
+        dict(config.student_kwargs),
+        train_set=train_set,
+        num_classes=pool.num_classes,
+        mean=None,
+        std=None,
+    )
+    privacy = inherit(
+        label_report["privacy"],
+        "the student is post-processing of the released labels: it saw public images and "
+        "noisy labels only",
+    )
+    if vat:
+        if dist.enabled:
+            raise FreekdError("semi_supervised vat runs in one process; use semi_supervised none")
+        unlabelled = pool.subset(torch.arange(public))
+        augment_name = resolve_augmentation(config.trainer.augment, pool.input_shape)
+        method: Method = VirtualAdversarial(student, **params)
+        source: BatchSource = SemiSupervisedSource(
+            train_set,
+            unlabelled,
+            batch_size=config.trainer.batch_size,
+            labelled_batch_size=config.labelled_batch_size,
+            seed=config.seed,
+            augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+        )
+    else:
+        method = Supervised(student)
+        source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
+    result = run_training(
+        method,
+        source,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"PATE student {config.student}",
+        privacy=lambda state: privacy,
+    )
+    report = {
+        "command": "pate student",
+        "student": {
+            "test_accuracy": result.state.metrics["eval_accuracy"],
+            "arch": config.student,
+            "parameters": count_parameters(student.net),
+        },
+        "trained_on": int(answered.sum()),
+        "semi_supervised": {
+            "method": config.semi_supervised,
+            **(
+                {
+                    "unlabelled_images": public,
+                    "source": f"{pool.name}, first {public:,} images (the query pool)",
+                    "params": resolved_params(VirtualAdversarial, params),
+                }
+                if vat
+                else {}
+            ),
+        },
+        "eval_dataset": queries.get("eval_dataset")
+        or f"{pool.name} (last {queries['holdout']} images)",
+        "queries_source": queries.get("source"),
+        "privacy": privacy,
+        **common_report(config, result),
+    }
+    finish_run(report, options, dist)
+    return report

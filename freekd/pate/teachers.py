@@ -1,0 +1,136 @@
+"""PATE stage 1 (``freekd pate teachers``): an ensemble of teachers on disjoint shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from freekd.data import AUGMENTATIONS, ImageDataset
+from freekd.errors import FreekdError
+from freekd.methods import EnsembleSupervised
+from freekd.models import (
+    count_parameters,
+)
+from freekd.pate.config import PateTeachersConfig
+from freekd.runlock import locks_run_folder
+from freekd.runs import (
+    RunOptions,
+    build_student,
+    common_report,
+    finish_run,
+    resolve_augmentation,
+    run_training,
+    setup_run,
+    train_and_eval_sets,
+    warn_empty_classes,
+)
+from freekd.teachers.ensemble import (
+    PluralityVote,
+    check_execution,
+    make_ensemble,
+    save_ensemble,
+)
+from freekd.train import (
+    ShardSource,
+)
+from freekd.train.evaluate import check_input_shape, check_labels_fit
+
+
+@locks_run_folder
+def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
+    """``freekd pate teachers``: K teachers on disjoint shards, trained together in one loop.
+
+    Writes ``teachers.pt`` (private: it holds everything the teachers learned) and
+    ``report.json`` with every teacher's and the (noise-free) plurality vote's accuracy.
+    """
+
+    check_execution(config.execution)
+    train_set, eval_set = train_and_eval_sets(config)
+    check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
+    check_labels_fit(eval_set, train_set.num_classes, who=f"models trained on {train_set.name}")
+    augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
+    source = ShardSource(
+        train_set,
+        teachers=config.teachers,
+        batch_size=config.trainer.batch_size,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+    )
+    dist, device = setup_run(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd pate teachers runs in one process; start it without torchrun")
+    warn_empty_classes(train_set)
+    members = [
+        build_student(
+            config.arch,
+            dict(config.arch_kwargs),
+            train_set=train_set,
+            num_classes=train_set.num_classes,
+            mean=None,
+            std=None,
+        )
+        for _ in range(config.teachers)
+    ]
+    ensemble = make_ensemble(members, execution=config.execution)
+    shards = {
+        "dataset": train_set.name,
+        "teachers": config.teachers,
+        "shard_size": source.shard_size,
+        "unused": len(train_set) - config.teachers * source.shard_size,
+        "seed": config.seed,
+    }
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_ensemble(options.out_dir / "teachers.pt", module, config=resolved, shards=shards)  # type: ignore[arg-type]
+
+    result = run_training(
+        EnsembleSupervised(ensemble),
+        source,
+        eval_set=eval_set,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"{config.teachers} teachers {config.arch}",
+        evaluate_module=lambda trainer: PluralityVote(trainer.unwrapped("student")),  # type: ignore[arg-type]
+        save=save,
+    )
+    accuracies = _member_accuracies(ensemble, eval_set, device=device)
+    report = {
+        "command": "pate teachers",
+        "teachers": config.teachers,
+        "shards": shards,
+        "execution": config.execution,
+        "arch": config.arch,
+        "parameters_per_teacher": count_parameters(members[0].net),
+        "plurality_accuracy": result.state.metrics["eval_accuracy"],
+        "teacher_accuracy": {
+            "median": float(torch.tensor(accuracies).median()),
+            "min": min(accuracies),
+            "max": max(accuracies),
+            "each": accuracies,
+        },
+        "dataset": train_set.name,
+        "eval_dataset": eval_set.name,
+        **common_report(config, result),
+    }
+    finish_run(report, options, dist)
+    return report
+
+
+def _member_accuracies(
+    ensemble: nn.Module, data: ImageDataset, *, device: torch.device
+) -> list[float]:
+    """Every member's top-1 accuracy on ``data`` from one pass of the ensemble."""
+    correct: torch.Tensor | None = None
+    ensemble.eval()
+    with torch.no_grad():
+        for start in range(0, len(data), 512):
+            batch = data.batch(torch.arange(start, min(start + 512, len(data)))).to(device)
+            hits = (ensemble(batch.images).argmax(dim=-1) == batch.labels).sum(dim=1)
+            correct = hits if correct is None else correct + hits
+    assert correct is not None
+    return [round(float(c) / len(data), 6) for c in correct.cpu()]

@@ -1,0 +1,1 @@
+"""Supervised teacher training (``freekd teacher train``); DP-SGD via ``freekd.privacy``."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from freekd import __version__
-from freekd.checkpoint import read_checkpoint, save_checkpoint
+from freekd.checkpoint import read_checkpoint
 from freekd.config import TrainerConfig, dump_yaml, to_dict
-from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
+from freekd.data import ImageDataset
 from freekd.errors import FreekdError
 from freekd.io import atomic_write_json, atomic_write_text
 from freekd.methods import Method
@@ -34,6 +34,16 @@ from freekd.models import (
 )
 from freekd.plots import plot_training_curves
 from freekd.privacy.report import inherit
+from freekd.rundata import FEW_STEPS as FEW_STEPS
+from freekd.rundata import as_float as as_float
+from freekd.rundata import dataset_statistics
+from freekd.rundata import eval_spec as eval_spec
+from freekd.rundata import load_split as load_split
+from freekd.rundata import loader_source as loader_source
+from freekd.rundata import resolve_augmentation as resolve_augmentation
+from freekd.rundata import train_and_eval_sets as train_and_eval_sets
+from freekd.rundata import warn_empty_classes as warn_empty_classes
+from freekd.rundata import warn_few_steps as warn_few_steps
 from freekd.runlock import has_run_content
 from freekd.seeding import seed_everything
 from freekd.teachers import Teacher
@@ -43,23 +53,18 @@ from freekd.train import (
     Checkpoint,
     DistInfo,
     Evaluate,
-    LoaderSource,
     LogMetrics,
     Progress,
+    SaveModel,
     Trainer,
     TrainState,
     init_distributed,
     make_optimizer,
     resolve_device,
 )
-from freekd.train.callbacks import (
-    RESUME_FILE,
-    Stateful,
-    WeightAverage,
-    load_resume_state,
-    restore,
-)
+from freekd.train.callbacks import ModuleChoice, WeightAverage
 from freekd.train.distributed import shutdown_distributed
+from freekd.train.resume import RESUME_FILE, Stateful, load_resume_state, restore
 from freekd.train.sources import seeded_generator
 
 logger = logging.getLogger(__name__)
@@ -130,65 +135,6 @@ def _clear_run_files(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def dataset_statistics(dataset: ImageDataset) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a dataset's [0, 1] images (the model's normalization)."""
-    total = torch.zeros(dataset.input_shape[0], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    count = 0
-    for start in range(0, len(dataset), 4096):
-        images = dataset.batch(torch.arange(start, min(start + 4096, len(dataset)))).images
-        images = images.double().transpose(0, 1).flatten(1)
-        total += images.sum(dim=1)
-        squares += (images**2).sum(dim=1)
-        count += images.shape[1]
-    mean = total / count
-    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
-    return [round(float(v), 6) for v in mean], [round(float(max(v, 1e-3)), 6) for v in std]
-
-
-def resolve_augmentation(name: str, input_shape: tuple[int, int, int]) -> str:
-    """The augmentation ``name`` stands for; ``auto`` shifts images of 24 pixels and more only.
-
-    Raises:
-        UnknownNameError: ``name`` is neither ``auto`` nor registered.
-    """
-    if name == "auto":
-        return "crop" if min(input_shape[1:]) >= 24 else "none"
-    AUGMENTATIONS.get(name)
-    return name
-
-
-def load_split(spec: str, *, default_split: str, root: str | None, download: bool) -> ImageDataset:
-    return load_dataset(
-        spec, default_split=default_split, root=Path(root) if root else None, download=download
-    )
-
-
-def train_and_eval_sets(config: Any) -> tuple[ImageDataset, ImageDataset]:
-    """``config.dataset``'s train split and its held-out data (``config.eval_dataset``)."""
-    train_set = load_split(
-        config.dataset, default_split="train", root=config.data_root, download=config.download
-    )
-    eval_set = load_split(
-        eval_spec(config.dataset, config.eval_dataset),
-        default_split="test",
-        root=config.data_root,
-        download=config.download,
-    )
-    return train_set, eval_set
-
-
-def eval_spec(dataset: str, eval_dataset: str | None) -> str:
-    """The held-out spec: given, else the ``test`` split of the training data's registry name."""
-    if eval_dataset:
-        return eval_dataset
-    if ":" in dataset or dataset.endswith(".npz") or Path(dataset).exists():
-        raise FreekdError(
-            f"no held-out data for {dataset}; pass --eval-data (e.g. mnist:test or a .npz file)"
-        )
-    return f"{dataset}:test"
-
-
 def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         flat: dict[str, Any] = {}
@@ -228,30 +174,6 @@ class TrainResult:
     device: torch.device
 
 
-def loader_source(
-    train_set: ImageDataset,
-    trainer_config: TrainerConfig,
-    *,
-    seed: int,
-    dist: DistInfo,
-    labelled: bool = True,
-    max_steps_per_epoch: int | None = None,
-    fixed_steps_per_epoch: int | None = None,
-) -> LoaderSource:
-    augment_name = resolve_augmentation(trainer_config.augment, train_set.input_shape)
-    return LoaderSource(
-        train_set,
-        batch_size=trainer_config.batch_size,
-        seed=seed,
-        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
-        labelled=labelled,
-        max_steps_per_epoch=max_steps_per_epoch,
-        fixed_steps_per_epoch=fixed_steps_per_epoch,
-        rank=dist.rank,
-        world_size=dist.world_size,
-    )
-
-
 def run_training(
     method: Method,
     source: BatchSource,
@@ -268,8 +190,9 @@ def run_training(
     extra_metrics: Callable[[], dict[str, float]] | None = None,
     wrap_optimizer: Callable[[torch.optim.Optimizer], torch.optim.Optimizer] | None = None,
     privacy: Callable[[TrainState], dict[str, Any]] | None = None,
-    evaluate_module: Callable[[Trainer], nn.Module] | None = None,
+    evaluate_module: ModuleChoice | None = None,
     save: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+    savers: Sequence[SaveModel] | None = None,
 ) -> TrainResult:
     """Build the Trainer with the standard callbacks, optionally resume, fit, save the student.
 
@@ -279,19 +202,88 @@ def run_training(
     ``extra_metrics`` adds named values to every step line of ``metrics.jsonl``.
     ``wrap_optimizer`` wraps the optimizer (Opacus' DPOptimizer for DP-SGD); ``privacy`` gives the
     run's privacy record from the final state, saved inside ``model.pt``. ``evaluate_module``
-    picks what ``eval_set`` measures (default: the student); ``save(student, resolved_config)``
-    replaces writing ``model.pt`` (a teacher ensemble writes ``teachers.pt``).
+    picks what ``eval_set`` measures (default: the student).
+
+    What is written when the fit ends are :class:`~freekd.train.callbacks.SaveModel` callbacks
+    (main process only): ``savers`` for a run that trains several networks (one file each),
+    else the student as ``model.pt``, or through ``save(student, resolved_config)`` for another
+    format (a teacher ensemble writes ``teachers.pt``).
     """
     resolved = to_dict(config)
     resume_data = _resume_data(resolved, options)
     # A resumed run rewrites config.yaml only once the checkpoint has been restored: a refused
     # resume leaves the folder as it was.
     _start_run_dir(config, options, dist, write_config=resume_data is None)
-    out = options.out_dir
-    main = dist.is_main
     optimizer = make_optimizer(method.trainable_parameters(), trainer_config)
     if wrap_optimizer is not None:
         optimizer = wrap_optimizer(optimizer)
+    if savers is None:
+        savers = (_student_saver(options.out_dir / "model.pt", resolved, save, privacy),)
+    callbacks, extras = _standard_callbacks(
+        method,
+        eval_set=eval_set,
+        trainer_config=trainer_config,
+        resolved=resolved,
+        options=options,
+        dist=dist,
+        description=description,
+        extras=extras,
+        extra_callbacks=extra_callbacks,
+        extra_metrics=extra_metrics,
+        evaluate_module=evaluate_module,
+        savers=savers,
+    )
+    trainer = Trainer(
+        method, optimizer, config=trainer_config, device=device, callbacks=callbacks, dist=dist
+    )
+    state = None
+    if resume_data is not None:
+        state = _resume(trainer, resume_data, config=config, options=options, extras=extras)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    state = trainer.fit(source, state=state)
+    wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    if dist.is_main:
+        _plot_curves(options.out_dir)
+    return TrainResult(state=state, wall_seconds=wall, cpu_seconds=cpu, device=device)
+
+
+def _student_saver(
+    path: Path,
+    resolved: dict[str, Any],
+    save: Callable[[nn.Module, dict[str, Any]], None] | None,
+    privacy: Callable[[TrainState], dict[str, Any]] | None,
+) -> SaveModel:
+    """The default saver: the student as a freekd checkpoint, or through ``save``."""
+    if save is None:
+        return SaveModel(path, config=resolved, privacy=privacy)
+
+    def write(path: Path, module: nn.Module, *, config: dict[str, Any]) -> None:
+        save(module, config)
+
+    return SaveModel(path, config=resolved, write=write)
+
+
+def _standard_callbacks(
+    method: Method,
+    *,
+    eval_set: ImageDataset | None,
+    trainer_config: TrainerConfig,
+    resolved: dict[str, Any],
+    options: RunOptions,
+    dist: DistInfo,
+    description: str,
+    extras: dict[str, Stateful] | None,
+    extra_callbacks: tuple[Callback, ...],
+    extra_metrics: Callable[[], dict[str, float]] | None,
+    evaluate_module: ModuleChoice | None,
+    savers: Sequence[SaveModel],
+) -> tuple[list[Callback], dict[str, Stateful] | None]:
+    """Every run's callbacks in their order, and the extras the resume checkpoint holds.
+
+    The weight average (``trainer.ema_decay``) comes first, so the evaluation measures it and
+    the savers, last, write it; only the main process writes files.
+    """
+    out, main = options.out_dir, dist.is_main
     callbacks: list[Callback] = []
     if trainer_config.ema_decay is not None:
         average = WeightAverage(method.student, decay=trainer_config.ema_decay)
@@ -299,16 +291,12 @@ def run_training(
         extras = {**(extras or {}), "weight_average": average}
         evaluate_module = evaluate_module or (lambda trainer: average.module)
     if eval_set is not None:
-        callbacks.append(
-            Evaluate(eval_set, every=trainer_config.eval_every, module=evaluate_module)
-        )
+        every = trainer_config.eval_every
+        callbacks.append(Evaluate(eval_set, every=every, module=evaluate_module or "student"))
     callbacks += [
         *extra_callbacks,
         LogMetrics(
-            out / "metrics.jsonl",
-            every=trainer_config.log_every,
-            enabled=main,
-            extra=extra_metrics,
+            out / "metrics.jsonl", every=trainer_config.log_every, enabled=main, extra=extra_metrics
         ),
         Checkpoint(
             out / RESUME_FILE,
@@ -318,30 +306,27 @@ def run_training(
             extras=extras,
         ),
         Progress(description=description, enabled=main and not options.quiet),
+        *(savers if main else ()),
     ]
-    trainer = Trainer(
-        method, optimizer, config=trainer_config, device=device, callbacks=callbacks, dist=dist
-    )
-    state = None
-    if resume_data is not None:
-        method.to(device)
-        state = restore(trainer, resume_data, extras=extras, source=out / RESUME_FILE)
-        if main:
-            atomic_write_text(out / "config.yaml", dump_yaml(config))
-        logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
-    wall_start, cpu_start = time.perf_counter(), time.process_time()
-    state = trainer.fit(source, state=state)
-    wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    if main and save is not None:
-        save(trainer.unwrapped("student"), resolved)
-        _plot_curves(out)
-    elif main:
-        student_module = trainer.unwrapped("student")
-        assert isinstance(student_module, ImageClassifier)
-        record = None if privacy is None else privacy(state)
-        save_checkpoint(out / "model.pt", student_module, config=resolved, privacy=record)
-        _plot_curves(out)
-    return TrainResult(state=state, wall_seconds=wall, cpu_seconds=cpu, device=device)
+    return callbacks, extras
+
+
+def _resume(
+    trainer: Trainer,
+    data: dict[str, Any],
+    *,
+    config: Any,
+    options: RunOptions,
+    extras: dict[str, Stateful] | None,
+) -> TrainState:
+    """Restore ``trainer`` from the checked resume ``data``, then rewrite ``config.yaml``."""
+    out = options.out_dir
+    trainer.method.to(trainer.device)
+    state = restore(trainer, data, extras=extras, source=out / RESUME_FILE)
+    if trainer.dist.is_main:
+        atomic_write_text(out / "config.yaml", dump_yaml(config))
+    logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)
+    return state
 
 
 def _plot_curves(out: Path) -> None:
@@ -463,55 +448,6 @@ def build_student(
     return model
 
 
-def warn_empty_classes(train_set: ImageDataset) -> None:
-    """One warning line when some classes have no training image (their outputs never learn)."""
-    counts = torch.bincount(train_set.labels, minlength=train_set.num_classes)
-    empty = [train_set.classes[k] for k in torch.nonzero(counts == 0).flatten().tolist()]
-    if empty:
-        shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
-        logger.warning(
-            "%s has no training image of %d of its %d classes (%s); the model will never "
-            "predict them",
-            train_set.name,
-            len(empty),
-            train_set.num_classes,
-            shown,
-        )
-
-
-#: Fewer optimizer steps than this in a whole ``teacher train`` run draw a warning. The default
-#: recipe (10 epochs of 128) was tuned on 60,000 images, 4,690 steps; on 500 MNIST images it makes
-#: 30 steps and ends at 16.6 % (experiments/2026-12-small-data-recipe).
-FEW_STEPS = 300
-
-
-def warn_few_steps(train_set: ImageDataset, trainer: TrainerConfig, steps_per_epoch: int) -> None:
-    """One warning line before training when the recipe gives a small set too few steps.
-
-    Measured on 500 MNIST images (LeNet-5, seed 0): the defaults make 30 SGD steps and reach
-    16.6 % on mnist:test; ``--batch-size 32 --epochs 60`` (900 steps, what this suggests for
-    500 images) reaches 95.1 % (experiments/2026-12-small-data-recipe). The schedule itself is
-    left as given: the README's full-dataset figures depend on it.
-    """
-    steps = steps_per_epoch * trainer.epochs
-    if steps >= FEW_STEPS:
-        return
-    batch = min(trainer.batch_size, 32)
-    per_epoch = max(1, len(train_set) // batch)
-    epochs = -(-3 * FEW_STEPS // per_epoch)
-    logger.warning(
-        "%s has %d images: %d epochs at batch size %d make only %d optimizer steps, too few "
-        "to train (the defaults suit 60,000 images); try --batch-size %d --epochs %d",
-        train_set.name,
-        len(train_set),
-        trainer.epochs,
-        trainer.batch_size,
-        steps,
-        batch,
-        epochs,
-    )
-
-
 LEDGER_FILE = "ledger.jsonl"
 
 
@@ -610,11 +546,6 @@ def build_method(
 def first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0][:120] if lines else type(error).__name__
-
-
-def as_float(images: torch.Tensor) -> torch.Tensor:
-    """Floating images in [0, 1] (uint8 pixels divided by 255)."""
-    return images.float() / 255.0 if images.dtype == torch.uint8 else images
 
 
 def seeded(seed: int, *keys: int) -> torch.Generator:

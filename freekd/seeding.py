@@ -1,4 +1,9 @@
-"""The one place that touches global random state (pipelines and synthesizers call it)."""
+"""The one place that touches global random state.
+
+Pipelines seed a run here, synthesizers re-draw their networks in a :func:`seeded_scope`, and a
+resume checkpoint saves and puts back torch's generators through :func:`global_rng_state` and
+:func:`set_global_rng_state`.
+"""
 
 from __future__ import annotations
 
@@ -52,3 +57,23 @@ def seeded_scope(seed: int, *, devices: Sequence[int] = ()) -> Iterator[None]:
     with torch.random.fork_rng(devices=list(devices)):
         torch.manual_seed(seed)
         yield
+
+
+def global_rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """torch's global generator states: the CPU one, and every CUDA device's when CUDA is there.
+
+    A resume checkpoint saves them so a resumed run draws what the uninterrupted one would.
+    """
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return torch.get_rng_state(), cuda
+
+
+def set_global_rng_state(cpu: torch.Tensor, cuda: Sequence[torch.Tensor] | None = None) -> None:
+    """Put back states from :func:`global_rng_state`; CUDA ones only where CUDA is there.
+
+    Raises:
+        RuntimeError: a state of the wrong size (torch's own check).
+    """
+    torch.set_rng_state(cpu)
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

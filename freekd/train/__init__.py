@@ -1,6 +1,6 @@
 """The one training loop, its batch sources and callbacks."""
 
-from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress
+from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress, SaveModel
 from freekd.train.distributed import DistInfo, init_distributed, resolve_device
 from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
@@ -28,6 +28,7 @@ __all__ = [
     "SubsetSource",
     "LogMetrics",
     "Progress",
+    "SaveModel",
     "TrainState",
     "Trainer",
     "evaluate",

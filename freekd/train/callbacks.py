@@ -1,4 +1,4 @@
-"""Callbacks of the one loop: metrics, progress, evaluation, resumable checkpoints."""
+"""Callbacks of the one loop: metrics, progress, evaluation, saving, resumable checkpoints."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from freekd.checkpoint import save_checkpoint
 from freekd.data.datasets import ImageDataset
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_text
 from freekd.methods.base import StepOutput
+from freekd.models import ImageClassifier
 from freekd.train.evaluate import evaluate
+from freekd.train.resume import RESUME_FILE as RESUME_FILE
+from freekd.train.resume import Stateful as Stateful
+from freekd.train.resume import load_resume_state as load_resume_state
+from freekd.train.resume import restore as restore
+from freekd.train.resume import resume_state_dict
 from freekd.train.trainer import Callback, Trainer, TrainState
 
-RESUME_FORMAT = "freekd-resume/1"
-RESUME_FILE = "checkpoint.pt"
+#: Which network a callback evaluates or saves: a module of the method by name (``"student"``,
+#: a second student of online KD), or a function of the trainer (the weight average, an ensemble).
+ModuleChoice = str | Callable[[Trainer], nn.Module]
+
+
+def pick_module(trainer: Trainer, choice: ModuleChoice) -> nn.Module:
+    """The network ``choice`` names, without a DistributedDataParallel wrapper."""
+    return trainer.unwrapped(choice) if isinstance(choice, str) else choice(trainer)
 
 
 class LogMetrics(Callback):
@@ -111,9 +124,10 @@ class LogMetrics(Callback):
 
 
 class Evaluate(Callback):
-    """Evaluate the student on held-out data every ``every`` epochs and at the end.
+    """Evaluate a network (the student) on held-out data every ``every`` epochs and at the end.
 
-    Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``.
+    Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``. It only measures:
+    writing the trained network is :class:`SaveModel`'s job.
     """
 
     def __init__(
@@ -122,18 +136,17 @@ class Evaluate(Callback):
         *,
         every: int,
         batch_size: int = 512,
-        module: Callable[[Trainer], nn.Module] | None = None,
+        module: ModuleChoice = "student",
     ) -> None:
         self.dataset = dataset
         self.every = every
         self.batch_size = batch_size
-        self.module = module or (lambda trainer: trainer.unwrapped("student"))
+        self.module = module
         self._evaluated_at = -1
 
     def _run(self, trainer: Trainer, state: TrainState) -> None:
-        result = evaluate(
-            self.module(trainer), self.dataset, device=trainer.device, batch_size=self.batch_size
-        )
+        module = pick_module(trainer, self.module)
+        result = evaluate(module, self.dataset, device=trainer.device, batch_size=self.batch_size)
         state.metrics["eval_accuracy"] = result["accuracy"]
         state.metrics["eval_loss"] = result["loss"]
         self._evaluated_at = state.step
@@ -219,220 +232,59 @@ class Progress(Callback):
             self._progress = None
 
 
-class Stateful(Protocol):
-    """Anything besides the method and optimizer that a resumed run must restore."""
+class ModelWriter(Protocol):
+    """Writes one trained network in a format of its own, with the run's resolved config."""
 
-    def state_dict(self) -> dict[str, Any]: ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def __call__(self, path: Path, module: nn.Module, *, config: dict[str, Any]) -> None: ...
 
 
-def resume_state_dict(
-    trainer: Trainer,
-    state: TrainState,
-    *,
-    config: dict[str, Any],
-    extras: dict[str, Stateful] | None = None,
-) -> dict[str, Any]:
-    """Everything needed to continue a run bit-for-bit (tensors and plain values only).
+class SaveModel(Callback):
+    """Write one trained network to ``path`` when the fit ends (a run's ``model.pt``).
 
-    ``extras`` (e.g. a synthesizer with its generator, optimizer and memory bank) are saved by name.
+    By default the network is the method's ``student`` and the file a freekd checkpoint
+    (:func:`freekd.checkpoint.save_checkpoint`: the weights, their ``weights_sha256``, the run's
+    resolved ``config`` and, given ``privacy``, the run's privacy record computed from the final
+    state). A run that trains several networks (online KD's students, their ensemble) passes one
+    ``SaveModel`` for each. ``write`` saves another format (a teacher ensemble, a CLIP).
+
+    Placed after :class:`WeightAverage`, it saves the average, which that callback loads into
+    the student at the end of the fit.
+
+    Args:
+        path: the file to write (atomically).
+        config: the run's resolved config, stored in the file.
+        module: which network to save (see :data:`ModuleChoice`).
+        privacy: the run's privacy record from its final state, or ``None`` for no record.
+        write: ``write(path, module, config=config)`` instead of a freekd checkpoint.
     """
-    modules = {
-        name: trainer.unwrapped(name).state_dict() for name in trainer.method.distributed_modules()
-    }
-    data: dict[str, Any] = {
-        "format": RESUME_FORMAT,
-        "modules": modules,
-        "method": _method_state(trainer),
-        "optimizer": trainer.optimizer.state_dict(),
-        "state": state.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "config": config,
-        "extras": {name: item.state_dict() for name, item in (extras or {}).items()},
-    }
-    if torch.cuda.is_available():
-        data["cuda_rng"] = torch.cuda.get_rng_state_all()
-    return data
 
+    def __init__(
+        self,
+        path: Path,
+        *,
+        config: dict[str, Any],
+        module: ModuleChoice = "student",
+        privacy: Callable[[TrainState], dict[str, Any] | None] | None = None,
+        write: ModelWriter | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.module = module
+        self.privacy = privacy
+        self.write = write
 
-#: Method state a resume checkpoint leaves out: the frozen teacher (it is loaded from its file).
-_NOT_SAVED = ("teacher.",)
-
-
-def _method_state(trainer: Trainer) -> dict[str, Any]:
-    """Everything the method holds besides the frozen teacher: extra heads, learnable
-    temperatures, queues, a second trained model. Keys are those of the unwrapped method
-    (a DistributedDataParallel wrapper's ``module.`` is dropped)."""
-    wrapped = [f"{name}.module." for name in trainer.method.distributed_modules()]
-    state = {}
-    for key, value in trainer.method.state_dict().items():
-        if key.startswith(_NOT_SAVED):
-            continue
-        for prefix in wrapped:
-            if key.startswith(prefix):
-                key = prefix.removesuffix("module.") + key[len(prefix) :]
-        state[key] = value
-    return state
-
-
-def load_resume_state(path: Path) -> dict[str, Any]:
-    """Read a resume checkpoint written by :class:`Checkpoint` (``weights_only``), its fields
-    checked for type (a damaged file fails in one line, see :func:`resume_misfit`)."""
-    from freekd.checkpoint import safe_torch_load
-
-    path = Path(path)
-    data = safe_torch_load(path, what="resume checkpoint")
-    if not isinstance(data, dict) or data.get("format") != RESUME_FORMAT:
-        raise FreekdError(f"{path} is not a freekd resume checkpoint; start without --resume")
-    problem = _resume_structure_problem(data)
-    if problem is not None:
-        raise resume_misfit(path, problem)
-    return data  # type: ignore[no-any-return]
-
-
-def resume_misfit(source: Path | str, detail: str) -> FreekdError:
-    """The one-line error for a resume checkpoint that is damaged or does not fit this run."""
-    path = Path(source)
-    return FreekdError(
-        f"{path.name} in {path.parent} does not fit this run ({detail}); run without --resume "
-        "or with --overwrite"
-    )
-
-
-def _is_tensor_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
-    )
-
-
-def _resume_structure_problem(data: dict[str, Any]) -> str | None:
-    """What is missing or of the wrong type in a resume mapping, or ``None``."""
-    for key, kind in (("modules", dict), ("optimizer", dict), ("state", dict), ("config", dict)):
-        if not isinstance(data.get(key), kind):
-            return f"{key} is missing or not a mapping"
-    for name, state_dict in data["modules"].items():
-        if not _is_tensor_map(state_dict):
-            return f"modules[{name!r}] is not a state_dict of tensors"
-    if "method" in data and not _is_tensor_map(data["method"]):
-        return "method is not a state_dict of tensors"
-    if not isinstance(data.get("extras", {}), dict):
-        return "extras is not a mapping"
-    optimizer = data["optimizer"]
-    if not isinstance(optimizer.get("state"), dict) or not isinstance(
-        optimizer.get("param_groups"), list
-    ):
-        return "optimizer has no state and param_groups"
-    rng = data.get("torch_rng")
-    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
-        return "torch_rng is missing or not a byte tensor"
-    state = data["state"]
-    for key in ("epoch", "step", "step_in_epoch"):
-        value = state.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            return f"state.{key} is {value!r}, not a count"
-    if not isinstance(state.get("epoch_finished"), bool):
-        return "state.epoch_finished is not true or false"
-    metrics = state.get("metrics")
-    if not isinstance(metrics, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
-    ):
-        return "state.metrics is not a mapping of numbers"
-    return None
-
-
-def _state_dict_misfit(module: nn.Module, saved: dict[str, Any], name: str) -> str | None:
-    """How ``saved`` does not fit ``module``'s state_dict (missing, unexpected, shapes)."""
-    own = module.state_dict()
-    missing = [key for key in own if key not in saved]
-    unexpected = [key for key in saved if key not in own]
-    mismatched = [
-        f"{key} {list(saved[key].shape)} vs {list(own[key].shape)}"
-        for key in own
-        if key in saved and tuple(saved[key].shape) != tuple(own[key].shape)
-    ]
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected)):
-        if items:
-            parts.append(f"{name} {label} {', '.join(items[:2])}")
-    if mismatched:
-        parts.append(f"{name} shape {', '.join(mismatched[:2])}")
-    return "; ".join(parts) or None
-
-
-def _optimizer_misfit(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> str | None:
-    """How a saved optimizer state does not fit ``optimizer`` (groups, sizes, state shapes);
-    torch's own ``load_state_dict`` does not compare the shapes of momentum buffers."""
-    groups = optimizer.param_groups
-    saved_groups = saved["param_groups"]
-    if len(saved_groups) != len(groups):
-        return f"optimizer has {len(saved_groups)} parameter groups, this run {len(groups)}"
-    parameters = []
-    for group, saved_group in zip(groups, saved_groups, strict=True):
-        indices = saved_group.get("params") if isinstance(saved_group, dict) else None
-        if not isinstance(indices, list) or len(indices) != len(group["params"]):
-            return "optimizer parameter groups differ in size"
-        parameters += list(zip(indices, group["params"], strict=True))
-    by_index = dict(parameters)
-    for index, state in saved["state"].items():
-        if index not in by_index or not isinstance(state, dict):
-            return f"optimizer state for an unknown parameter {index!r}"
-        shape = tuple(by_index[index].shape)
-        for key, value in state.items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
-                return f"optimizer {key} {list(value.shape)} vs parameter {list(shape)}"
-    return None
-
-
-def restore(
-    trainer: Trainer,
-    data: dict[str, Any],
-    *,
-    extras: dict[str, Stateful] | None = None,
-    source: Path | str = RESUME_FILE,
-) -> TrainState:
-    """Load modules, optimizer, extras and RNG from a resume checkpoint; return where to go on.
-
-    Everything is compared with this run before anything is loaded: a checkpoint of another
-    architecture, method or optimizer fails in one line naming what does not fit.
-
-    Raises:
-        FreekdError: the checkpoint does not fit this run.
-    """
-    expected = trainer.method.distributed_modules()
-    if sorted(data["modules"]) != sorted(expected):
-        raise resume_misfit(
-            source, f"it saved modules {sorted(data['modules'])}, this run has {sorted(expected)}"
-        )
-    for name, state_dict in data["modules"].items():
-        problem = _state_dict_misfit(trainer.unwrapped(name), state_dict, name)
-        if problem is not None:
-            raise resume_misfit(source, problem)
-    problem = _optimizer_misfit(trainer.optimizer, data["optimizer"])
-    if problem is not None:
-        raise resume_misfit(source, problem)
-    for name in extras or {}:
-        if name not in data.get("extras", {}):
-            raise resume_misfit(source, f"it has no saved {name}")
-    try:
-        for name, state_dict in data["modules"].items():
-            trainer.unwrapped(name).load_state_dict(state_dict)
-        if "method" in data:
-            missing, unexpected = trainer.method.load_state_dict(data["method"], strict=False)
-            lost = [key for key in missing if not key.startswith(_NOT_SAVED)]
-            if lost or unexpected:
-                raise resume_misfit(source, f"method state {(lost or unexpected)[0]}")
-        for name, item in (extras or {}).items():
-            item.load_state_dict(data["extras"][name])
-        trainer.optimizer.load_state_dict(data["optimizer"])
-        torch.set_rng_state(data["torch_rng"])
-        if "cuda_rng" in data and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(data["cuda_rng"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
-        # What the checks above cannot see (an extra's own state, an RNG state of the wrong size).
-        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-        raise resume_misfit(source, first[:160] or type(error).__name__) from None
-    return TrainState.from_state_dict(data["state"])
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        module = pick_module(trainer, self.module)
+        if self.write is not None:
+            self.write(self.path, module, config=self.config)
+            return
+        if not isinstance(module, ImageClassifier):
+            raise TypeError(
+                f"SaveModel writes an ImageClassifier as a freekd checkpoint, not a "
+                f"{type(module).__name__}; pass write= to save another format"
+            )
+        record = None if self.privacy is None else self.privacy(state)
+        save_checkpoint(self.path, module, config=self.config, privacy=record)
 
 
 class Checkpoint(Callback):

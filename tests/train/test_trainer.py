@@ -16,8 +16,9 @@ from freekd.methods.base import StepOutput
 from freekd.models import ImageClassifier, build_model
 from freekd.seeding import seed_everything
 from freekd.train import Checkpoint, LoaderSource, LogMetrics, Trainer, TrainState
-from freekd.train.callbacks import Callback, load_resume_state, restore
+from freekd.train.callbacks import Callback
 from freekd.train.optim import learning_rate_at, make_optimizer
+from freekd.train.resume import load_resume_state, restore
 from tests.conftest import tiny_trainer
 
 

@@ -1,0 +1,236 @@
+"""Resume checkpoints: what ``checkpoint.pt`` holds, how it is read, checked and restored.
+
+The :class:`~freekd.train.callbacks.Checkpoint` callback writes the mapping of
+:func:`resume_state_dict`; ``--resume`` reads it back with :func:`load_resume_state` and
+:func:`restore`, which compare everything with the run at hand before loading any of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from freekd.errors import FreekdError
+from freekd.seeding import global_rng_state, set_global_rng_state
+from freekd.train.trainer import Trainer, TrainState
+
+RESUME_FORMAT = "freekd-resume/1"
+RESUME_FILE = "checkpoint.pt"
+
+
+class Stateful(Protocol):
+    """Anything besides the method and optimizer that a resumed run must restore."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def resume_state_dict(
+    trainer: Trainer,
+    state: TrainState,
+    *,
+    config: dict[str, Any],
+    extras: dict[str, Stateful] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to continue a run bit-for-bit (tensors and plain values only).
+
+    ``extras`` (e.g. a synthesizer with its generator, optimizer and memory bank) are saved by name.
+    """
+    modules = {
+        name: trainer.unwrapped(name).state_dict() for name in trainer.method.distributed_modules()
+    }
+    cpu_rng, cuda_rng = global_rng_state()
+    data: dict[str, Any] = {
+        "format": RESUME_FORMAT,
+        "modules": modules,
+        "method": _method_state(trainer),
+        "optimizer": trainer.optimizer.state_dict(),
+        "state": state.state_dict(),
+        "torch_rng": cpu_rng,
+        "config": config,
+        "extras": {name: item.state_dict() for name, item in (extras or {}).items()},
+    }
+    if cuda_rng is not None:
+        data["cuda_rng"] = cuda_rng
+    return data
+
+
+#: Method state a resume checkpoint leaves out: the frozen teacher (it is loaded from its file).
+_NOT_SAVED = ("teacher.",)
+
+
+def _method_state(trainer: Trainer) -> dict[str, Any]:
+    """Everything the method holds besides the frozen teacher: extra heads, learnable
+    temperatures, queues, a second trained model. Keys are those of the unwrapped method
+    (a DistributedDataParallel wrapper's ``module.`` is dropped)."""
+    wrapped = [f"{name}.module." for name in trainer.method.distributed_modules()]
+    state = {}
+    for key, value in trainer.method.state_dict().items():
+        if key.startswith(_NOT_SAVED):
+            continue
+        for prefix in wrapped:
+            if key.startswith(prefix):
+                key = prefix.removesuffix("module.") + key[len(prefix) :]
+        state[key] = value
+    return state
+
+
+def load_resume_state(path: Path) -> dict[str, Any]:
+    """Read a resume checkpoint written by :class:`Checkpoint` (``weights_only``), its fields
+    checked for type (a damaged file fails in one line, see :func:`resume_misfit`)."""
+    from freekd.checkpoint import safe_torch_load
+
+    path = Path(path)
+    data = safe_torch_load(path, what="resume checkpoint")
+    if not isinstance(data, dict) or data.get("format") != RESUME_FORMAT:
+        raise FreekdError(f"{path} is not a freekd resume checkpoint; start without --resume")
+    problem = _resume_structure_problem(data)
+    if problem is not None:
+        raise resume_misfit(path, problem)
+    return data  # type: ignore[no-any-return]
+
+
+def resume_misfit(source: Path | str, detail: str) -> FreekdError:
+    """The one-line error for a resume checkpoint that is damaged or does not fit this run."""
+    path = Path(source)
+    return FreekdError(
+        f"{path.name} in {path.parent} does not fit this run ({detail}); run without --resume "
+        "or with --overwrite"
+    )
+
+
+def _is_tensor_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _resume_structure_problem(data: dict[str, Any]) -> str | None:
+    """What is missing or of the wrong type in a resume mapping, or ``None``."""
+    for key, kind in (("modules", dict), ("optimizer", dict), ("state", dict), ("config", dict)):
+        if not isinstance(data.get(key), kind):
+            return f"{key} is missing or not a mapping"
+    for name, state_dict in data["modules"].items():
+        if not _is_tensor_map(state_dict):
+            return f"modules[{name!r}] is not a state_dict of tensors"
+    if "method" in data and not _is_tensor_map(data["method"]):
+        return "method is not a state_dict of tensors"
+    if not isinstance(data.get("extras", {}), dict):
+        return "extras is not a mapping"
+    optimizer = data["optimizer"]
+    if not isinstance(optimizer.get("state"), dict) or not isinstance(
+        optimizer.get("param_groups"), list
+    ):
+        return "optimizer has no state and param_groups"
+    rng = data.get("torch_rng")
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        return "torch_rng is missing or not a byte tensor"
+    state = data["state"]
+    for key in ("epoch", "step", "step_in_epoch"):
+        value = state.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"state.{key} is {value!r}, not a count"
+    if not isinstance(state.get("epoch_finished"), bool):
+        return "state.epoch_finished is not true or false"
+    metrics = state.get("metrics")
+    if not isinstance(metrics, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()
+    ):
+        return "state.metrics is not a mapping of numbers"
+    return None
+
+
+def _state_dict_misfit(module: nn.Module, saved: dict[str, Any], name: str) -> str | None:
+    """How ``saved`` does not fit ``module``'s state_dict (missing, unexpected, shapes)."""
+    own = module.state_dict()
+    missing = [key for key in own if key not in saved]
+    unexpected = [key for key in saved if key not in own]
+    mismatched = [
+        f"{key} {list(saved[key].shape)} vs {list(own[key].shape)}"
+        for key in own
+        if key in saved and tuple(saved[key].shape) != tuple(own[key].shape)
+    ]
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected)):
+        if items:
+            parts.append(f"{name} {label} {', '.join(items[:2])}")
+    if mismatched:
+        parts.append(f"{name} shape {', '.join(mismatched[:2])}")
+    return "; ".join(parts) or None
+
+
+def _optimizer_misfit(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> str | None:
+    """How a saved optimizer state does not fit ``optimizer`` (groups, sizes, state shapes);
+    torch's own ``load_state_dict`` does not compare the shapes of momentum buffers."""
+    groups = optimizer.param_groups
+    saved_groups = saved["param_groups"]
+    if len(saved_groups) != len(groups):
+        return f"optimizer has {len(saved_groups)} parameter groups, this run {len(groups)}"
+    parameters = []
+    for group, saved_group in zip(groups, saved_groups, strict=True):
+        indices = saved_group.get("params") if isinstance(saved_group, dict) else None
+        if not isinstance(indices, list) or len(indices) != len(group["params"]):
+            return "optimizer parameter groups differ in size"
+        parameters += list(zip(indices, group["params"], strict=True))
+    by_index = dict(parameters)
+    for index, state in saved["state"].items():
+        if index not in by_index or not isinstance(state, dict):
+            return f"optimizer state for an unknown parameter {index!r}"
+        shape = tuple(by_index[index].shape)
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != shape:
+                return f"optimizer {key} {list(value.shape)} vs parameter {list(shape)}"
+    return None
+
+
+def restore(
+    trainer: Trainer,
+    data: dict[str, Any],
+    *,
+    extras: dict[str, Stateful] | None = None,
+    source: Path | str = RESUME_FILE,
+) -> TrainState:
+    """Load modules, optimizer, extras and RNG from a resume checkpoint; return where to go on.
+
+    Everything is compared with this run before anything is loaded: a checkpoint of another
+    architecture, method or optimizer fails in one line naming what does not fit.
+
+    Raises:
+        FreekdError: the checkpoint does not fit this run.
+    """
+    expected = trainer.method.distributed_modules()
+    if sorted(data["modules"]) != sorted(expected):
+        raise resume_misfit(
+            source, f"it saved modules {sorted(data['modules'])}, this run has {sorted(expected)}"
+        )
+    for name, state_dict in data["modules"].items():
+        problem = _state_dict_misfit(trainer.unwrapped(name), state_dict, name)
+        if problem is not None:
+            raise resume_misfit(source, problem)
+    problem = _optimizer_misfit(trainer.optimizer, data["optimizer"])
+    if problem is not None:
+        raise resume_misfit(source, problem)
+    for name in extras or {}:
+        if name not in data.get("extras", {}):
+            raise resume_misfit(source, f"it has no saved {name}")
+    try:
+        for name, state_dict in data["modules"].items():
+            trainer.unwrapped(name).load_state_dict(state_dict)
+        if "method" in data:
+            missing, unexpected = trainer.method.load_state_dict(data["method"], strict=False)
+            lost = [key for key in missing if not key.startswith(_NOT_SAVED)]
+            if lost or unexpected:
+                raise resume_misfit(source, f"method state {(lost or unexpected)[0]}")
+        for name, item in (extras or {}).items():
+            item.load_state_dict(data["extras"][name])
+        trainer.optimizer.load_state_dict(data["optimizer"])
+        set_global_rng_state(data["torch_rng"], data.get("cuda_rng"))
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as error:
+        # What the checks above cannot see (an extra's own state, an RNG state of the wrong size).
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise resume_misfit(source, first[:160] or type(error).__name__) from None
+    return TrainState.from_state_dict(data["state"])

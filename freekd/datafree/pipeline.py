@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,13 @@ from freekd.generators import SYNTHESIZERS
 from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write
 from freekd.methods import METHODS
-from freekd.models import (
-    count_parameters,
-)
+from freekd.models import ImageClassifier, count_parameters
 from freekd.plots import plot_samples_by_class
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     QUERIES_FILE,
     RunOptions,
+    TrainResult,
     build_method,
     build_student,
     check_params,
@@ -38,14 +38,12 @@ from freekd.runs import (
     loader_source,
     resolved_params,
     run_training,
+    seeded,
     setup_run,
     teacher_report,
 )
 from freekd.teachers import Teacher, load_teacher
-from freekd.train import (
-    BatchSource,
-    evaluate,
-)
+from freekd.train import BatchSource, DistInfo, evaluate
 from freekd.train.callbacks import (
     StopOnBudget,
 )
@@ -79,6 +77,17 @@ def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher)
         )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What ``--method`` and the student-side ``method`` resolve to, checked before any work."""
+
+    config: DataFreeConfig  # ``--method auto`` replaced by the synthesizer chosen for the teacher
+    synthesizer_class: Any | None  # ``None`` with ``--proxy-data``: nothing is synthesized
+    method_config: ComponentConfig
+    method_class: Any
+    synthesize_every: int
+
+
 @locks_run_folder
 def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd datafree``: distill a student with synthetic inputs only; returns ``report.json``.
@@ -90,126 +99,25 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     training images as the upper bound) run in the same loop with the same student side. Real
     data, when ``--eval-data`` is given, is used only to report accuracy.
     """
-    proxy = config.proxy_dataset
-    if config.save_queries < 0 or (config.save_queries and proxy):
-        raise FreekdError(
-            "--save-queries needs a synthesizer and a count ≥ 0; --proxy-data synthesizes nothing"
-            if proxy
-            else f"--save-queries must be ≥ 0, got {config.save_queries}"
-        )
-    teacher = None
-    if not proxy and config.synthesizer.name == AUTO_SYNTHESIZER:
-        teacher = load_teacher(config.teacher, trust_code=options.trust_code)
-        chosen = default_synthesizer(teacher)
-        config = dataclasses.replace(
-            config, synthesizer=dataclasses.replace(config.synthesizer, name=chosen)
-        )
-    synthesizer_class = None if proxy else SYNTHESIZERS.get(config.synthesizer.name)
-    if synthesizer_class is not None:
-        check_params(
-            synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
-        )
-    recommended = ComponentConfig(
-        name=getattr(synthesizer_class, "recommended_method", "kd"),
-        params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
-    )
-    method_config = config.method or recommended
-    if method_config.name == AUTO_METHOD:  # the recommendation, with the given params over it
-        method_config = ComponentConfig(
-            name=recommended.name, params={**recommended.params, **method_config.params}
-        )
-    recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
-    synthesize_every = config.synthesize_every or recommended_every
-    method_class = METHODS.get(method_config.name)
-    check_params(method_class, method_config.params, what=f"method {method_config.name}")
-    teacher = teacher or load_teacher(config.teacher, trust_code=options.trust_code)
-    proxy_set = None
-    if proxy:
-        if config.budget_images is not None:
-            raise FreekdError(
-                "an image budget counts synthesized images and --proxy-data synthesizes none; "
-                "give a time budget (--budget 15m) or --epochs"
-            )
-        proxy_set = load_split(
-            proxy, default_split="train", root=config.data_root, download=config.download
-        )
-        check_input_shape(proxy_set, teacher.input_shape, who="the teacher")
-    else:
-        _check_synthesizer_fits(config.synthesizer.name, synthesizer_class, teacher)
-    eval_set = None
-    if config.eval_dataset:
-        eval_set = load_split(
-            config.eval_dataset,
-            default_split="test",
-            root=config.data_root,
-            download=config.download,
-        )
-        check_input_shape(eval_set, teacher.input_shape, who="the teacher")
-        if eval_set.num_classes > teacher.num_classes:
-            raise FreekdError(
-                f"{eval_set.name} has {eval_set.num_classes} classes but the teacher has "
-                f"{teacher.num_classes}; evaluate on data with the teacher's classes"
-            )
+    _check_save_queries(config)
+    plan, teacher = _plan_and_teacher(config, options)
+    config = plan.config
+    proxy_set, eval_set = _datasets(plan, teacher)
     student_arch = default_student(teacher, config.student)
     dist, device = setup_run(config.seed, config.trainer, options)
-    rng = torch.Generator().manual_seed(config.seed)
+    rng = seeded(config.seed)
     teacher.to(device)
     teacher_accuracy = None
     if eval_set is not None:
         teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
-    normalization = teacher.metadata.get("input", {})
-    channels = teacher.input_shape[0]
-    student = build_student(
-        student_arch,
-        dict(config.student_kwargs),
-        train_set=None,
-        num_classes=teacher.num_classes,
-        mean=list(normalization.get("mean", [0.5] * channels)),
-        std=list(normalization.get("std", [0.5] * channels)),
-        input_shape=teacher.input_shape,
+    student = _student(config, teacher, student_arch)
+    name, params = plan.method_config.name, plan.method_config.params
+    method = build_method(plan.method_class, student, teacher, name, params)
+    source, synthetic, description = _source(
+        plan, teacher, student, proxy_set, arch=student_arch, dist=dist, rng=rng, device=device
     )
-    method = build_method(method_class, student, teacher, method_config.name, method_config.params)
-    synthetic: SyntheticSource | None = None
-    source: BatchSource
-    if proxy_set is not None:
-        # Exactly as many student steps per epoch as a data-free run: a small proxy set is
-        # gone through several times per epoch rather than giving the baseline fewer steps.
-        source = loader_source(
-            proxy_set,
-            config.trainer,
-            seed=config.seed,
-            dist=dist,
-            labelled=False,
-            fixed_steps_per_epoch=config.steps_per_epoch,
-        )
-        description = f"proxy {proxy_set.name} → {student_arch}"
-    else:
-        assert synthesizer_class is not None
-        try:
-            synthesizer = synthesizer_class(
-                image_shape=teacher.input_shape,
-                num_classes=teacher.num_classes,
-                rng=rng,
-                device=device,
-                **config.synthesizer.params,
-            )
-        except ValueError as error:  # a parameter out of range
-            raise FreekdError(
-                f"--method {config.synthesizer.name}: {error}; fix --set synthesizer.params"
-            ) from None
-        source = synthetic = _synthetic_source(
-            config, synthesizer, teacher, student, synthesize_every=synthesize_every
-        )
-        description = f"datafree {config.synthesizer.name} → {student_arch}"
     inherited = inherited_privacy(teacher, proxy_set)
-    budget = StopOnBudget(
-        minutes=config.budget_minutes,
-        cpu_minutes=config.budget_cpu_minutes,
-        images=config.budget_images,
-        images_spent=None
-        if synthetic is None
-        else lambda: synthetic.synthesizer.images_synthesized,
-    )
+    budget = _budget(config, synthetic)
     result = run_training(
         method,
         source,
@@ -227,74 +135,314 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         # students see it; nothing is claimed for a proxy-data student.
         privacy=(lambda state: inherited) if inherited["private"] and proxy_set is None else None,
     )
-    # The student's own KD steps query the teacher once per image as well.
-    teacher_queries = result.state.step * config.trainer.batch_size
+    report = _report(
+        plan,
+        result,
+        teacher=teacher,
+        teacher_accuracy=teacher_accuracy,
+        student=student,
+        budget=budget,
+        eval_set=eval_set,
+        inherited=inherited,
+        synthetic=synthetic,
+        proxy_set=proxy_set,
+    )
+    shown = _shown_images(teacher, synthetic, proxy_set, seed=config.seed, device=device)
+    if synthetic is not None and config.save_queries and dist.is_main:
+        classes = _class_names(teacher, eval_set, unnamed="{}")
+        report["queries_file"] = _save_queries(
+            synthetic.synthesizer, teacher, classes, config.save_queries, options.out_dir
+        )
+    if dist.is_main:
+        _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
+    finish_run(report, options, dist)
+    return report
+
+
+def _plan_and_teacher(config: DataFreeConfig, options: RunOptions) -> tuple[_Plan, Teacher]:
+    """The checked plan and the loaded teacher; ``--method auto`` picks for the teacher first."""
+    teacher = None
+    if not config.proxy_dataset and config.synthesizer.name == AUTO_SYNTHESIZER:
+        teacher = load_teacher(config.teacher, trust_code=options.trust_code)
+        chosen = default_synthesizer(teacher)
+        config = dataclasses.replace(
+            config, synthesizer=dataclasses.replace(config.synthesizer, name=chosen)
+        )
+    plan = _plan(config)
+    return plan, teacher or load_teacher(config.teacher, trust_code=options.trust_code)
+
+
+def _source(
+    plan: _Plan,
+    teacher: Teacher,
+    student: nn.Module,
+    proxy_set: ImageDataset | None,
+    *,
+    arch: str,
+    dist: DistInfo,
+    rng: torch.Generator,
+    device: torch.device,
+) -> tuple[BatchSource, SyntheticSource | None, str]:
+    """Where the student's batches come from, the synthetic source if any, the progress label."""
+    config = plan.config
+    if proxy_set is not None:
+        # Exactly as many student steps per epoch as a data-free run: a small proxy set is
+        # gone through several times per epoch rather than giving the baseline fewer steps.
+        source = loader_source(
+            proxy_set,
+            config.trainer,
+            seed=config.seed,
+            dist=dist,
+            labelled=False,
+            fixed_steps_per_epoch=config.steps_per_epoch,
+        )
+        return source, None, f"proxy {proxy_set.name} → {arch}"
+    synthesizer = _build_synthesizer(plan, teacher, rng=rng, device=device)
+    synthetic = _synthetic_source(
+        config, synthesizer, teacher, student, synthesize_every=plan.synthesize_every
+    )
+    return synthetic, synthetic, f"datafree {config.synthesizer.name} → {arch}"
+
+
+def _report(
+    plan: _Plan,
+    result: TrainResult,
+    *,
+    teacher: Teacher,
+    teacher_accuracy: float | None,
+    student: ImageClassifier,
+    budget: StopOnBudget,
+    eval_set: ImageDataset | None,
+    inherited: dict[str, Any],
+    synthetic: SyntheticSource | None,
+    proxy_set: ImageDataset | None,
+) -> dict[str, Any]:
+    """``report.json`` of the run (``queries_file`` is added once the queries are written)."""
+    config, method_config = plan.config, plan.method_config
     report: dict[str, Any] = {
         "command": "datafree",
         "teacher": teacher_report(teacher, teacher_accuracy, config.teacher.path),
         "student": {
             "test_accuracy": result.state.metrics.get("eval_accuracy"),
-            "arch": student_arch,
+            "arch": student.arch,
             "parameters": count_parameters(student.net),
         },
         "student_method": {
             "name": method_config.name,
-            "params": resolved_params(method_class, dict(method_config.params)),
+            "params": resolved_params(plan.method_class, dict(method_config.params)),
         },
         "stopped_by_budget": budget.reason,
         "eval_dataset": eval_set.name if eval_set is not None else None,
         "privacy": inherited,
         **common_report(config, result),
     }
+    # The student's own KD steps query the teacher once per image as well.
+    teacher_queries = result.state.step * config.trainer.batch_size
     if synthetic is None:
         assert proxy_set is not None
-        report.update(
-            method={"name": "proxy", "proxy_data": proxy},
-            proxy_dataset=proxy_set.name,
-            synthesize_every=None,
-            synthesized_images=0,
-            teacher_queries=teacher_queries,
-            collapse=None,
-        )
-        order = torch.randperm(len(proxy_set), generator=torch.Generator().manual_seed(config.seed))
-        shown = proxy_set.batch(order[: max(64, 16 * teacher.num_classes)]).images.to(device)
+        report.update(_proxy_results(config, proxy_set, teacher_queries))
     else:
-        collapse = synthetic.collapse_report()
-        report.update(
-            method={
-                "name": config.synthesizer.name,
-                "params": resolved_params(synthesizer.__class__, dict(config.synthesizer.params)),
-            },
-            synthesize_every=synthesize_every,
-            synthesized_images=synthetic.synthesizer.images_synthesized,
-            teacher_queries=teacher_queries
-            + synthetic.synthesizer.teacher_queries
-            + synthetic.probe_queries,
-            collapse=collapse,
-        )
-        if collapse["events"] and not collapse["recovered"]:
-            logger.warning(
-                "COLLAPSE NOT RECOVERED: the %s synthesizer collapsed and %d re-initializations "
-                "did not fix it (last diversity %s, label balance %s); the student is suspect",
-                config.synthesizer.name,
-                collapse["recoveries"],
-                collapse["last_diversity"],
-                collapse["last_balance"],
-            )
-        shown = synthetic.synthesizer.sample(max(64, 16 * teacher.num_classes))
-        if config.save_queries and dist.is_main:
-            classes = (
-                list(eval_set.classes)
-                if eval_set is not None and eval_set.num_classes == teacher.num_classes
-                else [str(k) for k in range(teacher.num_classes)]
-            )
-            report["queries_file"] = _save_queries(
-                synthetic.synthesizer, teacher, classes, config.save_queries, options.out_dir
-            )
-    if dist.is_main:
-        _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
-    finish_run(report, options, dist)
+        report.update(_synthetic_results(plan, synthetic, teacher_queries))
     return report
+
+
+def _check_save_queries(config: DataFreeConfig) -> None:
+    """``--save-queries`` is a count ≥ 0 of synthesized images, so never with ``--proxy-data``."""
+    proxy = config.proxy_dataset
+    if config.save_queries < 0 or (config.save_queries and proxy):
+        raise FreekdError(
+            "--save-queries needs a synthesizer and a count ≥ 0; --proxy-data synthesizes nothing"
+            if proxy
+            else f"--save-queries must be ≥ 0, got {config.save_queries}"
+        )
+
+
+def _plan(config: DataFreeConfig) -> _Plan:
+    """The synthesizer and student-side method classes with their parameters checked.
+
+    Without ``method`` in the config the student side is the synthesizer's recommendation;
+    ``method: auto`` (a partial ``--set method.params...``) is the recommendation with the given
+    parameters over its own.
+    """
+    synthesizer_class = None if config.proxy_dataset else SYNTHESIZERS.get(config.synthesizer.name)
+    if synthesizer_class is not None:
+        check_params(
+            synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
+        )
+    recommended = ComponentConfig(
+        name=getattr(synthesizer_class, "recommended_method", "kd"),
+        params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
+    )
+    method_config = config.method or recommended
+    if method_config.name == AUTO_METHOD:  # the recommendation, with the given params over it
+        method_config = ComponentConfig(
+            name=recommended.name, params={**recommended.params, **method_config.params}
+        )
+    recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
+    method_class = METHODS.get(method_config.name)
+    check_params(method_class, method_config.params, what=f"method {method_config.name}")
+    return _Plan(
+        config=config,
+        synthesizer_class=synthesizer_class,
+        method_config=method_config,
+        method_class=method_class,
+        synthesize_every=config.synthesize_every or recommended_every,
+    )
+
+
+def _datasets(plan: _Plan, teacher: Teacher) -> tuple[ImageDataset | None, ImageDataset | None]:
+    """The proxy images (``--proxy-data``) and the held-out data, checked against the teacher.
+
+    Without proxy images the synthesizer must be able to invert this teacher.
+    """
+    config = plan.config
+    proxy_set = None
+    if config.proxy_dataset:
+        if config.budget_images is not None:
+            raise FreekdError(
+                "an image budget counts synthesized images and --proxy-data synthesizes none; "
+                "give a time budget (--budget 15m) or --epochs"
+            )
+        proxy_set = load_split(
+            config.proxy_dataset,
+            default_split="train",
+            root=config.data_root,
+            download=config.download,
+        )
+        check_input_shape(proxy_set, teacher.input_shape, who="the teacher")
+    else:
+        _check_synthesizer_fits(config.synthesizer.name, plan.synthesizer_class, teacher)
+    eval_set = None
+    if config.eval_dataset:
+        eval_set = load_split(
+            config.eval_dataset,
+            default_split="test",
+            root=config.data_root,
+            download=config.download,
+        )
+        check_input_shape(eval_set, teacher.input_shape, who="the teacher")
+        if eval_set.num_classes > teacher.num_classes:
+            raise FreekdError(
+                f"{eval_set.name} has {eval_set.num_classes} classes but the teacher has "
+                f"{teacher.num_classes}; evaluate on data with the teacher's classes"
+            )
+    return proxy_set, eval_set
+
+
+def _student(config: DataFreeConfig, teacher: Teacher, arch: str) -> ImageClassifier:
+    """A new student that normalizes its inputs as the teacher does (no data to measure)."""
+    normalization = teacher.metadata.get("input", {})
+    channels = teacher.input_shape[0]
+    return build_student(
+        arch,
+        dict(config.student_kwargs),
+        train_set=None,
+        num_classes=teacher.num_classes,
+        mean=list(normalization.get("mean", [0.5] * channels)),
+        std=list(normalization.get("std", [0.5] * channels)),
+        input_shape=teacher.input_shape,
+    )
+
+
+def _build_synthesizer(
+    plan: _Plan, teacher: Teacher, *, rng: torch.Generator, device: torch.device
+) -> Any:
+    """The ``--method`` synthesizer for this teacher; a parameter out of range is one line."""
+    config = plan.config
+    assert plan.synthesizer_class is not None
+    try:
+        return plan.synthesizer_class(
+            image_shape=teacher.input_shape,
+            num_classes=teacher.num_classes,
+            rng=rng,
+            device=device,
+            **config.synthesizer.params,
+        )
+    except ValueError as error:  # a parameter out of range
+        raise FreekdError(
+            f"--method {config.synthesizer.name}: {error}; fix --set synthesizer.params"
+        ) from None
+
+
+def _budget(config: DataFreeConfig, synthetic: SyntheticSource | None) -> StopOnBudget:
+    """The run's time, CPU and synthesized-image budgets (``--budget`` and friends)."""
+    return StopOnBudget(
+        minutes=config.budget_minutes,
+        cpu_minutes=config.budget_cpu_minutes,
+        images=config.budget_images,
+        images_spent=None
+        if synthetic is None
+        else lambda: synthetic.synthesizer.images_synthesized,
+    )
+
+
+def _proxy_results(
+    config: DataFreeConfig, proxy_set: ImageDataset, teacher_queries: int
+) -> dict[str, Any]:
+    """The report entries of a proxy-data baseline: no synthesizer, no collapse."""
+    return {
+        "method": {"name": "proxy", "proxy_data": config.proxy_dataset},
+        "proxy_dataset": proxy_set.name,
+        "synthesize_every": None,
+        "synthesized_images": 0,
+        "teacher_queries": teacher_queries,
+        "collapse": None,
+    }
+
+
+def _synthetic_results(
+    plan: _Plan, synthetic: SyntheticSource, teacher_queries: int
+) -> dict[str, Any]:
+    """The report entries of a synthesizer run; a collapse it did not recover from is warned."""
+    config = plan.config
+    synthesizer = synthetic.synthesizer
+    collapse = synthetic.collapse_report()
+    results = {
+        "method": {
+            "name": config.synthesizer.name,
+            "params": resolved_params(synthesizer.__class__, dict(config.synthesizer.params)),
+        },
+        "synthesize_every": plan.synthesize_every,
+        "synthesized_images": synthesizer.images_synthesized,
+        "teacher_queries": teacher_queries + synthesizer.teacher_queries + synthetic.probe_queries,
+        "collapse": collapse,
+    }
+    if collapse["events"] and not collapse["recovered"]:
+        logger.warning(
+            "COLLAPSE NOT RECOVERED: the %s synthesizer collapsed and %d re-initializations "
+            "did not fix it (last diversity %s, label balance %s); the student is suspect",
+            config.synthesizer.name,
+            collapse["recoveries"],
+            collapse["last_diversity"],
+            collapse["last_balance"],
+        )
+    return results
+
+
+def _shown_images(
+    teacher: Teacher,
+    synthetic: SyntheticSource | None,
+    proxy_set: ImageDataset | None,
+    *,
+    seed: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The student's inputs ``samples.png`` shows, 16 per teacher class (at least 64): fresh
+    synthetic images, or a seeded random draw of the proxy images."""
+    count = max(64, 16 * teacher.num_classes)
+    if synthetic is not None:
+        return synthetic.synthesizer.sample(count)
+    assert proxy_set is not None
+    order = torch.randperm(len(proxy_set), generator=seeded(seed))
+    return proxy_set.batch(order[:count]).images.to(device)
+
+
+def _class_names(teacher: Teacher, eval_set: ImageDataset | None, *, unnamed: str) -> list[str]:
+    """The held-out data's class names when it has the teacher's classes, else ``unnamed``
+    formatted with each class index."""
+    if eval_set is not None and eval_set.num_classes == teacher.num_classes:
+        return list(eval_set.classes)
+    return [unnamed.format(k) for k in range(teacher.num_classes)]
 
 
 def _save_queries(
@@ -379,11 +527,7 @@ def _draw_samples(
 
     with torch.no_grad():
         labels = teacher(images).argmax(dim=1).cpu()
-    names = (
-        list(eval_set.classes)
-        if eval_set is not None and eval_set.num_classes == teacher.num_classes
-        else [f"class {k}" for k in range(teacher.num_classes)]
-    )
+    names = _class_names(teacher, eval_set, unnamed="class {}")
     try:
         plot_samples_by_class(images.cpu(), labels, names, path)
     except (OSError, ValueError) as error:  # a picture must never fail a finished run

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from freekd.data import AUGMENTATIONS
+from freekd.data import AUGMENTATIONS, ImageDataset
 from freekd.errors import FreekdError
 from freekd.methods import Supervised
-from freekd.models import (
-    count_parameters,
-)
+from freekd.models import ImageClassifier, count_parameters
 from freekd.privacy.dpsgd import DPSetup
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
@@ -26,10 +24,7 @@ from freekd.runs import (
     warn_few_steps,
 )
 from freekd.supervised.config import TeacherTrainConfig
-from freekd.train import (
-    BatchSource,
-    PoissonSource,
-)
+from freekd.train import BatchSource, DistInfo, PoissonSource
 from freekd.train.evaluate import check_input_shape, check_labels_fit
 
 
@@ -49,12 +44,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
     dist, device = setup_run(config.seed, config.trainer, options)
     if dp is not None and dist.enabled:
         raise FreekdError("--dp runs in one process; start it without torchrun")
-    mean, std = config.mean, config.std
-    if dp is not None and (mean is None or std is None):
-        # The training set's own statistics would be a release outside the accounting: a DP
-        # teacher normalizes with fixed values unless the user gives public ones.
-        channels = train_set.input_shape[0]
-        mean, std = mean or [0.5] * channels, std or [0.5] * channels
+    mean, std = _normalization(config, train_set, private=dp is not None)
     model = build_student(
         config.arch,
         dict(config.arch_kwargs),
@@ -63,18 +53,7 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         mean=mean,
         std=std,
     )
-    source: BatchSource
-    if dp is None:
-        source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
-    else:
-        model = dp.prepare(model)
-        augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
-        source = PoissonSource(
-            train_set,
-            sample_rate=dp.sample_rate,
-            seed=config.seed,
-            augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
-        )
+    model, source = _source(config, train_set, model, dp=dp, dist=dist)
     warn_empty_classes(train_set)  # after every check: a failing run prints one line
     warn_few_steps(train_set, config.trainer, source.steps_per_epoch())
     method = Supervised(model, label_smoothing=config.label_smoothing)
@@ -106,3 +85,40 @@ def run_teacher_train(config: TeacherTrainConfig, options: RunOptions) -> dict[s
         report["privacy"] = dp.record(result.state)
     finish_run(report, options, dist)
     return report
+
+
+def _normalization(
+    config: TeacherTrainConfig, train_set: ImageDataset, *, private: bool
+) -> tuple[list[float] | None, list[float] | None]:
+    """The model's input mean and std as given; ``None`` lets ``build_student`` measure the
+    training set, which a DP-SGD teacher never does (it uses 0.5)."""
+    mean, std = config.mean, config.std
+    if private and (mean is None or std is None):
+        # The training set's own statistics would be a release outside the accounting: a DP
+        # teacher normalizes with fixed values unless the user gives public ones.
+        channels = train_set.input_shape[0]
+        mean, std = mean or [0.5] * channels, std or [0.5] * channels
+    return mean, std
+
+
+def _source(
+    config: TeacherTrainConfig,
+    train_set: ImageDataset,
+    model: ImageClassifier,
+    *,
+    dp: DPSetup | None,
+    dist: DistInfo,
+) -> tuple[ImageClassifier, BatchSource]:
+    """The model to train and its batches: shuffled epochs, or DP-SGD's Poisson sampling
+    (with the model made Opacus-ready)."""
+    if dp is None:
+        return model, loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
+    model = dp.prepare(model)
+    augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
+    source = PoissonSource(
+        train_set,
+        sample_rate=dp.sample_rate,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+    )
+    return model, source

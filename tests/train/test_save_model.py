@@ -54,17 +54,18 @@ def classifier(arch: str, data: ImageDataset) -> ImageClassifier:
     )
 
 
-def fit(method: Method, data: ImageDataset, callbacks: list[SaveModel]) -> TrainState:
+def cpu_trainer(method: Method, callbacks: list[SaveModel]) -> Trainer:
     config = tiny_trainer(epochs=1)
-    trainer = Trainer(
-        method,
-        make_optimizer(method.trainable_parameters(), config),
-        config=config,
-        device=torch.device("cpu"),
-        callbacks=callbacks,
+    optimizer = make_optimizer(method.trainable_parameters(), config)
+    return Trainer(
+        method, optimizer, config=config, device=torch.device("cpu"), callbacks=callbacks
     )
-    source = LoaderSource(data, batch_size=config.batch_size, seed=0, max_steps_per_epoch=3)
-    return trainer.fit(source)
+
+
+def fit(method: Method, data: ImageDataset, callbacks: list[SaveModel]) -> TrainState:
+    """Three steps on digits."""
+    source = LoaderSource(data, batch_size=64, seed=0, max_steps_per_epoch=3)
+    return cpu_trainer(method, callbacks).fit(source)
 
 
 def test_two_networks_are_saved_by_two_callbacks(
@@ -119,13 +120,6 @@ def test_another_format_is_written_by_write_and_a_module_function(
     assert module[0] is method.student
     assert module[1] is method.peer
 
+    unwritable = SaveModel(tmp_path / "x.pt", config={}, module=both)
     with pytest.raises(TypeError, match="pass write= to save another format"):
-        SaveModel(tmp_path / "x.pt", config={}, module=both).on_fit_end(
-            Trainer(
-                method,
-                make_optimizer(method.trainable_parameters(), tiny_trainer()),
-                config=tiny_trainer(),
-                device=torch.device("cpu"),
-            ),
-            TrainState(),
-        )
+        unwritable.on_fit_end(cpu_trainer(method, [unwritable]), TrainState())

@@ -13,10 +13,10 @@ from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
+from freekd.datafree.collapse import CollapseMonitor
 from freekd.datafree.config import AUTO_METHOD, CollapseConfig, DataFreeConfig
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.errors import FreekdError
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write
 from freekd.methods import METHODS
 from freekd.models import (

@@ -12,10 +12,10 @@ from torch import Tensor, nn
 
 from freekd.data.batch import UNLABELLED, Batch
 from freekd.data.datasets import ImageDataset
+from freekd.datafree.bn_hooks import eval_mode
+from freekd.datafree.collapse import CollapseCheck, CollapseMonitor
+from freekd.datafree.synthesizers.base import Synthesizer
 from freekd.errors import FreekdError
-from freekd.generators.base import Synthesizer
-from freekd.generators.collapse import CollapseCheck, CollapseMonitor
-from freekd.generators.hooks import eval_mode
 from freekd.teachers import Teacher
 from freekd.train.trainer import TrainState
 

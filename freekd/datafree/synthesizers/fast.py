@@ -8,12 +8,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode
+from freekd.datafree.nets import Generator
+from freekd.datafree.synthesizers.base import (
+    load_state,
+    reset_weights,
+    restart_optimizer,
+    save_state,
+)
+from freekd.datafree.synthesizers.deepinversion import MemoryBank, balanced_targets
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, eval_mode
-from freekd.generators.nets import Generator
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.teachers import Teacher
 

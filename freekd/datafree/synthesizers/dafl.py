@@ -7,11 +7,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from freekd.datafree.bn_hooks import capture_input, last_linear
+from freekd.datafree.nets import Generator, teacher_pixel_statistics
+from freekd.datafree.synthesizers.base import (
+    load_state,
+    reset_weights,
+    restart_optimizer,
+    save_state,
+)
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.hooks import capture_input, last_linear
-from freekd.generators.nets import Generator, teacher_pixel_statistics
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
 

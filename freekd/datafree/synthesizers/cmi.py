@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from freekd.datafree.bn_hooks import batchnorm_statistics, capture_input, eval_mode, last_linear
+from freekd.datafree.nets import Generator
+from freekd.datafree.synthesizers.base import load_state, save_state
+from freekd.datafree.synthesizers.deepinversion import MemoryBank, balanced_targets
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, capture_input, eval_mode, last_linear
-from freekd.generators.nets import Generator
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.contrastive import info_nce
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.seeding import seeded_scope

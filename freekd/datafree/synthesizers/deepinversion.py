@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode
+from freekd.datafree.synthesizers.base import load_state, restart_optimizer, save_state
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, restart_optimizer, save_state
-from freekd.generators.hooks import batchnorm_statistics, eval_mode
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import (
     bn_statistics,
     competition,

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.adversarial import AdversarialSynthesizer
-from freekd.generators.nets import teacher_pixel_statistics
+from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.synthesizers import SYNTHESIZERS
+from freekd.datafree.synthesizers.adversarial import AdversarialSynthesizer
 from freekd.losses.inversion import logit_discrepancy
 from freekd.methods import METHODS, LogitL1
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 ADVERSARIAL = ["dfad", "zskt"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from freekd.generators.registry import SYNTHESIZERS
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.teachers import Teacher
 
 

@@ -16,11 +16,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets, random_shift
-from freekd.generators.hooks import eval_mode
-from freekd.generators.nets import Generator, teacher_pixel_statistics
-from freekd.generators.registry import SYNTHESIZERS
+from freekd.datafree.bn_hooks import eval_mode
+from freekd.datafree.nets import Generator, teacher_pixel_statistics
+from freekd.datafree.synthesizers.base import (
+    load_state,
+    reset_weights,
+    restart_optimizer,
+    save_state,
+)
+from freekd.datafree.synthesizers.deepinversion import MemoryBank, balanced_targets, random_shift
+from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.losses.inversion import (
     information_entropy,
     kl_discrepancy,

@@ -11,18 +11,18 @@ from typer.testing import CliRunner
 
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
-from freekd.errors import FreekdError
-from freekd.generators.deepinversion import (
+from freekd.datafree.bn_hooks import batchnorm_statistics
+from freekd.datafree.synthesizers.deepinversion import (
     DeepInversion,
     MemoryBank,
     balanced_targets,
     jitter_flip,
     random_shift,
 )
-from freekd.generators.hooks import batchnorm_statistics
+from freekd.errors import FreekdError
 from freekd.losses.inversion import bn_statistics
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 
 @pytest.fixture(scope="module")

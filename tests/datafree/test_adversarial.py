@@ -237,7 +237,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
             "synthesizer.params.latent_dims=64",
             "has no parameter 'latent_dims'; known: total_variation_weight",
         ),
-        # The collapse checks' settings (generators.collapse), patience=0 was once a traceback.
+        # The collapse checks' settings (datafree.collapse), patience=0 was once a traceback.
         ("zskt", "collapse.patience=0", "patience must be at least 1; set a valid one with --set"),
         ("zskt", "collapse.discrepancy_factor=0.5", "discrepancy_factor must be above 1"),
         ("dfad", "collapse.discrepancy_floor=-1", "discrepancy_floor must be non-negative"),

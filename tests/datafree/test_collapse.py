@@ -18,10 +18,10 @@ from freekd.datafree.collapse import (
     label_balance,
     probe_discrepancy,
 )
+from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.teachers import Teacher, load_teacher
 from freekd.train import TrainState
-from freekd.train.sources import SyntheticSource
 from tests.datafree.test_contract import make_student, make_synthesizer
 
 

@@ -11,14 +11,9 @@ from typer.testing import CliRunner
 
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
+from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip, random_shift
 from freekd.datafree.bn_hooks import batchnorm_statistics
-from freekd.datafree.synthesizers.deepinversion import (
-    DeepInversion,
-    MemoryBank,
-    balanced_targets,
-    jitter_flip,
-    random_shift,
-)
+from freekd.datafree.synthesizers.deepinversion import DeepInversion
 from freekd.errors import FreekdError
 from freekd.losses.inversion import bn_statistics
 from freekd.teachers import Teacher, load_teacher

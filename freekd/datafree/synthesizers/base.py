@@ -1,12 +1,18 @@
-"""The Synthesizer protocol: where a data-free run's batches come from."""
+"""The Synthesizer contract, the base every synthesizer builds on, and the SYNTHESIZERS registry.
+
+A synthesizer is one file in this package: a :class:`SynthesizerBase` dataclass whose fields are
+its hyperparameters (keyword-only, with defaults), registered with ``@SYNTHESIZERS.register``.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from freekd.registry import Registry
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
@@ -17,7 +23,7 @@ class Synthesizer(Protocol):
 
     One ``synthesize`` call runs one synthesis round (generator updates, pixel optimization, or
     adversarial steps against the current ``student``); ``sample`` then draws images for the
-    student's next steps. ``train.sources.SyntheticSource`` alternates the two inside the one
+    student's next steps. ``datafree.source.SyntheticSource`` alternates the two inside the one
     Trainer loop; there is no data-free training loop of its own.
 
     Contract (tested for every registered synthesizer):
@@ -28,7 +34,24 @@ class Synthesizer(Protocol):
       the images the teacher was asked about (forward passes, per image);
     - ``state_dict``/``load_state_dict`` hold everything needed to resume exactly;
     - ``reinitialize`` starts synthesis afresh, reproducibly from the synthesizer's ``rng``.
+
+    What the ``freekd datafree`` pipeline reads from the class (defaults on
+    :class:`SynthesizerBase`):
+    - ``needs_batchnorm``: the synthesizer inverts BatchNorm statistics, so a teacher without
+      BatchNorm layers is refused before the run starts;
+    - ``recommended_method`` and ``recommended_method_params``: the student-side method (a
+      ``METHODS`` name) and its parameters the paper pairs with, used when ``method`` is unset;
+    - ``recommended_synthesize_every``: student steps per synthesis round when
+      ``synthesize_every`` is unset;
+    - ``recommended_discrepancy_factor``: ``collapse.discrepancy_factor`` when unset
+      (``datafree.collapse``; 0 measures the student's discrepancy without acting on it).
     """
+
+    needs_batchnorm: ClassVar[bool]
+    recommended_method: ClassVar[str]
+    recommended_method_params: ClassVar[dict[str, Any]]
+    recommended_synthesize_every: ClassVar[int]
+    recommended_discrepancy_factor: ClassVar[float]
 
     images_synthesized: int
     teacher_queries: int
@@ -42,7 +65,7 @@ class Synthesizer(Protocol):
         ...
 
     def reinitialize(self, *, lr_scale: float) -> None:
-        """Start synthesis afresh after a collapse (``generators.collapse``).
+        """Start synthesis afresh after a collapse (``datafree.collapse``).
 
         New generator (or pixel) weights drawn from ``rng``, optimizer state cleared, every
         optimizer learning rate multiplied by ``lr_scale``, memory bank (if any) emptied. The
@@ -53,6 +76,60 @@ class Synthesizer(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(kw_only=True, eq=False)
+class SynthesizerBase:
+    """What every synthesizer shares: the arguments the pipeline wires, the counters, the class
+    attributes of the :class:`Synthesizer` contract with their defaults, and resumable state.
+
+    A synthesizer is a subclass decorated with ``@dataclass(kw_only=True, eq=False)``: its fields
+    are its hyperparameters, each with a default, and ``__post_init__`` builds its networks and
+    optimizers. The pipeline constructs every one as
+    ``cls(image_shape=(C, H, W), num_classes=K, rng=torch.Generator, device=torch.device,
+    **hyperparameters)``; ``state_dict``/``load_state_dict`` save and restore the attributes named
+    in ``STATE`` (see :func:`save_state`).
+
+    Args:
+        image_shape: (C, H, W) of the teacher's input.
+        num_classes: the teacher's class count.
+        rng: every random draw of the synthesizer comes from it.
+        device: where the synthesizer's networks, codes and memory bank live.
+    """
+
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    rng: torch.Generator
+    device: torch.device
+    images_synthesized: int = field(default=0, init=False)
+    teacher_queries: int = field(default=0, init=False)
+
+    needs_batchnorm: ClassVar[bool] = False
+    recommended_method: ClassVar[str] = "kd"
+    recommended_method_params: ClassVar[dict[str, Any]] = {"temperature": 4.0}
+    recommended_synthesize_every: ClassVar[int] = 1
+    recommended_discrepancy_factor: ClassVar[float] = 0.0
+    #: The attributes ``state_dict`` saves, in order.
+    STATE: ClassVar[tuple[str, ...]] = ("rng", "images_synthesized", "teacher_queries")
+
+    def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
+        raise NotImplementedError
+
+    def sample(self, n: int) -> Tensor:
+        raise NotImplementedError
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return save_state(self, self.STATE)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_state(self, self.STATE, state)
+
+
+# Every entry is a SynthesizerBase subclass (the constructor and class attributes above).
+SYNTHESIZERS: Registry[type[SynthesizerBase]] = Registry("synthesizer")
 
 
 def save_state(owner: object, names: tuple[str, ...]) -> dict[str, Any]:
@@ -114,3 +191,44 @@ def restart_optimizer(optimizer: torch.optim.Optimizer, *, lr_scale: float) -> N
     optimizer.state.clear()
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * lr_scale
+
+
+#: Adam's (β1, β2) for every generator and latent code: DCGAN's (Radford et al. 2016,
+#: arXiv:1511.06434 §4), as DAFL, DFAD and Fast use them.
+GENERATOR_BETAS = (0.5, 0.999)
+
+
+def draw_normal_(tensor: Tensor, rng: torch.Generator) -> None:
+    """Fill ``tensor`` in place with standard normal draws from ``rng``.
+
+    Drawn on the CPU and then copied, so the values do not depend on the tensor's device.
+    """
+    with torch.no_grad():
+        tensor.copy_(torch.randn(tuple(tensor.shape), generator=rng).to(tensor.device))
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, loss: Tensor, *, allow_unused: bool = False
+) -> None:
+    """One ``optimizer`` step on ``loss`` that sets the gradients of its parameters only.
+
+    autograd.grad, not backward(): the student's parameters must not collect gradients from
+    synthesis (adversarial and competition terms run through the student). ``allow_unused``:
+    a parameter that ``loss`` does not reach gets no gradient (and no update).
+    """
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    gradients = torch.autograd.grad(loss, parameters, allow_unused=allow_unused)
+    for parameter, gradient in zip(parameters, gradients, strict=True):
+        parameter.grad = gradient
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def total(terms: dict[str, Tensor]) -> Tensor:
+    """The sum of the weighted loss terms: what the synthesizer minimizes."""
+    return torch.stack(list(terms.values())).sum()
+
+
+def logged(terms: dict[str, Tensor]) -> dict[str, float]:
+    """The loss terms as plain numbers, what ``synthesize`` returns for the logs."""
+    return {name: float(value.detach()) for name, value in terms.items()}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -10,19 +11,22 @@ from torch import Tensor, nn
 from freekd.datafree.bn_hooks import capture_input, last_linear
 from freekd.datafree.nets import Generator, teacher_pixel_statistics
 from freekd.datafree.synthesizers.base import (
-    load_state,
+    GENERATOR_BETAS,
+    SYNTHESIZERS,
+    SynthesizerBase,
+    logged,
     reset_weights,
     restart_optimizer,
-    save_state,
+    total,
 )
-from freekd.datafree.synthesizers.registry import SYNTHESIZERS
 from freekd.errors import FreekdError
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
 
 
 @SYNTHESIZERS.register("dafl")
-class DAFL:
+@dataclass(kw_only=True, eq=False)
+class DAFL(SynthesizerBase):
     """A generator trained so that the teacher treats its images like real ones (DAFL §3.2–3.4).
 
     L_G = L_oh + α·L_a + β·L_ie (Eq. 5): confident one-hot teacher outputs (Eq. 2), strong
@@ -58,39 +62,25 @@ class DAFL:
     # 52.7 % vs 24.3 % after 3 minutes (LeNet-5 → LeNet-5-half, MNIST, one thread, seed 0).
     recommended_synthesize_every = 5
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        latent_dim: int = 100,
-        lr: float = 1e-3,
-        onehot_weight: float = 1.0,
-        activation_weight: float = 0.1,
-        entropy_weight: float = 5.0,
-        generator_width: int = 32,
-        generator_output: str = "batchnorm",
-    ) -> None:
-        self.image_shape = image_shape
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.latent_dim = latent_dim
-        self.onehot_weight = onehot_weight
-        self.activation_weight = activation_weight
-        self.entropy_weight = entropy_weight
+    batch_size: int = 256
+    latent_dim: int = 100
+    lr: float = 1e-3
+    onehot_weight: float = 1.0
+    activation_weight: float = 0.1
+    entropy_weight: float = 5.0
+    generator_width: int = 32
+    generator_output: str = "batchnorm"
+
+    def __post_init__(self) -> None:
         self.generator = Generator(
-            latent_dim=latent_dim,
-            image_shape=image_shape,
-            width=generator_width,
-            output=generator_output,
-        ).to(device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.images_synthesized = 0
-        self.teacher_queries = 0
+            latent_dim=self.latent_dim,
+            image_shape=self.image_shape,
+            width=self.generator_width,
+            output=self.generator_output,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
+        )
 
     def _latent(self, n: int) -> Tensor:
         return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device)
@@ -117,13 +107,12 @@ class DAFL:
         }
         if penultimate is not None and self.activation_weight > 0:
             terms["activation"] = self.activation_weight * activation(penultimate.flatten(1))
-        loss = torch.stack(list(terms.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total(terms).backward()
         self.optimizer.step()
         self.teacher_queries += self.batch_size
         self.images_synthesized += self.batch_size
-        return {name: float(value.detach()) for name, value in terms.items()}
+        return logged(terms)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -135,10 +124,10 @@ class DAFL:
         reset_weights(self.generator, self.rng)
         restart_optimizer(self.optimizer, lr_scale=lr_scale)
 
-    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
-
-    def state_dict(self) -> dict[str, Any]:
-        return save_state(self, self.STATE)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self, self.STATE, state)
+    STATE: ClassVar[tuple[str, ...]] = (
+        "generator",
+        "optimizer",
+        "rng",
+        "images_synthesized",
+        "teacher_queries",
+    )

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode
-from freekd.datafree.synthesizers.base import load_state, restart_optimizer, save_state
-from freekd.datafree.synthesizers.registry import SYNTHESIZERS
+from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip
+from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode, require_batchnorm
+from freekd.datafree.synthesizers.base import (
+    SYNTHESIZERS,
+    SynthesizerBase,
+    draw_normal_,
+    logged,
+    optimizer_step,
+    restart_optimizer,
+    total,
+)
 from freekd.errors import FreekdError
 from freekd.losses.inversion import (
     bn_statistics,
@@ -20,108 +28,6 @@ from freekd.losses.inversion import (
     total_variation,
 )
 from freekd.teachers import Teacher
-
-
-class MemoryBank:
-    """A first-in first-out store of synthesized images that ``sample`` draws from.
-
-    Both memory-bank synthesizers (``deepinversion``, ``fast``) keep their images here: the
-    student trains on everything synthesized recently, not only on the newest batch.
-
-    Args:
-        capacity: images kept; the oldest are dropped first.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise FreekdError(f"memory_size must be positive, got {capacity}")
-        self.capacity = capacity
-        self.images: Tensor | None = None
-
-    def __len__(self) -> int:
-        return 0 if self.images is None else len(self.images)
-
-    def add(self, images: Tensor) -> None:
-        """Append (B, C, H, W) images, dropping the oldest beyond ``capacity``."""
-        images = images.detach()
-        stored = images if self.images is None else torch.cat([self.images, images])
-        self.images = stored[-self.capacity :]
-
-    def clear(self) -> None:
-        """Drop every stored image."""
-        self.images = None
-
-    def sample(self, n: int, rng: torch.Generator) -> Tensor:
-        """``n`` images drawn uniformly with replacement (indices from ``rng``)."""
-        if self.images is None:
-            raise FreekdError("the memory bank is empty: call synthesize() before sample()")
-        index = torch.randint(len(self.images), (n,), generator=rng)
-        return self.images[index.to(self.images.device)]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"images": self.images}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.images = state["images"]
-
-
-def balanced_targets(n: int, num_classes: int, rng: torch.Generator) -> Tensor:
-    """(n,) class targets, every class ⌊n/K⌋ or ⌈n/K⌉ times, in an order drawn from ``rng``.
-
-    Random targets (DeepInversion §3.2 synthesizes "class-conditional" images for sampled
-    classes) but balanced, so a small batch never leaves a class out of the memory bank.
-    """
-    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=rng)]
-
-
-def jitter_flip(images: Tensor, *, jitter: int, flip: bool, rng: torch.Generator) -> Tensor:
-    """DeepInversion §3.2's augmentation during optimization: a random cyclic shift of up to
-    ``jitter`` pixels in each direction, then (if ``flip``) a horizontal flip with probability ½.
-
-    The same shift and flip apply to the whole batch; shapes are unchanged.
-
-    Args:
-        images: (B, C, H, W).
-        jitter: largest shift in pixels (0: none).
-        flip: allow the horizontal flip.
-        rng: where the shift and the coin come from.
-    """
-    if jitter > 0:
-        dy, dx = torch.randint(-jitter, jitter + 1, (2,), generator=rng).tolist()
-        images = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-    if flip and bool(torch.rand((), generator=rng) < 0.5):
-        images = images.flip(dims=(3,))
-    return images
-
-
-def random_shift(images: Tensor, *, pixels: int, rng: torch.Generator) -> Tensor:
-    """Every image moved by its own random whole-pixel shift of up to ``pixels`` in each
-    direction, the uncovered border filled with zeros: torchvision's
-    ``RandomCrop(size, padding=pixels)`` applied per image (Krizhevsky et al. 2012 §4.1's
-    translation augmentation), on a batch and reproducibly from ``rng``.
-
-    Args:
-        images: (B, C, H, W).
-        pixels: largest shift (0: the images unchanged).
-        rng: where the shifts come from.
-
-    Returns:
-        (B, C, H, W), the same dtype and device.
-    """
-    if pixels < 0:
-        raise ValueError(f"pixels must be non-negative, got {pixels}")
-    if pixels == 0:
-        return images
-    n, _, height, width = images.shape
-    padded = F.pad(images, (pixels, pixels, pixels, pixels))
-    offsets = torch.randint(0, 2 * pixels + 1, (n, 2), generator=rng)
-    shifted = torch.empty_like(images)
-    # One slice per distinct offset ((2p + 1)² at most) instead of a gather per pixel.
-    for dy, dx in torch.unique(offsets, dim=0).tolist():
-        chosen = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().squeeze(1)
-        chosen = chosen.to(images.device)
-        shifted[chosen] = padded[chosen, :, dy : dy + height, dx : dx + width]
-    return shifted
 
 
 class _Pixels(nn.Module):
@@ -136,7 +42,8 @@ class _Pixels(nn.Module):
 
 
 @SYNTHESIZERS.register("deepinversion")
-class DeepInversion:
+@dataclass(kw_only=True, eq=False)
+class DeepInversion(SynthesizerBase):
     """Optimize pixels so the teacher's BatchNorm statistics look like its training data's.
 
     Each ``synthesize`` call turns one batch of noise into images by ``iterations`` Adam steps on
@@ -191,61 +98,35 @@ class DeepInversion:
     # budget some 30 student steps. Chosen by that arithmetic, not tuned.
     recommended_synthesize_every = 100
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        iterations: int = 100,
-        lr: float = 0.25,
-        onehot_weight: float = 1.0,
-        bn_weight: float = 1.0,
-        first_bn_multiplier: float = 1.0,
-        total_variation_weight: float = 1e-3,
-        l2_weight: float = 1e-4,
-        competition_weight: float = 1.0,
-        jitter: int = 2,
-        flip: bool = False,
-        memory_size: int = 10_000,
-    ) -> None:
-        if iterations < 1 or batch_size < 1:
+    batch_size: int = 256
+    iterations: int = 100
+    lr: float = 0.25
+    onehot_weight: float = 1.0
+    bn_weight: float = 1.0
+    first_bn_multiplier: float = 1.0
+    total_variation_weight: float = 1e-3
+    l2_weight: float = 1e-4
+    competition_weight: float = 1.0
+    jitter: int = 2
+    flip: bool = False
+    memory_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1:
             raise FreekdError("deepinversion needs iterations ≥ 1 and batch_size ≥ 1")
-        self.image_shape = image_shape
-        self.num_classes = num_classes
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.iterations = iterations
-        self.onehot_weight = onehot_weight
-        self.bn_weight = bn_weight
-        self.first_bn_multiplier = first_bn_multiplier
-        self.total_variation_weight = total_variation_weight
-        self.l2_weight = l2_weight
-        self.competition_weight = competition_weight
-        self.jitter = jitter
-        self.flip = flip
-        self.pixels = _Pixels((batch_size, *image_shape)).to(device)
+        self.pixels = _Pixels((self.batch_size, *self.image_shape)).to(self.device)
         # One optimizer object for the run (its state is reset for every new batch), so that
         # state_dict() can hold it and a resumed run continues with the same settings.
-        self.optimizer = torch.optim.Adam(self.pixels.parameters(), lr=lr)
-        self.memory = MemoryBank(memory_size)
+        self.optimizer = torch.optim.Adam(self.pixels.parameters(), lr=self.lr)
+        self.memory = MemoryBank(self.memory_size)
         # The class targets of the newest batch (informational; each batch draws its own).
-        self.targets = torch.zeros(0, dtype=torch.long, device=device)
-        self.images_synthesized = 0
-        self.teacher_queries = 0
+        self.targets = torch.zeros(0, dtype=torch.long, device=self.device)
 
     def _feature_loss(self, teacher: Teacher, images: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher logits and R_feature (Eq. 4) for one forward pass of ``images``."""
         with batchnorm_statistics(teacher) as statistics:
             teacher_logits = teacher(images)
-        if not statistics.batch_means:
-            raise FreekdError(
-                "deepinversion inverts BatchNorm statistics and this teacher has no BatchNorm "
-                "layers; use a method without BatchNorm needs (e.g. dafl)"
-            )
+        require_batchnorm(statistics, who="deepinversion")
         s = statistics
         first = bn_statistics(
             s.batch_means[:1], s.batch_variances[:1], s.running_means[:1], s.running_variances[:1]
@@ -261,13 +142,10 @@ class DeepInversion:
         return teacher_logits, feature
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
-        with torch.no_grad():
-            noise = torch.randn((self.batch_size, *self.image_shape), generator=self.rng)
-            self.pixels.logits.copy_(noise.to(self.device))
+        draw_normal_(self.pixels.logits, self.rng)
         self.optimizer.state.clear()  # a fresh Adam for a fresh batch
         targets = balanced_targets(self.batch_size, self.num_classes, self.rng).to(self.device)
         self.targets = targets
-        parameters = list(self.pixels.parameters())
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for _ in range(self.iterations):
@@ -284,19 +162,12 @@ class DeepInversion:
                     terms["competition"] = self.competition_weight * competition(
                         student(seen), teacher_logits
                     )
-                loss = torch.stack(list(terms.values())).sum()
-                # autograd.grad, not backward(): the student's parameters must not collect
-                # gradients from synthesis (the competition term runs through the student).
-                gradients = torch.autograd.grad(loss, parameters)
-                for parameter, gradient in zip(parameters, gradients, strict=True):
-                    parameter.grad = gradient
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                optimizer_step(self.optimizer, total(terms))
                 self.teacher_queries += self.batch_size
         with torch.no_grad():
             self.memory.add(self.pixels())
         self.images_synthesized += self.batch_size
-        return {name: float(value.detach()) for name, value in terms.items()}
+        return logged(terms)
 
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
@@ -309,10 +180,11 @@ class DeepInversion:
         restart_optimizer(self.optimizer, lr_scale=lr_scale)
         self.memory.clear()
 
-    STATE = ("pixels", "optimizer", "memory", "rng", "images_synthesized", "teacher_queries")
-
-    def state_dict(self) -> dict[str, Any]:
-        return save_state(self, self.STATE)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self, self.STATE, state)
+    STATE: ClassVar[tuple[str, ...]] = (
+        "pixels",
+        "optimizer",
+        "memory",
+        "rng",
+        "images_synthesized",
+        "teacher_queries",
+    )

@@ -2,44 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from freekd.datafree.synthesizers.registry import SYNTHESIZERS
+from freekd.datafree.synthesizers.base import SYNTHESIZERS, SynthesizerBase
 from freekd.teachers import Teacher
 
 
 @SYNTHESIZERS.register("noise")
-class RandomNoise:
+@dataclass(kw_only=True, eq=False)
+class RandomNoise(SynthesizerBase):
     """Uniform random images in [0, 1]: the lower bound every data-free method must beat.
 
     DAFL (Chen et al. 2019, arXiv:1904.01186) Table 1 reports 88.01 % for LeNet-5-half on MNIST
     with "random normal" inputs. No teacher query is spent on synthesis.
 
-    Args:
-        image_shape: (C, H, W).
-        num_classes: unused; part of the shared constructor.
-        rng: source of the noise.
-        device: where images are created.
+    Args: no hyperparameters (``num_classes`` is unused; ``rng`` is the source of the noise).
     """
 
     needs_batchnorm = False
-
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-    ) -> None:
-        self.image_shape = image_shape
-        self.rng = rng
-        self.device = device
-        self.images_synthesized = 0
-        self.teacher_queries = 0
+    STATE: ClassVar[tuple[str, ...]] = ("rng", "images_synthesized")
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         return {}
@@ -50,10 +35,3 @@ class RandomNoise:
 
     def reinitialize(self, *, lr_scale: float) -> None:
         """Nothing to restart: noise has no weights and no learning rate."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rng": self.rng.get_state(), "images_synthesized": self.images_synthesized}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.set_state(state["rng"])
-        self.images_synthesized = int(state["images_synthesized"])

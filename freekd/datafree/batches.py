@@ -18,8 +18,9 @@ from freekd.errors import FreekdError
 class MemoryBank:
     """A first-in first-out store of synthesized images that ``sample`` draws from.
 
-    Both memory-bank synthesizers (``deepinversion``, ``fast``) keep their images here: the
-    student trains on everything synthesized recently, not only on the newest batch.
+    The memory-bank synthesizers (``deepinversion``, ``fast``, ``cmi``, and the adversarial ones
+    when they replay) keep their images here: the student trains on everything synthesized
+    recently, not only on the newest batch.
 
     Args:
         capacity: images kept; the oldest are dropped first.

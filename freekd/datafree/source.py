@@ -36,7 +36,7 @@ class SyntheticSource:
     not recovered and a warning is logged; the run goes on.
 
     Args:
-        synthesizer: any ``generators.Synthesizer``.
+        synthesizer: any ``datafree.synthesizers.Synthesizer``.
         teacher: the frozen teacher the synthesizer inverts.
         student: the student being trained (the same module the method updates, unwrapped).
         steps_per_epoch: optimizer steps in one epoch.

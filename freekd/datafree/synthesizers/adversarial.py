@@ -3,10 +3,11 @@
 DFAD (Fang et al. 2019, arXiv:1912.11006) and ZSKT (Micaelli & Storkey 2019, arXiv:1905.09768)
 play the same two-player game and differ in the discrepancy they measure: the generator
 *maximizes* a teacher–student discrepancy on its images, the student *minimizes* it on fresh
-images from the same generator. Only the generator's half lives here; the student's half is an
-ordinary method (``logit-l1`` for DFAD, ``kd`` at T = 1 for ZSKT) run by the one Trainer on the
-batches of ``train.sources.SyntheticSource``, which calls ``synthesize`` once every
-``synthesize_every`` student steps (the papers' k student steps per generator step).
+images from the same generator. Only the generator's half lives here (``dfad.py`` and
+``zskt.py`` choose the discrepancy); the student's half is an ordinary method (``logit-l1`` for
+DFAD, ``kd`` at T = 1 for ZSKT) run by the one Trainer on the batches of
+``datafree.source.SyntheticSource``, which calls ``synthesize`` once every ``synthesize_every``
+student steps (the papers' k student steps per generator step).
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets, random_shift
 from freekd.datafree.bn_hooks import eval_mode
-from freekd.datafree.nets import Generator, teacher_pixel_statistics
-from freekd.datafree.synthesizers.base import (
-    GENERATOR_BETAS,
-    SynthesizerBase,
-    logged,
-    reset_weights,
-    restart_optimizer,
-    total,
-)
+from freekd.datafree.synthesizers.base import GeneratorSynthesizer, logged, total
 from freekd.losses.inversion import information_entropy, total_variation
 from freekd.teachers import Teacher
 
 
 @dataclass(kw_only=True, eq=False)
-class AdversarialSynthesizer(SynthesizerBase):
+class AdversarialSynthesizer(GeneratorSynthesizer):
     """A DCGAN generator trained to maximize ``discrepancy(student, teacher)`` on its images.
 
     Each ``synthesize`` call runs ``generator_steps`` Adam steps, each on a fresh batch of latent
@@ -83,7 +76,7 @@ class AdversarialSynthesizer(SynthesizerBase):
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
             discrepancy is on logits and has none: it refuses any other value.
         student_shift: largest random translation, in pixels, applied per image to the batches
-            the student trains on (``deepinversion.random_shift``; 0: none, as in both papers).
+            the student trains on (``batches.random_shift``; 0: none, as in both papers).
             The teacher labels the shifted images, so every generator image yields views it
             never drew itself, as CMI and Fast do with crops of their synthetic data (a freekd
             addition).
@@ -107,9 +100,6 @@ class AdversarialSynthesizer(SynthesizerBase):
     #: winning once the student's learning rate has decayed (datafree.collapse).
     recommended_discrepancy_factor: ClassVar[float] = 3.0
 
-    batch_size: int = 256
-    latent_dim: int = 100
-    lr: float = 1e-3
     adversarial_weight: float = 1.0
     balance_weight: float = 0.0
     generator_steps: int = 1
@@ -125,14 +115,10 @@ class AdversarialSynthesizer(SynthesizerBase):
     def __post_init__(self) -> None:
         self._check_hyperparameters()
         self.memory = MemoryBank(self.memory_size)
-        self.generator = Generator(
-            latent_dim=self.latent_dim + (self.num_classes if self.class_weight > 0 else 0),
-            image_shape=self.image_shape,
+        self._build_generator(
             width=self.generator_width,
             output=self.generator_output,
-        ).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
+            condition_dim=self.num_classes if self.class_weight > 0 else 0,
         )
 
     def _check_hyperparameters(self) -> None:
@@ -159,7 +145,7 @@ class AdversarialSynthesizer(SynthesizerBase):
         """The scalar the generator maximizes and the student minimizes; (B, K) logits each."""
         raise NotImplementedError
 
-    def _latent(self, n: int) -> tuple[Tensor, Tensor | None]:
+    def _inputs(self, n: int) -> tuple[Tensor, Tensor | None]:
         """n generator inputs and, for a conditional generator, the classes they ask for."""
         codes = torch.randn((n, self.latent_dim), generator=self.rng)
         if self.class_weight <= 0:
@@ -169,13 +155,12 @@ class AdversarialSynthesizer(SynthesizerBase):
         return torch.cat([codes, one_hot], dim=1).to(self.device), targets.to(self.device)
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
-        self.generator.train()
-        self.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+        self._start_round(teacher)
         parameters = list(self.generator.parameters())
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for _ in range(self.generator_steps):
-                codes, targets = self._latent(self.batch_size)
+                codes, targets = self._inputs(self.batch_size)
                 images = self.generator(codes)
                 # No no_grad on either model: the gradient flows through both into the images.
                 teacher_logits = teacher(images)
@@ -203,12 +188,6 @@ class AdversarialSynthesizer(SynthesizerBase):
         return logged(terms)
 
     @torch.no_grad()
-    def _fresh(self, n: int) -> Tensor:
-        self.generator.train()  # batch statistics, as in the generator step
-        self.images_synthesized += n
-        return self.generator(self._latent(n)[0])  # type: ignore[no-any-return]
-
-    @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         replayed = round(n * self.replay_fraction) if len(self.memory) else 0
         images = self._fresh(n - replayed)
@@ -217,15 +196,7 @@ class AdversarialSynthesizer(SynthesizerBase):
         return random_shift(images, pixels=self.student_shift, rng=self.rng)
 
     def reinitialize(self, *, lr_scale: float) -> None:
-        reset_weights(self.generator, self.rng)
-        restart_optimizer(self.optimizer, lr_scale=lr_scale)
+        super().reinitialize(lr_scale=lr_scale)
         self.memory.clear()
 
-    STATE: ClassVar[tuple[str, ...]] = (
-        "generator",
-        "optimizer",
-        "rng",
-        "images_synthesized",
-        "teacher_queries",
-        "memory",
-    )
+    STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory")

@@ -6,12 +6,16 @@ its hyperparameters (keyword-only, with defaults), registered with ``@SYNTHESIZE
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from freekd.datafree.bn_hooks import BatchNormStatistics
+from freekd.datafree.nets import Generator, teacher_pixel_statistics
+from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.registry import Registry
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
@@ -128,6 +132,78 @@ class SynthesizerBase:
         load_state(self, self.STATE, state)
 
 
+@dataclass(kw_only=True, eq=False)
+class BatchSynthesizer(SynthesizerBase):
+    """A synthesizer that makes ``batch_size`` images per synthesis round (all but noise).
+
+    Args:
+        batch_size: images per round (where a loss term uses BatchNorm statistics, they are the
+            batch's statistics).
+    """
+
+    batch_size: int = 256
+
+
+@dataclass(kw_only=True, eq=False)
+class GeneratorSynthesizer(BatchSynthesizer):
+    """A DCGAN generator (``nets.Generator``) trained by Adam on fresh latent codes at every step
+    and sampled with fresh codes, so the student never trains on the exact images the generator
+    was updated on (DAFL's Algorithm 1, Chen et al. 2019; DFAD and ZSKT alternate the same way).
+
+    A subclass builds the generator and its optimizer with :meth:`_build_generator` in
+    ``__post_init__`` and steps it in ``synthesize``; :meth:`_fresh` draws images, and
+    :meth:`reinitialize` re-draws the weights from ``rng`` and restarts the optimizer.
+
+    Args:
+        latent_dim: size of the latent code.
+        lr: Adam learning rate of the generator.
+    """
+
+    latent_dim: int = 100
+    lr: float = 1e-3
+
+    STATE: ClassVar[tuple[str, ...]] = (
+        "generator",
+        "optimizer",
+        "rng",
+        "images_synthesized",
+        "teacher_queries",
+    )
+
+    def _build_generator(self, *, width: int, output: str, condition_dim: int = 0) -> None:
+        """``self.generator`` on ``latent_dim + condition_dim`` inputs and its Adam optimizer."""
+        self.generator = Generator(
+            latent_dim=self.latent_dim + condition_dim,
+            image_shape=self.image_shape,
+            width=width,
+            output=output,
+        ).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
+        )
+
+    def _inputs(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n generator inputs (latent codes from ``rng``) and the classes they ask for, if any."""
+        return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device), None
+
+    def _start_round(self, teacher: Teacher) -> None:
+        """Batch statistics in the generator, and the teacher's input normalization for its
+        ``batchnorm`` output layer."""
+        self.generator.train()
+        self.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+
+    @torch.no_grad()
+    def _fresh(self, n: int) -> Tensor:
+        """n images of fresh latent codes, counted as synthesized."""
+        self.generator.train()  # batch statistics, as in the generator step (DAFL Alg. 1)
+        self.images_synthesized += n
+        return self.generator(self._inputs(n)[0])  # type: ignore[no-any-return]
+
+    def reinitialize(self, *, lr_scale: float) -> None:
+        reset_weights(self.generator, self.rng)
+        restart_optimizer(self.optimizer, lr_scale=lr_scale)
+
+
 # Every entry is a SynthesizerBase subclass (the constructor and class attributes above).
 SYNTHESIZERS: Registry[type[SynthesizerBase]] = Registry("synthesizer")
 
@@ -232,3 +308,51 @@ def total(terms: dict[str, Tensor]) -> Tensor:
 def logged(terms: dict[str, Tensor]) -> dict[str, float]:
     """The loss terms as plain numbers, what ``synthesize`` returns for the logs."""
     return {name: float(value.detach()) for name, value in terms.items()}
+
+
+class InversionWeights(Protocol):
+    """The weights :func:`inversion_terms` reads (a synthesizer's hyperparameters)."""
+
+    onehot_weight: float
+    bn_weight: float
+    adversarial_weight: float
+
+
+def inversion_terms(
+    weights: InversionWeights,
+    statistics: BatchNormStatistics,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    student_logits: Callable[[], Tensor],
+) -> dict[str, Tensor]:
+    """The weighted terms of model inversion against a student, as Fast and CMI use them:
+
+        onehot_weight·L_oh(T(x), y) + bn_weight·L_bn(x) + adversarial_weight·(−JS(T(x), S(x)))
+
+    the teacher's cross-entropy on the targets, DeepInversion's BatchNorm-statistics
+    regularizer over every layer (Yin et al. 2020, arXiv:1912.08795 Eq. 4) and the adversarial
+    term that seeks inputs where the student disagrees with the teacher.
+
+    Args:
+        weights: the three weights; the adversarial term is left out when its weight is 0.
+        statistics: the teacher's BatchNorm statistics on x (``bn_hooks.batchnorm_statistics``).
+        teacher_logits: (B, K) T(x).
+        targets: (B,) class targets y.
+        student_logits: computes (B, K) S(x), called only for the adversarial term.
+    """
+    terms = {
+        "onehot": weights.onehot_weight * onehot(teacher_logits, targets),
+        "bn_statistics": weights.bn_weight
+        * bn_statistics(
+            statistics.batch_means,
+            statistics.batch_variances,
+            statistics.running_means,
+            statistics.running_variances,
+        ),
+    }
+    if weights.adversarial_weight > 0:
+        # The generator maximizes the teacher–student divergence, so it minimizes −JS.
+        terms["adversarial"] = -weights.adversarial_weight * jensen_shannon(
+            student_logits(), teacher_logits
+        )
+    return terms

@@ -23,8 +23,9 @@ from freekd.datafree.nets import Generator
 from freekd.datafree.synthesizers.base import (
     GENERATOR_BETAS,
     SYNTHESIZERS,
-    SynthesizerBase,
+    BatchSynthesizer,
     draw_normal_,
+    inversion_terms,
     load_state,
     logged,
     optimizer_step,
@@ -33,7 +34,6 @@ from freekd.datafree.synthesizers.base import (
 )
 from freekd.errors import FreekdError
 from freekd.losses.contrastive import info_nce
-from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
@@ -98,7 +98,7 @@ def local_view(images: Tensor, *, min_scale: float, flip: bool, rng: torch.Gener
 
 @SYNTHESIZERS.register("cmi")
 @dataclass(kw_only=True, eq=False)
-class CMI(SynthesizerBase):
+class CMI(BatchSynthesizer):
     """Model inversion with a contrastive term that keeps new samples apart from old ones (CMI).
 
     Fang et al. 2021 (IJCAI'21) observe that inversion collapses to similar images and make
@@ -181,7 +181,6 @@ class CMI(SynthesizerBase):
     # student. Chosen by that arithmetic, not tuned.
     recommended_synthesize_every = 100
 
-    batch_size: int = 256
     iterations: int = 50
     latent_dim: int = 100
     generator_width: int = 64
@@ -319,21 +318,7 @@ class CMI(SynthesizerBase):
         with batchnorm_statistics(teacher) as statistics:
             teacher_logits, global_features = self._teacher_features(teacher, images, classifier)
         require_batchnorm(statistics, who="cmi")
-        terms = {
-            "onehot": self.onehot_weight * onehot(teacher_logits, targets),
-            "bn_statistics": self.bn_weight
-            * bn_statistics(
-                statistics.batch_means,
-                statistics.batch_variances,
-                statistics.running_means,
-                statistics.running_variances,
-            ),
-        }
-        if self.adversarial_weight > 0:
-            # The generator maximizes the teacher–student divergence, so it minimizes −JS.
-            terms["adversarial"] = -self.adversarial_weight * jensen_shannon(
-                student(images), teacher_logits
-            )
+        terms = inversion_terms(self, statistics, teacher_logits, targets, lambda: student(images))
         if self.contrastive_weight > 0:
             _, local_features = self._teacher_features(teacher, local_images, classifier)
             head = self._head_for(global_features.shape[1])

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 from freekd.datafree.bn_hooks import capture_input, last_linear
-from freekd.datafree.nets import Generator, teacher_pixel_statistics
-from freekd.datafree.synthesizers.base import (
-    GENERATOR_BETAS,
-    SYNTHESIZERS,
-    SynthesizerBase,
-    logged,
-    reset_weights,
-    restart_optimizer,
-    total,
-)
+from freekd.datafree.synthesizers.base import SYNTHESIZERS, GeneratorSynthesizer, logged, total
 from freekd.errors import FreekdError
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
@@ -26,7 +15,7 @@ from freekd.teachers import Teacher
 
 @SYNTHESIZERS.register("dafl")
 @dataclass(kw_only=True, eq=False)
-class DAFL(SynthesizerBase):
+class DAFL(GeneratorSynthesizer):
     """A generator trained so that the teacher treats its images like real ones (DAFL §3.2–3.4).
 
     L_G = L_oh + α·L_a + β·L_ie (Eq. 5): confident one-hot teacher outputs (Eq. 2), strong
@@ -62,9 +51,6 @@ class DAFL(SynthesizerBase):
     # 52.7 % vs 24.3 % after 3 minutes (LeNet-5 → LeNet-5-half, MNIST, one thread, seed 0).
     recommended_synthesize_every = 5
 
-    batch_size: int = 256
-    latent_dim: int = 100
-    lr: float = 1e-3
     onehot_weight: float = 1.0
     activation_weight: float = 0.1
     entropy_weight: float = 5.0
@@ -72,18 +58,7 @@ class DAFL(SynthesizerBase):
     generator_output: str = "batchnorm"
 
     def __post_init__(self) -> None:
-        self.generator = Generator(
-            latent_dim=self.latent_dim,
-            image_shape=self.image_shape,
-            width=self.generator_width,
-            output=self.generator_output,
-        ).to(self.device)
-        self.optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
-        )
-
-    def _latent(self, n: int) -> Tensor:
-        return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device)
+        self._build_generator(width=self.generator_width, output=self.generator_output)
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         classifier = last_linear(teacher)
@@ -92,9 +67,8 @@ class DAFL(SynthesizerBase):
                 "dafl's activation loss reads the teacher's last nn.Linear layer, and this "
                 "teacher has none; set synthesizer.params.activation_weight=0"
             )
-        self.generator.train()
-        self.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
-        images = self.generator(self._latent(self.batch_size))
+        self._start_round(teacher)
+        images = self.generator(self._inputs(self.batch_size)[0])
         if classifier is not None:
             with capture_input(classifier) as features:
                 teacher_logits = teacher(images)
@@ -114,20 +88,5 @@ class DAFL(SynthesizerBase):
         self.images_synthesized += self.batch_size
         return logged(terms)
 
-    @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        self.generator.train()  # the statistics the generator was trained with (DAFL Alg. 1)
-        self.images_synthesized += n
-        return self.generator(self._latent(n))
-
-    def reinitialize(self, *, lr_scale: float) -> None:
-        reset_weights(self.generator, self.rng)
-        restart_optimizer(self.optimizer, lr_scale=lr_scale)
-
-    STATE: ClassVar[tuple[str, ...]] = (
-        "generator",
-        "optimizer",
-        "rng",
-        "images_synthesized",
-        "teacher_queries",
-    )
+        return self._fresh(n)  # the statistics the generator was trained with (DAFL Alg. 1)

@@ -12,7 +12,7 @@ from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip
 from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode, require_batchnorm
 from freekd.datafree.synthesizers.base import (
     SYNTHESIZERS,
-    SynthesizerBase,
+    BatchSynthesizer,
     draw_normal_,
     logged,
     optimizer_step,
@@ -43,7 +43,7 @@ class _Pixels(nn.Module):
 
 @SYNTHESIZERS.register("deepinversion")
 @dataclass(kw_only=True, eq=False)
-class DeepInversion(SynthesizerBase):
+class DeepInversion(BatchSynthesizer):
     """Optimize pixels so the teacher's BatchNorm statistics look like its training data's.
 
     Each ``synthesize`` call turns one batch of noise into images by ``iterations`` Adam steps on
@@ -52,7 +52,7 @@ class DeepInversion(SynthesizerBase):
         L = L_CE(teacher(x̂), y) + bn_weight·R_feature(x̂) + total_variation_weight·R_TV(x̂)
             + l2_weight·R_l2(x̂) + competition_weight·(1 − JS(teacher(x̂), student(x̂)))
 
-    with targets y balanced over classes (see :func:`balanced_targets`), R_feature the distance
+    with targets y balanced over classes (see ``batches.balanced_targets``), R_feature the distance
     between the batch's statistics at every teacher BatchNorm input and the layer's running
     statistics (Eq. 4), and the Adaptive DeepInversion competition term (§3.3, Eq. 6–8) computed
     with the student in eval mode, as it is at that moment. Every step sees a randomly jittered
@@ -98,7 +98,6 @@ class DeepInversion(SynthesizerBase):
     # budget some 30 student steps. Chosen by that arithmetic, not tuned.
     recommended_synthesize_every = 100
 
-    batch_size: int = 256
     iterations: int = 100
     lr: float = 0.25
     onehot_weight: float = 1.0

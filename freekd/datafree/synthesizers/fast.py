@@ -15,8 +15,9 @@ from freekd.datafree.nets import Generator
 from freekd.datafree.synthesizers.base import (
     GENERATOR_BETAS,
     SYNTHESIZERS,
-    SynthesizerBase,
+    BatchSynthesizer,
     draw_normal_,
+    inversion_terms,
     logged,
     optimizer_step,
     reset_weights,
@@ -24,13 +25,12 @@ from freekd.datafree.synthesizers.base import (
     total,
 )
 from freekd.errors import FreekdError
-from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.teachers import Teacher
 
 
 @SYNTHESIZERS.register("fast")
 @dataclass(kw_only=True, eq=False)
-class Fast(SynthesizerBase):
+class Fast(BatchSynthesizer):
     """A meta-learned generator that needs only a few steps for every new batch (FastDFKD).
 
     Fang et al. 2022 (AAAI'22) replace per-batch optimization from scratch (DeepInversion) with
@@ -96,7 +96,6 @@ class Fast(SynthesizerBase):
     # 68.5 % (single runs, `freekd datafree --method fast --budget 10m`).
     recommended_synthesize_every = 10
 
-    batch_size: int = 256
     generator_steps: int = 2
     warmup_steps: int = 50
     latent_dim: int = 100
@@ -139,22 +138,7 @@ class Fast(SynthesizerBase):
         with batchnorm_statistics(teacher) as statistics:
             teacher_logits = teacher(images)
         require_batchnorm(statistics, who="fast")
-        terms = {
-            "onehot": self.onehot_weight * onehot(teacher_logits, targets),
-            "bn_statistics": self.bn_weight
-            * bn_statistics(
-                statistics.batch_means,
-                statistics.batch_variances,
-                statistics.running_means,
-                statistics.running_variances,
-            ),
-        }
-        if self.adversarial_weight > 0:
-            # The generator maximizes the teacher–student divergence, so it minimizes −JS.
-            terms["adversarial"] = -self.adversarial_weight * jensen_shannon(
-                student(images), teacher_logits
-            )
-        return terms
+        return inversion_terms(self, statistics, teacher_logits, targets, lambda: student(images))
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         self.fast_generator.load_state_dict(self.generator.state_dict())  # θ' ← θ

@@ -145,7 +145,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         """The scalar the generator maximizes and the student minimizes; (B, K) logits each."""
         raise NotImplementedError
 
-    def _inputs(self, n: int) -> tuple[Tensor, Tensor | None]:
+    def _latent(self, n: int) -> tuple[Tensor, Tensor | None]:
         """n generator inputs and, for a conditional generator, the classes they ask for."""
         codes = torch.randn((n, self.latent_dim), generator=self.rng)
         if self.class_weight <= 0:
@@ -160,7 +160,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for _ in range(self.generator_steps):
-                codes, targets = self._inputs(self.batch_size)
+                codes, targets = self._latent(self.batch_size)
                 images = self.generator(codes)
                 # No no_grad on either model: the gradient flows through both into the images.
                 teacher_logits = teacher(images)

@@ -182,7 +182,7 @@ class GeneratorSynthesizer(BatchSynthesizer):
             self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
         )
 
-    def _inputs(self, n: int) -> tuple[Tensor, Tensor | None]:
+    def _latent(self, n: int) -> tuple[Tensor, Tensor | None]:
         """n generator inputs (latent codes from ``rng``) and the classes they ask for, if any."""
         return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device), None
 
@@ -197,7 +197,7 @@ class GeneratorSynthesizer(BatchSynthesizer):
         """n images of fresh latent codes, counted as synthesized."""
         self.generator.train()  # batch statistics, as in the generator step (DAFL Alg. 1)
         self.images_synthesized += n
-        return self.generator(self._inputs(n)[0])  # type: ignore[no-any-return]
+        return self.generator(self._latent(n)[0])  # type: ignore[no-any-return]
 
     def reinitialize(self, *, lr_scale: float) -> None:
         reset_weights(self.generator, self.rng)

@@ -68,7 +68,7 @@ class DAFL(GeneratorSynthesizer):
                 "teacher has none; set synthesizer.params.activation_weight=0"
             )
         self._start_round(teacher)
-        images = self.generator(self._inputs(self.batch_size)[0])
+        images = self.generator(self._latent(self.batch_size)[0])
         if classifier is not None:
             with capture_input(classifier) as features:
                 teacher_logits = teacher(images)

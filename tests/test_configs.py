@@ -13,8 +13,8 @@ from freekd.config import ComponentConfig, load_config
 from freekd.crossmodal.config import CrossModalTeacherConfig
 from freekd.data import AUGMENTATIONS
 from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.distill.config import DistillConfig
-from freekd.generators import SYNTHESIZERS
 from freekd.methods import METHODS
 from freekd.models import MODELS
 from freekd.pate.config import PateRunConfig

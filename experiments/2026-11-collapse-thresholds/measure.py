@@ -24,8 +24,8 @@ import torch
 
 from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.collapse import image_diversity, label_balance
+from freekd.datafree.collapse import image_diversity, label_balance
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.models import SMALLER_STUDENT, ImageClassifier, build_model
 from freekd.teachers import Teacher, load_teacher
 

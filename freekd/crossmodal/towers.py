@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from freekd.crossmodal.clip import ClipModel, check_self_contained_tower
+from freekd.datafree.bn_hooks import last_linear
 from freekd.errors import FreekdError
-from freekd.generators.hooks import last_linear
 from freekd.io import atomic_write
 from freekd.models import ImageClassifier, build_model, check_trusted_arch
 

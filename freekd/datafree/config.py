@@ -10,7 +10,7 @@ from freekd.config import Checks, ComponentConfig, TeacherSourceConfig, TrainerC
 
 @dataclass(frozen=True)
 class CollapseConfig:
-    """Collapse detection and recovery for ``freekd datafree`` (``generators.collapse``).
+    """Collapse detection and recovery for ``freekd datafree`` (``datafree.collapse``).
 
     Every ``check_every`` synthesis rounds a probe of ``probe_size`` synthetic images is measured
     (the teacher labels it: ``probe_size`` teacher queries per check; the student labels it

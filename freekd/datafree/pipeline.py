@@ -14,10 +14,11 @@ from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
+from freekd.datafree.collapse import CollapseMonitor
 from freekd.datafree.config import AUTO_METHOD, CollapseConfig, DataFreeConfig
+from freekd.datafree.source import SyntheticSource
+from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write
 from freekd.methods import METHODS
 from freekd.models import ImageClassifier, count_parameters
@@ -48,7 +49,6 @@ from freekd.train.callbacks import (
     StopOnBudget,
 )
 from freekd.train.evaluate import check_input_shape
-from freekd.train.sources import SyntheticSource
 
 logger = logging.getLogger(__name__)
 
@@ -269,16 +269,16 @@ def _plan(config: DataFreeConfig) -> _Plan:
         check_params(
             synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
         )
+    plugin = synthesizer_class or SynthesizerBase  # a proxy run: the contract's defaults
     recommended = ComponentConfig(
-        name=getattr(synthesizer_class, "recommended_method", "kd"),
-        params=dict(getattr(synthesizer_class, "recommended_method_params", {"temperature": 4.0})),
+        name=plugin.recommended_method, params=dict(plugin.recommended_method_params)
     )
     method_config = config.method or recommended
     if method_config.name == AUTO_METHOD:  # the recommendation, with the given params over it
         method_config = ComponentConfig(
             name=recommended.name, params={**recommended.params, **method_config.params}
         )
-    recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
+    recommended_every = plugin.recommended_synthesize_every
     method_class = METHODS.get(method_config.name)
     check_params(method_class, method_config.params, what=f"method {method_config.name}")
     return _Plan(
@@ -517,7 +517,7 @@ def _discrepancy_factor(collapse: CollapseConfig, synthesizer: Any) -> float:
     """``collapse.discrepancy_factor``, or the synthesizer's recommendation when it is unset."""
     if collapse.discrepancy_factor is not None:
         return collapse.discrepancy_factor
-    return float(getattr(type(synthesizer), "recommended_discrepancy_factor", 0.0))
+    return float(synthesizer.recommended_discrepancy_factor)
 
 
 def _draw_samples(

@@ -11,18 +11,13 @@ from typer.testing import CliRunner
 
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
+from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip, random_shift
+from freekd.datafree.bn_hooks import batchnorm_statistics
+from freekd.datafree.synthesizers.deepinversion import DeepInversion
 from freekd.errors import FreekdError
-from freekd.generators.deepinversion import (
-    DeepInversion,
-    MemoryBank,
-    balanced_targets,
-    jitter_flip,
-    random_shift,
-)
-from freekd.generators.hooks import batchnorm_statistics
 from freekd.losses.inversion import bn_statistics
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 
 @pytest.fixture(scope="module")

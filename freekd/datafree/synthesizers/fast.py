@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from freekd.datafree.batches import MemoryBank, balanced_targets
+from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode, require_batchnorm
+from freekd.datafree.nets import Generator
+from freekd.datafree.synthesizers.base import (
+    GENERATOR_BETAS,
+    SYNTHESIZERS,
+    BatchSynthesizer,
+    draw_normal_,
+    inversion_terms,
+    logged,
+    optimizer_step,
+    reset_weights,
+    restart_optimizer,
+    total,
+)
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, eval_mode
-from freekd.generators.nets import Generator
-from freekd.generators.registry import SYNTHESIZERS
-from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.teachers import Teacher
 
 
 @SYNTHESIZERS.register("fast")
-class Fast:
+@dataclass(kw_only=True, eq=False)
+class Fast(BatchSynthesizer):
     """A meta-learned generator that needs only a few steps for every new batch (FastDFKD).
 
     Fang et al. 2022 (AAAI'22) replace per-batch optimization from scratch (DeepInversion) with
@@ -85,118 +96,70 @@ class Fast:
     # 68.5 % (single runs, `freekd datafree --method fast --budget 10m`).
     recommended_synthesize_every = 10
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        generator_steps: int = 2,
-        warmup_steps: int = 50,
-        latent_dim: int = 100,
-        generator_width: int = 64,
-        lr: float = 5e-3,
-        latent_lr: float = 0.05,
-        meta_lr: float = 0.5,
-        onehot_weight: float = 1.0,
-        bn_weight: float = 1.0,
-        adversarial_weight: float = 1.0,
-        memory_size: int = 20_000,
-    ) -> None:
-        if generator_steps < 1 or warmup_steps < 0 or batch_size < 1:
+    generator_steps: int = 2
+    warmup_steps: int = 50
+    latent_dim: int = 100
+    generator_width: int = 64
+    lr: float = 5e-3
+    latent_lr: float = 0.05
+    meta_lr: float = 0.5
+    onehot_weight: float = 1.0
+    bn_weight: float = 1.0
+    adversarial_weight: float = 1.0
+    memory_size: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.generator_steps < 1 or self.warmup_steps < 0 or self.batch_size < 1:
             raise FreekdError("fast needs generator_steps ≥ 1, warmup_steps ≥ 0, batch_size ≥ 1")
-        if not 0 < meta_lr <= 1:
-            raise FreekdError(f"fast's meta_lr is a step size in (0, 1], got {meta_lr}")
-        self.image_shape = image_shape
-        self.num_classes = num_classes
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.generator_steps = generator_steps
-        self.warmup_steps = warmup_steps
-        self.latent_dim = latent_dim
-        self.meta_lr = meta_lr
-        self.onehot_weight = onehot_weight
-        self.bn_weight = bn_weight
-        self.adversarial_weight = adversarial_weight
+        if not 0 < self.meta_lr <= 1:
+            raise FreekdError(f"fast's meta_lr is a step size in (0, 1], got {self.meta_lr}")
         # The shared initialization θ (meta-learned) and the per-task copy θ' that adapts.
         self.generator = Generator(
-            latent_dim=latent_dim, image_shape=image_shape, width=generator_width
-        ).to(device)
+            latent_dim=self.latent_dim, image_shape=self.image_shape, width=self.generator_width
+        ).to(self.device)
         self.fast_generator = copy.deepcopy(self.generator)
-        self.latent = nn.Parameter(torch.zeros((batch_size, latent_dim), device=device))
+        self.latent = nn.Parameter(
+            torch.zeros((self.batch_size, self.latent_dim), device=self.device)
+        )
         # One inner optimizer for the run, reset for every task, so state_dict() can hold it.
         self.optimizer = torch.optim.Adam(
             [
-                {"params": list(self.fast_generator.parameters()), "lr": lr},
-                {"params": [self.latent], "lr": latent_lr},
+                {"params": list(self.fast_generator.parameters()), "lr": self.lr},
+                {"params": [self.latent], "lr": self.latent_lr},
             ],
-            betas=(0.5, 0.999),
+            betas=GENERATOR_BETAS,
         )
-        self.memory = MemoryBank(memory_size)
+        self.memory = MemoryBank(self.memory_size)
         self.tasks = 0
-        self.images_synthesized = 0
-        self.teacher_queries = 0
 
     def _loss_terms(
         self, teacher: Teacher, student: nn.Module, images: Tensor, targets: Tensor
     ) -> dict[str, Tensor]:
         with batchnorm_statistics(teacher) as statistics:
             teacher_logits = teacher(images)
-        if not statistics.batch_means:
-            raise FreekdError(
-                "fast inverts BatchNorm statistics and this teacher has no BatchNorm layers; "
-                "use a method without BatchNorm needs (e.g. dafl)"
-            )
-        terms = {
-            "onehot": self.onehot_weight * onehot(teacher_logits, targets),
-            "bn_statistics": self.bn_weight
-            * bn_statistics(
-                statistics.batch_means,
-                statistics.batch_variances,
-                statistics.running_means,
-                statistics.running_variances,
-            ),
-        }
-        if self.adversarial_weight > 0:
-            # The generator maximizes the teacher–student divergence, so it minimizes −JS.
-            terms["adversarial"] = -self.adversarial_weight * jensen_shannon(
-                student(images), teacher_logits
-            )
-        return terms
+        require_batchnorm(statistics, who="fast")
+        return inversion_terms(self, statistics, teacher_logits, targets, lambda: student(images))
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         self.fast_generator.load_state_dict(self.generator.state_dict())  # θ' ← θ
         self.fast_generator.train()  # batch statistics in the generator, as it was trained
-        with torch.no_grad():
-            latent = torch.randn((self.batch_size, self.latent_dim), generator=self.rng)
-            self.latent.copy_(latent.to(self.device))
+        draw_normal_(self.latent, self.rng)
         self.optimizer.state.clear()  # a fresh inner Adam for every task
         targets = balanced_targets(self.batch_size, self.num_classes, self.rng).to(self.device)
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         steps = self.warmup_steps if self.tasks == 0 and self.warmup_steps > 0 else None
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for _ in range(steps or self.generator_steps):
                 images = self.fast_generator(self.latent)
                 terms = self._loss_terms(teacher, student, images, targets)
-                loss = torch.stack(list(terms.values())).sum()
-                # autograd.grad, not backward(): the student's parameters must not collect
-                # gradients from synthesis (the adversarial term runs through the student).
-                gradients = torch.autograd.grad(loss, parameters)
-                for parameter, gradient in zip(parameters, gradients, strict=True):
-                    parameter.grad = gradient
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                optimizer_step(self.optimizer, total(terms))
                 self.teacher_queries += self.batch_size
         with torch.no_grad():
             self.memory.add(self.fast_generator(self.latent))
             self._meta_update()
         self.tasks += 1
         self.images_synthesized += self.batch_size
-        return {name: float(value.detach()) for name, value in terms.items()}
+        return logged(terms)
 
     def _meta_update(self) -> None:
         """Reptile (Nichol et al. 2018 Alg. 1): move θ a step ``meta_lr`` towards θ'."""
@@ -221,7 +184,7 @@ class Fast:
         self.memory.clear()
         self.tasks = 0  # the next task is a warm-up again, as for a new run
 
-    STATE = (
+    STATE: ClassVar[tuple[str, ...]] = (
         "generator",
         "fast_generator",
         "latent",
@@ -232,9 +195,3 @@ class Fast:
         "images_synthesized",
         "teacher_queries",
     )
-
-    def state_dict(self) -> dict[str, Any]:
-        return save_state(self, self.STATE)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self, self.STATE, state)

@@ -17,13 +17,13 @@ from typer.testing import CliRunner
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.adversarial import AdversarialSynthesizer
-from freekd.generators.nets import teacher_pixel_statistics
+from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.synthesizers import SYNTHESIZERS
+from freekd.datafree.synthesizers.adversarial import AdversarialSynthesizer
 from freekd.losses.inversion import logit_discrepancy
 from freekd.methods import METHODS, LogitL1
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 ADVERSARIAL = ["dfad", "zskt"]
 
@@ -237,7 +237,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
             "synthesizer.params.latent_dims=64",
             "has no parameter 'latent_dims'; known: total_variation_weight",
         ),
-        # The collapse checks' settings (generators.collapse), patience=0 was once a traceback.
+        # The collapse checks' settings (datafree.collapse), patience=0 was once a traceback.
         ("zskt", "collapse.patience=0", "patience must be at least 1; set a valid one with --set"),
         ("zskt", "collapse.discrepancy_factor=0.5", "discrepancy_factor must be above 1"),
         ("dfad", "collapse.discrepancy_floor=-1", "discrepancy_floor must be non-negative"),

@@ -4,20 +4,36 @@ arXiv:2105.08584)."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from freekd.datafree.batches import MemoryBank, balanced_targets
+from freekd.datafree.bn_hooks import (
+    batchnorm_statistics,
+    capture_input,
+    eval_mode,
+    last_linear,
+    require_batchnorm,
+)
+from freekd.datafree.nets import Generator
+from freekd.datafree.synthesizers.base import (
+    GENERATOR_BETAS,
+    SYNTHESIZERS,
+    BatchSynthesizer,
+    draw_normal_,
+    inversion_terms,
+    load_state,
+    logged,
+    optimizer_step,
+    save_state,
+    total,
+)
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, capture_input, eval_mode, last_linear
-from freekd.generators.nets import Generator
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.contrastive import info_nce
-from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
@@ -81,7 +97,8 @@ def local_view(images: Tensor, *, min_scale: float, flip: bool, rng: torch.Gener
 
 
 @SYNTHESIZERS.register("cmi")
-class CMI:
+@dataclass(kw_only=True, eq=False)
+class CMI(BatchSynthesizer):
     """Model inversion with a contrastive term that keeps new samples apart from old ones (CMI).
 
     Fang et al. 2021 (IJCAI'21) observe that inversion collapses to similar images and make
@@ -164,69 +181,42 @@ class CMI:
     # student. Chosen by that arithmetic, not tuned.
     recommended_synthesize_every = 100
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        iterations: int = 50,
-        latent_dim: int = 100,
-        generator_width: int = 64,
-        lr: float = 5e-3,
-        latent_lr: float = 0.05,
-        head_lr: float = 1e-3,
-        head_dim: int = 128,
-        temperature: float = 0.1,
-        local_min_scale: float = 0.5,
-        flip: bool = False,
-        contrast_negatives: int = 256,
-        onehot_weight: float = 1.0,
-        bn_weight: float = 1.0,
-        adversarial_weight: float = 0.5,
-        contrastive_weight: float = 0.5,
-        memory_size: int = 20_000,
-    ) -> None:
-        if iterations < 1 or batch_size < 1 or contrast_negatives < 0:
+    iterations: int = 50
+    latent_dim: int = 100
+    generator_width: int = 64
+    lr: float = 5e-3
+    latent_lr: float = 0.05
+    head_lr: float = 1e-3
+    head_dim: int = 128
+    temperature: float = 0.1
+    local_min_scale: float = 0.5
+    flip: bool = False
+    contrast_negatives: int = 256
+    onehot_weight: float = 1.0
+    bn_weight: float = 1.0
+    adversarial_weight: float = 0.5
+    contrastive_weight: float = 0.5
+    memory_size: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1 or self.contrast_negatives < 0:
             raise FreekdError("cmi needs iterations ≥ 1, batch_size ≥ 1, contrast_negatives ≥ 0")
-        if not 0 < local_min_scale <= 1 or temperature <= 0:
+        if not 0 < self.local_min_scale <= 1 or self.temperature <= 0:
             raise FreekdError("cmi needs local_min_scale in (0, 1] and temperature > 0")
-        self.image_shape = image_shape
-        self.num_classes = num_classes
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.iterations = iterations
-        self.latent_dim = latent_dim
-        self.generator_width = generator_width
-        self.lr = lr
-        self.latent_lr = latent_lr
-        self.head_lr = head_lr
-        self.head_dim = head_dim
-        self.temperature = temperature
-        self.local_min_scale = local_min_scale
-        self.flip = flip
-        self.contrast_negatives = contrast_negatives
-        self.onehot_weight = onehot_weight
-        self.bn_weight = bn_weight
-        self.adversarial_weight = adversarial_weight
-        self.contrastive_weight = contrastive_weight
         self.generator = Generator(
-            latent_dim=latent_dim, image_shape=image_shape, width=generator_width
-        ).to(device)
+            latent_dim=self.latent_dim, image_shape=self.image_shape, width=self.generator_width
+        ).to(self.device)
         self._reset_generator()
-        self.latent = nn.Parameter(torch.zeros((batch_size, latent_dim), device=device))
+        self.latent = nn.Parameter(
+            torch.zeros((self.batch_size, self.latent_dim), device=self.device)
+        )
         # The head's input size is the teacher's feature size, known at the first synthesis.
         self.head: ProjectionHead | None = None
         self.optimizer = self._build_optimizer()
-        self.memory = MemoryBank(memory_size)
+        self.memory = MemoryBank(self.memory_size)
         # The class targets of the newest batch (informational; each batch draws its own).
-        self.targets = torch.zeros(0, dtype=torch.long, device=device)
+        self.targets = torch.zeros(0, dtype=torch.long, device=self.device)
         self.rounds = 0
-        self.images_synthesized = 0
-        self.teacher_queries = 0
 
     # --- construction and re-initialization ------------------------------------------------
 
@@ -258,7 +248,7 @@ class CMI:
         ]
         if self.head is not None:
             groups.append({"params": list(self.head.parameters()), "lr": self.head_lr})
-        return torch.optim.Adam(groups, betas=(0.5, 0.999))
+        return torch.optim.Adam(groups, betas=GENERATOR_BETAS)
 
     def _head_for(self, in_features: int) -> ProjectionHead:
         if self.head is None:
@@ -280,9 +270,7 @@ class CMI:
         if lr_scale <= 0:
             raise FreekdError(f"cmi.reinitialize needs lr_scale > 0, got {lr_scale}")
         self._reset_generator()
-        with torch.no_grad():
-            latent = torch.randn((self.batch_size, self.latent_dim), generator=self.rng)
-            self.latent.copy_(latent.to(self.device))
+        draw_normal_(self.latent, self.rng)
         if self.head is not None:
             self.head.load_state_dict(self._new_head(self.head.in_features).state_dict())
         self.optimizer.state.clear()
@@ -329,26 +317,8 @@ class CMI:
         classifier = last_linear(teacher)
         with batchnorm_statistics(teacher) as statistics:
             teacher_logits, global_features = self._teacher_features(teacher, images, classifier)
-        if not statistics.batch_means:
-            raise FreekdError(
-                "cmi inverts BatchNorm statistics and this teacher has no BatchNorm layers; "
-                "use a method without BatchNorm needs (e.g. dafl)"
-            )
-        terms = {
-            "onehot": self.onehot_weight * onehot(teacher_logits, targets),
-            "bn_statistics": self.bn_weight
-            * bn_statistics(
-                statistics.batch_means,
-                statistics.batch_variances,
-                statistics.running_means,
-                statistics.running_variances,
-            ),
-        }
-        if self.adversarial_weight > 0:
-            # The generator maximizes the teacher–student divergence, so it minimizes −JS.
-            terms["adversarial"] = -self.adversarial_weight * jensen_shannon(
-                student(images), teacher_logits
-            )
+        require_batchnorm(statistics, who="cmi")
+        terms = inversion_terms(self, statistics, teacher_logits, targets, lambda: student(images))
         if self.contrastive_weight > 0:
             _, local_features = self._teacher_features(teacher, local_images, classifier)
             head = self._head_for(global_features.shape[1])
@@ -375,9 +345,7 @@ class CMI:
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         self._reset_generator()  # every batch is synthesized by a fresh generator
         self.generator.train()  # batch statistics in the generator, as it is trained
-        with torch.no_grad():
-            latent = torch.randn((self.batch_size, self.latent_dim), generator=self.rng)
-            self.latent.copy_(latent.to(self.device))
+        draw_normal_(self.latent, self.rng)
         # Fresh Adam moments for the fresh generator and code; the head's carry over.
         for parameter in [*self.generator.parameters(), self.latent]:
             self.optimizer.state.pop(parameter, None)
@@ -394,30 +362,22 @@ class CMI:
                 terms = self._loss_terms(
                     teacher, student, images, local_images, targets, negative_features
                 )
-                loss = torch.stack(list(terms.values())).sum()
-                # The head exists only after the first contrastive term, so list parameters now.
-                parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-                # autograd.grad, not backward(): the student's parameters must not collect
-                # gradients from synthesis (the adversarial term runs through the student).
-                # allow_unused: the head gets no gradient when the contrastive term is off.
-                gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
-                for parameter, gradient in zip(parameters, gradients, strict=True):
-                    parameter.grad = gradient
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                # The head exists only after the first contrastive term, so the optimizer's
+                # parameters are listed now; it gets no gradient when that term is off.
+                optimizer_step(self.optimizer, total(terms), allow_unused=True)
                 self.teacher_queries += self.batch_size * (1 + int("contrastive" in terms))
         with torch.no_grad():
             self.memory.add(self.generator(self.latent))
         self.rounds += 1
         self.images_synthesized += self.batch_size
-        return {name: float(value.detach()) for name, value in terms.items()}
+        return logged(terms)
 
     def sample(self, n: int) -> Tensor:
         return self.memory.sample(n, self.rng)
 
     # --- resumable state ----------------------------------------------------------------------
 
-    STATE = (
+    STATE: ClassVar[tuple[str, ...]] = (
         "generator",
         "latent",
         "optimizer",

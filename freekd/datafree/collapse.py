@@ -21,7 +21,7 @@ ending with a bad student. Cheap measurements on a probe batch reveal it:
   (experiments/datafree/README.md, 100-epoch runs). A discrepancy above ``discrepancy_factor``
   times the lowest one seen (and above ``discrepancy_floor``) counts as low, like the others.
 
-``train.sources.SyntheticSource`` calls :class:`CollapseMonitor` every few synthesis rounds and,
+``datafree.source.SyntheticSource`` calls :class:`CollapseMonitor` every few synthesis rounds and,
 on collapse, re-initializes the synthesizer (``Synthesizer.reinitialize``).
 """
 

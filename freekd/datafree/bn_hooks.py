@@ -12,6 +12,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from freekd.errors import FreekdError
+
 
 @dataclass
 class BatchNormStatistics:
@@ -68,6 +70,16 @@ def batchnorm_statistics(model: nn.Module) -> Iterator[BatchNormStatistics]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def require_batchnorm(statistics: BatchNormStatistics, *, who: str) -> None:
+    """Refuse a teacher whose forward pass met no BatchNorm layer: ``who`` inverts their
+    statistics (``needs_batchnorm``), so there is nothing to invert."""
+    if not statistics.batch_means:
+        raise FreekdError(
+            f"{who} inverts BatchNorm statistics and this teacher has no BatchNorm layers; "
+            "use a method without BatchNorm needs (e.g. dafl)"
+        )
 
 
 def last_linear(model: nn.Module) -> nn.Linear | None:

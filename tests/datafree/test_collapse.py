@@ -12,17 +12,17 @@ import torch
 
 from freekd.config import TeacherSourceConfig
 from freekd.data import ImageDataset
-from freekd.generators import SYNTHESIZERS
-from freekd.generators.collapse import (
+from freekd.datafree.collapse import (
     CollapseMonitor,
     image_diversity,
     label_balance,
     probe_discrepancy,
 )
+from freekd.datafree.source import SyntheticSource
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.teachers import Teacher, load_teacher
 from freekd.train import TrainState
-from freekd.train.sources import SyntheticSource
-from tests.generators.test_contract import make_student, make_synthesizer
+from tests.datafree.test_contract import make_student, make_synthesizer
 
 
 def test_identical_images_have_no_diversity() -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from freekd.config import TeacherSourceConfig
-from freekd.generators.nets import Generator, teacher_pixel_statistics
+from freekd.datafree.nets import Generator, teacher_pixel_statistics
 from freekd.teachers import load_teacher
 
 

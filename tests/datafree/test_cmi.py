@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from freekd.config import TeacherSourceConfig
+from freekd.datafree.bn_hooks import last_linear
+from freekd.datafree.synthesizers.cmi import CMI, local_view
 from freekd.errors import FreekdError
-from freekd.generators.cmi import CMI, local_view
-from freekd.generators.hooks import last_linear
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
+from freekd.datafree.bn_hooks import capture_input, last_linear
+from freekd.datafree.synthesizers.base import SYNTHESIZERS, GeneratorSynthesizer, logged, total
 from freekd.errors import FreekdError
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.hooks import capture_input, last_linear
-from freekd.generators.nets import Generator, teacher_pixel_statistics
-from freekd.generators.registry import SYNTHESIZERS
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
 
 
 @SYNTHESIZERS.register("dafl")
-class DAFL:
+@dataclass(kw_only=True, eq=False)
+class DAFL(GeneratorSynthesizer):
     """A generator trained so that the teacher treats its images like real ones (DAFL §3.2–3.4).
 
     L_G = L_oh + α·L_a + β·L_ie (Eq. 5): confident one-hot teacher outputs (Eq. 2), strong
@@ -53,42 +51,14 @@ class DAFL:
     # 52.7 % vs 24.3 % after 3 minutes (LeNet-5 → LeNet-5-half, MNIST, one thread, seed 0).
     recommended_synthesize_every = 5
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        latent_dim: int = 100,
-        lr: float = 1e-3,
-        onehot_weight: float = 1.0,
-        activation_weight: float = 0.1,
-        entropy_weight: float = 5.0,
-        generator_width: int = 32,
-        generator_output: str = "batchnorm",
-    ) -> None:
-        self.image_shape = image_shape
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.latent_dim = latent_dim
-        self.onehot_weight = onehot_weight
-        self.activation_weight = activation_weight
-        self.entropy_weight = entropy_weight
-        self.generator = Generator(
-            latent_dim=latent_dim,
-            image_shape=image_shape,
-            width=generator_width,
-            output=generator_output,
-        ).to(device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.images_synthesized = 0
-        self.teacher_queries = 0
+    onehot_weight: float = 1.0
+    activation_weight: float = 0.1
+    entropy_weight: float = 5.0
+    generator_width: int = 32
+    generator_output: str = "batchnorm"
 
-    def _latent(self, n: int) -> Tensor:
-        return torch.randn((n, self.latent_dim), generator=self.rng).to(self.device)
+    def __post_init__(self) -> None:
+        self._build_generator(width=self.generator_width, output=self.generator_output)
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         classifier = last_linear(teacher)
@@ -97,9 +67,8 @@ class DAFL:
                 "dafl's activation loss reads the teacher's last nn.Linear layer, and this "
                 "teacher has none; set synthesizer.params.activation_weight=0"
             )
-        self.generator.train()
-        self.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
-        images = self.generator(self._latent(self.batch_size))
+        self._start_round(teacher)
+        images = self.generator(self._latent(self.batch_size)[0])
         if classifier is not None:
             with capture_input(classifier) as features:
                 teacher_logits = teacher(images)
@@ -112,28 +81,12 @@ class DAFL:
         }
         if penultimate is not None and self.activation_weight > 0:
             terms["activation"] = self.activation_weight * activation(penultimate.flatten(1))
-        loss = torch.stack(list(terms.values())).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total(terms).backward()
         self.optimizer.step()
         self.teacher_queries += self.batch_size
         self.images_synthesized += self.batch_size
-        return {name: float(value.detach()) for name, value in terms.items()}
+        return logged(terms)
 
-    @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        self.generator.train()  # the statistics the generator was trained with (DAFL Alg. 1)
-        self.images_synthesized += n
-        return self.generator(self._latent(n))
-
-    def reinitialize(self, *, lr_scale: float) -> None:
-        reset_weights(self.generator, self.rng)
-        restart_optimizer(self.optimizer, lr_scale=lr_scale)
-
-    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries")
-
-    def state_dict(self) -> dict[str, Any]:
-        return save_state(self, self.STATE)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self, self.STATE, state)
+        return self._fresh(n)  # the statistics the generator was trained with (DAFL Alg. 1)

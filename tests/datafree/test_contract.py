@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from freekd.config import TeacherSourceConfig
-from freekd.generators import SYNTHESIZERS
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.models import ImageClassifier, build_model
 from freekd.teachers import Teacher, load_teacher
 

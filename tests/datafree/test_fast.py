@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
-from freekd.generators.fast import Fast
+from freekd.datafree.synthesizers.fast import Fast
 from freekd.teachers import Teacher, load_teacher
-from tests.generators.test_contract import SHAPE, make_student
+from tests.datafree.test_contract import SHAPE, make_student
 
 
 @pytest.fixture(scope="module")

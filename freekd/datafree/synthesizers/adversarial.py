@@ -3,34 +3,30 @@
 DFAD (Fang et al. 2019, arXiv:1912.11006) and ZSKT (Micaelli & Storkey 2019, arXiv:1905.09768)
 play the same two-player game and differ in the discrepancy they measure: the generator
 *maximizes* a teacher–student discrepancy on its images, the student *minimizes* it on fresh
-images from the same generator. Only the generator's half lives here; the student's half is an
-ordinary method (``logit-l1`` for DFAD, ``kd`` at T = 1 for ZSKT) run by the one Trainer on the
-batches of ``train.sources.SyntheticSource``, which calls ``synthesize`` once every
-``synthesize_every`` student steps (the papers' k student steps per generator step).
+images from the same generator. Only the generator's half lives here (``dfad.py`` and
+``zskt.py`` choose the discrepancy); the student's half is an ordinary method (``logit-l1`` for
+DFAD, ``kd`` at T = 1 for ZSKT) run by the one Trainer on the batches of
+``datafree.source.SyntheticSource``, which calls ``synthesize`` once every ``synthesize_every``
+student steps (the papers' k student steps per generator step).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.deepinversion import MemoryBank, balanced_targets, random_shift
-from freekd.generators.hooks import eval_mode
-from freekd.generators.nets import Generator, teacher_pixel_statistics
-from freekd.generators.registry import SYNTHESIZERS
-from freekd.losses.inversion import (
-    information_entropy,
-    kl_discrepancy,
-    logit_discrepancy,
-    total_variation,
-)
+from freekd.datafree.batches import MemoryBank, balanced_targets, random_shift
+from freekd.datafree.bn_hooks import eval_mode
+from freekd.datafree.synthesizers.base import GeneratorSynthesizer, logged, total
+from freekd.losses.inversion import information_entropy, total_variation
 from freekd.teachers import Teacher
 
 
-class AdversarialSynthesizer:
+@dataclass(kw_only=True, eq=False)
+class AdversarialSynthesizer(GeneratorSynthesizer):
     """A DCGAN generator trained to maximize ``discrepancy(student, teacher)`` on its images.
 
     Each ``synthesize`` call runs ``generator_steps`` Adam steps, each on a fresh batch of latent
@@ -80,7 +76,7 @@ class AdversarialSynthesizer:
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
             discrepancy is on logits and has none: it refuses any other value.
         student_shift: largest random translation, in pixels, applied per image to the batches
-            the student trains on (``deepinversion.random_shift``; 0: none, as in both papers).
+            the student trains on (``batches.random_shift``; 0: none, as in both papers).
             The teacher labels the shifted images, so every generator image yields views it
             never drew itself, as CMI and Fast do with crops of their synthetic data (a freekd
             addition).
@@ -101,71 +97,49 @@ class AdversarialSynthesizer:
     #: Student steps per generator round in the paper (``DataFreeConfig.synthesize_every``).
     recommended_synthesize_every: ClassVar[int]
     #: ``CollapseConfig.discrepancy_factor`` when unset: the game can end with the generator
-    #: winning once the student's learning rate has decayed (generators.collapse).
+    #: winning once the student's learning rate has decayed (datafree.collapse).
     recommended_discrepancy_factor: ClassVar[float] = 3.0
 
-    def __init__(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        num_classes: int,
-        rng: torch.Generator,
-        device: torch.device,
-        batch_size: int = 256,
-        latent_dim: int = 100,
-        lr: float = 1e-3,
-        adversarial_weight: float = 1.0,
-        balance_weight: float = 0.0,
-        generator_steps: int = 1,
-        generator_width: int = 32,
-        generator_output: str = "batchnorm",
-        replay_fraction: float = 0.0,
-        memory_size: int = 20_000,
-        student_shift: int = 0,
-        class_weight: float = 0.0,
-        temperature: float = 1.0,
-        total_variation_weight: float = 0.0,
-    ) -> None:
-        if batch_size < 1 or generator_steps < 1:
+    adversarial_weight: float = 1.0
+    balance_weight: float = 0.0
+    generator_steps: int = 1
+    generator_width: int = 32
+    generator_output: str = "batchnorm"
+    replay_fraction: float = 0.0
+    memory_size: int = 20_000
+    student_shift: int = 0
+    class_weight: float = 0.0
+    temperature: float = 1.0
+    total_variation_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._check_hyperparameters()
+        self.memory = MemoryBank(self.memory_size)
+        self._build_generator(
+            width=self.generator_width,
+            output=self.generator_output,
+            condition_dim=self.num_classes if self.class_weight > 0 else 0,
+        )
+
+    def _check_hyperparameters(self) -> None:
+        """Refuse values out of range (``ValueError``, which the pipeline reports as a usage
+        error naming ``synthesizer.params``)."""
+        if self.batch_size < 1 or self.generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
-        if not 0 <= replay_fraction < 1:
-            raise ValueError(f"replay_fraction must lie in [0, 1), got {replay_fraction}")
-        if student_shift < 0:
-            raise ValueError(f"student_shift must be non-negative, got {student_shift}")
-        self.replay_fraction = replay_fraction
-        self.student_shift = student_shift
-        if class_weight < 0:
-            raise ValueError(f"class_weight must be non-negative, got {class_weight}")
-        self.class_weight = class_weight
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if temperature != 1.0 and not self.has_temperature:
+        if not 0 <= self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
+        if self.student_shift < 0:
+            raise ValueError(f"student_shift must be non-negative, got {self.student_shift}")
+        if self.class_weight < 0:
+            raise ValueError(f"class_weight must be non-negative, got {self.class_weight}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.temperature != 1.0 and not self.has_temperature:
             raise ValueError("this discrepancy is on logits and has no temperature; leave it 1")
-        self.temperature = temperature
-        if total_variation_weight < 0:
+        if self.total_variation_weight < 0:
             raise ValueError(
-                f"total_variation_weight must be non-negative, got {total_variation_weight}"
+                f"total_variation_weight must be non-negative, got {self.total_variation_weight}"
             )
-        self.total_variation_weight = total_variation_weight
-        self.num_classes = num_classes
-        self.memory = MemoryBank(memory_size)
-        self.image_shape = image_shape
-        self.rng = rng
-        self.device = device
-        self.batch_size = batch_size
-        self.latent_dim = latent_dim
-        self.adversarial_weight = adversarial_weight
-        self.balance_weight = balance_weight
-        self.generator_steps = generator_steps
-        self.generator = Generator(
-            latent_dim=latent_dim + (num_classes if class_weight > 0 else 0),
-            image_shape=image_shape,
-            width=generator_width,
-            output=generator_output,
-        ).to(device)
-        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.images_synthesized = 0
-        self.teacher_queries = 0
 
     def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """The scalar the generator maximizes and the student minimizes; (B, K) logits each."""
@@ -181,8 +155,7 @@ class AdversarialSynthesizer:
         return torch.cat([codes, one_hot], dim=1).to(self.device), targets.to(self.device)
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
-        self.generator.train()
-        self.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+        self._start_round(teacher)
         parameters = list(self.generator.parameters())
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
@@ -204,22 +177,15 @@ class AdversarialSynthesizer:
                     terms["total_variation"] = self.total_variation_weight * total_variation(images)
                 if self.balance_weight > 0:
                     terms["balance"] = self.balance_weight * information_entropy(teacher_logits)
-                loss = torch.stack(list(terms.values())).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 # inputs=: only the generator accumulates gradients (never the student's .grad).
-                loss.backward(inputs=parameters)
+                total(terms).backward(inputs=parameters)
                 self.optimizer.step()
                 self.teacher_queries += self.batch_size
                 self.images_synthesized += self.batch_size
         if self.replay_fraction > 0:
             self.memory.add(self._fresh(self.batch_size))
-        return {name: float(value.detach()) for name, value in terms.items()}
-
-    @torch.no_grad()
-    def _fresh(self, n: int) -> Tensor:
-        self.generator.train()  # batch statistics, as in the generator step
-        self.images_synthesized += n
-        return self.generator(self._latent(n)[0])  # type: ignore[no-any-return]
+        return logged(terms)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -230,89 +196,7 @@ class AdversarialSynthesizer:
         return random_shift(images, pixels=self.student_shift, rng=self.rng)
 
     def reinitialize(self, *, lr_scale: float) -> None:
-        reset_weights(self.generator, self.rng)
-        restart_optimizer(self.optimizer, lr_scale=lr_scale)
+        super().reinitialize(lr_scale=lr_scale)
         self.memory.clear()
 
-    STATE = ("generator", "optimizer", "rng", "images_synthesized", "teacher_queries", "memory")
-
-    def state_dict(self) -> dict[str, Any]:
-        return save_state(self, self.STATE)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_state(self, self.STATE, state)
-
-
-@SYNTHESIZERS.register("dfad")
-class DFAD(AdversarialSynthesizer):
-    """Data-Free Adversarial Distillation, Fang et al. 2019 (arXiv:1912.11006) §3.
-
-    The generator maximizes the mean absolute error between teacher and student logits, the
-    model discrepancy's optimizable upper bound (Eq. 2–4; ``losses.inversion.logit_discrepancy``);
-    the student minimizes the same MAE in the imitation stage, which is the ``logit-l1`` method.
-    The paper alternates k = 5 student steps with one generator step, so run
-
-        freekd datafree --method dfad --set method.name=logit-l1 --set synthesize_every=5
-
-    (``recommended_method`` and ``recommended_synthesize_every`` name these defaults).
-
-    Deviations from the paper: the generator is freekd's DCGAN ``Generator`` at width 32 (CPU
-    budgets); its BatchNorm output layer is mapped through the teacher's normalization into
-    [0, 1] pixels; the student is in eval mode while the generator steps (see
-    ``AdversarialSynthesizer``).
-
-    Args: see ``AdversarialSynthesizer``.
-    """
-
-    has_temperature = False
-    recommended_method = "logit-l1"
-    recommended_method_params: ClassVar[dict[str, Any]] = {}
-    recommended_synthesize_every = 5
-
-    def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return logit_discrepancy(student_logits, teacher_logits)
-
-
-@SYNTHESIZERS.register("zskt")
-class ZSKT(AdversarialSynthesizer):
-    """Zero-shot Knowledge Transfer, Micaelli & Storkey 2019 (arXiv:1905.09768) §3.1.
-
-    The generator maximizes KL(p_teacher ‖ p_student) at temperature 1 (Eq. 1, the generator
-    loss; ``losses.inversion.kl_discrepancy``); the student minimizes the same KL (Eq. 2), which
-    is the ``kd`` method with temperature 1 (kd_weight 10 scales its step, see below). The paper
-    takes n_G = 1 generator step then n_S = 10 student steps per iteration, so run
-
-        freekd datafree --method zskt --set synthesize_every=10 \\
-            --set method.params.temperature=1 --set method.params.kd_weight=10
-
-    (``recommended_method``, ``recommended_method_params`` and ``recommended_synthesize_every``
-    name these defaults).
-
-    Deviations from the paper: the student loss here omits ZSKT's attention-transfer term
-    (Eq. 2's β-weighted sum over matching blocks): it needs the teacher and student to have
-    blocks at matching resolutions, named per architecture pair (e.g. WRN groups), and belongs
-    to a student-side method, not to the synthesizer; the generator's own loss (Eq. 1) has no
-    attention term. The generator is freekd's DCGAN ``Generator`` (width 32 for CPU budgets, DAFL's
-    BatchNorm output layer mapped through the teacher's normalization, see ``nets.Generator``);
-    the student is in eval mode while the generator steps. The generator's loss adds
-    DeepInversion's total-variation prior at weight 1 (``total_variation_weight``; 0 restores
-    the paper's loss): on MNIST it lifted the median student by 0.2 to 1.4 points on two
-    teachers and kept every class in the generator's batches.
-
-    Args: see ``AdversarialSynthesizer``.
-    """
-
-    recommended_method = "kd"
-    # kd_weight 10 at the data-free default lr 0.01 is the paper's loss at a 10× larger step.
-    # LeNet-5 → LeNet-5-half on MNIST, 4,000 steps, seed 0: weight 1 96.5 % (3,000 steps),
-    # 5 97.6 %, 10 97.8 %, 20 95.6 % (experiments/datafree/README.md).
-    recommended_method_params: ClassVar[dict[str, Any]] = {"temperature": 1.0, "kd_weight": 10.0}
-    recommended_synthesize_every = 10
-
-    def __init__(self, *, total_variation_weight: float = 1.0, **kwargs: Any) -> None:
-        # Only the prior's default differs from the base class (see the class docstring;
-        # evidence: experiments/datafree/README.md, weight 5 was far worse).
-        super().__init__(total_variation_weight=total_variation_weight, **kwargs)
-
-    def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return kl_discrepancy(student_logits, teacher_logits, temperature=self.temperature)
+    STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory")

@@ -1,0 +1,235 @@
+"""``SyntheticSource``: the training batches of a data-free run, drawn from a synthesizer."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from freekd.data.batch import Batch
+from freekd.datafree.bn_hooks import eval_mode
+from freekd.datafree.collapse import CollapseCheck, CollapseMonitor
+from freekd.datafree.synthesizers.base import Synthesizer
+from freekd.errors import FreekdError
+from freekd.teachers import Teacher
+from freekd.train.trainer import TrainState
+
+logger = logging.getLogger(__name__)
+
+
+class SyntheticSource:
+    """Batches drawn from a synthesizer that is updated inside the training loop.
+
+    Data-free distillation on the student side is plain KD on synthetic batches: every
+    ``synthesize_every`` steps this source runs one synthesis round against the current student,
+    then yields unlabelled ``sample(batch_size)`` batches. The Trainer, the method and the callbacks
+    are the same as for real data.
+
+    With a ``monitor``, every ``check_every`` synthesis rounds a probe of ``probe_size`` images is
+    measured (``datafree.collapse``; the teacher and the student, in eval mode, both label it);
+    on collapse the synthesizer is re-initialized with its learning rates × ``lr_scale`` and
+    synthesizes again, at most ``max_recoveries`` times. After that the collapse is recorded as
+    not recovered and a warning is logged; the run goes on.
+
+    Args:
+        synthesizer: any ``datafree.synthesizers.Synthesizer``.
+        teacher: the frozen teacher the synthesizer inverts.
+        student: the student being trained (the same module the method updates, unwrapped).
+        steps_per_epoch: optimizer steps in one epoch.
+        batch_size: images per step (per process under DDP).
+        synthesize_every: steps between synthesis rounds.
+        monitor: collapse detector, or ``None`` for no checks.
+        check_every: synthesis rounds between collapse checks.
+        probe_size: images per check (each costs one teacher query).
+        max_recoveries: re-initializations allowed in the run.
+        lr_scale: factor on the synthesizer's learning rates at each re-initialization.
+    """
+
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        *,
+        teacher: Teacher,
+        student: nn.Module,
+        steps_per_epoch: int,
+        batch_size: int,
+        synthesize_every: int = 1,
+        monitor: CollapseMonitor | None = None,
+        check_every: int = 10,
+        probe_size: int = 128,
+        max_recoveries: int = 3,
+        lr_scale: float = 0.5,
+    ) -> None:
+        if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
+            raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
+        if check_every < 1 or probe_size < 2 or max_recoveries < 0 or lr_scale <= 0:
+            raise FreekdError(
+                "collapse checks need check_every ≥ 1, probe_size ≥ 2, max_recoveries ≥ 0 "
+                "and lr_scale > 0"
+            )
+        self.synthesizer = synthesizer
+        self.teacher = teacher
+        self.student = student
+        self._steps = steps_per_epoch
+        self.batch_size = batch_size
+        self.synthesize_every = synthesize_every
+        self.monitor = monitor
+        self.check_every = check_every
+        self.probe_size = probe_size
+        self.max_recoveries = max_recoveries
+        self.lr_scale = lr_scale
+        self.last_statistics: dict[str, float] = {}
+        self.rounds = 0
+        self.checks = 0
+        self.probe_queries = 0
+        self.recoveries = 0
+        self.gave_up = False
+        self.last_check: dict[str, float] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    def batches(self, state: TrainState) -> Iterator[Batch]:
+        for index in range(state.step_in_epoch, self._steps):
+            if index % self.synthesize_every == 0:
+                self._synthesize(step=state.step)
+            yield Batch(self.synthesizer.sample(self.batch_size), None)
+
+    def _synthesize(self, *, step: int) -> None:
+        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+        self.rounds += 1
+        if self.monitor is None or self.rounds % self.check_every:
+            return
+        probe = self.synthesizer.sample(self.probe_size)
+        with torch.no_grad(), eval_mode(self.student):  # a measurement: nothing is updated
+            teacher_logits = self.teacher(probe)
+            student_logits = self.student(probe)
+        self.probe_queries += len(probe)
+        self.checks += 1
+        check = self.monitor.check(probe, teacher_logits, student_logits)
+        self.last_check = {"diversity": check.diversity, "balance": check.balance}
+        if check.discrepancy is not None and math.isfinite(check.discrepancy):
+            self.last_check["discrepancy"] = check.discrepancy
+        if not check.collapsed or self.gave_up:
+            return
+        event = {
+            "step": step,
+            "check": self.checks,
+            **self.last_check,
+            "reasons": list(check.reasons),
+        }
+        what = _describe(check, self.monitor.best_discrepancy)
+        name = type(self.synthesizer).__name__
+        if self.recoveries >= self.max_recoveries:
+            self.gave_up = True
+            self.events.append({**event, "action": "unrecovered"})
+            logger.warning(
+                "the %s synthesizer collapsed at step %d (%s) and %d re-initializations did not "
+                "help; the student is trained on collapsed batches",
+                name,
+                step,
+                what,
+                self.recoveries,
+            )
+            return
+        self.recoveries += 1
+        self.events.append({**event, "action": "reinitialize"})
+        logger.warning(
+            "the %s synthesizer collapsed at step %d (%s); re-initializing it with its learning "
+            "rates x %g (recovery %d of %d)",
+            name,
+            step,
+            what,
+            self.lr_scale,
+            self.recoveries,
+            self.max_recoveries,
+        )
+        self.synthesizer.reinitialize(lr_scale=self.lr_scale)
+        self.monitor.reset()
+        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """The latest synthesis statistics and collapse measurements, for ``metrics.jsonl``."""
+        metrics = {f"synthesis/{name}": value for name, value in self.last_statistics.items()}
+        metrics.update({f"collapse/{name}": value for name, value in self.last_check.items()})
+        return metrics
+
+    def collapse_report(self) -> dict[str, Any]:
+        """``report.json["collapse"]``: checks, events, recoveries and the last measurements.
+
+        ``recovered`` is false when the run gave up (re-initializations exhausted), or when it
+        collapsed and the restarted synthesizer has not shown that it is healthy again: the
+        latest check was low, or there was no check after the last re-initialization.
+        ``student_damaged`` is true when a check found the student far from its teacher
+        (``discrepancy``): the student trained on those batches whatever happened next.
+        """
+        # Low at the end, or re-initialized at the last check: nothing shows the restart helped.
+        unverified = (self.monitor is not None and self.monitor.low_streak > 0) or (
+            bool(self.events) and self.events[-1].get("check") == self.checks
+        )
+        return {
+            "enabled": self.monitor is not None,
+            "checks": self.checks,
+            "probe_queries": self.probe_queries,
+            "events": [dict(event) for event in self.events],
+            "recoveries": self.recoveries,
+            "recovered": not self.gave_up and not (self.events and unverified),
+            # Restarting the generator cannot undo steps taken on batches where the student
+            # had lost its teacher.
+            "student_damaged": any(
+                "discrepancy" in event.get("reasons", ()) for event in self.events
+            ),
+            "last_diversity": self.last_check.get("diversity"),
+            "last_balance": self.last_check.get("balance"),
+            "last_discrepancy": self.last_check.get("discrepancy"),
+            "best_discrepancy": None
+            if self.monitor is None or self.monitor.best_discrepancy == math.inf
+            else self.monitor.best_discrepancy,
+            "discrepancy_factor": None if self.monitor is None else self.monitor.discrepancy_factor,
+        }
+
+    COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"synthesizer": self.synthesizer.state_dict()}
+        state.update({name: getattr(self, name) for name in self.COUNTERS})
+        state["last_check"] = dict(self.last_check)
+        state["last_statistics"] = dict(self.last_statistics)
+        state["events"] = [dict(event) for event in self.events]
+        if self.monitor is not None:
+            state["monitor"] = self.monitor.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.synthesizer.load_state_dict(state["synthesizer"])
+        for name in self.COUNTERS:
+            setattr(self, name, type(getattr(self, name))(state.get(name, getattr(self, name))))
+        self.last_check = dict(state.get("last_check", {}))
+        self.last_statistics = dict(state.get("last_statistics", {}))
+        self.events = [dict(event) for event in state.get("events", [])]
+        if self.monitor is not None and "monitor" in state:
+            self.monitor.load_state_dict(state["monitor"])
+
+
+def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
+    """What was low, for the log: e.g. "diversity 0.001, label balance 0.950"."""
+    parts = [f"diversity {check.diversity:.3f}", f"label balance {check.balance:.3f}"]
+    if "discrepancy" in check.reasons and check.discrepancy is not None:
+        if not math.isfinite(check.discrepancy):
+            parts.append("the student's outputs are not finite")
+        else:
+            ratio = (
+                f", {check.discrepancy / best_discrepancy:.1f}x its lowest {best_discrepancy:.3f}"
+                if best_discrepancy > 0
+                else ""
+            )
+            parts.append(
+                f"the student's KL to the teacher {check.discrepancy:.3f} nats{ratio}: "
+                "the generator is winning the game"
+            )
+    return ", ".join(parts)

@@ -20,22 +20,16 @@ from typer.core import TyperGroup
 from freekd import __version__
 from freekd.audit import cli as audit_cli
 from freekd.cli_options import (
-    ArchKwargsOption,
     DataRootOption,
-    InputShapeOption,
     JsonOption,
-    MeanOption,
-    NumClassesOption,
+    ModelSourceFlags,
     OverwriteOption,
     QuietOption,
-    SourceArchOption,
-    StdOption,
     TrustCodeOption,
-    TrustPickleOption,
     _percent,
     _print_table,
     _privacy_rows,
-    _source_values,
+    option_groups,
     user_errors,
 )
 from freekd.crossmodal import cli as crossmodal_cli
@@ -150,7 +144,9 @@ def main(
 
 @app.command("eval")
 @user_errors
+@option_groups
 def eval_command(
+    *,
     model: Annotated[
         str,
         typer.Option(
@@ -160,13 +156,7 @@ def eval_command(
         ),
     ],
     dataset: Annotated[str, typer.Option("--dataset", help="Labelled data, e.g. mnist:test.")],
-    arch: SourceArchOption = None,
-    arch_kwargs: ArchKwargsOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    trust_pickle: TrustPickleOption = False,
+    source: ModelSourceFlags,
     trust_code: TrustCodeOption = False,
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
@@ -177,12 +167,10 @@ def eval_command(
     from freekd.config import TeacherSourceConfig, from_dict
     from freekd.evaluation import run_eval
 
-    values = _source_values(
-        "", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
-    )
-    source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
+    values = source.values("", model)
+    teacher = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
     result = run_eval(
-        source,
+        teacher,
         dataset,
         data_root=data_root,
         device=device,

@@ -449,51 +449,6 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
 
 
-def _source_values(
-    prefix: str,
-    path: str | None,
-    arch: str | None,
-    arch_kwargs: str | None,
-    input_shape: str | None,
-    num_classes: int | None,
-    mean: str | None,
-    std: str | None,
-    trust_pickle: bool,
-) -> dict[str, Any]:
-    """Dotted config values of a TeacherSourceConfig from the model-loading flags."""
-    return {
-        f"{prefix}path": path,
-        f"{prefix}arch": arch,
-        f"{prefix}arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
-        f"{prefix}input_shape": _ints(input_shape, "--input-shape"),
-        f"{prefix}num_classes": num_classes,
-        f"{prefix}mean": _floats(mean, "--mean"),
-        f"{prefix}std": _floats(std, "--std"),
-        f"{prefix}trust_pickle": trust_pickle or None,
-    }
-
-
-def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
-    saved = out / "config.yaml"
-    return read_yaml(saved) if resume and saved.exists() else None
-
-
-def _trainer_values(
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    device: str | None,
-    deterministic: bool,
-) -> dict[str, Any]:
-    return {
-        "trainer.epochs": epochs,
-        "trainer.batch_size": batch_size,
-        "trainer.lr": lr,
-        "trainer.device": device,
-        "trainer.deterministic": True if deterministic else None,
-    }
-
-
 def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -26,12 +26,10 @@ from freekd.cli_options import (
     OverwriteOption,
     QuietOption,
     TrustCodeOption,
-    _percent,
-    _print_table,
-    _privacy_rows,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import percent, print_table, privacy_rows
 from freekd.crossmodal import cli as crossmodal_cli
 from freekd.datafree import cli as datafree_cli
 from freekd.distill import cli as distill_cli
@@ -181,8 +179,7 @@ def eval_command(
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:
         typer.echo(
-            f"accuracy {_percent(result['accuracy'])} on {result['n']} images of "
-            f"{result['dataset']}"
+            f"accuracy {percent(result['accuracy'])} on {result['n']} images of {result['dataset']}"
         )
 
 
@@ -200,7 +197,7 @@ def info(
         typer.echo(json.dumps(details, indent=2))
         return
     if "model" in details:  # a cross-modal file (CLIP or one tower)
-        _print_table(
+        print_table(
             str(path),
             [
                 ("format", details["format"]),
@@ -214,10 +211,10 @@ def info(
         return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
-    rows = _privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
+    rows = privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
     if details["batchnorm_replacement"]:
         rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
-    _print_table(
+    print_table(
         str(path),
         [
             ("format", details["format"]),
@@ -275,21 +272,21 @@ def demo(
         "teacher",
         teacher["arch"],
         f"{teacher['parameters']:,}",
-        _percent(teacher["test_accuracy"]),
+        percent(teacher["test_accuracy"]),
         f"{teacher['wall_seconds']:.0f} s",
     )
     table.add_row(
         "student (kd)",
         student["student"]["arch"],
         f"{student['student']['parameters']:,}",
-        _percent(student["student"]["test_accuracy"]),
+        percent(student["student"]["test_accuracy"]),
         f"{student['wall_seconds']:.0f} s",
     )
     table.add_row(
         f"student (data-free, {datafree['method']['name']})",
         datafree["student"]["arch"],
         f"{datafree['student']['parameters']:,}",
-        _percent(datafree["student"]["test_accuracy"]),
+        percent(datafree["student"]["test_accuracy"]),
         f"{datafree['wall_seconds']:.0f} s",
     )
     console = Console()

@@ -449,30 +449,6 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
 
 
-def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f} %"
-
-
-def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
-    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
-    from freekd.privacy.report import describe, epsilon_figures
-
-    figures = epsilon_figures(privacy)
-    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
-
-
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
     import yaml
@@ -485,14 +461,6 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FreekdError(f"{what} {path}: expected a mapping of settings")
     return data
-
-
-def _maybe_percent(value: float | None) -> str:
-    return "–" if value is None else _percent(value)
-
-
-def _minutes(report: dict[str, Any]) -> str:
-    return f"{report['wall_seconds'] / 60:.1f} min wall, {report['cpu_seconds'] / 60:.1f} CPU min"
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:
@@ -516,25 +484,3 @@ def _budget_values(budget: str | None) -> dict[str, Any]:
         f"--budget {budget!r}: give minutes (15m), CPU minutes (cpu:15m) or a number of "
         "synthesized images"
     )
-
-
-def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    rows = _privacy_rows(result)
-    if "data_independent_epsilon" in result:
-        rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
-    rows.append(("best Rényi order", f"{result['order']:g}"))
-    if "sanitized" in result:
-        sanitized = result["sanitized"]
-        rows.append(
-            (
-                "sanitized release",
-                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
-                f"σ_s = {sanitized['sigma']:g}",
-            )
-        )
-    _print_table(title, rows)
-    if "note" in result:
-        typer.echo(f"note: {result['note']}")

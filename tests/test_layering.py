@@ -3,7 +3,8 @@
 Every module of ``freekd/`` is one of:
 
 * a **cli**: the root ``freekd.cli`` (and ``__main__``), or a feature's ``cli`` (its typer
-  sub-app); ``freekd.cli_options`` holds the option groups they share;
+  sub-app); ``freekd.cli_options`` holds the option groups they share, ``freekd.cli_tables`` how
+  they print results;
 * a **config**: ``freekd.config`` or a feature's ``config`` (dataclasses, no torch);
 * a **pipeline**: a feature's composition root (``pipeline``, ``*_pipeline``, ``threat_model``,
   the stages listed in :data:`PIPELINES`), the root commands' ``demo`` and ``evaluation``, and the
@@ -47,7 +48,8 @@ ROOT_PIPELINES = {"freekd.api", "freekd.demo", "freekd.evaluation"}
 RUNS_OTHER_PIPELINES = {"freekd.audit.threat_model", "freekd.demo", "freekd.api"}
 
 #: What a feature's cli may import besides its own feature's config and pipelines.
-CLI_MAY_IMPORT = {"freekd.cli_options", "freekd.config", "freekd.errors", "freekd.runlock"}
+CLI_MAY_IMPORT = {"freekd.cli_options", "freekd.cli_tables", "freekd.config", "freekd.errors"}
+CLI_MAY_IMPORT |= {"freekd.runlock"}
 CLI_MAY_IMPORT |= {"freekd.runs"}
 
 #: The library layers among themselves: package → freekd packages it must NOT import.
@@ -145,7 +147,7 @@ def kind(name: str, feature_names: set[str]) -> str:
     feature_module = len(parts) == 3 and parts[1] in feature_names
     if name in ("freekd.cli", "freekd.__main__") or (feature_module and stem == "cli"):
         return "cli"
-    if name == "freekd.cli_options":
+    if name in ("freekd.cli_options", "freekd.cli_tables"):
         return "cli_options"
     if stem == "config" and len(parts) <= 3:
         return "config"

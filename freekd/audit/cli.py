@@ -16,10 +16,10 @@ from freekd.cli_options import (
     OptionHelp,
     RunFlags,
     SeedOption,
-    _percent,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import percent
 
 audit_app = typer.Typer(
     invoke_without_command=True,
@@ -39,8 +39,8 @@ def _print_audit(report: dict[str, Any], out: Path) -> None:
         table.add_row(
             name,
             f"{result['auc']:.3f}",
-            _percent(rates["0.001"]),
-            _percent(rates["0.01"]),
+            percent(rates["0.001"]),
+            percent(rates["0.01"]),
             f"{result['advantage']:.3f}",
         )
     console = Console()
@@ -224,10 +224,10 @@ def _print_threat_model(report: dict[str, Any], out: Path) -> None:
         kind = row.get("accountant_kind") or "kind unknown"
         table.add_row(
             row["model"],
-            _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
+            percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
             f"{row['best_auc']:.3f}",
-            _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
-            "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
+            percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
+            "-" if row["loss_tpr_at_0.001"] is None else percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
             "-" if claimed is None else f"{claimed:.3g} ({kind})",
         )

@@ -12,14 +12,11 @@ from freekd.cli_options import (
     Defaults,
     RunFlags,
     TrainerFlags,
-    _maybe_percent,
-    _minutes,
-    _percent,
-    _print_table,
     _yaml_mapping,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import maybe_percent, minutes, percent, print_table
 
 crossmodal_app = typer.Typer(
     no_args_is_help=True,
@@ -64,16 +61,16 @@ def crossmodal_teacher(
     report = run_crossmodal_teacher(cfg, run.options())
     out = run.out
     teacher = report["teacher"]
-    _print_table(
+    print_table(
         "CLIP teacher",
         [
             (
                 "zero-shot accuracy",
-                f"{_maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
+                f"{maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
             ),
             (
                 "recall@1 / 5 / 10",
-                " / ".join(_percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
+                " / ".join(percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
                 + f" ({teacher['retrieval_pairs']} pairs, {teacher['recall_counts']}, both ways)",
             ),
             (
@@ -82,7 +79,7 @@ def crossmodal_teacher(
                 f"(image tower {teacher['parameters']['image']:,})",
             ),
             ("captions", "templated from the class labels"),
-            ("time", _minutes(report)),
+            ("time", minutes(report)),
             ("model", str(out / "model.pt")),
         ],
     )
@@ -175,8 +172,8 @@ def _print_crossmodal_distill(report: dict[str, Any], out: Path) -> None:
         table.add_row(
             name,
             f"{entry['parameters']['total']:,}",
-            _maybe_percent(entry["zero_shot_accuracy"]),
-            *(_maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
+            maybe_percent(entry["zero_shot_accuracy"]),
+            *(maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
         )
     console = Console()
     console.print(table)

@@ -15,13 +15,10 @@ from freekd.cli_options import (
     TeacherFileOption,
     TrainerFlags,
     _budget_values,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.datafree.config import DataFreeConfig
 from freekd.errors import FreekdError
 
@@ -109,7 +106,7 @@ def datafree(
 
     report = run_datafree(cfg, run.options())
     source_name = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
-    _print_table("data-free distillation", _report_rows(report, source_name, run.out))
+    print_table("data-free distillation", _report_rows(report, source_name, run.out))
 
 
 def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[str, str]]:
@@ -120,12 +117,12 @@ def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[s
         ("teacher queries", f"{report['teacher_queries']:,}"),
     ]
     if report["student"]["test_accuracy"] is not None:
-        rows.insert(1, ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])))
+        rows.insert(1, ("teacher accuracy", percent(report["teacher"]["test_accuracy"])))
         rows.insert(
             2,
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
         )
     if report["stopped_by_budget"]:
@@ -135,8 +132,8 @@ def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[s
         rows.append(("collapse", _collapse_summary(collapse)))
     privacy = report["privacy"]
     if privacy["private"]:
-        rows += _privacy_rows(privacy, "privacy (inherited)")
-    rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
+        rows += privacy_rows(privacy, "privacy (inherited)")
+    rows += [("time", minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
     return rows
 
 

@@ -17,12 +17,10 @@ from freekd.cli_options import (
     RunFlags,
     TeacherFileOption,
     TrainerFlags,
-    _minutes,
-    _percent,
-    _print_table,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import minutes, percent, print_table
 from freekd.distill.config import DistillConfig
 
 app = typer.Typer()
@@ -62,19 +60,19 @@ def distill(
 
     report = run_distill(cfg, run.options())
     out = run.out
-    _print_table(
+    print_table(
         f"{cfg.method.name}: {report['teacher']['arch'] or 'teacher'} → {cfg.student}",
         [
-            ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])),
+            ("teacher accuracy", percent(report["teacher"]["test_accuracy"])),
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
             (
                 "parameters",
                 f"{report['teacher']['parameters']:,} → {report['student']['parameters']:,}",
             ),
-            ("time", _minutes(report)),
+            ("time", minutes(report)),
             ("model", str(out / "model.pt")),
         ],
     )

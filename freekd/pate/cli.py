@@ -20,13 +20,10 @@ from freekd.cli_options import (
     TrainerFlags,
     TrustCodeOption,
     _fail,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.config import load_config
 from freekd.pate.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
 from freekd.runlock import locks_folder_argument
@@ -78,7 +75,7 @@ def pate_teachers(
     report = run_pate_teachers(cfg, run.options())
     out = run.out
     accuracy = report["teacher_accuracy"]
-    _print_table(
+    print_table(
         f"{cfg.teachers} teachers {cfg.arch} on {report['dataset']}",
         [
             (
@@ -88,11 +85,11 @@ def pate_teachers(
             ),
             (
                 "teacher accuracy",
-                f"median {_percent(accuracy['median'])} (min {_percent(accuracy['min'])}, "
-                f"max {_percent(accuracy['max'])}) on {report['eval_dataset']}",
+                f"median {percent(accuracy['median'])} (min {percent(accuracy['min'])}, "
+                f"max {percent(accuracy['max'])}) on {report['eval_dataset']}",
             ),
-            ("plurality vote", f"{_percent(report['plurality_accuracy'])} (no noise)"),
-            ("time", _minutes(report)),
+            ("plurality vote", f"{percent(report['plurality_accuracy'])} (no noise)"),
+            ("time", minutes(report)),
             ("teachers", f"{out}/teachers.pt (private)"),
         ],
     )
@@ -143,7 +140,7 @@ def _label_values(
 
 def _print_label_report(report: dict[str, Any], out: Path) -> None:
     privacy = report["privacy"]
-    _print_table(
+    print_table(
         f"PATE labels ({report['aggregator']})",
         [
             (
@@ -153,9 +150,9 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
             ),
             (
                 "label accuracy",
-                "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
+                "–" if report["label_accuracy"] is None else percent(report["label_accuracy"]),
             ),
-            *_privacy_rows(privacy),
+            *privacy_rows(privacy),
             (
                 "budget",
                 f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
@@ -263,12 +260,12 @@ def pate_student(
     report = run_pate_student(cfg, run.options())
     out = run.out
     privacy = report["privacy"]
-    _print_table(
+    print_table(
         f"PATE student {cfg.student}",
         [
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
             (
                 "trained on",
@@ -280,8 +277,8 @@ def pate_student(
                     else ""
                 ),
             ),
-            *_privacy_rows(privacy),
-            ("time", _minutes(report)),
+            *privacy_rows(privacy),
+            ("time", minutes(report)),
             ("model", str(out / "model.pt")),
         ],
     )
@@ -336,14 +333,14 @@ def pate_run(
         student_cfg,
         RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
     )
-    _print_table(
+    print_table(
         "PATE student",
         [
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            *_privacy_rows(report["privacy"]),
+            *privacy_rows(report["privacy"]),
             ("model", str(student_dir / "model.pt")),
         ],
     )

@@ -17,13 +17,10 @@ from freekd.cli_options import (
     TrainerFlags,
     _fail,
     _json_arg,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
     option_groups,
     user_errors,
 )
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.supervised.config import TeacherTrainConfig
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
@@ -93,20 +90,20 @@ def teacher_train(
     report = run_teacher_train(cfg, run.options())
     out = run.out
     rows = [
-        ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
+        ("test accuracy", f"{percent(report['test_accuracy'])} on {report['eval_dataset']}"),
         ("parameters", f"{report['parameters']:,}"),
-        ("time", _minutes(report)),
+        ("time", minutes(report)),
         ("model", str(out / "model.pt")),
     ]
     if "privacy" in report:
         privacy = report["privacy"]
         mechanism = privacy["mechanisms"][0]
         rows[1:1] = [
-            *_privacy_rows(privacy, "privacy (DP-SGD)"),
+            *privacy_rows(privacy, "privacy (DP-SGD)"),
             (
                 "",
                 f"noise multiplier {mechanism['noise_multiplier']:.3g}, clipping "
                 f"{mechanism['max_grad_norm']:g}",
             ),
         ]
-    _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
+    print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)

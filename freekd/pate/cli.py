@@ -28,6 +28,9 @@ from freekd.config import load_config
 from freekd.pate.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
 from freekd.runlock import locks_folder_argument
 
+# The body of pate_run (helper H2 rewrites it; issue 18) keeps the helpers' old names until then.
+_percent, _print_table, _privacy_rows = percent, print_table, privacy_rows
+
 pate_app = typer.Typer(
     no_args_is_help=True,
     help="PATE: teachers on disjoint shards → noisy, accounted labels → a private student.",
@@ -333,14 +336,14 @@ def pate_run(
         student_cfg,
         RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
     )
-    print_table(
+    _print_table(
         "PATE student",
         [
             (
                 "student accuracy",
-                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
-            *privacy_rows(report["privacy"]),
+            *_privacy_rows(report["privacy"]),
             ("model", str(student_dir / "model.pt")),
         ],
     )

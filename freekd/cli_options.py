@@ -1,7 +1,11 @@
-"""Option groups declared once (``Annotated`` aliases) and the helpers every command shares.
+"""Options declared once, for every command: ``Annotated`` aliases and option groups.
 
-``user_errors`` turns a ``FreekdError`` into one line on stderr and exit status 2; the option
-aliases keep every flag's name and help text identical across commands.
+An alias (``DatasetOption``) keeps one flag's name and help text identical across commands; a
+group (:class:`RunFlags`, :class:`TrainerFlags`, :class:`ModelSourceFlags`) is a block of flags
+that many commands share, attached by :func:`option_groups` as one parameter and handed to the
+command as one frozen dataclass, which also turns the flags into config values
+(``RunFlags.load``) and the pipeline's ``RunOptions``. ``user_errors`` turns a ``FreekdError``
+into one line on stderr and exit status 2. How commands print results: ``freekd.cli_tables``.
 """
 
 from __future__ import annotations

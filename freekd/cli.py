@@ -20,24 +20,16 @@ from typer.core import TyperGroup
 from freekd import __version__
 from freekd.audit import cli as audit_cli
 from freekd.cli_options import (
-    ArchKwargsOption,
     DataRootOption,
-    InputShapeOption,
     JsonOption,
-    MeanOption,
-    NumClassesOption,
+    ModelSourceFlags,
     OverwriteOption,
     QuietOption,
-    SourceArchOption,
-    StdOption,
     TrustCodeOption,
-    TrustPickleOption,
-    _percent,
-    _print_table,
-    _privacy_rows,
-    _source_values,
+    option_groups,
     user_errors,
 )
+from freekd.cli_tables import percent, print_table, privacy_rows
 from freekd.crossmodal import cli as crossmodal_cli
 from freekd.datafree import cli as datafree_cli
 from freekd.distill import cli as distill_cli
@@ -150,7 +142,9 @@ def main(
 
 @app.command("eval")
 @user_errors
+@option_groups
 def eval_command(
+    *,
     model: Annotated[
         str,
         typer.Option(
@@ -160,13 +154,7 @@ def eval_command(
         ),
     ],
     dataset: Annotated[str, typer.Option("--dataset", help="Labelled data, e.g. mnist:test.")],
-    arch: SourceArchOption = None,
-    arch_kwargs: ArchKwargsOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    trust_pickle: TrustPickleOption = False,
+    source: ModelSourceFlags,
     trust_code: TrustCodeOption = False,
     data_root: DataRootOption = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N].")] = "auto",
@@ -177,12 +165,10 @@ def eval_command(
     from freekd.config import TeacherSourceConfig, from_dict
     from freekd.evaluation import run_eval
 
-    values = _source_values(
-        "", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
-    )
-    source = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
+    values = source.values("", model)
+    teacher = from_dict(TeacherSourceConfig, {k: v for k, v in values.items() if v is not None})
     result = run_eval(
-        source,
+        teacher,
         dataset,
         data_root=data_root,
         device=device,
@@ -193,8 +179,7 @@ def eval_command(
         typer.echo(json.dumps({"accuracy": result["accuracy"], "n": result["n"]}))
     else:
         typer.echo(
-            f"accuracy {_percent(result['accuracy'])} on {result['n']} images of "
-            f"{result['dataset']}"
+            f"accuracy {percent(result['accuracy'])} on {result['n']} images of {result['dataset']}"
         )
 
 
@@ -212,7 +197,7 @@ def info(
         typer.echo(json.dumps(details, indent=2))
         return
     if "model" in details:  # a cross-modal file (CLIP or one tower)
-        _print_table(
+        print_table(
             str(path),
             [
                 ("format", details["format"]),
@@ -226,10 +211,10 @@ def info(
         return
     shape = "x".join(map(str, details["input"]["shape"]))
     privacy = details["privacy"]
-    rows = _privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
+    rows = privacy_rows(privacy) or [("privacy", "none (no differential-privacy record)")]
     if details["batchnorm_replacement"]:
         rows.append(("BatchNorm", f"replaced by {details['batchnorm_replacement']} (DP-SGD)"))
-    _print_table(
+    print_table(
         str(path),
         [
             ("format", details["format"]),
@@ -287,21 +272,21 @@ def demo(
         "teacher",
         teacher["arch"],
         f"{teacher['parameters']:,}",
-        _percent(teacher["test_accuracy"]),
+        percent(teacher["test_accuracy"]),
         f"{teacher['wall_seconds']:.0f} s",
     )
     table.add_row(
         "student (kd)",
         student["student"]["arch"],
         f"{student['student']['parameters']:,}",
-        _percent(student["student"]["test_accuracy"]),
+        percent(student["student"]["test_accuracy"]),
         f"{student['wall_seconds']:.0f} s",
     )
     table.add_row(
         f"student (data-free, {datafree['method']['name']})",
         datafree["student"]["arch"],
         f"{datafree['student']['parameters']:,}",
-        _percent(datafree["student"]["test_accuracy"]),
+        percent(datafree["student"]["test_accuracy"]),
         f"{datafree['wall_seconds']:.0f} s",
     )
     console = Console()

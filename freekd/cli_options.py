@@ -1,24 +1,37 @@
-"""Option groups declared once (``Annotated`` aliases) and the helpers every command shares.
+"""Options declared once, for every command: ``Annotated`` aliases and option groups.
 
-``user_errors`` turns a ``FreekdError`` into one line on stderr and exit status 2; the option
-aliases keep every flag's name and help text identical across commands.
+An alias (``DatasetOption``) keeps one flag's name and help text identical across commands; a
+group (:class:`RunFlags`, :class:`TrainerFlags`, :class:`ModelSourceFlags`) is a block of flags
+that many commands share, attached by :func:`option_groups` as one parameter and handed to the
+command as one frozen dataclass, which also turns the flags into config values
+(``RunFlags.load``) and the pipeline's ``RunOptions``. ``user_errors`` turns a ``FreekdError``
+into one line on stderr and exit status 2. How commands print results: ``freekd.cli_tables``.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import errno
 import functools
+import inspect
 import json
+import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from freekd.config import read_yaml
+from freekd.config import load_config, read_yaml
 from freekd.errors import FreekdError
 
+if TYPE_CHECKING:
+    from freekd.runs import RunOptions
+
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -205,6 +218,207 @@ TrustCodeOption = Annotated[
 ]
 
 
+TeacherFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--teacher",
+        help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
+        "pickled module (+ --trust-pickle).",
+    ),
+]
+
+
+# Option groups: each is declared once here and attached to a command as one parameter, e.g.
+# ``run: Annotated[RunFlags, Defaults(out=Path("runs/distill"))]``; ``@option_groups`` shows
+# typer the group's options in that parameter's place and hands the command one frozen dataclass.
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSourceFlags:
+    """How to load a model file that is not a freekd checkpoint (DESIGN.md, "Teachers users
+    bring"): the options of ``TeacherSourceConfig``."""
+
+    arch: SourceArchOption = None
+    arch_kwargs: ArchKwargsOption = None
+    input_shape: InputShapeOption = None
+    num_classes: NumClassesOption = None
+    mean: MeanOption = None
+    std: StdOption = None
+    trust_pickle: TrustPickleOption = False
+
+    def values(self, prefix: str, path: str | None) -> dict[str, Any]:
+        """Dotted config values of a TeacherSourceConfig at ``prefix`` (``"teacher."``)."""
+        return {
+            f"{prefix}path": path,
+            f"{prefix}arch": self.arch,
+            f"{prefix}arch_kwargs": _json_arg(self.arch_kwargs, "--arch-kwargs"),
+            f"{prefix}input_shape": _ints(self.input_shape, "--input-shape"),
+            f"{prefix}num_classes": self.num_classes,
+            f"{prefix}mean": _floats(self.mean, "--mean"),
+            f"{prefix}std": _floats(self.std, "--std"),
+            f"{prefix}trust_pickle": self.trust_pickle or None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainerFlags:
+    """The training loop's options (``TrainerConfig``) and the run's seed."""
+
+    epochs: EpochsOption = None
+    batch_size: BatchOption = None
+    lr: LrOption = None
+    seed: SeedOption = None
+    device: DeviceOption = None
+    deterministic: DeterministicOption = False
+
+    def values(self) -> dict[str, Any]:
+        """Dotted config values: ``seed`` and the ``trainer.*`` fields the flags set."""
+        return {
+            "seed": self.seed,
+            "trainer.epochs": self.epochs,
+            "trainer.batch_size": self.batch_size,
+            "trainer.lr": self.lr,
+            "trainer.device": self.device,
+            "trainer.deterministic": True if self.deterministic else None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFlags:
+    """The config file, ``--set`` overrides and run folder of every command that writes a run."""
+
+    config: ConfigOption = None
+    trust_code: TrustCodeOption = False
+    overrides: SetOption = None
+    out: OutOption = Path("runs")
+    overwrite: OverwriteOption = False
+    resume: ResumeOption = False
+    quiet: QuietOption = False
+
+    def load(self, cls: type[C], values: dict[str, Any]) -> C:
+        """The command's config: defaults (or, with --resume, the run's saved config.yaml) <
+        --config < --set < the command's own flags (``values``)."""
+        saved = self.out / "config.yaml"
+        return load_config(
+            cls,
+            self.config,
+            overrides=self.overrides,
+            values=values,
+            base=read_yaml(saved) if self.resume and saved.exists() else None,
+            trust_code=self.trust_code,
+        )
+
+    def options(self) -> RunOptions:
+        """How the pipeline treats the run folder and the terminal."""
+        from freekd.runs import RunOptions
+
+        return RunOptions(
+            self.out,
+            overwrite=self.overwrite,
+            resume=self.resume,
+            quiet=self.quiet,
+            trust_code=self.trust_code,
+        )
+
+
+OPTION_GROUPS = (ModelSourceFlags, TrainerFlags, RunFlags)
+
+
+class Defaults:
+    """A command's own defaults for some options of a group, e.g.
+    ``run: Annotated[RunFlags, Defaults(out=Path("runs/distill"))]``."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+
+class OptionHelp:
+    """A command's own help texts for some options of a group, e.g.
+    ``run: Annotated[RunFlags, OptionHelp(resume="Continue the ledger in --out.")]``."""
+
+    def __init__(self, **texts: str) -> None:
+        self.texts = texts
+
+
+def option_groups(command: F) -> F:
+    """Attach option groups to a typer command.
+
+    Each parameter of ``command`` annotated with a group class (:data:`OPTION_GROUPS`) stands for
+    the group's options, in its place: typer reads them from the ``__signature__`` this sets, and
+    the command receives them as one instance of the group. :class:`Defaults` and
+    :class:`OptionHelp` in the annotation give the command's own defaults and help texts.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    parameters: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for parameter in signature.parameters.values():
+        group, defaults, helps = _group_of(parameter.annotation)
+        if group is None:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        expanded = _group_parameters(group, defaults, helps)
+        groups[parameter.name] = (group, [each.name for each in expanded])
+        parameters += expanded
+    names = [parameter.name for parameter in parameters]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{command.__name__}: an option of a group repeats a parameter's name")
+
+    @functools.wraps(command)
+    def with_groups(**values: Any) -> Any:
+        for name, (group, fields) in groups.items():
+            values[name] = group(**{field: values.pop(field) for field in fields})
+        return command(**values)
+
+    with_groups.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_groups.__annotations__ = {p.name: p.annotation for p in parameters}
+    return with_groups  # type: ignore[return-value]
+
+
+def _group_of(annotation: Any) -> tuple[type | None, dict[str, Any], dict[str, str]]:
+    """The option group an annotation names (``RunFlags`` or ``Annotated[RunFlags, ...]``), with
+    the command's own defaults and help texts for its options."""
+    defaults: dict[str, Any] = {}
+    helps: dict[str, str] = {}
+    if typing.get_origin(annotation) is Annotated:
+        annotation, *extras = typing.get_args(annotation)
+        for extra in extras:
+            if isinstance(extra, Defaults):
+                defaults.update(extra.values)
+            elif isinstance(extra, OptionHelp):
+                helps.update(extra.texts)
+    if annotation in OPTION_GROUPS:
+        return annotation, defaults, helps
+    return None, defaults, helps
+
+
+def _group_parameters(
+    group: type, defaults: dict[str, Any], helps: dict[str, str]
+) -> list[inspect.Parameter]:
+    """The group's options as keyword parameters, with the command's defaults and help texts."""
+    unknown = (set(defaults) | set(helps)) - {spec.name for spec in dataclasses.fields(group)}
+    if unknown:
+        raise TypeError(f"{group.__name__} has no options {sorted(unknown)}")
+    instance = group(**defaults)
+    hints = typing.get_type_hints(group, include_extras=True)
+    parameters = []
+    for spec in dataclasses.fields(group):
+        annotation = hints[spec.name]
+        if spec.name in helps:
+            kind, option = typing.get_args(annotation)
+            option = copy.copy(option)
+            option.help = helps[spec.name]
+            annotation = Annotated[kind, option]
+        parameters.append(
+            inspect.Parameter(
+                spec.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=getattr(instance, spec.name),
+                annotation=annotation,
+            )
+        )
+    return parameters
+
+
 def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -239,75 +453,6 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
         raise FreekdError(f"{flag} takes comma-separated integers, e.g. 1,28,28") from None
 
 
-def _source_values(
-    prefix: str,
-    path: str | None,
-    arch: str | None,
-    arch_kwargs: str | None,
-    input_shape: str | None,
-    num_classes: int | None,
-    mean: str | None,
-    std: str | None,
-    trust_pickle: bool,
-) -> dict[str, Any]:
-    """Dotted config values of a TeacherSourceConfig from the model-loading flags."""
-    return {
-        f"{prefix}path": path,
-        f"{prefix}arch": arch,
-        f"{prefix}arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
-        f"{prefix}input_shape": _ints(input_shape, "--input-shape"),
-        f"{prefix}num_classes": num_classes,
-        f"{prefix}mean": _floats(mean, "--mean"),
-        f"{prefix}std": _floats(std, "--std"),
-        f"{prefix}trust_pickle": trust_pickle or None,
-    }
-
-
-def _resume_base(out: Path, resume: bool) -> dict[str, Any] | None:
-    saved = out / "config.yaml"
-    return read_yaml(saved) if resume and saved.exists() else None
-
-
-def _trainer_values(
-    epochs: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    device: str | None,
-    deterministic: bool,
-) -> dict[str, Any]:
-    return {
-        "trainer.epochs": epochs,
-        "trainer.batch_size": batch_size,
-        "trainer.lr": lr,
-        "trainer.device": device,
-        "trainer.deterministic": True if deterministic else None,
-    }
-
-
-def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.2f} %"
-
-
-def _privacy_rows(privacy: dict[str, Any] | None, label: str = "privacy") -> list[tuple[str, str]]:
-    """One row per ε of a privacy record, each naming its kind, the guarantee first."""
-    from freekd.privacy.report import describe, epsilon_figures
-
-    figures = epsilon_figures(privacy)
-    return [(label if i == 0 else "", describe(figure)) for i, figure in enumerate(figures)]
-
-
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
     import yaml
@@ -320,14 +465,6 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FreekdError(f"{what} {path}: expected a mapping of settings")
     return data
-
-
-def _maybe_percent(value: float | None) -> str:
-    return "–" if value is None else _percent(value)
-
-
-def _minutes(report: dict[str, Any]) -> str:
-    return f"{report['wall_seconds'] / 60:.1f} min wall, {report['cpu_seconds'] / 60:.1f} CPU min"
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:
@@ -351,25 +488,3 @@ def _budget_values(budget: str | None) -> dict[str, Any]:
         f"--budget {budget!r}: give minutes (15m), CPU minutes (cpu:15m) or a number of "
         "synthesized images"
     )
-
-
-def _print_privacy(title: str, result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    rows = _privacy_rows(result)
-    if "data_independent_epsilon" in result:
-        rows.append(("queries answered", f"{result['answered']:,} of {result['queries']:,}"))
-    rows.append(("best Rényi order", f"{result['order']:g}"))
-    if "sanitized" in result:
-        sanitized = result["sanitized"]
-        rows.append(
-            (
-                "sanitized release",
-                f"smooth sensitivity, order {sanitized['order']:g}, β = {sanitized['beta']:.3g}, "
-                f"σ_s = {sanitized['sigma']:g}",
-            )
-        )
-    _print_table(title, rows)
-    if "note" in result:
-        typer.echo(f"note: {result['note']}")

@@ -282,6 +282,13 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise FreekdError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
+    if annotation in (bool, int, float, str):
+        return _coerce_scalar(annotation, value, where)
+    raise FreekdError(f"{where}: unsupported type {_type_name(annotation)}")
+
+
+def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
+    """Check a bool, int, float or str field, accepting the strings YAML and --set produce."""
     if annotation is bool:
         if isinstance(value, bool):
             return value

@@ -10,16 +10,18 @@ import json
 import pathlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import torch
+import typer.main
 import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
 import freekd
 from freekd.cli import app
+from freekd.cli_options import Defaults, RunFlags, option_groups
 from freekd.config import TrainerConfig, load_config, to_dict
 from freekd.supervised.config import TeacherTrainConfig
 
@@ -581,3 +583,62 @@ def test_resume_gives_the_run_of_one_uninterrupted_command(tmp_path: Path) -> No
     straight_report = json.loads((straight / "report.json").read_text())
     assert resumed_report["steps"] == straight_report["steps"] == 46
     assert resumed_report["test_accuracy"] == straight_report["test_accuracy"]
+
+
+# option groups (freekd/cli_options.py) ------------------------------------------------------------
+
+
+def _params(*command: str) -> list[Any]:
+    group: Any = typer.main.get_command(app)
+    for name in command:
+        group = group.commands[name]
+    return list(group.params)
+
+
+def _option_names(*command: str) -> list[str]:
+    return [option for param in _params(*command) for option in param.opts]
+
+
+RUN_FLAGS = ["--config", "--trust-code", "--set", "--out", "--overwrite", "--resume", "--quiet"]
+TRAINER_FLAGS = ["--epochs", "--batch-size", "--lr", "--seed", "--device", "--deterministic"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["teacher", "train"],
+        ["distill"],
+        ["datafree"],
+        ["pate", "teachers"],
+        ["pate", "student"],
+        ["crossmodal", "teacher"],
+        ["crossmodal", "distill"],
+    ],
+    ids=" ".join,
+)
+def test_training_commands_share_the_run_and_trainer_flags_in_one_order(
+    command: list[str],
+) -> None:
+    names = _option_names(*command)
+
+    start = names.index("--config")
+    assert names[start : start + len(RUN_FLAGS)] == RUN_FLAGS
+    start = names.index("--epochs")
+    assert names[start : start + len(TRAINER_FLAGS)] == TRAINER_FLAGS
+
+
+def test_a_command_gives_a_group_its_own_defaults_and_help() -> None:
+    label = {param.name: param for param in _params("pate", "label")}
+    student = {param.name: param for param in _params("pate", "student")}
+
+    assert label["resume"].help == "Continue the ledger in --out (nothing re-spent)."
+    assert student["resume"].help == "Continue the interrupted run in --out from its checkpoint.pt."
+    assert label["out"].default == Path("runs/pate-labels")
+    assert student["out"].default == Path("runs/pate-student")
+
+
+def test_an_option_group_refuses_an_unknown_option_name() -> None:
+    def command(*, run: Annotated[RunFlags, Defaults(output="x")]) -> None: ...
+
+    with pytest.raises(TypeError, match="RunFlags has no options"):
+        option_groups(command)

@@ -9,29 +9,17 @@ import typer
 
 from freekd.audit.config import AuditConfig, AuditPipelineConfig
 from freekd.cli_options import (
-    ArchKwargsOption,
-    ConfigOption,
     DataRootOption,
+    Defaults,
     DeviceOption,
-    InputShapeOption,
-    MeanOption,
-    NumClassesOption,
-    OutOption,
-    OverwriteOption,
-    QuietOption,
-    ResumeOption,
+    ModelSourceFlags,
+    OptionHelp,
+    RunFlags,
     SeedOption,
-    SetOption,
-    SourceArchOption,
-    StdOption,
-    TrustCodeOption,
-    TrustPickleOption,
-    _percent,
-    _resume_base,
-    _source_values,
+    option_groups,
     user_errors,
 )
-from freekd.config import load_config
+from freekd.cli_tables import percent
 
 audit_app = typer.Typer(
     invoke_without_command=True,
@@ -51,8 +39,8 @@ def _print_audit(report: dict[str, Any], out: Path) -> None:
         table.add_row(
             name,
             f"{result['auc']:.3f}",
-            _percent(rates["0.001"]),
-            _percent(rates["0.01"]),
+            percent(rates["0.001"]),
+            percent(rates["0.01"]),
             f"{result['advantage']:.3f}",
         )
     console = Console()
@@ -63,7 +51,9 @@ def _print_audit(report: dict[str, Any], out: Path) -> None:
 
 @audit_app.callback()
 @user_errors
+@option_groups
 def audit(
+    *,
     ctx: typer.Context,
     model: Annotated[
         str | None,
@@ -120,23 +110,11 @@ def audit(
         int | None,
         typer.Option("--max-examples", help="Use at most this many members and non-members."),
     ] = None,
-    arch: SourceArchOption = None,
-    arch_kwargs: ArchKwargsOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    trust_pickle: TrustPickleOption = False,
+    source: ModelSourceFlags,
     seed: SeedOption = None,
     device: DeviceOption = None,
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/audit"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/audit"))],
 ) -> None:
     """Audit a model: membership-inference attacks, ROC curves and an empirical ε lower bound.
 
@@ -148,9 +126,7 @@ def audit(
         return
     names = [name for item in attack or [] for name in item.split(",") if name.strip()]
     values = {
-        **_source_values(
-            "model.", model, arch, arch_kwargs, input_shape, num_classes, mean, std, trust_pickle
-        ),
+        **source.values("model.", model),
         "members": members,
         "non_members": non_members,
         "attacks": names or None,
@@ -163,21 +139,11 @@ def audit(
         "seed": seed,
         "data_root": data_root,
     }
-    cfg = load_config(
-        AuditConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(AuditConfig, values)
     from freekd.audit.pipeline import run_audit
-    from freekd.runs import RunOptions
 
-    report = run_audit(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
-    _print_audit(report, out)
+    report = run_audit(cfg, run.options())
+    _print_audit(report, run.out)
     if report["epsilon_lower_bound"].get("consistent") is False:
         # Not a usage error (2): the audit ran and found the model's privacy claim violated.
         typer.echo(
@@ -190,7 +156,9 @@ def audit(
 
 @audit_app.command("pipeline")
 @user_errors
+@option_groups
 def audit_pipeline(
+    *,
     paths: Annotated[
         list[str] | None,
         typer.Option(
@@ -213,15 +181,11 @@ def audit_pipeline(
     ] = None,
     seed: SeedOption = None,
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/audit-pipeline"),
-    overwrite: OverwriteOption = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Skip the stages that finished; redo the rest.")
-    ] = False,
-    quiet: QuietOption = False,
+    run: Annotated[
+        RunFlags,
+        Defaults(out=Path("runs/audit-pipeline")),
+        OptionHelp(resume="Skip the stages that finished; redo the rest."),
+    ],
 ) -> None:
     """The distillation threat model end to end: a teacher trained on a random half of a pool,
     students distilled from it by each path, every model audited against the teacher's members.
@@ -235,20 +199,15 @@ def audit_pipeline(
         "seed": seed,
         "data_root": data_root,
     }
-    cfg = load_config(
-        AuditPipelineConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(AuditPipelineConfig, values)
     from freekd.audit.threat_model import run_audit_pipeline
-    from freekd.runs import RunOptions
 
-    report = run_audit_pipeline(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_audit_pipeline(cfg, run.options())
+    _print_threat_model(report, run.out)
+
+
+def _print_threat_model(report: dict[str, Any], out: Path) -> None:
+    """The table of `freekd audit pipeline`: one row per model, its accuracy and leakage."""
     from rich.console import Console
     from rich.table import Table
 
@@ -265,10 +224,10 @@ def audit_pipeline(
         kind = row.get("accountant_kind") or "kind unknown"
         table.add_row(
             row["model"],
-            _percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
+            percent(row["test_accuracy"]) if row["test_accuracy"] is not None else "-",
             f"{row['best_auc']:.3f}",
-            _percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
-            "-" if row["loss_tpr_at_0.001"] is None else _percent(row["loss_tpr_at_0.001"]),
+            percent(row["lira_tpr_at_0.001"]) if row["lira_tpr_at_0.001"] is not None else "-",
+            "-" if row["loss_tpr_at_0.001"] is None else percent(row["loss_tpr_at_0.001"]),
             f"{row['epsilon_lower_bound']:.3f}",
             "-" if claimed is None else f"{claimed:.3g} ({kind})",
         )

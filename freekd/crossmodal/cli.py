@@ -3,35 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from freekd.cli_options import (
-    BatchOption,
-    ConfigOption,
     DataRootOption,
-    DeterministicOption,
-    DeviceOption,
-    EpochsOption,
-    LrOption,
-    OutOption,
-    OverwriteOption,
-    QuietOption,
-    ResumeOption,
-    SeedOption,
-    SetOption,
-    TrustCodeOption,
-    _maybe_percent,
-    _minutes,
-    _percent,
-    _print_table,
-    _resume_base,
-    _trainer_values,
+    Defaults,
+    RunFlags,
+    TrainerFlags,
     _yaml_mapping,
+    option_groups,
     user_errors,
 )
-from freekd.config import load_config
+from freekd.cli_tables import maybe_percent, minutes, percent, print_table
 
 crossmodal_app = typer.Typer(
     no_args_is_help=True,
@@ -41,7 +26,9 @@ crossmodal_app = typer.Typer(
 
 @crossmodal_app.command("teacher")
 @user_errors
+@option_groups
 def crossmodal_teacher(
+    *,
     pairs: Annotated[
         str | None,
         typer.Option(
@@ -54,20 +41,9 @@ def crossmodal_teacher(
         str | None,
         typer.Option("--eval-pairs", help="Held-out labelled images (default: the test split)."),
     ] = None,
-    epochs: EpochsOption = None,
-    batch_size: BatchOption = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
+    trainer: TrainerFlags,
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/clip-teacher"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/clip-teacher"))],
 ) -> None:
     """Train a small open_clip CLIP (config in configs/crossmodal/) on templated image–caption
     pairs; report zero-shot accuracy and retrieval recall@1/5/10 on held-out pairs."""
@@ -76,35 +52,25 @@ def crossmodal_teacher(
     values = {
         "pairs": pairs,
         "eval_pairs": eval_pairs,
-        "seed": seed,
+        **trainer.values(),
         "data_root": data_root,
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
-    cfg = load_config(
-        CrossModalTeacherConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(CrossModalTeacherConfig, values)
     from freekd.crossmodal.pipeline import run_crossmodal_teacher
-    from freekd.runs import RunOptions
 
-    report = run_crossmodal_teacher(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_crossmodal_teacher(cfg, run.options())
+    out = run.out
     teacher = report["teacher"]
-    _print_table(
+    print_table(
         "CLIP teacher",
         [
             (
                 "zero-shot accuracy",
-                f"{_maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
+                f"{maybe_percent(teacher['zero_shot_accuracy'])} on {report['eval_pairs']}",
             ),
             (
                 "recall@1 / 5 / 10",
-                " / ".join(_percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
+                " / ".join(percent(teacher[f"recall_at_{k}"]) for k in (1, 5, 10))
                 + f" ({teacher['retrieval_pairs']} pairs, {teacher['recall_counts']}, both ways)",
             ),
             (
@@ -113,7 +79,7 @@ def crossmodal_teacher(
                 f"(image tower {teacher['parameters']['image']:,})",
             ),
             ("captions", "templated from the class labels"),
-            ("time", _minutes(report)),
+            ("time", minutes(report)),
             ("model", str(out / "model.pt")),
         ],
     )
@@ -121,7 +87,9 @@ def crossmodal_teacher(
 
 @crossmodal_app.command("distill")
 @user_errors
+@option_groups
 def crossmodal_distill(
+    *,
     teacher: Annotated[
         str | None,
         typer.Option(
@@ -158,20 +126,9 @@ def crossmodal_distill(
         bool,
         typer.Option("--no-baseline", help="Skip the same student trained without the teacher."),
     ] = False,
-    epochs: EpochsOption = None,
-    batch_size: BatchOption = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
+    trainer: TrainerFlags,
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/clip-student"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/clip-student"))],
 ) -> None:
     """Distill a small CLIP student (default: about a quarter of the teacher) from a CLIP
     teacher, or a one-modality student from a teacher of the other modality (image → text,
@@ -189,24 +146,18 @@ def crossmodal_distill(
         "method.name": method,
         "pairs": pairs,
         "baseline": False if no_baseline else None,
-        "seed": seed,
+        **trainer.values(),
         "data_root": data_root,
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
-    cfg = load_config(
-        CrossModalDistillConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(CrossModalDistillConfig, values)
     from freekd.crossmodal.pipeline import run_crossmodal_distill
-    from freekd.runs import RunOptions
 
-    report = run_crossmodal_distill(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_crossmodal_distill(cfg, run.options())
+    _print_crossmodal_distill(report, run.out)
+
+
+def _print_crossmodal_distill(report: dict[str, Any], out: Path) -> None:
+    """Teacher, student and baseline side by side: parameters, zero-shot accuracy, recall@k."""
     from rich.console import Console
     from rich.table import Table
 
@@ -221,8 +172,8 @@ def crossmodal_distill(
         table.add_row(
             name,
             f"{entry['parameters']['total']:,}",
-            _maybe_percent(entry["zero_shot_accuracy"]),
-            *(_maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
+            maybe_percent(entry["zero_shot_accuracy"]),
+            *(maybe_percent(entry[f"recall_at_{k}"]) for k in (1, 5, 10)),
         )
     console = Console()
     console.print(table)

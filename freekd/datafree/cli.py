@@ -3,43 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from freekd.cli_options import (
-    ArchKwargsOption,
-    BatchOption,
-    ConfigOption,
     DataRootOption,
-    DeterministicOption,
-    DeviceOption,
-    EpochsOption,
-    InputShapeOption,
-    LrOption,
-    MeanOption,
-    NumClassesOption,
-    OutOption,
-    OverwriteOption,
-    QuietOption,
-    ResumeOption,
-    SeedOption,
-    SetOption,
-    SourceArchOption,
-    StdOption,
-    TrustCodeOption,
-    TrustPickleOption,
+    Defaults,
+    ModelSourceFlags,
+    RunFlags,
+    TeacherFileOption,
+    TrainerFlags,
     _budget_values,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
-    _resume_base,
-    _source_values,
-    _trainer_values,
+    option_groups,
     user_errors,
 )
-from freekd.config import load_config
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.datafree.config import DataFreeConfig
 from freekd.errors import FreekdError
 
@@ -48,15 +27,10 @@ app = typer.Typer()
 
 @app.command()
 @user_errors
+@option_groups
 def datafree(
-    teacher: Annotated[
-        str | None,
-        typer.Option(
-            "--teacher",
-            help="Teacher file: freekd checkpoint, TorchScript, state_dict (+ --arch) or "
-            "pickled module (+ --trust-pickle).",
-        ),
-    ] = None,
+    *,
+    teacher: TeacherFileOption = None,
     student: Annotated[
         str | None,
         typer.Option(
@@ -102,27 +76,10 @@ def datafree(
             "queries for `freekd pate label --queries-from` (data-free PATE).",
         ),
     ] = None,
-    arch: SourceArchOption = None,
-    arch_kwargs: ArchKwargsOption = None,
-    input_shape: InputShapeOption = None,
-    num_classes: NumClassesOption = None,
-    mean: MeanOption = None,
-    std: StdOption = None,
-    trust_pickle: TrustPickleOption = False,
-    epochs: EpochsOption = None,
-    batch_size: BatchOption = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
+    source: ModelSourceFlags,
+    trainer: TrainerFlags,
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/datafree"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/datafree"))],
 ) -> None:
     """Distill a student from a teacher with synthetic inputs only (no training data).
 
@@ -134,77 +91,62 @@ def datafree(
             "give one of them"
         )
     values = {
-        **_source_values(
-            "teacher.",
-            teacher,
-            arch,
-            arch_kwargs,
-            input_shape,
-            num_classes,
-            mean,
-            std,
-            trust_pickle,
-        ),
+        **source.values("teacher.", teacher),
         "student": student,
         "synthesizer.name": method,
         "eval_dataset": eval_data,
         "proxy_dataset": proxy_data,
         "save_queries": save_queries,
-        "seed": seed,
+        **trainer.values(),
         "data_root": data_root,
         **_budget_values(budget),
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
-    cfg = load_config(
-        DataFreeConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(DataFreeConfig, values)
     from freekd.datafree.pipeline import run_datafree
-    from freekd.runs import RunOptions
 
-    report = run_datafree(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
-    source = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
+    report = run_datafree(cfg, run.options())
+    source_name = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
+    print_table("data-free distillation", _report_rows(report, source_name, run.out))
+
+
+def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[str, str]]:
+    """The summary table of a data-free run: method, accuracies, queries, collapse, privacy."""
     rows = [
         ("method", f"{source} → {report['student']['arch']}"),
         ("synthesized images", f"{report['synthesized_images']:,}"),
         ("teacher queries", f"{report['teacher_queries']:,}"),
     ]
     if report["student"]["test_accuracy"] is not None:
-        rows.insert(1, ("teacher accuracy", _percent(report["teacher"]["test_accuracy"])))
+        rows.insert(1, ("teacher accuracy", percent(report["teacher"]["test_accuracy"])))
         rows.insert(
             2,
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
         )
     if report["stopped_by_budget"]:
         rows.append(("stopped", report["stopped_by_budget"]))
     collapse = report["collapse"]
     if collapse and collapse["events"]:
-        status = "recovered" if collapse["recovered"] else "NOT RECOVERED, the student is suspect"
-        if collapse.get("student_damaged"):
-            status += " (it lost the teacher before the check: compare its accuracy)"
-        reasons = sorted(
-            {reason for event in collapse["events"] for reason in event.get("reasons", ())}
-        )
-        rows.append(
-            (
-                "collapse",
-                # The status first: a narrow terminal cuts the end of the row.
-                f"{status}; {len(collapse['events'])} event(s)"
-                + (f" ({', '.join(reasons)})" if reasons else "")
-                + f", {collapse['recoveries']} re-initialization(s)",
-            )
-        )
+        rows.append(("collapse", _collapse_summary(collapse)))
     privacy = report["privacy"]
     if privacy["private"]:
-        rows += _privacy_rows(privacy, "privacy (inherited)")
-    rows += [("time", _minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
-    _print_table("data-free distillation", rows)
+        rows += privacy_rows(privacy, "privacy (inherited)")
+    rows += [("time", minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
+    return rows
+
+
+def _collapse_summary(collapse: dict[str, Any]) -> str:
+    """The collapse monitor's verdict, the status first: a narrow terminal cuts the end of it."""
+    status = "recovered" if collapse["recovered"] else "NOT RECOVERED, the student is suspect"
+    if collapse.get("student_damaged"):
+        status += " (it lost the teacher before the check: compare its accuracy)"
+    reasons = sorted(
+        {reason for event in collapse["events"] for reason in event.get("reasons", ())}
+    )
+    return (
+        f"{status}; {len(collapse['events'])} event(s)"
+        + (f" ({', '.join(reasons)})" if reasons else "")
+        + f", {collapse['recoveries']} re-initialization(s)"
+    )

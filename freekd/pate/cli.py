@@ -8,34 +8,28 @@ from typing import Annotated, Any
 import typer
 
 from freekd.cli_options import (
-    BatchOption,
-    ConfigOption,
     DataRootOption,
     DatasetOption,
-    DeterministicOption,
-    DeviceOption,
-    EpochsOption,
+    Defaults,
     EvalDataOption,
-    LrOption,
+    OptionHelp,
     OutOption,
-    OverwriteOption,
     QuietOption,
-    ResumeOption,
+    RunFlags,
     SeedOption,
-    SetOption,
+    TrainerFlags,
     TrustCodeOption,
     _fail,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
-    _resume_base,
-    _trainer_values,
+    option_groups,
     user_errors,
 )
-from freekd.config import load_config, read_yaml
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
+from freekd.config import load_config
 from freekd.pate.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
 from freekd.runlock import locks_folder_argument
+
+# The body of pate_run (helper H2 rewrites it; issue 18) keeps the helpers' old names until then.
+_percent, _print_table, _privacy_rows = percent, print_table, privacy_rows
 
 pate_app = typer.Typer(
     no_args_is_help=True,
@@ -45,7 +39,9 @@ pate_app = typer.Typer(
 
 @pate_app.command("teachers")
 @user_errors
+@option_groups
 def pate_teachers(
+    *,
     dataset: DatasetOption = None,
     teachers: Annotated[
         int | None, typer.Option("--teachers", help="K: teachers, each on its own shard.")
@@ -58,22 +54,9 @@ def pate_teachers(
         typer.Option("--execution", help="loop (one by one; CPU) or vmap (vectorised; GPU)."),
     ] = None,
     eval_data: EvalDataOption = None,
-    epochs: EpochsOption = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Images per teacher and step.")
-    ] = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
+    trainer: Annotated[TrainerFlags, OptionHelp(batch_size="Images per teacher and step.")],
     data_root: DataRootOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/pate"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/pate"))],
 ) -> None:
     """Train K teachers on disjoint shards of the private data (writes OUT/teachers.pt).
 
@@ -86,26 +69,16 @@ def pate_teachers(
         "arch": arch,
         "execution": execution,
         "eval_dataset": eval_data,
-        "seed": seed,
+        **trainer.values(),
         "data_root": data_root,
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
     }
-    cfg = load_config(
-        PateTeachersConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(PateTeachersConfig, values)
     from freekd.pate.teachers import run_pate_teachers
-    from freekd.runs import RunOptions
 
-    report = run_pate_teachers(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_pate_teachers(cfg, run.options())
+    out = run.out
     accuracy = report["teacher_accuracy"]
-    _print_table(
+    print_table(
         f"{cfg.teachers} teachers {cfg.arch} on {report['dataset']}",
         [
             (
@@ -115,11 +88,11 @@ def pate_teachers(
             ),
             (
                 "teacher accuracy",
-                f"median {_percent(accuracy['median'])} (min {_percent(accuracy['min'])}, "
-                f"max {_percent(accuracy['max'])}) on {report['eval_dataset']}",
+                f"median {percent(accuracy['median'])} (min {percent(accuracy['min'])}, "
+                f"max {percent(accuracy['max'])}) on {report['eval_dataset']}",
             ),
-            ("plurality vote", f"{_percent(report['plurality_accuracy'])} (no noise)"),
-            ("time", _minutes(report)),
+            ("plurality vote", f"{percent(report['plurality_accuracy'])} (no noise)"),
+            ("time", minutes(report)),
             ("teachers", f"{out}/teachers.pt (private)"),
         ],
     )
@@ -170,7 +143,7 @@ def _label_values(
 
 def _print_label_report(report: dict[str, Any], out: Path) -> None:
     privacy = report["privacy"]
-    _print_table(
+    print_table(
         f"PATE labels ({report['aggregator']})",
         [
             (
@@ -180,9 +153,9 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
             ),
             (
                 "label accuracy",
-                "–" if report["label_accuracy"] is None else _percent(report["label_accuracy"]),
+                "–" if report["label_accuracy"] is None else percent(report["label_accuracy"]),
             ),
-            *_privacy_rows(privacy),
+            *privacy_rows(privacy),
             (
                 "budget",
                 f"{privacy['budget']['epsilon']:g} at δ = {privacy['budget']['delta']:g}, "
@@ -196,7 +169,9 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
 
 @pate_app.command("label")
 @user_errors
+@option_groups
 def pate_label(
+    *,
     teachers: Annotated[
         Path | None,
         typer.Option("--teachers", help="teachers.pt of `freekd pate teachers`.", dir_okay=False),
@@ -240,15 +215,11 @@ def pate_label(
     epsilon: Annotated[float | None, typer.Option("--epsilon", help="Budget ε.")] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="Budget δ.")] = None,
     seed: SeedOption = None,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/pate-labels"),
-    overwrite: OverwriteOption = False,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the ledger in --out (nothing re-spent).")
-    ] = False,
-    quiet: QuietOption = False,
+    run: Annotated[
+        RunFlags,
+        Defaults(out=Path("runs/pate-labels")),
+        OptionHelp(resume="Continue the ledger in --out (nothing re-spent)."),
+    ],
 ) -> None:
     """Label public queries with the ensemble's noisy votes, within an (ε, δ) budget.
 
@@ -259,75 +230,45 @@ def pate_label(
         teachers, queries_from, queries, aggregator, sigma, sigma1, sigma2, threshold, gamma,
         epsilon, delta, seed, (student_model, confidence_scale, student_threshold),
     )  # fmt: skip
-    base = read_yaml(out / "config.yaml") if resume and (out / "config.yaml").exists() else None
-    cfg = load_config(
-        PateLabelConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=base,
-        trust_code=trust_code,
-    )
+    cfg = run.load(PateLabelConfig, values)
     from freekd.pate.label import run_pate_label
-    from freekd.runs import RunOptions
 
-    report = run_pate_label(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
-    _print_label_report(report, out)
+    report = run_pate_label(cfg, run.options())
+    _print_label_report(report, run.out)
 
 
 @pate_app.command("student")
 @user_errors
+@option_groups
 def pate_student(
+    *,
     labels: Annotated[
         Path, typer.Option("--labels", help="The --out folder of `freekd pate label`.")
     ],
     student: Annotated[
         str | None, typer.Option("--student", help="Student architecture (default lenet5).")
     ] = None,
-    epochs: EpochsOption = None,
-    batch_size: BatchOption = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/pate-student"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    trainer: TrainerFlags,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/pate-student"))],
 ) -> None:
     """Train a student on the answered queries; it inherits the labels' (ε, δ)."""
     values = {
         "labels": str(labels),
         "student": student,
-        "seed": seed,
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
+        **trainer.values(),
     }
-    cfg = load_config(
-        PateStudentConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
+    cfg = run.load(PateStudentConfig, values)
     from freekd.pate.student import run_pate_student
-    from freekd.runs import RunOptions
 
-    report = run_pate_student(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_pate_student(cfg, run.options())
+    out = run.out
     privacy = report["privacy"]
-    _print_table(
+    print_table(
         f"PATE student {cfg.student}",
         [
             (
                 "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
+                f"{percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
             ),
             (
                 "trained on",
@@ -339,8 +280,8 @@ def pate_student(
                     else ""
                 ),
             ),
-            *_privacy_rows(privacy),
-            ("time", _minutes(report)),
+            *privacy_rows(privacy),
+            ("time", minutes(report)),
             ("model", str(out / "model.pt")),
         ],
     )

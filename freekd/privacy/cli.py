@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from freekd.cli_options import JsonOption, _floats, _print_privacy, user_errors
+from freekd.cli_options import JsonOption, _floats, user_errors
+from freekd.cli_tables import print_privacy
 
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy accounting calculators.")
 
@@ -82,7 +83,7 @@ def privacy_pate(
         if sanitize
         else None,
     )
-    _print_privacy("PATE privacy", result, as_json)
+    print_privacy("PATE privacy", result, as_json)
 
 
 @privacy_app.command("dpsgd")
@@ -104,4 +105,4 @@ def privacy_dpsgd(
     result = run_privacy_dpsgd(
         sample_rate=sample_rate, noise_multiplier=noise_multiplier, steps=steps, delta=delta
     )
-    _print_privacy("DP-SGD privacy", result, as_json)
+    print_privacy("DP-SGD privacy", result, as_json)

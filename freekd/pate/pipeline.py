@@ -154,10 +154,13 @@ def run_pate(
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:
-    """The ``report.json`` of a stage kept from an earlier run (``None`` if it has none)."""
+    """The ``report.json`` of a stage kept from an earlier run (``None`` if it has none, or
+    one that is not JSON: the summary then has no figures for that stage)."""
 
-    path = folder / "report.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads((folder / "report.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
+        return None
 
 
 def pate_headlines(reports: dict[str, dict[str, Any] | None]) -> dict[str, Any]:

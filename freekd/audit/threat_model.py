@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,11 @@ from freekd.datafree.pipeline import run_datafree
 from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
-from freekd.pate.label import run_pate_label
-from freekd.pate.student import run_pate_student
-from freekd.pate.teachers import run_pate_teachers
+from freekd.pate.config import PateRunConfig
+from freekd.pate.pipeline import PateLayout, run_pate
 from freekd.plots import plot_roc
 from freekd.runlock import locks_run_folder
-from freekd.runs import LEDGER_FILE, RunOptions, as_float, prepare_run_dir, seeded
+from freekd.runs import RunOptions, as_float, prepare_run_dir, seeded
 from freekd.supervised.config import TeacherTrainConfig
 from freekd.supervised.pipeline import run_teacher_train
 
@@ -97,164 +97,9 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_yaml(config))
-    root = Path(config.data_root) if config.data_root else None
-    train = load_dataset(f"{config.dataset}:train", root=root)
-    test_spec = f"{config.dataset}:test"
-    if config.pool + config.public > len(train):
-        raise FreekdError(
-            f"{config.dataset}:train has {len(train)} images, fewer than --pool {config.pool} + "
-            f"public {config.public}; lower them"
-        )
-    order = torch.randperm(len(train), generator=seeded(config.seed, 11))
-    pool_index = order[: config.pool]
-    coins = torch.rand(config.pool, generator=seeded(config.seed, 12)) < 0.5
-    if bool(coins.all()) or not bool(coins.any()):
-        raise FreekdError("the membership coin flips gave one side no example; use a larger --pool")
-    data_dir = out / "data"
-    data_dir.mkdir(exist_ok=True)
-    files = {
-        "members": data_dir / "members.npz",
-        "non_members": data_dir / "non_members.npz",
-        "public": data_dir / "public.npz",
-    }
-    subsets = {
-        "members": train.subset(pool_index[coins]),
-        "non_members": train.subset(pool_index[~coins]),
-        "public": train.subset(order[config.pool : config.pool + config.public]),
-    }
-    for key, subset in subsets.items():
-        if options.resume and files[key].exists():
-            # Finished stages are kept: they must have been trained on exactly these sets.
-            saved = load_dataset(str(files[key]))
-            if data_fingerprint(saved) != data_fingerprint(subset):
-                raise FreekdError(
-                    f"{files[key]} differs from what this config draws (another --seed, --pool "
-                    "or dataset?); resume with the run's own settings or start a new --out"
-                )
-        else:
-            save_npz(files[key], subset)
-    stage = lambda name: RunOptions(  # noqa: E731
-        out / name, overwrite=True, quiet=options.quiet, trust_code=options.trust_code
-    )
-    seed = config.seed
-    # Every trained model: name → (folder, test accuracy, path of model.pt).
-    models: dict[str, tuple[str, float | None]] = {}
-
-    def teacher_stage(name: str, teacher_config: TeacherTrainConfig) -> Path:
-        folder = out / name
-        if not stage_done(folder, options):
-            run_teacher_train(
-                dataclasses.replace(
-                    teacher_config, dataset=str(files["members"]), eval_dataset=test_spec,
-                    data_root=config.data_root, seed=seed,
-                ),
-                stage(name),
-            )  # fmt: skip
-        models[name] = (str(folder / "model.pt"), read_report(folder)["test_accuracy"])
-        return folder / "model.pt"
-
-    teacher_path = teacher_stage("teacher", config.teacher)
-    source = TeacherSourceConfig(path=str(teacher_path))
-    if "kd" in config.paths:
-        folder = out / "student-kd"
-        if not stage_done(folder, options):
-            run_distill(
-                dataclasses.replace(
-                    config.distill, teacher=source, dataset=str(files["public"]),
-                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
-                ),
-                stage("student-kd"),
-            )  # fmt: skip
-        models["student-kd"] = (
-            str(folder / "model.pt"),
-            read_report(folder)["student"]["test_accuracy"],
-        )
-    if "datafree" in config.paths:
-        folder = out / "student-datafree"
-        if not stage_done(folder, options):
-            run_datafree(
-                dataclasses.replace(
-                    config.datafree, teacher=source, eval_dataset=test_spec,
-                    data_root=config.data_root, seed=seed,
-                ),
-                stage("student-datafree"),
-            )  # fmt: skip
-        models["student-datafree"] = (
-            str(folder / "model.pt"),
-            read_report(folder)["student"]["test_accuracy"],
-        )
-    if "pate" in config.paths:
-        folder = out / "student-pate"
-        pate = config.pate
-        teachers_dir, labels_dir = out / "pate-teachers", out / "pate-labels"
-        if not stage_done(teachers_dir, options):
-            run_pate_teachers(
-                dataclasses.replace(
-                    pate.teachers, dataset=str(files["members"]), eval_dataset=test_spec,
-                    data_root=config.data_root, seed=seed,
-                ),
-                stage("pate-teachers"),
-            )  # fmt: skip
-        if not stage_done(labels_dir, options):
-            run_pate_label(
-                dataclasses.replace(
-                    pate.label, teachers=str(teachers_dir / "teachers.pt"),
-                    query_dataset=str(files["public"]), eval_dataset=test_spec,
-                    data_root=config.data_root, seed=seed,
-                ),
-                # A ledger records privacy already spent: it is continued, never replaced.
-                RunOptions(
-                    labels_dir, resume=(labels_dir / LEDGER_FILE).exists(), quiet=options.quiet,
-                    trust_code=options.trust_code,
-                ),
-            )  # fmt: skip
-        if not stage_done(folder, options):
-            run_pate_student(
-                dataclasses.replace(
-                    pate.student, labels=str(labels_dir), data_root=config.data_root, seed=seed
-                ),
-                stage("student-pate"),
-            )
-        models["student-pate"] = (
-            str(folder / "model.pt"),
-            read_report(folder)["student"]["test_accuracy"],
-        )
-    if "dpsgd-datafree" in config.paths:
-        dp_path = teacher_stage("dp-teacher", config.dp_teacher)
-        folder = out / "student-dpsgd-datafree"
-        if not stage_done(folder, options):
-            run_datafree(
-                dataclasses.replace(
-                    config.datafree, teacher=TeacherSourceConfig(path=str(dp_path)),
-                    eval_dataset=test_spec, data_root=config.data_root, seed=seed,
-                ),
-                stage("student-dpsgd-datafree"),
-            )  # fmt: skip
-        models["student-dpsgd-datafree"] = (
-            str(folder / "model.pt"),
-            read_report(folder)["student"]["test_accuracy"],
-        )
-    audits: dict[str, dict[str, Any]] = {}
-    shadow_source: str | None = config.audit.shadow.reuse
-    for name, (path, _) in models.items():
-        folder = out / "audit" / name
-        if stage_done(folder, options):
-            audits[name] = read_report(folder)
-        else:
-            audit_config = dataclasses.replace(
-                config.audit,
-                model=TeacherSourceConfig(path=path),
-                members=str(files["members"]),
-                non_members=str(files["non_members"]),
-                data_root=config.data_root,
-                random_split=True,
-                seed=seed,
-                shadow=dataclasses.replace(config.audit.shadow, reuse=shadow_source),
-            )
-            assert isinstance(audit_config, AuditConfig)
-            audits[name] = run_audit(audit_config, stage(f"audit/{name}"))
-        if shadow_source is None and config.audit.shadow.models > 0:
-            shadow_source = str(folder)  # the teacher's shadow models serve every later audit
+    run, coins = _draw_membership(config, options)
+    models = _train_models(run)
+    audits = _audit_models(run, models)
     table = [_audit_row(name, models[name][1], audits[name]) for name in models]
     curves = {}
 
@@ -277,11 +122,227 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
         },
         "wall_seconds": round(time.perf_counter() - wall_start, 3),
         "cpu_seconds": round(time.process_time() - cpu_start, 3),
-        "seed": seed,
+        "seed": config.seed,
         "freekd_version": __version__,
     }
     atomic_write_json(out / "report.json", report)
     return report
+
+
+@dataclass(frozen=True)
+class ThreatModelRun:
+    """What every stage of one ``freekd audit pipeline`` run shares.
+
+    Attributes:
+        config: the pipeline's config.
+        options: the pipeline's run options (its folder, ``--resume``).
+        files: the ``members``, ``non_members`` and ``public`` data files in ``OUT/data``.
+    """
+
+    config: AuditPipelineConfig
+    options: RunOptions
+    files: dict[str, Path]
+
+    @property
+    def out(self) -> Path:
+        return self.options.out_dir
+
+    @property
+    def test_spec(self) -> str:
+        """Where every model's test accuracy is measured."""
+        return f"{self.config.dataset}:test"
+
+    def stage(self, name: str) -> RunOptions:
+        """The options of stage ``name``: its folder ``OUT/<name>``, replaced when run again."""
+        return RunOptions(
+            self.out / name,
+            overwrite=True,
+            quiet=self.options.quiet,
+            trust_code=self.options.trust_code,
+        )
+
+    def done(self, name: str) -> bool:
+        """Whether ``--resume`` keeps stage ``name`` (it finished on an earlier run)."""
+        return stage_done(self.out / name, self.options)
+
+
+def _draw_membership(
+    config: AuditPipelineConfig, options: RunOptions
+) -> tuple[ThreatModelRun, torch.Tensor]:
+    """Draw the pool, flip each image's membership coin, and save (or check) the data files.
+
+    Returns the run's shared state and the coins (True: a member).
+    """
+
+    root = Path(config.data_root) if config.data_root else None
+    train = load_dataset(f"{config.dataset}:train", root=root)
+    if config.pool + config.public > len(train):
+        raise FreekdError(
+            f"{config.dataset}:train has {len(train)} images, fewer than --pool {config.pool} + "
+            f"public {config.public}; lower them"
+        )
+    order = torch.randperm(len(train), generator=seeded(config.seed, 11))
+    pool_index = order[: config.pool]
+    coins = torch.rand(config.pool, generator=seeded(config.seed, 12)) < 0.5
+    if bool(coins.all()) or not bool(coins.any()):
+        raise FreekdError("the membership coin flips gave one side no example; use a larger --pool")
+    data_dir = options.out_dir / "data"
+    data_dir.mkdir(exist_ok=True)
+    files = {
+        "members": data_dir / "members.npz",
+        "non_members": data_dir / "non_members.npz",
+        "public": data_dir / "public.npz",
+    }
+    subsets = {
+        "members": train.subset(pool_index[coins]),
+        "non_members": train.subset(pool_index[~coins]),
+        "public": train.subset(order[config.pool : config.pool + config.public]),
+    }
+    for key, subset in subsets.items():
+        if options.resume and files[key].exists():
+            # Finished stages are kept: they must have been trained on exactly these sets.
+            saved = load_dataset(str(files[key]))
+            if data_fingerprint(saved) != data_fingerprint(subset):
+                raise FreekdError(
+                    f"{files[key]} differs from what this config draws (another --seed, --pool "
+                    "or dataset?); resume with the run's own settings or start a new --out"
+                )
+        else:
+            save_npz(files[key], subset)
+    return ThreatModelRun(config, options, files), coins
+
+
+#: Every trained model of the pipeline: name → (path of its model.pt, its test accuracy).
+Models = dict[str, tuple[str, float | None]]
+
+#: The pipeline's PATE stages: OUT/pate-teachers, OUT/pate-labels, OUT/student-pate; the audit
+#: pipeline owns its folder, so ``--resume`` keeps every finished stage (``PateLayout``).
+AUDIT_PATE_LAYOUT = PateLayout(
+    teachers="pate-teachers", labels="pate-labels", student="student-pate", summary=None, owned=True
+)
+
+
+def _train_models(run: ThreatModelRun) -> Models:
+    """The teacher and every path's student (and the DP teacher), in the table's order."""
+
+    config = run.config
+    models: Models = {}
+    teacher_path = _teacher_stage(run, "teacher", config.teacher, models)
+    source = TeacherSourceConfig(path=str(teacher_path))
+    if "kd" in config.paths:
+        if not run.done("student-kd"):
+            run_distill(
+                dataclasses.replace(
+                    config.distill, teacher=source, dataset=str(run.files["public"]),
+                    eval_dataset=run.test_spec, data_root=config.data_root, seed=config.seed,
+                ),
+                run.stage("student-kd"),
+            )  # fmt: skip
+        models["student-kd"] = _student_model(run.out / "student-kd")
+    if "datafree" in config.paths:
+        models["student-datafree"] = _datafree_stage(run, "student-datafree", source)
+    if "pate" in config.paths:
+        pate = run_pate(_pate_config(run), run.options, layout=AUDIT_PATE_LAYOUT)
+        models["student-pate"] = (
+            str(Path(pate["stages"]["student"]) / "model.pt"),
+            pate["student"]["test_accuracy"],
+        )
+    if "dpsgd-datafree" in config.paths:
+        dp_path = _teacher_stage(run, "dp-teacher", config.dp_teacher, models)
+        models["student-dpsgd-datafree"] = _datafree_stage(
+            run, "student-dpsgd-datafree", TeacherSourceConfig(path=str(dp_path))
+        )
+    return models
+
+
+def _teacher_stage(
+    run: ThreatModelRun, name: str, teacher_config: TeacherTrainConfig, models: Models
+) -> Path:
+    """Train a teacher on the members (unless kept); add it to ``models``; its model.pt."""
+
+    folder = run.out / name
+    if not run.done(name):
+        run_teacher_train(
+            dataclasses.replace(
+                teacher_config, dataset=str(run.files["members"]), eval_dataset=run.test_spec,
+                data_root=run.config.data_root, seed=run.config.seed,
+            ),
+            run.stage(name),
+        )  # fmt: skip
+    models[name] = (str(folder / "model.pt"), read_report(folder)["test_accuracy"])
+    return folder / "model.pt"
+
+
+def _datafree_stage(
+    run: ThreatModelRun, name: str, teacher: TeacherSourceConfig
+) -> tuple[str, float | None]:
+    """A data-free student of ``teacher`` in ``OUT/<name>`` (unless kept)."""
+
+    if not run.done(name):
+        run_datafree(
+            dataclasses.replace(
+                run.config.datafree, teacher=teacher, eval_dataset=run.test_spec,
+                data_root=run.config.data_root, seed=run.config.seed,
+            ),
+            run.stage(name),
+        )  # fmt: skip
+    return _student_model(run.out / name)
+
+
+def _student_model(folder: Path) -> tuple[str, float | None]:
+    return str(folder / "model.pt"), read_report(folder)["student"]["test_accuracy"]
+
+
+def _pate_config(run: ThreatModelRun) -> PateRunConfig:
+    """The ``pate`` path's stages on this run's data: teachers on shards of the members,
+    queries from the public set."""
+
+    config, pate = run.config, run.config.pate
+    root, seed, test = config.data_root, config.seed, run.test_spec
+    return dataclasses.replace(
+        pate,
+        teachers=dataclasses.replace(
+            pate.teachers, dataset=str(run.files["members"]), eval_dataset=test,
+            data_root=root, seed=seed,
+        ),
+        label=dataclasses.replace(
+            pate.label, query_dataset=str(run.files["public"]), eval_dataset=test,
+            data_root=root, seed=seed,
+        ),
+        student=dataclasses.replace(pate.student, data_root=root, seed=seed),
+    )  # fmt: skip
+
+
+def _audit_models(run: ThreatModelRun, models: Models) -> dict[str, dict[str, Any]]:
+    """Audit every model against the same members and non-members (unless kept).
+
+    The first audit trains the shadow models (unless ``audit.shadow.reuse`` names some); every
+    later audit reuses them.
+    """
+
+    config = run.config
+    audits: dict[str, dict[str, Any]] = {}
+    shadow_source: str | None = config.audit.shadow.reuse
+    for name, (path, _) in models.items():
+        folder = run.out / "audit" / name
+        if run.done(f"audit/{name}"):
+            audits[name] = read_report(folder)
+        else:
+            audit_config = dataclasses.replace(
+                config.audit,
+                model=TeacherSourceConfig(path=path),
+                members=str(run.files["members"]),
+                non_members=str(run.files["non_members"]),
+                data_root=config.data_root,
+                random_split=True,
+                seed=config.seed,
+                shadow=dataclasses.replace(config.audit.shadow, reuse=shadow_source),
+            )
+            assert isinstance(audit_config, AuditConfig)
+            audits[name] = run_audit(audit_config, run.stage(f"audit/{name}"))
+        if shadow_source is None and config.audit.shadow.models > 0:
+            shadow_source = str(folder)  # the teacher's shadow models serve every later audit
+    return audits
 
 
 def _roc_of(folder: Path, report: dict[str, Any], attack: str) -> tuple[Any, Any]:

@@ -309,41 +309,31 @@ def pate_run(
     trust_code: TrustCodeOption = False,
 ) -> None:
     """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
-    import dataclasses
-
     from freekd.pate.config import PateRunConfig
-    from freekd.pate.label import run_pate_label
-    from freekd.pate.student import run_pate_student
-    from freekd.pate.teachers import run_pate_teachers
+    from freekd.pate.pipeline import run_pate
     from freekd.runs import RunOptions
 
     run = load_config(PateRunConfig, config, trust_code=trust_code)
-    teachers_cfg = run.teachers
-    teachers_dir, labels_dir, student_dir = out / "teachers", out / "labels", out / "student"
-    if not (resume and (teachers_dir / "teachers.pt").exists()):
-        run_pate_teachers(
-            teachers_cfg, RunOptions(teachers_dir, quiet=quiet, trust_code=trust_code)
-        )
-    label_cfg = dataclasses.replace(run.label, teachers=str(teachers_dir / "teachers.pt"))
-    labels = run_pate_label(
-        label_cfg,
-        RunOptions(labels_dir, resume=resume and (labels_dir / "ledger.jsonl").exists(),
-                   quiet=quiet, trust_code=trust_code),
-    )  # fmt: skip
-    _print_label_report(labels, labels_dir)
-    student_cfg = dataclasses.replace(run.student, labels=str(labels_dir))
-    report = run_pate_student(
-        student_cfg,
-        RunOptions(student_dir, overwrite=resume, quiet=quiet, trust_code=trust_code),
-    )
-    _print_table(
-        "PATE student",
-        [
-            (
-                "student accuracy",
-                f"{_percent(report['student']['test_accuracy'])} on {report['eval_dataset']}",
-            ),
-            *_privacy_rows(report["privacy"]),
-            ("model", str(student_dir / "model.pt")),
-        ],
+
+    def print_stage(name: str, report: dict[str, Any], folder: Path) -> None:
+        if name == "labels":
+            _print_label_report(report, folder)
+        elif name == "student":
+            _print_table(
+                "PATE student",
+                [
+                    (
+                        "student accuracy",
+                        f"{_percent(report['student']['test_accuracy'])} on "
+                        f"{report['eval_dataset']}",
+                    ),
+                    *_privacy_rows(report["privacy"]),
+                    ("model", str(folder / "model.pt")),
+                ],
+            )
+
+    run_pate(
+        run,
+        RunOptions(out, resume=resume, quiet=quiet, trust_code=trust_code),
+        on_stage=print_stage,
     )

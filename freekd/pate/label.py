@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.pate.config import PateLabelConfig
 from freekd.privacy.accounting import DPSGDAccountant
 from freekd.privacy.budget import PrivacyBudget
-from freekd.privacy.labeler import BUDGET_FIGURES, NoisyLabeler, mechanism_from_name
+from freekd.privacy.labeler import BUDGET_FIGURES, Mechanism, NoisyLabeler, mechanism_from_name
 from freekd.privacy.ledger import PrivacyLedger
 from freekd.privacy.rdp import epsilon_from_rdp
 from freekd.privacy.release import checked_sanitized_release
@@ -45,6 +46,77 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     ``report.json`` (with ``privacy``) and ``config.yaml``.
     """
 
+    budget, mechanism = _checked_mechanism(config)
+    out = options.out_dir
+    ledger_path = _checked_label_folder(options)
+    queries = _load_queries(config, options)
+    out.mkdir(parents=True, exist_ok=True)
+    prior = _prior_accountant(queries.provenance)
+    labeler = _open_labeler(config, mechanism, budget, queries, prior, ledger_path)
+    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
+    # it was.
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
+    student_model = _query_student(config, mechanism, queries.pool, options)
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    labelled = _label_pool(labeler, queries.pool, queries.count, student_model, quiet=options.quiet)
+    atomic_write(
+        out / LABELS_FILE,
+        lambda stream: np.savez(
+            stream,
+            indices=np.arange(queries.count),
+            labels=labelled.labels,
+            by_teachers=labelled.by_teachers,
+        ),
+    )
+    privacy = labeler.privacy_report()
+    if config.sanitize and mechanism.name in SANITIZABLE and labeler.queries:
+        privacy["sanitized"] = _release_label_privacy(
+            config, mechanism, queries, labeler, labelled.by_teachers, prior, options
+        )
+        privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
+        privacy = with_figures(privacy)
+    report: dict[str, Any] = {
+        "command": "pate label",
+        **_labelling_figures(config, queries, labeler, labelled, mechanism.name),
+        "privacy": privacy,
+        "wall_seconds": round(time.perf_counter() - wall_start, 3),
+        "cpu_seconds": round(time.process_time() - cpu_start, 3),
+        "seed": config.seed,
+        "freekd_version": __version__,
+    }
+    atomic_write_json(out / "report.json", report)
+    return report
+
+
+@dataclass
+class LabelQueries:
+    """The query side of a labelling run: the teachers, the public pool and what it costs.
+
+    Attributes:
+        ensemble: the teachers (private; only the labeler reads their votes).
+        pool: the public query pool.
+        provenance: where the queries come from (:func:`_query_provenance`).
+        count: how many pool images may be asked about (the first ``count``).
+    """
+
+    ensemble: Any
+    pool: ImageDataset
+    provenance: dict[str, Any]
+    count: int
+
+
+@dataclass
+class PoolLabels:
+    """What a labelling pass released: a label (−1: none) per available query, and who gave it."""
+
+    labels: np.ndarray
+    by_teachers: np.ndarray
+    stopped_by_budget: bool
+
+
+def _checked_mechanism(config: PateLabelConfig) -> tuple[PrivacyBudget, Mechanism]:
+    """The budget and the noisy aggregator of ``config``, every setting checked."""
+
     if not config.teachers:
         raise FreekdError("give the teacher ensemble: --teachers OUT/teachers.pt")
     if config.budget_on not in BUDGET_FIGURES:
@@ -67,6 +139,12 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
             f"--aggregator {mechanism.name} needs --student-model (a student checkpoint, e.g. "
             "from freekd pate student)"
         )
+    return budget, mechanism
+
+
+def _checked_label_folder(options: RunOptions) -> Path:
+    """The ledger's path, once the folder may be used: a ledger is continued, never replaced."""
+
     out = options.out_dir
     ledger_path = out / LEDGER_FILE
     if ledger_path.exists() and not options.resume:
@@ -81,6 +159,12 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
             f"output folder {out} already exists; pass --overwrite to replace it or choose "
             "another --out"
         )
+    return ledger_path
+
+
+def _load_queries(config: PateLabelConfig, options: RunOptions) -> LabelQueries:
+    """The teachers, the query pool (and evaluation set), checked against each other."""
+
     ensemble = load_ensemble(Path(config.teachers), trust_code=options.trust_code)
     pool = load_split(
         config.query_dataset, default_split="test", root=config.data_root, download=False
@@ -103,39 +187,61 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     if config.queries < 1:
         raise FreekdError(f"--queries must be positive, got {config.queries}")
     count = min(config.queries, len(pool) - config.holdout)
-    out.mkdir(parents=True, exist_ok=True)
+    return LabelQueries(ensemble, pool, provenance, count)
+
+
+def _open_labeler(
+    config: PateLabelConfig,
+    mechanism: Mechanism,
+    budget: PrivacyBudget,
+    queries: LabelQueries,
+    prior: Any,
+    ledger_path: Path,
+) -> NoisyLabeler:
+    """The only reader of the teachers' votes, continuing the ledger at ``ledger_path``."""
+
     header = NoisyLabeler.ledger_header(
         mechanism, budget, seed=config.seed, budget_on=config.budget_on
     )
-    header["queries"] = {"dataset": pool.name, "holdout": config.holdout}
-    prior = _prior_accountant(provenance)
-    labeler = NoisyLabeler(
-        ensemble.votes,
+    header["queries"] = {"dataset": queries.pool.name, "holdout": config.holdout}
+    return NoisyLabeler(
+        queries.ensemble.votes,
         mechanism,
         budget=budget,
         ledger=PrivacyLedger(ledger_path, header=header),
         seed=config.seed,
-        num_classes=ensemble.num_classes,
+        num_classes=queries.ensemble.num_classes,
         budget_on=config.budget_on,
         prior=None if prior is None else prior.rdp(),
-        prior_record=None if prior is None else provenance["privacy"],
+        prior_record=None if prior is None else queries.provenance["privacy"],
     )
-    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
-    # it was.
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
-    student_model = None
-    if mechanism.needs_student:
-        from freekd.checkpoint import load_model
 
-        assert config.student_model is not None
-        student_model = load_model(config.student_model, trust_code=options.trust_code)
-        check_input_shape(pool, student_model.input_shape, who="the student model")
+
+def _query_student(
+    config: PateLabelConfig, mechanism: Mechanism, pool: ImageDataset, options: RunOptions
+) -> Any:
+    """Interactive-GNMax's student model (public), or None for the other aggregators."""
+
+    if not mechanism.needs_student:
+        return None
+    from freekd.checkpoint import load_model
+
+    assert config.student_model is not None
+    student_model = load_model(config.student_model, trust_code=options.trust_code)
+    check_input_shape(pool, student_model.input_shape, who="the student model")
+    return student_model
+
+
+def _label_pool(
+    labeler: NoisyLabeler, pool: ImageDataset, count: int, student_model: Any, *, quiet: bool
+) -> PoolLabels:
+    """Ask about the first ``count`` pool images in order, until done or the budget stops it."""
+
     labels = np.full(count, -1, dtype=np.int64)
     by_teachers = np.zeros(count, dtype=bool)
     stopped = False
-    wall_start, cpu_start = time.perf_counter(), time.process_time()
-    with RichProgress(disable=options.quiet, transient=True) as progress:
-        task = progress.add_task(f"labelling ({mechanism.name})", total=count)
+    with RichProgress(disable=quiet, transient=True) as progress:
+        task = progress.add_task(f"labelling ({labeler.mechanism.name})", total=count)
         for start in range(0, count, 256):
             indices = list(range(start, min(start + 256, count)))
             images = pool.batch(torch.tensor(indices)).images
@@ -150,33 +256,32 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
             if result.stopped_by_budget:
                 stopped = True
                 break
+    return PoolLabels(labels, by_teachers, stopped)
+
+
+def _labelling_figures(
+    config: PateLabelConfig,
+    queries: LabelQueries,
+    labeler: NoisyLabeler,
+    labelled: PoolLabels,
+    aggregator: str,
+) -> dict[str, Any]:
+    """The report's account of the queries: where from, how many asked and answered, by whom."""
+
+    labels, by_teachers = labelled.labels, labelled.by_teachers
     answered = labels >= 0
-    truth = pool.labels[:count].numpy()
-    atomic_write(
-        out / LABELS_FILE,
-        lambda stream: np.savez(
-            stream, indices=np.arange(count), labels=labels, by_teachers=by_teachers
-        ),
-    )
-    privacy = labeler.privacy_report()
-    if config.sanitize and mechanism.name in SANITIZABLE and labeler.queries:
-        privacy["sanitized"] = _release_label_privacy(
-            config, mechanism, ensemble, pool, labeler, by_teachers, prior, options
-        )
-        privacy["sanitized_epsilon"] = privacy["sanitized"]["epsilon"]
-        privacy = with_figures(privacy)
-    synthetic = provenance["source"] != "public unlabelled set"
-    report: dict[str, Any] = {
-        "command": "pate label",
+    truth = queries.pool.labels[: queries.count].numpy()
+    synthetic = queries.provenance["source"] != "public unlabelled set"
+    return {
         "queries": {
-            **provenance,
-            "dataset": pool.name,
+            **queries.provenance,
+            "dataset": queries.pool.name,
             "asked": labeler.queries,
-            "available": count,
+            "available": queries.count,
             "holdout": config.holdout,
             "eval_dataset": config.eval_dataset,
         },
-        "aggregator": mechanism.name,
+        "aggregator": aggregator,
         "answered": int(answered.sum()),
         "answered_by_teachers": int(by_teachers.sum()),
         "answered_by_student": int((answered & ~by_teachers).sum()),
@@ -188,15 +293,8 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
         "agreement_with_query_model": float((labels[answered] == truth[answered]).mean())
         if answered.any() and synthetic
         else None,
-        "stopped_by_budget": stopped,
-        "privacy": privacy,
-        "wall_seconds": round(time.perf_counter() - wall_start, 3),
-        "cpu_seconds": round(time.process_time() - cpu_start, 3),
-        "seed": config.seed,
-        "freekd_version": __version__,
+        "stopped_by_budget": labelled.stopped_by_budget,
     }
-    atomic_write_json(out / "report.json", report)
-    return report
 
 
 def _query_provenance(config: PateLabelConfig, pool: ImageDataset) -> dict[str, Any]:
@@ -258,11 +356,10 @@ def _prior_accountant(provenance: dict[str, Any]) -> Any:
 
 def _release_label_privacy(
     config: PateLabelConfig,
-    mechanism: Any,
-    ensemble: Any,
-    pool: ImageDataset,
-    labeler: Any,
-    by_teachers: Any,
+    mechanism: Mechanism,
+    queries: LabelQueries,
+    labeler: NoisyLabeler,
+    by_teachers: np.ndarray,
     prior: Any,
     options: RunOptions,
 ) -> dict[str, Any]:
@@ -273,7 +370,7 @@ def _release_label_privacy(
     the composed data-dependent curve unless ``sanitize_order`` fixes it.
     """
 
-    asked = labeler.queries
+    asked, ensemble, pool = labeler.queries, queries.ensemble, queries.pool
     report = labeler.privacy_report()
     order = config.sanitize_order
     if order is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,7 @@ from freekd.data import AUGMENTATIONS, ImageDataset
 from freekd.errors import FreekdError
 from freekd.methods import Method, Supervised
 from freekd.methods.semi import VirtualAdversarial
-from freekd.models import (
-    count_parameters,
-)
+from freekd.models import ImageClassifier, count_parameters
 from freekd.pate.config import PateStudentConfig
 from freekd.privacy.report import inherit
 from freekd.runlock import locks_run_folder
@@ -34,10 +33,7 @@ from freekd.runs import (
     run_training,
     setup_run,
 )
-from freekd.train import (
-    BatchSource,
-    SemiSupervisedSource,
-)
+from freekd.train import BatchSource, DistInfo, SemiSupervisedSource
 
 # How ``freekd pate student`` uses the public pool's unanswered images.
 SEMI_SUPERVISED = ("vat", "none")
@@ -89,6 +85,77 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     The student sees only public images and the released labels, so it inherits the labels'
     (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
     """
+    data = _labelled_pool(config)
+    params = _semi_supervised_params(config)
+    dist, device = setup_run(config.seed, config.trainer, options)
+    student = build_student(
+        config.student,
+        dict(config.student_kwargs),
+        train_set=data.train_set,
+        num_classes=data.pool.num_classes,
+        mean=None,
+        std=None,
+    )
+    privacy = inherit(
+        data.label_report["privacy"],
+        "the student is post-processing of the released labels: it saw public images and "
+        "noisy labels only",
+    )
+    method, source = _method_and_source(config, student, data, params, dist=dist)
+    result = run_training(
+        method,
+        source,
+        eval_set=data.eval_set,
+        trainer_config=config.trainer,
+        config=config,
+        options=options,
+        device=device,
+        dist=dist,
+        description=f"PATE student {config.student}",
+        privacy=lambda state: privacy,
+    )
+    queries = data.label_report["queries"]
+    report = {
+        "command": "pate student",
+        "student": {
+            "test_accuracy": result.state.metrics["eval_accuracy"],
+            "arch": config.student,
+            "parameters": count_parameters(student.net),
+        },
+        "trained_on": len(data.train_set),
+        "semi_supervised": _semi_supervised_record(config, data, params),
+        "eval_dataset": queries.get("eval_dataset")
+        or f"{data.pool.name} (last {queries['holdout']} images)",
+        "queries_source": queries.get("source"),
+        "privacy": privacy,
+        **common_report(config, result),
+    }
+    finish_run(report, options, dist)
+    return report
+
+
+@dataclass
+class LabelledPool:
+    """The public pool of a ``pate label`` folder, split as the student uses it.
+
+    Attributes:
+        label_report: the labelling run's ``report.json``.
+        pool: the whole query pool.
+        train_set: the answered queries with their released labels.
+        eval_set: the held-out part of the pool, or the labelling run's ``eval_dataset``.
+        public: how many pool images precede the held-out part (VAT's unlabelled images).
+    """
+
+    label_report: dict[str, Any]
+    pool: ImageDataset
+    train_set: ImageDataset
+    eval_set: ImageDataset
+    public: int
+
+
+def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
+    """Read the ``pate label`` folder and split its pool; a damaged folder fails in one line."""
+
     folder = Path(config.labels)
     labels_path, report_path = folder / LABELS_FILE, folder / "report.json"
     for path in (labels_path, report_path):
@@ -122,85 +189,65 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         )
     else:
         eval_set = pool.subset(torch.arange(public, len(pool)))
+    return LabelledPool(label_report, pool, train_set, eval_set, public)
+
+
+def _semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
+    """``semi_supervised_kwargs``, checked against the chosen way of using the unlabelled pool."""
+
     if config.semi_supervised not in SEMI_SUPERVISED:
         raise FreekdError(
             f"unknown semi_supervised {config.semi_supervised!r}; known: "
             f"{', '.join(SEMI_SUPERVISED)}"
         )
-    vat = config.semi_supervised == "vat"
     params = dict(config.semi_supervised_kwargs)
-    if vat:
+    if config.semi_supervised == "vat":
         check_params(VirtualAdversarial, params, what="semi_supervised vat")
     elif params:
         raise FreekdError("semi_supervised_kwargs needs semi_supervised: vat")
-    dist, device = setup_run(config.seed, config.trainer, options)
-    student = build_student(
-        config.student,
-        dict(config.student_kwargs),
-        train_set=train_set,
-        num_classes=pool.num_classes,
-        mean=None,
-        std=None,
-    )
-    privacy = inherit(
-        label_report["privacy"],
-        "the student is post-processing of the released labels: it saw public images and "
-        "noisy labels only",
-    )
-    if vat:
-        if dist.enabled:
-            raise FreekdError("semi_supervised vat runs in one process; use semi_supervised none")
-        unlabelled = pool.subset(torch.arange(public))
-        augment_name = resolve_augmentation(config.trainer.augment, pool.input_shape)
-        method: Method = VirtualAdversarial(student, **params)
-        source: BatchSource = SemiSupervisedSource(
-            train_set,
-            unlabelled,
-            batch_size=config.trainer.batch_size,
-            labelled_batch_size=config.labelled_batch_size,
-            seed=config.seed,
-            augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
-        )
-    else:
-        method = Supervised(student)
-        source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
-    result = run_training(
-        method,
-        source,
-        eval_set=eval_set,
-        trainer_config=config.trainer,
-        config=config,
-        options=options,
-        device=device,
-        dist=dist,
-        description=f"PATE student {config.student}",
-        privacy=lambda state: privacy,
-    )
-    report = {
-        "command": "pate student",
-        "student": {
-            "test_accuracy": result.state.metrics["eval_accuracy"],
-            "arch": config.student,
-            "parameters": count_parameters(student.net),
-        },
-        "trained_on": int(answered.sum()),
-        "semi_supervised": {
-            "method": config.semi_supervised,
-            **(
-                {
-                    "unlabelled_images": public,
-                    "source": f"{pool.name}, first {public:,} images (the query pool)",
-                    "params": resolved_params(VirtualAdversarial, params),
-                }
-                if vat
-                else {}
-            ),
-        },
-        "eval_dataset": queries.get("eval_dataset")
-        or f"{pool.name} (last {queries['holdout']} images)",
-        "queries_source": queries.get("source"),
-        "privacy": privacy,
-        **common_report(config, result),
+    return params
+
+
+def _semi_supervised_record(
+    config: PateStudentConfig, data: LabelledPool, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The report's ``semi_supervised``: the method and, with VAT, its unlabelled images."""
+
+    if config.semi_supervised != "vat":
+        return {"method": config.semi_supervised}
+    return {
+        "method": config.semi_supervised,
+        "unlabelled_images": data.public,
+        "source": f"{data.pool.name}, first {data.public:,} images (the query pool)",
+        "params": resolved_params(VirtualAdversarial, params),
     }
-    finish_run(report, options, dist)
-    return report
+
+
+def _method_and_source(
+    config: PateStudentConfig,
+    student: ImageClassifier,
+    data: LabelledPool,
+    params: dict[str, Any],
+    *,
+    dist: DistInfo,
+) -> tuple[Method, BatchSource]:
+    """VAT on the answered queries plus the unlabelled pool, or cross-entropy on the answers."""
+
+    if config.semi_supervised != "vat":
+        return Supervised(student), loader_source(
+            data.train_set, config.trainer, seed=config.seed, dist=dist
+        )
+    if dist.enabled:
+        raise FreekdError("semi_supervised vat runs in one process; use semi_supervised none")
+    unlabelled = data.pool.subset(torch.arange(data.public))
+    augment_name = resolve_augmentation(config.trainer.augment, data.pool.input_shape)
+    method = VirtualAdversarial(student, **params)
+    source = SemiSupervisedSource(
+        data.train_set,
+        unlabelled,
+        batch_size=config.trainer.batch_size,
+        labelled_batch_size=config.labelled_batch_size,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+    )
+    return method, source

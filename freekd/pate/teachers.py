@@ -10,9 +10,7 @@ from torch import nn
 from freekd.data import AUGMENTATIONS, ImageDataset
 from freekd.errors import FreekdError
 from freekd.methods import EnsembleSupervised
-from freekd.models import (
-    count_parameters,
-)
+from freekd.models import ImageClassifier, count_parameters
 from freekd.pate.config import PateTeachersConfig
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
@@ -37,6 +35,9 @@ from freekd.train import (
 )
 from freekd.train.evaluate import check_input_shape, check_labels_fit
 
+#: The ensemble file of ``freekd pate teachers`` (private: only the noisy labeler reads it).
+TEACHERS_FILE = "teachers.pt"
+
 
 @locks_run_folder
 def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
@@ -50,29 +51,12 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     train_set, eval_set = train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
     check_labels_fit(eval_set, train_set.num_classes, who=f"models trained on {train_set.name}")
-    augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
-    source = ShardSource(
-        train_set,
-        teachers=config.teachers,
-        batch_size=config.trainer.batch_size,
-        seed=config.seed,
-        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
-    )
+    source = _shard_source(config, train_set)
     dist, device = setup_run(config.seed, config.trainer, options)
     if dist.enabled:
         raise FreekdError("freekd pate teachers runs in one process; start it without torchrun")
     warn_empty_classes(train_set)
-    members = [
-        build_student(
-            config.arch,
-            dict(config.arch_kwargs),
-            train_set=train_set,
-            num_classes=train_set.num_classes,
-            mean=None,
-            std=None,
-        )
-        for _ in range(config.teachers)
-    ]
+    members = _untrained_members(config, train_set)
     ensemble = make_ensemble(members, execution=config.execution)
     shards = {
         "dataset": train_set.name,
@@ -83,7 +67,7 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     }
 
     def save(module: nn.Module, resolved: dict[str, Any]) -> None:
-        save_ensemble(options.out_dir / "teachers.pt", module, config=resolved, shards=shards)  # type: ignore[arg-type]
+        save_ensemble(options.out_dir / TEACHERS_FILE, module, config=resolved, shards=shards)  # type: ignore[arg-type]
 
     result = run_training(
         EnsembleSupervised(ensemble),
@@ -107,18 +91,55 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
         "arch": config.arch,
         "parameters_per_teacher": count_parameters(members[0].net),
         "plurality_accuracy": result.state.metrics["eval_accuracy"],
-        "teacher_accuracy": {
-            "median": float(torch.tensor(accuracies).median()),
-            "min": min(accuracies),
-            "max": max(accuracies),
-            "each": accuracies,
-        },
+        "teacher_accuracy": _accuracy_spread(accuracies),
         "dataset": train_set.name,
         "eval_dataset": eval_set.name,
         **common_report(config, result),
     }
     finish_run(report, options, dist)
     return report
+
+
+def _shard_source(config: PateTeachersConfig, train_set: ImageDataset) -> ShardSource:
+    """The batches of every teacher, each drawn from its own disjoint shard of ``train_set``."""
+
+    augment_name = resolve_augmentation(config.trainer.augment, train_set.input_shape)
+    return ShardSource(
+        train_set,
+        teachers=config.teachers,
+        batch_size=config.trainer.batch_size,
+        seed=config.seed,
+        augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
+    )
+
+
+def _untrained_members(
+    config: PateTeachersConfig, train_set: ImageDataset
+) -> list[ImageClassifier]:
+    """K freshly initialised teachers of ``config.arch`` (each draws its own weights)."""
+
+    return [
+        build_student(
+            config.arch,
+            dict(config.arch_kwargs),
+            train_set=train_set,
+            num_classes=train_set.num_classes,
+            mean=None,
+            std=None,
+        )
+        for _ in range(config.teachers)
+    ]
+
+
+def _accuracy_spread(accuracies: list[float]) -> dict[str, Any]:
+    """The report's ``teacher_accuracy``: median, min, max and every member's accuracy."""
+
+    return {
+        "median": float(torch.tensor(accuracies).median()),
+        "min": min(accuracies),
+        "max": max(accuracies),
+        "each": accuracies,
+    }
 
 
 def _member_accuracies(

@@ -351,58 +351,72 @@ class NoisyLabeler:
             if int(index) in self._released:
                 labels[i] = self._released[int(index)]
                 by_teachers[i] = self._by_teachers[int(index)]
-        votes = None
-        if new:
-            with torch.no_grad():
-                votes = self._votes(images[new]).detach().cpu().to(torch.int64)
-            if votes.shape != (len(new), self.num_classes):
-                raise FreekdError(
-                    f"the ensemble returned votes of shape {tuple(votes.shape)}, expected "
-                    f"({len(new)}, {self.num_classes})"
-                )
+        votes = self._new_votes(images[new]) if new else None
         for row, i in enumerate(new):
             assert votes is not None
-            counts = votes[row]
-            counts_np = counts.numpy().astype(np.float64)
             student = None if student_probabilities is None else student_probabilities[i].cpu()
-            student_np = None if student is None else student.numpy().astype(np.float64)
-            # Worst case first: the budget must hold even if the teachers answer.
-            worst_independent = self._independent + self.mechanism.independent_cost(
-                self.orders, answered=True
-            )
-            worst_dependent = self._dependent + self.mechanism.dependent_cost(
-                counts_np, self.orders, answered=True, student=student_np
-            )
-            if not self._fits(worst_independent, worst_dependent):
+            answer = self._answer(int(indices[i]), votes[row], student)
+            if answer is None:
                 return LabelingResult(
                     labels, reached=i, stopped_by_budget=True, by_teachers=by_teachers
                 )
-            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + int(indices[i]))
-            label_tensor, teachers_tensor = self.mechanism.respond(
-                counts[None], rng, None if student is None else student[None]
-            )
-            label, teachers = int(label_tensor[0]), bool(teachers_tensor[0])
-            dependent = self.mechanism.dependent_cost(
-                counts_np, self.orders, answered=teachers, student=student_np
-            )
-            # On disk (fsynced) before the label leaves this object.
-            self.ledger.append(
-                {
-                    "query": int(indices[i]),
-                    "label": label,
-                    "by": "teachers" if teachers else ("student" if label != ABSTAIN else None),
-                    "rdp": [float(v) for v in dependent],
-                }
-            )
-            self._independent += self.mechanism.independent_cost(self.orders, answered=teachers)
-            self._dependent += dependent
-            self._released[int(indices[i])] = label
-            self._by_teachers[int(indices[i])] = teachers
-            labels[i] = label
-            by_teachers[i] = teachers
+            labels[i], by_teachers[i] = answer
         return LabelingResult(
             labels, reached=len(indices), stopped_by_budget=False, by_teachers=by_teachers
         )
+
+    def _new_votes(self, images: Tensor) -> Tensor:
+        """The ensemble's vote counts (N, K) for queries not yet in the ledger, shape-checked."""
+        with torch.no_grad():
+            votes = self._votes(images).detach().cpu().to(torch.int64)
+        if votes.shape != (len(images), self.num_classes):
+            raise FreekdError(
+                f"the ensemble returned votes of shape {tuple(votes.shape)}, expected "
+                f"({len(images)}, {self.num_classes})"
+            )
+        return votes
+
+    def _answer(
+        self, index: int, counts: Tensor, student: Tensor | None
+    ) -> tuple[int, bool] | None:
+        """Answer query ``index`` from its vote ``counts`` (K,), or None if the budget forbids it.
+
+        Returns the released label and whether the teachers gave it; the answer is in the
+        ledger (fsynced) and in the running curves before it is returned.
+        """
+        counts_np = counts.numpy().astype(np.float64)
+        student_np = None if student is None else student.numpy().astype(np.float64)
+        # Worst case first: the budget must hold even if the teachers answer.
+        worst_independent = self._independent + self.mechanism.independent_cost(
+            self.orders, answered=True
+        )
+        worst_dependent = self._dependent + self.mechanism.dependent_cost(
+            counts_np, self.orders, answered=True, student=student_np
+        )
+        if not self._fits(worst_independent, worst_dependent):
+            return None
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        label_tensor, teachers_tensor = self.mechanism.respond(
+            counts[None], rng, None if student is None else student[None]
+        )
+        label, teachers = int(label_tensor[0]), bool(teachers_tensor[0])
+        dependent = self.mechanism.dependent_cost(
+            counts_np, self.orders, answered=teachers, student=student_np
+        )
+        # On disk (fsynced) before the label leaves this object.
+        self.ledger.append(
+            {
+                "query": index,
+                "label": label,
+                "by": "teachers" if teachers else ("student" if label != ABSTAIN else None),
+                "rdp": [float(v) for v in dependent],
+            }
+        )
+        self._independent += self.mechanism.independent_cost(self.orders, answered=teachers)
+        self._dependent += dependent
+        self._released[index] = label
+        self._by_teachers[index] = teachers
+        return label, teachers
 
     @property
     def answered(self) -> int:

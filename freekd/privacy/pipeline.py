@@ -53,6 +53,39 @@ def load_array(path: Path, what: str) -> Any:
             ) from None
 
 
+def _checked_votes(path: Path) -> Any:
+    """The (N queries, K classes) vote counts in ``path``: whole, non-negative, finite."""
+
+    votes = load_array(path, "votes")
+    if votes.ndim != 2 or votes.shape[0] < 1 or votes.shape[1] < 2:
+        raise FreekdError(
+            f"votes in {path} have shape {tuple(votes.shape)}; expected (N queries, K ≥ 2 "
+            "classes) of vote counts"
+        )
+    real = np.issubdtype(votes.dtype, np.integer) or np.issubdtype(votes.dtype, np.floating)
+    if not real or not np.all(np.isfinite(votes)):
+        raise FreekdError(f"votes in {path} must be finite numbers, got {votes.dtype}")
+    if np.any(votes < 0) or np.any(votes != np.round(votes)):
+        raise FreekdError(f"votes in {path} must be non-negative whole counts")
+    return votes
+
+
+def _checked_answered(path: Path, *, queries: int) -> Any:
+    """The ``--answered`` flags in ``path``: one boolean (or 0/1) per query."""
+
+    answered = load_array(path, "answered")
+    if answered.shape != (queries,):
+        raise FreekdError(
+            f"--answered has shape {tuple(answered.shape)}; expected ({queries},), "
+            "one flag per query in --votes"
+        )
+    if answered.dtype != np.bool_ and not (
+        np.issubdtype(answered.dtype, np.number) and np.isin(answered, (0, 1)).all()
+    ):
+        raise FreekdError(f"--answered in {path} must hold booleans (or 0/1), got {answered.dtype}")
+    return answered.astype(bool)
+
+
 def run_privacy_pate(
     votes_path: Path,
     *,
@@ -70,34 +103,12 @@ def run_privacy_pate(
     defaults) adds the smooth-sensitivity release of the data-dependent ε as ``sanitized``.
     """
 
-    votes = load_array(votes_path, "votes")
-    if votes.ndim != 2 or votes.shape[0] < 1 or votes.shape[1] < 2:
-        raise FreekdError(
-            f"votes in {votes_path} have shape {tuple(votes.shape)}; expected (N queries, K ≥ 2 "
-            "classes) of vote counts"
-        )
-    real = np.issubdtype(votes.dtype, np.integer) or np.issubdtype(votes.dtype, np.floating)
-    if not real or not np.all(np.isfinite(votes)):
-        raise FreekdError(f"votes in {votes_path} must be finite numbers, got {votes.dtype}")
-    if np.any(votes < 0) or np.any(votes != np.round(votes)):
-        raise FreekdError(f"votes in {votes_path} must be non-negative whole counts")
+    votes = _checked_votes(votes_path)
     if (sigma_threshold is None) != (threshold is None):
         raise FreekdError("Confident-GNMax needs both --sigma1 and --threshold (or neither)")
     answered = None
     if answered_path is not None:
-        answered = load_array(answered_path, "answered")
-        if answered.shape != (votes.shape[0],):
-            raise FreekdError(
-                f"--answered has shape {tuple(answered.shape)}; expected ({votes.shape[0]},), "
-                "one flag per query in --votes"
-            )
-        if answered.dtype != np.bool_ and not (
-            np.issubdtype(answered.dtype, np.number) and np.isin(answered, (0, 1)).all()
-        ):
-            raise FreekdError(
-                f"--answered in {answered_path} must hold booleans (or 0/1), got {answered.dtype}"
-            )
-        answered = answered.astype(bool)
+        answered = _checked_answered(answered_path, queries=votes.shape[0])
         if sigma_threshold is None and not np.all(answered):
             raise FreekdError("plain GNMax answers every query; give --sigma1 and --threshold")
     for name, value in (("--sigma2", sigma), ("--sigma1", sigma_threshold)):

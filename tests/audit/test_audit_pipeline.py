@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from freekd.audit.config import AuditPipelineConfig
@@ -326,3 +327,66 @@ def test_resuming_the_pipeline_with_another_seed_is_refused(
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "differs from what this config draws" in result.output
+
+
+def test_pate_run_writes_the_stage_folders_the_audit_pipeline_writes(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    # Both chain the stages through freekd.pate.pipeline.run_pate; only the folder names differ.
+    run, _ = pipeline
+    folders = {"teachers": "pate-teachers", "labels": "pate-labels", "student": "student-pate"}
+    sections = {"teachers": "teachers", "labels": "label", "student": "student"}
+    config = tmp_path / "pate.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                sections[name]: yaml.safe_load((run / folder / "config.yaml").read_text())
+                for name, folder in folders.items()
+            }
+        )
+    )
+    out = tmp_path / "pate"
+    result = runner.invoke(app, ["pate", "run", "--config", str(config), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+
+    def files(folder: Path) -> set[str]:
+        return {str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()}
+
+    for name, folder in folders.items():
+        assert files(out / name) == files(run / folder), name
+        ours = json.loads((out / name / "report.json").read_text())
+        theirs = json.loads((run / folder / "report.json").read_text())
+        assert set(ours) == set(theirs), name
+        assert ours["command"] == theirs["command"] == f"pate {sections[name]}"
+    assert files(out) - {"report.json"} == {
+        f"{name}/{path}" for name in folders for path in files(out / name)
+    }
+    assert json.loads((out / "report.json").read_text())["command"] == "pate run"
+    assert json.loads((run / "report.json").read_text())["command"] == "audit pipeline"
+
+
+def test_a_resumed_pipeline_keeps_every_finished_stage(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    import shutil
+
+    run, report = pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_PIPELINE)
+
+    def stage_files() -> dict[str, int]:
+        return {
+            str(path.relative_to(copy)): path.stat().st_mtime_ns
+            for path in copy.rglob("*")
+            if path.is_file() and path.parent != copy
+        }
+
+    before = stage_files()
+    assert "pate-labels/ledger.jsonl" in before
+    arguments = ["audit", "pipeline", "--config", str(config), "--out", str(copy), "--resume"]
+    result = runner.invoke(app, [*arguments, "-q"])
+    assert result.exit_code == 0, result.output
+    assert stage_files() == before  # no stage ran again: not one file rewritten
+    assert json.loads((copy / "report.json").read_text())["table"] == report["table"]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from freekd.cli import app
 from freekd.errors import FreekdError
 from freekd.pate.config import PateLabelConfig, PateStudentConfig
 from freekd.pate.label import run_pate_label
@@ -132,3 +135,54 @@ def test_a_ledger_is_never_replaced(teachers: Path, tmp_path: Path) -> None:
         run_pate_label(
             label_config(teachers, queries=20, sigma=2.0), RunOptions(labels, resume=True)
         )
+
+
+PATE_RUN_YAML = """
+teachers: {dataset: digits, arch: tiny-cnn, teachers: 8}
+label: {query_dataset: "digits:test", queries: 60, holdout: 97, aggregator: gnmax, sigma: 0.5,
+        epsilon: 1.0e4, budget_on: data-dependent-unsanitized}
+student: {student: tiny-cnn, semi_supervised: none,
+          trainer: {epochs: 2, batch_size: 32, device: cpu}}
+"""
+
+SUMMARY_KEYS = {
+    "command", "stages", "teachers", "labels", "student", "privacy", "wall_seconds",
+    "cpu_seconds", "freekd_version",
+}  # fmt: skip
+
+
+def test_pate_run_writes_a_summary_report(teachers: Path, tmp_path: Path) -> None:
+    # The session's teachers stand in for the teachers stage: a resumed run keeps them.
+    out = tmp_path / "run"
+    shutil.copytree(teachers, out / "teachers")
+    config = tmp_path / "pate.yaml"
+    config.write_text(PATE_RUN_YAML)
+    result = CliRunner().invoke(
+        app, ["pate", "run", "--config", str(config), "--out", str(out), "--resume", "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "PATE labels (gnmax)" in result.output
+    assert "PATE student" in result.output
+    summary = json.loads((out / "report.json").read_text())
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["command"] == "pate run"
+    assert summary["stages"] == {
+        name: str(out / name) for name in ("teachers", "labels", "student")
+    }
+    stage = {
+        name: json.loads((out / name / "report.json").read_text())
+        for name in ("teachers", "labels", "student")
+    }
+    assert (
+        summary["teachers"]["teacher_accuracy"]["median"]
+        == (stage["teachers"]["teacher_accuracy"]["median"])
+    )
+    assert summary["teachers"]["plurality_accuracy"] == stage["teachers"]["plurality_accuracy"]
+    labels = summary["labels"]
+    assert labels["answered"] == labels["asked"] == stage["labels"]["answered"] == 60
+    assert labels["epsilon"] == stage["labels"]["privacy"]["epsilon"] > 0
+    assert labels["kind"] == "data-dependent-unsanitized"
+    assert summary["student"]["test_accuracy"] == stage["student"]["student"]["test_accuracy"]
+    assert summary["student"]["trained_on"] == 60
+    assert summary["privacy"] == stage["student"]["privacy"]
+    assert summary["privacy"]["epsilon"] == labels["epsilon"]

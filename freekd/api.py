@@ -221,8 +221,8 @@ def _run(command: _Command, out: str | Path, settings: dict[str, Any]) -> Run:
     )
 
 
-def _given(**keywords: Any) -> dict[str, Any]:
-    """The named keyword arguments a caller gave (``None`` means: not given)."""
+def _given(keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted config keys of the named keyword arguments a caller gave (``None``: not given)."""
     return {key: _plain(value) for key, value in keywords.items() if value is not None}
 
 
@@ -301,7 +301,7 @@ def train_teacher(
         out: the run folder.
         **settings: fields of ``TeacherTrainConfig`` and the run keywords (module docstring).
     """
-    return _run(_TEACHER, out, {**_given(dataset=data, arch=arch), **settings})
+    return _run(_TEACHER, out, {**_given({"dataset": data, "arch": arch}), **settings})
 
 
 def distill(
@@ -325,9 +325,7 @@ def distill(
         out: the run folder.
         **settings: fields of ``DistillConfig`` and the run keywords (module docstring).
     """
-    given = _given(student=student, dataset=data)
-    if method is not None:
-        given["method.name"] = method
+    given = _given({"student": student, "dataset": data, "method.name": method})
     return _run(_DISTILL, out, {**_teacher(teacher), **given, **settings})
 
 
@@ -352,9 +350,7 @@ def datafree(
         **settings: fields of ``DataFreeConfig`` (``budget_cpu_minutes=15``,
             ``proxy_dataset="mnist:train"``, ``save_queries=9000`` ...) and the run keywords.
     """
-    given = _given(student=student, eval_dataset=eval_data)
-    if method is not None:
-        given["synthesizer.name"] = method
+    given = _given({"student": student, "eval_dataset": eval_data, "synthesizer.name": method})
     return _run(_DATAFREE, out, {**_teacher(teacher), **given, **settings})
 
 
@@ -381,7 +377,7 @@ def audit(
         **settings: fields of ``AuditConfig`` (``shadow={"models": 4}``, ``random_split=True``
             ...) and the run keywords.
     """
-    given = _given(members=members, non_members=non_members, attacks=attacks)
+    given = _given({"members": members, "non_members": non_members, "attacks": attacks})
     return _run(_AUDIT, out, {**_teacher(model, "model"), **given, **settings})
 
 
@@ -420,7 +416,7 @@ def train_clip(
         out: the run folder.
         **settings: fields of ``CrossModalTeacherConfig`` and the run keywords.
     """
-    return _run(_CLIP, out, {**_given(pairs=pairs), **settings})
+    return _run(_CLIP, out, {**_given({"pairs": pairs}), **settings})
 
 
 def crossmodal(
@@ -445,9 +441,9 @@ def crossmodal(
         **settings: fields of ``CrossModalDistillConfig`` (``baseline=False`` ...) and the run
             keywords.
     """
-    given = _given(teacher=teacher, student_arch=student, pairs=pairs)
-    if method is not None:
-        given["method.name"] = method
+    given = _given(
+        {"teacher": teacher, "student_arch": student, "pairs": pairs, "method.name": method}
+    )
     return _run(_CROSSMODAL, out, {**given, **settings})
 
 

@@ -24,7 +24,7 @@ def test_import_freekd_loads_no_torch_and_packages_stay_modules() -> None:
     code = (
         "import sys, freekd\n"
         "assert 'torch' not in sys.modules, 'import freekd imported torch'\n"
-        "assert callable(freekd.distill) and callable(freekd.audit)\n"
+        "assert callable(freekd.distill) and callable(freekd.crossmodal)\n"
         "import freekd.distill.pipeline as pipeline\n"
         "assert pipeline.run_distill and freekd.distill.pipeline is pipeline\n"
         "assert freekd.api.distill and freekd.train_teacher is freekd.api.train_teacher\n"
@@ -167,3 +167,26 @@ def test_pate_runs_the_three_stages(tmp_path: Path) -> None:
     assert (run.out / "report.json").exists()
     assert (run.out / "student" / "model.pt").exists()
     assert isinstance(run.model, torch.nn.Module)
+
+
+@pytest.mark.slow
+def test_crossmodal_teacher_student_and_one_tower(tmp_path: Path, tiny_teacher_path: Path) -> None:
+    from freekd.crossmodal import ClipModel
+    from tests.crossmodal.test_crossmodal import TINY_CLIP
+
+    trainer = {"epochs": 1, "batch_size": 64, "optimizer": "adamw", "lr": 0.003, "eval_every": 0}
+    small = {"eval_size": 100, "trainer": trainer, **FAST}
+    clip = freekd.train_clip(pairs="digits", model=TINY_CLIP, out=tmp_path / "clip", **small)
+    assert isinstance(clip.model, ClipModel)
+    assert 0.0 <= clip.report["teacher"]["zero_shot_accuracy"] <= 1.0
+    student = freekd.crossmodal(
+        teacher=clip.out / "model.pt", baseline=False, out=tmp_path / "student", **small
+    )
+    assert isinstance(student.model, ClipModel)
+    assert student.report["baseline"] is None
+    tower = freekd.crossmodal(
+        teacher=tiny_teacher_path, pairs="digits", baseline=False, out=tmp_path / "tower", **small
+    )
+    assert "direction" in tower.report
+    assert isinstance(tower.model, torch.nn.Module)
+    assert not isinstance(tower.model, ClipModel)

@@ -153,7 +153,6 @@ def test_losses_and_methods_plug_into_a_loop_of_ones_own(
 
 
 def test_pate_runs_the_three_stages(tmp_path: Path) -> None:
-    pytest.importorskip("freekd.pate.pipeline", reason="run_pate comes with the pate stages")
     config = {
         "teachers": {"dataset": "digits", "arch": "mlp", "teachers": 2,
                      "trainer": {"epochs": 1, "device": "cpu", "batch_size": 32}},

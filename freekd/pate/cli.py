@@ -28,9 +28,6 @@ from freekd.config import load_config
 from freekd.pate.config import PateLabelConfig, PateStudentConfig, PateTeachersConfig
 from freekd.runlock import locks_folder_argument
 
-# The body of pate_run (helper H2 rewrites it; issue 18) keeps the helpers' old names until then.
-_percent, _print_table, _privacy_rows = percent, print_table, privacy_rows
-
 pate_app = typer.Typer(
     no_args_is_help=True,
     help="PATE: teachers on disjoint shards → noisy, accounted labels → a private student.",
@@ -319,15 +316,15 @@ def pate_run(
         if name == "labels":
             _print_label_report(report, folder)
         elif name == "student":
-            _print_table(
+            print_table(
                 "PATE student",
                 [
                     (
                         "student accuracy",
-                        f"{_percent(report['student']['test_accuracy'])} on "
+                        f"{percent(report['student']['test_accuracy'])} on "
                         f"{report['eval_dataset']}",
                     ),
-                    *_privacy_rows(report["privacy"]),
+                    *privacy_rows(report["privacy"]),
                     ("model", str(folder / "model.pt")),
                 ],
             )

@@ -24,6 +24,7 @@ from freekd.audit.shadows import (
     save_shadow_outputs,
     subsets_of,
 )
+from freekd.audit.summary import audit_summary, strongest_attack
 from freekd.config import TrainerConfig, dump_yaml
 from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
 from freekd.errors import FreekdError
@@ -34,6 +35,7 @@ from freekd.privacy.report import guarantee
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     RunOptions,
+    TrainResult,
     as_float,
     build_student,
     check_params,
@@ -175,8 +177,18 @@ def _claimed_privacy(config: Any, teacher: Teacher) -> dict[str, Any]:
     }
 
 
-def _shadow_recipe(config: Any, teacher: Teacher) -> tuple[str, dict[str, Any], TrainerConfig, str]:
-    """(arch, arch_kwargs, trainer settings, where they came from) of the shadow models."""
+@dataclass(frozen=True)
+class _ShadowRecipe:
+    """How the shadow models are built and trained, and where that recipe came from."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    trainer: TrainerConfig
+    source: str
+
+
+def _shadow_recipe(config: Any, teacher: Teacher) -> _ShadowRecipe:
+    """The shadow models' recipe: arch, arch_kwargs, trainer settings and their source."""
     shadow = config.shadow
     if shadow.recipe not in ("target", "config"):
         raise FreekdError(f"unknown shadow.recipe {shadow.recipe!r}; use target or config")
@@ -185,7 +197,7 @@ def _shadow_recipe(config: Any, teacher: Teacher) -> tuple[str, dict[str, Any], 
             raise FreekdError(
                 "shadow.recipe=config needs shadow.arch; e.g. --set shadow.arch=lenet5"
             )
-        return shadow.arch, dict(shadow.arch_kwargs), shadow.trainer, "shadow config"
+        return _ShadowRecipe(shadow.arch, dict(shadow.arch_kwargs), shadow.trainer, "shadow config")
     arch = teacher.metadata.get("arch")
     if not arch:
         raise FreekdError(
@@ -200,13 +212,50 @@ def _shadow_recipe(config: Any, teacher: Teacher) -> tuple[str, dict[str, Any], 
 
         trainer = from_dict(TrainerConfig, dict(saved["trainer"]))
         trainer = dataclasses.replace(trainer, eval_every=0, device=shadow.trainer.device)
-        return (
+        return _ShadowRecipe(
             arch,
             dict(teacher.metadata.get("arch_kwargs") or {}),
             trainer,
             "target's training run",
         )
-    return arch, dict(teacher.metadata.get("arch_kwargs") or {}), shadow.trainer, "shadow config"
+    return _ShadowRecipe(
+        arch, dict(teacher.metadata.get("arch_kwargs") or {}), shadow.trainer, "shadow config"
+    )
+
+
+def _shadow_ensemble(
+    config: Any, teacher: Teacher, pool: _AuditPool, recipe: _ShadowRecipe
+) -> nn.Module:
+    """``shadow.models`` fresh models of the recipe's architecture, as one ensemble, seeded."""
+    mean = teacher.metadata.get("input", {}).get("mean")
+    std = teacher.metadata.get("input", {}).get("std")
+    reseed(config.seed)
+    members = [
+        build_student(
+            recipe.arch,
+            recipe.arch_kwargs,
+            train_set=pool.data,
+            num_classes=teacher.num_classes,
+            mean=mean,
+            std=std,
+        )
+        for _ in range(config.shadow.models)
+    ]
+    return make_ensemble(members, execution=config.shadow.execution)
+
+
+def _shadow_run_options(options: RunOptions) -> RunOptions:
+    """The ``shadows/`` sub-run: overwritten on a fresh audit, resumed with the audit."""
+    shadow_dir = options.out_dir / "shadows"
+    shadow_options = RunOptions(
+        shadow_dir,
+        overwrite=True,
+        resume=options.resume and (shadow_dir / RESUME_FILE).exists(),
+        quiet=options.quiet,
+    )
+    if shadow_options.resume:
+        shadow_options = dataclasses.replace(shadow_options, overwrite=False)
+    return shadow_options
 
 
 def _train_shadow_models(
@@ -219,7 +268,8 @@ def _train_shadow_models(
 
     shadow = config.shadow
     check_execution(shadow.execution, setting="shadow.execution")
-    arch, arch_kwargs, trainer_config, recipe_from = _shadow_recipe(config, teacher)
+    recipe = _shadow_recipe(config, teacher)
+    trainer_config = recipe.trainer
     design = inclusion_design(shadow.models, len(pool.data), generator=seeded(config.seed, 7))
     augment_name = resolve_augmentation(trainer_config.augment, pool.data.input_shape)
     source = SubsetSource(
@@ -230,37 +280,15 @@ def _train_shadow_models(
         augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
         what="shadow models",
     )
-    mean = teacher.metadata.get("input", {}).get("mean")
-    std = teacher.metadata.get("input", {}).get("std")
-    reseed(config.seed)
-    members = [
-        build_student(
-            arch,
-            arch_kwargs,
-            train_set=pool.data,
-            num_classes=teacher.num_classes,
-            mean=mean,
-            std=std,
-        )
-        for _ in range(shadow.models)
-    ]
-    ensemble = make_ensemble(members, execution=shadow.execution)
-    shadow_dir = options.out_dir / "shadows"
-    shadow_options = RunOptions(
-        shadow_dir,
-        overwrite=True,
-        resume=options.resume and (shadow_dir / RESUME_FILE).exists(),
-        quiet=options.quiet,
-    )
-    if shadow_options.resume:
-        shadow_options = dataclasses.replace(shadow_options, overwrite=False)
+    ensemble = _shadow_ensemble(config, teacher, pool, recipe)
+    shadow_options = _shadow_run_options(options)
     resolved_config = dataclasses.replace(
         config, shadow=dataclasses.replace(shadow, trainer=trainer_config)
     )
 
     def save(module: nn.Module, resolved: dict[str, Any]) -> None:
         save_ensemble(
-            shadow_dir / "shadows.pt",
+            shadow_options.out_dir / "shadows.pt",
             module,  # type: ignore[arg-type]
             config=resolved,
             shards={
@@ -278,24 +306,81 @@ def _train_shadow_models(
         options=shadow_options,
         device=device,
         dist=DistInfo(),
-        description=f"{shadow.models} shadow models {arch}",
+        description=f"{shadow.models} shadow models {recipe.arch}",
         save=save,
     )
     logits = _pool_logits(ensemble, pool.data, device)
+    return logits, design, _shadow_training_report(config, recipe, design, logits, pool, result)
+
+
+def _shadow_training_report(
+    config: Any,
+    recipe: _ShadowRecipe,
+    design: torch.Tensor,
+    logits: torch.Tensor,
+    pool: _AuditPool,
+    result: TrainResult,
+) -> dict[str, Any]:
+    """``shadow_models`` of the report: the recipe, the cost and the shadow models' accuracy."""
     shadow_accuracy = (logits.argmax(-1) == pool.data.labels).float()
-    report = {
-        "models": shadow.models,
-        "arch": arch,
-        "recipe": recipe_from,
-        "execution": shadow.execution,
+    return {
+        "models": config.shadow.models,
+        "arch": recipe.arch,
+        "recipe": recipe.source,
+        "execution": config.shadow.execution,
         "train_size": int(design.sum(dim=1)[0]),
-        "epochs": trainer_config.epochs,
+        "epochs": recipe.trainer.epochs,
         "wall_seconds": round(result.wall_seconds, 3),
         "cpu_seconds": round(result.cpu_seconds, 3),
         "train_accuracy": round(float(shadow_accuracy[design].mean()), 6),
         "held_out_accuracy": round(float(shadow_accuracy[~design].mean()), 6),
     }
-    return logits, design, report
+
+
+def _shadow_outputs(
+    config: Any,
+    teacher: Teacher,
+    pool: _AuditPool,
+    options: RunOptions,
+    device: torch.device,
+    target_logits: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The shadow models' logits on the pool and their design: reused (``shadow.reuse``, or this
+    audit's own ``shadows.npz`` when resuming) or trained; checked and saved in ``shadows.npz``."""
+    reuse = config.shadow.reuse
+    fingerprint = pool_fingerprint(
+        pool.data.batch(torch.arange(len(pool.data))).images, pool.data.labels
+    )
+    saved = options.out_dir / SHADOWS_FILE
+    shadow_report: dict[str, Any]
+    if reuse is not None or (options.resume and saved.exists()):
+        source_path = Path(reuse) / SHADOWS_FILE if reuse is not None else saved
+        shadow_logits, shadow_in, arch = load_shadow_outputs(source_path, fingerprint=fingerprint)
+        shadow_report = {
+            "models": int(shadow_logits.shape[0]),
+            "arch": arch,
+            "reused_from": str(source_path),
+        }
+    else:
+        shadow_logits, shadow_in, shadow_report = _train_shadow_models(
+            config, teacher, pool, options, device
+        )
+    if not bool(torch.isfinite(shadow_logits).all()):
+        raise FreekdError(
+            "a shadow model gives non-finite outputs (it diverged); lower shadow.trainer.lr"
+        )
+    if tuple(shadow_logits.shape[1:]) != tuple(target_logits.shape):
+        raise FreekdError(
+            "the shadow outputs do not fit this model's classes; train new shadow models"
+        )
+    save_shadow_outputs(
+        saved,
+        logits=shadow_logits,
+        included=shadow_in,
+        fingerprint=fingerprint,
+        arch=str(shadow_report["arch"]),
+    )
+    return shadow_logits, shadow_in, shadow_report
 
 
 def _build_attack(name: str, attack_params: dict[str, Any]) -> Any:
@@ -306,33 +391,18 @@ def _build_attack(name: str, attack_params: dict[str, Any]) -> Any:
     return cls(**params)
 
 
-@locks_run_folder
-def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
-    """``freekd audit``: every attack against one model, ROC curves and the ε lower bound.
+@dataclass(frozen=True)
+class _AttackPlan:
+    """The attacks an audit reports (``names``), every attack it runs, and the bound's attack."""
 
-    Writes ``report.json`` (``attacks``: per attack ``auc``, ``tpr_at_fpr``,
-    ``balanced_accuracy``, ``advantage``; ``epsilon_lower_bound``), ``roc.png``,
-    ``summary.txt`` and, when shadow models are trained, ``shadows.npz`` and ``shadows/``.
-    """
+    names: list[str]
+    attacks: dict[str, Any]
+    bound_attack: str
 
-    wall_start, cpu_start = time.perf_counter(), time.process_time()
-    if options.resume:
-        # An audit resumes from its saved shadow outputs or its shadow models' checkpoint.
-        if not (options.out_dir / "config.yaml").exists():
-            raise FreekdError(f"nothing to resume in {options.out_dir}; run without --resume")
-    else:
-        prepare_run_dir(options)
-    if options.overwrite:
-        for name in AUDIT_FILES:
-            (options.out_dir / name).unlink(missing_ok=True)
-    seed_everything(config.seed)
-    device = resolve_device(config.shadow.trainer.device, DistInfo())
-    if not config.model.path:
-        raise FreekdError("--model is required: the checkpoint to audit")
-    if not 0.0 < config.confidence < 1.0:
-        raise FreekdError(f"confidence must lie in (0, 1), got {config.confidence}")
-    reuse = config.shadow.reuse
-    with_shadows = config.shadow.models > 0 or reuse is not None
+
+def _plan_attacks(config: Any, *, with_shadows: bool) -> _AttackPlan:
+    """The attacks ``config`` asks for (by default every one its shadow models allow) and the
+    attack whose scores give the ε lower bound, checked before any work."""
     names = list(config.attacks) or [
         name for name in DEFAULT_ATTACKS if with_shadows or not ATTACKS.get(name).needs_shadows
     ]
@@ -352,75 +422,63 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
         raise FreekdError(
             f"{', '.join(needing)} need shadow models; pass --shadow-models N (N ≥ 4) or drop them"
         )
-    teacher = load_teacher(config.model, device=device, trust_code=options.trust_code)
-    pool = _audit_pool(config, teacher)
-    options.out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+    return _AttackPlan(names, attacks, bound_attack)
+
+
+def _open_audit_folder(options: RunOptions) -> None:
+    """Prepare the run folder (or check there is an audit to resume) and clear old results."""
+    if options.resume:
+        # An audit resumes from its saved shadow outputs or its shadow models' checkpoint.
+        if not (options.out_dir / "config.yaml").exists():
+            raise FreekdError(f"nothing to resume in {options.out_dir}; run without --resume")
+    else:
+        prepare_run_dir(options)
+    if options.overwrite:
+        for name in AUDIT_FILES:
+            (options.out_dir / name).unlink(missing_ok=True)
+
+
+def _target_logits(teacher: Teacher, pool: _AuditPool, device: torch.device) -> torch.Tensor:
+    """The audited model's logits on the pool, which must all be finite."""
     target_logits = _pool_logits(teacher, pool.data, device)
     if not bool(torch.isfinite(target_logits).all()):
         bad = int((~torch.isfinite(target_logits)).any(dim=-1).sum())
         raise FreekdError(
             f"the audited model gives non-finite outputs on {bad} example(s); check the checkpoint"
         )
-    shadow_logits = shadow_in = None
-    shadow_report: dict[str, Any] | None = None
-    if with_shadows:
-        fingerprint = pool_fingerprint(
-            pool.data.batch(torch.arange(len(pool.data))).images, pool.data.labels
-        )
-        saved = options.out_dir / SHADOWS_FILE
-        if reuse is not None or (options.resume and saved.exists()):
-            source_path = Path(reuse) / SHADOWS_FILE if reuse is not None else saved
-            shadow_logits, shadow_in, arch = load_shadow_outputs(
-                source_path, fingerprint=fingerprint
-            )
-            shadow_report = {
-                "models": int(shadow_logits.shape[0]),
-                "arch": arch,
-                "reused_from": str(source_path),
-            }
-        else:
-            shadow_logits, shadow_in, shadow_report = _train_shadow_models(
-                config, teacher, pool, options, device
-            )
-        if not bool(torch.isfinite(shadow_logits).all()):
-            raise FreekdError(
-                "a shadow model gives non-finite outputs (it diverged); lower shadow.trainer.lr"
-            )
-        if tuple(shadow_logits.shape[1:]) != tuple(target_logits.shape):
-            raise FreekdError(
-                "the shadow outputs do not fit this model's classes; train new shadow models"
-            )
-        save_shadow_outputs(
-            saved,
-            logits=shadow_logits,
-            included=shadow_in,
-            fingerprint=fingerprint,
-            arch=str(shadow_report["arch"]),
-        )
-    data = AuditData(target_logits, pool.data.labels, shadow_logits, shadow_in)
-    is_member = pool.is_member.numpy()
+    return target_logits
+
+
+def _run_attacks(
+    plan: _AttackPlan, data: AuditData, is_member: np.ndarray
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(metrics, ROC curves) of every reported attack, and the scores of every attack run."""
     results: dict[str, Any] = {}
     curves: dict[str, Any] = {}
     all_scores: dict[str, Any] = {}
-    for name, attack in attacks.items():
+    for name, attack in plan.attacks.items():
         scores = attack.scores(data)
         all_scores[name] = scores
-        if name in names:
+        if name in plan.names:
             results[name] = attack_metrics(scores, is_member) | {"paper": attack.paper}
             curves[name] = roc_curve(scores, is_member)
-    bound_scores = all_scores[bound_attack]
-    _save_scores(options.out_dir / "scores.npz", all_scores, is_member)
-    claimed = _claimed_privacy(config, teacher)
+    return results, curves, all_scores
+
+
+def _epsilon_bound(
+    config: Any, scores: np.ndarray, is_member: np.ndarray, *, attack: str, claimed: dict[str, Any]
+) -> dict[str, Any]:
+    """``epsilon_lower_bound`` of the report, compared with the ε the model claims; a bound above
+    the claim is logged as a privacy bug."""
     bound = one_run_audit(
-        bound_scores,
+        scores,
         is_member,
         confidence=config.confidence,
         delta=claimed["delta"],
         sides=("both", "in", "out"),
     )
     bound |= {
-        "attack": bound_attack,
+        "attack": attack,
         "accountant_epsilon": claimed["epsilon"],
         "accountant_kind": claimed["kind"],
         "assumption": "each pool example was a member independently with probability 1/2 "
@@ -437,27 +495,80 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
                 claimed["epsilon"],
                 claimed["kind"],
             )
+    return bound
+
+
+def _model_entry(
+    config: Any,
+    teacher: Teacher,
+    pool: _AuditPool,
+    target_logits: torch.Tensor,
+    claimed: dict[str, Any],
+) -> dict[str, Any]:
+    """``model`` of the report: what was audited, its accuracy on members and non-members."""
+    correct = (target_logits.argmax(-1) == pool.data.labels).float()
+    accuracy = float(correct[pool.is_member].mean())
+    held_out = float(correct[~pool.is_member].mean())
+    return {
+        "path": config.model.path,
+        "kind": teacher.description,
+        "arch": teacher.metadata.get("arch"),
+        "member_accuracy": round(accuracy, 6),
+        "non_member_accuracy": round(held_out, 6),
+        "privacy": claimed["record"] or None,
+    }
+
+
+@locks_run_folder
+def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd audit``: every attack against one model, ROC curves and the ε lower bound.
+
+    Writes ``report.json`` (``attacks``: per attack ``auc``, ``tpr_at_fpr``,
+    ``balanced_accuracy``, ``advantage``; ``epsilon_lower_bound``), ``roc.png``,
+    ``summary.txt`` and, when shadow models are trained, ``shadows.npz`` and ``shadows/``.
+    """
+
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+    _open_audit_folder(options)
+    seed_everything(config.seed)
+    device = resolve_device(config.shadow.trainer.device, DistInfo())
+    if not config.model.path:
+        raise FreekdError("--model is required: the checkpoint to audit")
+    if not 0.0 < config.confidence < 1.0:
+        raise FreekdError(f"confidence must lie in (0, 1), got {config.confidence}")
+    with_shadows = config.shadow.models > 0 or config.shadow.reuse is not None
+    plan = _plan_attacks(config, with_shadows=with_shadows)
+    teacher = load_teacher(config.model, device=device, trust_code=options.trust_code)
+    pool = _audit_pool(config, teacher)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
+    target_logits = _target_logits(teacher, pool, device)
+    shadow_logits = shadow_in = None
+    shadow_report: dict[str, Any] | None = None
+    if with_shadows:
+        shadow_logits, shadow_in, shadow_report = _shadow_outputs(
+            config, teacher, pool, options, device, target_logits
+        )
+    data = AuditData(target_logits, pool.data.labels, shadow_logits, shadow_in)
+    is_member = pool.is_member.numpy()
+    results, curves, all_scores = _run_attacks(plan, data, is_member)
+    _save_scores(options.out_dir / "scores.npz", all_scores, is_member)
+    claimed = _claimed_privacy(config, teacher)
+    bound = _epsilon_bound(
+        config, all_scores[plan.bound_attack], is_member, attack=plan.bound_attack, claimed=claimed
+    )
     plot_roc(
         curves,
         options.out_dir / "roc.png",
         title="membership inference: " + "/".join(Path(config.model.path).parts[-2:]),
     )
-    accuracy = float((target_logits.argmax(-1) == pool.data.labels).float()[pool.is_member].mean())
-    held_out = float((target_logits.argmax(-1) == pool.data.labels).float()[~pool.is_member].mean())
     report: dict[str, Any] = {
         "command": "audit",
-        "model": {
-            "path": config.model.path,
-            "kind": teacher.description,
-            "arch": teacher.metadata.get("arch"),
-            "member_accuracy": round(accuracy, 6),
-            "non_member_accuracy": round(held_out, 6),
-            "privacy": claimed["record"] or None,
-        },
+        "model": _model_entry(config, teacher, pool, target_logits, claimed),
         "members": {"dataset": pool.members_name, "n": int(pool.is_member.sum())},
         "non_members": {"dataset": pool.non_members_name, "n": int((~pool.is_member).sum())},
         # DESIGN.md's headline keys: the strongest attack's figures (every attack is in "attacks").
-        **_strongest(results),
+        **strongest_attack(results),
         "attacks": results,
         "epsilon_lower_bound": bound,
         "shadow_models": shadow_report,
@@ -473,59 +584,7 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     return report
 
 
-def _strongest(results: dict[str, Any]) -> dict[str, Any]:
-    """``strongest_attack`` (by AUC) with its ``auc`` and ``tpr_at_fpr``."""
-    if not results:
-        return {"strongest_attack": None, "auc": None, "tpr_at_fpr": None}
-    name = max(results, key=lambda attack: results[attack]["auc"])
-    return {
-        "strongest_attack": name,
-        "auc": results[name]["auc"],
-        "tpr_at_fpr": results[name]["tpr_at_fpr"],
-    }
-
-
 def _save_scores(path: Path, scores: dict[str, Any], is_member: Any) -> None:
     """Every attack's per-example scores and the membership, for plots and later analysis."""
 
     atomic_write(path, lambda stream: np.savez(stream, is_member=is_member, **scores))
-
-
-def audit_summary(report: dict[str, Any]) -> str:
-    """The few lines of an audit a reviewer reads: leakage of the strongest attack, the bound."""
-    attacks = report["attacks"]
-    lines = [
-        f"Audit of {report['model']['path']} ({report['model']['kind']}): "
-        f"{report['members']['n']} members ({report['members']['dataset']}), "
-        f"{report['non_members']['n']} non-members ({report['non_members']['dataset']}).",
-        f"Accuracy on members {100 * report['model']['member_accuracy']:.2f} %, on non-members "
-        f"{100 * report['model']['non_member_accuracy']:.2f} %.",
-    ]
-    if attacks:
-        best_auc = max(attacks, key=lambda name: attacks[name]["auc"])
-        best_low = max(attacks, key=lambda name: attacks[name]["tpr_at_fpr"]["0.001"])
-        lines.append(
-            f"Strongest attack by AUC: {best_auc}, AUC {attacks[best_auc]['auc']:.3f} "
-            f"(0.5 = no leakage), advantage {attacks[best_auc]['advantage']:.3f}."
-        )
-        lines.append(
-            f"At 0.1 % false positives: {best_low} finds "
-            f"{100 * attacks[best_low]['tpr_at_fpr']['0.001']:.2f} % of members "
-            "(0.1 % = chance)."
-        )
-    bound = report["epsilon_lower_bound"]
-    text = (
-        f"Empirical ε lower bound {bound['epsilon']:.3f} at {100 * bound['confidence']:g} % "
-        f"confidence (δ = {bound['delta']:g}, {bound['attack']} scores, "
-        f"{bound['canaries']} canaries)"
-    )
-    if bound.get("accountant_epsilon") is not None:
-        verdict = "consistent" if bound.get("consistent") else "EXCEEDS IT: a privacy bug"
-        kind = bound.get("accountant_kind") or "kind unknown"
-        text += f"; the accountant's ε is {bound['accountant_epsilon']:.3f}, {kind} ({verdict})"
-    else:
-        text += "; the model claims no differential privacy"
-    if not bound.get("assumption_holds"):
-        text += " [valid only if the members were chosen at random from the pool]"
-    lines.append(text + ".")
-    return "\n".join(lines)

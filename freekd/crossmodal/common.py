@@ -16,12 +16,50 @@ from freekd.data import ImageDataset, load_dataset
 from freekd.errors import FreekdError
 from freekd.methods import Method
 from freekd.plots import plot_retrieval
-from freekd.runs import RunOptions, TrainResult, eval_spec, run_training, seeded
+from freekd.runs import RunOptions, TrainResult, eval_spec, run_training, seeded, setup_run
 from freekd.train import (
     DistInfo,
     PairedSource,
 )
 from freekd.train.evaluate import check_input_shape
+
+
+def setup_crossmodal_run(config: Any, options: RunOptions) -> tuple[DistInfo, torch.device]:
+    """``runs.setup_run`` for a cross-modal command, which runs in one process only."""
+    dist, device = setup_run(config.seed, config.trainer, options)
+    if dist.enabled:
+        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    return dist, device
+
+
+def report_entry(
+    model: Any,
+    eval_pairs: Any,
+    config: Any,
+    *,
+    device: torch.device,
+    parameters: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """One model's entry in a cross-modal report: its held-out metrics (``crossmodal_metrics``),
+    its parameter counts and what else the caller says about it."""
+    metrics = crossmodal_metrics(
+        model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
+    )
+    return metrics | {"parameters": parameters} | extra
+
+
+def training_cost(result: TrainResult) -> dict[str, Any]:
+    """The wall and CPU seconds of a training run, as the reports round them."""
+    return {
+        "wall_seconds": round(result.wall_seconds, 3),
+        "cpu_seconds": round(result.cpu_seconds, 3),
+    }
+
+
+def baseline_options(options: RunOptions) -> RunOptions:
+    """The no-teacher baseline's run, in ``OUT/baseline``."""
+    return RunOptions(options.out_dir / "baseline", overwrite=True, quiet=options.quiet)
 
 
 def crossmodal_metrics(

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from freekd.crossmodal import ClipModel, load_clip
 from freekd.crossmodal.common import (
+    baseline_options,
     captions_report,
     crossmodal_metrics,
     draw_retrieval,
     fit_clip,
     paired_sets,
     quarter_clip,
+    report_entry,
+    setup_crossmodal_run,
+    training_cost,
 )
 from freekd.crossmodal.methods import CROSSMODAL_METHODS, ClipContrastive
 from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
@@ -24,9 +31,9 @@ from freekd.runs import (
     common_report,
     dataset_statistics,
     finish_run,
-    setup_run,
 )
 from freekd.seeding import reseed
+from freekd.train import DistInfo
 
 
 @locks_run_folder
@@ -35,9 +42,7 @@ def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
     templated pairs, through the one Trainer; writes ``model.pt`` (``freekd-clip/1``)."""
 
     pairs, eval_pairs, train_set = paired_sets(config)
-    dist, device = setup_run(config.seed, config.trainer, options)
-    if dist.enabled:
-        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    dist, device = setup_crossmodal_run(config, options)
     mean, std = config.mean, config.std
     if mean is None or std is None:
         computed_mean, computed_std = dataset_statistics(train_set)
@@ -70,6 +75,44 @@ def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
     return report
 
 
+def _clip_entry(
+    model: Any,
+    teacher: ClipModel,
+    eval_pairs: Any,
+    config: Any,
+    *,
+    device: torch.device,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A CLIP's entry in the ``crossmodal distill`` report, with its size relative to the
+    teacher's (``parameter_ratio``)."""
+    parameters = model.tower_parameters()
+    ratio = round(parameters["total"] / teacher.tower_parameters()["total"], 4)
+    return report_entry(
+        model, eval_pairs, config, device=device, parameters=parameters,
+        extra={"parameter_ratio": ratio, **extra},
+    )  # fmt: skip
+
+
+def _train_clip_baseline(
+    build: Callable[[], ClipModel],
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+) -> tuple[ClipModel, dict[str, Any]]:
+    """The student CLIP trained with CLIP's loss alone at the same budget, in ``OUT/baseline``;
+    returns it and what its report entry says about the training."""
+    baseline = build()
+    result = fit_clip(
+        ClipContrastive(baseline), pairs, config, baseline_options(options), device=device,
+        dist=dist, description="baseline CLIP",
+    )  # fmt: skip
+    return baseline, {"method": "clip loss only (no teacher)", **training_cost(result)}
+
+
 @locks_run_folder
 def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal distill``: a CLIP student from a CLIP teacher on templated pairs, and
@@ -86,9 +129,7 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     method_class = CROSSMODAL_METHODS.get(config.method.name)
     check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
     pairs, eval_pairs, train_set = paired_sets(config)
-    dist, device = setup_run(config.seed, config.trainer, options)
-    if dist.enabled:
-        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    dist, device = setup_crossmodal_run(config, options)
     teacher = load_clip(Path(config.teacher), device=device)
     student_config = dict(config.student) if config.student else quarter_clip(teacher.model_config)
     normalization = teacher.normalization
@@ -103,50 +144,30 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         method, pairs, config, options, device=device, dist=dist,
         description=f"{config.method.name} → student CLIP",
     )  # fmt: skip
-    teacher_parameters = teacher.tower_parameters()
-
-    def entry(model: Any, extra: dict[str, Any]) -> dict[str, Any]:
-        parameters = model.tower_parameters()
-        return (
-            crossmodal_metrics(
-                model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
-            )
-            | {
-                "parameters": parameters,
-                "parameter_ratio": round(parameters["total"] / teacher_parameters["total"], 4),
-            }
-            | extra
-        )
-
     draw_retrieval(
         student, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
         title=f"text → image retrieval (student, {config.method.name}), held-out pairs",
     )  # fmt: skip
+    student_extra = {"method": config.method.name, "model_config": student_config}
     report: dict[str, Any] = {
         "command": "crossmodal distill",
-        "teacher": entry(teacher, {"path": config.teacher}),
-        "student": entry(student, {"method": config.method.name, "model_config": student_config}),
+        "teacher": _clip_entry(
+            teacher, teacher, eval_pairs, config, device=device, extra={"path": config.teacher}
+        ),
+        "student": _clip_entry(
+            student, teacher, eval_pairs, config, device=device, extra=student_extra
+        ),
         "baseline": None,
         "pairs": train_set.name,
         "captions": captions_report(pairs),
         **common_report(config, result),
     }
     if config.baseline:
-        baseline = build()
-        baseline_options = RunOptions(
-            options.out_dir / "baseline", overwrite=True, quiet=options.quiet
+        baseline, extra = _train_clip_baseline(
+            build, pairs, config, options, device=device, dist=dist
         )
-        baseline_result = fit_clip(
-            ClipContrastive(baseline), pairs, config, baseline_options, device=device,
-            dist=dist, description="baseline CLIP",
-        )  # fmt: skip
-        report["baseline"] = entry(
-            baseline,
-            {
-                "method": "clip loss only (no teacher)",
-                "wall_seconds": round(baseline_result.wall_seconds, 3),
-                "cpu_seconds": round(baseline_result.cpu_seconds, 3),
-            },
+        report["baseline"] = _clip_entry(
+            baseline, teacher, eval_pairs, config, device=device, extra=extra
         )
     finish_run(report, options, dist)
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ from freekd.config import TeacherSourceConfig
 from freekd.crossmodal import load_clip
 from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
 from freekd.crossmodal.common import (
+    baseline_options,
     captions_report,
-    crossmodal_metrics,
     draw_retrieval,
     fit_pairs,
     paired_sets,
+    report_entry,
+    setup_crossmodal_run,
+    training_cost,
 )
 from freekd.crossmodal.methods import DualContrastive, TowerContrastive
 from freekd.crossmodal.towers import (
@@ -38,10 +42,10 @@ from freekd.runs import (
     common_report,
     dataset_statistics,
     finish_run,
-    setup_run,
 )
 from freekd.seeding import reseed
 from freekd.teachers import load_teacher
+from freekd.train import DistInfo
 from freekd.train.evaluate import check_input_shape
 
 
@@ -81,125 +85,155 @@ DEFAULT_TEXT_STUDENT = {
 }  # fmt: skip
 
 
-def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
-    """``freekd crossmodal distill`` with a one-tower teacher: a student tower of the other
-    modality learns the teacher's embedding space through ``TowerContrastive``; evaluated as a
-    dual encoder (teacher tower + student tower); the baseline is the same student tower
-    trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
+@dataclass(frozen=True)
+class _StudentTowers:
+    """Builds the towers a one-tower run trains: the student tower of the other modality, and
+    for the baseline a fresh partner of the teacher's modality."""
 
+    config: Any
+    dim: int
+    input_shape: tuple[int, int, int]
+    mean: list[float]
+    std: list[float]
+
+    def build(self, modality: str) -> Any:
+        if modality == "text":
+            text_cfg = dict(self.config.student or DEFAULT_TEXT_STUDENT)
+            return TextStudent(dim=self.dim, text_cfg=text_cfg)
+        return ImageStudent(
+            arch=self.config.student_arch, dim=self.dim, input_shape=self.input_shape,
+            mean=list(self.mean), std=list(self.std),
+            arch_kwargs=dict(self.config.student_kwargs),
+            trust_code=True,  # config.student_arch: vetted when the config was loaded
+        )  # fmt: skip
+
+
+def _dual_encoder(first: Any, second: Any) -> DualEncoder:
+    """Two towers of different modalities, in either order, as one dual encoder."""
+    return DualEncoder(
+        image=first if first.modality == "image" else second,
+        text=first if first.modality == "text" else second,
+    )
+
+
+def _tower_saver(out: Path) -> Callable[[nn.Module, dict[str, Any]], None]:
+    """Writes a trained tower to ``out/model.pt`` (``save_tower``)."""
+
+    def save(module: nn.Module, resolved: dict[str, Any]) -> None:
+        save_tower(out / "model.pt", module, config=resolved)  # type: ignore[arg-type]
+
+    return save
+
+
+def _teacher_entry(teacher: Any, teacher_report: dict[str, Any], spec: str) -> dict[str, Any]:
+    """The one-tower teacher's report entry: what it is, with no metrics of its own."""
+    return {
+        **teacher_report,
+        "path": spec,
+        "parameters": {"total": teacher.parameter_count()},
+        "zero_shot_accuracy": None,
+        **{f"recall_at_{k}": None for k in (1, 5, 10)},
+        "note": "a one-tower teacher cannot retrieve or classify zero-shot by itself",
+    }
+
+
+def _check_tower_method(config: Any) -> None:
+    """A one-tower teacher is distilled by ``contrastive`` (``TowerContrastive``) only."""
     if config.method.name != "contrastive":
         raise FreekdError(
             f"method {config.method.name} needs a whole CLIP teacher; a one-tower teacher "
             "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
         )
     check_params(TowerContrastive, dict(config.method.params), what="method contrastive")
+
+
+def _train_tower_baseline(
+    students: _StudentTowers,
+    teacher_modality: str,
+    pairs: Any,
+    config: Any,
+    options: RunOptions,
+    *,
+    device: torch.device,
+    dist: DistInfo,
+) -> tuple[DualEncoder, Any, dict[str, Any]]:
+    """The student tower trained from scratch with a fresh partner tower (CLIP's loss, same
+    budget) in ``OUT/baseline``: the dual encoder, the student tower and their report notes."""
+    student_modality = "text" if teacher_modality == "image" else "image"
+    reseed(config.seed)
+    baseline = students.build(student_modality)
+    partner = students.build(teacher_modality)
+    run_options = baseline_options(options)
+    baseline_text = baseline if student_modality == "text" else partner
+    result = fit_pairs(
+        DualContrastive(baseline, partner), pairs, config, run_options,
+        tokenize=baseline_text.tokenize, save=_tower_saver(run_options.out_dir),
+        device=device, dist=dist, description="baseline towers",
+    )  # fmt: skip
+    extra = {
+        "method": "clip loss only (no teacher): the student tower and a fresh "
+        f"{teacher_modality} tower ({type(partner).__name__}) trained together",
+        **training_cost(result),
+    }
+    return _dual_encoder(baseline, partner), baseline, extra
+
+
+def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
+    """``freekd crossmodal distill`` with a one-tower teacher: a student tower of the other
+    modality learns the teacher's embedding space through ``TowerContrastive``; evaluated as a
+    dual encoder (teacher tower + student tower); the baseline is the same student tower
+    trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
+
+    _check_tower_method(config)
     pairs, eval_pairs, train_set = paired_sets(config)
-    dist, device = setup_run(config.seed, config.trainer, options)
-    if dist.enabled:
-        raise FreekdError("freekd crossmodal runs in one process; start it without torchrun")
+    dist, device = setup_crossmodal_run(config, options)
     teacher, teacher_report = _teacher_tower(config.teacher, device, trust_code=options.trust_code)
     if teacher.modality == "image" and "input_shape" in teacher_report:
         check_input_shape(train_set, tuple(teacher_report["input_shape"]), who="the teacher")
     mean, std = dataset_statistics(train_set)
-
-    def build(modality: str) -> Any:
-        if modality == "text":
-            text_cfg = dict(config.student or DEFAULT_TEXT_STUDENT)
-            return TextStudent(dim=teacher.dim, text_cfg=text_cfg)
-        return ImageStudent(
-            arch=config.student_arch, dim=teacher.dim, input_shape=train_set.input_shape,
-            mean=list(mean), std=list(std), arch_kwargs=dict(config.student_kwargs),
-            trust_code=True,  # config.student_arch: vetted when the config was loaded
-        )  # fmt: skip
-
+    students = _StudentTowers(config, teacher.dim, train_set.input_shape, list(mean), list(std))
     student_modality = "text" if teacher.modality == "image" else "image"
     reseed(config.seed)
-    student = build(student_modality)
+    student = students.build(student_modality)
     method = TowerContrastive(student, teacher, **dict(config.method.params))
-
-    def towers(student_tower: Any, partner: Any) -> DualEncoder:
-        first, second = (student_tower, partner)
-        return DualEncoder(
-            image=first if first.modality == "image" else second,
-            text=first if first.modality == "text" else second,
-        )
-
-    def saver(out: Path) -> Callable[[nn.Module, dict[str, Any]], None]:
-        def save(module: nn.Module, resolved: dict[str, Any]) -> None:
-            save_tower(out / "model.pt", module, config=resolved)  # type: ignore[arg-type]
-
-        return save
-
     text_tower = student if student_modality == "text" else teacher
     direction = f"{teacher.modality} → {student_modality}"
     result = fit_pairs(
         method, pairs, config, options, tokenize=text_tower.tokenize,
-        save=saver(options.out_dir), device=device, dist=dist,
+        save=_tower_saver(options.out_dir), device=device, dist=dist,
         description=f"contrastive {direction} student",
     )  # fmt: skip
-    dual = towers(student, teacher)
+    dual = _dual_encoder(student, teacher)
 
     def entry(model: DualEncoder, tower: Any, extra: dict[str, Any]) -> dict[str, Any]:
-        return (
-            crossmodal_metrics(
-                model, eval_pairs, eval_size=config.eval_size, seed=config.seed, device=device
-            )
-            | {"parameters": {"total": tower.parameter_count()}}
-            | extra
+        parameters = {"total": tower.parameter_count()}
+        return report_entry(
+            model, eval_pairs, config, device=device, parameters=parameters, extra=extra
         )
 
     draw_retrieval(
         dual, eval_pairs, options.out_dir / "retrieval.png", seed=config.seed, device=device,
         title=f"text → image retrieval ({direction} student with its teacher), held-out pairs",
     )  # fmt: skip
-    teacher_entry: dict[str, Any] = {
-        **teacher_report,
-        "path": config.teacher,
-        "parameters": {"total": teacher.parameter_count()},
-        "zero_shot_accuracy": None,
-        **{f"recall_at_{k}": None for k in (1, 5, 10)},
-        "note": "a one-tower teacher cannot retrieve or classify zero-shot by itself",
+    student_extra = {
+        "method": "contrastive",
+        "tower": student.spec(),
+        "evaluated_with": f"the teacher's {teacher.modality} tower",
     }
     report: dict[str, Any] = {
         "command": "crossmodal distill",
         "direction": direction,
-        "teacher": teacher_entry,
-        "student": entry(
-            dual,
-            student,
-            {
-                "method": "contrastive",
-                "tower": student.spec(),
-                "evaluated_with": f"the teacher's {teacher.modality} tower",
-            },
-        ),
+        "teacher": _teacher_entry(teacher, teacher_report, config.teacher),
+        "student": entry(dual, student, student_extra),
         "baseline": None,
         "pairs": train_set.name,
         "captions": captions_report(pairs),
         **common_report(config, result),
     }
     if config.baseline:
-        reseed(config.seed)
-        baseline = build(student_modality)
-        partner = build(teacher.modality)
-        baseline_options = RunOptions(
-            options.out_dir / "baseline", overwrite=True, quiet=options.quiet
+        baseline_dual, baseline, extra = _train_tower_baseline(
+            students, teacher.modality, pairs, config, options, device=device, dist=dist
         )
-        baseline_text = baseline if student_modality == "text" else partner
-        baseline_result = fit_pairs(
-            DualContrastive(baseline, partner), pairs, config, baseline_options,
-            tokenize=baseline_text.tokenize, save=saver(baseline_options.out_dir),
-            device=device, dist=dist, description="baseline towers",
-        )  # fmt: skip
-        report["baseline"] = entry(
-            towers(baseline, partner),
-            baseline,
-            {
-                "method": "clip loss only (no teacher): the student tower and a fresh "
-                f"{teacher.modality} tower ({type(partner).__name__}) trained together",
-                "wall_seconds": round(baseline_result.wall_seconds, 3),
-                "cpu_seconds": round(baseline_result.cpu_seconds, 3),
-            },
-        )
+        report["baseline"] = entry(baseline_dual, baseline, extra)
     finish_run(report, options, dist)
     return report

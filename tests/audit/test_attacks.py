@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pkgutil
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from freekd.audit import ATTACKS, DEFAULT_ATTACKS, AuditData, auc
+from freekd.audit import attacks as attack_package
 from freekd.audit import scores as statistics
 from freekd.audit.shadows import (
     inclusion_design,
@@ -139,20 +141,42 @@ def test_offline_rmia_uses_the_linear_correction_of_the_out_models() -> None:
         assert np.array_equal(np.argsort(scores, kind="stable"), np.argsort(ratio, kind="stable"))
 
 
-@pytest.mark.parametrize("name", [n for n in DEFAULT_ATTACKS if ATTACKS.get(n).needs_shadows])
+@pytest.mark.parametrize("name", [n for n in ATTACKS.names() if ATTACKS.get(n).needs_shadows])
 def test_shadow_attacks_refuse_to_run_without_shadow_models(name: str) -> None:
     data = AuditData(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
     with pytest.raises(FreekdError, match="shadow models"):
         ATTACKS.get(name)().scores(data)
 
 
-@pytest.mark.parametrize("name", DEFAULT_ATTACKS)
+@pytest.mark.parametrize("name", ATTACKS.names())
 def test_every_attack_gives_one_finite_deterministic_score_per_example(name: str) -> None:
     data, _ = gaussian_shadows(np.random.default_rng(1), examples=50, models=4, gap=1.0, std=0.3)
     first = ATTACKS.get(name)().scores(data)
     assert first.shape == (50,)
     assert np.isfinite(first).all()
     assert np.array_equal(first, ATTACKS.get(name)().scores(data))
+
+
+def test_the_registry_holds_exactly_the_attacks_of_the_attack_modules() -> None:
+    """Adding an attack is adding one file to ``freekd/audit/attacks/``: the package imports
+    every module but ``base``, and each registers its attacks (a family's variants) under names
+    that start with the module's own."""
+    modules = {
+        module.name
+        for module in pkgutil.iter_modules(attack_package.__path__)
+        if module.name != "base" and not module.name.startswith("_")
+    }
+    registered: dict[str, set[str]] = {}
+    for name in ATTACKS.names():
+        package, _, module = ATTACKS.get(name).__module__.rpartition(".")
+        assert package == "freekd.audit.attacks", name
+        registered.setdefault(module, set()).add(name)
+    assert set(registered) == modules
+    for module, names in registered.items():
+        family = module.replace("_", "-")
+        assert all(name == family or name.startswith(f"{family}-") for name in names), module
+    assert set(DEFAULT_ATTACKS) <= set(ATTACKS.names())
+    assert {"loss", "lira-online", "rmia-offline"} <= set(ATTACKS.names())
 
 
 def test_rmia_rejects_bad_parameters() -> None:

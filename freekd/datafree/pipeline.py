@@ -18,7 +18,7 @@ from freekd.errors import FreekdError
 from freekd.generators import SYNTHESIZERS
 from freekd.generators.collapse import CollapseMonitor
 from freekd.io import atomic_write
-from freekd.methods import METHODS
+from freekd.methods import CLASSIFIER_METHODS, MethodContext
 from freekd.models import (
     count_parameters,
 )
@@ -120,7 +120,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         )
     recommended_every: int = getattr(synthesizer_class, "recommended_synthesize_every", 1)
     synthesize_every = config.synthesize_every or recommended_every
-    method_class = METHODS.get(method_config.name)
+    method_class = CLASSIFIER_METHODS.get(method_config.name)
     check_params(method_class, method_config.params, what=f"method {method_config.name}")
     teacher = teacher or load_teacher(config.teacher, trust_code=options.trust_code)
     proxy_set = None
@@ -168,7 +168,9 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         std=list(normalization.get("std", [0.5] * channels)),
         input_shape=teacher.input_shape,
     )
-    method = build_method(method_class, student, teacher, method_config.name, method_config.params)
+    train_size = None if proxy_set is None else len(proxy_set)  # synthetic batches: no dataset
+    context = MethodContext.for_teacher(student, teacher, train_size=train_size)
+    method = build_method(method_config.name, context, method_config.params)
     synthetic: SyntheticSource | None = None
     source: BatchSource
     if proxy_set is not None:

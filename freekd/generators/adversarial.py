@@ -18,9 +18,9 @@ from torch import Tensor, nn
 
 from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
 from freekd.generators.deepinversion import MemoryBank, balanced_targets, random_shift
-from freekd.generators.hooks import eval_mode
 from freekd.generators.nets import Generator, teacher_pixel_statistics
 from freekd.generators.registry import SYNTHESIZERS
+from freekd.hooks import eval_mode
 from freekd.losses.inversion import (
     information_entropy,
     kl_discrepancy,

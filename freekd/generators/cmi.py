@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from freekd.errors import FreekdError
 from freekd.generators.base import load_state, save_state
 from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, capture_input, eval_mode, last_linear
+from freekd.generators.hooks import batchnorm_statistics
 from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
+from freekd.hooks import capture_input, eval_mode, last_linear
 from freekd.losses.contrastive import info_nce
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.seeding import seeded_scope

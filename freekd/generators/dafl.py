@@ -9,9 +9,9 @@ from torch import Tensor, nn
 
 from freekd.errors import FreekdError
 from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
-from freekd.generators.hooks import capture_input, last_linear
 from freekd.generators.nets import Generator, teacher_pixel_statistics
 from freekd.generators.registry import SYNTHESIZERS
+from freekd.hooks import capture_input, last_linear
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
 

@@ -10,8 +10,9 @@ from torch.nn import functional as F
 
 from freekd.errors import FreekdError
 from freekd.generators.base import load_state, restart_optimizer, save_state
-from freekd.generators.hooks import batchnorm_statistics, eval_mode
+from freekd.generators.hooks import batchnorm_statistics
 from freekd.generators.registry import SYNTHESIZERS
+from freekd.hooks import eval_mode
 from freekd.losses.inversion import (
     bn_statistics,
     competition,

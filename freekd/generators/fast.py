@@ -11,9 +11,10 @@ from torch import Tensor, nn
 from freekd.errors import FreekdError
 from freekd.generators.base import load_state, reset_weights, restart_optimizer, save_state
 from freekd.generators.deepinversion import MemoryBank, balanced_targets
-from freekd.generators.hooks import batchnorm_statistics, eval_mode
+from freekd.generators.hooks import batchnorm_statistics
 from freekd.generators.nets import Generator
 from freekd.generators.registry import SYNTHESIZERS
+from freekd.hooks import eval_mode
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.teachers import Teacher
 

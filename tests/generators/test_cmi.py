@@ -11,7 +11,7 @@ import torch
 from freekd.config import TeacherSourceConfig
 from freekd.errors import FreekdError
 from freekd.generators.cmi import CMI, local_view
-from freekd.generators.hooks import last_linear
+from freekd.hooks import last_linear
 from freekd.teachers import Teacher, load_teacher
 from tests.generators.test_contract import SHAPE, make_student
 

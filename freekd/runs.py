@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from freekd import __version__
+from freekd import __version__, methods
 from freekd.checkpoint import read_checkpoint
 from freekd.config import TrainerConfig, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
 from freekd.io import atomic_write_json, atomic_write_text
-from freekd.methods import Method
+from freekd.methods import Method, MethodContext
 from freekd.models import (
     SMALLER_STUDENT,
     ImageClassifier,
@@ -454,8 +454,9 @@ LEDGER_FILE = "ledger.jsonl"
 LABELS_FILE = "labels.npz"
 
 
-# The shared constructor arguments are wired by the pipeline, never set from a config.
-_WIRED = {"image_shape", "num_classes", "rng", "device"}
+# The shared constructor arguments are wired by the pipeline, never set from a config (a
+# method's train_size and feature_shapes come from its MethodContext, see Method.from_context).
+_WIRED = {"image_shape", "num_classes", "rng", "device", "train_size", "feature_shapes"}
 
 
 def hyperparameters(cls: type) -> dict[str, Any]:
@@ -533,12 +534,10 @@ def inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict[
 QUERIES_FILE = "queries.npz"
 
 
-def build_method(
-    method_class: Any, student: nn.Module, teacher: Teacher, name: str, params: dict[str, Any]
-) -> Method:
-    """``method_class(student, teacher, **params)``, a parameter out of range a one-line error."""
+def build_method(name: str, context: MethodContext, params: dict[str, Any]) -> Method:
+    """``methods.build_method``: a parameter out of range is a one-line error."""
     try:
-        return method_class(student, teacher, **params)  # type: ignore[no-any-return]
+        return methods.build_method(name, context, params)
     except ValueError as error:
         raise FreekdError(f"method {name}: {error}; fix --set method.params") from None
 

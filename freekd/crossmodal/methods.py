@@ -1,4 +1,10 @@
-"""Training rules for image–text models, run by the one Trainer."""
+"""Training rules for image–text models, run by the one Trainer.
+
+The CLIP-to-CLIP distillation methods register in the one method registry, ``methods.METHODS``,
+with ``distills = CLIP``; ``freekd crossmodal distill`` accepts exactly those
+(``CROSSMODAL_METHODS``, a view of ``METHODS``), ``freekd distill`` none of them. The one-tower
+rule (``TowerContrastive``) and the teacher-free baselines are built directly by their pipeline.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,10 @@ from freekd.losses.contrastive import (
     info_nce,
     interactive_contrastive,
 )
-from freekd.methods.base import Method, StepOutput
-from freekd.registry import Registry
+from freekd.methods.base import METHODS, Method, StepOutput
+
+CLIP = "clip"
+"""``Method.distills`` of methods from a CLIP teacher into a CLIP student, on paired batches."""
 
 
 class ClipContrastive(Method):
@@ -63,6 +71,7 @@ class _ClipDistill(Method):
         clip_weight: weight of the student's own CLIP loss.
     """
 
+    distills = CLIP
     student: ClipModel
 
     def __init__(
@@ -122,7 +131,8 @@ class _ClipDistill(Method):
         raise NotImplementedError
 
 
-CROSSMODAL_METHODS: Registry[type[_ClipDistill]] = Registry("cross-modal method")
+CROSSMODAL_METHODS = METHODS.fitting(CLIP, kind="cross-modal method")
+"""What ``freekd crossmodal distill --method`` takes: ``contrastive``, ``feature``, ``icl``."""
 
 
 class EmbeddingQueue(nn.Module):
@@ -156,7 +166,7 @@ class EmbeddingQueue(nn.Module):
         self.filled.fill_(min(int(self.filled) + count, self.size))
 
 
-@CROSSMODAL_METHODS.register("contrastive")
+@METHODS.register("contrastive")
 class ContrastiveDistill(_ClipDistill):
     """The contrastive heterogeneous module: InfoNCE between student and teacher embeddings
     with a MoCo-style queue of negatives and a learnable temperature.
@@ -244,7 +254,7 @@ def _temperature(log_temperature: Tensor) -> Tensor:
     return log_temperature.clamp(min=math.log(0.01), max=0.0).exp()
 
 
-@CROSSMODAL_METHODS.register("feature")
+@METHODS.register("feature")
 class FeatureDistill(_ClipDistill):
     """CLIP-KD's feature distillation (Yang et al. 2024, arXiv:2307.12732 §3.2, FD): the
     projected student embeddings regress the teacher's, per tower (normalized MSE)."""
@@ -260,7 +270,7 @@ class FeatureDistill(_ClipDistill):
         )
 
 
-@CROSSMODAL_METHODS.register("icl")
+@METHODS.register("icl")
 class InteractiveDistill(_ClipDistill):
     """CLIP-KD's interactive contrastive learning (Yang et al. 2024 §3.2, ICL): student images
     against teacher texts and student texts against teacher images, at the teacher's scale."""

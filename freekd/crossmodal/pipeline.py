@@ -21,9 +21,10 @@ from freekd.crossmodal.common import (
     setup_crossmodal_run,
     training_cost,
 )
-from freekd.crossmodal.methods import CROSSMODAL_METHODS, ClipContrastive
+from freekd.crossmodal.methods import CLIP, CROSSMODAL_METHODS, ClipContrastive
 from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
 from freekd.errors import FreekdError
+from freekd.methods import MethodContext, build_method
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     RunOptions,
@@ -139,7 +140,10 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         return ClipModel(dict(student_config), **normalization)
 
     student = build()
-    method = method_class(student, teacher, **dict(config.method.params))
+    context = MethodContext(
+        student=student, teacher=teacher, train_size=len(train_set), distills=CLIP
+    )
+    method = build_method(config.method.name, context, dict(config.method.params))
     result = fit_clip(
         method, pairs, config, options, device=device, dist=dist,
         description=f"{config.method.name} → student CLIP",

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from freekd.crossmodal.clip import ClipModel, check_self_contained_tower
-from freekd.datafree.bn_hooks import last_linear
 from freekd.errors import FreekdError
+from freekd.hooks import capture_input, last_linear
 from freekd.io import atomic_write
 from freekd.models import ImageClassifier, build_model, check_trusted_arch
 
@@ -83,13 +83,10 @@ class ClassifierFeatures(Tower):
         return super().train(False)  # frozen: BatchNorm statistics must not move
 
     def encode(self, images: Tensor) -> Tensor:
-        captured: list[Tensor] = []
-        handle = self.layer.register_forward_pre_hook(lambda _, inputs: captured.append(inputs[0]))
-        try:
+        with capture_input(self.layer) as captured:
             self.classifier(images)
-        finally:
-            handle.remove()
-        return captured[-1].flatten(1)
+        assert captured.value is not None  # the layer is part of the classifier's forward
+        return captured.value.flatten(1)
 
 
 class ClipTower(Tower):

@@ -1,6 +1,7 @@
-"""Forward-hook context managers: statistics and features read out of a frozen teacher.
+"""The synthesizers' forward hooks: BatchNorm statistics read out of a frozen teacher.
 
 Hooks live only inside a ``with`` block, so no synthesizer can leave one behind on a teacher.
+The generic hooks (``capture_input``, ``last_linear``, ``eval_mode``) are in ``freekd.hooks``.
 """
 
 from __future__ import annotations
@@ -80,46 +81,3 @@ def require_batchnorm(statistics: BatchNormStatistics, *, who: str) -> None:
             f"{who} inverts BatchNorm statistics and this teacher has no BatchNorm layers; "
             "use a method without BatchNorm needs (e.g. dafl)"
         )
-
-
-def last_linear(model: nn.Module) -> nn.Linear | None:
-    """The last ``nn.Linear`` registered in ``model`` (the classifier layer of most networks)."""
-    found = None
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            found = module
-    return found
-
-
-@dataclass
-class CapturedInputs:
-    """The input of a hooked layer during the last forward pass."""
-
-    value: Tensor | None = None
-
-
-@contextmanager
-def capture_input(layer: nn.Module) -> Iterator[CapturedInputs]:
-    """Keep the input of ``layer`` (e.g. the teacher's penultimate features) during forwards."""
-    captured = CapturedInputs()
-
-    def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        captured.value = inputs[0]
-
-    handle = layer.register_forward_pre_hook(record)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode for the block and restore every submodule's own mode after."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for submodule, training in modes:
-            submodule.training = training

@@ -20,7 +20,7 @@ from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
-from freekd.methods import METHODS
+from freekd.methods import CLASSIFIER_METHODS, MethodContext
 from freekd.models import ImageClassifier, count_parameters
 from freekd.plots import plot_samples_by_class
 from freekd.runlock import locks_run_folder
@@ -111,8 +111,9 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     if eval_set is not None:
         teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
     student = _student(config, teacher, student_arch)
-    name, params = plan.method_config.name, plan.method_config.params
-    method = build_method(plan.method_class, student, teacher, name, params)
+    train_size = None if proxy_set is None else len(proxy_set)  # synthetic batches: no dataset
+    context = MethodContext.for_teacher(student, teacher, train_size=train_size)
+    method = build_method(plan.method_config.name, context, plan.method_config.params)
     source, synthetic, description = _source(
         plan, teacher, student, proxy_set, arch=student_arch, dist=dist, rng=rng, device=device
     )
@@ -279,7 +280,7 @@ def _plan(config: DataFreeConfig) -> _Plan:
             name=recommended.name, params={**recommended.params, **method_config.params}
         )
     recommended_every = plugin.recommended_synthesize_every
-    method_class = METHODS.get(method_config.name)
+    method_class = CLASSIFIER_METHODS.get(method_config.name)
     check_params(method_class, method_config.params, what=f"method {method_config.name}")
     return _Plan(
         config=config,

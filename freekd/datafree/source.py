@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from freekd.data.batch import Batch
-from freekd.datafree.bn_hooks import eval_mode
 from freekd.datafree.collapse import CollapseCheck, CollapseMonitor
 from freekd.datafree.synthesizers.base import Synthesizer
 from freekd.errors import FreekdError
+from freekd.hooks import eval_mode
 from freekd.teachers import Teacher
 from freekd.train.trainer import TrainState
 

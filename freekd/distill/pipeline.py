@@ -6,7 +6,7 @@ from typing import Any
 
 from freekd.distill.config import DistillConfig
 from freekd.errors import FreekdError
-from freekd.methods import METHODS
+from freekd.methods import CLASSIFIER_METHODS, MethodContext
 from freekd.models import (
     count_parameters,
 )
@@ -35,7 +35,7 @@ from freekd.train.evaluate import check_input_shape
 @locks_run_folder
 def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd distill``: classic KD on real data; returns (and writes) ``report.json``."""
-    method_class = METHODS.get(config.method.name)
+    method_class = CLASSIFIER_METHODS.get(config.method.name)
     check_params(method_class, config.method.params, what=f"method {config.method.name}")
     train_set, eval_set = train_and_eval_sets(config)
     resolve_augmentation(config.trainer.augment, train_set.input_shape)
@@ -58,7 +58,8 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         mean=None,
         std=None,
     )
-    method = build_method(method_class, student, teacher, config.method.name, config.method.params)
+    context = MethodContext.for_teacher(student, teacher, train_size=len(train_set))
+    method = build_method(config.method.name, context, config.method.params)
     result = run_training(
         method,
         loader_source(train_set, config.trainer, seed=config.seed, dist=dist),

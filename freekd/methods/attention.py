@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
+from freekd.hooks import spatial_blocks
 from freekd.losses import attention_transfer
-from freekd.methods.base import StepOutput
+from freekd.methods.base import METHODS, StepOutput
+from freekd.methods.context import probe_feature_shapes
 from freekd.methods.kd import LogitKD
 from freekd.teachers import Teacher
 
 
-@contextmanager
-def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
-    """Record, per spatial size, the output of the last leaf module that produced that size.
-
-    Inside the block every forward pass of ``model`` fills the dict {(H, W): (B, C, H, W)
-    activations}, in forward order, so each entry is the end of one resolution stage: the
-    output of a WRN group, or of a LeNet's ReLU/pool at 28×28, 14×14, 10×10 and 5×5.
-    1×1 maps (after global pooling) carry no spatial attention and are left out.
-    """
-    blocks: dict[tuple[int, int], Tensor] = {}
-
-    def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        if isinstance(output, Tensor) and output.dim() == 4 and output.shape[-2:] != (1, 1):
-            size = (int(output.shape[-2]), int(output.shape[-1]))
-            blocks.pop(size, None)  # re-insert: dict order stays forward order of stage ends
-            blocks[size] = output
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [leaf.register_forward_hook(record) for leaf in leaves]
-    try:
-        yield blocks
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _device(module: nn.Module) -> torch.device:
-    parameter = next(module.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
+@METHODS.register("kd-at")
 class AttentionKD(LogitKD):
     """Hinton KD plus attention transfer on every stage both networks share, the student loss
     of Zero-shot Knowledge Transfer (Micaelli & Storkey 2019, arXiv:1905.09768, Eq. 2):
@@ -102,25 +72,17 @@ class AttentionKD(LogitKD):
     def _check_shared_blocks(self) -> None:
         """Refuse, before any training, a pair without a feature-map size in common.
 
-        One forward pass of two blank images of the teacher's input shape, under no_grad and
-        with the student in eval mode (its BatchNorm statistics do not move; modes restored).
+        One forward pass of two blank images of the teacher's input shape through each network,
+        under no_grad and in eval mode (BatchNorm statistics do not move; modes restored):
+        ``methods.context.probe_feature_shapes``.
         """
-        probe = torch.zeros((2, *self.teacher.input_shape))
-        modes = [(m, m.training) for m in self.student.modules()]
-        self.student.eval()
-        try:
-            with torch.no_grad(), spatial_blocks(self.teacher) as teacher_blocks:
-                self.teacher(probe.to(_device(self.teacher)))
-            with torch.no_grad(), spatial_blocks(self.student) as student_blocks:
-                self.student(probe.to(_device(self.student)))
-        finally:
-            for module, training in modes:
-                module.training = training
-        if not any(size in teacher_blocks for size in student_blocks):
+        shapes = probe_feature_shapes(self.student, self.teacher, self.teacher.input_shape)
+        if not shapes.shared_sizes():
             raise FreekdError(
                 f"attention transfer needs feature maps of the same size in student and teacher; "
-                f"the student has {sorted(student_blocks)}, the teacher {sorted(teacher_blocks)}: "
-                f"use --method kd, or a student with the teacher's down-sampling"
+                f"the student has {sorted(shapes.student.sizes)}, the teacher "
+                f"{sorted(shapes.teacher.sizes)}: use --method kd, or a student with the "
+                f"teacher's down-sampling"
             )
 
     def training_step(self, batch: Batch) -> StepOutput:

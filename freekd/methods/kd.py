@@ -7,10 +7,11 @@ from torch import Tensor, nn
 
 from freekd.data.batch import Batch
 from freekd.losses import cross_entropy, kd_kl
-from freekd.methods.base import Method, StepOutput
+from freekd.methods.base import METHODS, Method, StepOutput
 from freekd.teachers import Teacher
 
 
+@METHODS.register("kd")
 class LogitKD(Method):
     """Hinton et al. 2015 (arXiv:1503.02531) §2: match the teacher's softened distribution.
 

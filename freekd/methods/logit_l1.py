@@ -7,10 +7,11 @@ from torch import nn
 
 from freekd.data.batch import Batch
 from freekd.losses.inversion import logit_discrepancy
-from freekd.methods.base import Method, StepOutput
+from freekd.methods.base import METHODS, Method, StepOutput
 from freekd.teachers import Teacher
 
 
+@METHODS.register("logit-l1")
 class LogitL1(Method):
     """Mean absolute error between student and teacher logits, Fang et al. 2019 (DFAD,
     arXiv:1912.11006) §3.2, Eq. 2 and the imitation stage of Eq. 4.

@@ -4,14 +4,8 @@ from freekd.train.callbacks import Checkpoint, Evaluate, LogMetrics, Progress, S
 from freekd.train.distributed import DistInfo, init_distributed, resolve_device
 from freekd.train.evaluate import evaluate
 from freekd.train.optim import make_optimizer
-from freekd.train.sources import (
-    LoaderSource,
-    PairedSource,
-    PoissonSource,
-    SemiSupervisedSource,
-    ShardSource,
-    SubsetSource,
-)
+from freekd.train.private_sources import PoissonSource, ShardSource, SubsetSource
+from freekd.train.sources import LoaderSource, PairedSource, SemiSupervisedSource
 from freekd.train.trainer import BatchSource, Callback, Trainer, TrainState
 
 __all__ = [

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from freekd.config import TeacherSourceConfig
-from freekd.datafree.bn_hooks import last_linear
 from freekd.datafree.synthesizers.cmi import CMI, local_view
 from freekd.errors import FreekdError
+from freekd.hooks import last_linear
 from freekd.teachers import Teacher, load_teacher
 from tests.datafree.test_contract import SHAPE, make_student
 

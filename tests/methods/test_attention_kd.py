@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from freekd.cli import app
 from freekd.data import Batch
 from freekd.errors import FreekdError
+from freekd.hooks import spatial_blocks
 from freekd.losses import attention_transfer, kd_kl
 from freekd.methods import AttentionKD
-from freekd.methods.attention import spatial_blocks
 from freekd.models import ImageClassifier, build_model
 from freekd.teachers import Teacher
 

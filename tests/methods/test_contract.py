@@ -10,7 +10,7 @@ import torch
 
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch, ImageDataset
-from freekd.methods import METHODS, Supervised
+from freekd.methods import CLASSIFIER_METHODS, Supervised
 from freekd.models import ImageClassifier, build_model
 from freekd.teachers import Teacher, load_teacher
 
@@ -31,7 +31,7 @@ def make_teacher() -> Teacher:
 
 def make_student(name: str) -> ImageClassifier:
     """The MLP, or a CNN for methods that match feature maps (they need spatial activations)."""
-    needs_maps = getattr(METHODS.get(name), "needs_feature_maps", False)
+    needs_maps = getattr(CLASSIFIER_METHODS.get(name), "needs_feature_maps", False)
     return classifier("tiny-cnn" if needs_maps else "mlp", 1)
 
 
@@ -40,10 +40,10 @@ def fixed_batch(data: ImageDataset, labelled: bool = True) -> Batch:
     return batch if labelled else Batch(batch.images, None)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", CLASSIFIER_METHODS.names())
 def test_teacher_frozen_eval_and_gets_no_grad(name: str, digits_train: ImageDataset) -> None:
     teacher = make_teacher()
-    method = METHODS.get(name)(make_student(name), teacher)
+    method = CLASSIFIER_METHODS.get(name)(make_student(name), teacher)
     method.train()
     assert not teacher.training
     assert all(not m.training for m in teacher.modules())
@@ -57,12 +57,12 @@ def test_teacher_frozen_eval_and_gets_no_grad(name: str, digits_train: ImageData
     assert all(p.grad is not None for p in method.student.parameters())
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", CLASSIFIER_METHODS.names())
 @pytest.mark.parametrize("labelled", [True, False])
 def test_finite_scalar_losses_with_stable_keys(
     name: str, labelled: bool, digits_train: ImageDataset
 ) -> None:
-    method = METHODS.get(name)(make_student(name), make_teacher())
+    method = CLASSIFIER_METHODS.get(name)(make_student(name), make_teacher())
     first = method.training_step(fixed_batch(digits_train, labelled))
     second = method.training_step(fixed_batch(digits_train, labelled))
     assert first.losses.keys() == second.losses.keys()
@@ -73,10 +73,10 @@ def test_finite_scalar_losses_with_stable_keys(
     assert first.logits.shape == (64, 10)
 
 
-@pytest.mark.parametrize("name", METHODS.names())
+@pytest.mark.parametrize("name", CLASSIFIER_METHODS.names())
 def test_overfits_one_batch(name: str, digits_train: ImageDataset, tiny_teacher_path: Path) -> None:
     teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
-    method = METHODS.get(name)(make_student(name), teacher)
+    method = CLASSIFIER_METHODS.get(name)(make_student(name), teacher)
     optimizer = torch.optim.SGD(method.trainable_parameters(), lr=0.05, momentum=0.9)
     batch = fixed_batch(digits_train)
     losses = []

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets, random_shift
-from freekd.datafree.bn_hooks import eval_mode
 from freekd.datafree.synthesizers.base import GeneratorSynthesizer, logged, total
+from freekd.hooks import eval_mode
 from freekd.losses.inversion import information_entropy, total_variation
 from freekd.teachers import Teacher
 

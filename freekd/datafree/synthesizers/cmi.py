@@ -12,13 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets
-from freekd.datafree.bn_hooks import (
-    batchnorm_statistics,
-    capture_input,
-    eval_mode,
-    last_linear,
-    require_batchnorm,
-)
+from freekd.datafree.bn_hooks import batchnorm_statistics, require_batchnorm
 from freekd.datafree.nets import Generator
 from freekd.datafree.synthesizers.base import (
     GENERATOR_BETAS,
@@ -33,6 +27,7 @@ from freekd.datafree.synthesizers.base import (
     total,
 )
 from freekd.errors import FreekdError
+from freekd.hooks import capture_input, eval_mode, last_linear
 from freekd.losses.contrastive import info_nce
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher

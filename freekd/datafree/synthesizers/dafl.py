@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from freekd.datafree.bn_hooks import capture_input, last_linear
 from freekd.datafree.synthesizers.base import SYNTHESIZERS, GeneratorSynthesizer, logged, total
 from freekd.errors import FreekdError
+from freekd.hooks import capture_input, last_linear
 from freekd.losses.inversion import activation, information_entropy, onehot
 from freekd.teachers import Teacher
 

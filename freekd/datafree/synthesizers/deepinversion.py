@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip
-from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode, require_batchnorm
+from freekd.datafree.bn_hooks import batchnorm_statistics, require_batchnorm
 from freekd.datafree.synthesizers.base import (
     SYNTHESIZERS,
     BatchSynthesizer,
@@ -20,6 +20,7 @@ from freekd.datafree.synthesizers.base import (
     total,
 )
 from freekd.errors import FreekdError
+from freekd.hooks import eval_mode
 from freekd.losses.inversion import (
     bn_statistics,
     competition,

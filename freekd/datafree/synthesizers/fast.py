@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets
-from freekd.datafree.bn_hooks import batchnorm_statistics, eval_mode, require_batchnorm
+from freekd.datafree.bn_hooks import batchnorm_statistics, require_batchnorm
 from freekd.datafree.nets import Generator
 from freekd.datafree.synthesizers.base import (
     GENERATOR_BETAS,
@@ -25,6 +25,7 @@ from freekd.datafree.synthesizers.base import (
     total,
 )
 from freekd.errors import FreekdError
+from freekd.hooks import eval_mode
 from freekd.teachers import Teacher
 
 

@@ -1,0 +1,85 @@
+"""Forward hooks and module-mode helpers shared by methods, synthesizers and cross-modal towers.
+
+Every hook lives only inside a ``with`` block and is removed on exit, even when the block
+raises, so no caller can leave one behind on a teacher or a student. Hooks specific to one
+plug-in family stay with it (the BatchNorm statistics of the synthesizers in
+``generators.hooks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@contextmanager
+def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
+    """Record, per spatial size, the output of the last leaf module that produced that size.
+
+    Inside the block every forward pass of ``model`` fills the dict {(H, W): (B, C, H, W)
+    activations}, in forward order, so each entry is the end of one resolution stage: the
+    output of a WRN group, or of a LeNet's ReLU/pool at 28×28, 14×14, 10×10 and 5×5.
+    1×1 maps (after global pooling) carry no spatial attention and are left out.
+    """
+    blocks: dict[tuple[int, int], Tensor] = {}
+
+    def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if isinstance(output, Tensor) and output.dim() == 4 and output.shape[-2:] != (1, 1):
+            size = (int(output.shape[-2]), int(output.shape[-1]))
+            blocks.pop(size, None)  # re-insert: dict order stays forward order of stage ends
+            blocks[size] = output
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [leaf.register_forward_hook(record) for leaf in leaves]
+    try:
+        yield blocks
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def last_linear(model: nn.Module) -> nn.Linear | None:
+    """The last ``nn.Linear`` registered in ``model`` (the classifier layer of most networks)."""
+    found = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            found = module
+    return found
+
+
+@dataclass
+class CapturedInputs:
+    """The input of a hooked layer during the last forward pass."""
+
+    value: Tensor | None = None
+
+
+@contextmanager
+def capture_input(layer: nn.Module) -> Iterator[CapturedInputs]:
+    """Keep the input of ``layer`` (e.g. the teacher's penultimate features) during forwards."""
+    captured = CapturedInputs()
+
+    def record(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        captured.value = inputs[0]
+
+    handle = layer.register_forward_pre_hook(record)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode for the block and restore every submodule's own mode after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for submodule, training in modes:
+            submodule.training = training

@@ -1,0 +1,138 @@
+"""The method factory: MethodContext, build_method, Method.from_context and the one registry."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from freekd.config import TeacherSourceConfig
+from freekd.crossmodal.methods import CLIP, CROSSMODAL_METHODS
+from freekd.errors import FreekdError, UnknownNameError
+from freekd.methods import (
+    CLASSIFIER_METHODS,
+    METHODS,
+    AttentionKD,
+    LogitKD,
+    Method,
+    MethodContext,
+    build_method,
+)
+from freekd.methods.context import FeatureShapes
+from freekd.models import ImageClassifier, build_model
+from freekd.runs import check_params, hyperparameters
+from freekd.teachers import Teacher, load_teacher
+
+
+def student(arch: str = "tiny-cnn") -> ImageClassifier:
+    torch.manual_seed(1)
+    net = build_model(arch, num_classes=10, input_shape=(1, 8, 8))
+    return ImageClassifier(
+        net, arch=arch, arch_kwargs={}, num_classes=10, input_shape=(1, 8, 8), mean=[0.3], std=[0.4]
+    )
+
+
+@pytest.fixture
+def teacher(tiny_teacher_path: Path) -> Teacher:
+    return load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+
+
+def test_build_method_passes_params_and_the_context(teacher: Teacher) -> None:
+    context = MethodContext.for_teacher(student(), teacher, train_size=1500)
+    assert (context.num_classes, context.input_shape) == (10, (1, 8, 8))
+    method = build_method("kd", context, {"temperature": 2.0})
+    assert isinstance(method, LogitKD)
+    assert method.temperature == 2.0
+    assert method.student is context.student
+    assert method.teacher is teacher
+    assert isinstance(build_method("kd-at", context, {}), AttentionKD)
+
+
+def test_build_method_refuses_unknown_names_and_other_kinds(teacher: Teacher) -> None:
+    context = MethodContext.for_teacher(student(), teacher, train_size=None)
+    with pytest.raises(UnknownNameError, match="unknown method 'kdd'; known: .*kd"):
+        build_method("kdd", context, {})
+    with pytest.raises(FreekdError, match="method icl distills between clip models"):
+        build_method("icl", context, {})
+
+
+class MemoryBankKD(LogitKD):
+    """A CRD-shaped method: a table over the training set and a head at the teacher's width."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: Teacher,
+        *,
+        train_size: int,
+        feature_shapes: FeatureShapes,
+        feature_dim: int = 8,
+    ) -> None:
+        super().__init__(student, teacher)
+        assert feature_shapes.student.embedding is not None
+        assert feature_shapes.teacher.embedding is not None
+        self.memory = nn.Parameter(torch.zeros(train_size, feature_dim), requires_grad=False)
+        self.head = nn.Linear(feature_shapes.student.embedding, feature_shapes.teacher.embedding)
+
+    @classmethod
+    def from_context(cls, context: MethodContext, **params: Any) -> MemoryBankKD:
+        assert context.train_size is not None
+        assert isinstance(context.teacher, Teacher)
+        return cls(
+            context.student,
+            context.teacher,
+            train_size=context.train_size,
+            feature_shapes=context.feature_shapes,
+            **params,
+        )
+
+
+def test_a_crd_style_method_builds_from_train_size_and_feature_shapes(teacher: Teacher) -> None:
+    context = MethodContext.for_teacher(student("mlp"), teacher, train_size=1500)
+    method = MemoryBankKD.from_context(context, feature_dim=4)
+    assert method.memory.shape == (1500, 4)
+    shapes = context.feature_shapes
+    assert method.head.in_features == shapes.student.embedding
+    assert method.head.out_features == shapes.teacher.embedding
+    # The context's wired values are never config hyperparameters.
+    assert list(hyperparameters(MemoryBankKD)) == ["feature_dim"]
+    with pytest.raises(FreekdError, match="has no parameter 'train_size'"):
+        check_params(MemoryBankKD, {"train_size": 3}, what="method crd")
+
+
+def test_feature_shapes_come_from_one_cached_probe_that_changes_nothing(teacher: Teacher) -> None:
+    net = student().train()
+    before = copy.deepcopy(net.state_dict())
+    context = MethodContext.for_teacher(net, teacher, train_size=None)
+    shapes = context.feature_shapes
+    assert context.feature_shapes is shapes  # probed once
+    assert shapes.student.output == shapes.teacher.output == (10,)
+    assert shapes.student.blocks, "a CNN has spatial stages"
+    assert all(len(block) == 3 for block in shapes.teacher.blocks)
+    assert shapes.shared_sizes() == [s for s in shapes.student.sizes if s in shapes.teacher.sizes]
+    assert net.training
+    assert all(m.training for m in net.modules())
+    for key, value in net.state_dict().items():  # BatchNorm running statistics untouched
+        assert torch.equal(value, before[key]), key
+    for model in (net, teacher):
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(FreekdError, match="input_shape"):
+        _ = MethodContext(student=net, teacher=teacher).feature_shapes
+
+
+def test_one_registry_two_views() -> None:
+    assert set(CROSSMODAL_METHODS.names()) == {"contrastive", "feature", "icl"}
+    assert set(CLASSIFIER_METHODS.names()) >= {"kd", "kd-at", "logit-l1"}
+    assert set(METHODS.names()) == set(CROSSMODAL_METHODS.names()) | set(CLASSIFIER_METHODS.names())
+    assert all(METHODS.get(name).distills == CLIP for name in CROSSMODAL_METHODS.names())
+    assert "icl" in METHODS
+    assert "icl" not in CLASSIFIER_METHODS
+    with pytest.raises(UnknownNameError, match="unknown method 'icl'; known: kd, kd-at"):
+        CLASSIFIER_METHODS.get("icl")
+    with pytest.raises(UnknownNameError, match="unknown cross-modal method 'kd'; known: contr"):
+        CROSSMODAL_METHODS.get("kd")
+    assert issubclass(CLASSIFIER_METHODS.get("kd"), Method)

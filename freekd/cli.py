@@ -26,7 +26,7 @@ from freekd.cli_options import (
     OverwriteOption,
     QuietOption,
     TrustCodeOption,
-    option_groups,
+    run_command,
     user_errors,
 )
 from freekd.cli_tables import percent, print_table, privacy_rows
@@ -140,9 +140,7 @@ def main(
     warnings.showwarning = _log_warning
 
 
-@app.command("eval")
-@user_errors
-@option_groups
+@run_command(app, "eval")
 def eval_command(
     *,
     model: Annotated[

@@ -374,6 +374,19 @@ def option_groups(command: F) -> F:
     return with_groups  # type: ignore[return-value]
 
 
+def run_command(app: typer.Typer, name: str | None = None) -> Callable[[F], F]:
+    """Register a command on ``app`` with its option groups and one-line user errors.
+
+    The three decorators every option-group command wears, in their one right order:
+    ``app.command(name)`` over ``user_errors`` over ``option_groups``.
+    """
+
+    def register(command: F) -> F:
+        return app.command(name)(user_errors(option_groups(command)))
+
+    return register
+
+
 def _group_of(annotation: Any) -> tuple[type | None, dict[str, Any], dict[str, str]]:
     """The option group an annotation names (``RunFlags`` or ``Annotated[RunFlags, ...]``), with
     the command's own defaults and help texts for its options."""

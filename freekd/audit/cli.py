@@ -17,6 +17,7 @@ from freekd.cli_options import (
     RunFlags,
     SeedOption,
     option_groups,
+    run_command,
     user_errors,
 )
 from freekd.cli_tables import percent
@@ -154,9 +155,7 @@ def audit(
         raise typer.Exit(1)
 
 
-@audit_app.command("pipeline")
-@user_errors
-@option_groups
+@run_command(audit_app, "pipeline")
 def audit_pipeline(
     *,
     paths: Annotated[

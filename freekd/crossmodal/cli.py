@@ -13,8 +13,7 @@ from freekd.cli_options import (
     RunFlags,
     TrainerFlags,
     _yaml_mapping,
-    option_groups,
-    user_errors,
+    run_command,
 )
 from freekd.cli_tables import maybe_percent, minutes, percent, print_table
 
@@ -24,9 +23,7 @@ crossmodal_app = typer.Typer(
 )
 
 
-@crossmodal_app.command("teacher")
-@user_errors
-@option_groups
+@run_command(crossmodal_app, "teacher")
 def crossmodal_teacher(
     *,
     pairs: Annotated[
@@ -85,9 +82,7 @@ def crossmodal_teacher(
     )
 
 
-@crossmodal_app.command("distill")
-@user_errors
-@option_groups
+@run_command(crossmodal_app, "distill")
 def crossmodal_distill(
     *,
     teacher: Annotated[

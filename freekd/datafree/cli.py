@@ -15,8 +15,7 @@ from freekd.cli_options import (
     TeacherFileOption,
     TrainerFlags,
     _budget_values,
-    option_groups,
-    user_errors,
+    run_command,
 )
 from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.datafree.config import DataFreeConfig
@@ -25,9 +24,7 @@ from freekd.errors import FreekdError
 app = typer.Typer()
 
 
-@app.command()
-@user_errors
-@option_groups
+@run_command(app)
 def datafree(
     *,
     teacher: TeacherFileOption = None,

@@ -17,8 +17,7 @@ from freekd.cli_options import (
     RunFlags,
     TeacherFileOption,
     TrainerFlags,
-    option_groups,
-    user_errors,
+    run_command,
 )
 from freekd.cli_tables import minutes, percent, print_table
 from freekd.distill.config import DistillConfig
@@ -26,9 +25,7 @@ from freekd.distill.config import DistillConfig
 app = typer.Typer()
 
 
-@app.command()
-@user_errors
-@option_groups
+@run_command(app)
 def distill(
     *,
     teacher: TeacherFileOption = None,

@@ -20,7 +20,7 @@ from freekd.cli_options import (
     TrainerFlags,
     TrustCodeOption,
     _fail,
-    option_groups,
+    run_command,
     user_errors,
 )
 from freekd.cli_tables import minutes, percent, print_table, privacy_rows
@@ -34,9 +34,7 @@ pate_app = typer.Typer(
 )
 
 
-@pate_app.command("teachers")
-@user_errors
-@option_groups
+@run_command(pate_app, "teachers")
 def pate_teachers(
     *,
     dataset: DatasetOption = None,
@@ -164,9 +162,7 @@ def _print_label_report(report: dict[str, Any], out: Path) -> None:
     )
 
 
-@pate_app.command("label")
-@user_errors
-@option_groups
+@run_command(pate_app, "label")
 def pate_label(
     *,
     teachers: Annotated[
@@ -234,9 +230,7 @@ def pate_label(
     _print_label_report(report, run.out)
 
 
-@pate_app.command("student")
-@user_errors
-@option_groups
+@run_command(pate_app, "student")
 def pate_student(
     *,
     labels: Annotated[

@@ -17,8 +17,7 @@ from freekd.cli_options import (
     TrainerFlags,
     _fail,
     _json_arg,
-    option_groups,
-    user_errors,
+    run_command,
 )
 from freekd.cli_tables import minutes, percent, print_table, privacy_rows
 from freekd.supervised.config import TeacherTrainConfig
@@ -26,9 +25,7 @@ from freekd.supervised.config import TeacherTrainConfig
 teacher_app = typer.Typer(no_args_is_help=True, help="Train teachers.")
 
 
-@teacher_app.command("train")
-@user_errors
-@option_groups
+@run_command(teacher_app, "train")
 def teacher_train(
     *,
     dataset: DatasetOption = None,

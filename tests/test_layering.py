@@ -54,23 +54,26 @@ CLI_MAY_IMPORT |= {"freekd.runs"}
 
 #: The library layers among themselves: package → freekd packages it must NOT import.
 LIBRARY_FORBIDDEN: dict[str, set[str]] = {
-    "losses": {"methods", "teachers", "data", "train", "models", "generators", "privacy"}
-    | {"crossmodal", "datafree", "checkpoint"},
-    "models": {"methods", "teachers", "train", "losses", "generators", "privacy", "crossmodal"},
-    "data": {"methods", "teachers", "train", "models", "losses", "generators", "privacy"}
+    "losses": {"methods", "teachers", "data", "train", "models", "datafree", "privacy"}
+    | {"crossmodal", "checkpoint"},
+    "models": {"methods", "teachers", "train", "losses", "datafree", "privacy", "crossmodal"},
+    "data": {"methods", "teachers", "train", "models", "losses", "datafree", "privacy"}
     | {"crossmodal"},
-    "methods": {"train", "generators", "privacy", "crossmodal"},
-    "teachers": {"methods", "train", "generators", "privacy", "crossmodal"},
-    "train": {"privacy", "crossmodal"},
-    "generators": {"train"},
+    "methods": {"train", "datafree", "privacy", "crossmodal"},
+    "teachers": {"methods", "train", "datafree", "privacy", "crossmodal"},
+    "train": {"privacy", "crossmodal", "datafree"},
+    "hooks": {"methods", "teachers", "train", "datafree", "privacy", "crossmodal", "audit"},
+    "datafree": {"train", "privacy", "crossmodal", "audit"},
     "privacy": {"train"},
     "crossmodal": {"train"},
-    "audit": {"train", "methods", "generators", "privacy", "models"},
+    "audit": {"train", "methods", "datafree", "privacy", "models"},
 }
 
 #: Library modules allowed one exception to LIBRARY_FORBIDDEN: the DP-SGD set-up wires Opacus
 #: into the Trainer (it is the privacy feature's part of teacher training).
 LIBRARY_EXCEPTIONS = {"freekd.privacy.dpsgd": {"train"}}
+#: The data-free batch source is a ``train`` BatchSource over a synthesizer (it reads TrainState).
+LIBRARY_EXCEPTIONS["freekd.datafree.source"] = {"train"}
 
 
 @dataclass

@@ -68,6 +68,32 @@ def _check_self_contained(model_config: Any) -> None:
         check_self_contained_tower(tower, model_config.get(tower))
 
 
+class CaptionTokenizer:
+    """open_clip's BPE tokenizer with a per-caption cache.
+
+    Templated captions repeat (a few templates per class) and a user's own captions come back
+    every epoch, so each distinct caption is encoded once; the ids are exactly open_clip's.
+    The cache holds at most ``max_cached`` captions (about 600 bytes each at 77 tokens).
+    """
+
+    def __init__(self, context_length: int, max_cached: int = 1 << 16) -> None:
+        import open_clip
+
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+        self.max_cached = max_cached
+        self.cache: dict[str, Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        distinct = list(dict.fromkeys(texts))
+        missing = [text for text in distinct if text not in self.cache]
+        if len(self.cache) + len(missing) > self.max_cached:
+            self.cache.clear()
+            missing = distinct
+        if missing:
+            self.cache.update(zip(missing, self.tokenizer(missing), strict=True))
+        return torch.stack([self.cache[text] for text in texts])
+
+
 class ClipModel(nn.Module):
     """open_clip CLIP with its tokenizer and image preparation.
 
@@ -84,7 +110,6 @@ class ClipModel(nn.Module):
         self, model_config: dict[str, Any], *, mean: list[float], std: list[float]
     ) -> None:
         super().__init__()
-        import open_clip
         from open_clip.model import CLIP
 
         _check_self_contained(model_config)
@@ -98,7 +123,7 @@ class ClipModel(nn.Module):
         self.model_config = dict(model_config)
         self.image_size = int(model_config["vision_cfg"].get("image_size", 224))
         self.context_length = int(model_config["text_cfg"].get("context_length", 77))
-        self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+        self.tokenizer = CaptionTokenizer(self.context_length)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
         self.normalization = {"mean": list(mean), "std": list(std)}

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from freekd.crossmodal.clip import ClipModel, check_self_contained_tower
+from freekd.crossmodal.clip import CaptionTokenizer, ClipModel, check_self_contained_tower
 from freekd.errors import FreekdError
 from freekd.hooks import capture_input, last_linear
 from freekd.io import atomic_write
@@ -192,7 +192,6 @@ class TextStudent(Tower):
 
     def __init__(self, *, dim: int, text_cfg: dict[str, Any]) -> None:
         super().__init__()
-        import open_clip
         from open_clip.model import _build_text_tower
 
         check_self_contained_tower("text_cfg", text_cfg)
@@ -203,7 +202,7 @@ class TextStudent(Tower):
         except TypeError as error:
             raise FreekdError(f"text_cfg is not an open_clip text config ({error})") from None
         self.context_length = int(self.text_cfg.get("context_length", 77))
-        self.tokenizer = open_clip.SimpleTokenizer(context_length=self.context_length)
+        self.tokenizer = CaptionTokenizer(self.context_length)
 
     def tokenize(self, texts: list[str]) -> Tensor:
         return self.tokenizer(texts)  # type: ignore[no-any-return]

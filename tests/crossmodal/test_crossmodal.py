@@ -116,6 +116,22 @@ def test_zero_shot_picks_the_nearest_class_mean() -> None:
     assert zero_shot_accuracy(images, prompts, torch.tensor([1, 2])) == 0.5
 
 
+def test_cached_tokenizer_gives_open_clips_ids_with_repeats_and_past_its_bound() -> None:
+    import open_clip
+
+    from freekd.crossmodal.clip import CaptionTokenizer
+
+    reference = open_clip.SimpleTokenizer(context_length=12)
+    cached = CaptionTokenizer(12, max_cached=3)
+    for texts in (
+        ["a photo of a three", "a three", "a photo of a three", "seven"],
+        ["seven", "a nine, written by hand", "a three", "zero"],  # the bound clears the cache
+        ["a nine, written by hand"],
+    ):
+        assert torch.equal(cached(texts), reference(texts))
+        assert len(cached.cache) <= 4
+
+
 def test_clip_model_takes_any_image_and_round_trips(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3).eval()

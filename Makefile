@@ -35,11 +35,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(PY) -m freekd demo --out runs/demo --overwrite
 
+# One worker per core, a test file's tests on one worker (its module fixtures are built once).
 test: install
-	$(PY) -m pytest -q --timeout 600
+	$(PY) -m pytest -q --timeout 600 -n auto --dist loadfile
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check freekd tests experiments

@@ -6,11 +6,19 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 from freekd.config import TrainerConfig
 from freekd.data import ImageDataset, load_dataset
 from freekd.supervised.config import TeacherTrainConfig
+
+# `make test` runs one pytest-xdist worker per core: each worker, and every process a test
+# starts, uses one thread, or the workers' torch thread pools fight over the cores
+# (tried on 2 cores: the suite took longer than with no workers at all).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=50)
 settings.load_profile("ci")

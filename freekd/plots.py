@@ -47,10 +47,15 @@ def plot_training_curves(metrics_path: Path, out_path: Path) -> None:
     _save(figure, out_path, dpi=110)
 
 
+#: Rows of ``samples.png`` at most: one per class up to this many classes.
+MAX_CLASS_ROWS = 20
+
+
 def plot_samples_by_class(
     images: Any, labels: Any, class_names: list[str], out_path: Path, *, per_class: int = 8
 ) -> None:
-    """``samples.png``: a grid of synthetic images, one row per class the teacher assigns.
+    """``samples.png``: a grid of synthetic images, one row per class the teacher assigns (with
+    more than ``MAX_CLASS_ROWS`` classes, the most frequent ones).
 
     Args:
         images: (N, C, H, W) tensor in [0, 1].
@@ -64,12 +69,17 @@ def plot_samples_by_class(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = len(class_names)
+    shown = list(range(len(class_names)))
+    if len(shown) > MAX_CLASS_ROWS:  # e.g. 1,000 classes: the most sampled ones only
+        counts = [int((labels == k).sum()) for k in shown]
+        shown = sorted(shown, key=lambda k: -counts[k])[:MAX_CLASS_ROWS]
+    rows = len(shown)
     figure, axes = plt.subplots(
         rows, per_class, figsize=(per_class * 0.9 + 1.6, rows * 0.9 + 0.3), squeeze=False
     )
-    for row, name in enumerate(class_names):
-        chosen = (labels == row).nonzero().flatten()[:per_class]
+    for row, klass in enumerate(shown):
+        name = class_names[klass]
+        chosen = (labels == klass).nonzero().flatten()[:per_class]
         for column in range(per_class):
             axis = axes[row][column]
             axis.set_xticks([])
@@ -82,11 +92,14 @@ def plot_samples_by_class(
                     axis.imshow(image[:, :, 0], cmap="gray", vmin=0, vmax=1)
                 else:
                     axis.imshow(image.clip(0, 1))
-        count = int((labels == row).sum())
+        count = int((labels == klass).sum())
         axes[row][0].set_ylabel(
             f"{name} ({count})", rotation=0, ha="right", va="center", fontsize=8
         )
-    figure.suptitle("synthetic inputs by teacher label (count of the sampled batch)", fontsize=9)
+    title = "synthetic inputs by teacher label (count of the sampled batch)"
+    if rows < len(class_names):
+        title += f"; the {rows} most frequent of {len(class_names)} classes"
+    figure.suptitle(title, fontsize=9)
     _save(figure, out_path, dpi=100)
 
 

@@ -94,7 +94,13 @@ class DataFreeConfig:
             ``queries.npz`` (labels: the teacher's classes), the query pool of data-free PATE
             (``freekd pate label --queries-from OUT/queries.npz``); 0: none.
         seed: seed for weights, latent codes and noise.
-        trainer: the training loop's settings (``batch_size`` = synthetic images per step).
+        memory_gb: memory the run may use, in GB; default: what is free (available RAM, the
+            cgroup's limit, ``ulimit -v``). Before the first step the synthesis batch, the
+            student batch and the synthesizer's memory bank are halved until a measured estimate
+            fits (``datafree.memory``), each change a warning; a run that does not fit even
+            at two images is refused.
+        trainer: the training loop's settings (``batch_size`` = synthetic images per step, and
+            per synthesis round unless ``synthesizer.params.batch_size`` says otherwise).
     """
 
     teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
@@ -115,6 +121,7 @@ class DataFreeConfig:
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     save_queries: int = 0
     seed: int = 0
+    memory_gb: float | None = None
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(
             epochs=20, batch_size=256, lr=0.01, augment="none", eval_every=1
@@ -129,3 +136,4 @@ class DataFreeConfig:
         check.positive("budget_cpu_minutes", optional=True)
         check.at_least("budget_images", 1, optional=True)
         check.at_least("save_queries", 0)
+        check.positive("memory_gb", optional=True)

@@ -10,12 +10,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
 from freekd.datafree.collapse import CollapseMonitor
 from freekd.datafree.config import AUTO_METHOD, CollapseConfig, DataFreeConfig
+from freekd.datafree.memory import fit_to_memory
 from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
@@ -111,6 +113,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     if eval_set is not None:
         teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
     student = _student(config, teacher, student_arch)
+    plan, config = _fit_memory(plan, teacher, student, options, device)
     train_size = None if proxy_set is None else len(proxy_set)  # synthetic batches: no dataset
     context = MethodContext.for_teacher(student, teacher, train_size=train_size)
     method = build_method(plan.method_config.name, context, plan.method_config.params)
@@ -267,6 +270,7 @@ def _plan(config: DataFreeConfig) -> _Plan:
     """
     synthesizer_class = None if config.proxy_dataset else SYNTHESIZERS.get(config.synthesizer.name)
     if synthesizer_class is not None:
+        config = _synthesis_batch_follows(config, synthesizer_class)
         check_params(
             synthesizer_class, config.synthesizer.params, what=f"--method {config.synthesizer.name}"
         )
@@ -288,6 +292,53 @@ def _plan(config: DataFreeConfig) -> _Plan:
         method_config=method_config,
         method_class=method_class,
         synthesize_every=config.synthesize_every or recommended_every,
+    )
+
+
+def _synthesis_batch_follows(config: DataFreeConfig, synthesizer_class: Any) -> DataFreeConfig:
+    """The synthesizer's ``batch_size`` is ``--batch-size`` unless its params set it; the
+    saved config says which."""
+    fields = {field.name for field in dataclasses.fields(synthesizer_class)}
+    if "batch_size" not in fields or "batch_size" in config.synthesizer.params:
+        return config
+    params = {**config.synthesizer.params, "batch_size": config.trainer.batch_size}
+    return dataclasses.replace(
+        config, synthesizer=dataclasses.replace(config.synthesizer, params=params)
+    )
+
+
+def _fit_memory(
+    plan: _Plan, teacher: Teacher, student: nn.Module, options: RunOptions, device: torch.device
+) -> tuple[_Plan, DataFreeConfig]:
+    """The plan with batches and bank that fit in memory (``datafree.memory``); a resumed run
+    keeps the sizes its checkpoint was made with."""
+    config = plan.config
+    if plan.synthesizer_class is not None and not options.resume:
+        params = resolved_params(plan.synthesizer_class, dict(config.synthesizer.params))
+        config = fit_to_memory(config, plan.synthesizer_class, params, teacher, student, device)
+    elif plan.synthesizer_class is not None:
+        config = _sizes_of_the_resumed_run(config, options.out_dir / "config.yaml")
+    return dataclasses.replace(plan, config=config), config
+
+
+def _sizes_of_the_resumed_run(config: DataFreeConfig, saved_path: Path) -> DataFreeConfig:
+    """``config`` with the batch sizes, bank and probe the interrupted run chose for its memory
+    (anything else that differs is refused by the resume check)."""
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+        batch = int(saved["trainer"]["batch_size"])
+        params = dict(saved["synthesizer"]["params"])
+        probe = int(saved["collapse"]["probe_size"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return config  # the resume check names what is wrong
+    sizes = {key: params[key] for key in ("batch_size", "memory_size") if key in params}
+    return dataclasses.replace(
+        config,
+        synthesizer=dataclasses.replace(
+            config.synthesizer, params={**config.synthesizer.params, **sizes}
+        ),
+        trainer=dataclasses.replace(config.trainer, batch_size=batch),
+        collapse=dataclasses.replace(config.collapse, probe_size=probe),
     )
 
 
@@ -428,11 +479,14 @@ def _shown_images(
     seed: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """The student's inputs ``samples.png`` shows, 16 per teacher class (at least 64): fresh
-    synthetic images, or a seeded random draw of the proxy images."""
-    count = max(64, 16 * teacher.num_classes)
+    """The student's inputs ``samples.png`` shows, 16 per teacher class (at least 64, at most
+    160, the figure's 20 rows of 8): fresh synthetic images drawn a student batch at a time, or
+    a seeded random draw of the proxy images."""
+    count = min(max(64, 16 * teacher.num_classes), 160)
     if synthetic is not None:
-        return synthetic.synthesizer.sample(count)
+        step = synthetic.batch_size
+        parts = [synthetic.synthesizer.sample(min(step, count - i)) for i in range(0, count, step)]
+        return torch.cat(parts)
     assert proxy_set is not None
     order = torch.randperm(len(proxy_set), generator=seeded(seed))
     return proxy_set.batch(order[:count]).images.to(device)
@@ -458,8 +512,9 @@ def _save_queries(
 
     images, labels = [], []
     with torch.no_grad():
-        for start in range(0, count, 256):
-            batch = synthesizer.sample(min(256, count - start))
+        step = min(256, getattr(synthesizer, "batch_size", 256))
+        for start in range(0, count, step):
+            batch = synthesizer.sample(min(step, count - start))
             images.append((batch.clamp(0, 1) * 255).round().to(torch.uint8).cpu())
             labels.append(teacher(batch).argmax(dim=1).cpu())
     x, y = torch.cat(images).numpy(), torch.cat(labels).numpy()

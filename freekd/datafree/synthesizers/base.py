@@ -48,7 +48,9 @@ class Synthesizer(Protocol):
     - ``recommended_synthesize_every``: student steps per synthesis round when
       ``synthesize_every`` is unset;
     - ``recommended_discrepancy_factor``: ``collapse.discrepancy_factor`` when unset
-      (``datafree.collapse``; 0 measures the student's discrepancy without acting on it).
+      (``datafree.collapse``; 0 measures the student's discrepancy without acting on it);
+    - ``memory_passes``: (teacher, student) passes a round back-propagates through, for the
+      memory estimate (``datafree.memory``).
     """
 
     needs_batchnorm: ClassVar[bool]
@@ -56,6 +58,7 @@ class Synthesizer(Protocol):
     recommended_method_params: ClassVar[dict[str, Any]]
     recommended_synthesize_every: ClassVar[int]
     recommended_discrepancy_factor: ClassVar[float]
+    memory_passes: ClassVar[tuple[int, int]]
 
     images_synthesized: int
     teacher_queries: int
@@ -113,6 +116,7 @@ class SynthesizerBase:
     recommended_method_params: ClassVar[dict[str, Any]] = {"temperature": 4.0}
     recommended_synthesize_every: ClassVar[int] = 1
     recommended_discrepancy_factor: ClassVar[float] = 0.0
+    memory_passes: ClassVar[tuple[int, int]] = (1, 1)
     #: The attributes ``state_dict`` saves, in order.
     STATE: ClassVar[tuple[str, ...]] = ("rng", "images_synthesized", "teacher_queries")
 

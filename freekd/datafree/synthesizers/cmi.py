@@ -175,6 +175,7 @@ class CMI(BatchSynthesizer):
     # teacher), so one batch per 100 student steps keeps a 15-minute budget mostly for the
     # student. Chosen by that arithmetic, not tuned.
     recommended_synthesize_every = 100
+    memory_passes = (2, 1)  # the global and the local view through the teacher
 
     iterations: int = 50
     latent_dim: int = 100

@@ -399,7 +399,7 @@ def build_freekd_teacher(spec: FreekdTeacher) -> dict[str, Any]:
         "arch": spec.arch,
         "recipe": {"seed": spec.seed, "epochs": spec.epochs, "options": list(spec.options)},
         "input_convention": "freekd checkpoint (MNIST mean/std inside)",
-        "build_test_accuracy": report.get("test_accuracy", report.get("teacher", {})),
+        "build_test_accuracy": report["test_accuracy"],
         "build_cpu_seconds": round(cpu, 1),
         "build_wall_seconds": round(wall, 1),
         "file": str(RUNS / spec.name / "model.pt"),

@@ -27,10 +27,10 @@ from freekd.errors import FreekdError
 from freekd.io import atomic_write_json, atomic_write_text
 from freekd.methods import Method, MethodContext
 from freekd.models import (
-    SMALLER_STUDENT,
     ImageClassifier,
     build_model,
     check_model,
+    students,
 )
 from freekd.plots import plot_training_curves
 from freekd.privacy.report import inherit
@@ -496,16 +496,17 @@ def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
 
 
 def default_student(teacher: Teacher, requested: str | None) -> str:
+    """``requested``, else ``models.students.default_student`` for the teacher (logged)."""
     if requested:
         return requested
-    arch = teacher.metadata.get("arch")
-    if isinstance(arch, str) and arch in SMALLER_STUDENT:
-        return SMALLER_STUDENT[arch]
-    known = ", ".join(f"{t}→{s}" for t, s in sorted(SMALLER_STUDENT.items())[:4])
-    raise FreekdError(
-        f"no default student for a teacher of architecture {arch or 'unknown'}; pass --student "
-        f"NAME (defaults exist for freekd families, e.g. {known})"
+    name, why = students.default_student(
+        teacher.metadata.get("arch"),
+        num_classes=teacher.num_classes,
+        input_shape=teacher.input_shape,
+        teacher_parameters=sum(p.numel() for p in teacher.parameters()),
     )
+    logger.info("student: %s, %s; --student NAME to choose another", name, why)
+    return name
 
 
 def inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict[str, Any]:

@@ -33,7 +33,8 @@ def datafree(
         typer.Option(
             "--student",
             help="Student architecture (default: a smaller model of the "
-            "teacher's family, e.g. lenet5 → lenet5-half).",
+            "teacher's family, e.g. lenet5 → lenet5-half, else a general student "
+            "smaller than the teacher, e.g. lenet5-half for grey images).",
         ),
     ] = None,
     method: Annotated[

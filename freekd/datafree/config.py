@@ -67,7 +67,8 @@ class DataFreeConfig:
 
     Attributes:
         teacher: where the teacher comes from (any of the four kinds of file).
-        student: student architecture; default: a smaller model of the teacher's family.
+        student: student architecture; default: a smaller model of the teacher's family, else
+            a general student smaller than the teacher (``models.students``).
         student_kwargs: keyword arguments for the student architecture.
         synthesizer: the data-free method (``--method``) by registry name, with its parameters;
             ``auto`` (the default) picks ``cmi`` for a teacher with BatchNorm and ``zskt`` for

@@ -1,0 +1,62 @@
+"""The default student for a teacher: a smaller model of its family, else a small general model.
+
+``freekd datafree --teacher ckpt.pt`` must run with no ``--student``, also for a teacher freekd
+never built (a user class, a ``torchvision:`` model, a TorchScript file). The rule:
+
+1. A freekd family with a smaller member: that member (:data:`SMALLER_STUDENT`, the papers'
+   benchmark pairs).
+2. Otherwise the first *general student* for the input size with fewer parameters than the
+   teacher: LeNet-5-half for grey images up to 64 px (DAFL §4.1's MNIST student, ≈16k
+   parameters), the CIFAR ResNet-8 then LeNet-5-half for colour images up to 64 px, and
+   torchvision's MobileNetV3-Small (Howard et al. 2019, ≈1.5M parameters at 1,000 classes)
+   then ResNet-8 for larger images.
+3. None smaller: a one-line error asking for ``--student``.
+"""
+
+from __future__ import annotations
+
+from freekd.errors import FreekdError
+from freekd.models.build import build_model
+from freekd.models.factory import SMALLER_STUDENT
+
+#: Largest side (pixels) counted as a small image, where LeNet-5 and CIFAR ResNets are the norm.
+SMALL_IMAGE = 64
+
+
+def general_students(input_shape: tuple[int, int, int]) -> tuple[str, ...]:
+    """Candidate students, largest first, for a teacher of unknown family with this input."""
+    channels, height, width = input_shape
+    if max(height, width) <= SMALL_IMAGE:
+        return ("lenet5-half",) if channels == 1 else ("resnet8", "lenet5-half")
+    return ("torchvision:mobilenet_v3_small", "resnet8")
+
+
+def parameter_count(arch: str, *, num_classes: int, input_shape: tuple[int, int, int]) -> int:
+    """Parameters of the registered architecture ``arch`` for this task."""
+    model = build_model(arch, num_classes=num_classes, input_shape=input_shape)
+    return sum(p.numel() for p in model.parameters())
+
+
+def default_student(
+    arch: object, *, num_classes: int, input_shape: tuple[int, int, int], teacher_parameters: int
+) -> tuple[str, str]:
+    """(student architecture, why it was chosen) for a teacher; see the module docstring.
+
+    Raises:
+        FreekdError: no candidate is smaller than the teacher.
+    """
+    if isinstance(arch, str) and arch in SMALLER_STUDENT:
+        return SMALLER_STUDENT[arch], f"the smaller model of the teacher's family ({arch})"
+    candidates = general_students(input_shape)
+    for name in candidates:
+        size = parameter_count(name, num_classes=num_classes, input_shape=input_shape)
+        if size < teacher_parameters:
+            shape = "×".join(map(str, input_shape))
+            return name, (
+                f"a general student for {shape} inputs ({size:,} parameters, the teacher "
+                f"has {teacher_parameters:,})"
+            )
+    raise FreekdError(
+        f"no default student smaller than this teacher ({teacher_parameters:,} parameters, "
+        f"architecture {arch or 'unknown'}; tried {', '.join(candidates)}); pass --student NAME"
+    )

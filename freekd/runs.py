@@ -236,6 +236,8 @@ def run_training(
     trainer = Trainer(
         method, optimizer, config=trainer_config, device=device, callbacks=callbacks, dist=dist
     )
+    if hasattr(source, "status"):  # a source with work between steps shows it on the bar
+        source.status = next(c for c in callbacks if isinstance(c, Progress)).status
     state = None
     if resume_data is not None:
         state = _resume(trainer, resume_data, config=config, options=options, extras=extras)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -90,6 +90,8 @@ class SyntheticSource:
         self.gave_up = False
         self.last_check: dict[str, float] = {}
         self.events: list[dict[str, Any]] = []
+        #: Shows what a synthesis round is doing (the run's progress bar wires it).
+        self.status: Callable[[str], None] = _ignore
 
     def steps_per_epoch(self) -> int:
         return self._steps
@@ -101,7 +103,7 @@ class SyntheticSource:
             yield Batch(self.synthesizer.sample(self.batch_size), None)
 
     def _synthesize(self, *, step: int) -> None:
-        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+        self.last_statistics = self._round()
         self.rounds += 1
         if self.monitor is None or self.rounds % self.check_every:
             return
@@ -151,7 +153,21 @@ class SyntheticSource:
         )
         self.synthesizer.reinitialize(lr_scale=self.lr_scale)
         self.monitor.reset()
-        self.last_statistics = self.synthesizer.synthesize(self.teacher, self.student)
+        self.last_statistics = self._round()
+
+    def _round(self) -> dict[str, float]:
+        """One synthesis round, shown on the progress bar as it goes."""
+        what = f"synthesis round {self.rounds + 1} ({type(self.synthesizer).__name__})"
+        self.status(what)
+
+        def tick(done: int, total: int) -> None:
+            self.status(f"{what}: iteration {done}/{total}")
+
+        self.synthesizer.on_iteration = tick
+        try:
+            return self.synthesizer.synthesize(self.teacher, self.student)
+        finally:
+            self.synthesizer.on_iteration = None
 
     def extra_metrics(self) -> dict[str, float]:
         """The latest synthesis statistics and collapse measurements, for ``metrics.jsonl``."""
@@ -233,3 +249,7 @@ def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
                 "the generator is winning the game"
             )
     return ", ".join(parts)
+
+
+def _ignore(text: str) -> None:
+    """No progress bar: a status goes nowhere."""

@@ -108,7 +108,11 @@ class LogMetrics(Callback):
         if not self.enabled:
             return
         self._flush(trainer, state)
-        self._write({"step": state.step, "epoch": state.epoch + 1, **state.metrics})
+        # The process's CPU seconds so far: accuracy against CPU time (a budget's curve).
+        cpu = round(time.process_time(), 2)
+        self._write(
+            {"step": state.step, "epoch": state.epoch + 1, "cpu_seconds": cpu, **state.metrics}
+        )
 
     def _write(self, record: dict[str, Any]) -> None:
         """Append one whole line: a write that fails (a full disk) leaves no half line."""
@@ -212,6 +216,11 @@ class Progress(Callback):
         self._last_refresh = now
         self._loss = float(output.loss.detach())
         self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
+
+    def status(self, text: str) -> None:
+        """Show ``text`` as the bar's info now (work between steps: a synthesis round)."""
+        if self._progress is not None:  # rich redraws on its own clock: this only sets a field
+            self._progress.update(self._task, info=text)
 
     def _info(self, trainer: Trainer, state: TrainState) -> str:
         parts = [f"epoch {state.epoch + 1}/{trainer.config.epochs}"]

@@ -206,3 +206,27 @@ def test_reinitialize_restarts_synthesis_reproducibly_and_scales_the_learning_ra
         assert not torch.allclose(restarted, continued)
     else:  # nothing to restart (noise): re-initializing is a no-op
         assert torch.equal(restarted, continued)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_round_shows_its_progress_from_the_first_second(name: str, teacher: Teacher) -> None:
+    from freekd.datafree.source import SyntheticSource
+    from freekd.train.trainer import TrainState
+
+    synthesizer = make_synthesizer(name)
+    shown: list[str] = []
+    source = SyntheticSource(
+        synthesizer,  # type: ignore[arg-type]
+        teacher=teacher,
+        student=make_student(),
+        steps_per_epoch=1,
+        batch_size=4,
+    )
+    source.status = shown.append
+    next(iter(source.batches(TrainState())))
+    # Before the first step: the round is named, and rounds of many iterations count them.
+    assert shown[0].startswith("synthesis round 1 (")
+    iterations = getattr(synthesizer, "iterations", None) or getattr(synthesizer, "warmup_steps", 0)
+    if name in {"cmi", "deepinversion", "fast"}:
+        assert shown[-1].endswith(f"iteration {iterations}/{iterations}"), shown
+    assert synthesizer.on_iteration is None  # unhooked after the round

@@ -62,6 +62,8 @@ class Synthesizer(Protocol):
 
     images_synthesized: int
     teacher_queries: int
+    #: Called as ``on_iteration(done, total)`` inside a round of many iterations (the progress bar).
+    on_iteration: Callable[[int, int], None] | None
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         """One synthesis round; returns named statistics (loss terms) for the logs."""
@@ -110,6 +112,7 @@ class SynthesizerBase:
     device: torch.device
     images_synthesized: int = field(default=0, init=False)
     teacher_queries: int = field(default=0, init=False)
+    on_iteration: Callable[[int, int], None] | None = field(default=None, init=False, repr=False)
 
     needs_batchnorm: ClassVar[bool] = False
     recommended_method: ClassVar[str] = "kd"
@@ -125,6 +128,11 @@ class SynthesizerBase:
 
     def sample(self, n: int) -> Tensor:
         raise NotImplementedError
+
+    def _iterated(self, done: int, total: int) -> None:
+        """Iteration ``done`` (1-based) of ``total`` in a round is starting (``on_iteration``)."""
+        if self.on_iteration is not None:
+            self.on_iteration(done, total)
 
     def reinitialize(self, *, lr_scale: float) -> None:
         raise NotImplementedError

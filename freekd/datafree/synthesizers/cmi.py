@@ -350,7 +350,8 @@ class CMI(BatchSynthesizer):
         negative_features = self._negative_features(teacher)
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
-            for _ in range(self.iterations):
+            for iteration in range(self.iterations):
+                self._iterated(iteration + 1, self.iterations)
                 images = self.generator(self.latent)
                 local_images = local_view(
                     images, min_scale=self.local_min_scale, flip=self.flip, rng=self.rng

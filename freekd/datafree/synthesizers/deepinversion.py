@@ -148,7 +148,8 @@ class DeepInversion(BatchSynthesizer):
         self.targets = targets
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
-            for _ in range(self.iterations):
+            for iteration in range(self.iterations):
+                self._iterated(iteration + 1, self.iterations)
                 images = self.pixels()
                 seen = jitter_flip(images, jitter=self.jitter, flip=self.flip, rng=self.rng)
                 teacher_logits, feature = self._feature_loss(teacher, seen)

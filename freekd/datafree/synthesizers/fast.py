@@ -150,7 +150,9 @@ class Fast(BatchSynthesizer):
         steps = self.warmup_steps if self.tasks == 0 and self.warmup_steps > 0 else None
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
-            for _ in range(steps or self.generator_steps):
+            iterations = steps or self.generator_steps
+            for iteration in range(iterations):
+                self._iterated(iteration + 1, iterations)
                 images = self.fast_generator(self.latent)
                 terms = self._loss_terms(teacher, student, images, targets)
                 optimizer_step(self.optimizer, total(terms))

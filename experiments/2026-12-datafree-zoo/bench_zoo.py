@@ -1,0 +1,192 @@
+"""Data-free defaults on the zoo: `freekd datafree` with no flags but the teacher's, per seed.
+
+Each run is the real CLI with only what the teacher needs (``datafree_flags`` in ``zoo.json``:
+``--teacher``, and for a plain state_dict ``--arch``, ``--input-shape``, ``--mean``/``--std``),
+the seed, the data accuracy is reported on, and the output folder; a variant adds its own flags
+(``--extra``) under its own ``--tag``. Runs go two at a time, one thread each (a 2-core machine).
+Every finished run is written at once as its own JSON, so an interrupted benchmark keeps what it
+measured:
+
+    results/<tag>/<teacher>-seed<k>-<eval>.json
+
+``--eval validation`` reports on the 5,000 training images the user-class teachers held out
+(``runs/zoo/mnist-validation.npz``, written on first use): defaults are *chosen* on that, on the
+tuning teachers only. ``--eval test`` reports on ``mnist:test``: the held-out teachers' figures.
+Each JSON holds the student's accuracy after every epoch against the process's CPU seconds (the
+curve), and the run's collapse measurements.
+
+    PYTHONPATH=. python experiments/2026-12-datafree-zoo/bench_zoo.py --split tuning \\
+        --seeds 0 --eval validation --tag default
+    python experiments/2026-12-datafree-zoo/bench_zoo.py --summary default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+RESULTS = HERE / "results"
+VALIDATION = ROOT / "runs/zoo/mnist-validation.npz"
+
+
+def zoo() -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in json.loads((HERE / "zoo.json").read_text())["teachers"]}
+
+
+def validation_file() -> Path:
+    """The user loop's 5,000 held-out training images (``build_zoo.load_mnist``) as an npz."""
+    if not VALIDATION.exists():
+        import numpy as np
+
+        sys.path.insert(0, str(HERE))
+        from build_zoo import load_mnist
+
+        images, labels = load_mnist()["validation"]
+        pixels = (images * 255).round().clamp(0, 255).byte().numpy()
+        VALIDATION.parent.mkdir(parents=True, exist_ok=True)
+        partial = VALIDATION.with_suffix(".partial.npz")
+        np.savez(partial, x=pixels, y=labels.numpy())
+        os.replace(partial, VALIDATION)
+    return VALIDATION
+
+
+def curve(out: Path) -> list[dict[str, float]]:
+    """(epoch, CPU seconds, held-out accuracy) of every evaluated epoch in metrics.jsonl."""
+    points = []
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "eval_accuracy" in record:
+            points.append(
+                {
+                    "epoch": record["epoch"],
+                    "step": record["step"],
+                    "cpu_seconds": record.get("cpu_seconds"),
+                    "accuracy": record["eval_accuracy"],
+                }
+            )
+    return points
+
+
+def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str) -> Path:
+    teacher = zoo()[name]
+    eval_data = str(validation_file()) if evaluation == "validation" else "mnist:test"
+    out = ROOT / "runs/zoo-bench" / tag / f"{name}-seed{seed}-{evaluation}"
+    args = [
+        *teacher["datafree_flags"], *extra, "--eval-data", eval_data, "--seed", str(seed),
+        "--out", str(out), "--overwrite", "--quiet",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+    }
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "freekd", "datafree", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    row: dict[str, Any] = {
+        "teacher": name,
+        "split": teacher["split"],
+        "seed": seed,
+        "tag": tag,
+        "eval": evaluation,
+        "command": "freekd datafree " + shlex.join(args),
+        "exit_status": done.returncode,
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    if done.returncode:
+        row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+    else:
+        report = json.loads((out / "report.json").read_text())
+        row.update(
+            {
+                "student": report["student"].get("arch"),
+                "student_accuracy": report["student"]["test_accuracy"],
+                "teacher_accuracy": report["teacher"]["test_accuracy"],
+                "synthesizer": report["method"]["name"],
+                "cpu_seconds": report["cpu_seconds"],
+                "steps": report["steps"],
+                "stopped_by_budget": report["stopped_by_budget"],
+                "collapse": report.get("collapse"),
+                "curve": curve(out),
+            }
+        )
+    path = RESULTS / tag / f"{name}-seed{seed}-{evaluation}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2) + "\n")
+    shown = row.get("student_accuracy", row.get("error"))
+    print(f"{tag} {name} seed {seed}: {shown} ({row['wall_seconds']} s)", flush=True)
+    return path
+
+
+def summary(tag: str) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted((RESULTS / tag).glob("*.json"))]
+    lines = [f"## {tag}", "| teacher | split | eval | seeds | median | per seed | CPU min |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["teacher"], row["eval"]), []).append(row)
+    for (name, evaluation), mine in groups.items():
+        ok = [r for r in mine if r["exit_status"] == 0]
+        if not ok:
+            lines.append(f"| {name} | {mine[0]['split']} | {evaluation} | | {mine[0]['error']} |||")
+            continue
+        accuracies = [100 * r["student_accuracy"] for r in ok]
+        cpu = statistics.median(r["cpu_seconds"] for r in ok) / 60
+        lines.append(
+            f"| {name} | {ok[0]['split']} | {evaluation} | {len(ok)} | "
+            f"{statistics.median(accuracies):.2f} | "
+            f"{' / '.join(f'{a:.2f}' for a in accuracies)} | {cpu:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teachers", nargs="+", help="zoo names (default: the --split)")
+    parser.add_argument("--split", choices=["tuning", "held-out", "reference"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--eval", choices=["validation", "test"], default="validation")
+    parser.add_argument("--tag", default="default")
+    parser.add_argument("--extra", default="", help="more CLI flags, as one shell string")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--summary", nargs="+", help="print the tables of these tags")
+    args = parser.parse_args()
+    if args.summary:
+        print("\n\n".join(summary(tag) for tag in args.summary))
+        return
+    names = args.teachers or [n for n, t in zoo().items() if t["split"] == args.split]
+    if not names:
+        parser.error("name --teachers or a --split")
+    validation_file()
+    jobs = [(name, seed) for seed in args.seeds for name in names]
+    with ThreadPoolExecutor(args.workers) as pool:
+        futures = [
+            pool.submit(
+                run_one,
+                name,
+                seed,
+                tag=args.tag,
+                extra=shlex.split(args.extra),
+                evaluation=args.eval,
+            )  # fmt: skip
+            for name, seed in jobs
+        ]
+        for future in futures:
+            future.result()
+
+
+if __name__ == "__main__":
+    main()

@@ -296,12 +296,13 @@ def _plan(config: DataFreeConfig) -> _Plan:
 
 
 def _synthesis_batch_follows(config: DataFreeConfig, synthesizer_class: Any) -> DataFreeConfig:
-    """The synthesizer's ``batch_size`` is ``--batch-size`` unless its params set it; the
-    saved config says which."""
+    """The synthesizer's ``batch_size`` is ``--batch-size`` unless its params set it, and no
+    more than an image budget (``--budget 64``); the saved config says which."""
     fields = {field.name for field in dataclasses.fields(synthesizer_class)}
     if "batch_size" not in fields or "batch_size" in config.synthesizer.params:
         return config
-    params = {**config.synthesizer.params, "batch_size": config.trainer.batch_size}
+    batch = min(config.trainer.batch_size, config.budget_images or config.trainer.batch_size)
+    params = {**config.synthesizer.params, "batch_size": batch}
     return dataclasses.replace(
         config, synthesizer=dataclasses.replace(config.synthesizer, params=params)
     )

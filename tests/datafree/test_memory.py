@@ -136,6 +136,22 @@ def test_the_synthesis_batch_follows_batch_size(tiny_teacher_path: Path, tmp_pat
     assert saved["trainer"]["batch_size"] == 32
 
 
+def test_an_image_budget_caps_the_synthesis_batch(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    """cmi synthesizes one batch into its bank: 12 images, not a batch of 32 over budget."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        ["datafree", "--teacher", str(tiny_teacher_path), "--out", str(out), "-q",
+         "--method", "cmi", "--batch-size", "32", "--budget", "12",
+         "--set", "synthesizer.params.iterations=2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["synthesizer"]["params"]["batch_size"] == 12
+    report = yaml.safe_load((out / "report.json").read_text())
+    assert report["synthesized_images"] == 12
+
+
 def _limit_address_space() -> None:
     limit = 10 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from freekd.losses.kd import standardized
+
 
 def bn_statistics(
     batch_means: Sequence[Tensor],
@@ -99,7 +101,11 @@ def logit_discrepancy(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
 
 
 def kl_discrepancy(
-    student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    standardize: bool = False,
 ) -> Tensor:
     """KL(p_teacher ‖ p_student), ZSKT (Micaelli & Storkey 2019, arXiv:1905.09768) Eq. 1.
 
@@ -109,7 +115,10 @@ def kl_discrepancy(
         student_logits: (B, K).
         teacher_logits: (B, K).
         temperature: softmax temperature (ZSKT uses 1).
+        standardize: z-score both sides' logits first (``losses.kd.standardized``).
     """
+    if standardize:
+        student_logits, teacher_logits = standardized(student_logits), standardized(teacher_logits)
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
     return F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")

@@ -7,7 +7,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def kd_kl(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 4.0) -> Tensor:
+def standardized(logits: Tensor) -> Tensor:
+    """Each row z-scored, (z − mean z) / std z: logit standardization, Sun et al. 2024 (CVPR,
+    "Logit Standardization in Knowledge Distillation", §3.2, Algorithm 1).
+
+    A softmax of standardized logits no longer depends on the scale (or shift) of the network's
+    logits, so one temperature fits teachers whose logits differ several-fold in spread.
+    """
+    centred = logits - logits.mean(dim=-1, keepdim=True)
+    return centred / (centred.std(dim=-1, keepdim=True) + 1e-7)
+
+
+def kd_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    temperature: float = 4.0,
+    standardize: bool = False,
+) -> Tensor:
     """Soft-target distillation loss, Hinton et al. 2015 (arXiv:1503.02531) §2.
 
     Args:
@@ -15,10 +32,14 @@ def kd_kl(student_logits: Tensor, teacher_logits: Tensor, *, temperature: float 
         teacher_logits: (B, C) unnormalized scores; callers pass them detached or under no_grad.
         temperature: softmax temperature T. The T² factor keeps the gradient scale independent of
             T (§2: "it is important to multiply them by T²").
+        standardize: z-score both sides' logits first (:func:`standardized`, Sun et al. 2024);
+            T is then the "base temperature" of that paper.
 
     Returns:
         Scalar KL(p_teacher ‖ p_student) at temperature T, times T², mean over the batch.
     """
+    if standardize:
+        student_logits, teacher_logits = standardized(student_logits), standardized(teacher_logits)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     # log_target keeps the teacher side in log space: no log(0) for confidently wrong classes.

@@ -27,6 +27,9 @@ class LogitKD(Method):
         temperature: softmax temperature T.
         kd_weight: weight of the soft-target term.
         ce_weight: weight of the hard-label cross-entropy term.
+        standardize: z-score both networks' logits before the softmax (logit standardization,
+            Sun et al. 2024, CVPR, §3.2; ``losses.kd.standardized``): the soft targets then do
+            not depend on how large the teacher's logits are.
     """
 
     def __init__(
@@ -37,8 +40,10 @@ class LogitKD(Method):
         temperature: float = 4.0,
         kd_weight: float = 0.5,
         ce_weight: float = 0.5,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
+        self.standardize = standardize
         self.student = student
         self.teacher = teacher
         self.temperature = temperature
@@ -59,7 +64,12 @@ class LogitKD(Method):
         """The weighted ``"kd"`` term and, for labelled batches, the ``"ce"`` term."""
         losses = {
             "kd": self.kd_weight
-            * kd_kl(student_logits, teacher_logits, temperature=self.temperature)
+            * kd_kl(
+                student_logits,
+                teacher_logits,
+                temperature=self.temperature,
+                standardize=self.standardize,
+            )
         }
         if labels is not None and self.ce_weight > 0:
             losses["ce"] = self.ce_weight * cross_entropy(student_logits, labels)

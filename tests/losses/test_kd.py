@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from freekd.losses import kd_kl
+from freekd.losses.kd import standardized
 
 
 def logits(seed: int, shape: tuple[int, int] = (8, 10)) -> torch.Tensor:
@@ -49,3 +50,26 @@ def test_gradcheck_float64() -> None:
     student = logits(5).double().requires_grad_()
     teacher = logits(6).double()
     assert torch.autograd.gradcheck(lambda s: kd_kl(s, teacher, temperature=4.0), (student,))
+
+
+def test_standardized_rows_have_zero_mean_and_unit_std() -> None:
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(0)) * 7 + 3
+    z = standardized(logits)
+    assert torch.allclose(z.mean(1), torch.zeros(6), atol=1e-6)
+    assert torch.allclose(z.std(1), torch.ones(6), atol=1e-5)
+
+
+@given(scale=st.floats(0.05, 50), shift=st.floats(-20, 20))
+def test_standardized_kd_ignores_the_teachers_logit_scale(scale: float, shift: float) -> None:
+    generator = torch.Generator().manual_seed(1)
+    student, teacher = (
+        torch.randn(4, 10, generator=generator),
+        torch.randn(4, 10, generator=generator),
+    )
+    reference = kd_kl(student, teacher, temperature=2.0, standardize=True)
+    rescaled = kd_kl(student, teacher * scale + shift, temperature=2.0, standardize=True)
+    assert torch.allclose(reference, rescaled, atol=1e-4)
+    # Without standardization the scale does matter (the test can fail).
+    if abs(scale - 1) > 0.2:
+        plain = kd_kl(student, teacher * scale, temperature=2.0)
+        assert not torch.allclose(plain, kd_kl(student, teacher, temperature=2.0), atol=1e-4)

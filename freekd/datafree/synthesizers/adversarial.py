@@ -75,6 +75,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             Reported under ``"class"`` (a freekd addition to both papers).
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
             discrepancy is on logits and has none: it refuses any other value.
+        standardize: z-score both networks' logits inside ZSKT's KL discrepancy (logit
+            standardization, Sun et al. 2024, CVPR, §3.2): the generator then seeks a
+            disagreement in the shape of the two distributions, not in the teacher's logit
+            scale. DFAD's discrepancy refuses it, as it refuses a temperature (a freekd addition).
         student_shift: largest random translation, in pixels, applied per image to the batches
             the student trains on (``batches.random_shift``; 0: none, as in both papers).
             The teacher labels the shifted images, so every generator image yields views it
@@ -110,6 +114,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     student_shift: int = 0
     class_weight: float = 0.0
     temperature: float = 1.0
+    standardize: bool = False
     total_variation_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -134,8 +139,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"class_weight must be non-negative, got {self.class_weight}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.temperature != 1.0 and not self.has_temperature:
-            raise ValueError("this discrepancy is on logits and has no temperature; leave it 1")
+        if (self.temperature != 1.0 or self.standardize) and not self.has_temperature:
+            raise ValueError(
+                "this discrepancy is on logits: it has no temperature (leave it 1) and no "
+                "standardize (leave it false)"
+            )
         if self.total_variation_weight < 0:
             raise ValueError(
                 f"total_variation_weight must be non-negative, got {self.total_variation_weight}"

@@ -54,4 +54,9 @@ class ZSKT(AdversarialSynthesizer):
         super().__init__(total_variation_weight=total_variation_weight, **kwargs)
 
     def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        return kl_discrepancy(student_logits, teacher_logits, temperature=self.temperature)
+        return kl_discrepancy(
+            student_logits,
+            teacher_logits,
+            temperature=self.temperature,
+            standardize=self.standardize,
+        )

@@ -41,5 +41,4 @@ SMALLER_STUDENT: dict[str, str] = {
     "wrn-28-10": "wrn-16-2",
     "tiny-cnn": "tiny-cnn",
     "tiny-cnn-nobn": "tiny-cnn-nobn",
-    "mlp": "mlp",
 }

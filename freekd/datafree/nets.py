@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -9,18 +10,49 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 OUTPUTS = ("sigmoid", "batchnorm")
+#: Pixel mean and std a generator draws with when the teacher's normalization says nothing usable.
+DEFAULT_PIXEL_STATISTICS = (0.5, 0.5)
+
+logger = logging.getLogger(__name__)
+_WARNED: set[tuple[tuple[float, ...], tuple[float, ...]]] = set()
 
 
 def teacher_pixel_statistics(teacher: nn.Module) -> tuple[list[float], list[float]]:
     """The per-channel input mean and std a teacher normalizes with (its training data's).
 
     Read from the teacher's checkpoint metadata; 0.5 and 0.5 when the file did not say (a
-    TorchScript or state_dict teacher given without ``--mean``/``--std``).
+    TorchScript or state_dict teacher given without ``--mean``/``--std``), and 0.5 and 0.5, with
+    a warning, when what it says cannot be the statistics of images in [0, 1]
+    (:func:`plausible_pixel_statistics`): a normalization is also used as a mere change of
+    units, e.g. a teacher on raw 0–255 pixels is ``--mean 0 --std 0.0039``. Drawn with those
+    values, the generator's images would all be black.
     """
     described = getattr(teacher, "metadata", {}).get("input", {})
-    mean = described.get("mean") or [0.5]
-    std = described.get("std") or [0.5]
-    return [float(v) for v in mean], [float(v) for v in std]
+    mean = [float(v) for v in described.get("mean") or [DEFAULT_PIXEL_STATISTICS[0]]]
+    std = [float(v) for v in described.get("std") or [DEFAULT_PIXEL_STATISTICS[1]]]
+    if not plausible_pixel_statistics(mean, std):
+        if (key := (tuple(mean), tuple(std))) not in _WARNED:  # once, not every round
+            _WARNED.add(key)
+            logger.warning(
+                "the teacher's input normalization (mean %s, std %s) cannot be the pixel "
+                "statistics of images in [0, 1] (a change of units?); the generator draws "
+                "images with mean %g and std %g instead",
+                ", ".join(f"{v:.4g}" for v in mean),
+                ", ".join(f"{v:.4g}" for v in std),
+                *DEFAULT_PIXEL_STATISTICS,
+            )
+        return [DEFAULT_PIXEL_STATISTICS[0]] * len(mean), [DEFAULT_PIXEL_STATISTICS[1]] * len(std)
+    return mean, std
+
+
+def plausible_pixel_statistics(mean: list[float], std: list[float]) -> bool:
+    """Whether every channel's (mean m, std s) can describe values in [0, 1]: 0 < m < 1 and
+    0 < s ≤ √(m(1 − m)), the largest standard deviation a variable in [0, 1] with mean m can
+    have (the Bhatia–Davis inequality, Bhatia & Davis 2000, Amer. Math. Monthly 107(4))."""
+    return all(
+        0 < m < 1 and 0 < s <= math.sqrt(m * (1 - m)) + 1e-6
+        for m, s in zip(mean, std, strict=False)
+    )
 
 
 class Generator(nn.Module):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from freekd.config import TeacherSourceConfig
-from freekd.datafree.nets import Generator, teacher_pixel_statistics
+from freekd.datafree.nets import Generator, plausible_pixel_statistics, teacher_pixel_statistics
 from freekd.teachers import load_teacher
 
 
@@ -53,3 +53,32 @@ def test_teacher_pixel_statistics_come_from_the_checkpoint(tiny_teacher_path: Pa
     assert mean == teacher.metadata["input"]["mean"]
     assert std == teacher.metadata["input"]["std"]
     assert teacher_pixel_statistics(torch.nn.Identity()) == ([0.5], [0.5])
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "plausible"),
+    [
+        ([0.1307], [0.3081], True),  # MNIST
+        ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], True),  # ImageNet
+        ([0.5], [0.5], True),  # [-1, 1]: the largest std a mean of 0.5 allows
+        ([0.0], [1 / 255], False),  # raw 0-255 pixels: a change of units
+        ([0.0], [1.0], False),
+        ([0.5], [0.6], False),
+        ([0.1307, 0.5], [0.3081, 0.0], False),
+    ],
+)
+def test_plausible_pixel_statistics(mean: list[float], std: list[float], plausible: bool) -> None:
+    assert plausible_pixel_statistics(mean, std) is plausible
+
+
+def test_a_change_of_units_is_not_drawn_as_pixel_statistics(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A raw-pixel teacher (mean 0, std 1/255) would get black images; it gets 0.5 and 0.5."""
+
+    class RawPixelTeacher(torch.nn.Module):
+        metadata = {"input": {"mean": [0.0], "std": [1 / 255]}}  # noqa: RUF012
+
+    with caplog.at_level("WARNING"):
+        assert teacher_pixel_statistics(RawPixelTeacher()) == ([0.5], [0.5])
+    assert "change of units" in caplog.text

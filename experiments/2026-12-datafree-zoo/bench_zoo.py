@@ -108,6 +108,8 @@ def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str
     }
     if done.returncode:
         row["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
+        if (out / "metrics.jsonl").exists():  # what it measured before it stopped
+            row["curve"] = curve(out)
     else:
         report = json.loads((out / "report.json").read_text())
         row.update(

@@ -71,7 +71,10 @@ def curve(out: Path) -> list[dict[str, float]]:
                 {
                     "epoch": record["epoch"],
                     "step": record["step"],
-                    "cpu_seconds": record.get("cpu_seconds"),
+                    # Named cpu_seconds in runs made before the field was renamed.
+                    "process_cpu_seconds": record.get(
+                        "process_cpu_seconds", record.get("cpu_seconds")
+                    ),
                     "accuracy": record["eval_accuracy"],
                 }
             )
@@ -165,7 +168,17 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more CLI flags, as one shell string")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--summary", nargs="+", help="print the tables of these tags")
+    parser.add_argument("--recurve", nargs="+", help="re-read these tags' curves from their runs")
     args = parser.parse_args()
+    if args.recurve:
+        for tag in args.recurve:
+            for path in sorted((RESULTS / tag).glob("*.json")):
+                row = json.loads(path.read_text())
+                out = ROOT / "runs/zoo-bench" / tag / path.stem
+                if (out / "metrics.jsonl").exists():
+                    row["curve"] = curve(out)
+                    path.write_text(json.dumps(row, indent=2) + "\n")
+        return
     if args.summary:
         print("\n\n".join(summary(tag) for tag in args.summary))
         return

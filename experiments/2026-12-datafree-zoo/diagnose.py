@@ -5,7 +5,7 @@ images (``runs/zoo/mnist-validation.npz``, never the test set), on uniform noise
 images of a freshly initialized zskt generator; and the class balance of its labels on those
 generator images. Written to ``diagnose.json``.
 
-    PYTHONPATH=.:experiments/2026-12-datafree-zoo python experiments/2026-12-datafree-zoo/diagnose.py
+    cd experiments/2026-12-datafree-zoo && PYTHONPATH=../..:. python diagnose.py
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     plan, teacher = _plan_and_teacher(config, options)
     config = plan.config
     proxy_set, eval_set = _datasets(plan, teacher)
-    student_arch = default_student(teacher, config.student)
+    student_arch = str(config.student)
     dist, device = setup_run(config.seed, config.trainer, options)
     rng = seeded(config.seed)
     teacher.to(device)
@@ -164,16 +164,16 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
 
 
 def _plan_and_teacher(config: DataFreeConfig, options: RunOptions) -> tuple[_Plan, Teacher]:
-    """The checked plan and the loaded teacher; ``--method auto`` picks for the teacher first."""
-    teacher = None
+    """The checked plan and the loaded teacher; ``--method auto`` and the default student are
+    chosen for the teacher first, and the saved config names both (a resumed run keeps them)."""
+    teacher = load_teacher(config.teacher, trust_code=options.trust_code)
     if not config.proxy_dataset and config.synthesizer.name == AUTO_SYNTHESIZER:
-        teacher = load_teacher(config.teacher, trust_code=options.trust_code)
         chosen = default_synthesizer(teacher)
         config = dataclasses.replace(
             config, synthesizer=dataclasses.replace(config.synthesizer, name=chosen)
         )
-    plan = _plan(config)
-    return plan, teacher or load_teacher(config.teacher, trust_code=options.trust_code)
+    config = dataclasses.replace(config, student=default_student(teacher, config.student))
+    return _plan(config), teacher
 
 
 def _source(
@@ -301,7 +301,9 @@ def _synthesis_batch_follows(config: DataFreeConfig, synthesizer_class: Any) -> 
     fields = {field.name for field in dataclasses.fields(synthesizer_class)}
     if "batch_size" not in fields or "batch_size" in config.synthesizer.params:
         return config
-    batch = min(config.trainer.batch_size, config.budget_images or config.trainer.batch_size)
+    # At least 2: batch statistics (BatchNorm terms, the generator's own) need two images.
+    budget = max(2, config.budget_images or config.trainer.batch_size)
+    batch = min(config.trainer.batch_size, budget)
     params = {**config.synthesizer.params, "batch_size": batch}
     return dataclasses.replace(
         config, synthesizer=dataclasses.replace(config.synthesizer, params=params)

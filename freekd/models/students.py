@@ -9,7 +9,8 @@ never built (a user class, a ``torchvision:`` model, a TorchScript file). The ru
    teacher: LeNet-5-half for grey images up to 64 px (DAFL §4.1's MNIST student, ≈16k
    parameters), the CIFAR ResNet-8 then LeNet-5-half for colour images up to 64 px, and
    torchvision's MobileNetV3-Small (Howard et al. 2019, ≈1.5M parameters at 1,000 classes)
-   then ResNet-8 for larger images.
+   then ResNet-8 for larger grey or colour images (ResNet-8 then LeNet-5-half for other channel
+   counts, which torchvision's models do not take).
 3. None smaller: a one-line error asking for ``--student``.
 """
 
@@ -28,7 +29,9 @@ def general_students(input_shape: tuple[int, int, int]) -> tuple[str, ...]:
     channels, height, width = input_shape
     if max(height, width) <= SMALL_IMAGE:
         return ("lenet5-half",) if channels == 1 else ("resnet8", "lenet5-half")
-    return ("torchvision:mobilenet_v3_small", "resnet8")
+    if channels in (1, 3):  # torchvision's models take RGB; grey images are repeated
+        return ("torchvision:mobilenet_v3_small", "resnet8")
+    return ("resnet8", "lenet5-half")
 
 
 def parameter_count(arch: str, *, num_classes: int, input_shape: tuple[int, int, int]) -> int:
@@ -58,5 +61,5 @@ def default_student(
             )
     raise FreekdError(
         f"no default student smaller than this teacher ({teacher_parameters:,} parameters, "
-        f"architecture {arch or 'unknown'}; tried {', '.join(candidates)}); pass --student NAME"
+        f"architecture {arch or 'unknown'!r}; tried {', '.join(candidates)}); pass --student NAME"
     )

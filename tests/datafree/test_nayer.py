@@ -230,6 +230,8 @@ def test_random_label_embeddings_are_fixed_distinct_unit_vectors() -> None:
         ({"class_names": "zero"}, "a list of 10 class names"),
         ({"batch_size": 1}, "batch_size ≥ 2"),
         ({"generator_steps": 0}, "generator_steps ≥ 1"),
+        ({"class_names": list("abcdefghij"), "prompt": "{} {}"}, "exactly one {}"),
+        ({"class_names": list("abcdefghij"), "prompt": 3}, "exactly one {}"),
     ],
 )
 def test_bad_parameters_are_refused(params: dict[str, Any], message: str) -> None:

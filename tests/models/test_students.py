@@ -50,3 +50,10 @@ def test_no_candidate_smaller_is_a_one_line_error() -> None:
     with pytest.raises(FreekdError, match="pass --student") as error:
         default_student(None, num_classes=10, input_shape=MNIST, teacher_parameters=500)
     assert "\n" not in str(error.value)
+
+
+def test_channels_torchvision_cannot_take_get_a_cifar_style_student() -> None:
+    name, _ = default_student(
+        None, num_classes=10, input_shape=(4, 100, 100), teacher_parameters=10**8
+    )
+    assert name == "resnet8"

@@ -105,9 +105,12 @@ def label_embeddings(
             "nayer's label_embedding=text needs the teacher's class names: "
             "--set 'synthesizer.params.class_names=[name0, name1, ...]'"
         )
-    if "{}" not in prompt:
-        raise FreekdError(f"nayer's prompt needs a {{}} for the class name, got {prompt!r}")
-    encoded = text_label_embeddings([prompt.format(name) for name in class_names])
+    if not isinstance(prompt, str) or prompt.count("{}") != 1:
+        raise FreekdError(
+            f"nayer's prompt needs exactly one {{}} for the class name, got {prompt!r}"
+        )
+    # replace, not format: a prompt is text, and no other brace in it may reach Python.
+    encoded = text_label_embeddings([prompt.replace("{}", name) for name in class_names])
     if encoded is not None:
         return encoded, "text"
     if mode == "text":
@@ -223,8 +226,9 @@ class Nayer(BatchSynthesizer):
     what all batches share and is trained across them, so each batch needs only a few steps. One
     ``synthesize`` call is one round:
 
-    1. (every ``generator_life`` rounds, from the second) re-initialize G as well (as the
-       authors' code does; the paper does not say);
+    1. (at rounds ``generator_life``, 2·``generator_life``, ...) re-initialize G as well (as
+       the authors' code does; the paper does not say). The authors' code also re-initializes
+       G when its warm-up ends; here the warm-up's generator is kept (a deviation);
     2. for each batch of the round (``warmup_batches`` in the first round, then one): draw a
        new noisy layer and grouped, balanced class targets y (:func:`grouped_targets`; the
        paper's K-to-1 noisy layer makes K images, one per class), then take

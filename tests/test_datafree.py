@@ -453,3 +453,24 @@ def test_bad_proxy_data_is_one_line(
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_a_raw_pixel_teacher_gives_the_generator_and_student_pixel_statistics(
+    tmp_path: Path,
+) -> None:
+    """``--mean 0 --std 1/255`` (a teacher on raw 0-255 pixels) is a change of units, not the
+    statistics of images: the student must not inherit inputs up to 255."""
+    from tests.teachers.user_net import UserNet
+
+    path = tmp_path / "user.pt"
+    torch.save(UserNet(num_classes=10).state_dict(), path)
+    out = tmp_path / "run"
+    result = invoke(
+        "datafree", "--teacher", path, "--arch", "tests.teachers.user_net:UserNet",
+        "--input-shape", "1,8,8", "--mean", "0", "--std", str(1 / 255), "--student", "tiny-cnn",
+        "--method", "dafl", *FAST, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    student = torch.load(out / "model.pt", weights_only=True)
+    assert student["input"]["mean"] == [0.5]
+    assert student["input"]["std"] == [0.5]

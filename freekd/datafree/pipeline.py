@@ -18,6 +18,7 @@ from freekd.data import ImageDataset
 from freekd.datafree.collapse import CollapseMonitor
 from freekd.datafree.config import AUTO_METHOD, CollapseConfig, DataFreeConfig
 from freekd.datafree.memory import fit_to_memory
+from freekd.datafree.nets import teacher_pixel_statistics
 from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
@@ -385,16 +386,19 @@ def _datasets(plan: _Plan, teacher: Teacher) -> tuple[ImageDataset | None, Image
 
 
 def _student(config: DataFreeConfig, teacher: Teacher, arch: str) -> ImageClassifier:
-    """A new student that normalizes its inputs as the teacher does (no data to measure)."""
-    normalization = teacher.metadata.get("input", {})
+    """A new student that normalizes its inputs as the teacher does (no data to measure),
+    unless the teacher's normalization cannot be pixel statistics
+    (``nets.teacher_pixel_statistics``: a raw 0–255 teacher would give the student inputs up
+    to 255)."""
+    mean, std = teacher_pixel_statistics(teacher)
     channels = teacher.input_shape[0]
     return build_student(
         arch,
         dict(config.student_kwargs),
         train_set=None,
         num_classes=teacher.num_classes,
-        mean=list(normalization.get("mean", [0.5] * channels)),
-        std=list(normalization.get("std", [0.5] * channels)),
+        mean=mean * channels if len(mean) == 1 else mean,
+        std=std * channels if len(std) == 1 else std,
         input_shape=teacher.input_shape,
     )
 

@@ -114,26 +114,59 @@ def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str
         if (out / "metrics.jsonl").exists():  # what it measured before it stopped
             row["curve"] = curve(out)
     else:
-        report = json.loads((out / "report.json").read_text())
-        row.update(
-            {
-                "student": report["student"].get("arch"),
-                "student_accuracy": report["student"]["test_accuracy"],
-                "teacher_accuracy": report["teacher"]["test_accuracy"],
-                "synthesizer": report["method"]["name"],
-                "cpu_seconds": report["cpu_seconds"],
-                "steps": report["steps"],
-                "stopped_by_budget": report["stopped_by_budget"],
-                "collapse": report.get("collapse"),
-                "curve": curve(out),
-            }
-        )
-    path = RESULTS / tag / f"{name}-seed{seed}-{evaluation}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=2) + "\n")
+        row.update(measured(out))
+    path = write_row(row)
     shown = row.get("student_accuracy", row.get("error"))
     print(f"{tag} {name} seed {seed}: {shown} ({row['wall_seconds']} s)", flush=True)
     return path
+
+
+def measured(out: Path) -> dict[str, Any]:
+    """The figures of a finished run folder."""
+    report = json.loads((out / "report.json").read_text())
+    return {
+        "student": report["student"].get("arch"),
+        "student_accuracy": report["student"]["test_accuracy"],
+        "teacher_accuracy": report["teacher"]["test_accuracy"],
+        "synthesizer": report["method"]["name"],
+        "cpu_seconds": report["cpu_seconds"],
+        "steps": report["steps"],
+        "stopped_by_budget": report["stopped_by_budget"],
+        "collapse": report.get("collapse"),
+        "curve": curve(out),
+    }
+
+
+def write_row(row: dict[str, Any]) -> Path:
+    path = RESULTS / row["tag"] / f"{row['teacher']}-seed{row['seed']}-{row['eval']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=2) + "\n")
+    return path
+
+
+def collect(tag: str) -> None:
+    """Rows for finished runs of ``tag`` whose benchmark process was stopped before it wrote
+    them (the run itself finished: ``report.json`` exists); the command is read back from the
+    run's report."""
+    for out in sorted((ROOT / "runs/zoo-bench" / tag).glob("*-seed*-*")):
+        name, _, rest = out.name.rpartition("-seed")
+        seed, evaluation = rest.split("-", 1)
+        if (RESULTS / tag / f"{out.name}.json").exists() or not (out / "report.json").exists():
+            continue
+        report = json.loads((out / "report.json").read_text())
+        row = {
+            "teacher": name,
+            "split": zoo()[name]["split"],
+            "seed": int(seed),
+            "tag": tag,
+            "eval": evaluation,
+            "command": report["command"],
+            "exit_status": 0,
+            "wall_seconds": report["wall_seconds"],
+            "collected": "written from the run folder after the benchmark process was stopped",
+            **measured(out),
+        }
+        print(f"collected {write_row(row)}")
 
 
 def summary(tag: str) -> str:
@@ -169,7 +202,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--summary", nargs="+", help="print the tables of these tags")
     parser.add_argument("--recurve", nargs="+", help="re-read these tags' curves from their runs")
+    parser.add_argument("--collect", nargs="+", help="write rows for these tags' finished runs")
     args = parser.parse_args()
+    if args.collect:
+        for tag in args.collect:
+            collect(tag)
+        return
     if args.recurve:
         for tag in args.recurve:
             for path in sorted((RESULTS / tag).glob("*.json")):

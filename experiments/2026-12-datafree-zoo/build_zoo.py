@@ -188,6 +188,17 @@ USER_TEACHERS = (
         std=1 / 255,
         convention="raw 0-255 pixels",
     ),
+    # Added in session 14: the tuning part had no BatchNorm-free teacher with label smoothing
+    # (small logits), the kind of the held-out wide-shallow.
+    UserTeacher(
+        "smoothed-cnn",
+        "tuning",
+        "DropoutCnn",
+        seed=18,
+        recipe=Recipe("adam", 1e-3, epochs=2, batch_size=64, label_smoothing=0.2),
+        **MNIST_NORM,
+        convention="MNIST mean/std",
+    ),
     UserTeacher(
         "elu-avgpool",
         "held-out",

@@ -414,3 +414,22 @@ def test_total_variation_prior_smooths_the_generator_images(teacher: Teacher) ->
     assert after < 0.7 * before
     with pytest.raises(ValueError, match="total_variation_weight"):
         make_adversarial("zskt", total_variation_weight=-1.0)
+
+
+def test_the_relative_prior_weakens_for_small_discrepancies_and_never_strengthens() -> None:
+    synthesizer = make_adversarial("zskt", total_variation_weight=2.0)
+    assert synthesizer.relative_prior  # zskt's default
+    reference = synthesizer.REFERENCE_DISCREPANCY
+    # The first measurement sets the running mean; a soft teacher's 1/40 of the reference...
+    assert synthesizer._prior_weight(reference / 40) == pytest.approx(2.0 / 40)
+    # ... then the mean moves by DISCREPANCY_MOMENTUM towards each new value.
+    momentum = synthesizer.DISCREPANCY_MOMENTUM
+    expected = reference / 40 + momentum * (reference - reference / 40)
+    assert synthesizer._prior_weight(reference) == pytest.approx(2.0 * expected / reference)
+    for _ in range(200):  # far above the reference: capped at the weight given
+        weight = synthesizer._prior_weight(10 * reference)
+    assert weight == pytest.approx(2.0)
+    synthesizer.reinitialize(lr_scale=1.0)
+    assert synthesizer.discrepancy_scale == 0.0
+    fixed = make_adversarial("zskt", total_variation_weight=2.0, relative_prior=False)
+    assert fixed._prior_weight(reference / 40) == 2.0

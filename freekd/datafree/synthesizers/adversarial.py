@@ -90,6 +90,13 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             dfad; zskt defaults to 1, see ``ZSKT``). It favours smooth
             strokes over the pixel-level texture an unconstrained generator draws. Reported under
             ``"total_variation"`` (a freekd addition).
+        relative_prior: scale the smoothness prior with the discrepancy the generator finds:
+            its weight is ``total_variation_weight`` × min(1, (running mean of the
+            discrepancy) / ``REFERENCE_DISCREPANCY``), never above the weight given. A teacher with soft outputs (label smoothing) leaves a
+            discrepancy 30 times smaller than LeNet-5's, and a fixed weight then lets the prior
+            drown the adversarial signal: the images turn smooth and uninformative
+            (experiments/2026-12-datafree-zoo/README.md). Off: the weight as given (a freekd
+            addition).
     """
 
     needs_batchnorm = False
@@ -103,6 +110,12 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     #: ``CollapseConfig.discrepancy_factor`` when unset: the game can end with the generator
     #: winning once the student's learning rate has decayed (datafree.collapse).
     recommended_discrepancy_factor: ClassVar[float] = 3.0
+    #: The discrepancy (nats) at which ``relative_prior`` leaves the prior's weight as given:
+    #: zskt's KL on the reference LeNet-5 teacher in the middle of a default run (0.36–0.44
+    #: nats at steps 400–850), where its weight of 1 was chosen (experiments/datafree/).
+    REFERENCE_DISCREPANCY: ClassVar[float] = 0.4
+    #: Weight of the newest step in the running mean of the discrepancy.
+    DISCREPANCY_MOMENTUM: ClassVar[float] = 0.1
 
     adversarial_weight: float = 1.0
     balance_weight: float = 0.0
@@ -116,9 +129,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     temperature: float = 1.0
     standardize: bool = False
     total_variation_weight: float = 0.0
+    relative_prior: bool = False
 
     def __post_init__(self) -> None:
         self._check_hyperparameters()
+        self.discrepancy_scale = 0.0  # running mean of the discrepancy; 0: none measured yet
         self.memory = MemoryBank(self.memory_size)
         self._build_generator(
             width=self.generator_width,
@@ -173,16 +188,16 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
                 # No no_grad on either model: the gradient flows through both into the images.
                 teacher_logits = teacher(images)
                 student_logits = student(images)
-                terms = {
-                    "adversarial": -self.adversarial_weight
-                    * self.discrepancy(student_logits, teacher_logits)
-                }
+                discrepancy = self.discrepancy(student_logits, teacher_logits)
+                terms = {"adversarial": -self.adversarial_weight * discrepancy}
                 if targets is not None:
                     terms["class"] = self.class_weight * nn.functional.cross_entropy(
                         teacher_logits, targets
                     )
                 if self.total_variation_weight > 0:
-                    terms["total_variation"] = self.total_variation_weight * total_variation(images)
+                    terms["total_variation"] = self._prior_weight(
+                        float(discrepancy.detach())
+                    ) * total_variation(images)
                 if self.balance_weight > 0:
                     terms["balance"] = self.balance_weight * information_entropy(teacher_logits)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -195,6 +210,15 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             self.memory.add(self._fresh(self.batch_size))
         return logged(terms)
 
+    def _prior_weight(self, discrepancy: float) -> float:
+        """The smoothness prior's weight for this step (see ``relative_prior``)."""
+        if not self.relative_prior:
+            return self.total_variation_weight
+        momentum = self.DISCREPANCY_MOMENTUM if self.discrepancy_scale > 0 else 1.0
+        self.discrepancy_scale += momentum * (discrepancy - self.discrepancy_scale)
+        relative = min(1.0, self.discrepancy_scale / self.REFERENCE_DISCREPANCY)
+        return self.total_variation_weight * relative
+
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         replayed = round(n * self.replay_fraction) if len(self.memory) else 0
@@ -206,5 +230,6 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     def reinitialize(self, *, lr_scale: float) -> None:
         super().reinitialize(lr_scale=lr_scale)
         self.memory.clear()
+        self.discrepancy_scale = 0.0  # a new game: measured afresh
 
-    STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory")
+    STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory", "discrepancy_scale")

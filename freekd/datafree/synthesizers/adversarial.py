@@ -92,9 +92,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             ``"total_variation"`` (a freekd addition).
         relative_prior: scale the smoothness prior with the discrepancy the generator finds:
             its weight is ``total_variation_weight`` × min(1, (running mean of the
-            discrepancy) / ``REFERENCE_DISCREPANCY``), never above the weight given. A teacher with soft outputs (label smoothing) leaves a
-            discrepancy 30 times smaller than LeNet-5's, and a fixed weight then lets the prior
-            drown the adversarial signal: the images turn smooth and uninformative
+            discrepancy) / ``REFERENCE_DISCREPANCY``), never above the weight given. A teacher
+            with soft outputs (label smoothing) leaves a discrepancy 30 times smaller than
+            LeNet-5's, and a fixed weight then lets the prior drown the adversarial signal
             (experiments/2026-12-datafree-zoo/README.md). Off: the weight as given (a freekd
             addition).
     """

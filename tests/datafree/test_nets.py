@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from freekd.config import TeacherSourceConfig
+from freekd.datafree import nets
 from freekd.datafree.nets import Generator, plausible_pixel_statistics, teacher_pixel_statistics
 from freekd.teachers import load_teacher
 
@@ -72,9 +73,11 @@ def test_plausible_pixel_statistics(mean: list[float], std: list[float], plausib
 
 
 def test_a_change_of_units_is_not_drawn_as_pixel_statistics(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A raw-pixel teacher (mean 0, std 1/255) would get black images; it gets 0.5 and 0.5."""
+    # The warning is given once per process; another test in this worker may have used it.
+    monkeypatch.setattr(nets, "_WARNED", set())
 
     class RawPixelTeacher(torch.nn.Module):
         metadata = {"input": {"mean": [0.0], "std": [1 / 255]}}  # noqa: RUF012

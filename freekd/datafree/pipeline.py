@@ -15,11 +15,10 @@ from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
-from freekd.datafree.collapse import CollapseMonitor
-from freekd.datafree.config import AUTO_METHOD, CollapseConfig, DataFreeConfig
+from freekd.datafree.config import AUTO_METHOD, DataFreeConfig
 from freekd.datafree.memory import fit_to_memory
 from freekd.datafree.nets import teacher_pixel_statistics
-from freekd.datafree.source import SyntheticSource
+from freekd.datafree.source import SyntheticSource, synthetic_source
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
@@ -203,7 +202,7 @@ def _source(
         )
         return source, None, f"proxy {proxy_set.name} → {arch}"
     synthesizer = _build_synthesizer(plan, teacher, rng=rng, device=device)
-    synthetic = _synthetic_source(
+    synthetic = synthetic_source(
         config, synthesizer, teacher, student, synthesize_every=plan.synthesize_every
     )
     return synthetic, synthetic, f"datafree {config.synthesizer.name} → {arch}"
@@ -536,51 +535,6 @@ def _save_queries(
         "labels": "the teacher's classes (not ground truth)",
         "class_shares": [round(float(share), 4) for share in shares],
     }
-
-
-def _synthetic_source(
-    config: DataFreeConfig,
-    synthesizer: Any,
-    teacher: Teacher,
-    student: nn.Module,
-    *,
-    synthesize_every: int,
-) -> SyntheticSource:
-    collapse = config.collapse
-    monitor = None
-    if collapse.enabled:
-        try:
-            monitor = CollapseMonitor(
-                diversity_threshold=collapse.diversity_threshold,
-                balance_threshold=collapse.balance_threshold,
-                patience=collapse.patience,
-                discrepancy_factor=_discrepancy_factor(collapse, synthesizer),
-                discrepancy_floor=collapse.discrepancy_floor,
-            )
-        except ValueError as error:
-            raise FreekdError(
-                f"collapse {error}; set a valid one with --set collapse.NAME=VALUE"
-            ) from None
-    return SyntheticSource(
-        synthesizer,
-        teacher=teacher,
-        student=student,
-        steps_per_epoch=config.steps_per_epoch,
-        batch_size=config.trainer.batch_size,
-        synthesize_every=synthesize_every,
-        monitor=monitor,
-        check_every=collapse.check_every,
-        probe_size=collapse.probe_size,
-        max_recoveries=collapse.max_recoveries,
-        lr_scale=collapse.lr_scale,
-    )
-
-
-def _discrepancy_factor(collapse: CollapseConfig, synthesizer: Any) -> float:
-    """``collapse.discrepancy_factor``, or the synthesizer's recommendation when it is unset."""
-    if collapse.discrepancy_factor is not None:
-        return collapse.discrepancy_factor
-    return float(synthesizer.recommended_discrepancy_factor)
 
 
 def _draw_samples(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -12,10 +13,12 @@ from torch import nn
 
 from freekd.data.batch import Batch
 from freekd.datafree.collapse import CollapseCheck, CollapseMonitor
+from freekd.datafree.config import CollapseConfig, DataFreeConfig
 from freekd.datafree.synthesizers.base import Synthesizer
 from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
 from freekd.teachers import Teacher
+from freekd.train.optim import learning_rate_at
 from freekd.train.trainer import TrainState
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ class SyntheticSource:
         probe_size: images per check (each costs one teacher query).
         max_recoveries: re-initializations allowed in the run.
         lr_scale: factor on the synthesizer's learning rates at each re-initialization.
+        schedule: the student's learning-rate multiplier at a step; before every round the
+            synthesizer is told it (``follow_schedule``), so one that anneals with the student
+            can. ``None``: nothing is told.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class SyntheticSource:
         probe_size: int = 128,
         max_recoveries: int = 3,
         lr_scale: float = 0.5,
+        schedule: Callable[[int], float] | None = None,
     ) -> None:
         if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
             raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
@@ -82,6 +89,7 @@ class SyntheticSource:
         self.probe_size = probe_size
         self.max_recoveries = max_recoveries
         self.lr_scale = lr_scale
+        self.schedule = schedule
         self.last_statistics: dict[str, float] = {}
         self.rounds = 0
         self.checks = 0
@@ -103,6 +111,8 @@ class SyntheticSource:
             yield Batch(self.synthesizer.sample(self.batch_size), None)
 
     def _synthesize(self, *, step: int) -> None:
+        if self.schedule is not None:
+            self.synthesizer.follow_schedule(self.schedule(step))
         self.last_statistics = self._round()
         self.rounds += 1
         if self.monitor is None or self.rounds % self.check_every:
@@ -253,3 +263,55 @@ def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
 
 def _ignore(text: str) -> None:
     """No progress bar: a status goes nowhere."""
+
+
+def synthetic_source(
+    config: DataFreeConfig,
+    synthesizer: Any,
+    teacher: Teacher,
+    student: nn.Module,
+    *,
+    synthesize_every: int,
+) -> SyntheticSource:
+    """The run's ``SyntheticSource``: its collapse checks from ``config.collapse`` and the
+    student's learning-rate schedule (``trainer``) for a synthesizer that anneals with it."""
+    collapse = config.collapse
+    monitor = None
+    if collapse.enabled:
+        try:
+            monitor = CollapseMonitor(
+                diversity_threshold=collapse.diversity_threshold,
+                balance_threshold=collapse.balance_threshold,
+                patience=collapse.patience,
+                discrepancy_factor=discrepancy_factor(collapse, synthesizer),
+                discrepancy_floor=collapse.discrepancy_floor,
+            )
+        except ValueError as error:
+            raise FreekdError(
+                f"collapse {error}; set a valid one with --set collapse.NAME=VALUE"
+            ) from None
+    return SyntheticSource(
+        synthesizer,
+        teacher=teacher,
+        student=student,
+        steps_per_epoch=config.steps_per_epoch,
+        batch_size=config.trainer.batch_size,
+        synthesize_every=synthesize_every,
+        monitor=monitor,
+        check_every=collapse.check_every,
+        probe_size=collapse.probe_size,
+        max_recoveries=collapse.max_recoveries,
+        lr_scale=collapse.lr_scale,
+        schedule=partial(
+            learning_rate_at,
+            total_steps=config.trainer.epochs * config.steps_per_epoch,
+            config=config.trainer,
+        ),
+    )
+
+
+def discrepancy_factor(collapse: CollapseConfig, synthesizer: Any) -> float:
+    """``collapse.discrepancy_factor``, or the synthesizer's recommendation when it is unset."""
+    if collapse.discrepancy_factor is not None:
+        return collapse.discrepancy_factor
+    return float(synthesizer.recommended_discrepancy_factor)

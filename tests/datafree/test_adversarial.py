@@ -18,11 +18,13 @@ from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
 from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.datafree.synthesizers.adversarial import AdversarialSynthesizer
 from freekd.losses.inversion import logit_discrepancy
 from freekd.methods import METHODS, LogitL1
 from freekd.teachers import Teacher, load_teacher
+from freekd.train.trainer import TrainState
 from tests.datafree.test_contract import SHAPE, make_student
 
 ADVERSARIAL = ["dfad", "zskt"]
@@ -433,3 +435,46 @@ def test_the_relative_prior_weakens_for_small_discrepancies_and_never_strengthen
     assert synthesizer.discrepancy_scale == 0.0
     fixed = make_adversarial("zskt", total_variation_weight=2.0, relative_prior=False)
     assert fixed._prior_weight(reference / 40) == 2.0
+
+
+def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restarts(
+    teacher: Teacher,
+) -> None:
+    synthesizer = make_adversarial("zskt", lr=0.01)
+    assert synthesizer.follow_student_schedule  # zskt's default, as in the paper
+    rate = lambda: synthesizer.optimizer.param_groups[0]["lr"]  # noqa: E731
+    seen: list[int] = []
+
+    def schedule(step: int) -> float:
+        seen.append(step)
+        return 0.25
+
+    source = SyntheticSource(
+        synthesizer,
+        teacher=teacher,
+        student=make_student(),
+        steps_per_epoch=2,
+        batch_size=4,
+        synthesize_every=2,
+        schedule=schedule,
+    )
+    list(source.batches(TrainState(step=6)))
+    assert seen == [6]
+    assert rate() == pytest.approx(0.0025)
+    # A restart after a collapse scales the base rate, which the schedule then scales.
+    synthesizer.reinitialize(lr_scale=0.5)
+    assert rate() == pytest.approx(0.00125)
+    synthesizer.follow_schedule(1.0)
+    assert rate() == pytest.approx(0.005)
+    # The base rate is resumed with the optimizer's state.
+    resumed = make_adversarial("zskt", lr=0.01)
+    resumed.load_state_dict(copy.deepcopy(synthesizer.state_dict()))
+    resumed.follow_schedule(0.5)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+    # dfad (and zskt with the option off) keep the generator's constant rate.
+    for constant in (
+        make_adversarial("dfad", lr=0.01),
+        make_adversarial("zskt", lr=0.01, follow_student_schedule=False),
+    ):
+        constant.follow_schedule(0.25)
+        assert constant.optimizer.param_groups[0]["lr"] == 0.01

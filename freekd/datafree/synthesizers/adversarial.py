@@ -19,7 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets, random_shift
-from freekd.datafree.synthesizers.base import GeneratorSynthesizer, logged, total
+from freekd.datafree.synthesizers.base import (
+    GeneratorSynthesizer,
+    logged,
+    scale_learning_rates,
+    total,
+)
 from freekd.hooks import eval_mode
 from freekd.losses.inversion import information_entropy, total_variation
 from freekd.teachers import Teacher
@@ -97,6 +102,14 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             LeNet-5's, and a fixed weight then lets the prior drown the adversarial signal
             (experiments/2026-12-datafree-zoo/README.md). Off: the weight as given (a freekd
             addition).
+        follow_student_schedule: anneal the generator's learning rate with the student's (the
+            trainer's schedule, e.g. cosine to zero): before every round the generator's Adam
+            rate is ``lr`` × the student's multiplier at that step. ZSKT's authors anneal both
+            players with cosine over the same horizon (Micaelli & Storkey 2019, §4); with a
+            constant generator rate the game ends with the generator winning while the
+            student's rate is near zero, and the student is trained on batches it can no
+            longer follow (experiments/2026-12-datafree-zoo/README.md). Off: the constant
+            ``lr``.
     """
 
     needs_batchnorm = False
@@ -130,6 +143,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     standardize: bool = False
     total_variation_weight: float = 0.0
     relative_prior: bool = False
+    follow_student_schedule: bool = False
 
     def __post_init__(self) -> None:
         self._check_hyperparameters()
@@ -226,6 +240,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         if replayed:
             images = torch.cat([images, self.memory.sample(replayed, self.rng)])
         return random_shift(images, pixels=self.student_shift, rng=self.rng)
+
+    def follow_schedule(self, multiplier: float) -> None:
+        if self.follow_student_schedule:
+            scale_learning_rates(self.optimizer, multiplier)
 
     def reinitialize(self, *, lr_scale: float) -> None:
         super().reinitialize(lr_scale=lr_scale)

@@ -82,6 +82,11 @@ class Synthesizer(Protocol):
         """
         ...
 
+    def follow_schedule(self, multiplier: float) -> None:
+        """The student's learning-rate multiplier (its schedule: 1 at the peak) before a round;
+        a synthesizer whose learning rates anneal with the student's scales them by it."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -136,6 +141,9 @@ class SynthesizerBase:
 
     def reinitialize(self, *, lr_scale: float) -> None:
         raise NotImplementedError
+
+    def follow_schedule(self, multiplier: float) -> None:
+        """Nothing anneals by default: the synthesizer keeps its own learning rates."""
 
     def state_dict(self) -> dict[str, Any]:
         return save_state(self, self.STATE)
@@ -279,6 +287,16 @@ def restart_optimizer(optimizer: torch.optim.Optimizer, *, lr_scale: float) -> N
     optimizer.state.clear()
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * lr_scale
+        if "base_lr" in group:  # the rate a schedule scales (``scale_learning_rates``)
+            group["base_lr"] = group["base_lr"] * lr_scale
+
+
+def scale_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    """Set every group's lr to ``multiplier`` × its base rate (its lr when first scaled, times
+    every ``restart_optimizer`` scale since). The base is kept in the group, so it is saved and
+    resumed with the optimizer's state."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("base_lr", group["lr"]) * multiplier
 
 
 #: Adam's (β1, β2) for every generator and latent code: DCGAN's (Radford et al. 2016,

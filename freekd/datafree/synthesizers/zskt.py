@@ -38,7 +38,9 @@ class ZSKT(AdversarialSynthesizer):
     the paper's loss): on MNIST it lifted the median student by 0.2 to 1.4 points on two
     teachers and kept every class in the generator's batches. The weight is relative to the
     discrepancy the generator finds (``relative_prior``, on by default): 1 at LeNet-5's, less
-    for a teacher whose soft outputs leave a smaller discrepancy.
+    for a teacher whose soft outputs leave a smaller discrepancy. The generator's learning rate
+    anneals with the student's (``follow_student_schedule``), as the paper's cosine schedule
+    anneals both players (§4).
 
     Args: see ``AdversarialSynthesizer``.
     """
@@ -51,13 +53,21 @@ class ZSKT(AdversarialSynthesizer):
     recommended_synthesize_every = 10
 
     def __init__(
-        self, *, total_variation_weight: float = 1.0, relative_prior: bool = True, **kwargs: Any
+        self,
+        *,
+        total_variation_weight: float = 1.0,
+        relative_prior: bool = True,
+        follow_student_schedule: bool = True,
+        **kwargs: Any,
     ) -> None:
-        # Only the prior's defaults differ from the base class (see the class docstring;
-        # evidence: experiments/datafree/README.md, weight 5 was far worse; the relative
-        # prior: experiments/2026-12-datafree-zoo/README.md).
+        # Only the prior's and the schedule's defaults differ from the base class (see the
+        # class docstring; evidence: experiments/datafree/README.md, weight 5 was far worse;
+        # the relative prior and the schedule: experiments/2026-12-datafree-zoo/README.md).
         super().__init__(
-            total_variation_weight=total_variation_weight, relative_prior=relative_prior, **kwargs
+            total_variation_weight=total_variation_weight,
+            relative_prior=relative_prior,
+            follow_student_schedule=follow_student_schedule,
+            **kwargs,
         )
 
     def discrepancy(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:

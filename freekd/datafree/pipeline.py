@@ -459,6 +459,7 @@ def _synthetic_results(
         "method": {
             "name": config.synthesizer.name,
             "params": resolved_params(synthesizer.__class__, dict(config.synthesizer.params)),
+            **synthesizer.report_entries(),
         },
         "synthesize_every": plan.synthesize_every,
         "synthesized_images": synthesizer.images_synthesized,

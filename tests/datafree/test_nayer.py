@@ -304,6 +304,7 @@ def test_datafree_nayer_end_to_end_writes_the_report(
     report = json.loads((out / "report.json").read_text())
     assert report["method"]["name"] == "nayer"
     assert report["method"]["params"]["label_embedding"] == "auto"
+    assert report["method"]["label_embedding_used"] == "random"  # no class names given
     # Two rounds of 16-image batches: the warm-up's 2 batches, then 1; 3 steps each (one query
     # per image and step), plus one query per image of the student's 4 batches of 16.
     assert report["synthesized_images"] == 3 * 16

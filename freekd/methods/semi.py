@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from freekd.data.batch import UNLABELLED, Batch
 from freekd.errors import FreekdError
-from freekd.losses import cross_entropy
+from freekd.losses import cross_entropy, kd_kl
 from freekd.losses.semi import conditional_entropy, virtual_adversarial
 from freekd.methods.base import Method, StepOutput
 
@@ -77,4 +78,61 @@ class VirtualAdversarial(Method):
         )
         if self.entropy_weight:
             losses["entropy"] = self.entropy_weight * conditional_entropy(logits)
+        return StepOutput(losses=losses, logits=logits[labelled])
+
+
+class LabelsAndTeacher(Method):
+    """Hard labels on a few images plus a teacher's soft targets on all of them: Hinton et al.
+    2015 (arXiv:1503.02531) §2, the weighted sum of the cross-entropy with the correct labels and
+    the soft-target loss, where only some images have a correct label.
+
+    loss = CE(labelled images) + kd_weight · T² · KL(p_teacher^T ‖ p_student^T)(all images).
+    Batches mix labelled images with unlabelled ones (label ``UNLABELLED``), as for
+    ``VirtualAdversarial``. Data-free PATE trains its student this way (``freekd pate student
+    --set semi_supervised=teacher``): the labels are the ensemble's answers, the teacher is the
+    DP model the queries were synthesized from, whose cost the labels' (ε, δ) already holds.
+
+    Args:
+        student: the network being trained (takes [0, 1] images).
+        teacher: the frozen teacher (takes [0, 1] images).
+        kd_weight: weight of the soft-target term.
+        temperature: softmax temperature T of the soft targets.
+        label_smoothing: label smoothing of the cross-entropy on the labelled images.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        kd_weight: float = 1.0,
+        temperature: float = 4.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if kd_weight < 0 or temperature <= 0:
+            raise FreekdError(
+                f"labels plus teacher needs kd_weight >= 0 and temperature > 0, got {kd_weight}, "
+                f"{temperature}"
+            )
+        self.student = student
+        self.teacher = teacher
+        self.kd_weight = kd_weight
+        self.temperature = temperature
+        self.label_smoothing = label_smoothing
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        if batch.labels is None:
+            raise FreekdError("labels plus teacher needs batches with some labels")
+        labelled = batch.labels != UNLABELLED
+        logits = self.student(batch.images)
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch.images)
+        losses = {
+            "kd": self.kd_weight * kd_kl(logits, teacher_logits, temperature=self.temperature)
+        }
+        if labelled.any():
+            losses["ce"] = cross_entropy(
+                logits[labelled], batch.labels[labelled], label_smoothing=self.label_smoothing
+            )
         return StepOutput(losses=losses, logits=logits[labelled])

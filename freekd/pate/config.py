@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from freekd.config import Checks, TrainerConfig
+from freekd.config import Checks, TeacherSourceConfig, TrainerConfig
 
 
 @dataclass(frozen=True)
@@ -136,8 +136,16 @@ class PateStudentConfig:
         data_root: torchvision-format root for the query pool.
         semi_supervised: ``vat`` (the default): virtual adversarial training on the answered
             queries plus every other non-held-out image of the pool, unlabelled, as the PATE
-            papers train their students; ``none``: cross-entropy on the answered queries only.
-        semi_supervised_kwargs: hyperparameters of ``methods.semi.VirtualAdversarial``.
+            papers train their students; ``teacher`` (data-free PATE): cross-entropy on the
+            answered queries plus the soft targets of ``distill_teacher`` on every pool image
+            (``methods.semi.LabelsAndTeacher``); ``none``: cross-entropy on the answered
+            queries only.
+        semi_supervised_kwargs: hyperparameters of ``methods.semi.VirtualAdversarial`` or
+            ``LabelsAndTeacher``.
+        distill_teacher: with ``teacher``, the model the synthetic query pool was made from
+            (``distill_teacher.path`` and, for a plain state_dict, its ``arch`` and friends).
+            Its weights must be those the labelling run composed (checked by their SHA-256),
+            so its soft targets cost nothing beyond the labels' (ε, δ).
         labelled_batch_size: answered queries per step with ``vat`` (``trainer.batch_size`` is
             then the number of unlabelled images per step).
         seed: seed for weights and batch order.
@@ -150,6 +158,7 @@ class PateStudentConfig:
     data_root: str | None = None
     semi_supervised: str = "vat"
     semi_supervised_kwargs: dict[str, Any] = field(default_factory=dict)
+    distill_teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
     labelled_batch_size: int = 32
     seed: int = 0
     trainer: TrainerConfig = field(

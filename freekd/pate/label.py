@@ -322,6 +322,7 @@ def _query_provenance(config: PateLabelConfig, pool: ImageDataset) -> dict[str, 
         "source": f"synthesized by freekd datafree ({run['method']['name']}) from "
         f"{run['teacher'].get('path', 'its teacher')} (data-free PATE)",
         "query_model": run["teacher"].get("path"),
+        "query_model_weights_sha256": run["teacher"].get("weights_sha256"),
         "query_model_private": bool(privacy.get("private")),
         "privacy": privacy,
     }

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from freekd.checkpoint import weights_checksum
 from freekd.data import AUGMENTATIONS, ImageDataset
 from freekd.errors import FreekdError
 from freekd.methods import Method, Supervised
-from freekd.methods.semi import VirtualAdversarial
+from freekd.methods.semi import LabelsAndTeacher, VirtualAdversarial
 from freekd.models import ImageClassifier, count_parameters
 from freekd.pate.config import PateStudentConfig
 from freekd.privacy.report import inherit
@@ -33,10 +34,16 @@ from freekd.runs import (
     run_training,
     setup_run,
 )
+from freekd.teachers import Teacher, load_teacher
 from freekd.train import BatchSource, DistInfo, SemiSupervisedSource
 
 # How ``freekd pate student`` uses the public pool's unanswered images.
-SEMI_SUPERVISED = ("vat", "none")
+SEMI_SUPERVISED = ("vat", "teacher", "none")
+#: Each mode's method class, for its hyperparameters (``semi_supervised_kwargs``).
+SEMI_SUPERVISED_METHODS: dict[str, type[Method]] = {
+    "vat": VirtualAdversarial,
+    "teacher": LabelsAndTeacher,
+}
 
 
 def _read_label_folder(labels_path: Path, report_path: Path) -> tuple[dict[str, Any], Any, Any]:
@@ -101,7 +108,9 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         "the student is post-processing of the released labels: it saw public images and "
         "noisy labels only",
     )
-    method, source = _method_and_source(config, student, data, params, dist=dist)
+    method, source = _method_and_source(
+        config, student, data, params, dist=dist, device=device, trust_code=options.trust_code
+    )
     result = run_training(
         method,
         source,
@@ -201,10 +210,16 @@ def _semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
             f"{', '.join(SEMI_SUPERVISED)}"
         )
     params = dict(config.semi_supervised_kwargs)
-    if config.semi_supervised == "vat":
-        check_params(VirtualAdversarial, params, what="semi_supervised vat")
+    if config.semi_supervised in SEMI_SUPERVISED_METHODS:
+        what = f"semi_supervised {config.semi_supervised}"
+        check_params(SEMI_SUPERVISED_METHODS[config.semi_supervised], params, what=what)
     elif params:
-        raise FreekdError("semi_supervised_kwargs needs semi_supervised: vat")
+        raise FreekdError("semi_supervised_kwargs needs semi_supervised: vat or teacher")
+    if bool(config.distill_teacher.path) != (config.semi_supervised == "teacher"):
+        raise FreekdError(
+            "semi_supervised teacher and distill_teacher.path go together: give both (--set "
+            "semi_supervised=teacher --set distill_teacher.path=MODEL) or neither"
+        )
     return params
 
 
@@ -213,14 +228,17 @@ def _semi_supervised_record(
 ) -> dict[str, Any]:
     """The report's ``semi_supervised``: the method and, with VAT, its unlabelled images."""
 
-    if config.semi_supervised != "vat":
+    if config.semi_supervised not in SEMI_SUPERVISED_METHODS:
         return {"method": config.semi_supervised}
-    return {
+    record = {
         "method": config.semi_supervised,
         "unlabelled_images": data.public,
         "source": f"{data.pool.name}, first {data.public:,} images (the query pool)",
-        "params": resolved_params(VirtualAdversarial, params),
+        "params": resolved_params(SEMI_SUPERVISED_METHODS[config.semi_supervised], params),
     }
+    if config.semi_supervised == "teacher":
+        record["teacher"] = config.distill_teacher.path
+    return record
 
 
 def _method_and_source(
@@ -230,18 +248,29 @@ def _method_and_source(
     params: dict[str, Any],
     *,
     dist: DistInfo,
+    device: torch.device,
+    trust_code: bool,
 ) -> tuple[Method, BatchSource]:
-    """VAT on the answered queries plus the unlabelled pool, or cross-entropy on the answers."""
+    """VAT or the query model's soft targets on the answered queries plus the unlabelled pool,
+    or cross-entropy on the answers."""
 
-    if config.semi_supervised != "vat":
+    if config.semi_supervised == "none":
         return Supervised(student), loader_source(
             data.train_set, config.trainer, seed=config.seed, dist=dist
         )
     if dist.enabled:
-        raise FreekdError("semi_supervised vat runs in one process; use semi_supervised none")
+        raise FreekdError(
+            f"semi_supervised {config.semi_supervised} runs in one process; use "
+            "semi_supervised none"
+        )
     unlabelled = data.pool.subset(torch.arange(data.public))
     augment_name = resolve_augmentation(config.trainer.augment, data.pool.input_shape)
-    method = VirtualAdversarial(student, **params)
+    method: Method
+    if config.semi_supervised == "teacher":
+        teacher = _query_model(config, data, trust_code=trust_code).to(device)
+        method = LabelsAndTeacher(student, teacher, **params)
+    else:
+        method = VirtualAdversarial(student, **params)
     source = SemiSupervisedSource(
         data.train_set,
         unlabelled,
@@ -251,3 +280,30 @@ def _method_and_source(
         augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
     )
     return method, source
+
+
+def _query_model(config: PateStudentConfig, data: LabelledPool, *, trust_code: bool) -> Teacher:
+    """``distill_teacher``, loaded, once its weights are shown to be the labelling run's query
+    model: the labels' (ε, δ) composes that model's record, so its soft targets are free."""
+
+    queries = data.label_report["queries"]
+    expected = queries.get("query_model_weights_sha256")
+    if not isinstance(expected, str):
+        raise FreekdError(
+            "semi_supervised teacher needs labels of a synthetic query pool (freekd datafree "
+            "--save-queries, then freekd pate label --queries-from) whose report records its "
+            "query model's weights; these labels have none: use semi_supervised vat"
+        )
+    teacher = load_teacher(config.distill_teacher, trust_code=trust_code)
+    if weights_checksum(teacher.state_dict()) != expected:
+        raise FreekdError(
+            f"{config.distill_teacher.path} is not the model these queries were synthesized "
+            f"from ({queries.get('query_model')}), so its privacy cost is not in the labels' "
+            "(ε, δ); give that model as distill_teacher.path"
+        )
+    if teacher.num_classes != data.pool.num_classes:
+        raise FreekdError(
+            f"{config.distill_teacher.path} has {teacher.num_classes} classes, the query pool "
+            f"{data.pool.num_classes}; give the query model as distill_teacher.path"
+        )
+    return teacher

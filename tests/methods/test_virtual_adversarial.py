@@ -7,7 +7,8 @@ import torch
 
 from freekd.data import Batch, ImageDataset
 from freekd.errors import FreekdError
-from freekd.methods.semi import UNLABELLED, VirtualAdversarial
+from freekd.losses import kd_kl
+from freekd.methods.semi import UNLABELLED, LabelsAndTeacher, VirtualAdversarial
 from freekd.models import ImageClassifier, build_model
 from freekd.train import SemiSupervisedSource, TrainState
 
@@ -100,3 +101,39 @@ def test_source_mixes_and_resumes(digits_train: ImageDataset) -> None:
     for a, b in zip(batches[3:], resumed, strict=True):
         assert torch.equal(a.images, b.images)
         assert torch.equal(a.labels, b.labels)
+
+
+def test_labels_and_teacher_adds_soft_targets_on_every_image(digits_train: ImageDataset) -> None:
+    batch = digits_train.batch(torch.arange(40))
+    assert batch.labels is not None
+    labels = batch.labels.clone()
+    labels[8:] = UNLABELLED
+    teacher = student(seed=1).eval().requires_grad_(False)
+    method = LabelsAndTeacher(student(), teacher, kd_weight=2.0, temperature=3.0).eval()
+    mixed = method.training_step(Batch(batch.images, labels))
+    assert set(mixed.losses) == {"ce", "kd"}
+    logits = method.student(batch.images)
+    torch.testing.assert_close(mixed.losses["kd"], 2.0 * kd_kl(logits, teacher(batch.images),
+                                                               temperature=3.0))  # fmt: skip
+    torch.testing.assert_close(
+        mixed.losses["ce"], torch.nn.functional.cross_entropy(logits[:8], labels[:8])
+    )
+    soft_only = Batch(batch.images, torch.full_like(labels, UNLABELLED))
+    unlabelled = method.training_step(soft_only)
+    assert set(unlabelled.losses) == {"kd"}
+    # Steps on the soft targets alone bring the student to its teacher; the teacher stays put.
+    optimizer = torch.optim.SGD(method.student.parameters(), lr=0.5)
+    before = float(unlabelled.losses["kd"])
+    for _ in range(20):
+        optimizer.zero_grad()
+        method.training_step(
+            Batch(batch.images, torch.full_like(labels, UNLABELLED))
+        ).loss.backward()
+        optimizer.step()
+    after = float(
+        method.training_step(Batch(batch.images, torch.full_like(labels, UNLABELLED))).loss
+    )
+    assert after < before / 2
+    assert all(p.grad is None for p in teacher.parameters())
+    with pytest.raises(FreekdError, match="temperature > 0"):
+        LabelsAndTeacher(student(), teacher, temperature=0.0)

@@ -54,7 +54,7 @@ def label(teachers: Path, pool: Path, out: Path, **changes: object) -> dict:
 
 
 def test_queries_from_a_dp_teacher_compose_with_the_answers(
-    dp_teacher: Path, teachers: Path, tmp_path: Path
+    dp_teacher: Path, teachers: Path, tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     queries = synthesize(dp_teacher / "model.pt", tmp_path / "synth")
     pool = load_dataset(str(queries))
@@ -96,6 +96,32 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     )
     assert student["eval_dataset"] == "digits:test"
     assert student["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
+
+    # The query model's soft targets on the whole pool: its cost is in the labels' ε already.
+    def distilled(path: Path, out: str, **changes: object) -> dict:
+        values: dict[str, object] = {
+            "labels": str(tmp_path / "labels"),
+            "student": "tiny-cnn",
+            "semi_supervised": "teacher",
+            "semi_supervised_kwargs": {"kd_weight": 2.0},
+            "distill_teacher": TeacherSourceConfig(path=str(path)),
+            "labelled_batch_size": 16,
+            "trainer": tiny_trainer(epochs=2, batch_size=32),
+        }
+        values.update(changes)
+        config = PateStudentConfig(**values)  # type: ignore[arg-type]
+        return run_pate_student(config, RunOptions(tmp_path / out, quiet=True))
+
+    taught = distilled(dp_teacher / "model.pt", "taught")
+    assert taught["semi_supervised"]["teacher"] == str(dp_teacher / "model.pt")
+    assert taught["semi_supervised"]["params"]["kd_weight"] == 2.0
+    assert taught["semi_supervised"]["unlabelled_images"] == 300
+    assert taught["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
+    with pytest.raises(FreekdError, match="is not the model these queries were synthesized"):
+        distilled(tiny_teacher_path, "other-teacher")
+    with pytest.raises(FreekdError, match="go together"):
+        distilled(dp_teacher / "model.pt", "no-mode", semi_supervised="vat",
+                  semi_supervised_kwargs={})  # fmt: skip
 
 
 def test_queries_from_a_non_dp_teacher_need_a_public_model(

@@ -179,7 +179,14 @@ def summary(tag: str) -> str:
     for (name, evaluation), mine in groups.items():
         ok = [r for r in mine if r["exit_status"] == 0]
         if not ok:
-            lines.append(f"| {name} | {mine[0]['split']} | {evaluation} | | {mine[0]['error']} |||")
+            curve = mine[0].get("curve") or [{}]
+            last = (
+                f"{100 * curve[-1]['accuracy']:.2f} at epoch {curve[-1]['epoch']}"
+                if curve[-1]
+                else ""
+            )
+            why = "stopped by hand" if mine[0].get("stopped_by_hand") else mine[0].get("error")
+            lines.append(f"| {name} | {mine[0]['split']} | {evaluation} | | {why}: {last} |||")
             continue
         accuracies = [100 * r["student_accuracy"] for r in ok]
         cpu = statistics.median(r["cpu_seconds"] for r in ok) / 60

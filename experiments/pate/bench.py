@@ -14,6 +14,8 @@ answered queries. It also times one epoch of the 250 teachers trained one by one
     python experiments/pate/bench.py --reuse-teachers --skip-timing --seeds 0 1 2 ...
     python experiments/pate/bench.py --reuse-teachers --skip-timing \
         --queries-from runs/dpsgd-bench/datafree-student/queries.npz ...   # data-free PATE
+    python experiments/pate/bench.py --reuse-teachers --skip-timing --queries-from Q.npz \
+        --query-model runs/dpsgd-bench/teacher-eps2.91/model.pt ...   # + its soft targets
     python experiments/pate/bench.py --dataset digits --teachers 8 --epochs 5 --queries 150 \\
         --holdout 97 --sigma1 3 --threshold 6 --sigma2 1 --epsilon 50 --out /tmp/pate.json
 """
@@ -75,10 +77,16 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "queries_source": label["queries"]["source"],
         "composed_with": label["privacy"].get("composed_with"),
     }
-    for name, extra in (
+    students = [
         ("vat", [*args.student_set]),
         ("supervised", ["--set", "semi_supervised=none", "--epochs", "60"]),
-    ):
+    ]
+    if args.query_model:  # data-free PATE: the answers plus the query model's soft targets
+        students.append(
+            ("teacher", ["--set", "semi_supervised=teacher",
+                         "--set", f"distill_teacher.path={args.query_model}", *args.student_set])
+        )  # fmt: skip
+    for name, extra in students:
         out = runs / f"student{tag}-{name}-seed{seed}"
         start = time.perf_counter()
         freekd(
@@ -111,6 +119,11 @@ def main() -> None:
         "--queries-from", type=Path, default=None,
         help="data-free PATE: a queries.npz of freekd datafree (its teacher's ε is composed); "
         "the students are then evaluated on the whole test split",
+    )  # fmt: skip
+    parser.add_argument(
+        "--query-model", type=Path, default=None,
+        help="data-free PATE: the model the queries were synthesized from; adds a student "
+        "trained on the answers plus its soft targets (semi_supervised=teacher)",
     )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/pate-bench"))
     parser.add_argument("--reuse-teachers", action="store_true")
@@ -163,6 +176,7 @@ def main() -> None:
                 "sanitized_epsilon",
                 "vat_student_accuracy",
                 "supervised_student_accuracy",
+                "teacher_student_accuracy",
             )
         },
         "anchors": {

@@ -83,6 +83,10 @@ RESUMABLE_CHANGES = {
     # two settings existed resume with them too.
     "collapse.discrepancy_factor",
     "collapse.discrepancy_floor",
+    # When a run stops, not what it computes: a run stopped by its budget resumes with more.
+    "budget_minutes",
+    "budget_cpu_minutes",
+    "budget_images",
 }
 
 

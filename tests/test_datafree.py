@@ -474,3 +474,36 @@ def test_a_raw_pixel_teacher_gives_the_generator_and_student_pixel_statistics(
     student = torch.load(out / "model.pt", weights_only=True)
     assert student["input"]["mean"] == [0.5]
     assert student["input"]["std"] == [0.5]
+
+
+def test_zskt_stopped_by_its_budget_resumes_its_annealed_generator_exactly(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    """zskt's generator follows the student's cosine schedule: a run stopped part way (here by
+    an image budget) and resumed ends with the weights of one uninterrupted run."""
+    common = (
+        "--teacher", tiny_teacher_path, "--method", "zskt", "--batch-size", "16",
+        "--epochs", "3", "--set", "steps_per_epoch=4", "--set", "synthesize_every=2",
+        "--set", "synthesizer.params.batch_size=16", "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    straight = invoke("datafree", *common, "--out", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.output
+    first = invoke("datafree", *common, "--budget", "100", "--out", tmp_path / "resumed")
+    assert first.exit_code == 0, first.output
+    stopped = json.loads((tmp_path / "resumed" / "report.json").read_text())
+    assert 0 < stopped["steps"] < 12, stopped["steps"]
+    # The stop came part way through an epoch: the resume continues that epoch, not the next.
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["state"]
+    assert saved["epoch_finished"] is False
+    second = invoke(
+        "datafree", *common, "--budget", "100000", "--resume", "--out", tmp_path / "resumed"
+    )
+    assert second.exit_code == 0, second.output
+    expected = torch.load(tmp_path / "straight" / "model.pt", weights_only=True)["state_dict"]
+    got = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key
+    # The generator's rate ends near zero with the student's (cosine over 12 steps).
+    state = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    group = state["extras"]["source"]["synthesizer"]["optimizer"]["param_groups"][0]
+    assert group["lr"] < 0.1 * group["base_lr"]

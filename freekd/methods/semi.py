@@ -113,7 +113,7 @@ class LabelsAndTeacher(Method):
         if kd_weight < 0 or temperature <= 0:
             raise FreekdError(
                 f"labels plus teacher needs kd_weight >= 0 and temperature > 0, got {kd_weight}, "
-                f"{temperature}"
+                f"{temperature}; fix --set semi_supervised_kwargs.kd_weight=... / .temperature=..."
             )
         self.student = student
         self.teacher = teacher

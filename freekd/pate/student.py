@@ -106,7 +106,10 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     privacy = inherit(
         data.label_report["privacy"],
         "the student is post-processing of the released labels: it saw public images and "
-        "noisy labels only",
+        "noisy labels only"
+        if config.semi_supervised != "teacher"
+        else "the student is post-processing of the released labels and of the DP query model "
+        "they compose: it saw the synthetic pool, noisy labels and that model's outputs",
     )
     method, source = _method_and_source(
         config, student, data, params, dist=dist, device=device, trust_code=options.trust_code
@@ -238,6 +241,9 @@ def _semi_supervised_record(
     }
     if config.semi_supervised == "teacher":
         record["teacher"] = config.distill_teacher.path
+        record["teacher_weights_sha256"] = data.label_report["queries"].get(
+            "query_model_weights_sha256"
+        )
     return record
 
 
@@ -283,23 +289,55 @@ def _method_and_source(
 
 
 def _query_model(config: PateStudentConfig, data: LabelledPool, *, trust_code: bool) -> Teacher:
-    """``distill_teacher``, loaded, once its weights are shown to be the labelling run's query
-    model: the labels' (ε, δ) composes that model's record, so its soft targets are free."""
+    """``distill_teacher``, loaded, once it is shown to be the DP model the labelling run
+    composed: its soft targets are then post-processing of a release the labels' (ε, δ) holds.
+
+    Three records must agree (each file is checked, none trusted alone): the label report's
+    query model (``queries``: private, its weights' SHA-256, its privacy record, which the
+    labels' privacy ``composed_with``), the ``freekd datafree`` report beside the query pool
+    (its teacher's SHA-256 and privacy record), and the weights of the model given.
+    """
 
     queries = data.label_report["queries"]
+    fix = "label a pool of `freekd datafree --save-queries` from a DP teacher, or use vat"
+    if queries.get("query_model_private") is not True:
+        raise FreekdError(
+            "semi_supervised teacher needs labels of queries synthesized from a DP teacher, "
+            f"whose cost the labels compose; these queries are not ({queries.get('source')}); "
+            f"{fix}"
+        )
     expected = queries.get("query_model_weights_sha256")
     if not isinstance(expected, str):
         raise FreekdError(
-            "semi_supervised teacher needs labels of a synthetic query pool (freekd datafree "
-            "--save-queries, then freekd pate label --queries-from) whose report records its "
-            "query model's weights; these labels have none: use semi_supervised vat"
+            "the labels do not record their query model's weights (written before freekd "
+            "recorded them); re-run freekd datafree --save-queries and freekd pate label"
+        )
+    run_report = Path(str(queries.get("dataset"))).parent / "report.json"
+    try:
+        run = json.loads(run_report.read_text(encoding="utf-8"))
+        run_teacher, run_privacy = run["teacher"], run["privacy"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FreekdError(
+            f"cannot read the query pool's datafree report {run_report} ({first_line(error)}); "
+            f"keep the pool's folder as freekd datafree wrote it"
+        ) from None
+    composed = data.label_report["privacy"].get("composed_with")
+    if (
+        not isinstance(run_teacher, dict)
+        or run_teacher.get("weights_sha256") != expected
+        or run_privacy != queries.get("privacy")
+        or run_privacy != composed
+    ):
+        raise FreekdError(
+            f"the labels' record of their query model does not match {run_report}; the labels "
+            "belong to another pool: label this pool again"
         )
     teacher = load_teacher(config.distill_teacher, trust_code=trust_code)
     if weights_checksum(teacher.state_dict()) != expected:
         raise FreekdError(
             f"{config.distill_teacher.path} is not the model these queries were synthesized "
-            f"from ({queries.get('query_model')}), so its privacy cost is not in the labels' "
-            "(ε, δ); give that model as distill_teacher.path"
+            f"from ({queries.get('query_model') or 'recorded in the labels'}), so its privacy "
+            "cost is not in the labels' (ε, δ); give that model as distill_teacher.path"
         )
     if teacher.num_classes != data.pool.num_classes:
         raise FreekdError(

@@ -146,7 +146,11 @@ class Trainer:
                     self._call("on_step_end", state, output)
                     if self.stop_requested:
                         break
-                state.epoch_finished = True
+                # A stop part way (a budget) leaves the epoch unfinished: a resume continues it
+                # from the next step instead of skipping the rest of it.
+                state.epoch_finished = (
+                    not self.stop_requested or state.step_in_epoch >= source.steps_per_epoch()
+                )
                 self._call("on_epoch_end", state)
                 if self.stop_requested:
                     break

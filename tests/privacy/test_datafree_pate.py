@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,14 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     assert taught["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
     with pytest.raises(FreekdError, match="is not the model these queries were synthesized"):
         distilled(tiny_teacher_path, "other-teacher")
+    # A label report edited to name other weights no longer matches the pool's datafree report.
+    forged = tmp_path / "forged"
+    shutil.copytree(tmp_path / "labels", forged)
+    record = json.loads((forged / "report.json").read_text())
+    record["queries"]["query_model_weights_sha256"] = "0" * 64
+    (forged / "report.json").write_text(json.dumps(record))
+    with pytest.raises(FreekdError, match="does not match"):
+        distilled(dp_teacher / "model.pt", "forged-run", labels=str(forged))
     with pytest.raises(FreekdError, match="go together"):
         distilled(dp_teacher / "model.pt", "no-mode", semi_supervised="vat",
                   semi_supervised_kwargs={})  # fmt: skip
@@ -132,6 +141,19 @@ def test_queries_from_a_non_dp_teacher_need_a_public_model(
         label(teachers, queries, tmp_path / "refused", queries=50)
     report = label(teachers, queries, tmp_path / "public", queries=50, queries_public=True)
     assert report["queries"]["query_model_private"] is False
+    # A model declared public is not accounted: its soft targets are refused to the student.
+    with pytest.raises(FreekdError, match="not synthesized from a DP teacher|from a DP teacher"):
+        run_pate_student(
+            PateStudentConfig(
+                labels=str(tmp_path / "public"),
+                student="tiny-cnn",
+                semi_supervised="teacher",
+                distill_teacher=TeacherSourceConfig(path=str(tiny_teacher_path)),
+                trainer=tiny_trainer(epochs=1, batch_size=32),
+            ),
+            RunOptions(tmp_path / "public-student", quiet=True),
+        )
+    assert not (tmp_path / "public-student" / "report.json").exists()
     assert "composed_with" not in report["privacy"]
     with pytest.raises(FreekdError, match="holdout must leave"):
         label(teachers, queries, tmp_path / "no-eval", queries=50, queries_public=True,

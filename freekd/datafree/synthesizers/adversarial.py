@@ -104,8 +104,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             addition).
         follow_student_schedule: anneal the generator's learning rate with the student's (the
             trainer's schedule, e.g. cosine to zero): before every round the generator's Adam
-            rate is ``lr`` × the student's multiplier at that step. ZSKT's authors anneal both
-            players with cosine over the same horizon (Micaelli & Storkey 2019, §4); with a
+            rate is ``lr`` × the student's multiplier at that step. ZSKT anneals both players
+            with cosine (Micaelli & Storkey 2019, §4; the authors' code schedules both optimizers
+            over the run's length); with a
             constant generator rate the game ends with the generator winning while the
             student's rate is near zero, and the student is trained on batches it can no
             longer follow (experiments/2026-12-datafree-zoo/README.md). Off: the constant

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -73,6 +74,8 @@ def test_datafree_writes_every_file_and_the_report(tiny_teacher_path: Path, tmp_
     assert "latent_dim" in report["method"]["params"]
     assert report["student_method"]["params"]["temperature"] > 0
     assert {"wall_seconds", "seed", "freekd_version"} <= set(report)
+    # The student evaluated and saved is the moving average of its weights by default.
+    assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["ema_decay"] == 0.999
 
 
 def test_image_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> None:
@@ -116,7 +119,9 @@ def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> No
     assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
 
 
-@pytest.mark.parametrize("average", [(), ("--set", "trainer.ema_decay=0.9")])
+@pytest.mark.parametrize(
+    "average", [("--set", "trainer.ema_decay=null"), (), ("--set", "trainer.ema_decay=0.9")]
+)
 def test_resume_continues_the_synthesizer_exactly(
     tiny_teacher_path: Path, tmp_path: Path, average: tuple[str, ...]
 ) -> None:

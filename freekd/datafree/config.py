@@ -102,6 +102,11 @@ class DataFreeConfig:
             at two images is refused.
         trainer: the training loop's settings (``batch_size`` = synthetic images per step, and
             per synthesis round unless ``synthesizer.params.batch_size`` says otherwise).
+            ``ema_decay`` defaults to 0.999: the student evaluated and saved is the moving
+            average of its weights, because a data-free student forgets what earlier
+            generators showed it and its accuracy on real images dips between epochs (chosen
+            on the zoo's tuning teachers, ``experiments/2026-12-datafree-zoo``); ``null``
+            saves the raw weights.
     """
 
     teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
@@ -125,7 +130,7 @@ class DataFreeConfig:
     memory_gb: float | None = None
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(
-            epochs=20, batch_size=256, lr=0.01, augment="none", eval_every=1
+            epochs=20, batch_size=256, lr=0.01, augment="none", eval_every=1, ema_decay=0.999
         )
     )
 

@@ -86,12 +86,14 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             ("teacher", ["--set", "semi_supervised=teacher",
                          "--set", f"distill_teacher.path={args.query_model}", *args.student_set])
         )  # fmt: skip
+    # The pool the labels were made on, named again (a path in the label report is not read).
+    pool_flag = ["--queries-from", str(args.queries_from)] if args.queries_from else []
     for name, extra in students:
         out = runs / f"student{tag}-{name}-seed{seed}"
         start = time.perf_counter()
         freekd(
             "pate", "student", "--labels", str(labels), "--student", args.arch, "--seed", str(seed),
-            *extra, "--out", str(out), "--overwrite", "--quiet",
+            *pool_flag, *extra, "--out", str(out), "--overwrite", "--quiet",
         )  # fmt: skip
         student = load(out)
         row[f"{name}_student_accuracy"] = student["student"]["test_accuracy"]

@@ -20,13 +20,12 @@ from freekd.audit.shadows import (
     SHADOWS_FILE,
     inclusion_design,
     load_shadow_outputs,
-    pool_fingerprint,
     save_shadow_outputs,
     subsets_of,
 )
 from freekd.audit.summary import audit_summary, strongest_attack
 from freekd.config import TrainerConfig, dump_yaml
-from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
+from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset, pool_fingerprint
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.methods import EnsembleSupervised

@@ -12,7 +12,6 @@ trained as one batch (``train.SubsetSource``). Their logits on the pool are kept
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
@@ -66,15 +65,6 @@ def subsets_of(design: Tensor) -> Tensor:
     if not bool((sizes == sizes[0]).all()):
         raise FreekdError("internal: shadow models must train on equally many examples")
     return torch.stack([torch.nonzero(row).flatten() for row in design])
-
-
-def pool_fingerprint(images: Tensor, labels: Tensor) -> str:
-    """SHA-256 of the pool's pixels (8-bit) and labels: shadow outputs fit this pool only."""
-    digest = hashlib.sha256()
-    pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
-    digest.update(pixels.numpy().tobytes())
-    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def save_shadow_outputs(

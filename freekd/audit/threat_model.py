@@ -19,9 +19,8 @@ import torch
 from freekd import __version__
 from freekd.audit.config import AuditConfig, AuditPipelineConfig
 from freekd.audit.pipeline import run_audit
-from freekd.audit.shadows import pool_fingerprint
 from freekd.config import TeacherSourceConfig, dump_yaml
-from freekd.data import ImageDataset, load_dataset
+from freekd.data import ImageDataset, load_dataset, pool_fingerprint
 from freekd.datafree.pipeline import run_datafree
 from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from freekd.data import named  # noqa: F401  (registers the named datasets in DATASETS)
 from freekd.data.batch import Batch
-from freekd.data.datasets import DATASETS, ImageDataset, load_dataset
+from freekd.data.datasets import DATASETS, ImageDataset, load_dataset, pool_fingerprint
 from freekd.data.transforms import AUGMENTATIONS
 
-__all__ = ["AUGMENTATIONS", "DATASETS", "Batch", "ImageDataset", "load_dataset"]
+__all__ = ["AUGMENTATIONS", "DATASETS", "Batch", "ImageDataset", "load_dataset", "pool_fingerprint"]

@@ -18,6 +18,7 @@ corrupting later loads.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import zipfile
@@ -390,6 +391,19 @@ def _looks_like_path(spec: str) -> bool:
         or spec.startswith((".", "~"))
         or Path(spec).suffix.lower() in (".npz", ".npy")
     )
+
+
+def pool_fingerprint(images: Tensor, labels: Tensor) -> str:
+    """SHA-256 of a pool's pixels (8-bit) and labels: which images these are, whatever file
+    or folder they came from (an audit's shadow outputs, a PATE student's query pool)."""
+    digest = hashlib.sha256()
+    if images.dtype == torch.uint8:
+        pixels = images.contiguous()
+    else:
+        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).contiguous()
+    digest.update(pixels.numpy().tobytes())
+    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_dataset(

@@ -239,6 +239,18 @@ def pate_student(
     student: Annotated[
         str | None, typer.Option("--student", help="Student architecture (default lenet5).")
     ] = None,
+    queries_from: Annotated[
+        str | None,
+        typer.Option(
+            "--queries-from",
+            help="The labelled pool when it is a file or folder (a path in the labels' "
+            "report is never opened).",
+        ),
+    ] = None,
+    eval_data: Annotated[
+        str | None,
+        typer.Option("--eval-data", help="Held-out data (default: the labelling run's)."),
+    ] = None,
     trainer: TrainerFlags,
     run: Annotated[RunFlags, Defaults(out=Path("runs/pate-student"))],
 ) -> None:
@@ -246,6 +258,8 @@ def pate_student(
     values = {
         "labels": str(labels),
         "student": student,
+        "queries_from": queries_from,
+        "eval_dataset": eval_data,
         **trainer.values(),
     }
     cfg = run.load(PateStudentConfig, values)

@@ -134,6 +134,13 @@ class PateStudentConfig:
         student: student architecture.
         student_kwargs: its keyword arguments.
         data_root: torchvision-format root for the query pool.
+        queries_from: the query pool when the labels were made on a file or folder (e.g. a
+            ``freekd datafree`` ``queries.npz``): freekd opens no path read from the label
+            report, and the pool given must match the fingerprint the report records.
+            A registered pool (``mnist:test``) is opened by its name.
+        eval_dataset: held-out data to report on; default: the labelling run's
+            ``eval_dataset`` when it is a registered name (a path must be given here), else
+            the pool's held-out part.
         semi_supervised: ``vat`` (the default): virtual adversarial training on the answered
             queries plus every other non-held-out image of the pool, unlabelled, as the PATE
             papers train their students; ``teacher`` (data-free PATE): cross-entropy on the
@@ -156,6 +163,8 @@ class PateStudentConfig:
     student: str = "lenet5"
     student_kwargs: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
+    queries_from: str | None = None
+    eval_dataset: str | None = None
     semi_supervised: str = "vat"
     semi_supervised_kwargs: dict[str, Any] = field(default_factory=dict)
     distill_teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)

@@ -15,7 +15,7 @@ from rich.progress import Progress as RichProgress
 
 from freekd import __version__
 from freekd.config import dump_yaml
-from freekd.data import ImageDataset
+from freekd.data import ImageDataset, pool_fingerprint
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.pate.config import PateLabelConfig
@@ -276,6 +276,8 @@ def _labelling_figures(
         "queries": {
             **queries.provenance,
             "dataset": queries.pool.name,
+            # Which images were labelled, whatever file they are in: the student checks it.
+            "pool_fingerprint": pool_fingerprint(queries.pool.images, queries.pool.labels),
             "asked": labeler.queries,
             "available": queries.count,
             "holdout": config.holdout,

@@ -127,7 +127,13 @@ def run_pate(
     plan = plan_stages(layout, options)
     teachers_dir, labels_dir = plan["teachers"].folder, plan["labels"].folder
     label_config = dataclasses.replace(config.label, teachers=str(teachers_dir / TEACHERS_FILE))
-    student_config = dataclasses.replace(config.student, labels=str(labels_dir))
+    # The pool is the one this run's own config names for labelling (never a path read back
+    # from the label report).
+    student_config = dataclasses.replace(
+        config.student,
+        labels=str(labels_dir),
+        queries_from=config.student.queries_from or config.label.query_dataset,
+    )
     stages = {
         "teachers": lambda stage: run_pate_teachers(config.teachers, stage),
         "labels": lambda stage: run_pate_label(label_config, stage),

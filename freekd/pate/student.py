@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from freekd.checkpoint import weights_checksum
-from freekd.data import AUGMENTATIONS, ImageDataset
+from freekd.data import AUGMENTATIONS, DATASETS, ImageDataset, pool_fingerprint
 from freekd.errors import FreekdError
 from freekd.methods import Method, Supervised
 from freekd.methods.semi import LabelsAndTeacher, VirtualAdversarial
@@ -180,9 +180,12 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
     if not answered.any():
         raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
     queries = label_report["queries"]
-    pool = load_split(
-        queries["dataset"], default_split="test", root=config.data_root, download=False
+    pool_spec = _given_or_registered(
+        queries["dataset"], config.queries_from, "query pool", "--queries-from"
     )
+    pool = load_split(pool_spec, default_split="test", root=config.data_root, download=False)
+    given_file = bool(config.queries_from) and pool_spec.partition(":")[0] not in DATASETS
+    _check_pool(pool, queries.get("pool_fingerprint"), given=given_file)
     if len(indices) and not 0 <= int(indices.min()) <= int(indices.max()) < len(pool):
         raise FreekdError(
             f"{labels_path} names query {int(indices.max())} but {pool.name} holds {len(pool)} "
@@ -195,13 +198,48 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
         f"{pool.name} (PATE-labelled)",
     )
     public = len(pool) - int(queries["holdout"])
-    if queries.get("eval_dataset"):
+    if config.eval_dataset or queries.get("eval_dataset"):
+        eval_spec = _given_or_registered(
+            str(queries.get("eval_dataset")), config.eval_dataset, "eval data", "--eval-data"
+        )
         eval_set = load_split(
-            queries["eval_dataset"], default_split="test", root=config.data_root, download=False
+            eval_spec, default_split="test", root=config.data_root, download=False
         )
     else:
         eval_set = pool.subset(torch.arange(public, len(pool)))
     return LabelledPool(label_report, pool, train_set, eval_set, public)
+
+
+def _given_or_registered(recorded: str, given: str | None, what: str, flag: str) -> str:
+    """The data a label report names, opened only as a registered name (``mnist:test``) or as
+    the user gives it: a path read from a file is never opened (it could name any file)."""
+
+    if given:
+        return given
+    if recorded.partition(":")[0] in DATASETS:
+        return recorded
+    raise FreekdError(
+        f"the labels' {what} is the path {recorded}, and freekd opens no path read from a "
+        f"report; pass {flag} {recorded} if that is the file"
+    )
+
+
+def _check_pool(pool: ImageDataset, recorded: object, *, given: bool) -> None:
+    """The pool must be the one labelled: its fingerprint (pixels and labels) is in the label
+    report; a file the user gives is refused without one, since nothing else ties them."""
+
+    if not isinstance(recorded, str):
+        if given:
+            raise FreekdError(
+                "the labels do not record which pool they were made on (written before freekd "
+                "recorded it); label the pool again with freekd pate label"
+            )
+        return
+    if pool_fingerprint(pool.images, pool.labels) != recorded:
+        raise FreekdError(
+            f"{pool.name} is not the pool these labels were made on (its images differ from "
+            "the label report's fingerprint); pass the query pool that was labelled"
+        )
 
 
 def _semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
@@ -312,7 +350,12 @@ def _query_model(config: PateStudentConfig, data: LabelledPool, *, trust_code: b
             "the labels do not record their query model's weights (written before freekd "
             "recorded them); re-run freekd datafree --save-queries and freekd pate label"
         )
-    run_report = Path(str(queries.get("dataset"))).parent / "report.json"
+    if not config.queries_from:
+        raise FreekdError(
+            "semi_supervised teacher needs the synthetic query pool the labels were made on; "
+            "pass --queries-from OUT/queries.npz of that freekd datafree run"
+        )
+    run_report = Path(config.queries_from).parent / "report.json"
     try:
         run = json.loads(run_report.read_text(encoding="utf-8"))
         run_teacher, run_privacy = run["teacher"], run["privacy"]

@@ -17,10 +17,10 @@ from freekd.audit import scores as statistics
 from freekd.audit.shadows import (
     inclusion_design,
     load_shadow_outputs,
-    pool_fingerprint,
     save_shadow_outputs,
     subsets_of,
 )
+from freekd.data import pool_fingerprint
 from freekd.errors import FreekdError
 
 

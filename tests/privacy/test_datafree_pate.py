@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +86,21 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     assert privacy["sanitized"]["prior_rdp"] > 0
     assert privacy["composed_with"]["epsilon"] == teacher_privacy["epsilon"]
     assert 0 < report["answered"] < 300, report["answered"]
+    # A path read from the label report is never opened: the user names the pool file.
+    unnamed = PateStudentConfig(labels=str(tmp_path / "labels"), student="tiny-cnn")
+    with pytest.raises(FreekdError, match="opens no path read from a report; pass --queries-from"):
+        run_pate_student(unnamed, RunOptions(tmp_path / "unnamed", quiet=True))
+    other_pool = synthesize(tiny_teacher_path, tmp_path / "other-synth")
+    with pytest.raises(FreekdError, match="is not the pool these labels were made on"):
+        run_pate_student(
+            replace(unnamed, queries_from=str(other_pool)),
+            RunOptions(tmp_path / "other-pool", quiet=True),
+        )
+    assert not (tmp_path / "unnamed" / "report.json").exists()
     student = run_pate_student(
         PateStudentConfig(
             labels=str(tmp_path / "labels"),
+            queries_from=str(queries),
             student="tiny-cnn",
             semi_supervised_kwargs={"epsilon": 0.5},
             labelled_batch_size=16,
@@ -102,6 +115,7 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     def distilled(path: Path, out: str, **changes: object) -> dict:
         values: dict[str, object] = {
             "labels": str(tmp_path / "labels"),
+            "queries_from": str(queries),
             "student": "tiny-cnn",
             "semi_supervised": "teacher",
             "semi_supervised_kwargs": {"kd_weight": 2.0},
@@ -146,6 +160,7 @@ def test_queries_from_a_non_dp_teacher_need_a_public_model(
         run_pate_student(
             PateStudentConfig(
                 labels=str(tmp_path / "public"),
+                queries_from=str(queries),
                 student="tiny-cnn",
                 semi_supervised="teacher",
                 distill_teacher=TeacherSourceConfig(path=str(tiny_teacher_path)),

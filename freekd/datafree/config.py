@@ -87,6 +87,11 @@ class DataFreeConfig:
         budget_cpu_minutes: stop once this process has used this much CPU time (all threads);
             a fair budget on a shared machine (``--budget cpu:15m``).
         budget_images: stop once this many images have been synthesized.
+        fit_schedule_to_budget: with a time or CPU budget, shorten the learning-rate schedule
+            (and a generator that anneals with it) to the steps the budget pays for, measured
+            once a tenth of it is spent, so the run ends annealed instead of cut off part way
+            (``train.callbacks.StopOnBudget``); ``false``: the schedule spans
+            ``trainer.epochs`` and the budget only stops the run.
         proxy_dataset: train on these real images instead of synthesizing (``--proxy-data``):
             labels are hidden and the student-side method is the same; ``mnist:train`` for an
             MNIST teacher is the real-data upper bound, ``animal-mnist`` an unrelated proxy.
@@ -123,6 +128,7 @@ class DataFreeConfig:
     budget_minutes: float | None = None
     budget_cpu_minutes: float | None = None
     budget_images: int | None = None
+    fit_schedule_to_budget: bool = True
     proxy_dataset: str | None = None
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     save_queries: int = 0

@@ -236,6 +236,8 @@ def _report(
             "params": resolved_params(plan.method_class, dict(method_config.params)),
         },
         "stopped_by_budget": budget.reason,
+        # The steps the learning-rate schedule spanned when the budget fitted it, else null.
+        "schedule_horizon": result.state.horizon,
         "eval_dataset": eval_set.name if eval_set is not None else None,
         "privacy": inherited,
         **common_report(config, result),
@@ -428,6 +430,7 @@ def _budget(config: DataFreeConfig, synthetic: SyntheticSource | None) -> StopOn
         minutes=config.budget_minutes,
         cpu_minutes=config.budget_cpu_minutes,
         images=config.budget_images,
+        fit_schedule=config.fit_schedule_to_budget,
         images_spent=None
         if synthetic is None
         else lambda: synthetic.synthesizer.images_synthesized,

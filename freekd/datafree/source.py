@@ -50,7 +50,8 @@ class SyntheticSource:
         probe_size: images per check (each costs one teacher query).
         max_recoveries: re-initializations allowed in the run.
         lr_scale: factor on the synthesizer's learning rates at each re-initialization.
-        schedule: the student's learning-rate multiplier at a step; before every round the
+        schedule: the student's learning-rate multiplier at a step, given the horizon a
+            budget fitted (``TrainState.horizon``, or ``None``); before every round the
             synthesizer is told it (``follow_schedule``), so one that anneals with the student
             can. ``None``: nothing is told.
     """
@@ -69,7 +70,7 @@ class SyntheticSource:
         probe_size: int = 128,
         max_recoveries: int = 3,
         lr_scale: float = 0.5,
-        schedule: Callable[[int], float] | None = None,
+        schedule: Callable[[int, int | None], float] | None = None,
     ) -> None:
         if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
             raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
@@ -107,12 +108,12 @@ class SyntheticSource:
     def batches(self, state: TrainState) -> Iterator[Batch]:
         for index in range(state.step_in_epoch, self._steps):
             if index % self.synthesize_every == 0:
-                self._synthesize(step=state.step)
+                self._synthesize(step=state.step, horizon=state.horizon)
             yield Batch(self.synthesizer.sample(self.batch_size), None)
 
-    def _synthesize(self, *, step: int) -> None:
+    def _synthesize(self, *, step: int, horizon: int | None = None) -> None:
         if self.schedule is not None:
-            self.synthesizer.follow_schedule(self.schedule(step))
+            self.synthesizer.follow_schedule(self.schedule(step, horizon))
         self.last_statistics = self._round()
         self.rounds += 1
         if self.monitor is None or self.rounds % self.check_every:
@@ -303,11 +304,14 @@ def synthetic_source(
         max_recoveries=collapse.max_recoveries,
         lr_scale=collapse.lr_scale,
         schedule=partial(
-            learning_rate_at,
-            total_steps=config.trainer.epochs * config.steps_per_epoch,
-            config=config.trainer,
+            _multiplier, planned=config.trainer.epochs * config.steps_per_epoch, config=config
         ),
     )
+
+
+def _multiplier(step: int, horizon: int | None, *, planned: int, config: DataFreeConfig) -> float:
+    """The student's learning-rate multiplier, over the horizon a budget fitted if it did."""
+    return learning_rate_at(step, total_steps=horizon or planned, config=config.trainer)
 
 
 def discrepancy_factor(collapse: CollapseConfig, synthesizer: Any) -> float:

@@ -337,12 +337,23 @@ class Checkpoint(Callback):
 class StopOnBudget(Callback):
     """End training once a wall-clock, CPU-time or synthesized-image budget is spent.
 
+    With ``fit_schedule``, a time or CPU budget also shortens the learning-rate schedule to the
+    steps it can pay for, so the run ends annealed instead of cut off part way down a schedule
+    planned for more steps: once ``fit_after`` of the budget is spent, the cost of the steps
+    so far gives the horizon (``state.horizon``, never beyond the planned steps; the tighter
+    of the two budgets decides). The run then stops at its horizon or when its budget is spent,
+    whichever comes first. The horizon is saved with the state, so a resumed run anneals over
+    the same steps; it is fitted once, on the first fit that has a budget.
+
     Args:
         minutes: wall-clock budget of the fit, or ``None``.
         cpu_minutes: CPU-time budget of the fit (this process, all threads), or ``None``; unlike
             wall-clock time it does not shrink when other work shares the machine.
         images: budget of synthesized images, or ``None``.
         images_spent: returns the images synthesized so far.
+        fit_schedule: fit the schedule's horizon to the time or CPU budget.
+        fit_after: fraction of the budget spent before the horizon is fitted (the steps before
+            it measure the cost of a step, start-up work included).
     """
 
     def __init__(
@@ -352,20 +363,61 @@ class StopOnBudget(Callback):
         cpu_minutes: float | None = None,
         images: int | None = None,
         images_spent: Callable[[], int] | None = None,
+        fit_schedule: bool = False,
+        fit_after: float = 0.1,
     ) -> None:
+        if not 0 < fit_after < 1:
+            raise FreekdError(f"fit_after must lie in (0, 1), got {fit_after}")
         self.minutes = minutes
         self.cpu_minutes = cpu_minutes
         self.images = images
         self.images_spent = images_spent
+        self.fit_schedule = fit_schedule
+        self.fit_after = fit_after
         self.reason: str | None = None
+        #: ``{"step": ..., "horizon": ..., "planned": ...}`` once this fit fitted the schedule.
+        self.fitted: dict[str, int] | None = None
         self._started = time.perf_counter()
         self._cpu_started = time.process_time()
+        self._first_step = 0
+        self._fitting = fit_schedule
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         self._started = time.perf_counter()
         self._cpu_started = time.process_time()
+        self._first_step = state.step
+        self._fitting = self.fit_schedule and state.horizon is None
+
+    def _spent(self) -> list[tuple[float, float]]:
+        """(seconds spent, seconds allowed) of each time budget that is set."""
+        spent = []
+        if self.minutes is not None:
+            spent.append((time.perf_counter() - self._started, 60 * self.minutes))
+        if self.cpu_minutes is not None:
+            spent.append((time.process_time() - self._cpu_started, 60 * self.cpu_minutes))
+        return spent
+
+    def _fit(self, trainer: Trainer, state: TrainState) -> None:
+        budgets = self._spent()
+        steps = state.step - self._first_step
+        if (
+            not budgets
+            or steps < 1
+            or max(used / allowed for used, allowed in budgets) < (self.fit_after)
+        ):
+            return
+        horizon = min(
+            state.step + int((allowed - used) / (used / steps)) for used, allowed in budgets
+        )
+        planned = trainer.total_steps
+        self._fitting = False  # once: a later change would bend the schedule part way
+        if horizon < planned:
+            state.horizon = trainer.total_steps = max(horizon, state.step + 1)
+            self.fitted = {"step": state.step, "horizon": state.horizon, "planned": planned}
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self._fitting:
+            self._fit(trainer, state)
         if self.minutes is not None and time.perf_counter() - self._started >= 60 * self.minutes:
             self.reason = f"time budget of {self.minutes:g} min spent at step {state.step}"
         elif (
@@ -379,6 +431,8 @@ class StopOnBudget(Callback):
             and self.images_spent() >= self.images
         ):
             self.reason = f"image budget of {self.images} spent at step {state.step}"
+        elif state.horizon is not None and state.step >= state.horizon:
+            self.reason = f"the schedule fitted to the budget ended at step {state.step}"
         if self.reason is not None:
             trainer.stop_requested = True
 

@@ -34,6 +34,9 @@ class TrainState:
         step_in_epoch: optimizer steps done in the current epoch.
         epoch_finished: whether ``epoch`` has run to its end (callbacks included).
         metrics: latest evaluation results, e.g. ``{"eval_accuracy": 0.98}``.
+        horizon: steps the learning-rate schedule spans when a time or CPU budget fitted it
+            (``StopOnBudget(fit_schedule=True)``); ``None``: epochs × steps per epoch. Saved,
+            so a resumed run anneals over the same steps.
     """
 
     epoch: int = 0
@@ -41,6 +44,7 @@ class TrainState:
     step_in_epoch: int = 0
     epoch_finished: bool = False
     metrics: dict[str, float] = field(default_factory=dict)
+    horizon: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class TrainState:
             "step_in_epoch": self.step_in_epoch,
             "epoch_finished": self.epoch_finished,
             "metrics": dict(self.metrics),
+            "horizon": self.horizon,
         }
 
     @classmethod
@@ -59,6 +64,8 @@ class TrainState:
             step_in_epoch=int(data["step_in_epoch"]),
             epoch_finished=bool(data["epoch_finished"]),
             metrics={k: float(v) for k, v in data["metrics"].items()},
+            # Checkpoints written before budgets fitted the schedule have no horizon.
+            horizon=None if data.get("horizon") is None else int(data["horizon"]),
         )
 
 
@@ -128,7 +135,8 @@ class Trainer:
     def fit(self, source: BatchSource, *, state: TrainState | None = None) -> TrainState:
         """Train; with ``state`` (from a checkpoint) continue exactly where that run stopped."""
         state = state or TrainState()
-        self.total_steps = self.config.epochs * source.steps_per_epoch()
+        # The schedule's horizon: the planned steps, or fewer when a budget fitted it.
+        self.total_steps = state.horizon or self.config.epochs * source.steps_per_epoch()
         self.method.to(self.device)
         with self._distributed():
             self.method.train()

@@ -443,10 +443,10 @@ def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restart
     synthesizer = make_adversarial("zskt", lr=0.01)
     assert synthesizer.follow_student_schedule  # zskt's default, as in the paper
     rate = lambda: synthesizer.optimizer.param_groups[0]["lr"]  # noqa: E731
-    seen: list[int] = []
+    seen: list[tuple[int, int | None]] = []
 
-    def schedule(step: int) -> float:
-        seen.append(step)
+    def schedule(step: int, horizon: int | None) -> float:
+        seen.append((step, horizon))
         return 0.25
 
     source = SyntheticSource(
@@ -458,8 +458,8 @@ def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restart
         synthesize_every=2,
         schedule=schedule,
     )
-    list(source.batches(TrainState(step=6)))
-    assert seen == [6]
+    list(source.batches(TrainState(step=6, horizon=40)))
+    assert seen == [(6, 40)]  # the step, and the horizon a budget fitted
     assert rate() == pytest.approx(0.0025)
     # A restart after a collapse scales the base rate, which the schedule then scales.
     synthesizer.reinitialize(lr_scale=0.5)

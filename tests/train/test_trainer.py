@@ -254,3 +254,77 @@ def test_amp_on_cpu_trains_in_bfloat16_only_when_asked(
         predicted = student.eval()(digits_train.batch(torch.arange(300)).images).argmax(1)
     accuracy = (predicted == digits_train.labels[:300]).float().mean().item()
     assert accuracy > 0.4, accuracy  # chance: 0.1
+
+
+class FakeClock(Callback):
+    """Every step costs one second of wall-clock and CPU time (``StopOnBudget`` reads it)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.now += 1.0
+
+
+class RecordRates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.rates.append(trainer.current_lr())
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_a_cpu_budget_fits_the_schedule_and_resumes_it_exactly(
+    digits_train: ImageDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fit: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from freekd.train import callbacks
+
+    clock = FakeClock()
+    fake_time = SimpleNamespace(perf_counter=lambda: clock.now, process_time=lambda: clock.now)
+    monkeypatch.setattr(callbacks, "time", fake_time)
+
+    def budget() -> callbacks.StopOnBudget:  # half the planned steps at a second a step
+        return callbacks.StopOnBudget(cpu_minutes=planned / 2 / 60, fit_schedule=fit)
+
+    _, source = make_trainer(digits_train, 3, [], epochs=4)
+    planned = 4 * source.steps_per_epoch()
+    rates, stop = RecordRates(), budget()
+    straight, source = make_trainer(digits_train, 3, [clock, stop, rates], epochs=4)
+    state = straight.fit(source)
+    assert state.step == planned // 2
+    base = straight.config.lr
+    if not fit:  # cut off half-way down the cosine
+        assert state.horizon is None
+        assert rates.rates[-1] == pytest.approx(base * learning_rate_at(
+            planned // 2 - 1, total_steps=planned, config=straight.config))  # fmt: skip
+        assert rates.rates[-1] > 0.4 * base
+        return
+    # Fitted once a tenth of the budget was spent: the cosine spans the steps the budget pays.
+    assert stop.fitted == {
+        "step": math.ceil(planned / 20),
+        "horizon": planned // 2,
+        "planned": planned,
+    }
+    assert state.horizon == planned // 2
+    assert rates.rates[-1] < 0.01 * base  # annealed, not cut off
+    # Resumed from a checkpoint after the fit, under a fresh budget: the same horizon, the
+    # same weights.
+    path = tmp_path / "checkpoint.pt"
+    clock.now = 0.0
+    first, source = make_trainer(
+        digits_train, 3, [clock, budget(), Checkpoint(path, every=5, config={}), Interrupt(12)],
+        epochs=4,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(source)
+    resumed, source = make_trainer(digits_train, 3, [clock, budget()], epochs=4)
+    restored = restore(resumed, load_resume_state(path))
+    assert restored.horizon == planned // 2
+    final = resumed.fit(source, state=restored)
+    assert final.step == planned // 2
+    expected, got = state_of(straight), state_of(resumed)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)

@@ -153,6 +153,11 @@ class PateStudentConfig:
             (``distill_teacher.path`` and, for a plain state_dict, its ``arch`` and friends).
             Its weights must be those the labelling run composed (checked by their SHA-256),
             so its soft targets cost nothing beyond the labels' (ε, δ).
+        init_student: a freekd checkpoint whose weights start the student (its architecture
+            is ``student``): allowed only when it is post-processing of the DP model the labels
+            compose, its privacy record's figures equal to the labels' ``composed_with`` (e.g.
+            the data-free student of the DP teacher whose synthetic pool was labelled), so it
+            costs nothing beyond their (ε, δ).
         labelled_batch_size: answered queries per step with ``vat`` (``trainer.batch_size`` is
             then the number of unlabelled images per step).
         seed: seed for weights and batch order.
@@ -168,6 +173,7 @@ class PateStudentConfig:
     semi_supervised: str = "vat"
     semi_supervised_kwargs: dict[str, Any] = field(default_factory=dict)
     distill_teacher: TeacherSourceConfig = field(default_factory=TeacherSourceConfig)
+    init_student: str | None = None
     labelled_batch_size: int = 32
     seed: int = 0
     trainer: TrainerConfig = field(

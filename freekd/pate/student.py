@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from freekd.checkpoint import weights_checksum
+from freekd.checkpoint import model_from_checkpoint, read_checkpoint, weights_checksum
 from freekd.data import AUGMENTATIONS, DATASETS, ImageDataset, pool_fingerprint
 from freekd.errors import FreekdError
 from freekd.methods import Method, Supervised
@@ -95,21 +95,25 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     data = _labelled_pool(config)
     params = _semi_supervised_params(config)
     dist, device = setup_run(config.seed, config.trainer, options)
-    student = build_student(
-        config.student,
-        dict(config.student_kwargs),
-        train_set=data.train_set,
-        num_classes=data.pool.num_classes,
-        mean=None,
-        std=None,
-    )
+    if config.init_student:
+        student = _initial_student(config, data)
+    else:
+        student = build_student(
+            config.student,
+            dict(config.student_kwargs),
+            train_set=data.train_set,
+            num_classes=data.pool.num_classes,
+            mean=None,
+            std=None,
+        )
     privacy = inherit(
         data.label_report["privacy"],
         "the student is post-processing of the released labels: it saw public images and "
         "noisy labels only"
-        if config.semi_supervised != "teacher"
+        if config.semi_supervised != "teacher" and not config.init_student
         else "the student is post-processing of the released labels and of the DP query model "
-        "they compose: it saw the synthetic pool, noisy labels and that model's outputs",
+        "they compose: it saw the synthetic pool, noisy labels and that model's outputs"
+        + (" and started from a model made from it alone" if config.init_student else ""),
     )
     method, source = _method_and_source(
         config, student, data, params, dist=dist, device=device, trust_code=options.trust_code
@@ -135,6 +139,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             "parameters": count_parameters(student.net),
         },
         "trained_on": len(data.train_set),
+        "init_student": config.init_student,
         "semi_supervised": _semi_supervised_record(config, data, params),
         "eval_dataset": queries.get("eval_dataset")
         or f"{data.pool.name} (last {queries['holdout']} images)",
@@ -208,6 +213,46 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
     else:
         eval_set = pool.subset(torch.arange(public, len(pool)))
     return LabelledPool(label_report, pool, train_set, eval_set, public)
+
+
+def _initial_student(config: PateStudentConfig, data: LabelledPool) -> ImageClassifier:
+    """The model ``init_student`` names, as the student's starting weights: free only when it is
+    post-processing of the model the labels composed (its privacy record's figures are the
+    labels' ``composed_with``), e.g. that DP teacher's own data-free student."""
+
+    path = str(config.init_student)
+    composed = data.label_report["privacy"].get("composed_with")
+    if not isinstance(composed, dict):
+        raise FreekdError(
+            "init_student needs labels of queries synthesized from a DP teacher (their privacy "
+            "composes it); these labels compose no model, so a starting model would cost "
+            "privacy they do not account for; drop init_student"
+        )
+    checkpoint = read_checkpoint(Path(path))  # weights only; an import-path arch is refused
+    model = model_from_checkpoint(checkpoint, source=f"init_student {path}")
+    record = checkpoint.get("privacy")
+
+    def figures(privacy: object) -> object:
+        if not isinstance(privacy, dict):
+            return None
+        return {k: v for k, v in privacy.items() if k not in ("note", "notes")}
+
+    if figures(record) != figures(composed):
+        raise FreekdError(
+            f"{path} is not post-processing of the DP model these labels compose (its privacy "
+            "record differs from the labels' composed_with), so its cost is not in their "
+            "(ε, δ); start from that model's own data-free student, or drop init_student"
+        )
+    if model.num_classes != data.pool.num_classes or model.input_shape != data.pool.input_shape:
+        raise FreekdError(
+            f"{path} takes {model.input_shape} images into {model.num_classes} classes, the "
+            f"pool {data.pool.input_shape} into {data.pool.num_classes}; give a model of the pool"
+        )
+    if model.arch != config.student:
+        raise FreekdError(
+            f"{path} is a {model.arch}, the student a {config.student}; pass --student {model.arch}"
+        )
+    return model.train()
 
 
 def _given_or_registered(recorded: str, given: str | None, what: str, flag: str) -> str:

@@ -134,6 +134,16 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     assert taught["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
     with pytest.raises(FreekdError, match="is not the model these queries were synthesized"):
         distilled(tiny_teacher_path, "other-teacher")
+    # Starting from the DP teacher's own data-free student is free; from another model, not.
+    started = distilled(
+        dp_teacher / "model.pt", "started", init_student=str(queries.parent / "model.pt")
+    )
+    assert started["init_student"] == str(queries.parent / "model.pt")
+    assert started["privacy"]["data_independent_epsilon"] == privacy["data_independent_epsilon"]
+    assert "started from a model made from it alone" in started["privacy"]["note"]
+    with pytest.raises(FreekdError, match="is not post-processing of the DP model"):
+        distilled(dp_teacher / "model.pt", "started-elsewhere", init_student=str(tiny_teacher_path))
+    assert not (tmp_path / "started-elsewhere" / "report.json").exists()
     # A label report edited to name other weights no longer matches the pool's datafree report.
     forged = tmp_path / "forged"
     shutil.copytree(tmp_path / "labels", forged)
@@ -169,6 +179,18 @@ def test_queries_from_a_non_dp_teacher_need_a_public_model(
             RunOptions(tmp_path / "public-student", quiet=True),
         )
     assert not (tmp_path / "public-student" / "report.json").exists()
+    # Labels that compose no model cannot pay for a starting model either.
+    with pytest.raises(FreekdError, match="compose no model"):
+        run_pate_student(
+            PateStudentConfig(
+                labels=str(tmp_path / "public"),
+                queries_from=str(queries),
+                student="tiny-cnn",
+                init_student=str(queries.parent / "model.pt"),
+                trainer=tiny_trainer(epochs=1, batch_size=32),
+            ),
+            RunOptions(tmp_path / "public-started", quiet=True),
+        )
     assert "composed_with" not in report["privacy"]
     with pytest.raises(FreekdError, match="holdout must leave"):
         label(teachers, queries, tmp_path / "no-eval", queries=50, queries_public=True,

@@ -9,6 +9,7 @@ and an output folder, builds its collaborators and calls ``run_training``, which
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -89,6 +90,16 @@ RESUMABLE_CHANGES = {
     "budget_images",
 }
 
+# Settings added after runs were saved, with the value that reproduces what those runs did: a
+# saved config without one is read with it, so its resume is checked against the old behaviour
+# instead of failing on a key it could not have had (or silently changing what it computes).
+ADDED_SETTINGS: dict[str, Any] = {
+    "fit_schedule_to_budget": False,
+    "queries_from": None,
+    "eval_dataset": None,
+    "init_student": None,
+}
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -149,7 +160,8 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
                 flat[f"{prefix}{key}"] = value
         return flat
 
-    old, new = flatten(saved), flatten(current)
+    old, new = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
+    old = {k: v for k, v in old.items() if k in new or k not in ADDED_SETTINGS}
     allowed = set(RESUMABLE_CHANGES)
     if old.get("dp.enabled"):
         # The noise multiplier was chosen for the planned number of steps: more epochs would
@@ -164,10 +176,16 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
             f"{old['trainer.epochs']} epochs; resume with those, or train anew with another --out"
         )
     if changed:
+        saved_values = " ".join(f"--set {k}={_yaml_scalar(old.get(k))}" for k in changed)
         raise FreekdError(
-            f"--resume in {out} with a different config ({', '.join(changed)}); "
-            "resume with the same settings or start a new run with another --out"
+            f"--resume in {out} with a different config ({', '.join(changed)}); resume with "
+            f"the saved settings ({saved_values}) or start a new run with another --out"
         )
+
+
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as ``--set`` takes it back (``null``, ``true``, numbers, JSON for the rest)."""
+    return json.dumps(value) if not isinstance(value, str) else value
 
 
 @dataclass

@@ -170,6 +170,19 @@ def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
         )
 
 
+def test_a_setting_added_later_resumes_with_the_old_behaviour_or_names_it(tmp_path: Path) -> None:
+    from freekd.runs import _check_config_matches
+
+    older = {"trainer": {"ema_decay": None}}  # saved before budgets fitted the schedule
+    _check_config_matches(older, {**older, "fit_schedule_to_budget": False}, tmp_path)
+    with pytest.raises(FreekdError) as error:
+        _check_config_matches(
+            older, {"trainer": {"ema_decay": 0.999}, "fit_schedule_to_budget": True}, tmp_path
+        )
+    message = str(error.value)
+    assert "--set fit_schedule_to_budget=false --set trainer.ema_decay=null" in message
+
+
 def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path) -> None:
     from tests.teachers.user_net import UserNet
 

@@ -98,6 +98,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "queries_from": None,
     "eval_dataset": None,
     "init_student": None,
+    "queries_confidence": 0.0,
 }
 
 

@@ -106,17 +106,29 @@ def test_image_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> 
     assert report["stopped_by_budget"].startswith("image budget of 50 spent")
 
 
-def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fit", [True, False])
+def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path, fit: bool) -> None:
     out = tmp_path / "run"
     result = invoke(
         "datafree", "--teacher", tiny_teacher_path, "--method", "noise", "--epochs", "50",
         "--batch-size", "16", "--set", "steps_per_epoch=100", "--budget", "cpu:0.01m",
+        "--set", f"fit_schedule_to_budget={str(fit).lower()}",
         "--device", "cpu", "--quiet", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["steps"] < 50 * 100
-    assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
+    if not fit:
+        assert report["schedule_horizon"] is None
+        assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
+        return
+    # The budget set the schedule's horizon far below the 5,000 planned steps; the run ends
+    # at that horizon or, if steps got dearer, when the budget is spent.
+    assert report["schedule_horizon"] < 50 * 100
+    assert report["steps"] <= report["schedule_horizon"]
+    assert report["stopped_by_budget"].startswith(
+        ("the schedule fitted to the budget ended", "CPU budget of 0.01 min spent")
+    )
 
 
 @pytest.mark.parametrize(

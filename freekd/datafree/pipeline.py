@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,12 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     if synthetic is not None and config.save_queries and dist.is_main:
         classes = _class_names(teacher, eval_set, unnamed="{}")
         report["queries_file"] = _save_queries(
-            synthetic.synthesizer, teacher, classes, config.save_queries, options.out_dir
+            synthetic.synthesizer,
+            teacher,
+            classes,
+            config.save_queries,
+            options.out_dir,
+            confidence=config.queries_confidence,
         )
     if dist.is_main:
         _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
@@ -511,23 +517,56 @@ def _class_names(teacher: Teacher, eval_set: ImageDataset | None, *, unnamed: st
 
 
 def _save_queries(
-    synthesizer: Any, teacher: Teacher, classes: list[str], count: int, out: Path
+    synthesizer: Any,
+    teacher: Teacher,
+    classes: list[str],
+    count: int,
+    out: Path,
+    *,
+    confidence: float = 0.0,
 ) -> dict[str, Any]:
     """Write ``count`` synthesized images (uint8) and the teacher's classes to ``queries.npz``.
 
     The images are post-processing of the teacher alone, so they carry the teacher's privacy
     (``report.json["privacy"]`` of the same run), which ``freekd pate label`` composes with
-    the PATE answers when it uses them as queries.
+    the PATE answers when it uses them as queries. With ``confidence`` > 0 only images the
+    teacher labels with at least that probability are kept, at most ``ceil(count / classes)``
+    per class, from at most 50 × ``count`` draws (fewer images when they run out, with a
+    warning): queries like those are what an ensemble trained on real data can recognise.
     """
 
+    per_class = math.ceil(count / teacher.num_classes) if confidence > 0 else count
+    kept = torch.zeros(teacher.num_classes, dtype=torch.long)
     images, labels = [], []
+    drawn = 0
     with torch.no_grad():
         step = min(256, getattr(synthesizer, "batch_size", 256))
-        for start in range(0, count, step):
-            batch = synthesizer.sample(min(step, count - start))
-            images.append((batch.clamp(0, 1) * 255).round().to(torch.uint8).cpu())
-            labels.append(teacher(batch).argmax(dim=1).cpu())
-    x, y = torch.cat(images).numpy(), torch.cat(labels).numpy()
+        while int(kept.sum()) < count and drawn < (50 * count if confidence > 0 else count):
+            batch = synthesizer.sample(min(step, count - drawn) if confidence == 0 else step)
+            drawn += len(batch)
+            probabilities = torch.softmax(teacher(batch).float(), dim=1)
+            top, label = probabilities.max(dim=1)
+            for index in torch.nonzero(top >= confidence).flatten().tolist():
+                k = int(label[index])
+                if kept[k] < per_class and int(kept.sum()) < count:
+                    kept[k] += 1
+                    images.append((batch[index].clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+                    labels.append(k)
+    if not images:
+        raise FreekdError(
+            f"no synthesized image reached queries_confidence {confidence:g} in {drawn:,} "
+            "draws; lower --set queries_confidence"
+        )
+    x, y = torch.stack(images).numpy(), np.asarray(labels, dtype=np.int64)
+    if len(x) < count:
+        logger.warning(
+            "only %d of %d queries reached confidence %g in %d draws (classes run short: %s)",
+            len(x),
+            count,
+            confidence,
+            drawn,
+            ", ".join(classes[k] for k in range(len(kept)) if kept[k] < per_class),
+        )
     atomic_write(
         out / QUERIES_FILE,
         lambda stream: np.savez(stream, x=x, y=y, classes=np.asarray(classes)),
@@ -536,6 +575,8 @@ def _save_queries(
     return {
         "path": QUERIES_FILE,
         "images": int(len(x)),
+        "drawn": drawn,
+        "confidence": confidence,
         "labels": "the teacher's classes (not ground truth)",
         "class_shares": [round(float(share), 4) for share in shares],
     }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from freekd.config import ComponentConfig, TeacherSourceConfig
 from freekd.data import load_dataset
@@ -24,17 +25,36 @@ from freekd.runs import RunOptions
 from tests.conftest import tiny_trainer
 
 
-def synthesize(teacher: Path, out: Path, count: int = 300) -> Path:
+def synthesize(teacher: Path, out: Path, count: int = 300, confidence: float = 0.0) -> Path:
     config = DataFreeConfig(
         teacher=TeacherSourceConfig(path=str(teacher)),
         synthesizer=ComponentConfig(name="dafl"),
         steps_per_epoch=5,
         save_queries=count,
+        queries_confidence=confidence,
         trainer=tiny_trainer(epochs=1),
     )
     report = run_datafree(config, RunOptions(out, quiet=True))
-    assert report["queries_file"]["images"] == count
+    assert report["queries_file"]["images"] == count or confidence > 0
     return out / "queries.npz"
+
+
+def test_confident_queries_are_kept_class_by_class(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    from freekd.checkpoint import load_model
+
+    queries = synthesize(tiny_teacher_path, tmp_path / "synth", count=40, confidence=0.6)
+    report = json.loads((tmp_path / "synth" / "report.json").read_text())["queries_file"]
+    with np.load(queries) as data:
+        images, labels = data["x"], data["y"]
+    assert 0 < len(labels) <= 40
+    assert report["drawn"] >= len(labels)
+    assert np.bincount(labels, minlength=10).max() <= 4  # at most ceil(40 / 10) per class
+    teacher = load_model(str(tiny_teacher_path))
+    with torch.no_grad():
+        probabilities = torch.softmax(teacher(torch.as_tensor(images).float() / 255), dim=1)
+    top, label = probabilities.max(dim=1)
+    assert (label.numpy() == labels).mean() > 0.9  # 8-bit rounding may move a few
+    assert float(top.median()) >= 0.6
 
 
 def label(teachers: Path, pool: Path, out: Path, **changes: object) -> dict:

@@ -299,12 +299,20 @@ class RunFlags:
         """The command's config: defaults (or, with --resume, the run's saved config.yaml) <
         --config < --set < the command's own flags (``values``)."""
         saved = self.out / "config.yaml"
+        base = None
+        if self.resume and saved.exists():
+            from freekd.runs import ADDED_SETTINGS
+
+            # A setting added since the run was saved takes the value that reproduces it.
+            names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            added = {k: v for k, v in ADDED_SETTINGS.items() if k in names}
+            base = {**added, **read_yaml(saved)}
         return load_config(
             cls,
             self.config,
             overrides=self.overrides,
             values=values,
-            base=read_yaml(saved) if self.resume and saved.exists() else None,
+            base=base,
             trust_code=self.trust_code,
         )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from freekd import __version__, methods
@@ -88,6 +89,8 @@ RESUMABLE_CHANGES = {
     "budget_minutes",
     "budget_cpu_minutes",
     "budget_images",
+    # Names the pool file, whose contents the label report's fingerprint pins.
+    "queries_from",
 }
 
 # Settings added after runs were saved, with the value that reproduces what those runs did: a
@@ -185,8 +188,15 @@ def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: P
 
 
 def _yaml_scalar(value: Any) -> str:
-    """``value`` as ``--set`` takes it back (``null``, ``true``, numbers, JSON for the rest)."""
-    return json.dumps(value) if not isinstance(value, str) else value
+    """``value`` as ``--set`` reads it back: YAML scalars, compact JSON for the rest, and a
+    string quoted where YAML would read it as something else (``on``, ``1e-3``)."""
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            plain = False
+        return value if plain else json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass
@@ -556,7 +566,15 @@ def inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict[
             "inputs only), so it inherits the teacher's (ε, δ)"
         )
     # Every figure of the teacher's record, each with its kind, and its notes.
-    return inherit(record, note, private=True, inherited_from=teacher.metadata.get("path"))
+    # ``inherited_from_weights_sha256`` names the weights themselves (a path can be reused):
+    # data-free PATE checks a starting model's record against its query model by it.
+    return inherit(
+        record,
+        note,
+        private=True,
+        inherited_from=teacher.metadata.get("path"),
+        inherited_from_weights_sha256=weights_checksum(teacher.state_dict()),
+    )
 
 
 QUERIES_FILE = "queries.npz"

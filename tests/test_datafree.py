@@ -195,6 +195,29 @@ def test_a_setting_added_later_resumes_with_the_old_behaviour_or_names_it(tmp_pa
     assert "--set fit_schedule_to_budget=false --set trainer.ema_decay=null" in message
 
 
+def test_a_run_saved_before_a_setting_existed_resumes(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    common = (
+        "--teacher", tiny_teacher_path, "--method", "dafl", "--batch-size", "16",
+        "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+        "--device", "cpu", "--quiet", "--out", tmp_path / "run",
+    )  # fmt: skip
+    first = invoke("datafree", *common, "--epochs", "1")
+    assert first.exit_code == 0, first.output
+    saved = tmp_path / "run" / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    del config["fit_schedule_to_budget"]  # as a run saved before the setting existed
+    saved.write_text(yaml.safe_dump(config))
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    data = torch.load(checkpoint, weights_only=True)
+    del data["config"]["fit_schedule_to_budget"]
+    torch.save(data, checkpoint)
+    resumed = invoke("datafree", *common, "--epochs", "2", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert yaml.safe_load(saved.read_text())["fit_schedule_to_budget"] is False
+
+
 def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path) -> None:
     from tests.teachers.user_net import UserNet
 

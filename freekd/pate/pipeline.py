@@ -133,6 +133,7 @@ def run_pate(
         config.student,
         labels=str(labels_dir),
         queries_from=config.student.queries_from or config.label.query_dataset,
+        eval_dataset=config.student.eval_dataset or config.label.eval_dataset,
     )
     stages = {
         "teachers": lambda stage: run_pate_teachers(config.teachers, stage),

@@ -141,7 +141,8 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
         "trained_on": len(data.train_set),
         "init_student": config.init_student,
         "semi_supervised": _semi_supervised_record(config, data, params),
-        "eval_dataset": queries.get("eval_dataset")
+        "eval_dataset": config.eval_dataset
+        or queries.get("eval_dataset")
         or f"{data.pool.name} (last {queries['holdout']} images)",
         "queries_source": queries.get("source"),
         "privacy": privacy,
@@ -231,22 +232,31 @@ def _initial_student(config: PateStudentConfig, data: LabelledPool) -> ImageClas
     checkpoint = read_checkpoint(Path(path))  # weights only; an import-path arch is refused
     model = model_from_checkpoint(checkpoint, source=f"init_student {path}")
     record = checkpoint.get("privacy")
-
-    def figures(privacy: object) -> object:
-        if not isinstance(privacy, dict):
-            return None
-        return {k: v for k, v in privacy.items() if k not in ("note", "notes")}
-
-    if figures(record) != figures(composed):
+    made_from = record.get("inherited_from_weights_sha256") if isinstance(record, dict) else None
+    # The record must name the very weights the labels composed (hyperparameters alone could
+    # be another teacher's), and carry their figures.
+    if (
+        not isinstance(record, dict)
+        or record.get("private") is not True
+        or made_from is None
+        or made_from != data.label_report["queries"].get("query_model_weights_sha256")
+        or record.get("epsilon") != composed.get("epsilon")
+        or record.get("delta") != composed.get("delta")
+    ):
         raise FreekdError(
             f"{path} is not post-processing of the DP model these labels compose (its privacy "
-            "record differs from the labels' composed_with), so its cost is not in their "
-            "(ε, δ); start from that model's own data-free student, or drop init_student"
+            "record does not name that model's weights), so its cost is not in their (ε, δ); "
+            "start from that model's own data-free student, or drop init_student"
         )
     if model.num_classes != data.pool.num_classes or model.input_shape != data.pool.input_shape:
         raise FreekdError(
             f"{path} takes {model.input_shape} images into {model.num_classes} classes, the "
             f"pool {data.pool.input_shape} into {data.pool.num_classes}; give a model of the pool"
+        )
+    if config.student_kwargs and dict(config.student_kwargs) != model.metadata()["arch_kwargs"]:
+        raise FreekdError(
+            f"{path} was built with {model.metadata()['arch_kwargs']}, not student_kwargs "
+            f"{dict(config.student_kwargs)}; drop student_kwargs (the model keeps its own)"
         )
     if model.arch != config.student:
         raise FreekdError(

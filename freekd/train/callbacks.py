@@ -221,7 +221,12 @@ class Progress(Callback):
             return  # updating at most 5 times a second keeps the bar out of the step time
         self._last_refresh = now
         self._loss = float(output.loss.detach())
-        self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
+        self._progress.update(
+            self._task,
+            completed=state.step,
+            total=trainer.total_steps,  # a budget may have fitted a shorter horizon
+            info=self._info(trainer, state),
+        )
 
     def status(self, text: str) -> None:
         """Show ``text`` as the bar's info now (work between steps: a synthesis round)."""
@@ -327,8 +332,9 @@ class Checkpoint(Callback):
         atomic_write(self.path, lambda stream: torch.save(data, stream))
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
-        if self.every > 0 and state.step % self.every == 0:
+        if (self.every > 0 and state.step % self.every == 0) or trainer.save_requested:
             self._save(trainer, state)
+            trainer.save_requested = False
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
         self._save(trainer, state)
@@ -387,6 +393,9 @@ class StopOnBudget(Callback):
         self._cpu_started = time.process_time()
         self._first_step = state.step
         self._fitting = self.fit_schedule and state.horizon is None
+        if state.horizon is not None and state.step >= state.horizon:  # resumed at its end
+            self.reason = f"the schedule fitted to the budget ended at step {state.step}"
+            trainer.stop_requested = True
 
     def _spent(self) -> list[tuple[float, float]]:
         """(seconds spent, seconds allowed) of each time budget that is set."""
@@ -414,6 +423,7 @@ class StopOnBudget(Callback):
         if horizon < planned:
             state.horizon = trainer.total_steps = max(horizon, state.step + 1)
             self.fitted = {"step": state.step, "horizon": state.horizon, "planned": planned}
+            trainer.save_requested = True  # a resume must anneal over the same steps
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
         if self._fitting:

@@ -126,6 +126,9 @@ class Trainer:
         # A callback sets this (e.g. when a time or image budget is spent); the loop then ends
         # after the current step, runs the epoch-end and fit-end hooks, and returns.
         self.stop_requested = False
+        # A callback asks the checkpoint to be saved after the current step (a schedule horizon
+        # just fitted must survive a crash before the next regular checkpoint).
+        self.save_requested = False
         self._base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     def _call(self, hook: str, *args: Any) -> None:
@@ -147,7 +150,10 @@ class Trainer:
                     state.step_in_epoch = 0
                 state.epoch_finished = False
                 self._call("on_epoch_start", state)
-                for batch in source.batches(state):
+                # A run resumed past its end (a fitted horizon) draws no batch: a synthesizer
+                # would otherwise run a round for a step that never happens.
+                batches = () if self.stop_requested else source.batches(state)
+                for batch in batches:
                     output = self._step(batch.to(self.device), state)
                     state.step += 1
                     state.step_in_epoch += 1

@@ -328,3 +328,29 @@ def test_a_cpu_budget_fits_the_schedule_and_resumes_it_exactly(
     expected, got = state_of(straight), state_of(resumed)
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
+    # The fit is checkpointed at once (no regular checkpoint here): a crash right after it
+    # still resumes with the horizon.
+    fit_step = math.ceil(planned / 20)
+    clock.now = 0.0
+    saved = tmp_path / "fit.pt"
+    crashed, source = make_trainer(
+        digits_train, 3,
+        [clock, budget(), Checkpoint(saved, every=10_000, config={}), Interrupt(fit_step + 1)],
+        epochs=4,
+    )  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        crashed.fit(source)
+    at_fit = load_resume_state(saved)
+    assert at_fit["state"]["step"] == fit_step
+    assert at_fit["state"]["horizon"] == planned // 2
+    # A run resumed at its horizon takes no further step.
+    ended = tmp_path / "ended.pt"
+    clock.now = 0.0
+    done, source = make_trainer(
+        digits_train, 3, [clock, budget(), Checkpoint(ended, every=10_000, config={})], epochs=4
+    )
+    done.fit(source)
+    rates = RecordRates()
+    again, source = make_trainer(digits_train, 3, [clock, budget(), rates], epochs=4)
+    assert again.fit(source, state=restore(again, load_resume_state(ended))).step == planned // 2
+    assert rates.rates == []

@@ -301,7 +301,7 @@ class RunFlags:
         saved = self.out / "config.yaml"
         base = None
         if self.resume and saved.exists():
-            from freekd.runs import ADDED_SETTINGS
+            from freekd.train.resume import ADDED_SETTINGS
 
             # A setting added since the run was saved takes the value that reproduces it.
             names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]

@@ -9,7 +9,6 @@ and an output folder, builds its collaborators and calls ``run_training``, which
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from freekd import __version__, methods
@@ -66,43 +64,18 @@ from freekd.train import (
 )
 from freekd.train.callbacks import ModuleChoice, WeightAverage
 from freekd.train.distributed import shutdown_distributed
-from freekd.train.resume import RESUME_FILE, Stateful, load_resume_state, restore
+from freekd.train.resume import (
+    RESUME_FILE,
+    Stateful,
+    check_config_matches,
+    load_resume_state,
+    restore,
+)
 from freekd.train.sources import seeded_generator
 
 logger = logging.getLogger(__name__)
 
 RUN_FILES = ("model.pt", "report.json", "config.yaml", "metrics.jsonl", "curves.png", RESUME_FILE)
-
-
-# Settings that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {
-    "trainer.epochs",
-    "trainer.device",
-    "trainer.log_every",
-    "trainer.checkpoint_every",
-    "trainer.eval_every",
-    # What collapse checks flag, not what the run computes; checkpoints written before these
-    # two settings existed resume with them too.
-    "collapse.discrepancy_factor",
-    "collapse.discrepancy_floor",
-    # When a run stops, not what it computes: a run stopped by its budget resumes with more.
-    "budget_minutes",
-    "budget_cpu_minutes",
-    "budget_images",
-    # Names the pool file, whose contents the label report's fingerprint pins.
-    "queries_from",
-}
-
-# Settings added after runs were saved, with the value that reproduces what those runs did: a
-# saved config without one is read with it, so its resume is checked against the old behaviour
-# instead of failing on a key it could not have had (or silently changing what it computes).
-ADDED_SETTINGS: dict[str, Any] = {
-    "fit_schedule_to_budget": False,
-    "queries_from": None,
-    "eval_dataset": None,
-    "init_student": None,
-    "queries_confidence": 0.0,
-}
 
 
 @dataclass(frozen=True)
@@ -152,51 +125,6 @@ def prepare_run_dir(options: RunOptions) -> None:
 def _clear_run_files(out: Path) -> None:
     for name in RUN_FILES:
         (out / name).unlink(missing_ok=True)
-
-
-def _check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
-    def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, dict) and key not in ("params", "arch_kwargs", "student_kwargs"):
-                flat.update(flatten(value, f"{prefix}{key}."))
-            else:
-                flat[f"{prefix}{key}"] = value
-        return flat
-
-    old, new = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
-    old = {k: v for k, v in old.items() if k in new or k not in ADDED_SETTINGS}
-    allowed = set(RESUMABLE_CHANGES)
-    if old.get("dp.enabled"):
-        # The noise multiplier was chosen for the planned number of steps: more epochs would
-        # spend more than the recorded ε, and the record would not know.
-        allowed.discard("trainer.epochs")
-    changed = sorted(
-        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed
-    )
-    if "trainer.epochs" in changed and old.get("dp.enabled"):
-        raise FreekdError(
-            f"--resume in {out} with other --epochs: this DP-SGD run's noise was set for "
-            f"{old['trainer.epochs']} epochs; resume with those, or train anew with another --out"
-        )
-    if changed:
-        saved_values = " ".join(f"--set {k}={_yaml_scalar(old.get(k))}" for k in changed)
-        raise FreekdError(
-            f"--resume in {out} with a different config ({', '.join(changed)}); resume with "
-            f"the saved settings ({saved_values}) or start a new run with another --out"
-        )
-
-
-def _yaml_scalar(value: Any) -> str:
-    """``value`` as ``--set`` reads it back: YAML scalars, compact JSON for the rest, and a
-    string quoted where YAML would read it as something else (``on``, ``1e-3``)."""
-    if isinstance(value, str):
-        try:
-            plain = yaml.safe_load(value) == value
-        except yaml.YAMLError:
-            plain = False
-        return value if plain else json.dumps(value)
-    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass
@@ -398,7 +326,7 @@ def _resume_data(config: dict[str, Any], options: RunOptions) -> dict[str, Any] 
     if not options.resume:
         return None
     data = load_resume_state(options.out_dir / RESUME_FILE)
-    _check_config_matches(data["config"], config, options.out_dir)
+    check_config_matches(data["config"], config, options.out_dir)
     return data
 
 

@@ -168,7 +168,7 @@ def test_resume_continues_the_synthesizer_exactly(
 
 
 def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
-    from freekd.runs import _check_config_matches
+    from freekd.train.resume import check_config_matches as _check_config_matches
 
     current = {"collapse": {"enabled": True, "discrepancy_factor": None, "discrepancy_floor": 0.5}}
     older = {"collapse": {"enabled": True}}  # written before the two settings existed
@@ -183,7 +183,7 @@ def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
 
 
 def test_a_setting_added_later_resumes_with_the_old_behaviour_or_names_it(tmp_path: Path) -> None:
-    from freekd.runs import _check_config_matches
+    from freekd.train.resume import check_config_matches as _check_config_matches
 
     older = {"trainer": {"ema_decay": None}}  # saved before budgets fitted the schedule
     _check_config_matches(older, {**older, "fit_schedule_to_budget": False}, tmp_path)

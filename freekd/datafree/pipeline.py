@@ -154,14 +154,8 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     )
     shown = _shown_images(teacher, synthetic, proxy_set, seed=config.seed, device=device)
     if synthetic is not None and config.save_queries and dist.is_main:
-        classes = _class_names(teacher, eval_set, unnamed="{}")
         report["queries_file"] = _save_queries(
-            synthetic.synthesizer,
-            teacher,
-            classes,
-            config.save_queries,
-            options.out_dir,
-            confidence=config.queries_confidence,
+            synthetic.synthesizer, teacher, eval_set, config, options.out_dir
         )
     if dist.is_main:
         _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
@@ -519,22 +513,23 @@ def _class_names(teacher: Teacher, eval_set: ImageDataset | None, *, unnamed: st
 def _save_queries(
     synthesizer: Any,
     teacher: Teacher,
-    classes: list[str],
-    count: int,
+    eval_set: ImageDataset | None,
+    config: DataFreeConfig,
     out: Path,
-    *,
-    confidence: float = 0.0,
 ) -> dict[str, Any]:
-    """Write ``count`` synthesized images (uint8) and the teacher's classes to ``queries.npz``.
+    """Write ``save_queries`` synthesized images (uint8) and the teacher's classes to
+    ``queries.npz``.
 
     The images are post-processing of the teacher alone, so they carry the teacher's privacy
     (``report.json["privacy"]`` of the same run), which ``freekd pate label`` composes with
-    the PATE answers when it uses them as queries. With ``confidence`` > 0 only images the
-    teacher labels with at least that probability are kept, at most ``ceil(count / classes)``
-    per class, from at most 50 × ``count`` draws (fewer images when they run out, with a
+    the PATE answers when it uses them as queries. With ``queries_confidence`` > 0 only images
+    the teacher labels with at least that probability are kept, at most ``ceil(count /
+    classes)`` per class, from at most 50 × ``count`` draws (fewer images when they run out, with a
     warning): queries like those are what an ensemble trained on real data can recognise.
     """
 
+    count, confidence = config.save_queries, config.queries_confidence
+    classes = _class_names(teacher, eval_set, unnamed="{}")
     per_class = math.ceil(count / teacher.num_classes) if confidence > 0 else count
     kept = torch.zeros(teacher.num_classes, dtype=torch.long)
     images, labels = [], []

@@ -7,10 +7,12 @@ The :class:`~freekd.train.callbacks.Checkpoint` callback writes the mapping of
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+import yaml
 from torch import nn
 
 from freekd.errors import FreekdError
@@ -234,3 +236,82 @@ def restore(
         first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
         raise resume_misfit(source, first[:160] or type(error).__name__) from None
     return TrainState.from_state_dict(data["state"])
+
+
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_CHANGES = {
+    "trainer.epochs",
+    "trainer.device",
+    "trainer.log_every",
+    "trainer.checkpoint_every",
+    "trainer.eval_every",
+    # What collapse checks flag, not what the run computes; checkpoints written before these
+    # two settings existed resume with them too.
+    "collapse.discrepancy_factor",
+    "collapse.discrepancy_floor",
+    # When a run stops, not what it computes: a run stopped by its budget resumes with more.
+    "budget_minutes",
+    "budget_cpu_minutes",
+    "budget_images",
+    # Names the pool file, whose contents the label report's fingerprint pins.
+    "queries_from",
+}
+
+# Settings added after runs were saved, with the value that reproduces what those runs did: a
+# saved config without one is read with it, so its resume is checked against the old behaviour
+# instead of failing on a key it could not have had (or silently changing what it computes).
+ADDED_SETTINGS: dict[str, Any] = {
+    "fit_schedule_to_budget": False,
+    "queries_from": None,
+    "eval_dataset": None,
+    "init_student": None,
+    "queries_confidence": 0.0,
+}
+
+
+def check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    """Refuse a resume whose config differs from the saved one, except in
+    ``RESUMABLE_CHANGES``; the message names the ``--set`` flags that restore the saved values."""
+
+    def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict) and key not in ("params", "arch_kwargs", "student_kwargs"):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    old, new = {**ADDED_SETTINGS, **flatten(saved)}, flatten(current)
+    old = {k: v for k, v in old.items() if k in new or k not in ADDED_SETTINGS}
+    allowed = set(RESUMABLE_CHANGES)
+    if old.get("dp.enabled"):
+        # The noise multiplier was chosen for the planned number of steps: more epochs would
+        # spend more than the recorded ε, and the record would not know.
+        allowed.discard("trainer.epochs")
+    changed = sorted(
+        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed
+    )
+    if "trainer.epochs" in changed and old.get("dp.enabled"):
+        raise FreekdError(
+            f"--resume in {out} with other --epochs: this DP-SGD run's noise was set for "
+            f"{old['trainer.epochs']} epochs; resume with those, or train anew with another --out"
+        )
+    if changed:
+        saved_values = " ".join(f"--set {k}={_yaml_scalar(old.get(k))}" for k in changed)
+        raise FreekdError(
+            f"--resume in {out} with a different config ({', '.join(changed)}); resume with "
+            f"the saved settings ({saved_values}) or start a new run with another --out"
+        )
+
+
+def _yaml_scalar(value: Any) -> str:
+    """``value`` as ``--set`` reads it back: YAML scalars, compact JSON for the rest, and a
+    string quoted where YAML would read it as something else (``on``, ``1e-3``)."""
+    if isinstance(value, str):
+        try:
+            plain = yaml.safe_load(value) == value
+        except yaml.YAMLError:
+            plain = False
+        return value if plain else json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))

@@ -88,8 +88,8 @@ class DataFreeConfig:
             a fair budget on a shared machine (``--budget cpu:15m``).
         budget_images: stop once this many images have been synthesized.
         fit_schedule_to_budget: with a time or CPU budget, shorten the learning-rate schedule
-            (and a generator that anneals with it) to the steps the budget pays for, measured
-            once a tenth of it is spent, so the run ends annealed instead of cut off part way
+            (and a generator that anneals with it) to the steps the budget pays for, priced
+            over a tenth of it spent after the first step, so the run ends annealed instead of cut off part way
             (``train.callbacks.StopOnBudget``); ``false``: the schedule spans
             ``trainer.epochs`` and the budget only stops the run.
         proxy_dataset: train on these real images instead of synthesizing (``--proxy-data``):

@@ -358,8 +358,9 @@ class StopOnBudget(Callback):
         images: budget of synthesized images, or ``None``.
         images_spent: returns the images synthesized so far.
         fit_schedule: fit the schedule's horizon to the time or CPU budget.
-        fit_after: fraction of the budget spent before the horizon is fitted (the steps before
-            it measure the cost of a step, start-up work included).
+        fit_after: fraction of the budget to spend measuring the cost of a step before the
+            horizon is fitted, counted from the end of the fit's first step (start-up work such
+            as a synthesizer's first, longer round would otherwise be priced as every step's).
     """
 
     def __init__(
@@ -387,11 +388,15 @@ class StopOnBudget(Callback):
         self._cpu_started = time.process_time()
         self._first_step = 0
         self._fitting = fit_schedule
+        # (step, seconds spent of each budget) at the end of the fit's first step: the window
+        # that prices a step starts there.
+        self._window: tuple[int, list[float]] | None = None
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         self._started = time.perf_counter()
         self._cpu_started = time.process_time()
         self._first_step = state.step
+        self._window = None
         self._fitting = self.fit_schedule and state.horizon is None
         if state.horizon is not None and state.step >= state.horizon:  # resumed at its end
             self.reason = f"the schedule fitted to the budget ended at step {state.step}"
@@ -408,15 +413,22 @@ class StopOnBudget(Callback):
 
     def _fit(self, trainer: Trainer, state: TrainState) -> None:
         budgets = self._spent()
-        steps = state.step - self._first_step
-        if (
-            not budgets
-            or steps < 1
-            or max(used / allowed for used, allowed in budgets) < (self.fit_after)
+        if not budgets:
+            self._fitting = False
+            return
+        if self._window is None:
+            self._window = (state.step, [used for used, _ in budgets])
+            return
+        first_step, first_used = self._window
+        steps = state.step - first_step
+        measured = [used - start for (used, _), start in zip(budgets, first_used, strict=True)]
+        if max(m / allowed for m, (_, allowed) in zip(measured, budgets, strict=True)) < (
+            self.fit_after
         ):
             return
         horizon = min(
-            state.step + int((allowed - used) / (used / steps)) for used, allowed in budgets
+            state.step + int((allowed - used) * steps / max(m, 1e-9))
+            for (used, allowed), m in zip(budgets, measured, strict=True)
         )
         planned = trainer.total_steps
         self._fitting = False  # once: a later change would bend the schedule part way

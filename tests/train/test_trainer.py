@@ -303,8 +303,8 @@ def test_a_cpu_budget_fits_the_schedule_and_resumes_it_exactly(
         assert rates.rates[-1] > 0.4 * base
         return
     # Fitted once a tenth of the budget was spent: the cosine spans the steps the budget pays.
-    assert stop.fitted == {
-        "step": math.ceil(planned / 20),
+    assert stop.fitted == {  # priced from the end of the first step on
+        "step": 1 + math.ceil(planned / 20),
         "horizon": planned // 2,
         "planned": planned,
     }
@@ -330,7 +330,7 @@ def test_a_cpu_budget_fits_the_schedule_and_resumes_it_exactly(
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=key)
     # The fit is checkpointed at once (no regular checkpoint here): a crash right after it
     # still resumes with the horizon.
-    fit_step = math.ceil(planned / 20)
+    fit_step = 1 + math.ceil(planned / 20)
     clock.now = 0.0
     saved = tmp_path / "fit.pt"
     crashed, source = make_trainer(
@@ -354,3 +354,30 @@ def test_a_cpu_budget_fits_the_schedule_and_resumes_it_exactly(
     again, source = make_trainer(digits_train, 3, [clock, budget(), rates], epochs=4)
     assert again.fit(source, state=restore(again, load_resume_state(ended))).step == planned // 2
     assert rates.rates == []
+
+
+class SlowStart(FakeClock):
+    """The first step costs 50 seconds (a synthesizer's first, longer round), later ones 1."""
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.now += 50.0 if state.step == 1 else 1.0
+
+
+def test_start_up_work_is_not_priced_as_every_step(
+    digits_train: ImageDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    from freekd.train import callbacks
+
+    clock = SlowStart()
+    fake_time = SimpleNamespace(perf_counter=lambda: clock.now, process_time=lambda: clock.now)
+    monkeypatch.setattr(callbacks, "time", fake_time)
+    _, source = make_trainer(digits_train, 3, [], epochs=4)
+    planned = 4 * source.steps_per_epoch()
+    budget = planned / 2 + 49  # pays for the slow first step and half the plan
+    stop = callbacks.StopOnBudget(cpu_minutes=budget / 60, fit_schedule=True)
+    trainer, source = make_trainer(digits_train, 3, [clock, stop], epochs=4)
+    state = trainer.fit(source)
+    assert state.horizon == planned // 2  # priced with the first step included: far fewer
+    assert state.step == planned // 2

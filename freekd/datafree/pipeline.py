@@ -541,18 +541,21 @@ def _save_queries(
             drawn += len(batch)
             probabilities = torch.softmax(teacher(batch).float(), dim=1)
             top, label = probabilities.max(dim=1)
-            for index in torch.nonzero(top >= confidence).flatten().tolist():
-                k = int(label[index])
-                if kept[k] < per_class and int(kept.sum()) < count:
-                    kept[k] += 1
-                    images.append((batch[index].clamp(0, 1) * 255).round().to(torch.uint8).cpu())
-                    labels.append(k)
-    if not images:
+            # In order: the confident images whose class is not full, up to the count.
+            chosen = torch.nonzero(top >= confidence).flatten()
+            onehot = torch.nn.functional.one_hot(label[chosen], teacher.num_classes)
+            rank_in_class = (onehot.cumsum(dim=0) * onehot).sum(dim=1) - 1
+            chosen = chosen[kept.to(chosen.device)[label[chosen]] + rank_in_class < per_class]
+            chosen = chosen[: count - int(kept.sum())]
+            kept += torch.bincount(label[chosen], minlength=teacher.num_classes).cpu()
+            images.append((batch[chosen].clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+            labels.append(label[chosen].cpu())
+    if not int(kept.sum()):
         raise FreekdError(
             f"no synthesized image reached queries_confidence {confidence:g} in {drawn:,} "
             "draws; lower --set queries_confidence"
         )
-    x, y = torch.stack(images).numpy(), np.asarray(labels, dtype=np.int64)
+    x, y = torch.cat(images).numpy(), torch.cat(labels).numpy()
     if len(x) < count:
         logger.warning(
             "only %d of %d queries reached confidence %g in %d draws (classes run short: %s)",

@@ -155,7 +155,7 @@ class PateStudentConfig:
             so its soft targets cost nothing beyond the labels' (ε, δ).
         init_student: a freekd checkpoint whose weights start the student (its architecture
             is ``student``): allowed only when it is post-processing of the DP model the labels
-            compose, its privacy record's figures equal to the labels' ``composed_with`` (e.g.
+            compose, its privacy record naming that model's weights (e.g.
             the data-free student of the DP teacher whose synthetic pool was labelled), so it
             costs nothing beyond their (ε, δ).
         labelled_batch_size: answered queries per step with ``vat`` (``trainer.batch_size`` is

@@ -218,8 +218,9 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
 
 def _initial_student(config: PateStudentConfig, data: LabelledPool) -> ImageClassifier:
     """The model ``init_student`` names, as the student's starting weights: free only when it is
-    post-processing of the model the labels composed (its privacy record's figures are the
-    labels' ``composed_with``), e.g. that DP teacher's own data-free student."""
+    post-processing of the model the labels composed (its privacy record is private, names
+    that model's weights and has the labels' ``composed_with`` ε and δ), e.g. that DP
+    teacher's own data-free student."""
 
     path = str(config.init_student)
     composed = data.label_report["privacy"].get("composed_with")

@@ -56,6 +56,10 @@ def main() -> None:
         "--save-queries", type=int, default=9000,
         help="synthetic images the data-free run keeps as data-free PATE queries",
     )  # fmt: skip
+    parser.add_argument(
+        "--queries-confidence", type=float, default=0.0,
+        help="keep only queries the DP teacher labels with at least this probability",
+    )  # fmt: skip
     args = parser.parse_args()
     rows = []
     for epsilon in args.epsilons:
@@ -85,6 +89,7 @@ def main() -> None:
             }
         )
     if args.only_teachers:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"teachers": rows}, indent=2) + "\n")
         print(json.dumps({"teachers": rows}, indent=2))
         return
@@ -93,6 +98,7 @@ def main() -> None:
     freekd(
         "datafree", "--teacher", str(middle / "model.pt"), "--eval-data", "mnist:test",
         "--budget", args.student_budget, "--save-queries", str(args.save_queries),
+        "--set", f"queries_confidence={args.queries_confidence}",
         "--out", str(student), "--overwrite", "--quiet",
     )  # fmt: skip
     student_report = json.loads((student / "report.json").read_text())
@@ -102,8 +108,11 @@ def main() -> None:
             "teacher": str(middle / "model.pt"),
             "test_accuracy": student_report["student"]["test_accuracy"],
             "privacy": student_report["privacy"],
+            "queries_file": student_report.get("queries_file"),
+            "cpu_seconds": student_report.get("cpu_seconds"),
         },
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

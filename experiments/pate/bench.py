@@ -86,6 +86,12 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             ("teacher", ["--set", "semi_supervised=teacher",
                          "--set", f"distill_teacher.path={args.query_model}", *args.student_set])
         )  # fmt: skip
+    if args.query_model and args.init_student:  # started from the query model's own student
+        students.append(
+            ("init", ["--set", "semi_supervised=teacher",
+                      "--set", f"init_student={args.init_student}",
+                      "--set", f"distill_teacher.path={args.query_model}", *args.student_set])
+        )  # fmt: skip
     # The pool the labels were made on, named again (a path in the label report is not read).
     pool_flag = ["--queries-from", str(args.queries_from)] if args.queries_from else []
     for name, extra in students:
@@ -126,6 +132,11 @@ def main() -> None:
         "--query-model", type=Path, default=None,
         help="data-free PATE: the model the queries were synthesized from; adds a student "
         "trained on the answers plus its soft targets (semi_supervised=teacher)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--init-student", type=Path,
+        help="data-free PATE: also a student started from this model (the query model's own "
+        "data-free student), on the answers plus the query model's soft targets",
     )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/pate-bench"))
     parser.add_argument("--reuse-teachers", action="store_true")
@@ -179,6 +190,7 @@ def main() -> None:
                 "vat_student_accuracy",
                 "supervised_student_accuracy",
                 "teacher_student_accuracy",
+                "init_student_accuracy",
             )
         },
         "anchors": {
@@ -186,6 +198,7 @@ def main() -> None:
             "PATE 2018 (Confident-GNMax)": {"accuracy": 0.985, "epsilon": 1.97},
         },
     }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["median"], indent=2))
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable, Collection, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from freekd.errors import UnknownNameError
 
@@ -68,3 +69,37 @@ def import_plugins(package: str, path: Iterable[str], *, skip: Collection[str] =
     for module in pkgutil.iter_modules(path):
         if not module.name.startswith("_") and module.name not in skip:
             importlib.import_module(f"{package}.{module.name}")
+
+
+# The shared constructor arguments are wired by the pipeline, never set from a config (a
+# method's train_size and feature_shapes come from its MethodContext, see Method.from_context).
+WIRED = {
+    "image_shape",
+    "num_classes",
+    "rng",
+    "device",
+    "train_size",
+    "feature_shapes",
+    "steps_per_epoch",
+}
+
+
+def hyperparameters(cls: type) -> dict[str, Any]:
+    """``cls``'s keyword-only hyperparameters with their defaults.
+
+    A subclass whose ``__init__`` only changes some defaults and passes ``**kwargs`` on (e.g.
+    ``ZSKT``) adds its base class's parameters, with its own defaults taking precedence.
+    """
+
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        for p in parameters:
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in WIRED:
+                found.setdefault(p.name, p.default)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return found

@@ -8,7 +8,6 @@ and an output folder, builds its collaborators and calls ``run_training``, which
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from freekd.models import (
 )
 from freekd.plots import plot_training_curves
 from freekd.privacy.report import inherit
+from freekd.registry import hyperparameters
 from freekd.rundata import FEW_STEPS as FEW_STEPS
 from freekd.rundata import as_float as as_float
 from freekd.rundata import dataset_statistics
@@ -417,32 +417,6 @@ LEDGER_FILE = "ledger.jsonl"
 
 
 LABELS_FILE = "labels.npz"
-
-
-# The shared constructor arguments are wired by the pipeline, never set from a config (a
-# method's train_size and feature_shapes come from its MethodContext, see Method.from_context).
-_WIRED = {"image_shape", "num_classes", "rng", "device", "train_size", "feature_shapes"}
-
-
-def hyperparameters(cls: type) -> dict[str, Any]:
-    """``cls``'s keyword-only hyperparameters with their defaults.
-
-    A subclass whose ``__init__`` only changes some defaults and passes ``**kwargs`` on (e.g.
-    ``ZSKT``) adds its base class's parameters, with its own defaults taking precedence.
-    """
-
-    found: dict[str, Any] = {}
-    for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if init is None:
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        for p in parameters:
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _WIRED:
-                found.setdefault(p.name, p.default)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            break
-    return found
 
 
 def resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:

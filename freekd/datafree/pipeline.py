@@ -116,11 +116,13 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     student = _student(config, teacher, student_arch)
     plan, config = _fit_memory(plan, teacher, student, options, device)
     train_size = None if proxy_set is None else len(proxy_set)  # synthetic batches: no dataset
-    context = MethodContext.for_teacher(student, teacher, train_size=train_size)
-    method = build_method(plan.method_config.name, context, plan.method_config.params)
     source, synthetic, description = _source(
         plan, teacher, student, proxy_set, arch=student_arch, dist=dist, rng=rng, device=device
     )
+    context = MethodContext.for_teacher(
+        student, teacher, train_size=train_size, steps_per_epoch=source.steps_per_epoch()
+    )
+    method = build_method(plan.method_config.name, context, plan.method_config.params)
     inherited = inherited_privacy(teacher, proxy_set)
     budget = _budget(config, synthetic)
     result = run_training(

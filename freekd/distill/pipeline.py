@@ -58,11 +58,14 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         mean=None,
         std=None,
     )
-    context = MethodContext.for_teacher(student, teacher, train_size=len(train_set))
+    source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
+    context = MethodContext.for_teacher(
+        student, teacher, train_size=len(train_set), steps_per_epoch=source.steps_per_epoch()
+    )
     method = build_method(config.method.name, context, config.method.params)
     result = run_training(
         method,
-        loader_source(train_set, config.trainer, seed=config.seed, dist=dist),
+        source,
         eval_set=eval_set,
         trainer_config=config.trainer,
         config=config,

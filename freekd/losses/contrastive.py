@@ -112,3 +112,49 @@ def feature_distillation(student_features: Tensor, teacher_features: Tensor) -> 
     student = F.normalize(student_features, dim=-1)
     teacher = F.normalize(teacher_features, dim=-1)
     return (student - teacher).pow(2).sum(dim=-1).mean()
+
+
+def queue_contrastive(
+    anchors: Tensor,
+    positives: Tensor,
+    negatives: Tensor,
+    *,
+    temperature: float,
+    negative_mask: Tensor | None = None,
+) -> Tensor:
+    """Contrast each anchor with its own positive against a shared set of negatives.
+
+    With unit vectors (all three are L2-normalized here) and critic e^{aᵀb/τ},
+
+        L = −(1/B) Σ_i log [ e^{a_iᵀp_i/τ} / (e^{a_iᵀp_i/τ} + Σ_m e^{a_iᵀn_m/τ}) ],
+
+    the softmax (InfoNCE) form of the contrastive representation distillation objective (Tian et
+    al. 2020, ICLR, "Contrastive Representation Distillation", §3.1–3.4) with the negatives of a
+    queue, as MoCo keeps them (He et al. 2020, CVPR, §3.2).
+
+    Args:
+        anchors: (B, D) embeddings of one network.
+        positives: (B, D) embeddings of the other network; row i is anchor i's positive.
+        negatives: (N, D) embeddings of the other network for other examples (N ≥ 1).
+        temperature: τ > 0.
+        negative_mask: (B, N) booleans, False where negative m must not count for anchor i (the
+            same class as the anchor, for label-aware sampling); at least one per row must be True.
+
+    Returns:
+        Scalar loss, mean over the anchors; log(1 + N) when every embedding is the same.
+    """
+    if temperature <= 0:
+        raise ValueError(f"queue_contrastive needs a positive temperature, got {temperature}")
+    if anchors.shape != positives.shape or negatives.dim() != 2 or len(negatives) == 0:
+        raise ValueError(
+            f"need (B, D) anchors and positives and (N ≥ 1, D) negatives, got "
+            f"{tuple(anchors.shape)}, {tuple(positives.shape)} and {tuple(negatives.shape)}"
+        )
+    anchors = F.normalize(anchors, dim=1)
+    positive = (anchors * F.normalize(positives, dim=1)).sum(1, keepdim=True)  # (B, 1)
+    negative = anchors @ F.normalize(negatives, dim=1).T  # (B, N)
+    if negative_mask is not None:
+        negative = negative.masked_fill(~negative_mask, float("-inf"))
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    targets = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
+    return F.cross_entropy(logits, targets)

@@ -90,3 +90,49 @@ def attention_transfer(
         difference = attention_map(student, power=power) - attention_map(teacher, power=power)
         terms.append(difference.pow(2).mean())
     return torch.stack(terms).sum()
+
+
+def decoupled_kd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    *,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """Decoupled knowledge distillation, Zhao et al. 2022 (CVPR, "Decoupled Knowledge
+    Distillation") Eq. 7: DKD = α·TCKD + β·NCKD, each times T².
+
+    TCKD = KL(b^T ‖ b^S), the binary distributions [p_t, 1 − p_t] of the target class t at
+    temperature T; NCKD = KL(p̂^T ‖ p̂^S), the distributions over the non-target classes alone
+    (the softmax of the other logits). Classic KD is TCKD + (1 − p^T_t)·NCKD (Eq. 6), so DKD with
+    α = 1 and β = 1 − p^T_t per example equals :func:`kd_kl`.
+
+    Args:
+        student_logits: (B, K) scores.
+        teacher_logits: (B, K) scores, passed detached or under no_grad.
+        target: (B,) class t of each example (the label, or the teacher's prediction when the
+            batch has none).
+        alpha: weight of TCKD; a float or a (B,) tensor.
+        beta: weight of NCKD; a float or a (B,) tensor.
+        temperature: T.
+    """
+    mask = F.one_hot(target, student_logits.shape[1]).bool()
+
+    def binary(logits: Tensor) -> Tensor:
+        probabilities = F.softmax(logits / temperature, dim=1)
+        target_p = probabilities.masked_select(mask).unsqueeze(1)
+        return torch.cat([target_p, 1 - target_p], dim=1).clamp_min(1e-12)
+
+    def non_target_log(logits: Tensor) -> Tensor:
+        # A target logit far below the others leaves a softmax over the other classes only
+        # (finite, so no 0·inf appears in the loss or its gradient).
+        return F.log_softmax(logits.masked_fill(mask, -1e9) / temperature, dim=1)
+
+    b_student, b_teacher = binary(student_logits), binary(teacher_logits)
+    tckd = (b_teacher * (b_teacher.log() - b_student.log())).sum(1)
+    log_s, log_t = non_target_log(student_logits), non_target_log(teacher_logits)
+    p_t = log_t.exp()
+    nckd = torch.where(mask, torch.zeros_like(p_t), p_t * (log_t - log_s)).sum(1)
+    return ((alpha * tckd + beta * nckd) * temperature**2).mean()

@@ -33,7 +33,7 @@ from freekd.methods.logit_l1 import LogitL1
 from freekd.methods.supervised import EnsembleSupervised, Supervised
 from freekd.registry import import_plugins
 
-import_plugins(__name__, __path__, skip=("base", "context"))
+import_plugins(__name__, __path__, skip=("base", "context", "distiller", "taps", "relations"))
 
 __all__ = [
     "CLASSIFIER",

@@ -13,6 +13,7 @@ from freekd.hooks import spatial_blocks
 from freekd.losses import attention_transfer
 from freekd.methods.base import METHODS, StepOutput
 from freekd.methods.context import probe_feature_shapes
+from freekd.methods.distiller import input_shape_of
 from freekd.methods.kd import LogitKD
 from freekd.teachers import Teacher
 
@@ -76,7 +77,7 @@ class AttentionKD(LogitKD):
         under no_grad and in eval mode (BatchNorm statistics do not move; modes restored):
         ``methods.context.probe_feature_shapes``.
         """
-        shapes = probe_feature_shapes(self.student, self.teacher, self.teacher.input_shape)
+        shapes = probe_feature_shapes(self.student, self.teacher, input_shape_of(self.teacher))
         if not shapes.shared_sizes():
             raise FreekdError(
                 f"attention transfer needs feature maps of the same size in student and teacher; "

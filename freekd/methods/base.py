@@ -7,7 +7,7 @@ distill between the models it trains (``Method.distills``, ``METHODS.fitting``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -125,7 +125,27 @@ class MethodView:
 
 
 class MethodRegistry(Registry[type[Method]]):
-    """The registry of methods; :meth:`fitting` gives the ones a command may use."""
+    """The registry of methods; :meth:`fitting` gives the ones a command may use.
+
+    A name joining registered methods with ``+`` (``"kd+at"``) is their combination, made by
+    ``combiner`` (``methods.combine.combined``, set when ``freekd.methods`` is imported).
+    """
+
+    combiner: Callable[[str], type[Method]] | None = None
+
+    def get(self, name: str) -> type[Method]:
+        if "+" in name and self.combiner is not None:
+            return self.combiner(name)
+        return super().get(name)
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and "+" in name:
+            try:
+                self.get(name)
+            except UnknownNameError:
+                return False
+            return True
+        return super().__contains__(name)
 
     def fitting(self, distills: str, *, kind: str = "method") -> MethodView:
         """The methods whose ``distills`` is ``distills``, named ``kind`` in errors."""

@@ -102,6 +102,8 @@ class MethodContext:
         input_shape: (C, H, W) of the inputs, for probe passes.
         distills: what the run distills between (``Method.distills``); ``build_method`` refuses
             a method of another kind.
+        steps_per_epoch: optimizer steps in one epoch of the run, for methods whose schedule
+            counts epochs (DKD's warm-up); ``None`` when the run does not say.
     """
 
     student: nn.Module
@@ -110,10 +112,16 @@ class MethodContext:
     train_size: int | None = None
     input_shape: tuple[int, ...] | None = None
     distills: str = CLASSIFIER
+    steps_per_epoch: int | None = None
 
     @classmethod
     def for_teacher(
-        cls, student: nn.Module, teacher: Teacher, *, train_size: int | None
+        cls,
+        student: nn.Module,
+        teacher: Teacher,
+        *,
+        train_size: int | None,
+        steps_per_epoch: int | None = None,
     ) -> MethodContext:
         """The context of a classifier run: classes and input shape are the teacher's."""
         return cls(
@@ -122,6 +130,7 @@ class MethodContext:
             num_classes=teacher.num_classes,
             train_size=train_size,
             input_shape=tuple(teacher.input_shape),
+            steps_per_epoch=steps_per_epoch,
         )
 
     @cached_property

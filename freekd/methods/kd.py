@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from freekd.data.batch import Batch
 from freekd.losses import cross_entropy, kd_kl
-from freekd.methods.base import METHODS, Method, StepOutput
+from freekd.methods.base import METHODS
+from freekd.methods.distiller import Distiller, Views
 from freekd.teachers import Teacher
 
 
 @METHODS.register("kd")
-class LogitKD(Method):
+class LogitKD(Distiller):
     """Hinton et al. 2015 (arXiv:1503.02531) §2: match the teacher's softened distribution.
 
     loss = kd_weight · T² · KL(p_T(teacher) ‖ p_T(student)) + ce_weight · CE(student, labels).
@@ -42,35 +42,29 @@ class LogitKD(Method):
         ce_weight: float = 0.5,
         standardize: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(student, teacher, ce_weight=ce_weight)
         self.standardize = standardize
-        self.student = student
-        self.teacher = teacher
         self.temperature = temperature
         self.kd_weight = kd_weight
-        self.ce_weight = ce_weight
 
-    def training_step(self, batch: Batch) -> StepOutput:
-        # no_grad, not detach: nothing of the teacher's graph is kept in memory.
-        with torch.no_grad():
-            teacher_logits = self.teacher(batch.images)
-        student_logits = self.student(batch.images)
-        losses = self.response_losses(student_logits, teacher_logits, batch.labels)
-        return StepOutput(losses=losses, logits=student_logits)
+    def distill_losses(self, student: Views, teacher: Views, batch: Batch) -> dict[str, Tensor]:
+        """The weighted ``"kd"`` term (the base class adds ``"ce"`` on labelled batches)."""
+        return {"kd": self.kd_term(student.logits, teacher.logits)}
+
+    def kd_term(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """kd_weight · T² · KL(p_T(teacher) ‖ p_T(student))."""
+        return self.kd_weight * kd_kl(
+            student_logits,
+            teacher_logits,
+            temperature=self.temperature,
+            standardize=self.standardize,
+        )
 
     def response_losses(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor | None
     ) -> dict[str, Tensor]:
         """The weighted ``"kd"`` term and, for labelled batches, the ``"ce"`` term."""
-        losses = {
-            "kd": self.kd_weight
-            * kd_kl(
-                student_logits,
-                teacher_logits,
-                temperature=self.temperature,
-                standardize=self.standardize,
-            )
-        }
+        losses = {"kd": self.kd_term(student_logits, teacher_logits)}
         if labels is not None and self.ce_weight > 0:
             losses["ce"] = self.ce_weight * cross_entropy(student_logits, labels)
         return losses

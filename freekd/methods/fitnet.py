@@ -1,0 +1,92 @@
+"""FitNets: hint-based feature distillation with a learned regressor (feature-based)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from freekd.data.batch import Batch
+from freekd.errors import FreekdError
+from freekd.methods.base import METHODS
+from freekd.methods.distiller import FeatureDistiller, Views
+
+
+def regressor(student: tuple[int, ...], teacher: tuple[int, ...]) -> nn.Module:
+    """The FitNets regressor r from the guided layer's shape to the hint layer's (Romero et al.
+    2015, §2.2): a convolution whose kernel makes the sizes meet, k = H_s − H_t + 1 when the
+    student's maps are larger (the paper's choice, fewer parameters than a fully connected one),
+    a 1×1 convolution after resizing when they are smaller, a linear layer for vectors."""
+    if len(student) == 1 and len(teacher) == 1:
+        return nn.Linear(student[0], teacher[0])
+    if len(student) != 3 or len(teacher) != 3:
+        raise FreekdError(
+            f"fitnet pairs two feature maps or two vectors, got shapes {list(student)} and "
+            f"{list(teacher)}; name layers of one kind with method.params.student_layers/"
+            "teacher_layers"
+        )
+    (c_s, h_s, w_s), (c_t, h_t, w_t) = student, teacher
+    if h_s >= h_t and w_s >= w_t:
+        return nn.Conv2d(c_s, c_t, kernel_size=(h_s - h_t + 1, w_s - w_t + 1))
+    return nn.Sequential(nn.Upsample(size=(h_t, w_t), mode="bilinear"), nn.Conv2d(c_s, c_t, 1))
+
+
+@METHODS.register("fitnet")
+class FitNet(FeatureDistiller):
+    """FitNets, Romero et al. 2015 (ICLR, arXiv:1412.6550) §2.2, Eq. 3, in the one-stage form of
+    the comparison tables (Tian et al. 2020's RepDistiller, mdistiller): the hint loss is added
+    to the cross-entropy from the first step instead of pre-training the guided layers alone.
+
+        loss = ce_weight · CE + weight · ½‖u_h(x) − r(v_g(x))‖²   (averaged over elements)
+
+    u_h is the teacher's hint layer, v_g the student's guided layer and r the regressor
+    (:func:`regressor`), which trains with the student and is not part of the saved model.
+    Without named layers the hint is the middle of the two networks' paired stages (§2.2: "we
+    choose the hint to be the middle layer of the teacher"). Default weight 100, the tables'.
+
+    Args:
+        student: the network being trained.
+        teacher: frozen teacher.
+        weight: weight of the hint term.
+        ce_weight: weight of the hard-label cross-entropy.
+        student_layers: guided layer path(s); several pairs sum their hint terms.
+        teacher_layers: hint layer path(s).
+    """
+
+    title = "fitnet"
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        weight: float = 100.0,
+        ce_weight: float = 1.0,
+        student_layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(
+            student,
+            teacher,
+            ce_weight=ce_weight,
+            student_layers=student_layers,
+            teacher_layers=teacher_layers,
+        )
+        self.weight = weight
+        self.regressors = nn.ModuleList(
+            regressor(s, t) for s, t in zip(self.student_shapes, self.teacher_shapes, strict=True)
+        )
+
+    def default_pairs(self, stages: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [stages[len(stages) // 2]] if stages else []
+
+    def distill_losses(self, student: Views, teacher: Views, batch: Batch) -> dict[str, Tensor]:
+        guided = student.pick(self.student_taps)
+        hints = teacher.pick(self.teacher_taps)
+        total = guided[0].new_zeros(())
+        for r, g, h in zip(self.regressors, guided, hints, strict=True):
+            if isinstance(r, nn.Linear):
+                g, h = g.flatten(1), h.flatten(1)
+            total = total + 0.5 * F.mse_loss(r(g), h)
+        return {"hint": self.weight * total}

@@ -17,7 +17,13 @@ def regressor(student: tuple[int, ...], teacher: tuple[int, ...]) -> nn.Module:
     """The FitNets regressor r from the guided layer's shape to the hint layer's (Romero et al.
     2015, §2.2): a convolution whose kernel makes the sizes meet, k = H_s − H_t + 1 when the
     student's maps are larger (the paper's choice, fewer parameters than a fully connected one),
-    a 1×1 convolution after resizing when they are smaller, a linear layer for vectors."""
+    a 1×1 convolution after resizing when they are smaller, a linear layer for vectors.
+
+    The convolution is followed by BatchNorm, as in the comparison tables' regressor
+    (RepDistiller's ``ConvReg``). Without it the one-stage hint loss is cheapest to lower by
+    silencing the guided layer and letting the regressor's bias give the hint's mean: measured on
+    Fashion-MNIST (ResNet-8 → LeNet-5-half, 1 % of the images, lr 0.02), the student's guided
+    features fell from 0.29 to 0.001 in 15 steps and its cross-entropy stayed at ln 10; with BatchNorm the cross-entropy fell from 2.32 to 1.75 in 30 steps."""
     if len(student) == 1 and len(teacher) == 1:
         return nn.Linear(student[0], teacher[0])
     if len(student) != 3 or len(teacher) != 3:
@@ -28,8 +34,11 @@ def regressor(student: tuple[int, ...], teacher: tuple[int, ...]) -> nn.Module:
         )
     (c_s, h_s, w_s), (c_t, h_t, w_t) = student, teacher
     if h_s >= h_t and w_s >= w_t:
-        return nn.Conv2d(c_s, c_t, kernel_size=(h_s - h_t + 1, w_s - w_t + 1))
-    return nn.Sequential(nn.Upsample(size=(h_t, w_t), mode="bilinear"), nn.Conv2d(c_s, c_t, 1))
+        conv = nn.Conv2d(c_s, c_t, kernel_size=(h_s - h_t + 1, w_s - w_t + 1))
+        return nn.Sequential(conv, nn.BatchNorm2d(c_t))
+    return nn.Sequential(
+        nn.Upsample(size=(h_t, w_t), mode="bilinear"), nn.Conv2d(c_s, c_t, 1), nn.BatchNorm2d(c_t)
+    )
 
 
 @METHODS.register("fitnet")

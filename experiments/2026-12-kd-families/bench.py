@@ -1,0 +1,258 @@
+"""The classic KD families on Fashion-MNIST at three training-set sizes (issue 20).
+
+Every row is the real CLI: ``freekd distill --method M`` for each method, and the student alone
+(``freekd teacher train --arch STUDENT``) with the same loop settings, per training-set size and
+seed. The teacher is trained once on all of the training images; the student sees a fixed,
+class-stratified part of them (the same images for every method and seed). Settings are chosen on
+a validation split (5,000 training images never used for training, ``--eval validation``); the
+table reports ``fashion-mnist:test`` (``--eval test``). CPU seconds of each run are divided by
+those of plain KD at the same size and seed, in the same invocation.
+
+    python experiments/2026-12-kd-families/bench.py --fractions 0.01 0.1 --seeds 0 1 2 --eval test
+    python experiments/2026-12-kd-families/bench.py --summary test        # the README table
+    python experiments/2026-12-kd-families/bench.py --memory              # CRD at 6,000 / 60,000
+
+Results: one JSON per run in ``results/<eval>/``; ``--summary`` prints the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+METHODS = ["student", "kd", "dkd", "fitnet", "at", "rkd", "sp", "pkt", "cc", "irg", "crd"]
+VALIDATION = 5000
+# Optimizer steps stay near 1,000-4,000 whatever the size: epochs per training-set fraction.
+EPOCHS = {0.01: 100, 0.1: 20, 1.0: 5}
+
+
+def freekd(*args: str) -> dict[str, Any]:
+    """Run ``python -m freekd ARGS``; its peak memory (MB) and CPU seconds from the OS."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "freekd", *args], env=env, cwd=ROOT)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise SystemExit(f"freekd {' '.join(args)} failed ({process.returncode})")
+    return {
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def split_data(runs: Path, fractions: list[float]) -> dict[str, Path]:
+    """fashion-mnist:train split once (seed 0) into validation and training parts, as .npz."""
+    sys.path.insert(0, str(ROOT))
+    from freekd.data import load_dataset
+
+    folder = runs / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    full = load_dataset("fashion-mnist:train")
+    images = (full.images.numpy() * 255).round().astype(np.uint8)
+    labels = full.labels.numpy()
+    order = np.random.default_rng(0).permutation(len(labels))
+    paths = {"validation": folder / "validation.npz"}
+    np.savez(paths["validation"], x=images[order[:VALIDATION]], y=labels[order[:VALIDATION]])
+    pool = order[VALIDATION:]
+    for fraction in fractions:
+        per_class = int(round(fraction * len(pool) / 10))
+        chosen = np.concatenate([pool[labels[pool] == k][:per_class] for k in range(10)])
+        path = folder / f"train-{fraction:g}.npz"
+        np.savez(path, x=images[np.sort(chosen)], y=labels[np.sort(chosen)])
+        paths[f"{fraction:g}"] = path
+    return paths
+
+
+def one_run(
+    args: argparse.Namespace, data: dict[str, Path], method: str, fraction: float, seed: int
+) -> dict[str, Any]:
+    out = args.runs / args.eval / f"{method}-{fraction:g}-seed{seed}"
+    evaluation = str(data["validation"]) if args.eval == "validation" else "fashion-mnist:test"
+    loop = [
+        "--set",
+        f"trainer.epochs={EPOCHS[fraction]}",
+        "--set",
+        f"trainer.lr={args.lr}",
+        "--set",
+        f"trainer.batch_size={args.batch_size}",
+        "--set",
+        "trainer.eval_every=0",
+        "--set",
+        f"eval_dataset={evaluation}",
+        "--seed",
+        str(seed),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--quiet",
+    ]
+    if method == "student":
+        usage = freekd(
+            "teacher",
+            "train",
+            "--dataset",
+            str(data[f"{fraction:g}"]),
+            "--arch",
+            args.student,
+            *loop,
+        )
+        accuracy = json.loads((out / "report.json").read_text())["test_accuracy"]
+    else:
+        usage = freekd(
+            "distill",
+            "--teacher",
+            str(args.teacher),
+            "--student",
+            args.student,
+            "--dataset",
+            str(data[f"{fraction:g}"]),
+            "--method",
+            method,
+            *[f for p in args.extra.get(method, []) for f in ("--set", p)],
+            *loop,
+        )
+        accuracy = json.loads((out / "report.json").read_text())["student"]["test_accuracy"]
+    return {
+        "method": method,
+        "fraction": fraction,
+        "seed": seed,
+        "eval": args.eval,
+        "accuracy": accuracy,
+        "epochs": EPOCHS[fraction],
+        **usage,
+        "extra": args.extra.get(method, []),
+    }
+
+
+def summary(evaluation: str) -> None:
+    rows = [
+        json.loads(p.read_text()) for p in sorted((HERE / "results" / evaluation).glob("*.json"))
+    ]
+    fractions = sorted({row["fraction"] for row in rows})
+    print(
+        "| method | " + " | ".join(f"{f:.0%} of the images" for f in fractions) + " | CPU vs KD |"
+    )
+    print("|---|" + "---|" * (len(fractions) + 1))
+    for method in METHODS:
+        cells, ratios = [], []
+        for fraction in fractions:
+            mine = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
+            values = sorted(100 * r["accuracy"] for r in mine)
+            cells.append(
+                f"{statistics.median(values):.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
+                if values
+                else "—"
+            )
+            for r in mine:
+                kd = [
+                    k
+                    for k in rows
+                    if k["method"] == "kd" and k["fraction"] == fraction and k["seed"] == r["seed"]
+                ]
+                if kd:
+                    ratios.append(r["cpu_seconds"] / kd[0]["cpu_seconds"])
+        ratio = f"{statistics.median(ratios):.2f}×" if ratios else "—"
+        print(f"| {method} | " + " | ".join(cells) + f" | {ratio} |")
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak memory of kd and crd at 6,000 and 60,000 training images (one epoch each)."""
+    sys.path.insert(0, str(ROOT))
+    from freekd.data import load_dataset
+
+    full = load_dataset("fashion-mnist:train")
+    folder = args.runs / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in (6000, 60000):
+        path = folder / f"first-{size}.npz"
+        x = (full.images[:size].numpy() * 255).round().astype(np.uint8)
+        np.savez(path, x=x, y=full.labels[:size].numpy())
+        for method in ("kd", "crd"):
+            usage = freekd(
+                "distill",
+                "--teacher",
+                str(args.teacher),
+                "--student",
+                args.student,
+                "--dataset",
+                str(path),
+                "--method",
+                method,
+                "--set",
+                "trainer.epochs=1",
+                "--set",
+                "trainer.eval_every=0",
+                "--out",
+                str(args.runs / "memory" / f"{method}-{size}"),
+                "--overwrite",
+                "--quiet",
+            )
+            rows.append({"method": method, "train_images": size, **usage})
+            print(json.dumps(rows[-1]), flush=True)
+    out = HERE / "results" / "memory.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--teacher", type=Path, default=Path("runs/datafree-bench/teacher-fashion-mnist/model.pt")
+    )
+    parser.add_argument("--student", default="lenet5-half")
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--eval", choices=["validation", "test"], default="validation")
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--extra",
+        type=json.loads,
+        default={},
+        help='per-method --set strings, JSON: {"fitnet": ["method.params.weight=10"]}',
+    )
+    parser.add_argument("--runs", type=Path, default=Path("runs/kd-families"))
+    parser.add_argument("--summary", metavar="EVAL")
+    parser.add_argument("--memory", action="store_true")
+    args = parser.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return
+    if not args.teacher.is_file():
+        raise SystemExit(
+            f"no teacher at {args.teacher}: build it with freekd teacher train "
+            "--dataset fashion-mnist --arch resnet8 --lr 0.1 --out ..."
+        )
+    if args.memory:
+        memory(args)
+        return
+    data = split_data(args.runs, args.fractions)
+    results = HERE / "results" / args.eval
+    results.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for fraction in args.fractions:
+            for method in args.methods:
+                row = one_run(args, data, method, fraction, seed)
+                tag = "" if not row["extra"] else "-tuned"
+                path = results / f"{method}{tag}-{fraction:g}-seed{seed}.json"
+                path.write_text(json.dumps({**row, "command": " ".join(sys.argv)}, indent=2) + "\n")
+                print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,12 +18,15 @@ from torch import Tensor, nn
 
 @contextmanager
 def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
-    """Record, per spatial size, the output of the last leaf module that produced that size.
+    """Record, per spatial size, the output of the last module that produced that size.
 
     Inside the block every forward pass of ``model`` fills the dict {(H, W): (B, C, H, W)
-    activations}, in forward order, so each entry is the end of one resolution stage: the
-    output of a WRN group, or of a LeNet's ReLU/pool at 28×28, 14×14, 10×10 and 5×5.
-    1×1 maps (after global pooling) carry no spatial attention and are left out.
+    activations}, in the order the modules finish, so each entry is the end of one resolution
+    stage: the output of a ResNet stage or WRN group (the container, so the residual sum and a
+    functional ReLU after it are included), or of a LeNet's ReLU/pool at 28×28, 14×14, 10×10
+    and 5×5. Containers finish after their children, so the outermost module that ends at a
+    resolution is the one kept. 1×1 maps (after global pooling) carry no spatial attention and
+    are left out.
     """
     blocks: dict[tuple[int, int], Tensor] = {}
 
@@ -33,8 +36,7 @@ def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
             blocks.pop(size, None)  # re-insert: dict order stays forward order of stage ends
             blocks[size] = output
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [leaf.register_forward_hook(record) for leaf in leaves]
+    handles = [module.register_forward_hook(record) for module in model.modules()]
     try:
         yield blocks
     finally:

@@ -78,3 +78,24 @@ def test_hooks_are_removed_when_the_block_raises() -> None:
         raise RuntimeError("boom")
     assert hook_count(model) == 0
     assert all(m.training for m in model.modules())
+
+
+def test_spatial_blocks_end_a_residual_stage_after_its_sum_and_relu() -> None:
+    """The block kept for a size is the stage's own output (container), not the last leaf's:
+    freekd's ResNets add the shortcut and apply a functional ReLU after their last BatchNorm."""
+    from freekd.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("resnet8", num_classes=10, input_shape=(1, 28, 28)).eval()
+    outputs: list[torch.Tensor] = []
+    handles = [
+        stage.register_forward_hook(lambda m, i, o: outputs.append(o)) for stage in net.stages
+    ]
+    with torch.no_grad(), spatial_blocks(net) as blocks:
+        net(torch.rand(2, 1, 28, 28))
+    for handle in handles:
+        handle.remove()
+    for stage_output in outputs:
+        size = tuple(stage_output.shape[-2:])
+        assert torch.equal(blocks[size], stage_output)
+        assert (blocks[size] >= 0).all()  # after the ReLU

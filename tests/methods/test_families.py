@@ -237,3 +237,48 @@ def test_a_method_is_the_student_rule_of_datafree(tmp_path: Path, tiny_teacher_p
     lines = (run.out / "metrics.jsonl").read_text()
     assert '"loss/kd"' in lines
     assert '"loss/attention"' in lines
+
+
+FAMILIES = ["dkd", "fitnet", "at", "rkd", "sp", "pkt", "cc", "irg", "crd"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_method_runs_through_the_cli_and_as_the_datafree_rule(
+    name: str, tmp_path: Path, tiny_teacher_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from freekd.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["distill", "--teacher", str(tiny_teacher_path), "--student", "tiny-cnn", "--dataset",
+         "digits", "--method", name, "--epochs", "1", "--batch-size", "64", "--device", "cpu",
+         "--quiet", "--out", str(tmp_path / "d")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "model.pt").is_file()
+    run = freekd.datafree(
+        teacher=tiny_teacher_path, student="tiny-cnn", method="deepinversion",
+        overrides=[f"method.name={name}", "trainer.epochs=1", "steps_per_epoch=1"],
+        out=tmp_path / "f", device="cpu", quiet=True,
+    )  # fmt: skip
+    assert run.report["student"]["arch"] == "tiny-cnn"
+
+
+def test_a_bad_layer_name_exits_2_in_one_line(tmp_path: Path, tiny_teacher_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from freekd.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["distill", "--teacher", str(tiny_teacher_path), "--student", "tiny-cnn", "--dataset",
+         "digits", "--method", "kd+fitnet", "--set", "method.params.fitnet.student_layers=[layer9]",
+         "--set", "method.params.fitnet.teacher_layers=[features.0]", "--out", str(tmp_path / "d")],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "no layer 'layer9'" in lines[0]
+    assert "features" in lines[0]

@@ -80,7 +80,7 @@ WIRED = {
     "device",
     "train_size",
     "feature_shapes",
-    "steps_per_epoch",
+    "total_steps",
 }
 
 

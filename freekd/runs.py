@@ -420,8 +420,14 @@ LABELS_FILE = "labels.npz"
 
 
 def resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
-    """Every hyperparameter a component ran with: its defaults, then ``params`` over them."""
-    return {**hyperparameters(cls), **params}
+    """Every hyperparameter a component ran with: its defaults, then ``params`` over them (a
+    mapping over a mapping, a combined method's per-part parameters, merges one level down)."""
+    resolved = hyperparameters(cls)
+    for key, value in params.items():
+        default = resolved.get(key)
+        both = isinstance(default, dict) and isinstance(value, dict)
+        resolved[key] = {**default, **value} if both else value  # type: ignore[dict-item]
+    return resolved
 
 
 def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:

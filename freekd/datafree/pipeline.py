@@ -120,7 +120,10 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         plan, teacher, student, proxy_set, arch=student_arch, dist=dist, rng=rng, device=device
     )
     context = MethodContext.for_teacher(
-        student, teacher, train_size=train_size, steps_per_epoch=source.steps_per_epoch()
+        student,
+        teacher,
+        train_size=train_size,
+        total_steps=source.steps_per_epoch() * config.trainer.epochs,
     )
     method = build_method(plan.method_config.name, context, plan.method_config.params)
     inherited = inherited_privacy(teacher, proxy_set)

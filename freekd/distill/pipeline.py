@@ -60,7 +60,10 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
     )
     source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
     context = MethodContext.for_teacher(
-        student, teacher, train_size=len(train_set), steps_per_epoch=source.steps_per_epoch()
+        student,
+        teacher,
+        train_size=len(train_set),
+        total_steps=source.steps_per_epoch() * config.trainer.epochs,
     )
     method = build_method(config.method.name, context, config.method.params)
     result = run_training(

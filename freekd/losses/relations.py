@@ -28,12 +28,14 @@ def _flat(features: Tensor) -> Tensor:
 def pairwise_distances(features: Tensor, *, squared: bool = False, eps: float = 1e-12) -> Tensor:
     """(B, B) Euclidean distances between the rows of ``features`` (flattened), 0 on the diagonal.
 
-    Computed from the difference of each pair, not from ‖a‖² + ‖b‖² − 2aᵀb, so it is exact for
-    near-equal rows; the square root is taken of ``max(d², eps)`` off the diagonal so its gradient
+    Computed as ‖a‖² + ‖b‖² − 2aᵀb (clamped at 0), so memory is B × B whatever the width of the
+    features (a (B, B, D) tensor of differences would take a gigabyte for a 16×32×32 stage at
+    B = 128); the square root is taken of ``max(d², eps)`` off the diagonal so its gradient
     stays finite.
     """
     rows = _flat(features)
-    squares = (rows.unsqueeze(0) - rows.unsqueeze(1)).pow(2).sum(-1)
+    norms = rows.pow(2).sum(1)
+    squares = (norms.unsqueeze(0) + norms.unsqueeze(1) - 2 * rows @ rows.T).clamp_min(0)
     if squared:
         return squares
     off_diagonal = ~torch.eye(len(rows), dtype=torch.bool, device=rows.device)
@@ -50,7 +52,8 @@ def mean_normalized(distances: Tensor) -> Tensor:
 
 def angles(features: Tensor) -> Tensor:
     """(B, B, B) cosines of the angles ∠(x_i, x_j, x_k) at vertex j: ⟨e_ij, e_kj⟩ with
-    e_ij = (x_i − x_j)/‖x_i − x_j‖ (Park et al. 2019, RKD, Eq. 5). Entry [j, i, k]."""
+    e_ij = (x_i − x_j)/‖x_i − x_j‖ (Park et al. 2019, RKD, Eq. 5). Entry [j, i, k]. Holds a
+    (B, B, D) tensor of differences: meant for embeddings, not for wide feature maps."""
     rows = _flat(features)
     # differences[j, i] = x_i − x_j, normalized
     differences = F.normalize(rows.unsqueeze(0) - rows.unsqueeze(1), p=2, dim=2)

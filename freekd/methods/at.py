@@ -27,11 +27,12 @@ def same_size(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor]:
 class AttentionTransfer(FeatureDistiller):
     """Attention transfer, Zagoruyko & Komodakis 2017 (ICLR, arXiv:1612.03928) §3.1, Eq. 2:
 
-        loss = ce_weight · CE + (β/2) · Σ_j ‖Q_S^j/‖Q_S^j‖₂ − Q_T^j/‖Q_T^j‖₂‖²
+        loss = ce_weight · CE + weight · Σ_j mean ( Q_S^j/‖Q_S^j‖₂ − Q_T^j/‖Q_T^j‖₂ )²
 
     with Q^j the spatial attention map of the j-th pair (the channel mean of |A|², flattened;
-    ``losses.kd.attention_map``) and the distance averaged over batch and positions, as in the
-    paper's code, where β = 1000 (the default ``weight``; the β/2 of Eq. 2 is folded into it).
+    ``losses.kd.attention_map``) and the squared difference averaged over batch and positions,
+    as in the paper's code. Eq. 2 writes the weight as β/2 with β = 1000, i.e. 500 on this
+    mean; the default 1000 is the comparison tables' (RepDistiller's ``-b 1000``).
     Without named layers every stage both networks end at the same resolution is paired (the
     paper's "group outputs"); maps of different sizes are average-pooled to the smaller one.
     ``kd-at`` is the same term inside ZSKT's student loss.

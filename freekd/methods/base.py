@@ -110,6 +110,10 @@ class MethodView:
             UnknownNameError: ``name`` is not a registered method of this kind; the message lists
                 the known names.
         """
+        if "+" in name:  # a combination: the registry's own error says what is wrong with it
+            method = self.registry.get(name)
+            if method.distills == self.distills:
+                return method
         if name not in self:
             raise UnknownNameError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"

@@ -82,7 +82,19 @@ class Combination(Distiller):
             raise FreekdError(f"combine two or more different methods, got {'+'.join(names)}")
         self.parts = nn.ModuleDict()
         for name in names:
-            params = dict(parts.get(name) or {})
+            given = parts.get(name) or {}
+            if not isinstance(given, Mapping):
+                raise FreekdError(
+                    f"method.params.{name} must map {name}'s parameters to values, got {given!r}"
+                )
+            params = dict(given)
+            known = hyperparameters(_part_class(name))
+            unknown = sorted(set(params) - set(known))
+            if unknown:
+                raise FreekdError(
+                    f"method {name} has no parameter {', '.join(map(repr, unknown))}; known: "
+                    f"{', '.join(k for k in known if k != 'ce_weight')}"
+                )
             if "ce_weight" in params:
                 raise FreekdError(
                     f"set the cross-entropy weight once, as method.params.ce_weight, not in {name}"

@@ -102,8 +102,8 @@ class MethodContext:
         input_shape: (C, H, W) of the inputs, for probe passes.
         distills: what the run distills between (``Method.distills``); ``build_method`` refuses
             a method of another kind.
-        steps_per_epoch: optimizer steps in one epoch of the run, for methods whose schedule
-            counts epochs (DKD's warm-up); ``None`` when the run does not say.
+        total_steps: optimizer steps the run plans (epochs × steps per epoch), for methods with a
+            schedule of their own (DKD's warm-up); ``None`` when the run does not say.
     """
 
     student: nn.Module
@@ -112,7 +112,7 @@ class MethodContext:
     train_size: int | None = None
     input_shape: tuple[int, ...] | None = None
     distills: str = CLASSIFIER
-    steps_per_epoch: int | None = None
+    total_steps: int | None = None
 
     @classmethod
     def for_teacher(
@@ -121,7 +121,7 @@ class MethodContext:
         teacher: Teacher,
         *,
         train_size: int | None,
-        steps_per_epoch: int | None = None,
+        total_steps: int | None = None,
     ) -> MethodContext:
         """The context of a classifier run: classes and input shape are the teacher's."""
         return cls(
@@ -130,7 +130,7 @@ class MethodContext:
             num_classes=teacher.num_classes,
             train_size=train_size,
             input_shape=tuple(teacher.input_shape),
-            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
         )
 
     @cached_property

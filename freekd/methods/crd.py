@@ -46,7 +46,9 @@ class EmbeddingQueue(nn.Module):
         if labels is None:
             labels = torch.full((count,), -1, dtype=torch.long, device=embeddings.device)
         self.labels[where] = labels[-size:]
-        self.indices[where] = -1 if indices is None else indices.reshape(-1)[-size:]
+        # (K, B) indices (one set per model of a SubsetSource) do not name this batch's rows.
+        known = indices is not None and indices.dim() == 1
+        self.indices[where] = indices[-size:] if known else -1  # type: ignore[index]
         self.position.copy_((self.position + count) % size)
 
 
@@ -126,7 +128,10 @@ class ContrastiveRepresentation(FeatureDistiller):
         if temperature <= 0 or dim < 1 or queue_size < 1:
             raise ValueError("temperature must be positive, dim and queue_size at least 1")
         if len(self.pairs) != 1:
-            raise FreekdError(f"crd contrasts one pair of representations, got {len(self.pairs)}")
+            raise FreekdError(
+                f"crd contrasts one pair of representations, got {len(self.pairs)}; name one "
+                "layer in student_layers and one in teacher_layers"
+            )
         self.weight, self.temperature, self.label_aware = weight, temperature, label_aware
         width = [
             int(torch.tensor(shape).prod())

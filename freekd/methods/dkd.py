@@ -18,14 +18,16 @@ from freekd.methods.distiller import Distiller, Views
 class DecoupledKD(Distiller):
     """Zhao et al. 2022 (CVPR, "Decoupled Knowledge Distillation", arXiv:2203.08679) Eq. 7:
 
-        loss = ce_weight · CE + w · (α · TCKD + β · NCKD),   w = min(1, steps / warm-up steps)
+        loss = ce_weight · CE + w · (α · TCKD + β · NCKD),   w = min(1, step / warm-up steps)
 
-    with TCKD and NCKD of ``losses.kd.decoupled_kd``. The warm-up (§4, "implementation") ramps the
-    distillation weight linearly over the first ``warmup_epochs`` epochs so the large β does not
-    swamp the cross-entropy at the start. The target class t is the label; on an unlabelled batch
-    (synthetic images, queries) it is the teacher's prediction.
+    with TCKD and NCKD of ``losses.kd.decoupled_kd``. The warm-up (§4, implementation details)
+    ramps the distillation weight linearly so the large β does not swamp the cross-entropy at the
+    start: the paper's 20 of 240 epochs, here the same share of the run, ``warmup_fraction`` of
+    its planned steps. The target class t is the label; on an unlabelled batch (synthetic
+    images, queries) it is the teacher's prediction.
 
-    Defaults are the paper's CIFAR-100 setting: α = 1, β = 8, T = 4, warm-up 20 epochs (of 240).
+    Defaults are the paper's CIFAR-100 setting: α = 1, β = 8, T = 4 (its ImageNet setting is
+    α = 0.5, β = 0.5).
 
     Args:
         student: the network being trained.
@@ -34,9 +36,10 @@ class DecoupledKD(Distiller):
         beta: weight β of the non-target term NCKD.
         temperature: T.
         ce_weight: weight of the hard-label cross-entropy.
-        warmup_epochs: epochs over which the distillation weight ramps from 0 to 1 (0: none).
-        steps_per_epoch: optimizer steps per epoch, wired from the run (``MethodContext``); when
-            unknown the warm-up counts 100 steps per epoch.
+        warmup_fraction: share of the run's steps over which the distillation weight ramps
+            from 0 to 1 (0: none).
+        total_steps: the run's planned steps, wired from the run (``MethodContext``); without
+            them there is no warm-up.
     """
 
     steps: Tensor
@@ -50,24 +53,23 @@ class DecoupledKD(Distiller):
         beta: float = 8.0,
         temperature: float = 4.0,
         ce_weight: float = 1.0,
-        warmup_epochs: float = 20.0,
-        steps_per_epoch: int | None = None,
+        warmup_fraction: float = 20 / 240,
+        total_steps: int | None = None,
     ) -> None:
         super().__init__(student, teacher, ce_weight=ce_weight)
-        if alpha < 0 or beta < 0 or temperature <= 0 or warmup_epochs < 0:
+        if alpha < 0 or beta < 0 or temperature <= 0 or not 0 <= warmup_fraction <= 1:
             raise ValueError(
-                "alpha, beta and warmup_epochs must be non-negative and temperature positive"
+                "alpha and beta must be non-negative, temperature positive and warmup_fraction "
+                "in [0, 1]"
             )
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
-        self.warmup_steps = warmup_epochs * (steps_per_epoch or 100)
+        self.warmup_steps = warmup_fraction * (total_steps or 0)
         # Steps taken, saved with the method so a resumed run continues the warm-up.
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def from_context(cls, context: MethodContext, **params: Any) -> DecoupledKD:
-        return cls(
-            context.student, context.teacher, steps_per_epoch=context.steps_per_epoch, **params
-        )
+        return cls(context.student, context.teacher, total_steps=context.total_steps, **params)
 
     def distill_losses(self, student: Views, teacher: Views, batch: Batch) -> dict[str, Tensor]:
         target = batch.labels if batch.labels is not None else teacher.logits.argmax(1)

@@ -6,9 +6,14 @@ A *tap* names one feature of a network:
   the way torchdistill's forward-hook configs name them; freekd's wrappers (``Teacher``,
   ``ImageClassifier``) are looked through, so the same path works on a freekd checkpoint, a
   ``torchvision:`` model and a user class;
-- ``"stage:HxW"``, the end of the resolution stage with H×W maps (``hooks.spatial_blocks``),
+- ``"@stage:HxW"``, the end of the resolution stage with H×W maps (``hooks.spatial_blocks``),
   which is how layers are paired automatically when none are named;
-- ``"embedding"``, the flattened input of the last ``nn.Linear`` (the penultimate features).
+- ``"@embedding"``, the flattened input of the last ``nn.Linear`` (the penultimate features).
+
+The ``@`` keeps the two special taps apart from module paths (a module may be called
+``embedding``). A layer must run once per forward pass: a module the network reuses (one
+``nn.ReLU`` applied after several layers, as torchvision's ResNets do) is refused, since which
+of its outputs a hook would keep is not what the user named.
 
 :func:`capture` fills every tap of one network during one forward pass and removes its hooks on
 exit. :func:`stage_pairs` pairs two networks' stages automatically.
@@ -22,14 +27,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from freekd.errors import FreekdError
 from freekd.hooks import capture_input, eval_mode, last_linear, spatial_blocks
 from freekd.models import ImageClassifier
 from freekd.teachers import Teacher
 
-EMBEDDING = "embedding"
-STAGE = "stage:"
+EMBEDDING = "@embedding"
+STAGE = "@stage:"
 
 
 def stage_tap(size: tuple[int, int]) -> str:
@@ -44,6 +50,8 @@ def network_of(model: nn.Module) -> nn.Module:
             model = model.model
         elif isinstance(model, ImageClassifier):
             model = model.net
+        elif isinstance(model, (DistributedDataParallel, nn.DataParallel)):
+            model = model.module
         else:
             return model
 
@@ -85,7 +93,10 @@ def _first_tensor(output: Any) -> Tensor:
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
-    raise FreekdError(f"a tapped layer returned {type(output).__name__}, not a tensor")
+    raise FreekdError(
+        f"a tapped layer returned {type(output).__name__}, not a tensor; name a layer that "
+        "returns a tensor (its parent or child module)"
+    )
 
 
 @contextmanager
@@ -100,13 +111,16 @@ def capture(
             ``embedding`` (no ``nn.Linear``); checked on entry, before any forward pass.
     """
     found: dict[str, Tensor] = {}
+    calls: dict[str, int] = {}
     paths = [tap for tap in taps if tap != EMBEDDING and not tap.startswith(STAGE)]
     modules = {path: find_layer(model, path, who=who) for path in paths}
     with ExitStack() as stack:
         for path, module in modules.items():
 
             def record(module: nn.Module, inputs: Any, output: Any, path: str = path) -> None:
-                found[path] = _first_tensor(output)
+                # A copy: a later in-place op (ReLU(inplace=True)) would otherwise change it.
+                found[path] = _first_tensor(output).clone()
+                calls[path] = calls.get(path, 0) + 1
 
             stack.callback(module.register_forward_hook(record).remove)
         blocks = (
@@ -125,6 +139,12 @@ def capture(
             embedding = stack.enter_context(capture_input(layer))
 
         def read() -> dict[str, Tensor]:
+            reused = [path for path, count in calls.items() if count > 1]
+            if reused:
+                raise FreekdError(
+                    f"the {who}'s layer {reused[0]!r} runs {calls[reused[0]]} times in one forward "
+                    "pass (a reused module); name a layer that runs once, e.g. its parent block"
+                )
             for size, block in blocks.items():
                 found[stage_tap(size)] = block
             if embedding is not None and embedding.value is not None:

@@ -184,12 +184,29 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_unwrapped_gradients()
         if self.config.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(
                 list(self.method.trainable_parameters()), self.config.max_grad_norm
             )
         self.optimizer.step()
         return output
+
+    def _average_unwrapped_gradients(self) -> None:
+        """Under DDP, average across processes the gradients of the trainable parameters that no
+        DistributedDataParallel wrapper syncs (a method's adapters: FitNets' regressors, CRD's
+        heads). They start equal (every rank seeds alike), so they stay equal."""
+        if not self.dist.enabled:
+            return
+        wrapped = {
+            id(p)
+            for name in self.method.distributed_modules()
+            for p in getattr(self.method, name).parameters()
+        }
+        for parameter in self.method.trainable_parameters():
+            if id(parameter) not in wrapped and parameter.grad is not None:
+                torch.distributed.all_reduce(parameter.grad)
+                parameter.grad /= self.dist.world_size
 
     def _set_learning_rate(self, step: int) -> None:
         # The schedule is a pure function of the step, so a resumed run needs no scheduler state.

@@ -13,6 +13,28 @@ from freekd.supervised.config import TeacherTrainConfig
 from freekd.supervised.pipeline import run_teacher_train
 
 
+def distill(out: Path, teacher: str) -> None:
+    """FitNets between named layers: the student under DDP, the regressor averaged by hand.
+
+    The layers are the two networks' ``fc`` (vectors, so the regressor is a linear layer: a
+    convolutional regressor's BatchNorm would see each process's half batch)."""
+    from freekd.config import ComponentConfig, TeacherSourceConfig
+    from freekd.distill.config import DistillConfig
+    from freekd.distill.pipeline import run_distill
+
+    config = DistillConfig(
+        teacher=TeacherSourceConfig(path=teacher),
+        student="tiny-cnn-nobn",
+        dataset="digits",
+        method=ComponentConfig(
+            "fitnet", {"student_layers": ["fc"], "teacher_layers": ["fc"]}
+        ),
+        seed=0,
+        trainer=TrainerConfig(epochs=1, batch_size=64, lr=0.01, device="cpu", log_every=5),
+    )
+    run_distill(config, RunOptions(out, quiet=True))
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)  # two processes on two cores
     config = TeacherTrainConfig(
@@ -25,4 +47,8 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        torch.set_num_threads(1)
+        distill(Path(sys.argv[1]), sys.argv[2])
+    else:
+        main(Path(sys.argv[1]))

@@ -14,7 +14,7 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(out: Path, processes: int) -> dict[str, torch.Tensor]:
+def run(out: Path, processes: int, *extra: str) -> dict[str, torch.Tensor]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -24,6 +24,7 @@ def run(out: Path, processes: int) -> dict[str, torch.Tensor]:
         f"--nproc_per_node={processes}",
         str(WORKER),
         str(out),
+        *extra,
     ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,3 +42,15 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
     assert (tmp_path / "two" / "report.json").exists()
     assert not (tmp_path / "two" / "report.json.tmp").exists()
+
+
+@pytest.mark.slow
+def test_ddp_feature_distillation_finds_named_layers_and_keeps_adapters_in_step(
+    tmp_path: Path, tiny_teacher_path: Path
+) -> None:
+    """Named layers are found through the DDP wrapper, and FitNets' regressor, which no DDP
+    wrapper syncs, gets the averaged gradient: two processes train the student one does."""
+    single = run(tmp_path / "one", 1, str(tiny_teacher_path))
+    double = run(tmp_path / "two", 2, str(tiny_teacher_path))
+    for key in single:
+        torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -23,7 +23,7 @@ from freekd.datafree.source import SyntheticSource, synthetic_source
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
-from freekd.methods import CLASSIFIER_METHODS, MethodContext
+from freekd.methods import CLASSIFIER_METHODS, Method, MethodContext
 from freekd.models import ImageClassifier, count_parameters
 from freekd.plots import plot_samples_by_class
 from freekd.runlock import locks_run_folder
@@ -115,17 +115,10 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         teacher_accuracy = evaluate(teacher, eval_set, device=device)["accuracy"]
     student = _student(config, teacher, student_arch)
     plan, config = _fit_memory(plan, teacher, student, options, device)
-    train_size = None if proxy_set is None else len(proxy_set)  # synthetic batches: no dataset
     source, synthetic, description = _source(
         plan, teacher, student, proxy_set, arch=student_arch, dist=dist, rng=rng, device=device
     )
-    context = MethodContext.for_teacher(
-        student,
-        teacher,
-        train_size=train_size,
-        total_steps=source.steps_per_epoch() * config.trainer.epochs,
-    )
-    method = build_method(plan.method_config.name, context, plan.method_config.params)
+    method = _method(plan, teacher, student, proxy_set, source)
     inherited = inherited_privacy(teacher, proxy_set)
     budget = _budget(config, synthetic)
     result = run_training(
@@ -255,6 +248,14 @@ def _report(
     else:
         report.update(_synthetic_results(plan, synthetic, teacher_queries))
     return report
+
+
+def _method(plan: _Plan, teacher: Teacher, student: nn.Module, proxy: Any, source: Any) -> Method:
+    """The student-side method, told the run's planned steps (DKD's warm-up reads them)."""
+    steps = source.steps_per_epoch() * plan.config.trainer.epochs
+    size = None if proxy is None else len(proxy)  # synthetic batches: no dataset
+    context = MethodContext.for_teacher(student, teacher, train_size=size, total_steps=steps)
+    return build_method(plan.method_config.name, context, plan.method_config.params)
 
 
 def _check_save_queries(config: DataFreeConfig) -> None:

@@ -26,9 +26,7 @@ def distill(out: Path, teacher: str) -> None:
         teacher=TeacherSourceConfig(path=teacher),
         student="tiny-cnn-nobn",
         dataset="digits",
-        method=ComponentConfig(
-            "fitnet", {"student_layers": ["fc"], "teacher_layers": ["fc"]}
-        ),
+        method=ComponentConfig("fitnet", {"student_layers": ["fc"], "teacher_layers": ["fc"]}),
         seed=0,
         trainer=TrainerConfig(epochs=1, batch_size=64, lr=0.01, device="cpu", log_every=5),
     )

@@ -53,6 +53,12 @@ def freekd(*args: str) -> dict[str, Any]:
     }
 
 
+def as_uint8(images: Any) -> np.ndarray:
+    """A dataset's images as uint8 pixels (freekd keeps 8-bit sources as uint8 already)."""
+    array = images.numpy()
+    return array if array.dtype == np.uint8 else (array * 255).round().astype(np.uint8)
+
+
 def split_data(runs: Path, fractions: list[float]) -> dict[str, Path]:
     """fashion-mnist:train split once (seed 0) into validation and training parts, as .npz."""
     sys.path.insert(0, str(ROOT))
@@ -61,7 +67,7 @@ def split_data(runs: Path, fractions: list[float]) -> dict[str, Path]:
     folder = runs / "data"
     folder.mkdir(parents=True, exist_ok=True)
     full = load_dataset("fashion-mnist:train")
-    images = (full.images.numpy() * 255).round().astype(np.uint8)
+    images = as_uint8(full.images)
     labels = full.labels.numpy()
     order = np.random.default_rng(0).permutation(len(labels))
     paths = {"validation": folder / "validation.npz"}
@@ -179,7 +185,7 @@ def memory(args: argparse.Namespace) -> None:
     rows = []
     for size in (6000, 60000):
         path = folder / f"first-{size}.npz"
-        x = (full.images[:size].numpy() * 255).round().astype(np.uint8)
+        x = as_uint8(full.images[:size])
         np.savez(path, x=x, y=full.labels[:size].numpy())
         for method in ("kd", "crd"):
             usage = freekd(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -54,17 +54,9 @@ class AttentionTransfer(FeatureDistiller):
         teacher: nn.Module,
         *,
         weight: float = 1000.0,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, **shared)
         self.weight = weight
 
     def default_pairs(self, stages: list[tuple[str, str]]) -> list[tuple[str, str]]:

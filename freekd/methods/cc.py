@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -45,18 +45,9 @@ class CorrelationCongruence(RelationDistiller):
         weight: float = 1.0,
         gamma: float = 0.4,
         order: int = 2,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            weight=weight,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, weight=weight, **shared)
         if gamma <= 0 or order < 0:
             raise ValueError(f"gamma must be positive and order ≥ 0, got {gamma} and {order}")
         self.gamma, self.order = gamma, order

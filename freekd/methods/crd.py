@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,17 +114,9 @@ class ContrastiveRepresentation(FeatureDistiller):
         dim: int = 128,
         queue_size: int = 16384,
         label_aware: bool = True,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, **shared)
         if temperature <= 0 or dim < 1 or queue_size < 1:
             raise ValueError("temperature must be positive, dim and queue_size at least 1")
         if len(self.pairs) != 1:

@@ -115,7 +115,7 @@ class FeatureDistiller(Distiller):
         student: nn.Module,
         teacher: nn.Module,
         *,
-        ce_weight: float,
+        ce_weight: float = 1.0,
         student_layers: Sequence[str] | None = None,
         teacher_layers: Sequence[str] | None = None,
     ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,17 +73,9 @@ class FitNet(FeatureDistiller):
         teacher: nn.Module,
         *,
         weight: float = 100.0,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, **shared)
         self.weight = weight
         self.regressors = nn.ModuleList(
             regressor(s, t) for s, t in zip(self.student_shapes, self.teacher_shapes, strict=True)

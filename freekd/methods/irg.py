@@ -71,7 +71,7 @@ class InstanceRelationshipGraph(RelationDistiller):
         super().__init__(
             student,
             teacher,
-            weight=1.0,
+            weight=1.0,  # the three terms carry their own weights
             ce_weight=ce_weight,
             student_layers=student_layers,
             teacher_layers=teacher_layers,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -41,18 +41,9 @@ class ProbabilisticTransfer(RelationDistiller):
         teacher: nn.Module,
         *,
         weight: float = 30000.0,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            weight=weight,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, weight=weight, **shared)
 
     def relation_loss(self, student: Tensor, teacher: Tensor) -> Tensor:
         return probabilistic_transfer(student, teacher)

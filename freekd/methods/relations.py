@@ -36,9 +36,9 @@ class RelationDistiller(FeatureDistiller):
         teacher: nn.Module,
         *,
         weight: float,
-        ce_weight: float,
-        student_layers: Sequence[str] | None,
-        teacher_layers: Sequence[str] | None,
+        ce_weight: float = 1.0,
+        student_layers: Sequence[str] | None = None,
+        teacher_layers: Sequence[str] | None = None,
     ) -> None:
         super().__init__(
             student,

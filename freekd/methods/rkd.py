@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -46,18 +46,9 @@ class RelationalKD(RelationDistiller):
         weight: float = 1.0,
         distance_weight: float = 25.0,
         angle_weight: float = 50.0,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            weight=weight,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, weight=weight, **shared)
         self.distance_weight = distance_weight
         self.angle_weight = angle_weight
 

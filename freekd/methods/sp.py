@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -44,18 +44,9 @@ class SimilarityPreserving(RelationDistiller):
         teacher: nn.Module,
         *,
         weight: float = 3000.0,
-        ce_weight: float = 1.0,
-        student_layers: Sequence[str] | None = None,
-        teacher_layers: Sequence[str] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            student,
-            teacher,
-            weight=weight,
-            ce_weight=ce_weight,
-            student_layers=student_layers,
-            teacher_layers=teacher_layers,
-        )
+        super().__init__(student, teacher, weight=weight, **shared)
 
     def default_pairs(self, stages: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return stages[-1:] or super().default_pairs(stages)

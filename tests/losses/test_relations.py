@@ -29,6 +29,16 @@ from freekd.losses.relations import (
 )
 
 
+RELATION_LOSSES = (
+    similarity_preserving,
+    rkd_distance,
+    rkd_angle,
+    probabilistic_transfer,
+    correlation_congruence,
+    irg_edges,
+)
+
+
 def features(seed: int, shape: tuple[int, ...] = (6, 5)) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -70,14 +80,7 @@ def test_relation_losses_are_equivariant_to_the_batch_order(seed: int) -> None:
     the same holds for every relation loss here."""
     student, teacher = features(seed, (7, 3, 2, 2)), features(seed + 1, (7, 5, 2, 2))
     order = torch.randperm(7, generator=torch.Generator().manual_seed(seed))
-    for loss in (
-        similarity_preserving,
-        rkd_distance,
-        rkd_angle,
-        probabilistic_transfer,
-        correlation_congruence,
-        irg_edges,
-    ):
+    for loss in RELATION_LOSSES:
         assert loss(student[order], teacher[order]).item() == pytest.approx(
             loss(student, teacher).item(), rel=1e-9, abs=1e-12
         ), loss.__name__
@@ -85,14 +88,7 @@ def test_relation_losses_are_equivariant_to_the_batch_order(seed: int) -> None:
 
 def test_each_relation_loss_is_zero_on_identical_features() -> None:
     x = features(3, (5, 4, 3, 3))
-    for loss in (
-        similarity_preserving,
-        rkd_distance,
-        rkd_angle,
-        probabilistic_transfer,
-        correlation_congruence,
-        irg_edges,
-    ):
+    for loss in RELATION_LOSSES:
         assert loss(x, x.clone()).item() == pytest.approx(0.0, abs=1e-12), loss.__name__
         assert loss(x, features(4, (5, 7))).item() > 0, loss.__name__
 

@@ -28,7 +28,6 @@ from freekd.losses.relations import (
     similarity_preserving,
 )
 
-
 RELATION_LOSSES = (
     similarity_preserving,
     rkd_distance,

@@ -147,12 +147,16 @@ def summary(evaluation: str) -> None:
     rows = [
         json.loads(p.read_text()) for p in sorted((HERE / "results" / evaluation).glob("*.json"))
     ]
+    for row in rows:  # a row with its own settings is its own line ("dkd-tuned")
+        row["method"] += "-tuned" if row.get("extra") else ""
     fractions = sorted({row["fraction"] for row in rows})
     print(
         "| method | " + " | ".join(f"{f:.0%} of the images" for f in fractions) + " | CPU vs KD |"
     )
     print("|---|" + "---|" * (len(fractions) + 1))
-    for method in METHODS:
+    for method in [m for m in METHODS for m in (m, f"{m}-tuned")]:
+        if not any(r["method"] == method for r in rows):
+            continue
         cells, ratios = [], []
         for fraction in fractions:
             mine = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
@@ -235,6 +239,7 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/kd-families"))
     parser.add_argument("--summary", metavar="EVAL")
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--skip-done", action="store_true", help="keep rows already written")
     args = parser.parse_args()
     if args.summary:
         summary(args.summary)
@@ -253,9 +258,11 @@ def main() -> None:
     for seed in args.seeds:
         for fraction in args.fractions:
             for method in args.methods:
-                row = one_run(args, data, method, fraction, seed)
-                tag = "" if not row["extra"] else "-tuned"
+                tag = "-tuned" if args.extra.get(method) else ""
                 path = results / f"{method}{tag}-{fraction:g}-seed{seed}.json"
+                if args.skip_done and path.exists():
+                    continue
+                row = one_run(args, data, method, fraction, seed)
                 path.write_text(json.dumps({**row, "command": " ".join(sys.argv)}, indent=2) + "\n")
                 print(json.dumps(row), flush=True)
 

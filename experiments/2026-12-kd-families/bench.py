@@ -71,14 +71,18 @@ def split_data(runs: Path, fractions: list[float]) -> dict[str, Path]:
     labels = full.labels.numpy()
     order = np.random.default_rng(0).permutation(len(labels))
     paths = {"validation": folder / "validation.npz"}
-    np.savez(paths["validation"], x=images[order[:VALIDATION]], y=labels[order[:VALIDATION]])
+    parts = {"validation": order[:VALIDATION]}
     pool = order[VALIDATION:]
     for fraction in fractions:
         per_class = int(round(fraction * len(pool) / 10))
         chosen = np.concatenate([pool[labels[pool] == k][:per_class] for k in range(10)])
-        path = folder / f"train-{fraction:g}.npz"
-        np.savez(path, x=images[np.sort(chosen)], y=labels[np.sort(chosen)])
-        paths[f"{fraction:g}"] = path
+        paths[f"{fraction:g}"] = folder / f"train-{fraction:g}.npz"
+        parts[f"{fraction:g}"] = np.sort(chosen)
+    for key, path in paths.items():
+        if not path.exists():  # written once, then read by every run (several benches at once)
+            temporary = path.with_suffix(".tmp.npz")
+            np.savez(temporary, x=images[parts[key]], y=labels[parts[key]])
+            temporary.replace(path)
     return paths
 
 

@@ -210,6 +210,8 @@ def memory(args: argparse.Namespace) -> None:
                 "trainer.epochs=1",
                 "--set",
                 "trainer.eval_every=0",
+                "--set",
+                "eval_dataset=fashion-mnist:test",
                 "--out",
                 str(args.runs / "memory" / f"{method}-{size}"),
                 "--overwrite",

@@ -40,15 +40,35 @@ def freekd(*args: str) -> None:
         raise SystemExit(f"freekd {' '.join(args)} failed ({done.returncode})")
 
 
+def saved_arch(path: Path) -> str:
+    """The architecture a freekd checkpoint records (read without unpickling code)."""
+    import torch
+
+    return str(torch.load(path, weights_only=True, map_location="cpu")["arch"])
+
+
 def load(path: Path) -> dict[str, Any]:
     return json.loads((path / "report.json").read_text())
+
+
+def label_queries(args: argparse.Namespace, labels: Path, pool: list[str], seed: int) -> None:
+    """Label the pool: Confident-GNMax, the budget enforced on the data-dependent ε."""
+    freekd(
+        "pate", "label", "--teachers", str(args.runs / "teachers" / "teachers.pt"),
+        *pool, "--queries", str(args.queries), "--aggregator", "confident-gnmax",
+        "--sigma1", str(args.sigma1), "--threshold", str(args.threshold),
+        "--sigma2", str(args.sigma2), "--epsilon", str(args.epsilon), "--delta", str(args.delta),
+        "--set", "budget_on=data-dependent-unsanitized", "--seed", str(seed),
+        "--out", str(labels), "--overwrite", "--quiet",
+    )  # fmt: skip
 
 
 def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     runs = args.runs
     tag = "-datafree" if args.queries_from else ""
     labels = runs / f"labels{tag}-seed{seed}"
-    if (labels / "ledger.jsonl").exists():  # a ledger is never replaced: keep it, label afresh
+    reuse = args.reuse_runs and (labels / "report.json").exists()
+    if (labels / "ledger.jsonl").exists() and not reuse:  # a ledger is never replaced
         labels.rename(runs / f"labels-seed{seed}-{int(time.time())}.old")
     pool = (
         ["--queries-from", str(args.queries_from), "--set", f"eval_dataset={args.dataset}:test",
@@ -56,14 +76,8 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         if args.queries_from
         else ["--queries-from", f"{args.dataset}:test", "--set", f"holdout={args.holdout}"]
     )  # fmt: skip
-    freekd(
-        "pate", "label", "--teachers", str(runs / "teachers" / "teachers.pt"),
-        *pool, "--queries", str(args.queries), "--aggregator", "confident-gnmax",
-        "--sigma1", str(args.sigma1), "--threshold", str(args.threshold),
-        "--sigma2", str(args.sigma2), "--epsilon", str(args.epsilon), "--delta", str(args.delta),
-        "--set", "budget_on=data-dependent-unsanitized", "--seed", str(seed),
-        "--out", str(labels), "--overwrite", "--quiet",
-    )  # fmt: skip
+    if not reuse:
+        label_queries(args, labels, pool, seed)
     label = load(labels)
     row: dict[str, Any] = {
         "seed": seed,
@@ -97,13 +111,18 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     for name, extra in students:
         out = runs / f"student{tag}-{name}-seed{seed}"
         start = time.perf_counter()
-        freekd(
-            "pate", "student", "--labels", str(labels), "--student", args.arch, "--seed", str(seed),
-            *pool_flag, *extra, "--out", str(out), "--overwrite", "--quiet",
-        )  # fmt: skip
+        # A student started from a model takes that model's architecture.
+        arch = saved_arch(args.init_student) if name == "init" else args.arch
+        if not (args.reuse_runs and (out / "report.json").exists()):
+            freekd(
+                "pate", "student", "--labels", str(labels), "--student", arch, "--seed", str(seed),
+                *pool_flag, *extra, "--out", str(out), "--overwrite", "--quiet",
+            )  # fmt: skip
         student = load(out)
         row[f"{name}_student_accuracy"] = student["student"]["test_accuracy"]
-        row[f"{name}_student_wall_seconds"] = round(time.perf_counter() - start, 1)
+        row[f"{name}_student_wall_seconds"] = round(
+            student.get("wall_seconds", time.perf_counter() - start), 1
+        )
     print(json.dumps(row), flush=True)
     return row
 
@@ -140,6 +159,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--runs", type=Path, default=Path("runs/pate-bench"))
     parser.add_argument("--reuse-teachers", action="store_true")
+    parser.add_argument(
+        "--reuse-runs", action="store_true",
+        help="keep the labels and students already in --runs (no ε spent again); run the rest",
+    )  # fmt: skip
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

@@ -37,6 +37,10 @@ VALIDATION = 5000
 EPOCHS = {0.01: 100, 0.1: 20, 1.0: 5}
 
 
+class RunFailedError(Exception):
+    """A run that stopped with an error (e.g. the loss became NaN): recorded, not fatal."""
+
+
 def freekd(*args: str) -> dict[str, Any]:
     """Run ``python -m freekd ARGS``; its peak memory (MB) and CPU seconds from the OS."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -45,7 +49,7 @@ def freekd(*args: str) -> dict[str, Any]:
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
-        raise SystemExit(f"freekd {' '.join(args)} failed ({process.returncode})")
+        raise RunFailedError(f"exit status {process.returncode}")
     return {
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
@@ -109,6 +113,32 @@ def one_run(
         "--overwrite",
         "--quiet",
     ]
+    try:
+        usage, accuracy = _train(args, data, method, fraction, loop, out), None
+        accuracy = usage.pop("accuracy")
+    except RunFailedError as failure:  # kept as a row: a method that diverges is a result
+        usage, accuracy = {"failed": str(failure)}, None
+    return {
+        "method": method,
+        "fraction": fraction,
+        "seed": seed,
+        "eval": args.eval,
+        "accuracy": accuracy,
+        "epochs": EPOCHS[fraction],
+        **usage,
+        "extra": args.extra.get(method, []),
+    }
+
+
+def _train(
+    args: argparse.Namespace,
+    data: dict[str, Path],
+    method: str,
+    fraction: float,
+    loop: list[str],
+    out: Path,
+) -> dict[str, Any]:
+    """One run of the student alone or of a method; its usage and accuracy."""
     if method == "student":
         usage = freekd(
             "teacher",
@@ -135,16 +165,7 @@ def one_run(
             *loop,
         )
         accuracy = json.loads((out / "report.json").read_text())["student"]["test_accuracy"]
-    return {
-        "method": method,
-        "fraction": fraction,
-        "seed": seed,
-        "eval": args.eval,
-        "accuracy": accuracy,
-        "epochs": EPOCHS[fraction],
-        **usage,
-        "extra": args.extra.get(method, []),
-    }
+    return {**usage, "accuracy": accuracy}
 
 
 def summary(evaluation: str) -> None:
@@ -164,9 +185,12 @@ def summary(evaluation: str) -> None:
         cells, ratios = [], []
         for fraction in fractions:
             mine = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
+            failed = sum(r["accuracy"] is None for r in mine)
+            mine = [r for r in mine if r["accuracy"] is not None]
             values = sorted(100 * r["accuracy"] for r in mine)
+            note = f"; {failed} stopped: loss NaN" if failed else ""
             cells.append(
-                f"{statistics.median(values):.2f} ({' / '.join(f'{v:.2f}' for v in values)})"
+                f"{statistics.median(values):.2f} ({' / '.join(f'{v:.2f}' for v in values)}{note})"
                 if values
                 else "—"
             )

@@ -37,6 +37,12 @@ VALIDATION = 5000
 EPOCHS = {0.01: 100, 0.1: 20, 1.0: 5}
 
 
+def distill_args(args: argparse.Namespace, dataset: Path, method: str) -> list[str]:
+    """The ``freekd distill`` arguments every run of this bench shares."""
+    return ["distill", "--teacher", str(args.teacher), "--student", args.student,
+            "--dataset", str(dataset), "--method", method]  # fmt: skip
+
+
 class RunFailedError(Exception):
     """A run that stopped with an error (e.g. the loss became NaN): recorded, not fatal."""
 
@@ -152,15 +158,7 @@ def _train(
         accuracy = json.loads((out / "report.json").read_text())["test_accuracy"]
     else:
         usage = freekd(
-            "distill",
-            "--teacher",
-            str(args.teacher),
-            "--student",
-            args.student,
-            "--dataset",
-            str(data[f"{fraction:g}"]),
-            "--method",
-            method,
+            *distill_args(args, data[f"{fraction:g}"], method),
             *[f for p in args.extra.get(method, []) for f in ("--set", p)],
             *loop,
         )
@@ -231,15 +229,7 @@ def memory(args: argparse.Namespace) -> None:
         np.savez(path, x=x, y=full.labels[:size].numpy())
         for method in ("kd", "crd"):
             usage = freekd(
-                "distill",
-                "--teacher",
-                str(args.teacher),
-                "--student",
-                args.student,
-                "--dataset",
-                str(path),
-                "--method",
-                method,
+                *distill_args(args, path, method),
                 "--set",
                 "trainer.epochs=1",
                 "--set",

@@ -8,8 +8,8 @@ The Python API (``freekd.api``) runs what each command runs, in a few lines::
     student = freekd.datafree(teacher=teacher.out / "model.pt", epochs=1, out="runs/s")
     student.report["student"]["test_accuracy"], student.model
 
-``freekd.distill``, ``freekd.datafree``, ``freekd.audit``, ``freekd.pate`` and
-``freekd.crossmodal`` are the feature packages, and calling one runs its command
+``freekd.distill``, ``freekd.online``, ``freekd.datafree``, ``freekd.audit``, ``freekd.pate``
+and ``freekd.crossmodal`` are the feature packages, and calling one runs its command
 (``freekd.api.distill`` ...); their modules stay importable as before
 (``freekd.distill.pipeline``). Everything is imported on first use, so
 ``import freekd`` loads no torch.
@@ -23,7 +23,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: The API functions by name; the five that share a feature package's name are its ``__call__``.
+#: The API functions by name; the six that share a feature package's name are its ``__call__``.
 _API = (
     "Run",
     "audit_pipeline",
@@ -31,7 +31,7 @@ _API = (
     "train_clip",
     "train_teacher",
 )
-_CALLABLE_PACKAGES = ("audit", "crossmodal", "datafree", "distill", "pate")
+_CALLABLE_PACKAGES = ("audit", "crossmodal", "datafree", "distill", "online", "pate")
 
 __all__ = ["__version__", "load_model", *_API, *_CALLABLE_PACKAGES]
 

@@ -48,6 +48,7 @@ __all__ = [
     "datafree",
     "distill",
     "evaluate",
+    "online",
     "pate",
     "train_clip",
     "train_teacher",
@@ -201,8 +202,10 @@ def _load_model(command: _Command, config: Any, report: dict[str, Any], options:
     arch: Any = config
     for part in command.arch_field.split("."):
         arch = getattr(arch, part)
-    # The config was accepted for this run, so the architecture it names is trusted.
-    return load_model(path, trust_code=options.trust_code or is_import_path(arch))
+    # The config was accepted for this run, so the architectures it names are trusted.
+    named = arch if isinstance(arch, list) else [arch]
+    trusted = any(is_import_path(name) for name in named)
+    return load_model(path, trust_code=options.trust_code or trusted)
 
 
 def _run(command: _Command, out: str | Path, settings: dict[str, Any]) -> Run:
@@ -243,6 +246,12 @@ _TEACHER = _Command(
 )
 _DISTILL = _Command(
     "distill", "freekd.distill.config:DistillConfig", "freekd.distill.pipeline:run_distill"
+)
+_ONLINE = _Command(
+    "online",
+    "freekd.online.config:OnlineConfig",
+    "freekd.online.pipeline:run_online",
+    arch_field="archs",
 )
 _DATAFREE = _Command(
     "datafree", "freekd.datafree.config:DataFreeConfig", "freekd.datafree.pipeline:run_datafree"
@@ -327,6 +336,34 @@ def distill(
     """
     given = _given({"student": student, "dataset": data, "method.name": method})
     return _run(_DISTILL, out, {**_teacher(teacher), **given, **settings})
+
+
+def online(
+    *,
+    data: str | Path | None = None,
+    method: str | None = None,
+    archs: list[str] | str | None = None,
+    out: str | Path = "runs/online",
+    **settings: Any,
+) -> Run:
+    """``freekd online``: networks that teach each other while they train (DML, ONE).
+
+    Args:
+        data: training data (``--dataset``); a share of it (``validation_fraction``) chooses
+            the deployable network; ``eval_dataset=`` is the test data.
+        method: ``dml`` (default) or ``one``; parameters in ``method={"name": "one",
+            "params": {"branches": 4}}`` or ``overrides``.
+        archs: the architecture, or one per DML peer (``--arch``); ``peers=K`` for K copies.
+        out: the run folder.
+        **settings: fields of ``OnlineConfig`` (``peers=4``, ``baseline=False`` ...) and the
+            run keywords.
+
+    Returns:
+        The run; ``model`` is the best single network on the validation part (``model.pt``).
+    """
+    names = [archs] if isinstance(archs, str) else archs
+    given = _given({"dataset": data, "method.name": method, "archs": names})
+    return _run(_ONLINE, out, {**given, **settings})
 
 
 def datafree(

@@ -33,6 +33,7 @@ from freekd.cli_tables import percent, print_table, privacy_rows
 from freekd.crossmodal import cli as crossmodal_cli
 from freekd.datafree import cli as datafree_cli
 from freekd.distill import cli as distill_cli
+from freekd.online import cli as online_cli
 from freekd.pate import cli as pate_cli
 from freekd.privacy import cli as privacy_cli
 from freekd.supervised import cli as supervised_cli
@@ -84,6 +85,7 @@ app = typer.Typer(
 )
 # Each feature's commands live in its package; the root only adds them.
 app.add_typer(distill_cli.app)
+app.add_typer(online_cli.app)
 app.add_typer(datafree_cli.app)
 app.add_typer(supervised_cli.teacher_app, name="teacher")
 app.add_typer(privacy_cli.privacy_app, name="privacy")

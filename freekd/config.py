@@ -32,7 +32,7 @@ TORCHVISION_PREFIX = "torchvision:"
 
 #: Config fields that name an architecture. An import path there runs code when the model is
 #: built, so a file (YAML, a run's saved ``config.yaml``) may hold one only with ``--trust-code``.
-ARCHITECTURE_FIELDS = frozenset({"arch", "student", "student_arch"})
+ARCHITECTURE_FIELDS = frozenset({"arch", "archs", "base", "student", "student_arch"})
 
 
 #: Flags that let freekd run code from a file; only the command line may switch them on.
@@ -508,7 +508,11 @@ def _check_file_trust(
                 walk(value, given, f"{dotted}.")
             elif given is not None:
                 continue  # the command line decides this value
-            elif key in ARCHITECTURE_FIELDS and is_import_path(value) and not trust_code:
+            elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+                for index, item in enumerate(value):  # a composite model's members
+                    if isinstance(item, dict):
+                        walk(item, None, f"{dotted}.{index}.")
+            elif key in ARCHITECTURE_FIELDS and _names_code(value) and not trust_code:
                 raise FreekdError(
                     f"{what} names code to import in {dotted} ({value!r}) and freekd never runs "
                     f"code a file names; pass --trust-code if you trust the file, or give "
@@ -522,6 +526,12 @@ def _check_file_trust(
                 )
 
     walk(file_data, command_line, "")
+
+
+def _names_code(value: Any) -> bool:
+    """An architecture value (a name, or a list of names) that names code to import."""
+    items = value if isinstance(value, list) else [value]
+    return any(is_import_path(item) for item in items)
 
 
 def dump_yaml(config: Any) -> str:

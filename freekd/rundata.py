@@ -154,3 +154,26 @@ def warn_few_steps(train_set: ImageDataset, trainer: TrainerConfig, steps_per_ep
 def as_float(images: torch.Tensor) -> torch.Tensor:
     """Floating images in [0, 1] (uint8 pixels divided by 255)."""
     return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+def split_validation(
+    dataset: ImageDataset, fraction: float, *, seed: int
+) -> tuple[ImageDataset, ImageDataset]:
+    """``dataset`` split into (training part, validation part): ``fraction`` of its images,
+    drawn at random with ``seed``, held out for choices made without the test set.
+
+    Raises:
+        FreekdError: either part would be empty.
+    """
+    count = round(fraction * len(dataset))
+    if count < 1 or count >= len(dataset):
+        raise FreekdError(
+            f"{dataset.name} has {len(dataset)} images: too few to hold out "
+            f"{fraction:.0%} for validation and train on the rest; use more data or change "
+            "validation_fraction"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)
+    validation = dataset.subset(order[:count].sort().values)
+    training = dataset.subset(order[count:].sort().values)
+    return training, validation

@@ -41,6 +41,7 @@ from freekd.rundata import eval_spec as eval_spec
 from freekd.rundata import load_split as load_split
 from freekd.rundata import loader_source as loader_source
 from freekd.rundata import resolve_augmentation as resolve_augmentation
+from freekd.rundata import split_validation as split_validation
 from freekd.rundata import train_and_eval_sets as train_and_eval_sets
 from freekd.rundata import warn_empty_classes as warn_empty_classes
 from freekd.rundata import warn_few_steps as warn_few_steps

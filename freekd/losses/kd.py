@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -136,3 +138,32 @@ def decoupled_kd(
     p_t = log_t.exp()
     nckd = torch.where(mask, torch.zeros_like(p_t), p_t * (log_t - log_s)).sum(1)
     return ((alpha * tckd + beta * nckd) * temperature**2).mean()
+
+
+def mutual_kl(peer_logits: Sequence[Tensor], *, temperature: float = 1.0) -> Tensor:
+    """Deep mutual learning's mimicry terms, Zhang et al. 2018 (CVPR, "Deep Mutual Learning",
+    arXiv:1706.00384) Eq. 5 (K peers): peer k's mean over the other peers l of
+    KL(p_l ‖ p_k), with every target p_l detached (each peer learns from the others'
+    predictions, not through them). At T ≠ 1 both sides are softened and the term is times T².
+
+    Args:
+        peer_logits: K ≥ 2 tensors of (B, C) logits, one per peer, on the same batch.
+        temperature: T (the paper's is 1).
+
+    Returns:
+        (K,) each peer's mimicry loss, mean over the batch.
+    """
+    if len(peer_logits) < 2:
+        raise ValueError(f"mutual learning needs at least two peers, got {len(peer_logits)}")
+    targets = [logits.detach() for logits in peer_logits]
+    terms = [
+        torch.stack(
+            [
+                kd_kl(logits, target, temperature=temperature)
+                for other, target in enumerate(targets)
+                if other != peer
+            ]
+        ).mean()
+        for peer, logits in enumerate(peer_logits)
+    ]
+    return torch.stack(terms)

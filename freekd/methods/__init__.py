@@ -16,6 +16,8 @@ from freekd.methods.base import (
     CLASSIFIER,
     CLASSIFIER_METHODS,
     METHODS,
+    ONLINE,
+    ONLINE_METHODS,
     Method,
     MethodRegistry,
     MethodView,
@@ -33,12 +35,16 @@ from freekd.methods.logit_l1 import LogitL1
 from freekd.methods.supervised import EnsembleSupervised, Supervised
 from freekd.registry import import_plugins
 
-import_plugins(__name__, __path__, skip=("base", "context", "distiller", "taps", "relations"))
+import_plugins(
+    __name__, __path__, skip=("base", "context", "distiller", "online", "taps", "relations")
+)
 
 __all__ = [
     "CLASSIFIER",
     "CLASSIFIER_METHODS",
     "METHODS",
+    "ONLINE",
+    "ONLINE_METHODS",
     "AttentionKD",
     "EnsembleSupervised",
     "FeatureShapes",

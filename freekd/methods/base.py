@@ -27,6 +27,10 @@ CLASSIFIER = "classifier"
 """``Method.distills`` of methods between image classifiers: a ``teachers.Teacher`` into a
 student classifier, on image batches (``freekd distill``, ``freekd datafree``)."""
 
+ONLINE = "online"
+"""``Method.distills`` of online KD (``freekd online``): networks trained together from scratch,
+teaching each other (DML's peers, ONE's branches), with no pre-trained teacher."""
+
 
 @dataclass
 class StepOutput:
@@ -161,3 +165,6 @@ METHODS = MethodRegistry("method")
 
 CLASSIFIER_METHODS = METHODS.fitting(CLASSIFIER)
 """The methods between image classifiers: what ``freekd distill`` and ``freekd datafree`` take."""
+
+ONLINE_METHODS = METHODS.fitting(ONLINE, kind="online method")
+"""The online methods: what ``freekd online`` takes (``dml``, ``one``)."""

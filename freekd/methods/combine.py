@@ -77,7 +77,7 @@ class Combination(Distiller):
         *,
         ce_weight: float,
     ) -> None:
-        super().__init__(context.student, context.teacher, ce_weight=ce_weight)
+        super().__init__(context.student, context.required_teacher, ce_weight=ce_weight)
         if len(names) < 2 or len(set(names)) != len(names):
             raise FreekdError(f"combine two or more different methods, got {'+'.join(names)}")
         self.parts = nn.ModuleDict()

@@ -104,15 +104,19 @@ class MethodContext:
             a method of another kind.
         total_steps: optimizer steps the run plans (epochs × steps per epoch), for methods with a
             schedule of their own (DKD's warm-up); ``None`` when the run does not say.
+        peers: the networks an online method trains together (``freekd online``: DML's peers,
+            the one network ONE branches), each a fresh ``ImageClassifier``; ``student`` is the
+            first. Empty for methods with a teacher.
     """
 
     student: nn.Module
-    teacher: nn.Module
+    teacher: nn.Module | None = None
     num_classes: int | None = None
     train_size: int | None = None
     input_shape: tuple[int, ...] | None = None
     distills: str = CLASSIFIER
     total_steps: int | None = None
+    peers: tuple[nn.Module, ...] = ()
 
     @classmethod
     def for_teacher(
@@ -133,6 +137,17 @@ class MethodContext:
             total_steps=total_steps,
         )
 
+    @property
+    def required_teacher(self) -> nn.Module:
+        """The teacher, for a method that distills from one.
+
+        Raises:
+            FreekdError: the run has no teacher (an online run).
+        """
+        if self.teacher is None:
+            raise FreekdError("this method distills from a teacher and the run has none")
+        return self.teacher
+
     @cached_property
     def feature_shapes(self) -> FeatureShapes:
         """Student and teacher feature shapes, from one probe pass each (made on first use).
@@ -142,7 +157,7 @@ class MethodContext:
         """
         if self.input_shape is None:
             raise FreekdError("internal: feature shapes need the context's input_shape")
-        return probe_feature_shapes(self.student, self.teacher, self.input_shape)
+        return probe_feature_shapes(self.student, self.required_teacher, self.input_shape)
 
 
 def build_method(name: str, context: MethodContext, params: Mapping[str, Any]) -> Method:

@@ -69,7 +69,9 @@ class DecoupledKD(Distiller):
 
     @classmethod
     def from_context(cls, context: MethodContext, **params: Any) -> DecoupledKD:
-        return cls(context.student, context.teacher, total_steps=context.total_steps, **params)
+        return cls(
+            context.student, context.required_teacher, total_steps=context.total_steps, **params
+        )
 
     def distill_losses(self, student: Views, teacher: Views, batch: Batch) -> dict[str, Tensor]:
         target = batch.labels if batch.labels is not None else teacher.logits.argmax(1)

@@ -7,7 +7,13 @@ model takes [0, 1] images.
 
 from __future__ import annotations
 
-from freekd.models import lenet, resnet_cifar, small, wrn  # noqa: F401  (register architectures)
+from freekd.models import (  # noqa: F401  (register architectures)
+    composite,
+    lenet,
+    resnet_cifar,
+    small,
+    wrn,
+)
 from freekd.models.build import (
     build_model,
     check_model,

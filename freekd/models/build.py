@@ -107,10 +107,14 @@ def build_model(
     if arch.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(arch, num_classes=num_classes, arch_kwargs=kwargs)
     if arch in MODELS:
-        _reject_keys(arch, kwargs, ("num_classes", "input_shape"))
-        return _call_checked(
-            arch, MODELS.get(arch), {"num_classes": num_classes, "input_shape": shape}, kwargs
-        )
+        _reject_keys(arch, kwargs, ("num_classes", "input_shape", "trust_code"))
+        factory = MODELS.get(arch)
+        fixed: dict[str, Any] = {"num_classes": num_classes, "input_shape": shape}
+        if "trust_code" in _named_parameters(factory):
+            # A composite architecture (models.composite) builds its members under the same
+            # trust as itself; a file can never set it (rejected above).
+            fixed["trust_code"] = trust_code
+        return _call_checked(arch, factory, fixed, kwargs)
     wrn_match = _WRN_NAME.fullmatch(arch)
     if wrn_match is not None:
         depth, widen_factor = int(wrn_match.group(1)), int(wrn_match.group(2))

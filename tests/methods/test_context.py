@@ -16,6 +16,7 @@ from freekd.errors import FreekdError, UnknownNameError
 from freekd.methods import (
     CLASSIFIER_METHODS,
     METHODS,
+    ONLINE_METHODS,
     AttentionKD,
     LogitKD,
     Method,
@@ -127,7 +128,15 @@ def test_feature_shapes_come_from_one_cached_probe_that_changes_nothing(teacher:
 def test_one_registry_two_views() -> None:
     assert set(CROSSMODAL_METHODS.names()) == {"contrastive", "feature", "icl"}
     assert set(CLASSIFIER_METHODS.names()) >= {"kd", "kd-at", "logit-l1"}
-    assert set(METHODS.names()) == set(CROSSMODAL_METHODS.names()) | set(CLASSIFIER_METHODS.names())
+    assert set(ONLINE_METHODS.names()) == {"dml", "one"}
+    assert set(METHODS.names()) == (
+        set(CROSSMODAL_METHODS.names())
+        | set(CLASSIFIER_METHODS.names())
+        | set(ONLINE_METHODS.names())
+    )
+    with pytest.raises(UnknownNameError, match="unknown online method 'kd'; known: dml, one"):
+        ONLINE_METHODS.get("kd")
+    assert "dml" not in CLASSIFIER_METHODS
     assert all(METHODS.get(name).distills == CLIP for name in CROSSMODAL_METHODS.names())
     assert "icl" in METHODS
     assert "icl" not in CLASSIFIER_METHODS

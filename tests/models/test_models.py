@@ -23,7 +23,11 @@ from freekd.models.wrn import WideResNet
 
 NUM_CLASSES = 10
 # Architectures that need kwargs to be built at all.
-REQUIRED_KWARGS: dict[str, dict[str, Any]] = {"wrn": {"depth": 10, "widen_factor": 1}}
+REQUIRED_KWARGS: dict[str, dict[str, Any]] = {
+    "wrn": {"depth": 10, "widen_factor": 1},
+    "branched": {"base": "resnet8", "branches": 2},
+    "mean-ensemble": {"members": [{"arch": "tiny-cnn"}, {"arch": "mlp"}]},
+}
 # Forward + backward of the largest networks takes seconds on one CPU thread.
 SLOW = {("wrn-28-10", (1, 28, 28)), ("wrn-28-10", (3, 32, 32)), ("resnet34", (3, 32, 32))}
 

@@ -43,3 +43,19 @@ class TupleNet(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         features = images.mean(dim=(1, 2, 3)).unsqueeze(1)
         return self.fc(features), features
+
+
+class SkipNet(nn.Module):
+    """A user CNN whose classifier reads both its last block and the block before it: after
+    ``block2`` the trunk's features are mixed in, so ONE cannot branch at ``block2``."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU())
+        self.block2 = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        first = self.block1(images)
+        second = self.block2(first)
+        return self.head((first + second).mean(dim=(2, 3)))

@@ -33,6 +33,24 @@ def distill(out: Path, teacher: str) -> None:
     run_distill(config, RunOptions(out, quiet=True))
 
 
+def online(out: Path) -> None:
+    """DML with two peers without BatchNorm (each process would see half the batch's
+    statistics), no baseline: each peer is its own DDP module."""
+    from freekd.config import ComponentConfig
+    from freekd.online.config import OnlineConfig
+    from freekd.online.pipeline import run_online
+
+    config = OnlineConfig(
+        dataset="digits",
+        archs=["tiny-cnn-nobn", "mlp"],
+        method=ComponentConfig("dml"),
+        baseline=False,
+        seed=0,
+        trainer=TrainerConfig(epochs=1, batch_size=64, lr=0.05, device="cpu", log_every=5),
+    )
+    run_online(config, RunOptions(out, quiet=True))
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)  # two processes on two cores
     config = TeacherTrainConfig(
@@ -45,7 +63,10 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
+    if sys.argv[2:] == ["online"]:
+        torch.set_num_threads(1)
+        online(Path(sys.argv[1]))
+    elif len(sys.argv) > 2:
         torch.set_num_threads(1)
         distill(Path(sys.argv[1]), sys.argv[2])
     else:

@@ -54,3 +54,17 @@ def test_ddp_feature_distillation_finds_named_layers_and_keeps_adapters_in_step(
     double = run(tmp_path / "two", 2, str(tiny_teacher_path))
     for key in single:
         torch.testing.assert_close(double[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_ddp_online_peers_match_one_process(tmp_path: Path) -> None:
+    """DML's peers are each wrapped in DDP: two processes train the peers one process does."""
+    run(tmp_path / "one", 1, "online")
+    run(tmp_path / "two", 2, "online")
+    for name in ("peer0", "peer1"):
+        single = torch.load(tmp_path / "one" / "networks" / f"{name}.pt", weights_only=True)
+        double = torch.load(tmp_path / "two" / "networks" / f"{name}.pt", weights_only=True)
+        for key, value in single["state_dict"].items():
+            torch.testing.assert_close(
+                double["state_dict"][key], value, rtol=1e-4, atol=1e-5, msg=f"{name} {key}"
+            )

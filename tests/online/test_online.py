@@ -1,0 +1,138 @@
+"""``freekd online`` end to end on real digits: files, report, the deployable choice, the
+ensemble, the baseline, exact resume, DDP (tests/train/test_ddp.py) and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import freekd
+from freekd.checkpoint import load_model
+from freekd.data import ImageDataset
+from freekd.train import evaluate
+from tests.test_cli import assert_user_error, invoke, succeeded
+
+TINY = ["--epochs", "1", "--batch-size", "64", "--device", "cpu", "--quiet"]
+
+
+def online(out: Path, *extra: object) -> object:
+    return invoke("online", "--dataset", "digits", *TINY, "--out", out, *extra)
+
+
+def test_dml_writes_every_network_the_ensemble_and_the_baseline(
+    tmp_path: Path, digits_test: ImageDataset
+) -> None:
+    out = tmp_path / "dml"
+    succeeded(online(out, "--arch", "tiny-cnn", "--arch", "mlp"))
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["networks"]) == {"peer0", "peer1"}
+    assert [n["arch"] for n in report["networks"].values()] == ["tiny-cnn", "mlp"]
+    assert report["ensemble"]["arch"] == "mean-ensemble"
+    assert set(report["baseline"]) == {"tiny-cnn", "mlp"}
+    assert report["validation_n"] == 150
+    assert report["train_n"] == 1350
+    # Every file loads alone and gives the accuracy the report quotes.
+    for entry in [*report["networks"].values(), report["ensemble"], *report["baseline"].values()]:
+        model = load_model(out / entry["path"])
+        accuracy = evaluate(model, digits_test, device=torch.device("cpu"))["accuracy"]
+        assert accuracy == pytest.approx(entry["test_accuracy"])
+    # model.pt is the single network with the best validation accuracy.
+    chosen = report["student"]["name"]
+    best = max(n["validation_accuracy"] for n in report["networks"].values())
+    assert report["networks"][chosen]["validation_accuracy"] == best
+    deployable = torch.load(out / "model.pt", weights_only=True)
+    saved = torch.load(out / "networks" / f"{chosen}.pt", weights_only=True)
+    assert deployable["weights_sha256"] == saved["weights_sha256"]
+    assert report["test_accuracy"] == report["networks"][chosen]["test_accuracy"]
+    lines = (out / "metrics.jsonl").read_text()
+    assert '"loss/kl"' in lines
+    assert '"loss/ce"' in lines
+    assert (out / "curves.png").is_file()
+
+
+def test_one_from_python_exports_each_branch_as_the_base_network(tmp_path: Path) -> None:
+    run = freekd.online(
+        data="digits", method="one", archs="resnet8", epochs=1, batch_size=64, device="cpu",
+        quiet=True, baseline=False, out=tmp_path / "one",
+    )  # fmt: skip
+    report = run.report
+    assert set(report["networks"]) == {"branch0", "branch1", "branch2"}
+    assert report["ensemble"]["arch"] == "branched"
+    assert report["baseline"] is None
+    for name in report["networks"]:
+        data = torch.load(run.out / "networks" / f"{name}.pt", weights_only=True)
+        assert data["arch"] == "resnet8"
+        assert not any("branches" in key for key in data["state_dict"])
+    ensemble = torch.load(run.out / "ensemble.pt", weights_only=True)
+    assert ensemble["arch_kwargs"]["branch_at"] == "stages.2"
+    assert run.model is not None
+    assert run.model.arch == "resnet8"
+    assert '"loss/ce_ensemble"' in (run.out / "metrics.jsonl").read_text()
+
+
+def test_one_branches_a_user_network_at_a_named_module(tmp_path: Path) -> None:
+    out = tmp_path / "user"
+    succeeded(online(out, "--method", "one", "--arch", "tests.models.user_arch:UserNet",
+                     "--arch-kwargs", '{"num_classes": 10}', "--no-baseline",
+                     "--set", "method.params.branch_at=conv"))  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["networks"]) == 3
+    assert load_model(out / "model.pt", trust_code=True) is not None
+
+
+def test_resume_gives_the_networks_of_one_uninterrupted_run(tmp_path: Path) -> None:
+    constant = ["--set", "trainer.scheduler=constant", "--arch", "tiny-cnn"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    succeeded(online(straight, *constant, "--epochs", "2"))
+    succeeded(online(resumed, *constant))
+    succeeded(online(resumed, *constant, "--epochs", "2", "--resume"))
+    for name in ["networks/peer0.pt", "networks/peer1.pt", "ensemble.pt", "baseline/model.pt"]:
+        a = torch.load(straight / name, weights_only=True)["state_dict"]
+        b = torch.load(resumed / name, weights_only=True)["state_dict"]
+        for key, value in a.items():
+            assert torch.equal(value, b[key]), (name, key)
+    a, b = (json.loads((run / "report.json").read_text()) for run in (straight, resumed))
+    assert a["networks"] == b["networks"]
+    assert a["baseline"]["tiny-cnn"]["test_accuracy"] == b["baseline"]["tiny-cnn"]["test_accuracy"]
+
+
+def test_bad_input_fails_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    assert_user_error(online(out, "--peers", "1"), "at least two peers")
+    assert_user_error(online(out, "--method", "one", "--arch", "resnet8", "--arch", "mlp"),
+                      "ONE branches one network")  # fmt: skip
+    assert_user_error(online(out, "--method", "one", "--arch", "lenet5"), "branch_at")
+    assert_user_error(
+        online(out, "--method", "one", "--arch", "resnet8", "--set",
+               "method.params.branch_at=layer9"),
+        "no module 'layer9'",
+    )  # fmt: skip
+    assert_user_error(online(out, "--method", "kd"), "unknown online method 'kd'")
+    assert_user_error(online(out, "--peers", "3", "--arch", "mlp", "--arch", "tiny-cnn"),
+                      "--peers 3")  # fmt: skip
+    assert_user_error(online(out, "--set", "trainer.ema_decay=0.99"), "ema_decay")
+    assert_user_error(online(out, "--set", "validation_fraction=0.9"), "validation_fraction")
+    assert_user_error(online(out, "--set", "method.params.warmup=1"), "no parameter 'warmup'")
+    assert not (out / "report.json").exists()
+
+
+def test_classes_that_do_not_match_are_refused(tmp_path: Path, digits_train: ImageDataset) -> None:
+    three = tmp_path / "three.npz"
+    keep = digits_train.labels < 3
+    images = (digits_train.images[keep] * 255).round().to(torch.uint8).numpy()
+    np.savez(three, x=images[:, 0], y=digits_train.labels[keep].numpy())
+    result = invoke("online", "--dataset", three, "--eval-data", "digits:test", *TINY,
+                    "--out", tmp_path / "x")  # fmt: skip
+    assert_user_error(result, "classes")
+
+
+def test_a_config_file_cannot_name_code_for_the_peers(tmp_path: Path) -> None:
+    config = tmp_path / "online.yaml"
+    config.write_text(yaml.safe_dump({"archs": ["tests.models.user_arch:UserNet", "mlp"]}))
+    result = invoke("online", "--config", config, *TINY, "--out", tmp_path / "y")
+    assert_user_error(result, "names code to import", "archs")

@@ -76,8 +76,6 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
     sets = _data(config)
     train_set = sets["train"]
     dist, device = setup_run(config.seed, config.trainer, options)
-    if not options.resume and dist.is_main:
-        shutil.rmtree(options.out_dir / NETWORKS_DIR, ignore_errors=True)
     mean, std = dataset_statistics(train_set)
     peers = [_network(arch, config, train_set, mean, std) for arch in archs]
     source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
@@ -92,6 +90,8 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
         total_steps=source.steps_per_epoch() * config.trainer.epochs,
     )
     method = _online(build_method(config.method.name, context, dict(config.method.params)))
+    if not options.resume and dist.is_main:  # the single networks of a run this one replaces
+        shutil.rmtree(options.out_dir / NETWORKS_DIR, ignore_errors=True)
     result = run_training(
         method,
         source,

@@ -330,7 +330,7 @@ def distill(
         student: student architecture (``--student``).
         data: transfer data (``--dataset``); ``eval_dataset=`` is the held-out data.
         method: a registered method (``--method``: ``kd``, ``kd-at``, ...); its parameters go in
-            ``method={"name": "kd", "params": {"temperature": 2}}`` or ``overrides``.
+            ``overrides`` (``["method.params.temperature=2"]``).
         out: the run folder.
         **settings: fields of ``DistillConfig`` and the run keywords (module docstring).
     """
@@ -351,8 +351,8 @@ def online(
     Args:
         data: training data (``--dataset``); a share of it (``validation_fraction``) chooses
             the deployable network; ``eval_dataset=`` is the test data.
-        method: ``dml`` (default) or ``one``; parameters in ``method={"name": "one",
-            "params": {"branches": 4}}`` or ``overrides``.
+        method: ``dml`` (default) or ``one``; its parameters go in ``overrides``
+            (``["method.params.branches=4"]``).
         archs: the architecture, or one per DML peer (``--arch``); ``peers=K`` for K copies.
         out: the run folder.
         **settings: fields of ``OnlineConfig`` (``peers=4``, ``baseline=False`` ...) and the

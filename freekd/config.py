@@ -508,16 +508,16 @@ def _check_file_trust(
                 walk(value, given, f"{dotted}.")
             elif given is not None:
                 continue  # the command line decides this value
-            elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
-                for index, item in enumerate(value):  # a composite model's members
-                    if isinstance(item, dict):
-                        walk(item, None, f"{dotted}.{index}.")
             elif key in ARCHITECTURE_FIELDS and _names_code(value) and not trust_code:
                 raise FreekdError(
                     f"{what} names code to import in {dotted} ({value!r}) and freekd never runs "
                     f"code a file names; pass --trust-code if you trust the file, or give "
                     f"the architecture on the command line (--set {dotted}=...)"
                 )
+            elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+                for index, item in enumerate(value):  # a composite model's members
+                    if isinstance(item, dict):
+                        walk(item, None, f"{dotted}.{index}.")
             elif key in TRUST_FIELDS and value not in (False, None, "false", "False"):
                 flag = "--" + key.replace("_", "-")
                 raise FreekdError(
@@ -531,7 +531,7 @@ def _check_file_trust(
 def _names_code(value: Any) -> bool:
     """An architecture value (a name, or a list of names) that names code to import."""
     items = value if isinstance(value, list) else [value]
-    return any(is_import_path(item) for item in items)
+    return any(is_import_path(item) for item in items if not isinstance(item, dict))
 
 
 def dump_yaml(config: Any) -> str:

@@ -54,6 +54,7 @@ class OnTheFlyNativeEnsemble(OnlineMethod):
     """
 
     kind = "branch"
+    min_batch = 2
     steps: Tensor
 
     def __init__(

@@ -34,6 +34,9 @@ class OnlineMethod(Method):
     #: peers; ONE: the one network it branches).
     default_peers: ClassVar[int] = 1
 
+    #: The smallest batch a step can take on one process (ONE's gate has a BatchNorm).
+    min_batch: ClassVar[int] = 1
+
     def networks(self) -> dict[str, ImageClassifier]:
         """The single networks by name (``peer0``, ``branch1``, ...), each an ordinary
         classifier that saves and loads alone."""

@@ -50,6 +50,19 @@ def _first_tensor(values: Any) -> Tensor | None:
     return None
 
 
+def first_conv_channels(network: nn.Module) -> int | None:
+    """The input channels of the network's first ``nn.Conv2d`` (``None`` without one)."""
+    first = next((m for m in network.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else int(first.in_channels)
+
+
+def _network_input(network: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The shape the bare network takes: a grey image's channel is repeated for a network
+    built for three (``ImageClassifier`` does the same), so probes use the network's count."""
+    channels = first_conv_channels(network) or int(input_shape[0])
+    return (channels, *(int(size) for size in input_shape[1:]))
+
+
 def _trace(network: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, Any, Any, int]]:
     """Each named module's (name, input shape, output shape, calls) in the order modules start,
     from one eval-mode pass of two blank images (the trace the branch point is found on)."""
@@ -74,7 +87,7 @@ def _trace(network: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, An
     device = reference.device if reference is not None else torch.device("cpu")
     try:
         with torch.no_grad(), eval_mode(network):
-            network(torch.zeros((2, *input_shape), device=device))
+            network(torch.zeros((2, *_network_input(network, input_shape)), device=device))
     finally:
         for handle in handles:
             handle.remove()
@@ -156,6 +169,8 @@ def heads_after(network: nn.Module, branch_at: str, input_shape: Sequence[int]) 
         for name in names[start + 1 :]
         if not name.startswith(inside) and _owns_state(modules[name])
     ]
+    # A head inside another head is repeated with it (a block with a scale of its own).
+    later = [name for name in later if not any(name.startswith(h + ".") for h in later)]
     for name in later:
         if calls[name] != 1:
             raise FreekdError(
@@ -263,9 +278,10 @@ class BranchedNetwork(nn.Module):
         """One eval pass of two blank images, so a network that cannot run branched fails now,
         in one line, rather than at the first training step."""
         reference = next(self.parameters())
+        shape = _network_input(self.base, input_shape)
         try:
             with torch.no_grad(), eval_mode(self):
-                self(torch.zeros((2, *input_shape), device=reference.device))
+                self(torch.zeros((2, *shape), device=reference.device))
         except FreekdError:
             raise
         except (RuntimeError, ValueError, TypeError, IndexError) as error:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
-from freekd.models.branching import AUTO, COMPOSITE, BranchedNetwork
+from freekd.models.branching import AUTO, COMPOSITE, BranchedNetwork, first_conv_channels
 from freekd.models.build import build_model
 from freekd.models.classifier import ImageClassifier
 from freekd.models.factory import MODELS
@@ -75,12 +75,13 @@ class MeanEnsemble(nn.Module):
         (B, C, H, W) normalized images → (B, K) log mean probabilities.
     """
 
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[nn.Module], *, channels: int) -> None:
         super().__init__()
         if not members:
             raise FreekdError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
-        self.channels = [_input_channels(member) for member in members]
+        # What each member takes: its first convolution's channels, else the data's.
+        self.channels = [first_conv_channels(member) or channels for member in members]
 
     def forward(self, images: Tensor) -> Tensor:
         probabilities = [
@@ -90,13 +91,8 @@ class MeanEnsemble(nn.Module):
         return torch.stack(probabilities).mean(dim=0).clamp_min(1e-12).log()
 
 
-def _input_channels(member: nn.Module) -> int | None:
-    first = next((m for m in member.modules() if isinstance(m, nn.Conv2d)), None)
-    return None if first is None else first.in_channels
-
-
-def _with_channels(images: Tensor, channels: int | None) -> Tensor:
-    if channels is None or images.shape[1] == channels:
+def _with_channels(images: Tensor, channels: int) -> Tensor:
+    if images.shape[1] == channels:
         return images
     if images.shape[1] == 1 and channels == 3:
         return images.repeat(1, 3, 1, 1)
@@ -132,7 +128,7 @@ def mean_ensemble(
                 trust_code=trust_code,
             )
         )
-    return MeanEnsemble(built)
+    return MeanEnsemble(built, channels=input_shape[0])
 
 
 def branch_classifier(model: ImageClassifier, *, branches: int, branch_at: str) -> ImageClassifier:
@@ -181,9 +177,8 @@ def ensemble_classifier(models: Sequence[ImageClassifier]) -> ImageClassifier:
     one normalization (they were trained on the same data)."""
     first = models[0]
     members = [{"arch": m.arch, "arch_kwargs": dict(m.arch_kwargs)} for m in models]
-    return _like(
-        first, MeanEnsemble([m.net for m in models]), "mean-ensemble", {"members": members}
-    )
+    ensemble = MeanEnsemble([m.net for m in models], channels=first.input_shape[0])
+    return _like(first, ensemble, "mean-ensemble", {"members": members})
 
 
 def _like(

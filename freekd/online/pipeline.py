@@ -59,6 +59,7 @@ from freekd.train.evaluate import check_input_shape, check_labels_fit
 
 NETWORKS_DIR = "networks"
 ENSEMBLE_FILE = "ensemble.pt"
+BASELINE_DIR = "baseline"
 
 
 @locks_run_folder
@@ -90,8 +91,14 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
         total_steps=source.steps_per_epoch() * config.trainer.epochs,
     )
     method = _online(build_method(config.method.name, context, dict(config.method.params)))
-    if not options.resume and dist.is_main:  # the single networks of a run this one replaces
-        shutil.rmtree(options.out_dir / NETWORKS_DIR, ignore_errors=True)
+    per_process = config.trainer.batch_size // dist.world_size
+    if per_process < method.min_batch:
+        raise FreekdError(
+            f"{config.method.name} needs batches of at least {method.min_batch} images per "
+            f"process, got {per_process}; raise --batch-size"
+        )
+    if not options.resume and dist.is_main:
+        _clear_online_files(options.out_dir)
     result = run_training(
         method,
         source,
@@ -121,6 +128,14 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
     )
     finish_run(report, options, dist)
     return report
+
+
+def _clear_online_files(out: Path) -> None:
+    """What a run this one replaces left besides the files every run writes: its single
+    networks, its ensemble and its baselines."""
+    shutil.rmtree(out / NETWORKS_DIR, ignore_errors=True)
+    shutil.rmtree(out / BASELINE_DIR, ignore_errors=True)
+    (out / ENSEMBLE_FILE).unlink(missing_ok=True)
 
 
 def _data(config: OnlineConfig) -> dict[str, ImageDataset]:
@@ -267,7 +282,7 @@ def _baselines(
     distinct = list(dict.fromkeys(archs))
     entries = {}
     for index, arch in enumerate(distinct):
-        folder = options.out_dir / "baseline"
+        folder = options.out_dir / BASELINE_DIR
         if len(distinct) > 1:
             folder = folder / f"{index}-{_slug(arch)}"
         baseline_options = RunOptions(

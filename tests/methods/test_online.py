@@ -95,6 +95,11 @@ def test_one_distils_the_detached_ensemble_with_its_ramp(digits_train: ImageData
 
     raw = sum(kd_kl(z, ensemble.detach(), temperature=3.0) for z in network.branch_logits)
     torch.testing.assert_close(first.losses["kl"], sigmoid_rampup(1 / 10) * raw)
+    # The teacher is detached: the KL term moves the branches, never the gate that weighs them.
+    gate = list(network.gate.parameters())
+    gradients = torch.autograd.grad(first.losses["kl"], gate, allow_unused=True)
+    assert all(g is None or not g.abs().sum() for g in gradients)
+    assert torch.autograd.grad(first.losses["ce_ensemble"], gate[0])[0].abs().sum() > 0
     for _ in range(12):
         last = online.training_step(batch)
     assert online.steps.item() == 13

@@ -156,3 +156,22 @@ def test_a_file_cannot_grant_a_composite_trust() -> None:
     with pytest.raises(FreekdError, match="composite"):
         build_model("branched", num_classes=10, input_shape=GREY,
                     arch_kwargs={"base": "branched"})  # fmt: skip
+
+
+def test_grey_images_reach_three_channel_members_and_branches() -> None:
+    torch.manual_seed(0)
+    shape = (1, 32, 32)
+    images = torch.rand(2, *shape)
+    peers = [classifier("torchvision:resnet18", shape), classifier("mlp", shape)]
+    assert ensemble_classifier(peers).eval()(images).shape == (2, 10)
+    branched = branch_classifier(classifier("torchvision:resnet18", shape), branches=2,
+                                 branch_at="auto")  # fmt: skip
+    assert branched.net.branch_at == "layer3"
+    assert branched.eval()(images).shape == (2, 10)
+
+
+def test_a_head_inside_a_head_is_repeated_once_with_it() -> None:
+    model = classifier("tests.models.user_arch:ScaledNet")
+    branched = branch_classifier(model, branches=2, branch_at="conv")
+    assert branched.net.heads == ["head"]
+    assert branched(torch.rand(2, *GREY)).shape == (2, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -59,3 +60,28 @@ class SkipNet(nn.Module):
         first = self.block1(images)
         second = self.block2(first)
         return self.head((first + second).mean(dim=(2, 3)))
+
+
+class ScaledHead(nn.Module):
+    """A classifier with a learned scale of its own around a linear layer (a module with
+    weights that holds another module with weights, as ConvNeXt's blocks do)."""
+
+    def __init__(self, width: int, num_classes: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.scale * self.fc(features)
+
+
+class ScaledNet(nn.Module):
+    """UserNet with a :class:`ScaledHead`."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, kernel_size=3, padding=1)
+        self.head = ScaledHead(4, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.conv(images).relu().mean(dim=(2, 3)))

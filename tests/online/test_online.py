@@ -136,3 +136,24 @@ def test_a_config_file_cannot_name_code_for_the_peers(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump({"archs": ["tests.models.user_arch:UserNet", "mlp"]}))
     result = invoke("online", "--config", config, *TINY, "--out", tmp_path / "y")
     assert_user_error(result, "names code to import", "archs")
+
+
+def test_one_refuses_a_batch_its_gate_cannot_normalize(tmp_path: Path) -> None:
+    out = tmp_path / "b1"
+    result = online(out, "--method", "one", "--arch", "resnet8", "--batch-size", "1")
+    assert_user_error(result, "at least 2 images", "--batch-size")
+    assert not (out / "config.yaml").exists()
+
+
+def test_overwrite_removes_what_the_replaced_run_saved(tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    succeeded(online(out, "--arch", "tiny-cnn", "--arch", "mlp"))
+    assert (out / "baseline" / "1-mlp" / "model.pt").is_file()
+    succeeded(online(out, "--arch", "mlp", "--no-baseline", "--peers", "3", "--overwrite"))
+    assert not (out / "baseline").exists()
+    assert sorted(p.name for p in (out / "networks").iterdir()) == [
+        "peer0.pt",
+        "peer1.pt",
+        "peer2.pt",
+    ]
+    assert json.loads((out / "report.json").read_text())["ensemble"]["arch"] == "mean-ensemble"

@@ -177,7 +177,9 @@ def summary(evaluation: str) -> None:
         "| method | " + " | ".join(f"{f:.0%} of the images" for f in fractions) + " | CPU vs KD |"
     )
     print("|---|" + "---|" * (len(fractions) + 1))
-    for method in [m for m in METHODS for m in (m, f"{m}-tuned")]:
+    known = [m for m in METHODS for m in (m, f"{m}-tuned")]
+    others = sorted({r["method"] for r in rows} - set(known))  # combinations (``kd+sp``)
+    for method in known + others:
         if not any(r["method"] == method for r in rows):
             continue
         cells, ratios = [], []

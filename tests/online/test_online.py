@@ -157,3 +157,34 @@ def test_overwrite_removes_what_the_replaced_run_saved(tmp_path: Path) -> None:
         "peer2.pt",
     ]
     assert json.loads((out / "report.json").read_text())["ensemble"]["arch"] == "mean-ensemble"
+
+
+def test_one_resumes_exactly_mid_ramp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed at step 31 of 42 (its ramp-up and its step count mid-way), ONE resumes from the
+    step-30 checkpoint to the weights of an uninterrupted run."""
+    from freekd.methods.one import OnTheFlyNativeEnsemble
+
+    common = {
+        "data": "digits", "method": "one", "archs": "resnet8", "batch_size": 64, "epochs": 2,
+        "device": "cpu", "quiet": True, "baseline": False,
+        "overrides": ["trainer.checkpoint_every=10", "method.params.rampup_fraction=0.9"],
+    }  # fmt: skip
+    straight = freekd.online(**common, out=tmp_path / "a")
+    step = OnTheFlyNativeEnsemble.training_step
+
+    def interrupted(self: OnTheFlyNativeEnsemble, batch: object) -> object:
+        if int(self.steps) == 30:
+            raise KeyboardInterrupt
+        return step(self, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OnTheFlyNativeEnsemble, "training_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        freekd.online(**common, out=tmp_path / "b")
+    monkeypatch.setattr(OnTheFlyNativeEnsemble, "training_step", step)
+    resumed = freekd.online(**common, out=tmp_path / "b", resume=True)
+    a = torch.load(straight.out / "ensemble.pt", weights_only=True)["state_dict"]
+    b = torch.load(resumed.out / "ensemble.pt", weights_only=True)["state_dict"]
+    assert set(a) == set(b)
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    assert straight.report["networks"] == resumed.report["networks"]

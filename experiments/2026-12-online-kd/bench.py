@@ -38,7 +38,7 @@ ROWS = {
     "dml4": ["--method", "dml", "--peers", "4", "--no-baseline"],
     "one": ["--method", "one", "--no-baseline"],
 }
-EPOCHS = {"full": 5, "10pct": 20}
+EPOCHS = {"full": 3, "10pct": 20}
 
 
 def regime_data(runs: Path, regime: str) -> str:

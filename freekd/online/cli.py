@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from freekd.cli_options import (
+    ArchKwargsOption,
     DataRootOption,
     DatasetOption,
     Defaults,
@@ -39,9 +40,7 @@ def online(
             "repeat it for DML peers of different architectures. Default: resnet8.",
         ),
     ] = None,
-    arch_kwargs: Annotated[
-        str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
-    ] = None,
+    arch_kwargs: ArchKwargsOption = None,
     peers: Annotated[
         int | None, typer.Option("--peers", help="DML: peers of a single --arch (default 2).")
     ] = None,

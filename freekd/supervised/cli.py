@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from freekd.cli_options import (
+    ArchKwargsOption,
     DataRootOption,
     DatasetOption,
     Defaults,
@@ -36,9 +37,7 @@ def teacher_train(
             help="Model architecture (freekd name, torchvision:NAME or package.module:Class).",
         ),
     ] = None,
-    arch_kwargs: Annotated[
-        str | None, typer.Option("--arch-kwargs", help="JSON keyword arguments for --arch.")
-    ] = None,
+    arch_kwargs: ArchKwargsOption = None,
     eval_data: EvalDataOption = None,
     trainer: TrainerFlags,
     data_root: DataRootOption = None,

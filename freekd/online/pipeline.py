@@ -91,12 +91,7 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
         total_steps=source.steps_per_epoch() * config.trainer.epochs,
     )
     method = _online(build_method(config.method.name, context, dict(config.method.params)))
-    per_process = config.trainer.batch_size // dist.world_size
-    if per_process < method.min_batch:
-        raise FreekdError(
-            f"{config.method.name} needs batches of at least {method.min_batch} images per "
-            f"process, got {per_process}; raise --batch-size"
-        )
+    _check_batch(method, config, dist)
     if not options.resume and dist.is_main:
         _clear_online_files(options.out_dir)
     result = run_training(
@@ -128,6 +123,16 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
     )
     finish_run(report, options, dist)
     return report
+
+
+def _check_batch(method: OnlineMethod, config: OnlineConfig, dist: DistInfo) -> None:
+    """Refuse a batch the method cannot train on, before anything is written."""
+    per_process = config.trainer.batch_size // dist.world_size
+    if per_process < method.min_batch:
+        raise FreekdError(
+            f"{config.method.name} needs batches of at least {method.min_batch} images per "
+            f"process, got {per_process}; raise --batch-size"
+        )
 
 
 def _clear_online_files(out: Path) -> None:

@@ -34,6 +34,8 @@ from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
 
 AUTO = "auto"
+#: Each named module's (name, input shape, output shape, calls), in the order modules start.
+Trace = list[tuple[str, Any, Any, int]]
 #: Names of composite architectures, which cannot be the base of a branched network.
 COMPOSITE = ("branched", "mean-ensemble")
 
@@ -63,7 +65,7 @@ def _network_input(network: nn.Module, input_shape: Sequence[int]) -> tuple[int,
     return (channels, *(int(size) for size in input_shape[1:]))
 
 
-def _trace(network: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, Any, Any, int]]:
+def _trace(network: nn.Module, input_shape: Sequence[int]) -> Trace:
     """Each named module's (name, input shape, output shape, calls) in the order modules start,
     from one eval-mode pass of two blank images (the trace the branch point is found on)."""
     seen: dict[str, list[Any]] = {}
@@ -94,7 +96,9 @@ def _trace(network: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, An
     return [(name, entry[0], entry[1], entry[2]) for name, entry in seen.items()]
 
 
-def find_branch_point(network: nn.Module, input_shape: Sequence[int]) -> str:
+def find_branch_point(
+    network: nn.Module, input_shape: Sequence[int], *, trace: Trace | None = None
+) -> str:
     """The module path of the network's last resolution stage (ONE's branch point).
 
     The stage is the outermost module with weights, called once, that turns the trunk's feature
@@ -107,7 +111,7 @@ def find_branch_point(network: nn.Module, input_shape: Sequence[int]) -> str:
         FreekdError: no module qualifies (e.g. a LeNet, whose last convolution is not a stage);
             the message says to name one with ``method.params.branch_at``.
     """
-    trace = _trace(network, input_shape)
+    trace = trace if trace is not None else _trace(network, input_shape)
     sizes = [_spatial(out) for _, _, out, _ in trace if out is not None and _spatial(out)]
     if not sizes:
         raise FreekdError(
@@ -140,7 +144,9 @@ def _owns_state(module: nn.Module) -> bool:
     )
 
 
-def heads_after(network: nn.Module, branch_at: str, input_shape: Sequence[int]) -> list[str]:
+def heads_after(
+    network: nn.Module, branch_at: str, input_shape: Sequence[int], *, trace: Trace | None = None
+) -> list[str]:
     """The modules that own weights (or buffers) and run after the branch point: each branch
     gets its own copy of these (the classifier, a final BatchNorm).
 
@@ -148,7 +154,7 @@ def heads_after(network: nn.Module, branch_at: str, input_shape: Sequence[int]) 
         FreekdError: the branch point runs more than once per forward pass, or a module with
             weights runs both before and after it (it cannot be both trunk and branch).
     """
-    trace = _trace(network, input_shape)
+    trace = trace if trace is not None else _trace(network, input_shape)
     names = [name for name, _, _, _ in trace]
     calls = {name: count for name, _, _, count in trace}
     if branch_at not in calls:
@@ -259,10 +265,13 @@ class BranchedNetwork(nn.Module):
             raise FreekdError(f"ONE needs at least 2 branches, got {branches}; check branches")
         networks = [build() for _ in range(branches)]
         base = networks[0]
-        self.branch_at = find_branch_point(base, input_shape) if branch_at == AUTO else branch_at
+        trace = _trace(base, input_shape)  # one probe pass serves the three questions below
+        self.branch_at = (
+            find_branch_point(base, input_shape, trace=trace) if branch_at == AUTO else branch_at
+        )
         _check_module(base, self.branch_at)
-        self.heads = heads_after(base, self.branch_at, input_shape)
-        trunk_features = _input_shape_of(base, self.branch_at, input_shape)
+        self.heads = heads_after(base, self.branch_at, input_shape, trace=trace)
+        trunk_features = _input_shape_of(trace, self.branch_at)
         for path in [self.branch_at, *self.heads]:
             copies = [network.get_submodule(path) for network in networks]
             wrapper = BranchStage if path == self.branch_at else PerBranch
@@ -342,8 +351,8 @@ def _check_module(network: nn.Module, path: str) -> None:
         raise FreekdError("the branch point cannot be the whole network; name one of its stages")
 
 
-def _input_shape_of(network: nn.Module, path: str, input_shape: Sequence[int]) -> tuple[int, ...]:
-    for name, inputs, _, _ in _trace(network, input_shape):
+def _input_shape_of(trace: Trace, path: str) -> tuple[int, ...]:
+    for name, inputs, _, _ in trace:
         if name == path and inputs is not None:
             return tuple(inputs[1:])
     raise FreekdError(f"the branch point {path!r} takes no tensor input; name another module")

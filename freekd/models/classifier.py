@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.errors import FreekdError
+from freekd.models.branching import first_conv_channels
 from freekd.models.build import (
     build_model,
     check_trusted_arch,
@@ -86,12 +87,7 @@ class ImageClassifier(nn.Module):
         self.register_buffer(
             "std", torch.tensor(self.std_values).view(1, channels, 1, 1), persistent=False
         )
-        first_convolution = next(
-            (module for module in net.modules() if isinstance(module, nn.Conv2d)), None
-        )
-        self.expected_channels = (
-            first_convolution.in_channels if first_convolution is not None else channels
-        )
+        self.expected_channels = first_conv_channels(net) or channels
         self.repeats_grey = channels == 1 and self.expected_channels == 3
 
     def forward(self, images: Tensor) -> Tensor:

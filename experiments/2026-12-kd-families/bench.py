@@ -99,7 +99,7 @@ def split_data(runs: Path, fractions: list[float]) -> dict[str, Path]:
 def one_run(
     args: argparse.Namespace, data: dict[str, Path], method: str, fraction: float, seed: int
 ) -> dict[str, Any]:
-    out = args.runs / args.eval / f"{method}-{fraction:g}-seed{seed}"
+    out = args.runs / args.eval / f"{method}{row_tag(args, method)}-{fraction:g}-seed{seed}"
     evaluation = str(data["validation"]) if args.eval == "validation" else "fashion-mnist:test"
     loop = [
         "--set",
@@ -133,7 +133,15 @@ def one_run(
         "epochs": EPOCHS[fraction],
         **usage,
         "extra": args.extra.get(method, []),
+        "tag": row_tag(args, method),
     }
+
+
+def row_tag(args: argparse.Namespace, method: str) -> str:
+    """The suffix of a row run with its own settings: ``--tag`` or ``-tuned``; none at defaults."""
+    if not args.extra.get(method):
+        return ""
+    return f"-{args.tag}" if args.tag else "-tuned"
 
 
 def _train(
@@ -171,7 +179,7 @@ def summary(evaluation: str) -> None:
         json.loads(p.read_text()) for p in sorted((HERE / "results" / evaluation).glob("*.json"))
     ]
     for row in rows:  # a row with its own settings is its own line ("dkd-tuned")
-        row["method"] += "-tuned" if row.get("extra") else ""
+        row["method"] += row.get("tag", "-tuned" if row.get("extra") else "")
     fractions = sorted({row["fraction"] for row in rows})
     print(
         "| method | " + " | ".join(f"{f:.0%} of the images" for f in fractions) + " | CPU vs KD |"
@@ -278,6 +286,7 @@ def main() -> None:
         default={},
         help='per-method --set strings, JSON: {"fitnet": ["method.params.weight=10"]}',
     )
+    parser.add_argument("--tag", default="", help="name of the --extra rows (default: tuned)")
     parser.add_argument("--runs", type=Path, default=Path("runs/kd-families"))
     parser.add_argument("--summary", metavar="EVAL")
     parser.add_argument("--memory", action="store_true")
@@ -300,8 +309,7 @@ def main() -> None:
     for seed in args.seeds:
         for fraction in args.fractions:
             for method in args.methods:
-                tag = "-tuned" if args.extra.get(method) else ""
-                path = results / f"{method}{tag}-{fraction:g}-seed{seed}.json"
+                path = results / f"{method}{row_tag(args, method)}-{fraction:g}-seed{seed}.json"
                 if args.skip_done and path.exists():
                     continue
                 row = one_run(args, data, method, fraction, seed)

@@ -8,6 +8,7 @@ The Python API (``freekd.api``) runs what each command runs, in a few lines::
     student = freekd.datafree(teacher=teacher.out / "model.pt", epochs=1, out="runs/s")
     student.report["student"]["test_accuracy"], student.model
 
+``freekd.graph_teacher`` and ``freekd.graph_distill`` run ``freekd graph``.
 ``freekd.distill``, ``freekd.online``, ``freekd.datafree``, ``freekd.audit``, ``freekd.pate``
 and ``freekd.crossmodal`` are the feature packages, and calling one runs its command
 (``freekd.api.distill`` ...); their modules stay importable as before
@@ -28,6 +29,8 @@ _API = (
     "Run",
     "audit_pipeline",
     "evaluate",
+    "graph_distill",
+    "graph_teacher",
     "train_clip",
     "train_teacher",
 )
@@ -62,7 +65,8 @@ def __getattr__(name: str) -> Any:
 
 
 def load_model(path: str, *, device: str = "cpu", trust_code: bool = False) -> object:
-    """Load a freekd checkpoint as an eval-mode ``nn.Module`` that takes [0, 1] images.
+    """Load a freekd checkpoint as an eval-mode ``nn.Module`` that takes [0, 1] images (or,
+    for a ``freekd graph`` checkpoint, node features and, for a GNN, the graph).
 
     A checkpoint whose ``arch`` is an import path (a user class) is built only with
     ``trust_code=True``: building it imports and runs that code. Imports torch lazily so that

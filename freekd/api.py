@@ -193,6 +193,10 @@ def _load_model(command: _Command, config: Any, report: dict[str, Any], options:
         from freekd.crossmodal.towers import load_tower
 
         return load_tower(path, trust_code=options.trust_code)
+    if command.saves == "graph":
+        from freekd.graph.models import load_graph_model
+
+        return load_graph_model(path)
     if command.saves != "checkpoint":
         from freekd.crossmodal.clip import load_clip
 
@@ -252,6 +256,18 @@ _ONLINE = _Command(
     "freekd.online.config:OnlineConfig",
     "freekd.online.pipeline:run_online",
     arch_field="archs",
+)
+_GRAPH_TEACHER = _Command(
+    "graph teacher",
+    "freekd.graph.config:GraphTeacherConfig",
+    "freekd.graph.pipeline:run_graph_teacher",
+    saves="graph",
+)
+_GRAPH_DISTILL = _Command(
+    "graph distill",
+    "freekd.graph.config:GraphDistillConfig",
+    "freekd.graph.pipeline:run_graph_distill",
+    saves="graph",
 )
 _DATAFREE = _Command(
     "datafree", "freekd.datafree.config:DataFreeConfig", "freekd.datafree.pipeline:run_datafree"
@@ -364,6 +380,58 @@ def online(
     names = [archs] if isinstance(archs, str) else archs
     given = _given({"dataset": data, "method.name": method, "archs": names})
     return _run(_ONLINE, out, {**given, **settings})
+
+
+def graph_teacher(
+    *,
+    data: str | None = None,
+    arch: str | None = None,
+    setting: str | None = None,
+    out: str | Path = "runs/graph-teacher",
+    **settings: Any,
+) -> Run:
+    """``freekd graph teacher``: a GNN (or MLP) trained on a Planetoid graph.
+
+    Args:
+        data: ``cora`` (default) or ``citeseer`` (``--dataset``).
+        arch: ``gcn`` (default), ``sage``, ``gcn-small`` or ``mlp``.
+        setting: ``transductive`` (default) or ``inductive``.
+        out: the run folder.
+        **settings: fields of ``GraphTeacherConfig`` (``data_root=...``) and the run keywords.
+
+    Returns:
+        The run; ``model`` is a ``GraphNetwork`` (``model(x, edge_index)``).
+    """
+    given = _given({"dataset": data, "arch": arch, "setting": setting})
+    return _run(_GRAPH_TEACHER, out, {**given, **settings})
+
+
+def graph_distill(
+    *,
+    teacher: str | Path | None = None,
+    student: str | None = None,
+    method: str | None = None,
+    out: str | Path = "runs/graph-distill",
+    **settings: Any,
+) -> Run:
+    """``freekd graph distill``: a graph teacher distilled into an MLP or a smaller GNN.
+
+    Args:
+        teacher: the teacher's ``model.pt`` (from ``graph_teacher``).
+        student: ``mlp`` (default), ``gcn-small``, ``gcn`` or ``sage``.
+        method: ``glnn`` (default), ``kd`` or ``lsp``; parameters in ``overrides``.
+        out: the run folder.
+        **settings: fields of ``GraphDistillConfig`` (``baseline=False`` ...) and the run
+            keywords.
+
+    Returns:
+        The run; ``report["student"]``, ``report["baseline"]``, ``report["inference"]``.
+    """
+    given = _given(
+        {"teacher": None if teacher is None else str(teacher), "student": student,
+         "method.name": method}
+    )  # fmt: skip
+    return _run(_GRAPH_DISTILL, out, {**given, **settings})
 
 
 def datafree(

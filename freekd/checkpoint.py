@@ -151,7 +151,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and validate a freekd checkpoint mapping (tensors on CPU)."""
     if is_torchscript(Path(path)):
         raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
-    data = safe_torch_load(Path(path))
+    return _checked_mapping(safe_torch_load(Path(path)), Path(path))
+
+
+def _checked_mapping(data: Any, path: Path) -> dict[str, Any]:
     if not is_freekd_checkpoint(data):
         raise FreekdError(
             f"{path} is not a freekd checkpoint (no 'format': '{FORMAT}' entry); "
@@ -453,15 +456,22 @@ def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
     return verify_weights(data, source=source)
 
 
-def load_model(
-    path: str | Path, *, device: str = "cpu", trust_code: bool = False
-) -> ImageClassifier:
-    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1].
+def load_model(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> Any:
+    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1]
+    (an ``ImageClassifier``), or a graph checkpoint (``freekd graph``) as a node classifier that
+    takes node features, and the graph for a GNN (``freekd.graph.models.GraphNetwork``).
 
     ``trust_code=True`` is needed for a checkpoint whose ``arch`` is an import path (a user class):
     building it imports and runs that code.
     """
-    data = read_checkpoint(Path(path))
+    if is_torchscript(Path(path)):
+        raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
+    loaded = safe_torch_load(Path(path))
+    from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
+
+    if is_graph_checkpoint(loaded):
+        return graph_model_from_mapping(loaded, path=Path(path)).to(device)
+    data = _checked_mapping(loaded, Path(path))
     model = model_from_checkpoint(data, source=f"checkpoint {path}", trust_code=trust_code)
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
     return model.to(device).eval()

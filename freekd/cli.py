@@ -33,6 +33,7 @@ from freekd.cli_tables import percent, print_table, privacy_rows
 from freekd.crossmodal import cli as crossmodal_cli
 from freekd.datafree import cli as datafree_cli
 from freekd.distill import cli as distill_cli
+from freekd.graph import cli as graph_cli
 from freekd.online import cli as online_cli
 from freekd.pate import cli as pate_cli
 from freekd.privacy import cli as privacy_cli
@@ -92,6 +93,7 @@ app.add_typer(privacy_cli.privacy_app, name="privacy")
 app.add_typer(pate_cli.pate_app, name="pate")
 app.add_typer(audit_cli.audit_app, name="audit")
 app.add_typer(crossmodal_cli.crossmodal_app, name="crossmodal")
+app.add_typer(graph_cli.graph_app, name="graph")
 
 
 def _version(value: bool) -> None:

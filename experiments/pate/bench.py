@@ -104,7 +104,8 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         students.append(
             ("init", ["--set", "semi_supervised=teacher",
                       "--set", f"init_student={args.init_student}",
-                      "--set", f"distill_teacher.path={args.query_model}", *args.student_set])
+                      "--set", f"distill_teacher.path={args.query_model}",
+                      "--set", f"trainer.lr={args.init_lr}", *args.student_set])
         )  # fmt: skip
     # The pool the labels were made on, named again (a path in the label report is not read).
     pool_flag = ["--queries-from", str(args.queries_from)] if args.queries_from else []
@@ -157,6 +158,13 @@ def main() -> None:
         help="data-free PATE: also a student started from this model (the query model's own "
         "data-free student), on the answers plus the query model's soft targets",
     )  # fmt: skip
+    parser.add_argument(
+        "--init-lr",
+        type=float,
+        default=0.01,
+        help="learning rate of the student started from --init-student (a fine-tuning rate: "
+        "the from-scratch 0.05 diverged in session 17)",
+    )
     parser.add_argument("--runs", type=Path, default=Path("runs/pate-bench"))
     parser.add_argument("--reuse-teachers", action="store_true")
     parser.add_argument(

@@ -35,6 +35,9 @@ def main() -> None:
         clone = Path(folder) / "freekd"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "-q", commit], check=True)
+        shared = REPO.parent / "shared"
+        if shared.is_dir():  # the CI layout: the read-only shared folder beside the clone
+            (Path(folder) / "shared").symlink_to(shared)
         load_before = os.getloadavg()
         start = time.monotonic()
         install = subprocess.run(["make", "install"], cwd=clone, capture_output=True, text=True)

@@ -10,11 +10,13 @@ train = the first ``len(y)`` nodes (20 per class), validation = the next 500, te
 nodes of ``test.index``; features are row-normalised, as Kipf & Welling's.
 
 No package registry ships these graphs, so freekd reads them from a folder: by default
-``../shared/data/planetoid`` beside the project (or the working directory), or ``--data-root``.
+``../shared/data/planetoid`` beside the project (or the working directory), or
+``$FREEKD_PLANETOID_ROOT``, or ``--data-root``.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph")
 VALIDATION_NODES = 500
 #: Where the shared copy lives, relative to the project root or to the working directory.
 SHARED_ROOT = Path("..") / "shared" / "data" / "planetoid"
+#: An environment variable that names the folder instead (a user's own copy).
+ROOT_VARIABLE = "FREEKD_PLANETOID_ROOT"
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,10 @@ class _PlanetoidUnpickler(pickle.Unpickler):
 
 
 def default_root() -> Path | None:
-    """The shared Planetoid folder, if present: beside the project, else under the cwd."""
+    """The Planetoid folder, if present: ``$FREEKD_PLANETOID_ROOT``, else the shared copy
+    beside the project, else beside the working directory."""
+    if os.environ.get(ROOT_VARIABLE):
+        return Path(os.environ[ROOT_VARIABLE])
     project = Path(__file__).resolve().parents[2]
     for base in (project, Path.cwd()):
         candidate = (base / SHARED_ROOT).resolve()
@@ -152,7 +159,8 @@ def _folder(key: str, root: str | Path | None) -> Path:
     if base is None:
         raise FreekdError(
             f"no Planetoid data found at {SHARED_ROOT} beside the project or the working "
-            "directory; pass --data-root DIR (the folder that holds Cora/ and CiteSeer/)"
+            f"directory; pass --data-root DIR (the folder that holds Cora/ and CiteSeer/) or set "
+            f"{ROOT_VARIABLE}"
         )
     for folder in (base / DATASETS[key] / "raw", base / DATASETS[key], base):
         if (folder / f"ind.{key}.x").is_file():

@@ -90,6 +90,7 @@ def label_and_students(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "sanitized": label["privacy"].get("sanitized"),
         "queries_source": label["queries"]["source"],
         "composed_with": label["privacy"].get("composed_with"),
+        "agreement_with_query_model": label.get("agreement_with_query_model"),
     }
     students = [
         ("vat", [*args.student_set]),

@@ -72,6 +72,6 @@ def load_model(path: str, *, device: str = "cpu", trust_code: bool = False) -> o
     ``trust_code=True``: building it imports and runs that code. Imports torch lazily so that
     ``import freekd`` stays cheap.
     """
-    from freekd.checkpoint import load_model as _load_model
+    from freekd.checkpoint import load_any_model
 
-    return _load_model(path, device=device, trust_code=trust_code)
+    return load_any_model(path, device=device, trust_code=trust_code)

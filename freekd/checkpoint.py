@@ -155,6 +155,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _checked_mapping(data: Any, path: Path) -> dict[str, Any]:
+    if isinstance(data, dict) and str(data.get("format", "")).startswith("freekd-graph/"):
+        raise FreekdError(
+            f"{path} is a graph checkpoint (freekd graph), not an image classifier; load it "
+            "with freekd.load_model in Python, or distill it with freekd graph distill"
+        )
     if not is_freekd_checkpoint(data):
         raise FreekdError(
             f"{path} is not a freekd checkpoint (no 'format': '{FORMAT}' entry); "
@@ -456,22 +461,32 @@ def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
     return verify_weights(data, source=source)
 
 
-def load_model(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> Any:
-    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1]
-    (an ``ImageClassifier``), or a graph checkpoint (``freekd graph``) as a node classifier that
-    takes node features, and the graph for a GNN (``freekd.graph.models.GraphNetwork``).
+def load_model(
+    path: str | Path, *, device: str = "cpu", trust_code: bool = False
+) -> ImageClassifier:
+    """Load a freekd checkpoint as an eval-mode module that takes (B, C, H, W) images in [0, 1].
 
     ``trust_code=True`` is needed for a checkpoint whose ``arch`` is an import path (a user class):
-    building it imports and runs that code.
+    building it imports and runs that code. A graph checkpoint is refused in one line here
+    (:func:`load_any_model` loads both kinds).
     """
     if is_torchscript(Path(path)):
         raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
     loaded = safe_torch_load(Path(path))
-    from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
-
-    if is_graph_checkpoint(loaded):
-        return graph_model_from_mapping(loaded, path=Path(path)).to(device)
     data = _checked_mapping(loaded, Path(path))
     model = model_from_checkpoint(data, source=f"checkpoint {path}", trust_code=trust_code)
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
     return model.to(device).eval()
+
+
+def load_any_model(path: str | Path, *, device: str = "cpu", trust_code: bool = False) -> Any:
+    """What ``freekd.load_model`` returns: an image classifier (:func:`load_model`), or for a
+    graph checkpoint (``freekd graph``) its node classifier, which takes node features and, for a
+    GNN, the graph (``freekd.graph.models.GraphNetwork``)."""
+    if not is_torchscript(Path(path)):
+        from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
+
+        loaded = safe_torch_load(Path(path))
+        if is_graph_checkpoint(loaded):
+            return graph_model_from_mapping(loaded, path=Path(path)).to(device)
+    return load_model(path, device=device, trust_code=trust_code)

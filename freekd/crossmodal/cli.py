@@ -17,6 +17,14 @@ from freekd.cli_options import (
 )
 from freekd.cli_tables import maybe_percent, minutes, percent, print_table
 
+LimitPairsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit-pairs",
+        help="Train on this many of the pairs only (a seeded, class-balanced choice).",
+    ),
+]
+
 crossmodal_app = typer.Typer(
     no_args_is_help=True,
     help="Cross-modal distillation: image ↔ text models on open_clip, templated pairs.",
@@ -38,6 +46,7 @@ def crossmodal_teacher(
         str | None,
         typer.Option("--eval-pairs", help="Held-out labelled images (default: the test split)."),
     ] = None,
+    limit_pairs: LimitPairsOption = None,
     trainer: TrainerFlags,
     data_root: DataRootOption = None,
     run: Annotated[RunFlags, Defaults(out=Path("runs/clip-teacher"))],
@@ -49,6 +58,7 @@ def crossmodal_teacher(
     values = {
         "pairs": pairs,
         "eval_pairs": eval_pairs,
+        "limit_pairs": limit_pairs,
         **trainer.values(),
         "data_root": data_root,
     }
@@ -117,6 +127,7 @@ def crossmodal_distill(
             "--pairs", help="Labelled images for templated pairs (default fashion-mnist)."
         ),
     ] = None,
+    limit_pairs: LimitPairsOption = None,
     no_baseline: Annotated[
         bool,
         typer.Option("--no-baseline", help="Skip the same student trained without the teacher."),
@@ -140,6 +151,7 @@ def crossmodal_distill(
         "student_arch": student,
         "method.name": method,
         "pairs": pairs,
+        "limit_pairs": limit_pairs,
         "baseline": False if no_baseline else None,
         **trainer.values(),
         "data_root": data_root,

@@ -10,7 +10,13 @@ import torch
 from torch import nn
 
 from freekd.crossmodal import save_clip, templated_pairs
-from freekd.crossmodal.data import class_prompts, is_pair_folder, load_caption_pairs, subset_pairs
+from freekd.crossmodal.data import (
+    class_prompts,
+    is_pair_folder,
+    limit_pairs,
+    load_caption_pairs,
+    subset_pairs,
+)
 from freekd.crossmodal.evaluate import embed, retrieval, zero_shot_accuracy
 from freekd.data import ImageDataset, load_dataset
 from freekd.errors import FreekdError
@@ -225,7 +231,16 @@ def quarter_clip(teacher_config: dict[str, Any]) -> dict[str, Any]:
 
 def paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
     """Training and held-out pairs of a cross-modal config: users' own pairs (a folder with a
-    captions file; without ``eval_pairs`` a seeded tenth is held out) or templated pairs."""
+    captions file; without ``eval_pairs`` a seeded tenth is held out) or templated pairs;
+    with ``limit_pairs``, a seeded, class-balanced part of the training pairs."""
+    pairs, eval_pairs, train_set = _all_pairs(config)
+    if config.limit_pairs is not None and config.limit_pairs < len(pairs):
+        pairs = limit_pairs(pairs, config.limit_pairs, generator=seeded(config.seed, 43))
+        train_set = pairs.images
+    return pairs, eval_pairs, train_set
+
+
+def _all_pairs(config: Any) -> tuple[Any, Any, ImageDataset]:
 
     if is_pair_folder(config.pairs):
         pairs = load_caption_pairs(Path(config.pairs))

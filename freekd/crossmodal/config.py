@@ -47,6 +47,8 @@ class CrossModalTeacherConfig:
         pairs: labelled images whose classes become captions (``fashion-mnist``, ``mnist``,
             ``animal-mnist``, ``digits``, a ``.npz`` …); its ``train`` split by default.
         eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
+        limit_pairs: train on this many of the pairs only: a seeded, class-balanced choice
+            (``None``: all of them).
         eval_size: pairs of the held-out set used for retrieval recall (a seeded choice);
             zero-shot accuracy uses the whole held-out set.
         captions: template family: ``auto`` (digits for MNIST and digits, silhouettes for
@@ -62,6 +64,7 @@ class CrossModalTeacherConfig:
 
     pairs: str = "fashion-mnist"
     eval_pairs: str | None = None
+    limit_pairs: int | None = None
     eval_size: int = 1000
     captions: str = "auto"
     data_root: str | None = None
@@ -72,7 +75,9 @@ class CrossModalTeacherConfig:
     trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
     def __post_init__(self) -> None:
-        Checks(self).at_least("eval_size", 1)
+        check = Checks(self)
+        check.at_least("eval_size", 1)
+        check.at_least("limit_pairs", 1, optional=True)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class CrossModalDistillConfig:
         baseline: also train the same student with CLIP's loss alone at the same budget.
         pairs: labelled images whose classes become captions (``train`` split by default).
         eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
+        limit_pairs: the student (and its baseline) train on this many of the pairs only: a
+            seeded, class-balanced choice (``None``: all of them); the teacher is unaffected.
         eval_size: held-out pairs used for retrieval recall.
         captions: template family (see ``CrossModalTeacherConfig``).
         data_root: torchvision-format root for datasets that need one.
@@ -112,6 +119,7 @@ class CrossModalDistillConfig:
     baseline: bool = True
     pairs: str = "fashion-mnist"
     eval_pairs: str | None = None
+    limit_pairs: int | None = None
     eval_size: int = 1000
     captions: str = "auto"
     data_root: str | None = None
@@ -119,4 +127,6 @@ class CrossModalDistillConfig:
     trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
     def __post_init__(self) -> None:
-        Checks(self).at_least("eval_size", 1)
+        check = Checks(self)
+        check.at_least("eval_size", 1)
+        check.at_least("limit_pairs", 1, optional=True)

@@ -140,6 +140,24 @@ def subset_pairs(pairs: PairedDataset, indices: Tensor) -> PairedDataset:
     )
 
 
+def limit_pairs(pairs: PairedDataset, count: int, *, generator: torch.Generator) -> PairedDataset:
+    """``count`` of the pairs, class-balanced when labelled: a seeded order is taken one class
+    at a time in turn (the first of each class, then the second ...), so every class keeps
+    ``count // classes`` pairs or one more; unlabelled pairs: the first ``count`` of the order."""
+    total = len(pairs)
+    if count >= total:
+        return pairs
+    order = torch.randperm(total, generator=generator)
+    if pairs.labelled:
+        labels = pairs.images.labels[order]
+        rank = torch.zeros(total, dtype=torch.int64)
+        for label in labels.unique():
+            where = (labels == label).nonzero().flatten()
+            rank[where] = torch.arange(where.numel())
+        order = order[(rank * total + torch.arange(total)).argsort()]
+    return subset_pairs(pairs, order[:count].sort().values)
+
+
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 
 

@@ -67,6 +67,7 @@ def run_crossmodal_teacher(config: Any, options: RunOptions) -> dict[str, Any]:
         "command": "crossmodal teacher",
         "teacher": metrics | {"parameters": model.tower_parameters()},
         "pairs": train_set.name,
+        "train_pairs": len(pairs),
         "eval_pairs": eval_pairs.images.name,
         "captions": captions_report(pairs),
         "model_config": dict(config.model),
@@ -163,6 +164,7 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         ),
         "baseline": None,
         "pairs": train_set.name,
+        "train_pairs": len(pairs),
         "captions": captions_report(pairs),
         **common_report(config, result),
     }

@@ -227,6 +227,7 @@ def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         "student": entry(dual, student, student_extra),
         "baseline": None,
         "pairs": train_set.name,
+        "train_pairs": len(pairs),
         "captions": captions_report(pairs),
         **common_report(config, result),
     }

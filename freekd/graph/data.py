@@ -32,6 +32,10 @@ from freekd.errors import FreekdError, UnknownNameError
 DATASETS = {"cora": "Cora", "citeseer": "CiteSeer"}
 PARTS = ("x", "y", "tx", "ty", "allx", "ally", "graph")
 VALIDATION_NODES = 500
+#: Bounds on what a file may declare before anything is allocated (Planetoid's largest set,
+#: PubMed, has 19,717 nodes; CiteSeer 3,703 features).
+MAX_NODES = 1_000_000
+MAX_FEATURES = 100_000
 #: Where the shared copy lives, relative to the project root or to the working directory.
 SHARED_ROOT = Path("..") / "shared" / "data" / "planetoid"
 #: An environment variable that names the folder instead (a user's own copy).
@@ -87,6 +91,8 @@ class _SparseRecord:
             rows, cols = (int(v) for v in state["_shape"])
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"a sparse matrix without its fields ({error})") from None
+        if not (0 < rows <= MAX_NODES and 0 < cols <= MAX_FEATURES):
+            raise ValueError(f"a sparse matrix of shape {rows} x {cols}")
         out = np.zeros((rows, cols), dtype=np.float32)
         counts: np.ndarray = np.diff(np.asarray(indptr, dtype=np.int64)).astype(np.int64)
         if counts.shape[0] != rows or counts.sum() != len(indices) or len(indices) != len(data):
@@ -96,10 +102,13 @@ class _SparseRecord:
         return out
 
 
+#: numpy's core package: ``numpy._core`` from numpy 2, ``numpy.core`` before.
+_NUMPY_CORE: Any = getattr(np, "_core", None) or np.core
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,  # type: ignore[attr-defined]
+    ("numpy.core.multiarray", "_reconstruct"): _NUMPY_CORE.multiarray._reconstruct,
     ("scipy.sparse.csr", "csr_matrix"): _SparseRecord,
     ("collections", "defaultdict"): lambda *_factory: {},  # the adjacency, as a plain dict
     ("__builtin__", "list"): list,
@@ -147,7 +156,7 @@ def load_planetoid(name: str, root: str | Path | None = None) -> GraphData:
     test_ids = _read_test_index(folder / f"ind.{key}.test.index")
     try:
         return _assemble(key, parts, test_ids)
-    except (ValueError, IndexError, TypeError, AttributeError) as error:
+    except (ValueError, IndexError, TypeError, AttributeError, OverflowError, MemoryError) as error:
         raise FreekdError(
             f"{folder} does not hold valid Planetoid files for {key} ({error}); restore them "
             "from the shared copy"
@@ -189,7 +198,7 @@ def _read_test_index(path: Path) -> np.ndarray:
         raise FreekdError(f"missing Planetoid file {path}; restore it from the shared copy")
     try:
         return np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, OverflowError) as error:
         raise FreekdError(f"{path} is not a list of node ids ({error})") from None
 
 
@@ -210,6 +219,8 @@ def _assemble(key: str, parts: dict[str, Any], test_ids: np.ndarray) -> GraphDat
     if len(tx) != len(test_ids) or low != len(allx):
         raise ValueError("test rows and test ids do not match")
     span = high - low + 1
+    if not 0 < span <= 2 * len(tx) or len(y) + VALIDATION_NODES > len(allx) or len(y) == 0:
+        raise ValueError("the split does not fit the rows (train, validation and test overlap)")
     tx_full = np.zeros((span, tx.shape[1]), np.float32)
     ty_full = np.zeros((span, ty.shape[1]), np.float32)
     tx_full[ordered - low], ty_full[ordered - low] = tx, ty
@@ -293,6 +304,11 @@ def inductive_held_out(data: GraphData, fraction: float, seed: int) -> Tensor:
     """A seeded ``fraction`` of the test nodes (GLNN holds out 20 %), sorted."""
     generator = torch.Generator().manual_seed(seed)
     count = int(round(fraction * data.test.numel()))
+    if count == 0:
+        raise FreekdError(
+            f"held_out_fraction {fraction:g} holds out none of the {data.test.numel()} test "
+            "nodes; raise it (GLNN: 0.2)"
+        )
     chosen = data.test[torch.randperm(data.test.numel(), generator=generator)[:count]]
     return chosen.sort().values
 

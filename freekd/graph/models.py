@@ -140,11 +140,23 @@ def _pyg_layer(name: str) -> Any:
     return getattr(pyg_nn, name)
 
 
+MAX_WIDTH = 65_536
+MAX_LAYERS = 16
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(hidden: int, layers: int, dropout: float) -> None:
-    if not (isinstance(hidden, int) and hidden >= 1 and isinstance(layers, int) and layers >= 2):
-        raise FreekdError("graph networks take hidden >= 1 and layers >= 2 (integers)")
-    if not 0 <= float(dropout) < 1:
-        raise FreekdError(f"dropout must be in [0, 1), got {dropout}")
+    """The architecture keywords, checked before anything is allocated."""
+    if not (_is_int(hidden) and 1 <= hidden <= MAX_WIDTH):
+        raise FreekdError(f"hidden must be an integer in [1, {MAX_WIDTH}], got {hidden!r}")
+    if not (_is_int(layers) and 2 <= layers <= MAX_LAYERS):
+        raise FreekdError(f"layers must be an integer in [2, {MAX_LAYERS}], got {layers!r}")
+    is_number = isinstance(dropout, int | float) and not isinstance(dropout, bool)
+    if not (is_number and 0 <= dropout < 1):
+        raise FreekdError(f"dropout must be a number in [0, 1), got {dropout!r}")
 
 
 @GRAPH_MODELS.register("gcn")
@@ -202,6 +214,9 @@ def build_graph_model(
     """The registered graph network ``arch`` (unknown names and keywords fail in one line)."""
     factory = GRAPH_MODELS.get(arch)
     kwargs = dict(arch_kwargs or {})
+    for name, size in (("in_features", in_features), ("num_classes", num_classes)):
+        if not (_is_int(size) and 1 <= size <= MAX_WIDTH):
+            raise FreekdError(f"{name} must be an integer in [1, {MAX_WIDTH}], got {size!r}")
     try:
         return factory(in_features, num_classes, **kwargs)
     except TypeError as error:
@@ -262,15 +277,30 @@ def checked_graph_mapping(data: Any, *, path: Path) -> dict[str, Any]:
     check_mapping(source, "graph", graph)
     check_required(graph, ("dataset", "num_nodes", "setting", "held_out"), source=source,
                    kind="graph record")  # fmt: skip
-    if not isinstance(graph["dataset"], str) or graph["setting"] not in (
-        "transductive",
-        "inductive",
-    ):
-        raise damaged(source, "graph", {k: graph[k] for k in ("dataset", "setting")}, "a record")
+    _check_graph_record(graph, source=source)
     check_state_dict(source, "state_dict", data["state_dict"])
     check_mapping(source, "config", data.get("config"), optional=True)
-    verify_weights(data, source=source)
+    if not verify_weights(data, source=source):  # every graph checkpoint carries its checksum
+        raise FreekdError(
+            f"{source} is damaged: weights_sha256 is missing; re-save it with freekd graph"
+        )
     return data  # type: ignore[no-any-return]
+
+
+def _check_graph_record(graph: dict[str, Any], *, source: str) -> None:
+    """The ``graph`` record: a data set name, a node count, and held-out node ids that are
+    present exactly when the setting is inductive."""
+    if not isinstance(graph["dataset"], str):
+        raise damaged(source, "graph.dataset", graph["dataset"], "a data set name")
+    check_positive_int(source, "graph.num_nodes", graph["num_nodes"], "a positive integer")
+    held_out = graph["held_out"]
+    if not isinstance(held_out, torch.Tensor) or held_out.dtype != torch.int64:
+        raise damaged(source, "graph.held_out", type(held_out).__name__, "int64 node ids")
+    expected = "inductive" if held_out.numel() else "transductive"
+    if graph["setting"] != expected:
+        raise damaged(
+            source, "graph.setting", graph["setting"], f"{expected!r} (its held-out nodes)"
+        )
 
 
 def graph_model_from_checkpoint(data: dict[str, Any], *, source: str) -> GraphNetwork:
@@ -278,12 +308,17 @@ def graph_model_from_checkpoint(data: dict[str, Any], *, source: str) -> GraphNe
     kwargs = data["arch_kwargs"]
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in kwargs.values()):
         raise damaged(source, "arch_kwargs", kwargs, "numbers")
-    network = build_graph_model(
-        data["arch"],
-        in_features=int(data["in_features"]),
-        num_classes=int(data["num_classes"]),
-        arch_kwargs=dict(kwargs),
-    )
+    sizes = {"in_features": data["in_features"], "num_classes": data["num_classes"]}
+    with torch.device("meta"):  # shapes first: a file must not make us allocate what it likes
+        skeleton = build_graph_model(data["arch"], arch_kwargs=dict(kwargs), **sizes)
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    given = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
+    if expected != given:
+        raise FreekdError(
+            f"{source} is damaged: its weights do not fit {data['arch']} with {kwargs}, "
+            f"{sizes['in_features']} features and {sizes['num_classes']} classes"
+        )
+    network = build_graph_model(data["arch"], arch_kwargs=dict(kwargs), **sizes)
     load_state_dict_checked(network, data["state_dict"], arch=data["arch"], source=source)
     return network.eval()
 

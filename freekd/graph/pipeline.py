@@ -13,12 +13,13 @@ its own). ``model.pt`` is a graph checkpoint (``freekd.graph.models``), loadable
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from freekd.config import ComponentConfig
 from freekd.errors import FreekdError
 from freekd.graph.config import GraphDistillConfig, GraphTeacherConfig
 from freekd.graph.data import (
@@ -76,6 +77,7 @@ class _Graph:
 def run_graph_teacher(config: GraphTeacherConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd graph teacher``: returns (and writes) ``report.json`` with the network's
     ``validation_accuracy`` and ``test_accuracy``."""
+    _check_loop(config)
     data = load_planetoid(config.dataset, config.data_root)
     held_out = (
         inductive_held_out(data, config.held_out_fraction, config.seed)
@@ -104,6 +106,15 @@ def run_graph_teacher(config: GraphTeacherConfig, options: RunOptions) -> dict[s
     }
     finish_run(report, options, dist)
     return report
+
+
+def _check_loop(config: Any) -> None:
+    """What the graph loop does not do: a weight average (the best epoch is kept instead)."""
+    if config.trainer.ema_decay is not None:
+        raise FreekdError(
+            "freekd graph keeps the weights of the best validation epoch and no weight average; "
+            "remove trainer.ema_decay"
+        )
 
 
 @dataclass
@@ -136,7 +147,8 @@ def _fit(
     source = NodeSource(nodes, data.x, labels, batch_size=config.trainer.batch_size,
                         seed=config.seed)  # fmt: skip
     keep = KeepBest(
-        lambda student: node_accuracy(student, data.x, split.train_edges, data.y, data.validation)
+        lambda student: node_accuracy(student, data.x, split.train_edges, data.y, data.validation),
+        network,
     )
     record = graph.record()
 
@@ -186,6 +198,7 @@ def run_graph_distill(config: GraphDistillConfig, options: RunOptions) -> dict[s
     ``student`` and ``baseline`` accuracies and ``inference`` times."""
     method_class = GRAPH_METHODS.get(config.method.name)
     check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
+    _check_loop(config)
     teacher, graph = _teacher_and_graph(config)
     dist, device = setup_run(config.seed, config.trainer, options)
     targets = _targets(teacher, graph)
@@ -237,6 +250,11 @@ def _teacher_and_graph(config: GraphDistillConfig) -> tuple[GraphNetwork, _Graph
             f"{path} was trained on another graph than {data.name} ({record['num_nodes']} nodes, "
             f"{data_record['in_features']} features); use a teacher trained on this one"
         )
+    if data_record["num_classes"] != data.num_classes:
+        raise FreekdError(
+            f"{path} predicts {data_record['num_classes']} classes, {data.name} has "
+            f"{data.num_classes}; use a teacher trained on {data.name}"
+        )
     held_out = check_held_out(data, record["held_out"], source=source)
     teacher = graph_model_from_checkpoint(data_record, source=source)
     return teacher, _Graph(data, make_split(data, held_out))
@@ -275,7 +293,8 @@ def _baseline(
     baseline_options = RunOptions(folder, overwrite=not resume, resume=resume, quiet=options.quiet)
     seed_everything(config.seed, deterministic=config.trainer.deterministic)
     student = _student(config, graph.data)  # the distilled student's initial weights
-    trained = _fit(student, "supervised", {}, graph, None, config, baseline_options, dist=dist,
+    alone = replace(config, method=ComponentConfig(name="supervised"))  # what its files record
+    trained = _fit(student, "supervised", {}, graph, None, alone, baseline_options, dist=dist,
                    device=device)  # fmt: skip
     return {
         "arch": student.arch,

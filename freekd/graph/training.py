@@ -74,16 +74,25 @@ class KeepBest(Callback):
 
     Args:
         measure: validation accuracy of a network.
+        student: the network trained (its shapes check a resumed best state).
     """
 
-    def __init__(self, measure: Callable[[GraphNetwork], float]) -> None:
+    def __init__(
+        self, measure: Callable[[GraphNetwork], float], student: GraphNetwork | None = None
+    ) -> None:
         self.measure = measure
+        #: The student's parameter shapes, against which a resumed best state is checked.
+        self.shapes = (
+            None
+            if student is None
+            else {k: tuple(v.shape) for k, v in student.state_dict().items()}
+        )
         self.best_accuracy = -1.0
         self.best_epoch = -1
         self.best_state: dict[str, Tensor] | None = None
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
-        student = trainer.method.student
+        student = trainer.unwrapped("student")
         assert isinstance(student, GraphNetwork)
         accuracy = self.measure(student)
         state.metrics["eval_accuracy"] = accuracy
@@ -93,16 +102,25 @@ class KeepBest(Callback):
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         if self.best_state is not None:
-            trainer.method.student.load_state_dict(self.best_state)
+            trainer.unwrapped("student").load_state_dict(self.best_state)
             state.metrics["eval_accuracy"] = self.best_accuracy
 
     def state_dict(self) -> dict[str, Any]:
         return {"accuracy": self.best_accuracy, "epoch": self.best_epoch, "state": self.best_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from a resume checkpoint; weights that do not fit the student are refused
+        (``ValueError``, which the resume turns into one line) before training goes on."""
+        best = state.get("state")
+        if best is not None:
+            if not isinstance(best, dict) or self.shapes is None:
+                raise ValueError("the best epoch's weights are not a state dict")
+            given = {k: tuple(v.shape) for k, v in best.items() if isinstance(v, Tensor)}
+            if given != self.shapes:
+                raise ValueError("the best epoch's weights do not fit the student")
         self.best_accuracy = float(state["accuracy"])
         self.best_epoch = int(state["epoch"])
-        self.best_state = state["state"]
+        self.best_state = best
 
 
 def _hops(network: GraphNetwork) -> int:
@@ -110,8 +128,10 @@ def _hops(network: GraphNetwork) -> int:
 
 
 def predict_nodes(network: GraphNetwork, x: Tensor, edge_index: Tensor, nodes: Tensor) -> Tensor:
-    """Logits at ``nodes`` as a deployed model computes them: a GNN gathers the nodes' L-hop
-    neighbourhood (L = its layers) and runs on that subgraph; an MLP reads their features."""
+    """The work of serving ``nodes``, for timing: a GNN gathers the nodes' L-hop neighbourhood
+    (L = its layers) and runs on that subgraph; an MLP reads their features. A GCN's degree
+    normalisation sees only the subgraph, so its logits can differ slightly from the full-graph
+    ones at the neighbourhood's edge (accuracy is always measured on the full graph)."""
     if not network.needs_graph:
         return network(x[nodes])
     from torch_geometric.utils import k_hop_subgraph  # imported with the network's layers

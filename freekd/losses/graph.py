@@ -45,14 +45,14 @@ def soft_label_kd(
     return lam * ce, (1.0 - lam) * kl
 
 
-def _similarity(features: Tensor, edge_index: Tensor, kernel: str) -> Tensor:
-    """(E,) SIM(z_i, z_j) of every edge i → j (LSP §3.2)."""
+def _similarity(features: Tensor, edge_index: Tensor, kernel: str, sigma: float) -> Tensor:
+    """(E,) SIM(z_i, z_j) of every edge i → j, the kernel's value (LSP §3.2)."""
     source, target = features[edge_index[0]], features[edge_index[1]]
-    if kernel == "rbf":  # exp(SIM) is the RBF kernel exp(-½‖z_i − z_j‖²)
-        return -0.5 * (source - target).pow(2).sum(-1)
+    if kernel == "rbf":  # exp(-‖z_i − z_j‖² / 2σ²)
+        return (-(source - target).pow(2).sum(-1) / (2 * sigma**2)).exp()
     if kernel == "linear":
         return (source * target).sum(-1)
-    if kernel == "poly":  # (z_iᵀ z_j + 1)², the paper's polynomial kernel of degree 2
+    if kernel == "poly":  # (z_iᵀ z_j + 1)², a polynomial kernel of degree 2
         return ((source * target).sum(-1) + 1.0).pow(2)
     raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
 
@@ -70,7 +70,12 @@ def neighbour_softmax(scores: Tensor, index: Tensor, num_nodes: int) -> Tensor:
 
 
 def local_structure_loss(
-    student_features: Tensor, teacher_features: Tensor, edge_index: Tensor, *, kernel: str = "rbf"
+    student_features: Tensor,
+    teacher_features: Tensor,
+    edge_index: Tensor,
+    *,
+    kernel: str = "rbf",
+    sigma: float = 1.0,
 ) -> Tensor:
     """Local structure preservation, Yang et al. "Distilling Knowledge from Graph Convolutional
     Networks" (CVPR 2020) §3.2, eqs. 1-2: for each node i, the distribution of its similarity
@@ -84,7 +89,9 @@ def local_structure_loss(
         student_features: (N, Hs) the student's node embeddings.
         teacher_features: (N, Ht) the teacher's, on the same nodes (detached by the caller).
         edge_index: (2, E) the edges; neighbourhoods are grouped by the source row.
-        kernel: ``rbf`` (the paper's best), ``linear`` or ``poly``.
+        kernel: SIM, a kernel: ``rbf`` exp(-‖z_i − z_j‖² / 2σ²) (the paper's best), ``linear``
+            z_iᵀz_j or ``poly`` (z_iᵀz_j + 1)².
+        sigma: the RBF kernel's width σ.
 
     Returns:
         Scalar mean over the nodes that have at least one neighbour (0 with no edge).
@@ -94,7 +101,7 @@ def local_structure_loss(
     num_nodes = student_features.shape[0]
     index = edge_index[0]
     p_student, p_teacher = (
-        neighbour_softmax(_similarity(features, edge_index, kernel), index, num_nodes)
+        neighbour_softmax(_similarity(features, edge_index, kernel, sigma), index, num_nodes)
         for features in (student_features, teacher_features)
     )
     eps = torch.finfo(p_student.dtype).tiny

@@ -291,6 +291,33 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
     )  # fmt: skip
     assert unknown.exit_code == 2
     assert "unknown cross-modal method 'telepathy'" in unknown.output
+    zero = runner.invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--limit-pairs",
+         "0", "--out", str(tmp_path / "c"), "-q"],
+    )  # fmt: skip
+    assert zero.exit_code == 2
+    assert "limit_pairs" in zero.output
+
+
+def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
+    clip_teacher: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "limited"
+    result = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
+         "digits", "--limit-pairs", "120", "--epochs", "1", "--batch-size", "32",
+         "--set", "eval_size=100", "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["train_pairs"] == 120
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["step"] for line in steps) == 3  # 120 // 32 full batches in one epoch
+    baseline_lines = (out / "baseline" / "metrics.jsonl").read_text().splitlines()
+    baseline = [json.loads(line) for line in baseline_lines]
+    assert max(line["step"] for line in baseline) == 3
 
 
 def write_pair_folder(folder: Path, digits: ImageDataset, *, count: int, labels: bool) -> None:

@@ -115,7 +115,15 @@ def test_the_inductive_student_never_trains_on_held_out_nodes(
         seen.append(nodes)
         return original(nodes, *args, **kwargs)
 
+    targets: list[Any] = []
+    build = pipeline.build_graph_method
+
+    def spying(name: str, student: Any, target: Any, params: Any) -> Any:
+        targets.append(target)
+        return build(name, student, target, params)
+
     monkeypatch.setattr(pipeline, "NodeSource", recording)
+    monkeypatch.setattr(pipeline, "build_graph_method", spying)
     student = tmp_path / "ind-student"
     succeeded(distill(out / "model.pt", student, "--epochs", "3"))
     report = json.loads((student / "report.json").read_text())
@@ -124,6 +132,10 @@ def test_the_inductive_student_never_trains_on_held_out_nodes(
     assert len(seen) == 2
     assert seen[0].numel() == cora.num_nodes - 200
     assert not any(torch.isin(nodes, held_out).any() for nodes in seen)
+    # Neither the student's graph nor the teacher's targets saw an edge of a held-out node.
+    assert len(targets) == 2
+    assert not any(torch.isin(t.edge_index, held_out).any() for t in targets)
+    assert targets[0].edge_index.shape[1] < cora.edge_index.shape[1]
     split = make_split(cora, held_out)
     model = freekd.load_model(str(student / "model.pt"))
     assert node_accuracy(model, cora.x, cora.edge_index, cora.y, split.test) == pytest.approx(
@@ -153,6 +165,15 @@ def test_bad_input_fails_in_one_line(gcn_teacher: Path, tmp_path: Path) -> None:
     assert_user_error(distill(model, out, "--method", "dkd"), "unknown graph method 'dkd'")
     assert_user_error(distill(model, out, "--set", "method.params.tau=2"), "no parameter 'tau'")
     assert_user_error(distill(tmp_path / "none.pt", out), "no teacher at")
+    assert_user_error(distill(model, out, "--set", "method.params.lam=2"), "lam must be")
+    assert_user_error(distill(model, out, "--set", "method.params.lam=x"), "lam must be")
+    assert_user_error(distill(model, out, "--set", "trainer.ema_decay=0.9"), "ema_decay")
+    assert_user_error(teacher(out, "--arch-kwargs", '{"dropout": "x"}'), "dropout must be")
+    assert_user_error(teacher(out, "--arch-kwargs", '{"hidden": 1000000}'), "hidden must be")
+    assert_user_error(
+        teacher(out, "--setting", "inductive", "--set", "held_out_fraction=0.0001"),
+        "holds out none",
+    )
     hostile = tmp_path / "hostile.pt"
     data = torch.load(model, weights_only=True)
     torch.save({**data, "arch": "os:system"}, hostile)

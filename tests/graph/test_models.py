@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from freekd.checkpoint import load_model
+from freekd.checkpoint import load_any_model, load_model
 from freekd.errors import FreekdError
 from freekd.graph.models import GRAPH_MODELS, build_graph_model, save_graph_model
 
@@ -25,7 +25,7 @@ def test_every_architecture_maps_nodes_to_logits_and_round_trips(arch: str, tmp_
     assert logits.shape == (5, 3)
     assert hidden.shape[0] == 5
     save_graph_model(tmp_path / "m.pt", network, graph=RECORD, config={})
-    loaded = load_model(tmp_path / "m.pt")
+    loaded = load_any_model(tmp_path / "m.pt")
     assert type(loaded) is type(network)
     assert loaded.arch == arch
     assert torch.equal(loaded(X, EDGES), network(X, EDGES))
@@ -47,12 +47,24 @@ def test_damaged_fields_and_weights_are_refused(tmp_path: Path) -> None:
         "graph": {**data, "graph": {**RECORD, "setting": "../../etc"}},
         "num_classes": {**data, "num_classes": -1},
         "import": {**data, "arch": "package.module:Class"},
+        "unchecked": {k: v for k, v in data.items() if k != "weights_sha256"},
+        "huge": {**data, "arch_kwargs": {"hidden": 60_000}},
+        "bool": {**data, "arch_kwargs": {"hidden": True}},
+        "setting": {**data, "graph": {**RECORD, "held_out": torch.tensor([1, 2])}},
+        "nodes": {**data, "graph": {**RECORD, "num_nodes": "abc"}},
     }
     for name, bad in cases.items():
         torch.save(bad, tmp_path / f"{name}.pt")
         with pytest.raises(FreekdError):
-            load_model(tmp_path / f"{name}.pt")
+            load_any_model(tmp_path / f"{name}.pt")
     with pytest.raises(FreekdError, match="unknown graph architecture"):
         build_graph_model("gat", in_features=8, num_classes=3)
     with pytest.raises(FreekdError, match="unexpected keyword"):
         build_graph_model("gcn", in_features=8, num_classes=3, arch_kwargs={"heads": 2})
+
+
+def test_image_commands_refuse_a_graph_checkpoint_in_one_line(tmp_path: Path) -> None:
+    network = build_graph_model("mlp", in_features=8, num_classes=3)
+    save_graph_model(tmp_path / "m.pt", network, graph=RECORD, config={})
+    with pytest.raises(FreekdError, match="is a graph checkpoint"):
+        load_model(tmp_path / "m.pt")

@@ -35,12 +35,15 @@ def test_local_structure_loss_by_hand() -> None:
     student = torch.tensor([[0.0], [0.0], [1.0], [5.0]])
     teacher = torch.tensor([[0.0], [0.0], [0.0], [0.0]])
     loss = local_structure_loss(student, teacher, PATH)
-    # Student at node 1: RBF weights exp(0) for node 0 and exp(-½) for node 2.
-    p = torch.tensor([1.0, math.exp(-0.5)])
+    # Student at node 1: SIM is the RBF kernel, exp(0) = 1 to node 0 and exp(-½) to node 2;
+    # LS is their softmax. The teacher's SIM is 1 to both: a uniform LS.
+    p = torch.tensor([1.0, math.exp(-0.5)]).exp()
     p = p / p.sum()
     kl_node1 = float((p * (p / 0.5).log()).sum())
     assert loss.item() == pytest.approx(kl_node1 / 3, rel=1e-5)  # mean over nodes 0, 1, 2
     assert local_structure_loss(student, student, PATH).item() == pytest.approx(0.0, abs=1e-7)
+    wide = local_structure_loss(student, teacher, PATH, sigma=10.0)
+    assert 0 < wide.item() < loss.item()  # a wider kernel flattens the student's distribution
     linear = local_structure_loss(student, teacher, PATH, kernel="linear")
     assert linear.item() == pytest.approx(0.0, abs=1e-7)  # z_1 = 0: every dot product is 0
     empty = local_structure_loss(student, teacher, PATH[:, :0])

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from freekd.data.batch import Batch
+from freekd.errors import FreekdError
 from freekd.graph.models import GraphNetwork
 from freekd.methods.base import Method
 from freekd.registry import Registry
@@ -78,8 +79,20 @@ GRAPH_METHODS: Registry[type[GraphMethod]] = Registry("graph method")
 def build_graph_method(
     name: str, student: GraphNetwork, targets: GraphTargets, params: dict[str, Any]
 ) -> GraphMethod:
-    """The registered method ``name`` for ``student`` (parameters checked by the caller)."""
-    return GRAPH_METHODS.get(name)(student, targets, **params)
+    """The registered method ``name`` for ``student``; a parameter it does not take is refused
+    in one line (each method checks its values' ranges)."""
+    try:
+        return GRAPH_METHODS.get(name)(student, targets, **params)
+    except TypeError as error:
+        raise FreekdError(f"graph method {name}: {error}; see docs/graph.md") from None
+
+
+def number(name: str, value: object, *, low: float = 0.0, high: float = float("inf")) -> float:
+    """A method parameter that must be a number in [low, high] (one-line error otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        span = f"[{low:g}, {high:g}]" if high != float("inf") else f"at least {low:g}"
+        raise FreekdError(f"method parameter {name} must be a number {span}, got {value!r}")
+    return float(value)
 
 
 def labelled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from freekd.data.batch import Batch
-from freekd.graph.methods.base import GRAPH_METHODS, GraphMethod, GraphTargets
+from freekd.graph.methods.base import GRAPH_METHODS, GraphMethod, GraphTargets, number
 from freekd.graph.models import GraphNetwork
 from freekd.losses.graph import soft_label_kd
 from freekd.methods.base import StepOutput
@@ -40,11 +40,10 @@ class GLNN(GraphMethod):
         embedding_weight: float = 0.0,
     ) -> None:
         super().__init__(student, targets)
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
-        self.lam, self.embedding_weight = lam, embedding_weight
+        self.lam = number("lam", lam, high=1.0)
+        self.embedding_weight = number("embedding_weight", embedding_weight)
         self.adapter: nn.Module | None = None
-        if embedding_weight > 0 and targets.features is not None:
+        if self.embedding_weight > 0 and targets.features is not None:
             width = int(student.arch_kwargs["hidden"])  # every graph network's last hidden width
             self.adapter = nn.Linear(width, targets.features.shape[-1])
 

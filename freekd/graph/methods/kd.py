@@ -8,6 +8,7 @@ from freekd.graph.methods.base import (
     GraphMethod,
     GraphTargets,
     labelled_cross_entropy,
+    number,
 )
 from freekd.graph.models import GraphNetwork
 from freekd.losses.kd import kd_kl
@@ -34,7 +35,8 @@ class GraphKD(GraphMethod):
         weight: float = 1.0,
     ) -> None:
         super().__init__(student, targets)
-        self.temperature, self.weight = temperature, weight
+        self.temperature = number("temperature", temperature, low=1e-3)
+        self.weight = number("weight", weight)
 
     def training_step(self, batch: Batch) -> StepOutput:
         assert batch.labels is not None

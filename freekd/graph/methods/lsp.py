@@ -9,6 +9,7 @@ from freekd.graph.methods.base import (
     GraphMethod,
     GraphTargets,
     labelled_cross_entropy,
+    number,
 )
 from freekd.graph.models import GraphNetwork
 from freekd.losses.graph import KERNELS, local_structure_loss
@@ -21,7 +22,8 @@ class LSP(GraphMethod):
     """LSP, Yang et al. "Distilling Knowledge from Graph Convolutional Networks" (CVPR 2020)
     §3.2, eq. 3: L = CE(labelled) + λ L_LSP, where L_LSP matches each node's similarity
     distribution over its neighbours in the student's last hidden layer to the teacher's
-    (:func:`freekd.losses.graph.local_structure_loss`, RBF kernel, the paper's best). The
+    (:func:`freekd.losses.graph.local_structure_loss`; SIM is a kernel's value, by default the
+    RBF kernel exp(-‖z_i − z_j‖² / 2σ²), the paper's best). The
     student must be a GNN: an MLP has no neighbourhood to preserve.
 
     ``kd_weight`` > 0 adds soft labels on the labelled nodes (the paper's table compares LSP
@@ -30,6 +32,7 @@ class LSP(GraphMethod):
     Args:
         weight: λ, the weight of the LSP term.
         kernel: ``rbf``, ``linear`` or ``poly``.
+        sigma: the RBF kernel's width σ.
         kd_weight: weight of Hinton KD (T = ``temperature``) on the labelled nodes.
         temperature: its temperature.
     """
@@ -41,6 +44,7 @@ class LSP(GraphMethod):
         *,
         weight: float = 100.0,
         kernel: str = "rbf",
+        sigma: float = 1.0,
         kd_weight: float = 0.0,
         temperature: float = 4.0,
     ) -> None:
@@ -52,8 +56,10 @@ class LSP(GraphMethod):
             )
         if kernel not in KERNELS:
             raise FreekdError(f"unknown LSP kernel {kernel!r}; known: {', '.join(KERNELS)}")
-        self.weight, self.kernel = weight, kernel
-        self.kd_weight, self.temperature = kd_weight, temperature
+        self.weight, self.kernel = number("weight", weight), kernel
+        self.sigma = number("sigma", sigma, low=1e-6)
+        self.kd_weight = number("kd_weight", kd_weight)
+        self.temperature = number("temperature", temperature, low=1e-3)
 
     def training_step(self, batch: Batch) -> StepOutput:
         assert batch.labels is not None
@@ -62,7 +68,7 @@ class LSP(GraphMethod):
         at_batch = logits[batch.indices]
         losses = {"ce": labelled_cross_entropy(at_batch, batch.labels)}
         losses["lsp"] = self.weight * local_structure_loss(
-            hidden, self.teacher_features, self.edge_index, kernel=self.kernel
+            hidden, self.teacher_features, self.edge_index, kernel=self.kernel, sigma=self.sigma
         )
         if self.kd_weight > 0 and self.teacher_logits is not None:
             labelled = batch.labels >= 0

@@ -198,7 +198,7 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return
-    if "model" in details:  # a cross-modal file (CLIP or one tower)
+    if "model" in details:  # a cross-modal file (CLIP or one tower) or a graph network
         print_table(
             str(path),
             [
@@ -207,7 +207,10 @@ def info(
                 ("parameters", f"{details['parameters']:,}"),
                 ("weights", _checksum_row(details)),
                 ("freekd version", str(details["freekd_version"])),
-                ("trained on", str(details["config"].get("pairs", "?"))),
+                (
+                    "trained on",
+                    str(details.get("trained_on") or details["config"].get("pairs", "?")),
+                ),
             ],
         )
         return

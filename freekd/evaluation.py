@@ -69,6 +69,8 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
             "freekd_version": raw.get("freekd_version"),
             "config": raw.get("config") or {},
         }
+    if isinstance(raw, dict) and str(raw.get("format", "")).startswith("freekd-graph/"):
+        return _describe_graph(raw, Path(path))
     data = read_checkpoint(path)
     verified = check_checkpoint(data, source=str(path))
     parameters = sum(
@@ -88,4 +90,31 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "config": data.get("config") or {},
         "batchnorm_replacement": data.get("batchnorm_replacement"),
         "privacy": data.get("privacy"),
+    }
+
+
+def _describe_graph(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``freekd info`` of a graph checkpoint (``freekd graph``), every field checked first."""
+    from freekd.graph.models import checked_graph_mapping
+
+    data = checked_graph_mapping(raw, path=path)
+    graph = data["graph"]
+    return {
+        "format": data["format"],
+        "model": {
+            "arch": data["arch"],
+            "arch_kwargs": data["arch_kwargs"],
+            "in_features": data["in_features"],
+            "num_classes": data["num_classes"],
+        },
+        "parameters": sum(int(v.numel()) for v in data["state_dict"].values()),
+        "weights_checksum": "verified",
+        "freekd_version": data.get("freekd_version"),
+        "config": data.get("config") or {},
+        "trained_on": f"{graph['dataset']}, {graph['setting']}"
+        + (
+            f" ({int(graph['held_out'].numel())} test nodes held out)"
+            if graph["held_out"].numel()
+            else ""
+        ),
     }

@@ -162,6 +162,11 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig, *, trust_code: boo
         return _teacher_from_classifier(
             model, description="freekd checkpoint", path=path, privacy=data.get("privacy")
         )
+    if isinstance(data, dict) and str(data.get("format", "")).startswith("freekd-graph/"):
+        raise FreekdError(
+            f"{path} is a graph checkpoint (freekd graph), not an image classifier; distill it "
+            "with freekd graph distill --teacher"
+        )
     state_dict = _find_state_dict(data)
     if state_dict is None:
         raise FreekdError(f"teacher file {path} holds {type(data).__name__}; {EXPECTED}")

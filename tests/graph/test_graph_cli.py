@@ -59,6 +59,17 @@ def test_the_teacher_run_writes_a_loadable_graph_checkpoint(
     assert (gcn_teacher / "config.yaml").is_file()
 
 
+def test_info_describes_a_graph_checkpoint_and_eval_refuses_it(gcn_teacher: Path) -> None:
+    model = gcn_teacher / "model.pt"
+    shown = succeeded(invoke("info", model)).output
+    assert "freekd-graph/1" in shown
+    assert "cora, transductive" in shown
+    assert "checksum verified" in shown
+    details = json.loads(succeeded(invoke("info", model, "--json")).output)
+    assert details["model"]["arch"] == "gcn"
+    assert_user_error(invoke("eval", "--model", model, "--dataset", "digits"), "graph checkpoint")
+
+
 def test_glnn_distills_into_an_mlp_with_a_baseline_and_timing(
     gcn_teacher: Path, tmp_path: Path, cora: GraphData
 ) -> None:

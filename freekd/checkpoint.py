@@ -149,9 +149,7 @@ def _first_line(error: BaseException) -> str:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """Load and validate a freekd checkpoint mapping (tensors on CPU)."""
-    if is_torchscript(Path(path)):
-        raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
-    return _checked_mapping(safe_torch_load(Path(path)), Path(path))
+    return _checked_mapping(_read_file(Path(path)), Path(path))
 
 
 def _checked_mapping(data: Any, path: Path) -> dict[str, Any]:
@@ -470,10 +468,19 @@ def load_model(
     building it imports and runs that code. A graph checkpoint is refused in one line here
     (:func:`load_any_model` loads both kinds).
     """
-    if is_torchscript(Path(path)):
+    return _image_model(_read_file(Path(path)), Path(path), device=device, trust_code=trust_code)
+
+
+def _read_file(path: Path) -> Any:
+    """A checkpoint file's contents (``weights_only``), TorchScript refused in one line."""
+    if is_torchscript(path):
         raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
-    loaded = safe_torch_load(Path(path))
-    data = _checked_mapping(loaded, Path(path))
+    return safe_torch_load(path)
+
+
+def _image_model(loaded: Any, path: Path, *, device: str, trust_code: bool) -> ImageClassifier:
+    """The eval-mode classifier of a loaded ``freekd/1`` mapping, every field checked first."""
+    data = _checked_mapping(loaded, path)
     model = model_from_checkpoint(data, source=f"checkpoint {path}", trust_code=trust_code)
     check_model(model, input_shape=model.input_shape, num_classes=model.num_classes)
     return model.to(device).eval()
@@ -483,10 +490,9 @@ def load_any_model(path: str | Path, *, device: str = "cpu", trust_code: bool = 
     """What ``freekd.load_model`` returns: an image classifier (:func:`load_model`), or for a
     graph checkpoint (``freekd graph``) its node classifier, which takes node features and, for a
     GNN, the graph (``freekd.graph.models.GraphNetwork``)."""
-    if not is_torchscript(Path(path)):
-        from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
+    from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
 
-        loaded = safe_torch_load(Path(path))
-        if is_graph_checkpoint(loaded):
-            return graph_model_from_mapping(loaded, path=Path(path)).to(device)
-    return load_model(path, device=device, trust_code=trust_code)
+    loaded = _read_file(Path(path))  # read once, whichever kind it is
+    if is_graph_checkpoint(loaded):
+        return graph_model_from_mapping(loaded, path=Path(path)).to(device)
+    return _image_model(loaded, Path(path), device=device, trust_code=trust_code)

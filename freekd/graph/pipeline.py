@@ -203,8 +203,6 @@ def run_graph_distill(config: GraphDistillConfig, options: RunOptions) -> dict[s
     dist, device = setup_run(config.seed, config.trainer, options)
     targets = _targets(teacher, graph)
     student = _student(config, graph.data)
-    if not student.needs_graph and config.method.name == "lsp":
-        build_graph_method("lsp", student, targets, dict(config.method.params))  # its error
     trained = _fit(student, config.method.name, dict(config.method.params), graph, targets,
                    config, options, dist=dist, device=device)  # fmt: skip
     report: dict[str, Any] = {

@@ -103,9 +103,10 @@ class GNN(GraphNetwork):
     def features(self, x: Tensor, edge_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         graph = self.graph_of(edge_index)
         hidden = x
-        for conv in self.convs[:-1]:
+        *body, head = self.convs  # unpacked: slicing a ModuleList builds a new one per call
+        for conv in body:
             hidden = F.relu(conv(self._drop(hidden), graph))
-        return hidden, self.convs[-1](self._drop(hidden), graph)
+        return hidden, head(self._drop(hidden), graph)
 
 
 class MLP(GraphNetwork):
@@ -126,9 +127,10 @@ class MLP(GraphNetwork):
 
     def features(self, x: Tensor, edge_index: Tensor | None = None) -> tuple[Tensor, Tensor]:
         hidden = x
-        for linear in self.linears[:-1]:
+        *body, head = self.linears  # unpacked: slicing a ModuleList builds a new one per call
+        for linear in body:
             hidden = F.relu(linear(self._drop(hidden)))
-        return hidden, self.linears[-1](self._drop(hidden))
+        return hidden, head(self._drop(hidden))
 
 
 def _pyg_layer(name: str) -> Any:

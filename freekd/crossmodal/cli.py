@@ -118,7 +118,8 @@ def crossmodal_distill(
         typer.Option(
             "--method",
             help="contrastive (default: InfoNCE with a MoCo queue, learnable temperature), "
-            "feature (CLIP-KD FD) or icl (CLIP-KD ICL).",
+            "feature (CLIP-KD FD), icl (CLIP-KD ICL) or relational (CLIP-KD CRD: the batch's "
+            "image-text similarities).",
         ),
     ] = None,
     pairs: Annotated[

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,16 @@ def paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
         pairs = limit_pairs(pairs, config.limit_pairs, generator=seeded(config.seed, 43))
         train_set = pairs.images
     return pairs, eval_pairs, train_set
+
+
+def with_min_steps(config: Any, pair_count: int) -> Any:
+    """``config`` with enough epochs for ``config.min_steps`` steps on ``pair_count`` pairs
+    (an epoch is ``pair_count // batch_size`` steps): raised, never lowered."""
+    steps_per_epoch = max(1, pair_count // config.trainer.batch_size)
+    epochs = max(config.trainer.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    if epochs == config.trainer.epochs:
+        return config
+    return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=epochs))
 
 
 def _all_pairs(config: Any) -> tuple[Any, Any, ImageDataset]:

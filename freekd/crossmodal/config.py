@@ -98,12 +98,16 @@ class CrossModalDistillConfig:
             last layer outputs the teacher's embedding dimension.
         student_kwargs: keyword arguments of ``student_arch``.
         method: the distillation strategy (``crossmodal.CROSSMODAL_METHODS``: ``contrastive``,
-            ``feature``, ``icl``) and its parameters.
+            ``feature``, ``icl``, ``relational``) and its parameters.
         baseline: also train the same student with CLIP's loss alone at the same budget.
         pairs: labelled images whose classes become captions (``train`` split by default).
         eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
         limit_pairs: the student (and its baseline) train on this many of the pairs only: a
             seeded, class-balanced choice (``None``: all of them); the teacher is unaffected.
+        min_steps: the student (and its baseline) train at least this many steps: on few
+            pairs the epochs are raised until ``epochs × steps per epoch`` reaches it (never
+            lowered; ``0`` keeps ``trainer.epochs`` as given). Two epochs of 600 pairs are 8
+            steps, too few for any student; the report gives the epochs and steps run.
         eval_size: held-out pairs used for retrieval recall.
         captions: template family (see ``CrossModalTeacherConfig``).
         data_root: torchvision-format root for datasets that need one.
@@ -120,6 +124,7 @@ class CrossModalDistillConfig:
     pairs: str = "fashion-mnist"
     eval_pairs: str | None = None
     limit_pairs: int | None = None
+    min_steps: int = 1000
     eval_size: int = 1000
     captions: str = "auto"
     data_root: str | None = None
@@ -130,3 +135,4 @@ class CrossModalDistillConfig:
         check = Checks(self)
         check.at_least("eval_size", 1)
         check.at_least("limit_pairs", 1, optional=True)
+        check.at_least("min_steps", 0)

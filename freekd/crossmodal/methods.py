@@ -20,6 +20,7 @@ from freekd.data.batch import Batch
 from freekd.errors import FreekdError
 from freekd.losses.contrastive import (
     clip_contrastive,
+    contrastive_relational,
     feature_distillation,
     info_nce,
     interactive_contrastive,
@@ -73,6 +74,9 @@ class _ClipDistill(Method):
 
     distills = CLIP
     student: ClipModel
+    projects = True
+    """Whether the term compares student and teacher embeddings directly (through the heads);
+    a relational term compares each model's similarities within its own space instead."""
 
     def __init__(
         self,
@@ -90,8 +94,12 @@ class _ClipDistill(Method):
             )
         self.student = student
         self.teacher = teacher.eval().requires_grad_(False)
-        self.image_head = nn.Linear(student.embed_dim, teacher.embed_dim)
-        self.text_head = nn.Linear(student.embed_dim, teacher.embed_dim)
+        head = (
+            (lambda: nn.Linear(student.embed_dim, teacher.embed_dim))
+            if self.projects
+            else nn.Identity
+        )
+        self.image_head, self.text_head = head(), head()
         self.weight = weight
         self.clip_weight = clip_weight
 
@@ -132,7 +140,8 @@ class _ClipDistill(Method):
 
 
 CROSSMODAL_METHODS = METHODS.fitting(CLIP, kind="cross-modal method")
-"""What ``freekd crossmodal distill --method`` takes: ``contrastive``, ``feature``, ``icl``."""
+"""What ``freekd crossmodal distill --method`` takes: ``contrastive``, ``feature``, ``icl``,
+``relational``."""
 
 
 class EmbeddingQueue(nn.Module):
@@ -285,6 +294,27 @@ class InteractiveDistill(_ClipDistill):
             interactive_contrastive(images, teacher_texts, logit_scale=scale)
             + interactive_contrastive(texts, teacher_images, logit_scale=scale)
         )
+
+
+@METHODS.register("relational")
+class RelationalDistill(_ClipDistill):
+    """CLIP-KD's contrastive relational distillation (Yang et al. 2024, arXiv:2307.12732 §3.1,
+    CRD; TinyCLIP's affinity mimicking, Wu et al. 2023 §3.1): the student's image-to-text and
+    text-to-image similarity distributions within the batch follow the teacher's (KL), each at
+    its own model's temperature (the student's learnable logit scale, the teacher's fixed one).
+    No projection heads: the two models' similarities are compared, not their embeddings."""
+
+    term = "relational"
+    projects = False
+
+    def distill(
+        self, images: Tensor, texts: Tensor, teacher_images: Tensor, teacher_texts: Tensor
+    ) -> Tensor:
+        return contrastive_relational(
+            images, texts, teacher_images, teacher_texts,
+            student_scale=self.student.logit_scale(),
+            teacher_scale=self.teacher.logit_scale().detach(),
+        )  # fmt: skip
 
 
 class TowerContrastive(Method):

@@ -20,6 +20,7 @@ from freekd.crossmodal.common import (
     report_entry,
     setup_crossmodal_run,
     training_cost,
+    with_min_steps,
 )
 from freekd.crossmodal.methods import CLIP, CROSSMODAL_METHODS, ClipContrastive
 from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
@@ -131,6 +132,7 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     method_class = CROSSMODAL_METHODS.get(config.method.name)
     check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
     pairs, eval_pairs, train_set = paired_sets(config)
+    config = with_min_steps(config, len(pairs))
     dist, device = setup_crossmodal_run(config, options)
     teacher = load_clip(Path(config.teacher), device=device)
     student_config = dict(config.student) if config.student else quarter_clip(teacher.model_config)

@@ -23,6 +23,7 @@ from freekd.crossmodal.common import (
     report_entry,
     setup_crossmodal_run,
     training_cost,
+    with_min_steps,
 )
 from freekd.crossmodal.methods import DualContrastive, TowerContrastive
 from freekd.crossmodal.towers import (
@@ -186,6 +187,7 @@ def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
 
     _check_tower_method(config)
     pairs, eval_pairs, train_set = paired_sets(config)
+    config = with_min_steps(config, len(pairs))
     dist, device = setup_crossmodal_run(config, options)
     teacher, teacher_report = _teacher_tower(config.teacher, device, trust_code=options.trust_code)
     if teacher.modality == "image" and "input_shape" in teacher_report:

@@ -101,6 +101,61 @@ def interactive_contrastive(
     return F.cross_entropy(logit_scale * student @ teacher.T, targets)
 
 
+def contrastive_relational(
+    student_images: Tensor,
+    student_texts: Tensor,
+    teacher_images: Tensor,
+    teacher_texts: Tensor,
+    *,
+    student_scale: Tensor | float,
+    teacher_scale: Tensor | float,
+) -> Tensor:
+    """CLIP-KD's contrastive relational distillation, Yang et al. 2024 (arXiv:2307.12732) §3.1,
+    CRD (TinyCLIP's affinity mimicking, Wu et al. 2023, arXiv:2309.12314 §3.1, is the same term).
+
+    Within a batch, each image's distribution over the batch's texts (and each text's over the
+    images) is the softmax of its scaled cosine similarities; the student's distributions
+    follow the teacher's by KL divergence, both directions averaged:
+
+        p^T_i = softmax(t · Î_i Tᵀ), p^S_i = softmax(s · Î'_i T'ᵀ),
+        L = ½ [ mean_i KL(p^T_i ‖ p^S_i) + the same over texts ].
+
+    Unlike instance contrast it carries relations, not identities: when many captions in a
+    batch say the same thing (templated pairs), the teacher's distribution spreads over all of
+    them and the student is not pushed to tell identical texts apart. Student and teacher
+    embeddings are compared only within their own model, so their dimensions may differ.
+
+    Args:
+        student_images, student_texts: (B, D_s) the student's embeddings of the pairs.
+        teacher_images, teacher_texts: (B, D_t) the teacher's embeddings of the same pairs.
+        student_scale: s, the student's inverse temperature (its learnable logit scale).
+        teacher_scale: t, the teacher's inverse temperature.
+
+    Returns:
+        Scalar loss, ≥ 0, zero when the student's similarity matrix equals the teacher's.
+    """
+    if student_images.shape != student_texts.shape or teacher_images.shape != teacher_texts.shape:
+        raise ValueError("contrastive_relational needs image and text embeddings of one shape")
+    if len(student_images) != len(teacher_images):
+        raise ValueError("student and teacher must embed the same batch of pairs")
+    student = (
+        student_scale * F.normalize(student_images, dim=-1) @ F.normalize(student_texts, dim=-1).T
+    )
+    teacher = (
+        teacher_scale * F.normalize(teacher_images, dim=-1) @ F.normalize(teacher_texts, dim=-1).T
+    )
+
+    def divergence(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
+        return F.kl_div(
+            F.log_softmax(student_logits, dim=-1),
+            F.log_softmax(teacher_logits, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+
+    return 0.5 * (divergence(teacher, student) + divergence(teacher.T, student.T))
+
+
 def feature_distillation(student_features: Tensor, teacher_features: Tensor) -> Tensor:
     """CLIP-KD's feature distillation, Yang et al. 2024 §3.2, FD: the mean squared distance
     between the (projected) student and the teacher embeddings, both L2-normalized.

@@ -24,6 +24,7 @@ from freekd.data.batch import Batch
 from freekd.errors import FreekdError
 from freekd.losses.contrastive import (
     clip_contrastive,
+    contrastive_relational,
     feature_distillation,
     interactive_contrastive,
 )
@@ -198,6 +199,45 @@ def paired_batch(model: ClipModel, count: int = 8) -> Batch:
     return Batch(torch.rand(count, 1, 8, 8), torch.arange(count), texts)
 
 
+def test_relational_term_by_hand() -> None:
+    # Two pairs, 2-d embeddings at 90° and 0°: the similarity matrices are written out here.
+    si, st_ = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[3.0, 0.0], [1.0, 1.0]])
+    ti, tt = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    h = 1 / math.sqrt(2)
+    student = 2.0 * torch.tensor([[1.0, h], [0.0, h]])  # s · Î T̂ᵀ
+    teacher = 5.0 * torch.eye(2)
+
+    def kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+        p, q = p_logits.softmax(-1), q_logits.softmax(-1)
+        return float((p * (p.log() - q.log())).sum(-1).mean())
+
+    expected = 0.5 * (kl(teacher, student) + kl(teacher.T, student.T))
+    value = contrastive_relational(si, st_, ti, tt, student_scale=2.0, teacher_scale=5.0)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+@given(seed=st.integers(0, 2**16), scale=st.floats(0.5, 50.0), stretch=st.floats(0.1, 10.0))
+def test_relational_term_is_zero_on_the_teachers_geometry(
+    seed: int, scale: float, stretch: float
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    images, texts = torch.randn(6, 5, generator=generator), torch.randn(6, 5, generator=generator)
+    rotation = torch.linalg.qr(torch.randn(5, 5, generator=generator))[0]
+    same = contrastive_relational(
+        stretch * images @ rotation, texts @ rotation, images, texts,
+        student_scale=scale, teacher_scale=scale,
+    )  # fmt: skip
+    assert same.item() == pytest.approx(0.0, abs=1e-5)
+    other = contrastive_relational(
+        texts, images, images, texts, student_scale=scale, teacher_scale=scale
+    )
+    assert other.item() >= -1e-6
+    with pytest.raises(ValueError, match="same batch"):
+        contrastive_relational(
+            images[:3], texts[:3], images, texts, student_scale=1, teacher_scale=1
+        )
+
+
 @pytest.mark.parametrize("name", CROSSMODAL_METHODS.names())
 def test_every_crossmodal_method_trains_the_student_only(name: str) -> None:
     torch.manual_seed(0)
@@ -256,7 +296,10 @@ def test_crossmodal_distill_beats_nothing_and_reports_all_three(
 
     config = tmp_path / "distill.yaml"
     config.write_text(
-        yaml.safe_dump({key: TINY_TEACHER_CONFIG[key] for key in ("pairs", "eval_size", "trainer")})
+        yaml.safe_dump(
+            {key: TINY_TEACHER_CONFIG[key] for key in ("pairs", "eval_size", "trainer")}
+            | {"min_steps": 0}
+        )
     )
     out = tmp_path / "student"
     result = CliRunner().invoke(
@@ -303,21 +346,26 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
 def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
     clip_teacher: Path, tmp_path: Path
 ) -> None:
+    import yaml
+
     out = tmp_path / "limited"
     result = CliRunner().invoke(
         app,
         ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
          "digits", "--limit-pairs", "120", "--epochs", "1", "--batch-size", "32",
-         "--set", "eval_size=100", "--out", str(out), "-q"],
+         "--set", "min_steps=7", "--set", "eval_size=100", "--out", str(out), "-q"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["train_pairs"] == 120
+    # 120 // 32 = 3 full batches an epoch: 1 epoch is raised to 3 to reach min_steps=7
+    assert report["epochs"] == 3
+    assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["epochs"] == 3
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert max(line["step"] for line in steps) == 3  # 120 // 32 full batches in one epoch
+    assert max(line["step"] for line in steps) == 9
     baseline_lines = (out / "baseline" / "metrics.jsonl").read_text().splitlines()
     baseline = [json.loads(line) for line in baseline_lines]
-    assert max(line["step"] for line in baseline) == 3
+    assert max(line["step"] for line in baseline) == 9
 
 
 def write_pair_folder(folder: Path, digits: ImageDataset, *, count: int, labels: bool) -> None:

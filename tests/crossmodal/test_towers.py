@@ -29,6 +29,7 @@ TEXT_CFG = {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, 
 TRAINER = [
     "--set", "trainer.epochs=4", "--set", "trainer.batch_size=64", "--set", "trainer.lr=0.003",
     "--set", "trainer.warmup_steps=10", "--set", "trainer.device=cpu", "--set", "eval_size=200",
+    "--set", "min_steps=0",
 ]  # fmt: skip
 
 

@@ -20,10 +20,11 @@ from freekd.crossmodal.data import (
     subset_pairs,
 )
 from freekd.crossmodal.evaluate import embed, retrieval, zero_shot_accuracy
-from freekd.data import ImageDataset, load_dataset
+from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset
 from freekd.errors import FreekdError
 from freekd.methods import Method
 from freekd.plots import plot_retrieval
+from freekd.rundata import resolve_augmentation
 from freekd.runs import RunOptions, TrainResult, eval_spec, run_training, seeded, setup_run
 from freekd.train import (
     DistInfo,
@@ -198,9 +199,11 @@ def fit_pairs(
     def texts(indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return tokenize(pairs.draw_captions(indices, generator))
 
+    augment = resolve_augmentation(config.trainer.augment, pairs.images.input_shape)
     source = PairedSource(
-        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed
-    )
+        pairs.images, texts, batch_size=config.trainer.batch_size, seed=config.seed,
+        augment=None if augment == "none" else AUGMENTATIONS.get(augment),
+    )  # fmt: skip
     return run_training(
         method, source, eval_set=None, trainer_config=config.trainer, config=config,
         options=options, device=device, dist=dist, description=description, save=save,

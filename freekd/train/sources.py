@@ -197,6 +197,8 @@ class PairedSource:
         batch_size: pairs per step; the last incomplete batch of an epoch is dropped (a
             contrastive loss needs full batches of negatives).
         seed: the run's seed.
+        augment: optional batch augmentation ``fn(images, rng=generator)`` of the images (the
+            captions are untouched), drawn from a generator seeded by ``(seed, e, i, 0)``.
     """
 
     def __init__(
@@ -206,6 +208,7 @@ class PairedSource:
         *,
         batch_size: int,
         seed: int,
+        augment: Augment | None = None,
     ) -> None:
         if len(dataset) < batch_size:
             raise FreekdError(
@@ -216,6 +219,7 @@ class PairedSource:
         self.texts = texts
         self.batch_size = batch_size
         self.seed = seed
+        self.augment = augment
 
     def steps_per_epoch(self) -> int:
         return len(self.dataset) // self.batch_size
@@ -228,4 +232,8 @@ class PairedSource:
             chosen = order[index * self.batch_size : (index + 1) * self.batch_size]
             batch = self.dataset.batch(chosen)
             tokens = self.texts(chosen, seeded_generator(self.seed, state.epoch, index))
-            yield Batch(batch.images, batch.labels, tokens, indices=chosen)
+            images = batch.images
+            if self.augment is not None:
+                rng = seeded_generator(self.seed, state.epoch, index, 0)
+                images = self.augment(images, rng=rng)
+            yield Batch(images, batch.labels, tokens, indices=chosen)

@@ -66,6 +66,24 @@ def test_other_real_data_sources_carry_indices(digits_train: ImageDataset) -> No
     assert torch.equal(paired.texts.flatten(), paired.indices)  # type: ignore[union-attr,arg-type]
 
 
+def test_paired_source_augments_images_only_and_repeatably(digits_train: ImageDataset) -> None:
+    from freekd.data import AUGMENTATIONS
+
+    texts = lambda chosen, rng: chosen.view(-1, 1)  # noqa: E731
+    shift = AUGMENTATIONS.get("crop")
+
+    def first(augment: object) -> Batch:
+        source = PairedSource(digits_train, texts, batch_size=16, seed=1, augment=augment)  # type: ignore[arg-type]
+        return next(iter(source.batches(TrainState())))
+
+    plain, shifted, again = first(None), first(shift), first(shift)
+    assert torch.equal(plain.indices, shifted.indices)  # type: ignore[arg-type]
+    assert torch.equal(plain.texts, shifted.texts)  # type: ignore[arg-type]
+    assert not torch.equal(plain.images, shifted.images)
+    assert torch.equal(shifted.images, again.images)
+    assert shifted.images.shape == plain.images.shape
+
+
 def test_semi_supervised_indices_index_each_half_in_its_own_dataset(
     digits_train: ImageDataset,
 ) -> None:

@@ -24,6 +24,14 @@ LimitPairsOption = Annotated[
         help="Train on this many of the pairs only (a seeded, class-balanced choice).",
     ),
 ]
+EvalPairsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--eval-pairs",
+        help="Held-out labelled images or a pair folder (default: the test split; for your own "
+        "pairs, a seeded tenth of them).",
+    ),
+]
 
 crossmodal_app = typer.Typer(
     no_args_is_help=True,
@@ -42,10 +50,7 @@ def crossmodal_teacher(
             "(default), mnist, animal-mnist, digits[:split], a .npz file.",
         ),
     ] = None,
-    eval_pairs: Annotated[
-        str | None,
-        typer.Option("--eval-pairs", help="Held-out labelled images (default: the test split)."),
-    ] = None,
+    eval_pairs: EvalPairsOption = None,
     limit_pairs: LimitPairsOption = None,
     trainer: TrainerFlags,
     data_root: DataRootOption = None,
@@ -128,6 +133,7 @@ def crossmodal_distill(
             "--pairs", help="Labelled images for templated pairs (default fashion-mnist)."
         ),
     ] = None,
+    eval_pairs: EvalPairsOption = None,
     limit_pairs: LimitPairsOption = None,
     no_baseline: Annotated[
         bool,
@@ -152,6 +158,7 @@ def crossmodal_distill(
         "student_arch": student,
         "method.name": method,
         "pairs": pairs,
+        "eval_pairs": eval_pairs,
         "limit_pairs": limit_pairs,
         "baseline": False if no_baseline else None,
         **trainer.values(),

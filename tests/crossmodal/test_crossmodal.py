@@ -344,7 +344,7 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
 
 
 def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
-    clip_teacher: Path, tmp_path: Path
+    clip_teacher: Path, tmp_path: Path, digits_train: ImageDataset
 ) -> None:
     import yaml
 
@@ -353,11 +353,13 @@ def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
         app,
         ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
          "digits", "--limit-pairs", "120", "--epochs", "1", "--batch-size", "32",
-         "--set", "min_steps=7", "--set", "eval_size=100", "--out", str(out), "-q"],
+         "--set", "min_steps=7", "--set", "eval_size=100", "--eval-pairs", "digits:train",
+         "--out", str(out), "-q"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["train_pairs"] == 120
+    assert report["student"]["zero_shot_images"] == len(digits_train)  # --eval-pairs
     # 120 // 32 = 3 full batches an epoch: 1 epoch is raised to 3 to reach min_steps=7
     assert report["epochs"] == 3
     assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["epochs"] == 3

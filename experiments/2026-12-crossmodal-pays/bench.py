@@ -118,12 +118,15 @@ def row_of(report: dict[str, Any], **fields: Any) -> dict[str, Any]:
 def tune(args: argparse.Namespace) -> None:
     if not TRAIN.exists():
         prepare()
+    epochs = [] if args.teacher_epochs is None else ["--epochs", str(args.teacher_epochs)]
+    tag = "" if args.teacher_epochs is None else f"-e{args.teacher_epochs}"
     for seed in args.seeds:
-        teacher = RUNS / f"teacher-val-seed{seed}"
-        run(teacher, "crossmodal", "teacher", "--pairs", str(TRAIN), "--set",
-            f"eval_pairs={VALIDATION}", "--seed", str(seed))  # fmt: skip
+        teacher = RUNS / f"teacher-val{tag}-seed{seed}"
+        run(teacher, "crossmodal", "teacher", "--pairs", str(TRAIN), "--eval-pairs",
+            str(VALIDATION), "--seed", str(seed), *epochs)  # fmt: skip
         for spec in args.tune:
             name, _, flags = spec.partition("=")
+            name = f"teacher{tag}-{name}" if tag else name
             for count in args.pairs_count:
                 out = RUNS / "tune" / f"{name}-n{count}-seed{seed}"
                 report = run(
@@ -231,6 +234,7 @@ def main() -> None:
     parser.add_argument("--pairs-count", type=int, nargs="+", default=[600])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--extra", default="", help="more distill flags, as one shell string")
+    parser.add_argument("--teacher-epochs", type=int, help="tune: the validation teacher's epochs")
     args = parser.parse_args()
     if args.prepare:
         prepare()

@@ -122,9 +122,10 @@ def crossmodal_distill(
         str | None,
         typer.Option(
             "--method",
-            help="contrastive (default: InfoNCE with a MoCo queue, learnable temperature), "
-            "feature (CLIP-KD FD), icl (CLIP-KD ICL) or relational (CLIP-KD CRD: the batch's "
-            "image-text similarities).",
+            help="auto (default: relational for a CLIP teacher, contrastive for one tower), "
+            "relational (CLIP-KD CRD: the batch's image-text similarities), contrastive "
+            "(InfoNCE with a MoCo queue, learnable temperature), feature (CLIP-KD FD) or icl "
+            "(CLIP-KD ICL).",
         ),
     ] = None,
     pairs: Annotated[

@@ -97,8 +97,11 @@ class CrossModalDistillConfig:
         student_arch: a text teacher's image student: a model registry architecture whose
             last layer outputs the teacher's embedding dimension.
         student_kwargs: keyword arguments of ``student_arch``.
-        method: the distillation strategy (``crossmodal.CROSSMODAL_METHODS``: ``contrastive``,
-            ``feature``, ``icl``, ``relational``) and its parameters.
+        method: the distillation strategy and its parameters: ``auto`` (the default) is
+            ``relational`` for a CLIP teacher (chosen on validation pairs, issue 23) and
+            ``contrastive`` for a one-tower teacher (the only method one tower supports); or
+            one of ``crossmodal.CROSSMODAL_METHODS`` (``contrastive``, ``feature``, ``icl``,
+            ``relational``).
         baseline: also train the same student with CLIP's loss alone at the same budget.
         pairs: labelled images whose classes become captions (``train`` split by default).
         eval_pairs: held-out labelled images; default: the ``test`` split of ``pairs``.
@@ -119,7 +122,7 @@ class CrossModalDistillConfig:
     student: dict[str, Any] | None = None
     student_arch: str = "lenet5"
     student_kwargs: dict[str, Any] = field(default_factory=dict)
-    method: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="contrastive"))
+    method: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="auto"))
     baseline: bool = True
     pairs: str = "fashion-mnist"
     eval_pairs: str | None = None

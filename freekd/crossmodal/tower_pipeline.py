@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,7 +141,7 @@ def _teacher_entry(teacher: Any, teacher_report: dict[str, Any], spec: str) -> d
 
 def _check_tower_method(config: Any) -> None:
     """A one-tower teacher is distilled by ``contrastive`` (``TowerContrastive``) only."""
-    if config.method.name != "contrastive":
+    if config.method.name not in ("auto", "contrastive"):
         raise FreekdError(
             f"method {config.method.name} needs a whole CLIP teacher; a one-tower teacher "
             "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
@@ -186,6 +187,9 @@ def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
 
     _check_tower_method(config)
+    config = dataclasses.replace(
+        config, method=dataclasses.replace(config.method, name="contrastive")
+    )  # ``auto`` resolved: what config.yaml and the checkpoint record
     pairs, eval_pairs, train_set = paired_sets(config)
     config = with_min_steps(config, len(pairs))
     dist, device = setup_crossmodal_run(config, options)

@@ -320,6 +320,9 @@ def test_crossmodal_distill_beats_nothing_and_reports_all_three(
     assert (out / "baseline" / "model.pt").exists()
     assert (out / "retrieval.png").stat().st_size > 0
     assert load_clip(out / "model.pt").embed_dim == 16
+    # --method auto runs relational for a CLIP teacher, and the run records what it ran
+    assert report["student"]["method"] == "relational"
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["name"] == "relational"
 
 
 def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from freekd.cli import app
@@ -135,6 +136,7 @@ def test_image_classifier_teaches_a_text_student_far_above_chance(
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["direction"] == "image → text"
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["name"] == "contrastive"
     student = report["student"]
     assert student["recall_at_1"] > 3 * student["chance"]["recall_at_1"]
     assert student["zero_shot_accuracy"] > 3 * student["chance"]["zero_shot_accuracy"]

@@ -184,12 +184,18 @@ def test_crossmodal_teacher_student_and_one_tower(tmp_path: Path, tiny_teacher_p
         pairs="digits",
         baseline=False,
         out=tmp_path / "student",
+        min_steps=0,
         **small,
     )
     assert isinstance(student.model, ClipModel)
     assert student.report["baseline"] is None
     tower = freekd.crossmodal(
-        teacher=tiny_teacher_path, pairs="digits", baseline=False, out=tmp_path / "tower", **small
+        teacher=tiny_teacher_path,
+        pairs="digits",
+        baseline=False,
+        out=tmp_path / "tower",
+        min_steps=0,
+        **small,
     )
     assert "direction" in tower.report
     assert isinstance(tower.model, torch.nn.Module)

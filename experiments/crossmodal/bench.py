@@ -50,7 +50,7 @@ def run(out: Path, seed: int, methods: list[str], extra: list[str]) -> dict:
             baseline = [] if index == 0 else ["--no-baseline"]
             freekd("crossmodal", "distill", "--teacher", str(teacher / "model.pt"),
                    "--method", method, "--seed", str(seed), "--out", str(folder),
-                   "--overwrite", *baseline, *extra)  # fmt: skip
+                   "--overwrite", "--set", "min_steps=0", *baseline, *extra)  # fmt: skip
         results[method] = json.loads((folder / "report.json").read_text())
     return results
 

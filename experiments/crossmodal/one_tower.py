@@ -61,7 +61,8 @@ def main() -> None:
             folder = arguments.out / f"direction{index}-{seed}"
             if not (folder / "report.json").exists():
                 freekd("crossmodal", "distill", "--teacher", spec, "--seed", str(seed),
-                       "--out", str(folder), "--overwrite", *extra)  # fmt: skip
+                       "--out", str(folder), "--overwrite", "--set", "min_steps=0",
+                       *extra)  # fmt: skip
             report = json.loads((folder / "report.json").read_text())
             for role in ("student", "baseline"):
                 entry = report[role] | {"seed": seed} | times(report)

@@ -28,8 +28,8 @@ EvalPairsOption = Annotated[
     str | None,
     typer.Option(
         "--eval-pairs",
-        help="Held-out labelled images or a pair folder (default: the test split; for your own "
-        "pairs, a seeded tenth of them).",
+        help="Held-out pairs of the same kind as --pairs: labelled images, or a pair folder "
+        "(default: the test split; for your own pairs, a seeded tenth of them).",
     ),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,8 @@ from freekd.train import (
     PairedSource,
 )
 from freekd.train.evaluate import check_input_shape
+
+logger = logging.getLogger(__name__)
 
 
 def setup_crossmodal_run(config: Any, options: RunOptions) -> tuple[DistInfo, torch.device]:
@@ -252,6 +255,11 @@ def with_min_steps(config: Any, pair_count: int) -> Any:
     epochs = max(config.trainer.epochs, math.ceil(config.min_steps / steps_per_epoch))
     if epochs == config.trainer.epochs:
         return config
+    logger.info(
+        "%d pairs are %d steps an epoch: epochs raised from %d to %d to reach min_steps=%d "
+        "(--set min_steps=0 keeps --epochs)",
+        pair_count, steps_per_epoch, config.trainer.epochs, epochs, config.min_steps,
+    )  # fmt: skip
     return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=epochs))
 
 

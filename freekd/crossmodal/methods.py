@@ -62,7 +62,8 @@ class _ClipDistill(Method):
 
     The student keeps CLIP's own loss on its pairs (``clip_weight``) and adds a distillation
     term (``weight``) computed through linear projection heads from the student's embedding
-    dimension to the teacher's (Tian et al. 2020 §3.2; Yang et al. 2024 §3.2), one per tower.
+    dimension to the teacher's (Tian et al. 2020 §3.2; Yang et al. 2024 §3.2), one per tower;
+    a method with ``projects = False`` (``relational``) gets the student's embeddings as they are.
     The teacher runs without gradients and stays in eval mode.
 
     Args:

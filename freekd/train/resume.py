@@ -266,6 +266,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "eval_dataset": None,
     "init_student": None,
     "queries_confidence": 0.0,
+    "min_steps": 0,
 }
 
 

@@ -413,6 +413,29 @@ def test_users_own_pairs_train_a_clip_and_count_exact_pairs(
     assert (report["teacher"]["zero_shot_accuracy"] is None) is (not labels)
 
 
+def test_trainer_augment_reaches_the_paired_batches(tmp_path: Path) -> None:
+    import yaml
+
+    weights = {}
+    for name in ("none", "none-again", "crop"):
+        augment = name.split("-")[0]
+        settings = dict(TINY_TEACHER_CONFIG)
+        settings["trainer"] = dict(
+            TINY_TEACHER_CONFIG["trainer"], epochs=1, augment=augment, deterministic=True
+        )
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            app, ["crossmodal", "teacher", "--config", str(config), "--out", str(out), "-q"]
+        )
+        assert result.exit_code == 0, result.output
+        weights[name] = load_clip(out / "model.pt").state_dict()
+    # same seed, order and captions: the runs repeat bitwise, and only shifted images differ
+    assert all(torch.equal(weights["none"][k], weights["none-again"][k]) for k in weights["none"])
+    assert any(not torch.equal(weights["none"][k], weights["crop"][k]) for k in weights["none"])
+
+
 def test_bad_pair_folders_fail_in_one_line(digits_train: ImageDataset, tmp_path: Path) -> None:
     from freekd.crossmodal.data import load_caption_pairs
 

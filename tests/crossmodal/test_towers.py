@@ -121,6 +121,21 @@ def test_student_towers_round_trip_weights_only(tmp_path: Path, kind: str) -> No
         load_tower(tmp_path / "bad.pt")
 
 
+def test_one_tower_student_gets_min_steps(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "floor"
+    result = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
+         "--limit-pairs", "128", "--set", f"student={json.dumps(TEXT_CFG)}", "--no-baseline",
+         "--epochs", "1", "--batch-size", "64", "--set", "min_steps=5", "--set", "eval_size=50",
+         "--device", "cpu", "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert (report["epochs"], report["steps"]) == (3, 6)  # 128 // 64 = 2 steps an epoch
+    assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["epochs"] == 3
+
+
 @pytest.mark.slow
 def test_image_classifier_teaches_a_text_student_far_above_chance(
     tiny_teacher_path: Path, tmp_path: Path

@@ -69,7 +69,8 @@ def test_other_real_data_sources_carry_indices(digits_train: ImageDataset) -> No
 def test_paired_source_augments_images_only_and_repeatably(digits_train: ImageDataset) -> None:
     from freekd.data import AUGMENTATIONS
 
-    texts = lambda chosen, rng: chosen.view(-1, 1)  # noqa: E731
+    # captions drawn from their generator: an augmentation that consumed it would change them
+    texts = lambda chosen, rng: torch.randint(0, 1000, (len(chosen), 1), generator=rng)  # noqa: E731
     shift = AUGMENTATIONS.get("crop")
 
     def first(augment: object) -> Batch:

@@ -63,9 +63,9 @@ def run(out: Path, *args: str) -> dict[str, Any]:
     """``freekd ARGS --out OUT`` unless OUT already holds a report of the same ARGS (a report
     of other ARGS stops the bench: a name reused with other flags); returns the report."""
     recorded = out.with_suffix(".args.json")
-    if (out / "report.json").exists() and recorded.exists():
-        if json.loads(recorded.read_text()) != list(args):
-            raise SystemExit(f"{out} was run with other flags ({recorded}); use another name")
+    done = (out / "report.json").exists() and recorded.exists()
+    if done and json.loads(recorded.read_text()) != list(args):
+        raise SystemExit(f"{out} was run with other flags ({recorded}); use another name")
     if not (out / "report.json").exists():
         recorded.parent.mkdir(parents=True, exist_ok=True)
         recorded.write_text(json.dumps(list(args)))

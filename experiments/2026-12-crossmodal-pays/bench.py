@@ -150,12 +150,12 @@ def test(args: argparse.Namespace) -> None:
         teacher = RUNS / f"teacher-test-seed{seed}"
         run(teacher, "crossmodal", "teacher", "--seed", str(seed))
         for count in args.pairs_count:
-            out = RUNS / "test" / f"clip-n{count}-seed{seed}"
+            out = RUNS / (args.stage or "test") / f"clip-n{count}-seed{seed}"
             report = run(
                 out, "crossmodal", "distill", "--teacher", str(teacher / "model.pt"),
                 "--limit-pairs", str(count), "--seed", str(seed), *shlex.split(args.extra),
             )  # fmt: skip
-            save("test", out.name, row_of(report, name="clip", pairs=count, seed=seed,
+            save(args.stage or "test", out.name, row_of(report, name="clip", pairs=count, seed=seed,
                                           split="test", extra=args.extra))  # fmt: skip
 
 
@@ -189,7 +189,7 @@ def one_tower(args: argparse.Namespace) -> None:
             if args.directions and key not in args.directions:
                 continue
             for count in args.pairs_count:
-                out = RUNS / "one-tower" / f"{key}-n{count}-seed{seed}"
+                out = RUNS / (args.stage or "one-tower") / f"{key}-n{count}-seed{seed}"
                 report = run(
                     out, "crossmodal", "distill", "--teacher", specs[key], "--limit-pairs",
                     str(count), "--seed", str(seed), *shlex.split(args.extra),
@@ -197,7 +197,7 @@ def one_tower(args: argparse.Namespace) -> None:
                 row = row_of(
                     report, name=direction, pairs=count, seed=seed, split="test", extra=args.extra
                 )
-                save("one-tower", out.name, row)
+                save(args.stage or "one-tower", out.name, row)
 
 
 def _cell(values: list[float]) -> str:
@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--pairs-count", type=int, nargs="+", default=[600])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--extra", default="", help="more distill flags, as one shell string")
+    parser.add_argument("--stage", help="test / one-tower: the runs' and results' folder name")
     parser.add_argument("--classifier", help="one-tower: the image classifier's model.pt")
     parser.add_argument("--teacher-epochs", type=int, help="tune: the validation teacher's epochs")
     args = parser.parse_args()

@@ -126,7 +126,7 @@ def test_feature_shapes_come_from_one_cached_probe_that_changes_nothing(teacher:
 
 
 def test_one_registry_two_views() -> None:
-    assert set(CROSSMODAL_METHODS.names()) == {"contrastive", "feature", "icl"}
+    assert set(CROSSMODAL_METHODS.names()) == {"contrastive", "feature", "icl", "relational"}
     assert set(CLASSIFIER_METHODS.names()) >= {"kd", "kd-at", "logit-l1"}
     assert set(ONLINE_METHODS.names()) == {"dml", "one"}
     assert set(METHODS.names()) == (

@@ -173,7 +173,9 @@ def _resolve(command: _Command, sources: _Sources, options: Any) -> Any:
         trust_code = True
     saved = options.out_dir / "config.yaml"
     if base is None and command.resumes_config and options.resume and saved.exists():
-        base = read_yaml(saved)
+        from freekd.train.resume import saved_settings
+
+        base = saved_settings(_attribute(command.config_class), read_yaml(saved))
     return load_config(
         _attribute(command.config_class),
         path,

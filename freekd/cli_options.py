@@ -301,12 +301,10 @@ class RunFlags:
         saved = self.out / "config.yaml"
         base = None
         if self.resume and saved.exists():
-            from freekd.train.resume import ADDED_SETTINGS
+            from freekd.train.resume import saved_settings
 
             # A setting added since the run was saved takes the value that reproduces it.
-            names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
-            added = {k: v for k, v in ADDED_SETTINGS.items() if k in names}
-            base = {**added, **read_yaml(saved)}
+            base = saved_settings(cls, read_yaml(saved))
         return load_config(
             cls,
             self.config,

@@ -141,8 +141,26 @@ class _ClipDistill(Method):
 
 
 CROSSMODAL_METHODS = METHODS.fitting(CLIP, kind="cross-modal method")
-"""What ``freekd crossmodal distill --method`` takes: ``contrastive``, ``feature``, ``icl``,
-``relational``."""
+"""The registered methods ``freekd crossmodal distill --method`` takes besides ``auto``:
+``contrastive``, ``feature``, ``icl``, ``relational``."""
+
+AUTO = "auto"
+"""``--method auto`` (the default): ``relational`` for a CLIP teacher, ``contrastive`` for one
+tower (resolved by the pipelines, so a run records the method it ran)."""
+
+
+def method_label(requested: str, resolved: str) -> str:
+    """How errors name a method: ``auto`` says what it ran as."""
+    return f"method {resolved}" + (
+        f" (what --method {AUTO} runs here)" if requested == AUTO else ""
+    )
+
+
+def check_method_name(name: str) -> None:
+    """Refuse an unknown ``--method`` in one line that lists ``auto`` with the registered ones."""
+    if name != AUTO and name not in CROSSMODAL_METHODS:
+        known = ", ".join([AUTO, *CROSSMODAL_METHODS.names()])
+        raise FreekdError(f"unknown cross-modal method {name!r}; known: {known}")
 
 
 class EmbeddingQueue(nn.Module):

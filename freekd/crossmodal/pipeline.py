@@ -23,7 +23,14 @@ from freekd.crossmodal.common import (
     training_cost,
     with_min_steps,
 )
-from freekd.crossmodal.methods import CLIP, CROSSMODAL_METHODS, ClipContrastive
+from freekd.crossmodal.methods import (
+    AUTO,
+    CLIP,
+    CROSSMODAL_METHODS,
+    ClipContrastive,
+    check_method_name,
+    method_label,
+)
 from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
 from freekd.errors import FreekdError
 from freekd.methods import MethodContext, build_method
@@ -124,7 +131,8 @@ def _train_clip_baseline(
 
 def _resolved_method(config: Any) -> Any:
     """``method: auto`` resolved for a CLIP teacher, so ``config.yaml`` records the method run."""
-    if config.method.name != "auto":
+    check_method_name(config.method.name)
+    if config.method.name != AUTO:
         return config
     method = dataclasses.replace(config.method, name=DEFAULT_CLIP_METHOD)
     return dataclasses.replace(config, method=method)
@@ -143,9 +151,11 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         )
     if one_tower_teacher(config.teacher):
         return run_tower_distill(config, options)
+    requested = config.method.name
     config = _resolved_method(config)
     method_class = CROSSMODAL_METHODS.get(config.method.name)
-    check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
+    what = method_label(requested, config.method.name)
+    check_params(method_class, dict(config.method.params), what=what)
     pairs, eval_pairs, train_set = paired_sets(config)
     config = with_min_steps(config, len(pairs))
     dist, device = setup_crossmodal_run(config, options)

@@ -26,7 +26,13 @@ from freekd.crossmodal.common import (
     training_cost,
     with_min_steps,
 )
-from freekd.crossmodal.methods import DualContrastive, TowerContrastive
+from freekd.crossmodal.methods import (
+    AUTO,
+    DualContrastive,
+    TowerContrastive,
+    check_method_name,
+    method_label,
+)
 from freekd.crossmodal.towers import (
     MINILM,
     ClassifierFeatures,
@@ -141,12 +147,14 @@ def _teacher_entry(teacher: Any, teacher_report: dict[str, Any], spec: str) -> d
 
 def _check_tower_method(config: Any) -> None:
     """A one-tower teacher is distilled by ``contrastive`` (``TowerContrastive``) only."""
-    if config.method.name not in ("auto", "contrastive"):
+    check_method_name(config.method.name)
+    if config.method.name not in (AUTO, "contrastive"):
         raise FreekdError(
             f"method {config.method.name} needs a whole CLIP teacher; a one-tower teacher "
             "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
         )
-    check_params(TowerContrastive, dict(config.method.params), what="method contrastive")
+    what = method_label(config.method.name, "contrastive")
+    check_params(TowerContrastive, dict(config.method.params), what=what)
 
 
 def _train_tower_baseline(

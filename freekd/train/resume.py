@@ -270,6 +270,15 @@ ADDED_SETTINGS: dict[str, Any] = {
 }
 
 
+def saved_settings(config_class: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved ``config.yaml`` mapping, plus every setting added since it was saved (at
+    the value that reproduces it), for ``config_class``'s fields: the base of a resume."""
+    import dataclasses
+
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return {**{k: v for k, v in ADDED_SETTINGS.items() if k in names}, **saved}
+
+
 def check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     """Refuse a resume whose config differs from the saved one, except in
     ``RESUMABLE_CHANGES``; the message names the ``--set`` flags that restore the saved values."""

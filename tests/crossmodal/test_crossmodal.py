@@ -336,7 +336,16 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
          "telepathy", "--out", str(tmp_path / "b"), "-q"],
     )  # fmt: skip
     assert unknown.exit_code == 2
-    assert "unknown cross-modal method 'telepathy'" in unknown.output
+    assert "unknown cross-modal method 'telepathy'; known: auto, " in unknown.output
+    # the default runs relational: a parameter of another method is refused, naming both
+    foreign = runner.invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--set",
+         "method.params.queue_size=10", "--out", str(tmp_path / "d"), "-q"],
+    )  # fmt: skip
+    assert foreign.exit_code == 2
+    assert "method relational (what --method auto runs here) has no parameter" in foreign.output
+    assert not (tmp_path / "d" / "config.yaml").exists()
     zero = runner.invoke(
         app,
         ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--limit-pairs",

@@ -194,6 +194,13 @@ def test_one_tower_teachers_take_only_the_contrastive_method(
     )  # fmt: skip
     assert result.exit_code == 2
     assert "is distilled by contrastive" in result.output
+    unknown = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--method", "bogus",
+         "--pairs", "digits", "--out", str(tmp_path / "z"), "-q"],
+    )  # fmt: skip
+    assert unknown.exit_code == 2
+    assert "unknown cross-modal method 'bogus'; known: auto, " in unknown.output
     missing = CliRunner().invoke(
         app,
         ["crossmodal", "distill", "--teacher", str(tmp_path / "nope.pt"), "--pairs", "digits",

@@ -162,7 +162,7 @@ def test(args: argparse.Namespace) -> None:
 def one_tower_teachers(seed: int, classifier: str | None) -> dict[str, str]:
     """The four one-tower teachers of seed ``seed``: the CLIP of ``--test`` split into its two
     towers, MiniLM, and one Fashion-MNIST classifier shared by every seed (``--classifier``,
-    or ``configs/teacher/fashion_mnist_resnet8.yaml`` trained once, about 45 CPU minutes)."""
+    or ``configs/teacher/fashion_mnist_resnet8.yaml`` trained once, a long CPU run)."""
     clip = RUNS / f"teacher-test-seed{seed}" / "model.pt"
     run(clip.parent, "crossmodal", "teacher", "--seed", str(seed))
     if classifier is None:

@@ -248,6 +248,11 @@ def paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
     return pairs, eval_pairs, train_set
 
 
+def with_method(config: Any, name: str) -> Any:
+    """``config`` with its method renamed (``auto`` resolved), so ``config.yaml`` records it."""
+    return dataclasses.replace(config, method=dataclasses.replace(config.method, name=name))
+
+
 def with_min_steps(config: Any, pair_count: int) -> Any:
     """``config`` with enough epochs for ``config.min_steps`` steps on ``pair_count`` pairs
     (an epoch is ``pair_count // batch_size`` steps): raised, never lowered."""

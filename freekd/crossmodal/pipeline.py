@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from freekd.crossmodal.common import (
     report_entry,
     setup_crossmodal_run,
     training_cost,
+    with_method,
     with_min_steps,
 )
 from freekd.crossmodal.methods import (
@@ -134,8 +134,7 @@ def _resolved_method(config: Any) -> Any:
     check_method_name(config.method.name)
     if config.method.name != AUTO:
         return config
-    method = dataclasses.replace(config.method, name=DEFAULT_CLIP_METHOD)
-    return dataclasses.replace(config, method=method)
+    return with_method(config, DEFAULT_CLIP_METHOD)
 
 
 @locks_run_folder

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from freekd.crossmodal.common import (
     report_entry,
     setup_crossmodal_run,
     training_cost,
+    with_method,
     with_min_steps,
 )
 from freekd.crossmodal.methods import (
@@ -195,9 +195,7 @@ def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     trained from scratch together with a fresh partner tower (CLIP's loss, same budget)."""
 
     _check_tower_method(config)
-    config = dataclasses.replace(
-        config, method=dataclasses.replace(config.method, name="contrastive")
-    )  # ``auto`` resolved: what config.yaml and the checkpoint record
+    config = with_method(config, "contrastive")  # ``auto`` resolved
     pairs, eval_pairs, train_set = paired_sets(config)
     config = with_min_steps(config, len(pairs))
     dist, device = setup_crossmodal_run(config, options)

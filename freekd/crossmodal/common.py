@@ -253,17 +253,22 @@ def with_method(config: Any, name: str) -> Any:
     return dataclasses.replace(config, method=dataclasses.replace(config.method, name=name))
 
 
+def steps_per_epoch(config: Any, pair_count: int) -> int:
+    """Optimizer steps of one epoch over ``pair_count`` pairs (incomplete batches dropped)."""
+    return max(1, pair_count // config.trainer.batch_size)
+
+
 def with_min_steps(config: Any, pair_count: int) -> Any:
     """``config`` with enough epochs for ``config.min_steps`` steps on ``pair_count`` pairs
     (an epoch is ``pair_count // batch_size`` steps): raised, never lowered."""
-    steps_per_epoch = max(1, pair_count // config.trainer.batch_size)
-    epochs = max(config.trainer.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    per_epoch = steps_per_epoch(config, pair_count)
+    epochs = max(config.trainer.epochs, math.ceil(config.min_steps / per_epoch))
     if epochs == config.trainer.epochs:
         return config
     logger.info(
         "%d pairs are %d steps an epoch: epochs raised from %d to %d to reach min_steps=%d "
         "(--set min_steps=0 keeps --epochs)",
-        pair_count, steps_per_epoch, config.trainer.epochs, epochs, config.min_steps,
+        pair_count, per_epoch, config.trainer.epochs, epochs, config.min_steps,
     )  # fmt: skip
     return dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, epochs=epochs))
 

@@ -9,6 +9,7 @@ rule (``TowerContrastive``) and the teacher-free baselines are built directly by
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from freekd.losses.contrastive import (
     interactive_contrastive,
 )
 from freekd.methods.base import METHODS, Method, StepOutput
+from freekd.methods.context import MethodContext
 
 CLIP = "clip"
 """``Method.distills`` of methods from a CLIP teacher into a CLIP student, on paired batches."""
@@ -69,8 +71,15 @@ class _ClipDistill(Method):
     Args:
         student: the CLIP being trained.
         teacher: the frozen CLIP teacher (same tokenizer context length).
-        weight: weight of the distillation term.
+        weight: weight of the distillation term (at the first step, with ``weight_end``).
         clip_weight: weight of the student's own CLIP loss.
+        weight_end: the distillation weight at the run's last step, reached linearly from
+            ``weight`` over ``total_steps`` (the teacher guides early and lets go late, so a
+            student whose own pairs come to teach more than the teacher knows is not held
+            back; cf. Annealing-KD, Jafari et al. 2021 §3, which anneals the teacher's signal
+            over training). ``None``: the weight stays constant.
+        total_steps: the run's planned steps, wired from the run (``MethodContext``); needed
+            by ``weight_end``.
     """
 
     distills = CLIP
@@ -86,8 +95,14 @@ class _ClipDistill(Method):
         *,
         weight: float = 1.0,
         clip_weight: float = 1.0,
+        weight_end: float | None = None,
+        total_steps: int | None = None,
     ) -> None:
         super().__init__()
+        if weight < 0 or clip_weight < 0 or (weight_end is not None and weight_end < 0):
+            raise ValueError("weight, clip_weight and weight_end must be non-negative")
+        if weight_end is not None and not total_steps:
+            raise ValueError("weight_end needs the run's planned steps (total_steps)")
         if student.context_length != teacher.context_length:
             raise FreekdError(
                 f"student and teacher tokenize to {student.context_length} and "
@@ -103,6 +118,29 @@ class _ClipDistill(Method):
         self.image_head, self.text_head = head(), head()
         self.weight = weight
         self.clip_weight = clip_weight
+        self.weight_end = weight_end
+        self.total_steps = total_steps or 0
+        if weight_end is not None:
+            # Steps taken, saved with the method so a resumed run continues the schedule
+            # (only with a schedule: runs with a constant weight keep their old state).
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_context(cls, context: MethodContext, **params: Any) -> _ClipDistill:
+        student, teacher = context.student, context.required_teacher
+        if not isinstance(student, ClipModel) or not isinstance(teacher, ClipModel):
+            raise FreekdError("CLIP distillation needs a CLIP student and a CLIP teacher")
+        return cls(student, teacher, total_steps=context.total_steps, **params)
+
+    def distill_weight(self) -> float:
+        """The distillation term's weight at this step (and, training, count the step)."""
+        if self.weight_end is None:
+            return self.weight
+        steps = self.get_buffer("steps")
+        progress = min(1.0, float(steps) / self.total_steps)
+        if self.training:
+            steps += 1
+        return self.weight + (self.weight_end - self.weight) * progress
 
     def train(self, mode: bool = True) -> _ClipDistill:
         super().train(mode)
@@ -122,7 +160,7 @@ class _ClipDistill(Method):
             * clip_contrastive(
                 student_images, student_texts, logit_scale=self.student.logit_scale()
             ),
-            self.term: self.weight
+            self.term: self.distill_weight()
             * self.distill(
                 self.image_head(student_images),
                 self.text_head(student_texts),

@@ -19,6 +19,7 @@ from freekd.crossmodal.common import (
     quarter_clip,
     report_entry,
     setup_crossmodal_run,
+    steps_per_epoch,
     training_cost,
     with_method,
     with_min_steps,
@@ -137,6 +138,17 @@ def _resolved_method(config: Any) -> Any:
     return with_method(config, DEFAULT_CLIP_METHOD)
 
 
+def _clip_method(
+    config: Any, student: ClipModel, teacher: ClipModel, *, pair_count: int, train_size: int
+) -> Any:
+    """The configured CLIP-to-CLIP method, told the run's planned steps (for its schedule)."""
+    context = MethodContext(
+        student=student, teacher=teacher, train_size=train_size, distills=CLIP,
+        total_steps=config.trainer.epochs * steps_per_epoch(config, pair_count),
+    )  # fmt: skip
+    return build_method(config.method.name, context, dict(config.method.params))
+
+
 @locks_run_folder
 def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     """``freekd crossmodal distill``: a CLIP student from a CLIP teacher on templated pairs, and
@@ -167,10 +179,9 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
         return ClipModel(dict(student_config), **normalization)
 
     student = build()
-    context = MethodContext(
-        student=student, teacher=teacher, train_size=len(train_set), distills=CLIP
+    method = _clip_method(
+        config, student, teacher, pair_count=len(pairs), train_size=len(train_set)
     )
-    method = build_method(config.method.name, context, dict(config.method.params))
     result = fit_clip(
         method, pairs, config, options, device=device, dist=dist,
         description=f"{config.method.name} → student CLIP",

@@ -18,7 +18,7 @@ from freekd.crossmodal.common import quarter_clip
 from freekd.crossmodal.config import CrossModalTeacherConfig
 from freekd.crossmodal.data import DIGIT_WORDS, template_family
 from freekd.crossmodal.evaluate import retrieval, zero_shot_accuracy
-from freekd.crossmodal.methods import CROSSMODAL_METHODS
+from freekd.crossmodal.methods import CLIP, CROSSMODAL_METHODS
 from freekd.data import ImageDataset
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
@@ -28,6 +28,7 @@ from freekd.losses.contrastive import (
     feature_distillation,
     interactive_contrastive,
 )
+from freekd.methods import MethodContext
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -254,6 +255,30 @@ def test_every_crossmodal_method_trains_the_student_only(name: str) -> None:
     assert all(p.requires_grad is False for p in teacher.parameters())
 
 
+def test_distillation_weight_decays_linearly_and_resumes_where_it_stopped() -> None:
+    torch.manual_seed(0)
+    teacher = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3)
+    student = ClipModel(quarter_clip(TINY_CLIP), mean=[0.5] * 3, std=[0.25] * 3)
+    context = MethodContext(student=student, teacher=teacher, distills=CLIP, total_steps=4)
+    method = CROSSMODAL_METHODS.get("relational").from_context(context, weight=3.0, weight_end=0.0)
+    method.train()
+    weights = [method.distill_weight() for _ in range(6)]
+    assert weights == pytest.approx([3.0, 2.25, 1.5, 0.75, 0.0, 0.0])
+    method.eval()
+    assert method.distill_weight() == 0.0
+    assert int(method.state_dict()["steps"]) == 6
+    resumed = CROSSMODAL_METHODS.get("relational").from_context(context, weight=3.0, weight_end=0.0)
+    resumed.load_state_dict(method.state_dict())
+    assert int(resumed.steps) == 6
+    constant = CROSSMODAL_METHODS.get("relational")(student, teacher, weight=2.0)
+    assert "steps" not in constant.state_dict()  # runs without a schedule keep their state
+    assert [constant.distill_weight() for _ in range(2)] == [2.0, 2.0]
+    with pytest.raises(ValueError, match="total_steps"):
+        CROSSMODAL_METHODS.get("relational")(student, teacher, weight_end=0.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        CROSSMODAL_METHODS.get("feature")(student, teacher, weight=-1.0)
+
+
 def test_contrastive_queue_fills_in_order_and_wraps() -> None:
     torch.manual_seed(0)
     teacher = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3)
@@ -380,6 +405,26 @@ def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
     baseline_lines = (out / "baseline" / "metrics.jsonl").read_text().splitlines()
     baseline = [json.loads(line) for line in baseline_lines]
     assert max(line["step"] for line in baseline) == 9
+
+
+def test_weight_schedule_runs_over_the_raised_epochs(clip_teacher: Path, tmp_path: Path) -> None:
+    # weight 0 → 1 over the run's 9 planned steps (3 epochs raised by min_steps): the first
+    # step's distillation term is exactly 0, the next ones are not, and the run's end is 8/9.
+    out = tmp_path / "scheduled"
+    result = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
+         "digits", "--limit-pairs", "120", "--epochs", "1", "--batch-size", "32",
+         "--method", "relational", "--set", "method.params.weight=0", "--set",
+         "method.params.weight_end=1", "--set", "min_steps=7", "--set", "trainer.log_every=1",
+         "--set", "eval_size=100", "--no-baseline", "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    terms = {line["step"]: line["loss/relational"] for line in lines if "loss/relational" in line}
+    assert sorted(terms) == list(range(1, 10))
+    assert terms[1] == 0.0
+    assert all(terms[step] > 0 for step in range(2, 10))
 
 
 def write_pair_folder(folder: Path, digits: ImageDataset, *, count: int, labels: bool) -> None:

@@ -73,13 +73,14 @@ class _ClipDistill(Method):
         teacher: the frozen CLIP teacher (same tokenizer context length).
         weight: weight of the distillation term (at the first step, with ``weight_end``).
         clip_weight: weight of the student's own CLIP loss.
-        weight_end: the distillation weight at the run's last step, reached linearly from
-            ``weight`` over ``total_steps`` (the teacher guides early and lets go late, so a
-            student whose own pairs come to teach more than the teacher knows is not held
-            back; cf. Annealing-KD, Jafari et al. 2021 §3, which anneals the teacher's signal
-            over training). ``None``: the weight stays constant.
+        weight_end: the distillation weight at the run's last planned step, reached linearly
+            from ``weight`` at the first (below ``weight``: the teacher guides early and lets
+            go late, so a student whose own pairs come to teach more than the teacher knows is
+            not held back at the end; cf. Annealing-KD, Jafari et al. 2021 §3, which anneals
+            the teacher's signal over training; above it: a ramp-up). ``None``: constant.
         total_steps: the run's planned steps, wired from the run (``MethodContext``); needed
-            by ``weight_end``.
+            by ``weight_end``. A run resumed with more epochs plans more steps, and the
+            schedule (like the learning rate's) is stretched from where it stands.
     """
 
     distills = CLIP
@@ -99,8 +100,11 @@ class _ClipDistill(Method):
         total_steps: int | None = None,
     ) -> None:
         super().__init__()
-        if weight < 0 or clip_weight < 0 or (weight_end is not None and weight_end < 0):
-            raise ValueError("weight, clip_weight and weight_end must be non-negative")
+        if not all(
+            isinstance(value, int | float) and value >= 0
+            for value in (weight, clip_weight, 0 if weight_end is None else weight_end)
+        ):
+            raise ValueError("weight, clip_weight and weight_end must be non-negative numbers")
         if weight_end is not None and not total_steps:
             raise ValueError("weight_end needs the run's planned steps (total_steps)")
         if student.context_length != teacher.context_length:
@@ -137,7 +141,7 @@ class _ClipDistill(Method):
         if self.weight_end is None:
             return self.weight
         steps = self.get_buffer("steps")
-        progress = min(1.0, float(steps) / self.total_steps)
+        progress = min(1.0, float(steps) / max(1, self.total_steps - 1))
         if self.training:
             steps += 1
         return self.weight + (self.weight_end - self.weight) * progress
@@ -274,8 +278,13 @@ class ContrastiveDistill(_ClipDistill):
         queue_size: int = 4096,
         temperature: float = 0.07,
         pairing: str = "cross",
+        weight_end: float | None = None,
+        total_steps: int | None = None,
     ) -> None:
-        super().__init__(student, teacher, weight=weight, clip_weight=clip_weight)
+        super().__init__(
+            student, teacher, weight=weight, clip_weight=clip_weight, weight_end=weight_end,
+            total_steps=total_steps,
+        )  # fmt: skip
         if queue_size < 0 or temperature <= 0:
             raise FreekdError("contrastive needs queue_size ≥ 0 and temperature > 0")
         if pairing not in self.PAIRINGS:

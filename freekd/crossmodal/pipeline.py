@@ -34,10 +34,11 @@ from freekd.crossmodal.methods import (
 )
 from freekd.crossmodal.tower_pipeline import one_tower_teacher, run_tower_distill
 from freekd.errors import FreekdError
-from freekd.methods import MethodContext, build_method
+from freekd.methods import MethodContext
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     RunOptions,
+    build_method,
     check_params,
     common_report,
     dataset_statistics,

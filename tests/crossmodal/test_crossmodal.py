@@ -28,7 +28,7 @@ from freekd.losses.contrastive import (
     feature_distillation,
     interactive_contrastive,
 )
-from freekd.methods import MethodContext
+from freekd.methods import MethodContext, build_method
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -244,7 +244,8 @@ def test_every_crossmodal_method_trains_the_student_only(name: str) -> None:
     torch.manual_seed(0)
     teacher = ClipModel(TINY_CLIP, mean=[0.5] * 3, std=[0.25] * 3)
     student = ClipModel(quarter_clip(TINY_CLIP), mean=[0.5] * 3, std=[0.25] * 3)
-    method = CROSSMODAL_METHODS.get(name)(student, teacher).train()
+    context = MethodContext(student=student, teacher=teacher, distills=CLIP, total_steps=10)
+    method = build_method(name, context, {"weight_end": 0.5}).train()
     assert not teacher.training
     output = method.training_step(paired_batch(student))
     total = sum(output.losses.values())
@@ -263,7 +264,7 @@ def test_distillation_weight_decays_linearly_and_resumes_where_it_stopped() -> N
     method = CROSSMODAL_METHODS.get("relational").from_context(context, weight=3.0, weight_end=0.0)
     method.train()
     weights = [method.distill_weight() for _ in range(6)]
-    assert weights == pytest.approx([3.0, 2.25, 1.5, 0.75, 0.0, 0.0])
+    assert weights == pytest.approx([3.0, 2.0, 1.0, 0.0, 0.0, 0.0])  # 4 steps: 3 → 0
     method.eval()
     assert method.distill_weight() == 0.0
     assert int(method.state_dict()["steps"]) == 6
@@ -378,6 +379,14 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
     )  # fmt: skip
     assert zero.exit_code == 2
     assert "limit_pairs" in zero.output
+    negative = runner.invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--set",
+         "method.params.weight_end=-1", "--out", str(tmp_path / "e"), "-q"],
+    )  # fmt: skip
+    assert negative.exit_code == 2
+    assert "weight_end must be non-negative" in negative.output
+    assert not (tmp_path / "e" / "config.yaml").exists()
 
 
 def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
@@ -408,23 +417,24 @@ def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
 
 
 def test_weight_schedule_runs_over_the_raised_epochs(clip_teacher: Path, tmp_path: Path) -> None:
-    # weight 0 → 1 over the run's 9 planned steps (3 epochs raised by min_steps): the first
-    # step's distillation term is exactly 0, the next ones are not, and the run's end is 8/9.
+    # weight 1 → 0 over the run's 9 planned steps (3 epochs raised by min_steps): only the
+    # last step's distillation term is exactly 0 (fewer planned steps would zero it earlier,
+    # more would leave the last one above 0).
     out = tmp_path / "scheduled"
     result = CliRunner().invoke(
         app,
         ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
          "digits", "--limit-pairs", "120", "--epochs", "1", "--batch-size", "32",
-         "--method", "relational", "--set", "method.params.weight=0", "--set",
-         "method.params.weight_end=1", "--set", "min_steps=7", "--set", "trainer.log_every=1",
+         "--method", "relational", "--set", "method.params.weight_end=0", "--set",
+         "min_steps=7", "--set", "trainer.log_every=1",
          "--set", "eval_size=100", "--no-baseline", "--out", str(out), "-q"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     terms = {line["step"]: line["loss/relational"] for line in lines if "loss/relational" in line}
     assert sorted(terms) == list(range(1, 10))
-    assert terms[1] == 0.0
-    assert all(terms[step] > 0 for step in range(2, 10))
+    assert all(terms[step] > 0 for step in range(1, 9))
+    assert terms[9] == 0.0
 
 
 def write_pair_folder(folder: Path, digits: ImageDataset, *, count: int, labels: bool) -> None:

@@ -248,9 +248,13 @@ def paired_sets(config: Any) -> tuple[Any, Any, ImageDataset]:
     return pairs, eval_pairs, train_set
 
 
-def with_method(config: Any, name: str) -> Any:
-    """``config`` with its method renamed (``auto`` resolved), so ``config.yaml`` records it."""
-    return dataclasses.replace(config, method=dataclasses.replace(config.method, name=name))
+def with_method(config: Any, name: str, defaults: dict[str, Any] | None = None) -> Any:
+    """``config`` with its method renamed (``auto`` resolved) and ``defaults`` under its own
+    params, so ``config.yaml`` records the method and parameters run."""
+    params = {**(defaults or {}), **dict(config.method.params)}
+    return dataclasses.replace(
+        config, method=dataclasses.replace(config.method, name=name, params=params)
+    )
 
 
 def steps_per_epoch(config: Any, pair_count: int) -> int:

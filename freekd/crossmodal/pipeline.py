@@ -48,6 +48,10 @@ from freekd.seeding import reseed
 from freekd.train import DistInfo
 
 DEFAULT_CLIP_METHOD = "relational"
+AUTO_CLIP_PARAMS = {"weight": 2.0}
+"""What ``--method auto`` runs for a CLIP teacher: ``relational`` at weight 2 (chosen on
+validation pairs, experiments/2026-12-crossmodal-pays); written into ``config.yaml``, so
+``--method relational`` keeps the class's weight 1 and runs resume as they started."""
 """What ``--method auto`` runs for a CLIP teacher: on Fashion-MNIST validation pairs it beat
 CLIP's loss alone by the widest worst-case margin over 600, 6,000 and 55,000 student pairs
 (experiments/2026-12-crossmodal-pays/README.md)."""
@@ -136,7 +140,7 @@ def _resolved_method(config: Any) -> Any:
     check_method_name(config.method.name)
     if config.method.name != AUTO:
         return config
-    return with_method(config, DEFAULT_CLIP_METHOD)
+    return with_method(config, DEFAULT_CLIP_METHOD, AUTO_CLIP_PARAMS)
 
 
 def _clip_method(

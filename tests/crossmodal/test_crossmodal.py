@@ -348,7 +348,8 @@ def test_crossmodal_distill_beats_nothing_and_reports_all_three(
     assert load_clip(out / "model.pt").embed_dim == 16
     # --method auto runs relational for a CLIP teacher, and the run records what it ran
     assert report["student"]["method"] == "relational"
-    assert yaml.safe_load((out / "config.yaml").read_text())["method"]["name"] == "relational"
+    saved = yaml.safe_load((out / "config.yaml").read_text())["method"]
+    assert saved == {"name": "relational", "params": {"weight": 2.0}}  # auto's chosen weight
 
 
 def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Path) -> None:
@@ -512,3 +513,26 @@ def test_bad_pair_folders_fail_in_one_line(digits_train: ImageDataset, tmp_path:
     (folder / "captions.csv").write_text("path,text\n0.png,a digit\n")
     with pytest.raises(FreekdError, match="columns file,caption"):
         load_caption_pairs(folder)
+
+
+def test_auto_resumes_bitwise_with_the_weight_it_recorded(
+    clip_teacher: Path, tmp_path: Path
+) -> None:
+    common = [
+        "crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--pairs",
+        "digits", "--limit-pairs", "96", "--batch-size", "32", "--set", "min_steps=0",
+        "--set", "trainer.scheduler=constant", "--set", "eval_size=50", "--no-baseline", "-q",
+    ]  # fmt: skip
+    runner = CliRunner()
+    straight = runner.invoke(app, [*common, "--epochs", "2", "--out", str(tmp_path / "a")])
+    assert straight.exit_code == 0, straight.output
+    first = runner.invoke(app, [*common, "--epochs", "1", "--out", str(tmp_path / "b")])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(
+        app, [*common, "--epochs", "2", "--resume", "--out", str(tmp_path / "b")]
+    )
+    assert second.exit_code == 0, second.output
+    expected = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    got = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key

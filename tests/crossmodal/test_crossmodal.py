@@ -29,6 +29,7 @@ from freekd.losses.contrastive import (
     interactive_contrastive,
 )
 from freekd.methods import MethodContext, build_method
+from tests.crossmodal.test_towers import assert_resumes_bitwise
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -353,41 +354,24 @@ def test_crossmodal_distill_beats_nothing_and_reports_all_three(
 
 
 def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Path) -> None:
-    runner = CliRunner()
-    missing = runner.invoke(app, ["crossmodal", "distill", "--out", str(tmp_path / "a"), "-q"])
-    assert missing.exit_code == 2
-    assert "--teacher is required" in missing.output
-    unknown = runner.invoke(
-        app,
-        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--method",
-         "telepathy", "--out", str(tmp_path / "b"), "-q"],
-    )  # fmt: skip
-    assert unknown.exit_code == 2
-    assert "unknown cross-modal method 'telepathy'; known: auto, " in unknown.output
-    # the default runs relational: a parameter of another method is refused, naming both
-    foreign = runner.invoke(
-        app,
-        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--set",
-         "method.params.queue_size=10", "--out", str(tmp_path / "d"), "-q"],
-    )  # fmt: skip
-    assert foreign.exit_code == 2
-    assert "method relational (what --method auto runs here) has no parameter" in foreign.output
-    assert not (tmp_path / "d" / "config.yaml").exists()
-    zero = runner.invoke(
-        app,
-        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--limit-pairs",
-         "0", "--out", str(tmp_path / "c"), "-q"],
-    )  # fmt: skip
-    assert zero.exit_code == 2
-    assert "limit_pairs" in zero.output
-    negative = runner.invoke(
-        app,
-        ["crossmodal", "distill", "--teacher", str(clip_teacher / "model.pt"), "--set",
-         "method.params.weight_end=-1", "--out", str(tmp_path / "e"), "-q"],
-    )  # fmt: skip
-    assert negative.exit_code == 2
-    assert "weight_end must be non-negative" in negative.output
-    assert not (tmp_path / "e" / "config.yaml").exists()
+    teacher = ["--teacher", str(clip_teacher / "model.pt")]
+    cases = {  # flags → what the one-line error says
+        (): "--teacher is required",
+        (*teacher, "--method", "telepathy"):
+            "unknown cross-modal method 'telepathy'; known: auto, ",
+        # the default runs relational: a parameter of another method is refused, naming both
+        (*teacher, "--set", "method.params.queue_size=10"):
+            "method relational (what --method auto runs here) has no parameter",
+        (*teacher, "--limit-pairs", "0"): "limit_pairs",
+        (*teacher, "--set", "method.params.weight_end=-1"): "weight_end must be non-negative",
+    }  # fmt: skip
+    for index, (flags, message) in enumerate(cases.items()):
+        out = tmp_path / str(index)
+        result = CliRunner().invoke(app, ["crossmodal", "distill", *flags, "--out", str(out), "-q"])
+        assert result.exit_code == 2, flags
+        assert message in result.output, (flags, result.output)
+        assert "Traceback" not in result.output
+        assert not (out / "config.yaml").exists()  # nothing half-written
 
 
 def test_limit_pairs_trains_the_student_and_its_baseline_on_that_many(
@@ -523,16 +507,4 @@ def test_auto_resumes_bitwise_with_the_weight_it_recorded(
         "digits", "--limit-pairs", "96", "--batch-size", "32", "--set", "min_steps=0",
         "--set", "trainer.scheduler=constant", "--set", "eval_size=50", "--no-baseline", "-q",
     ]  # fmt: skip
-    runner = CliRunner()
-    straight = runner.invoke(app, [*common, "--epochs", "2", "--out", str(tmp_path / "a")])
-    assert straight.exit_code == 0, straight.output
-    first = runner.invoke(app, [*common, "--epochs", "1", "--out", str(tmp_path / "b")])
-    assert first.exit_code == 0, first.output
-    second = runner.invoke(
-        app, [*common, "--epochs", "2", "--resume", "--out", str(tmp_path / "b")]
-    )
-    assert second.exit_code == 0, second.output
-    expected = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
-    got = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
-    for key in expected:
-        assert torch.equal(got[key], expected[key]), key
+    assert_resumes_bitwise(common, tmp_path)

@@ -217,6 +217,11 @@ def test_resume_restores_the_method_state_bitwise(tiny_teacher_path: Path, tmp_p
         "--no-baseline", "--set", f"student={json.dumps(TEXT_CFG)}", *TRAINER[2:],
         "--set", "trainer.scheduler=constant", "--set", "method.params.queue_size=100", "-q",
     ]  # fmt: skip
+    assert_resumes_bitwise(common, tmp_path)
+
+
+def assert_resumes_bitwise(common: list[str], tmp_path: Path) -> None:
+    """Two epochs straight and one epoch plus a ``--resume`` to two give the same weights."""
     runner = CliRunner()
     straight = runner.invoke(app, [*common, "--epochs", "2", "--out", str(tmp_path / "a")])
     assert straight.exit_code == 0, straight.output

@@ -211,6 +211,31 @@ def _values(group: list[dict[str, Any]], model: str, key: str) -> list[float]:
     return [r[model][key] for r in group if r.get(model) and r[model].get(key) is not None]
 
 
+def _versus(group: list[dict[str, Any]]) -> str:
+    """Student minus baseline per seed, and whether the worst student seed beats the best
+    baseline seed (a win beyond the seed spread)."""
+    paired = sorted(
+        (
+            r["seed"],
+            100 * r["student"]["zero_shot_accuracy"],
+            100 * r["baseline"]["zero_shot_accuracy"],
+        )
+        for r in group
+        if r.get("baseline") and r["baseline"].get("zero_shot_accuracy") is not None
+    )
+    if not paired:
+        return "– | –"
+    deltas = " / ".join(f"{student - baseline:+.2f}" for _, student, baseline in paired)
+    worst, best = min(p[1] for p in paired), max(p[2] for p in paired)
+    if worst > best:
+        verdict = "win"
+    elif max(p[1] for p in paired) < min(p[2] for p in paired):
+        verdict = "loss"  # the best student seed below the worst baseline seed
+    else:
+        verdict = "inside"
+    return f"{deltas} | {verdict} ({worst:.2f} vs {best:.2f})"
+
+
 def summary(stage: str) -> None:
     rows = [
         json.loads(path.read_text()) for path in sorted((HERE / "results" / stage).glob("*.json"))
@@ -219,8 +244,9 @@ def summary(stage: str) -> None:
     for row in rows:
         groups.setdefault((row["name"], row["pairs"]), []).append(row)
     print(f"| {stage} | pairs | seeds | teacher zero-shot | student zero-shot | baseline zero-shot "
-          "| student recall@1 | baseline recall@1 |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+          "| student recall@1 | baseline recall@1 | student − baseline, by seed "
+          "| beyond the seed spread? (worst student vs best baseline) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, pairs), group in sorted(groups.items()):
         cells = [
             _cell(_values(group, model, key))
@@ -232,7 +258,9 @@ def summary(stage: str) -> None:
                 ("baseline", "recall_at_1"),
             )
         ]
-        print(f"| {name} | {pairs} | {len(group)} | " + " | ".join(cells) + " |")
+        print(
+            f"| {name} | {pairs} | {len(group)} | " + " | ".join(cells) + f" | {_versus(group)} |"
+        )
 
 
 def main() -> None:

@@ -122,7 +122,8 @@ def crossmodal_distill(
         str | None,
         typer.Option(
             "--method",
-            help="auto (default: relational for a CLIP teacher, contrastive for one tower), "
+            help="auto (default: relational at weight 2 for a CLIP teacher, contrastive for one "
+            "tower), "
             "relational (CLIP-KD CRD: the batch's image-text similarities), contrastive "
             "(InfoNCE with a MoCo queue, learnable temperature), feature (CLIP-KD FD) or icl "
             "(CLIP-KD ICL).",

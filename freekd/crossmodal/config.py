@@ -139,7 +139,7 @@ class CrossModalDistillConfig:
     captions: str = "auto"
     data_root: str | None = None
     seed: int = 0
-    trainer: TrainerConfig = field(default_factory=_clip_teacher_trainer)
+    trainer: TrainerConfig = field(default_factory=_clip_trainer)
 
     def __post_init__(self) -> None:
         check = Checks(self)

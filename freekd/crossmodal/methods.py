@@ -59,6 +59,16 @@ class ClipContrastive(Method):
         return StepOutput(losses={"clip": loss}, logits=None)
 
 
+def _check_weight(name: str, value: Any) -> None:
+    """A loss weight must be a finite, non-negative number (YAML reads ``1e-3`` as a string
+    and ``true`` as a boolean: both are refused, naming the value)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
+        raise ValueError(f"{name} must be a number, got {value!r}{hint}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be non-negative and finite, got {value}")
+
+
 class _ClipDistill(Method):
     """A CLIP student learning from a frozen CLIP teacher on paired batches.
 
@@ -100,11 +110,10 @@ class _ClipDistill(Method):
         total_steps: int | None = None,
     ) -> None:
         super().__init__()
-        if not all(
-            isinstance(value, int | float) and value >= 0
-            for value in (weight, clip_weight, 0 if weight_end is None else weight_end)
+        for name, value in (("weight", weight), ("clip_weight", clip_weight)) + (
+            () if weight_end is None else (("weight_end", weight_end),)
         ):
-            raise ValueError("weight, clip_weight and weight_end must be non-negative numbers")
+            _check_weight(name, value)
         if weight_end is not None and not total_steps:
             raise ValueError("weight_end needs the run's planned steps (total_steps)")
         if student.context_length != teacher.context_length:
@@ -144,7 +153,7 @@ class _ClipDistill(Method):
         progress = min(1.0, float(steps) / max(1, self.total_steps - 1))
         if self.training:
             steps += 1
-        return self.weight + (self.weight_end - self.weight) * progress
+        return (1.0 - progress) * self.weight + progress * self.weight_end  # exact at both ends
 
     def train(self, mode: bool = True) -> _ClipDistill:
         super().train(mode)

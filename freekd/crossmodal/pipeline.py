@@ -52,9 +52,6 @@ AUTO_CLIP_PARAMS = {"weight": 2.0}
 """What ``--method auto`` runs for a CLIP teacher: ``relational`` at weight 2 (chosen on
 validation pairs, experiments/2026-12-crossmodal-pays); written into ``config.yaml``, so
 ``--method relational`` keeps the class's weight 1 and runs resume as they started."""
-"""What ``--method auto`` runs for a CLIP teacher: on Fashion-MNIST validation pairs it beat
-CLIP's loss alone by the widest worst-case margin over 600, 6,000 and 55,000 student pairs
-(experiments/2026-12-crossmodal-pays/README.md)."""
 
 
 @locks_run_folder

@@ -10,6 +10,7 @@ import torch
 
 from freekd.crossmodal import ClipModel, load_clip
 from freekd.crossmodal.common import (
+    CLIP_MIN_STEPS,
     baseline_options,
     captions_report,
     crossmodal_metrics,
@@ -170,7 +171,7 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     what = method_label(requested, config.method.name)
     check_params(method_class, dict(config.method.params), what=what)
     pairs, eval_pairs, train_set = paired_sets(config)
-    config = with_min_steps(config, len(pairs))
+    config = with_min_steps(config, len(pairs), default=CLIP_MIN_STEPS)
     dist, device = setup_crossmodal_run(config, options)
     teacher = load_clip(Path(config.teacher), device=device)
     student_config = dict(config.student) if config.student else quarter_clip(teacher.model_config)

@@ -15,6 +15,7 @@ from freekd.config import TeacherSourceConfig
 from freekd.crossmodal import load_clip
 from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
 from freekd.crossmodal.common import (
+    TOWER_MIN_STEPS,
     baseline_options,
     captions_report,
     draw_retrieval,
@@ -197,7 +198,7 @@ def run_tower_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     _check_tower_method(config)
     config = with_method(config, "contrastive")  # ``auto`` resolved
     pairs, eval_pairs, train_set = paired_sets(config)
-    config = with_min_steps(config, len(pairs))
+    config = with_min_steps(config, len(pairs), default=TOWER_MIN_STEPS)
     dist, device = setup_crossmodal_run(config, options)
     teacher, teacher_report = _teacher_tower(config.teacher, device, trust_code=options.trust_code)
     if teacher.modality == "image" and "input_shape" in teacher_report:

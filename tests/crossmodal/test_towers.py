@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -235,3 +236,18 @@ def assert_resumes_bitwise(common: list[str], tmp_path: Path) -> None:
     got = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_min_steps_null_takes_the_teacher_kind_default_and_records_it() -> None:
+    from freekd.crossmodal.common import CLIP_MIN_STEPS, TOWER_MIN_STEPS, with_min_steps
+    from freekd.crossmodal.config import CrossModalDistillConfig
+
+    config = CrossModalDistillConfig()
+    assert config.min_steps is None
+    # 600 pairs at batch 128 are 4 steps an epoch
+    tower = with_min_steps(config, 600, default=TOWER_MIN_STEPS)
+    assert (tower.min_steps, tower.trainer.epochs) == (1000, 250)
+    clip = with_min_steps(config, 600, default=CLIP_MIN_STEPS)
+    assert (clip.min_steps, clip.trainer.epochs) == (3000, 750)
+    kept = with_min_steps(dataclasses.replace(config, min_steps=0), 600, default=CLIP_MIN_STEPS)
+    assert (kept.min_steps, kept.trainer.epochs) == (0, 2)

@@ -543,8 +543,9 @@ def crossmodal(
             ``clip-image:PATH``, ``clip-text:PATH`` or ``minilm``.
         student: the image student's architecture for a text teacher (``student_arch``); an
             open_clip model config goes in ``student={...}``.
-        method: ``auto`` (default: ``relational`` for a CLIP teacher, ``contrastive`` for one
-            tower), ``relational``, ``contrastive``, ``feature`` or ``icl``.
+        method: ``auto`` (default: ``relational`` at weight 2 for a CLIP teacher,
+            ``contrastive`` for one tower), ``relational``, ``contrastive``, ``feature`` or
+            ``icl``.
         pairs: labelled images for templated pairs, or your own pairs folder.
         out: the run folder.
         **settings: fields of ``CrossModalDistillConfig`` (``baseline=False`` ...) and the run

@@ -212,8 +212,10 @@ def _values(group: list[dict[str, Any]], model: str, key: str) -> list[float]:
 
 
 def _versus(group: list[dict[str, Any]]) -> str:
-    """Student minus baseline per seed, and whether the worst student seed beats the best
-    baseline seed (a win beyond the seed spread)."""
+    """Student minus baseline per seed with a baseline, and whether the worst student seed
+    beats the best baseline seed (a win beyond the seed spread) or the best student seed is
+    below the worst baseline seed (a loss beyond it); the seeds without a baseline are left
+    out."""
     paired = sorted(
         (
             r["seed"],
@@ -225,15 +227,19 @@ def _versus(group: list[dict[str, Any]]) -> str:
     )
     if not paired:
         return "– | –"
-    deltas = " / ".join(f"{student - baseline:+.2f}" for _, student, baseline in paired)
-    worst, best = min(p[1] for p in paired), max(p[2] for p in paired)
-    if worst > best:
-        verdict = "win"
-    elif max(p[1] for p in paired) < min(p[2] for p in paired):
-        verdict = "loss"  # the best student seed below the worst baseline seed
+    deltas = " / ".join(
+        f"seed {seed}: {student - baseline:+.2f}" for seed, student, baseline in paired
+    )
+    if len(paired) < 2:
+        return f"{deltas} | one seed: no spread"
+    students, baselines = [p[1] for p in paired], [p[2] for p in paired]
+    if min(students) > max(baselines):
+        verdict = f"win ({min(students):.2f} vs {max(baselines):.2f})"
+    elif max(students) < min(baselines):
+        verdict = f"loss ({max(students):.2f} vs {min(baselines):.2f})"
     else:
-        verdict = "inside"
-    return f"{deltas} | {verdict} ({worst:.2f} vs {best:.2f})"
+        verdict = f"inside ({min(students):.2f} vs {max(baselines):.2f})"
+    return f"{deltas} | {verdict} over {len(paired)} seeds"
 
 
 def summary(stage: str) -> None:
@@ -245,7 +251,7 @@ def summary(stage: str) -> None:
         groups.setdefault((row["name"], row["pairs"]), []).append(row)
     print(f"| {stage} | pairs | seeds | teacher zero-shot | student zero-shot | baseline zero-shot "
           "| student recall@1 | baseline recall@1 | student − baseline, by seed "
-          "| beyond the seed spread? (worst student vs best baseline) |")  # fmt: skip
+          "| beyond the seed spread? |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for (name, pairs), group in sorted(groups.items()):
         cells = [

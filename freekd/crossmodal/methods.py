@@ -90,7 +90,8 @@ class _ClipDistill(Method):
             the teacher's signal over training; above it: a ramp-up). ``None``: constant.
         total_steps: the run's planned steps, wired from the run (``MethodContext``); needed
             by ``weight_end``. A run resumed with more epochs plans more steps, and the
-            schedule (like the learning rate's) is stretched from where it stands.
+            schedule (like the learning rate's) is recomputed over the new total: the weight
+            jumps back toward ``weight`` at the resume.
     """
 
     distills = CLIP

@@ -137,6 +137,25 @@ def test_one_tower_student_gets_min_steps(tiny_teacher_path: Path, tmp_path: Pat
     assert yaml.safe_load((out / "config.yaml").read_text())["trainer"]["epochs"] == 3
 
 
+def test_one_tower_default_min_steps_is_the_tower_one_and_recorded(
+    tiny_teacher_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import freekd.crossmodal.tower_pipeline as tower_pipeline
+
+    monkeypatch.setattr(tower_pipeline, "TOWER_MIN_STEPS", 5)  # the real 1,000 is too slow here
+    out = tmp_path / "default"
+    result = CliRunner().invoke(
+        app,
+        ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
+         "--limit-pairs", "128", "--set", f"student={json.dumps(TEXT_CFG)}", "--no-baseline",
+         "--epochs", "1", "--batch-size", "64", "--set", "eval_size=50", "--device", "cpu",
+         "--out", str(out), "-q"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["min_steps"], saved["trainer"]["epochs"]) == (5, 3)
+
+
 @pytest.mark.slow
 def test_image_classifier_teaches_a_text_student_far_above_chance(
     tiny_teacher_path: Path, tmp_path: Path

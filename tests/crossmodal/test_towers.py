@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -122,15 +123,20 @@ def test_student_towers_round_trip_weights_only(tmp_path: Path, kind: str) -> No
         load_tower(tmp_path / "bad.pt")
 
 
-def test_one_tower_student_gets_min_steps(tiny_teacher_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "floor"
-    result = CliRunner().invoke(
+def _small_tower_run(teacher: Path, out: Path, *flags: str) -> Any:
+    """A one-tower distillation of 128 digit pairs, batch 64, one epoch, no baseline."""
+    return CliRunner().invoke(
         app,
-        ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
+        ["crossmodal", "distill", "--teacher", str(teacher), "--pairs", "digits",
          "--limit-pairs", "128", "--set", f"student={json.dumps(TEXT_CFG)}", "--no-baseline",
-         "--epochs", "1", "--batch-size", "64", "--set", "min_steps=5", "--set", "eval_size=50",
+         "--epochs", "1", "--batch-size", "64", "--set", "eval_size=50", *flags,
          "--device", "cpu", "--out", str(out), "-q"],
     )  # fmt: skip
+
+
+def test_one_tower_student_gets_min_steps(tiny_teacher_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "floor"
+    result = _small_tower_run(tiny_teacher_path, out, "--set", "min_steps=5")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert (report["epochs"], report["steps"]) == (3, 6)  # 128 // 64 = 2 steps an epoch
@@ -144,13 +150,7 @@ def test_one_tower_default_min_steps_is_the_tower_one_and_recorded(
 
     monkeypatch.setattr(tower_pipeline, "TOWER_MIN_STEPS", 5)  # the real 1,000 is too slow here
     out = tmp_path / "default"
-    result = CliRunner().invoke(
-        app,
-        ["crossmodal", "distill", "--teacher", str(tiny_teacher_path), "--pairs", "digits",
-         "--limit-pairs", "128", "--set", f"student={json.dumps(TEXT_CFG)}", "--no-baseline",
-         "--epochs", "1", "--batch-size", "64", "--set", "eval_size=50", "--device", "cpu",
-         "--out", str(out), "-q"],
-    )  # fmt: skip
+    result = _small_tower_run(tiny_teacher_path, out)
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["min_steps"], saved["trainer"]["epochs"]) == (5, 3)

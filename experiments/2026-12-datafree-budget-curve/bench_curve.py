@@ -9,8 +9,18 @@ plus ``--student lenet5-half`` and ``--budget cpu:Nm``, one thread, one JSON per
   for ``trainer.epochs`` and the budget cuts it off (the behaviour before the change).
 - ``real``: the real-image bound: the same student loop on ``fashion-mnist:train`` without
   labels (``--proxy-data``), at the same budget.
+- ``real-N`` (e.g. ``real-3584``): the same with only N real training images (the first N of
+  the permutation after the validation images): how much of the gap to ``real`` is the number
+  of distinct images rather than what they look like.
+- ``--epochs E`` plans E epochs of 200 steps instead of the default 20 (the row's name gets
+  ``-eE``), e.g. to give a real row the number of steps a synthesizer reached in its budget.
+- ``cmi``, ``nayer``: ``--method cmi`` / ``--method nayer`` named explicitly (session 22: does
+  NAYER, Tran et al. 2024, beat cmi, ``auto``'s choice for a BatchNorm teacher, under a budget?).
 
-Accuracy is on ``fashion-mnist:test``; nothing is chosen on it (the settings are the defaults).
+Accuracy is on ``fashion-mnist:test`` (``--eval test``) or, to *choose* settings, on 5,000
+images of ``fashion-mnist:train`` (``--eval validation``: a fixed permutation, seed 0, its first
+5,000; the student never sees real images, and the teacher's own training set is all of train).
+Result files of the validation split end in ``-validation.json``.
 
     PYTHONPATH=. python experiments/2026-12-datafree-budget-curve/bench_curve.py \
         --budgets 15 --rows default unfitted --seeds 0
@@ -39,20 +49,84 @@ ROWS = {
     "default": [],
     "unfitted": ["--set", "fit_schedule_to_budget=false"],
     "real": ["--proxy-data", "fashion-mnist:train"],
+    "cmi": ["--method", "cmi"],
+    "nayer": ["--method", "nayer"],
 }
+VALIDATION_SIZE = 5000
 
 
-def run_one(teacher_path: Path, row: str, budget: float, seed: int, runs: Path) -> dict:
-    out = runs / f"{row}-cpu{budget:g}m-seed{seed}"
+def permutation() -> tuple:
+    """Fashion-MNIST train and its fixed permutation (seed 0): validation first, then the rest."""
+    import torch
+
+    from freekd.data import load_dataset
+
+    train = load_dataset("fashion-mnist:train")
+    return train, torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
+
+
+def save_npz(path: Path, images, labels) -> None:  # noqa: ANN001 (tensors)
+    import numpy as np
+    import torch
+
+    if images.dtype != torch.uint8:
+        images = (images * 255).round().clamp(0, 255).byte()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.npz")
+    np.savez(partial, x=images.numpy(), y=labels.numpy())
+    os.replace(partial, path)
+
+
+def row_flags(row: str, runs: Path) -> list[str]:
+    """The CLI flags of a row (``real-N``: an npz of N training images as the proxy data)."""
+    if row in ROWS:
+        return ROWS[row]
+    if not (row.startswith("real-") and row.removeprefix("real-").isdigit()):
+        raise SystemExit(f"unknown row {row!r}: use {', '.join(sorted(ROWS))} or real-N")
+    count = int(row.removeprefix("real-"))
+    path = runs / f"fashion-mnist-train-{count}.npz"
+    if not path.exists():
+        train, order = permutation()
+        chosen = order[VALIDATION_SIZE : VALIDATION_SIZE + count]
+        save_npz(path, train.images[chosen], train.labels[chosen])
+    return ["--proxy-data", str(path)]
+
+
+def eval_data(split: str, runs: Path) -> str:
+    """``fashion-mnist:test``, or the validation images as an npz (written once, atomically)."""
+    if split == "test":
+        return "fashion-mnist:test"
+    path = runs / "fashion-mnist-validation.npz"
+    if not path.exists():
+        train, order = permutation()
+        held = order[:VALIDATION_SIZE]
+        save_npz(path, train.images[held], train.labels[held])
+    return str(path)
+
+
+def run_one(
+    teacher_path: Path,
+    row: str,
+    budget: float,
+    seed: int,
+    runs: Path,
+    split: str = "test",
+    epochs: int | None = None,
+) -> dict:
+    flags = row_flags(row, runs)
+    if epochs is not None:
+        row, flags = f"{row}-e{epochs}", [*flags, "--set", f"trainer.epochs={epochs}"]
+    suffix = "" if split == "test" else f"-{split}"
+    out = runs / f"{row}-cpu{budget:g}m-seed{seed}{suffix}"
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "freekd", "datafree", "--teacher", str(teacher_path),
-         "--student", "lenet5-half", "--eval-data", "fashion-mnist:test", *ROWS[row],
+         "--student", "lenet5-half", "--eval-data", eval_data(split, runs), *flags,
          "--budget", f"cpu:{budget:g}m", "--seed", str(seed), "--device", "cpu",
          "--out", str(out), "--overwrite", "--quiet"],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
     )  # fmt: skip
-    result: dict = {"row": row, "budget_cpu_minutes": budget, "seed": seed,
+    result: dict = {"row": row, "budget_cpu_minutes": budget, "seed": seed, "eval": split,
                     "exit_status": done.returncode, "run": str(out)}  # fmt: skip
     if done.returncode:
         result["error"] = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -81,23 +155,24 @@ def run_one(teacher_path: Path, row: str, budget: float, seed: int, runs: Path) 
 
 def summary() -> str:
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-    lines = ["| row | CPU min budget | median accuracy | per seed | steps (horizon) |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    keys = sorted({(r["row"], r["budget_cpu_minutes"]) for r in runs}, key=lambda k: (k[1], k[0]))
-    for row, budget in keys:
-        group = sorted(
-            (r for r in runs if (r["row"], r["budget_cpu_minutes"]) == (row, budget)),
-            key=lambda r: r["seed"],
-        )
+    lines = ["| row | eval | CPU min budget | median accuracy | per seed | steps (horizon) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+
+    def key(r: dict) -> tuple[str, str, float]:
+        return (r["row"], r.get("eval", "test"), r["budget_cpu_minutes"])
+
+    for row, split, budget in sorted({key(r) for r in runs}, key=lambda k: (k[1], k[2], k[0])):
+        group = sorted((r for r in runs if key(r) == (row, split, budget)), key=lambda r: r["seed"])
         ok = [r for r in group if r["exit_status"] == 0]
         if not ok:
-            lines.append(f"| {row} | {budget:g} | failed | | |")
+            lines.append(f"| {row} | {split} | {budget:g} | failed | | |")
             continue
         accs = [100 * r["student_accuracy"] for r in ok]
         steps = ", ".join(f"{r['steps']} ({r['schedule_horizon']})" for r in ok)
         per_seed = " / ".join(f"{a:.2f}" for a in accs)
         lines.append(
-            f"| {row} | {budget:g} | **{statistics.median(accs):.2f} %** | {per_seed} | {steps} |"
+            f"| {row} | {split} | {budget:g} | **{statistics.median(accs):.2f} %** | {per_seed} "
+            f"| {steps} |"
         )
     return "\n".join(lines)
 
@@ -105,10 +180,13 @@ def summary() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[5, 15, 30, 60])
-    parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["default", "real"])
+    parser.add_argument("--rows", nargs="+", default=["default", "real"],
+                        help=f"{', '.join(sorted(ROWS))} or real-N (N real images)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, help="planned epochs of 200 steps (default 20)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "budget-curve")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--eval", choices=["validation", "test"], default="test")
     parser.add_argument("--summary", action="store_true", help="print the table of results/")
     args = parser.parse_args()
     if args.summary:
@@ -116,13 +194,17 @@ def main() -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     teacher_path = teacher("fashion-mnist", ROOT / "runs" / "datafree-bench")
+    eval_data(args.eval, args.runs)  # written once, before the workers share it
+    for row in args.rows:
+        row_flags(row, args.runs)  # refuses unknown rows; writes real-N's npz before the workers
     jobs = [(row, budget, seed) for budget in args.budgets for seed in args.seeds
             for row in args.rows]  # fmt: skip
 
     def work(job: tuple[str, float, int]) -> None:
         row, budget, seed = job
-        result = run_one(teacher_path, row, budget, seed, args.runs)
-        path = RESULTS / f"{row}-cpu{budget:g}m-seed{seed}.json"
+        result = run_one(teacher_path, row, budget, seed, args.runs, args.eval, args.epochs)
+        suffix = "" if args.eval == "test" else f"-{args.eval}"
+        path = RESULTS / f"{result['row']}-cpu{budget:g}m-seed{seed}{suffix}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
 

@@ -38,27 +38,30 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 RESULTS = HERE / "results"
 VALIDATION = ROOT / "runs/zoo/mnist-validation.npz"
+FIT = ROOT / "runs/zoo/mnist-fit.npz"  # the other 55,000 training images (``--real-proxy``)
 
 
 def zoo() -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in json.loads((HERE / "zoo.json").read_text())["teachers"]}
 
 
-def validation_file() -> Path:
-    """The user loop's 5,000 held-out training images (``build_zoo.load_mnist``) as an npz."""
-    if not VALIDATION.exists():
+def validation_file(part: str = "validation") -> Path:
+    """The user loop's 5,000 held-out training images (``build_zoo.load_mnist``) as an npz, or
+    with ``part="train"`` the other 55,000 (written once, atomically)."""
+    path = VALIDATION if part == "validation" else FIT
+    if not path.exists():
         import numpy as np
 
         sys.path.insert(0, str(HERE))
         from build_zoo import load_mnist
 
-        images, labels = load_mnist()["validation"]
+        images, labels = load_mnist()[part]
         pixels = (images * 255).round().clamp(0, 255).byte().numpy()
-        VALIDATION.parent.mkdir(parents=True, exist_ok=True)
-        partial = VALIDATION.with_suffix(".partial.npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
         np.savez(partial, x=pixels, y=labels.numpy())
-        os.replace(partial, VALIDATION)
-    return VALIDATION
+        os.replace(partial, path)
+    return path
 
 
 def curve(out: Path) -> list[dict[str, float]]:
@@ -207,6 +210,12 @@ def main() -> None:
     parser.add_argument("--tag", default="default")
     parser.add_argument("--extra", default="", help="more CLI flags, as one shell string")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--real-proxy",
+        action="store_true",
+        help="the real-image bound: distill on the 55,000 non-validation training images "
+        "(--proxy-data, labels hidden) instead of synthesizing",
+    )
     parser.add_argument("--summary", nargs="+", help="print the tables of these tags")
     parser.add_argument("--recurve", nargs="+", help="re-read these tags' curves from their runs")
     parser.add_argument("--collect", nargs="+", help="write rows for these tags' finished runs")
@@ -231,6 +240,9 @@ def main() -> None:
     if not names:
         parser.error("name --teachers or a --split")
     validation_file()
+    extra = shlex.split(args.extra)
+    if args.real_proxy:
+        extra += ["--proxy-data", str(validation_file("train"))]
     jobs = [(name, seed) for seed in args.seeds for name in names]
     with ThreadPoolExecutor(args.workers) as pool:
         futures = [
@@ -239,7 +251,7 @@ def main() -> None:
                 name,
                 seed,
                 tag=args.tag,
-                extra=shlex.split(args.extra),
+                extra=extra,
                 evaluation=args.eval,
             )  # fmt: skip
             for name, seed in jobs

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def save_npz(path: Path, images, labels) -> None:  # noqa: ANN001 (tensors)
     if images.dtype != torch.uint8:
         images = (images * 255).round().clamp(0, 255).byte()
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.npz")
+    partial = path.with_suffix(f".{os.getpid()}.partial.npz")  # one per process: no race
     np.savez(partial, x=images.numpy(), y=labels.numpy())
     os.replace(partial, path)
 
@@ -81,10 +82,15 @@ def row_flags(row: str, runs: Path) -> list[str]:
     """The CLI flags of a row (``real-N``: an npz of N training images as the proxy data)."""
     if row in ROWS:
         return ROWS[row]
-    if not (row.startswith("real-") and row.removeprefix("real-").isdigit()):
+    most = 60_000 - VALIDATION_SIZE
+    digits = row.removeprefix("real-")
+    if not (row.startswith("real-") and digits.isdigit() and row == f"real-{int(digits)}"):
         raise SystemExit(f"unknown row {row!r}: use {', '.join(sorted(ROWS))} or real-N")
-    count = int(row.removeprefix("real-"))
-    path = runs / f"fashion-mnist-train-{count}.npz"
+    count = int(digits)
+    if not 1 <= count <= most:
+        raise SystemExit(f"{row}: N must lie in 1..{most} (the images after the validation ones)")
+    # The file name says which images: after the first VALIDATION_SIZE of the seed-0 order.
+    path = runs / f"fashion-mnist-train-seed0-from{VALIDATION_SIZE}-{count}.npz"
     if not path.exists():
         train, order = permutation()
         chosen = order[VALIDATION_SIZE : VALIDATION_SIZE + count]
@@ -96,7 +102,7 @@ def eval_data(split: str, runs: Path) -> str:
     """``fashion-mnist:test``, or the validation images as an npz (written once, atomically)."""
     if split == "test":
         return "fashion-mnist:test"
-    path = runs / "fashion-mnist-validation.npz"
+    path = runs / f"fashion-mnist-validation-seed0-{VALIDATION_SIZE}.npz"
     if not path.exists():
         train, order = permutation()
         held = order[:VALIDATION_SIZE]
@@ -154,12 +160,15 @@ def run_one(
 
 
 def summary() -> str:
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    runs = [{**json.loads(p.read_text()), "file": p.stem} for p in sorted(RESULTS.glob("*.json"))]
     lines = ["| row | eval | CPU min budget | median accuracy | per seed | steps (horizon) |",
              "|---|---|---|---|---|---|"]  # fmt: skip
 
     def key(r: dict) -> tuple[str, str, float]:
-        return (r["row"], r.get("eval", "test"), r["budget_cpu_minutes"])
+        # The file's name without its seed: runs of other code versions that share a row name
+        # (first-estimator-default, fitted) stay apart.
+        name = re.sub(r"-cpu[0-9.]+m-seed[0-9]+(-validation)?$", "", r["file"])
+        return (name, r.get("eval", "test"), r["budget_cpu_minutes"])
 
     for row, split, budget in sorted({key(r) for r in runs}, key=lambda k: (k[1], k[2], k[0])):
         group = sorted((r for r in runs if key(r) == (row, split, budget)), key=lambda r: r["seed"])
@@ -194,6 +203,9 @@ def main() -> None:
         return
     RESULTS.mkdir(exist_ok=True)
     teacher_path = teacher("fashion-mnist", ROOT / "runs" / "datafree-bench")
+    if args.eval == "validation" and "real" in args.rows:
+        rest = 60_000 - VALIDATION_SIZE
+        parser.error(f"row real trains on all of train, validation included: use real-{rest}")
     eval_data(args.eval, args.runs)  # written once, before the workers share it
     for row in args.rows:
         row_flags(row, args.runs)  # refuses unknown rows; writes real-N's npz before the workers

@@ -48,7 +48,7 @@ def zoo() -> dict[str, dict[str, Any]]:
 def validation_file(part: str = "validation") -> Path:
     """The user loop's 5,000 held-out training images (``build_zoo.load_mnist``) as an npz, or
     with ``part="train"`` the other 55,000 (written once, atomically)."""
-    path = VALIDATION if part == "validation" else FIT
+    path = {"validation": VALIDATION, "train": FIT}[part]
     if not path.exists():
         import numpy as np
 
@@ -58,7 +58,7 @@ def validation_file(part: str = "validation") -> Path:
         images, labels = load_mnist()[part]
         pixels = (images * 255).round().clamp(0, 255).byte().numpy()
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial.npz")
+        partial = path.with_suffix(f".{os.getpid()}.partial.npz")  # one per process
         np.savez(partial, x=pixels, y=labels.numpy())
         os.replace(partial, path)
     return path
@@ -242,6 +242,8 @@ def main() -> None:
     validation_file()
     extra = shlex.split(args.extra)
     if args.real_proxy:
+        if args.tag == "default":
+            parser.error("--real-proxy needs its own --tag (e.g. real-proxy), not the default's")
         extra += ["--proxy-data", str(validation_file("train"))]
     jobs = [(name, seed) for seed in args.seeds for name in names]
     with ThreadPoolExecutor(args.workers) as pool:

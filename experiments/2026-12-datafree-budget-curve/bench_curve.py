@@ -143,7 +143,8 @@ def run_one(
     for line in (out / "metrics.jsonl").read_text().splitlines():
         entry = json.loads(line)
         if "eval_accuracy" in entry:
-            curve.append({"step": entry.get("step"), "eval_accuracy": entry["eval_accuracy"]})
+            curve.append({"step": entry.get("step"), "eval_accuracy": entry["eval_accuracy"],
+                          "process_cpu_seconds": entry.get("process_cpu_seconds")})  # fmt: skip
     result.update(
         student_accuracy=report["student"]["test_accuracy"],
         teacher_accuracy=report["teacher"]["test_accuracy"],

@@ -54,6 +54,7 @@ ROWS = {
     "nayer": ["--method", "nayer"],
 }
 VALIDATION_SIZE = 5000
+REST = 60_000 - VALIDATION_SIZE  # training images after the validation ones
 
 
 def permutation() -> tuple:
@@ -66,29 +67,24 @@ def permutation() -> tuple:
     return train, torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))
 
 
-def save_npz(path: Path, images, labels) -> None:  # noqa: ANN001 (tensors)
+def save_npz(path: Path, images, labels) -> None:  # noqa: ANN001 (uint8 tensors, as loaded)
     import numpy as np
-    import torch
 
-    if images.dtype != torch.uint8:
-        images = (images * 255).round().clamp(0, 255).byte()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.partial.npz")  # one per process: no race
-    np.savez(partial, x=images.numpy(), y=labels.numpy())
-    os.replace(partial, path)
+    from freekd.io import atomic_write
+
+    atomic_write(path, lambda stream: np.savez(stream, x=images.numpy(), y=labels.numpy()))
 
 
 def row_flags(row: str, runs: Path) -> list[str]:
     """The CLI flags of a row (``real-N``: an npz of N training images as the proxy data)."""
     if row in ROWS:
         return ROWS[row]
-    most = 60_000 - VALIDATION_SIZE
     digits = row.removeprefix("real-")
     if not (row.startswith("real-") and digits.isdigit() and row == f"real-{int(digits)}"):
         raise SystemExit(f"unknown row {row!r}: use {', '.join(sorted(ROWS))} or real-N")
     count = int(digits)
-    if not 1 <= count <= most:
-        raise SystemExit(f"{row}: N must lie in 1..{most} (the images after the validation ones)")
+    if not 1 <= count <= REST:
+        raise SystemExit(f"{row}: N must lie in 1..{REST} (the images after the validation ones)")
     # The file name says which images: after the first VALIDATION_SIZE of the seed-0 order.
     path = runs / f"fashion-mnist-train-seed0-from{VALIDATION_SIZE}-{count}.npz"
     if not path.exists():
@@ -205,8 +201,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     teacher_path = teacher("fashion-mnist", ROOT / "runs" / "datafree-bench")
     if args.eval == "validation" and "real" in args.rows:
-        rest = 60_000 - VALIDATION_SIZE
-        parser.error(f"row real trains on all of train, validation included: use real-{rest}")
+        parser.error(f"row real trains on all of train, validation included: use real-{REST}")
     eval_data(args.eval, args.runs)  # written once, before the workers share it
     for row in args.rows:
         row_flags(row, args.runs)  # refuses unknown rows; writes real-N's npz before the workers
@@ -216,8 +211,7 @@ def main() -> None:
     def work(job: tuple[str, float, int]) -> None:
         row, budget, seed = job
         result = run_one(teacher_path, row, budget, seed, args.runs, args.eval, args.epochs)
-        suffix = "" if args.eval == "test" else f"-{args.eval}"
-        path = RESULTS / f"{result['row']}-cpu{budget:g}m-seed{seed}{suffix}.json"
+        path = RESULTS / f"{Path(result['run']).name}.json"  # named as its run folder
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
 

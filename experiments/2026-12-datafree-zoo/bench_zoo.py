@@ -56,11 +56,10 @@ def validation_file(part: str = "validation") -> Path:
         from build_zoo import load_mnist
 
         images, labels = load_mnist()[part]
+        from freekd.io import atomic_write
+
         pixels = (images * 255).round().clamp(0, 255).byte().numpy()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial.npz")  # one per process
-        np.savez(partial, x=pixels, y=labels.numpy())
-        os.replace(partial, path)
+        atomic_write(path, lambda stream: np.savez(stream, x=pixels, y=labels.numpy()))
     return path
 
 

@@ -174,9 +174,15 @@ def _train(
     return {**usage, "accuracy": accuracy}
 
 
-def summary(evaluation: str) -> None:
+def results_folder(label: str, evaluation: str) -> Path:
+    """Where one table's rows live: ``results/<eval>/`` or, for another teacher,
+    ``results/<label>/<eval>/`` (tables with different teachers never mix)."""
+    return HERE / "results" / label / evaluation if label else HERE / "results" / evaluation
+
+
+def summary(evaluation: str, label: str = "") -> None:
     rows = [
-        json.loads(p.read_text()) for p in sorted((HERE / "results" / evaluation).glob("*.json"))
+        json.loads(p.read_text()) for p in sorted(results_folder(label, evaluation).glob("*.json"))
     ]
     for row in rows:  # a row with its own settings is its own line ("dkd-tuned")
         row["method"] += row.get("tag", "-tuned" if row.get("extra") else "")
@@ -288,12 +294,15 @@ def main() -> None:
     )
     parser.add_argument("--tag", default="", help="name of the --extra rows (default: tuned)")
     parser.add_argument("--runs", type=Path, default=Path("runs/kd-families"))
+    parser.add_argument(
+        "--label", default="", help="results/<label>/<eval>/: the table of another teacher"
+    )
     parser.add_argument("--summary", metavar="EVAL")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--skip-done", action="store_true", help="keep rows already written")
     args = parser.parse_args()
     if args.summary:
-        summary(args.summary)
+        summary(args.summary, args.label)
         return
     if not args.teacher.is_file():
         raise SystemExit(
@@ -304,7 +313,7 @@ def main() -> None:
         memory(args)
         return
     data = split_data(args.runs, args.fractions)
-    results = HERE / "results" / args.eval
+    results = results_folder(args.label, args.eval)
     results.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for fraction in args.fractions:

@@ -199,6 +199,18 @@ USER_TEACHERS = (
         **MNIST_NORM,
         convention="MNIST mean/std",
     ),
+    # Added in session 23: the tuning part's only MLP (mlp-pm1) takes [-1, 1] inputs, so its
+    # generator draws images of mean 0.5; the held-out mlp takes MNIST mean/std. The same
+    # user MLP on MNIST mean/std separates the two.
+    UserTeacher(
+        "mlp-std",
+        "tuning",
+        "ThreeLayerMlp",
+        seed=19,
+        recipe=Recipe("adam", 1e-3, epochs=5, batch_size=128),
+        **MNIST_NORM,
+        convention="MNIST mean/std",
+    ),
     UserTeacher(
         "elu-avgpool",
         "held-out",

@@ -6,6 +6,7 @@ Shared by the synthesizers (``datafree.synthesizers``): the memory-bank ones (``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -116,3 +117,38 @@ def random_shift(images: Tensor, *, pixels: int, rng: torch.Generator) -> Tensor
         chosen = chosen.to(images.device)
         shifted[chosen] = padded[chosen, :, dy : dy + height, dx : dx + width]
     return shifted
+
+
+def mix_pairs(images: Tensor, *, fraction: float, rng: torch.Generator) -> Tensor:
+    """A share of a batch replaced by convex combinations of two of its images (mixup, Zhang et
+    al. 2018, ICLR, Eq. 1, on inputs only: the teacher labels the mixtures).
+
+    Mixup is the augmentation Beyer et al. (2022, CVPR, "Knowledge distillation: A good teacher
+    is patient and consistent", §3.2) found to widen the support on which a student matches its
+    teacher's function: the teacher sees exactly the mixed image the student sees, so no label
+    is interpolated. Image i of the first ⌈fraction · B⌉ positions of a random order becomes
+    λ_i · x_i + (1 − λ_i) · x_j with a partner j drawn from the whole batch and λ_i ~ U(0, 1) (a
+    Beta(1, 1) mixing coefficient; freekd's choice), all from ``rng``; the others are returned
+    unchanged.
+
+    Args:
+        images: (B, C, H, W) in [0, 1] (mixtures stay in [0, 1]).
+        fraction: share of the batch to mix, in [0, 1] (0: the images unchanged).
+        rng: where the order, the partners and the coefficients come from.
+
+    Returns:
+        (B, C, H, W), the same dtype and device.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
+    n = len(images)
+    mixed_count = math.ceil(fraction * n)
+    if mixed_count == 0 or n < 2:
+        return images
+    chosen = torch.randperm(n, generator=rng)[:mixed_count]
+    partners = torch.randint(n, (mixed_count,), generator=rng)
+    weights = torch.rand((mixed_count, 1, 1, 1), generator=rng).to(images)
+    chosen, partners = chosen.to(images.device), partners.to(images.device)
+    mixed = images.clone()
+    mixed[chosen] = weights * images[chosen] + (1 - weights) * images[partners]
+    return mixed

@@ -226,6 +226,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
     ("method", "setting", "message"),
     [
         ("zskt", "synthesizer.params.student_shift=-1", "student_shift must be non-negative"),
+        ("zskt", "synthesizer.params.student_mixup=2", "student_mixup must lie in [0, 1]"),
         ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be non-negative"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
@@ -345,6 +346,25 @@ def test_student_shift_moves_the_student_batches_not_the_generator_images(
         )
     with pytest.raises(ValueError, match="student_shift"):
         make(-1)
+
+
+def test_student_mixup_mixes_the_student_batches_not_the_generator_images(
+    teacher: Teacher,
+) -> None:
+    def make(mixup: float) -> AdversarialSynthesizer:
+        return make_adversarial("zskt", batch_size=16, student_mixup=mixup)
+
+    plain, mixed = make(0.0), make(0.5)
+    mixed.generator.load_state_dict(plain.generator.state_dict())
+    a, b = plain.sample(16), mixed.sample(16)
+    # Same latent codes: half the images are as drawn, the others mixtures of two of them (an
+    # image mixed with itself may come out unchanged).
+    same = [i for i in range(16) if torch.equal(a[i], b[i])]
+    assert 8 <= len(same) < 16
+    assert float(b.min()) >= 0
+    assert float(b.max()) <= 1
+    with pytest.raises(ValueError, match="student_mixup"):
+        make(-0.5)
 
 
 def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(

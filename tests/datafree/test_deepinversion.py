@@ -11,7 +11,13 @@ from typer.testing import CliRunner
 
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
-from freekd.datafree.batches import MemoryBank, balanced_targets, jitter_flip, random_shift
+from freekd.datafree.batches import (
+    MemoryBank,
+    balanced_targets,
+    jitter_flip,
+    mix_pairs,
+    random_shift,
+)
 from freekd.datafree.bn_hooks import batchnorm_statistics
 from freekd.datafree.synthesizers.deepinversion import DeepInversion
 from freekd.errors import FreekdError
@@ -156,6 +162,36 @@ def test_random_shift_of_zero_pixels_is_the_identity_and_negative_refuses() -> N
     assert random_shift(images, pixels=0, rng=torch.Generator()) is images
     with pytest.raises(ValueError, match="non-negative"):
         random_shift(images, pixels=-1, rng=torch.Generator())
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 1.0])
+def test_mix_pairs_is_mixup_on_the_drawn_share_of_the_batch(fraction: float) -> None:
+    images = torch.rand((8, *SHAPE), generator=torch.Generator().manual_seed(0))
+    mixed = mix_pairs(images, fraction=fraction, rng=torch.Generator().manual_seed(1))
+    # The same draws again, by hand: which images, their partners, their coefficients.
+    rng = torch.Generator().manual_seed(1)
+    count = {0.25: 2, 0.5: 4, 1.0: 8}[fraction]
+    chosen = torch.randperm(8, generator=rng)[:count].tolist()
+    partners = torch.randint(8, (count,), generator=rng).tolist()
+    weights = torch.rand(count, generator=rng).tolist()
+    expected = images.clone()
+    for i, j, w in zip(chosen, partners, weights, strict=True):
+        expected[i] = w * images[i] + (1 - w) * images[j]
+    torch.testing.assert_close(mixed, expected)
+    untouched = sorted(set(range(8)) - set(chosen))
+    assert torch.equal(mixed[untouched], images[untouched])
+    assert float(mixed.min()) >= 0
+    assert float(mixed.max()) <= 1
+    assert float(images.mean()) != pytest.approx(float(mixed.mean()), abs=1e-7)
+
+
+def test_mix_pairs_of_nothing_is_the_identity_and_out_of_range_refuses() -> None:
+    images = torch.rand((3, *SHAPE))
+    assert mix_pairs(images, fraction=0.0, rng=torch.Generator()) is images
+    assert mix_pairs(images[:1], fraction=1.0, rng=torch.Generator()) is not None
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            mix_pairs(images, fraction=bad, rng=torch.Generator())
 
 
 def test_balanced_targets_cover_every_class() -> None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from freekd.datafree.batches import MemoryBank, balanced_targets, random_shift
+from freekd.datafree.batches import MemoryBank, balanced_targets, mix_pairs, random_shift
 from freekd.datafree.synthesizers.base import (
     GeneratorSynthesizer,
     logged,
@@ -89,6 +89,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             The teacher labels the shifted images, so every generator image yields views it
             never drew itself, as CMI and Fast do with crops of their synthetic data (a freekd
             addition).
+        student_mixup: share of every student batch replaced by mixtures of two of its images
+            (``batches.mix_pairs``; 0: none, as in both papers). The teacher labels each
+            mixture, so the student matches the teacher's function between the generator's
+            images too, as in Beyer et al.'s function matching (2022, CVPR, §3.2; a freekd
+            addition). Applied before ``student_shift``.
         total_variation_weight: weight of DeepInversion's total-variation image prior R_TV on
             the generator's images (Yin et al. 2020, arXiv:1912.08795, Eq. 3;
             ``losses.inversion.total_variation``; 0: off, as in both papers, and the default of
@@ -139,6 +144,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     replay_fraction: float = 0.0
     memory_size: int = 20_000
     student_shift: int = 0
+    student_mixup: float = 0.0
     class_weight: float = 0.0
     temperature: float = 1.0
     standardize: bool = False
@@ -165,6 +171,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
         if self.student_shift < 0:
             raise ValueError(f"student_shift must be non-negative, got {self.student_shift}")
+        if not 0 <= self.student_mixup <= 1:
+            raise ValueError(f"student_mixup must lie in [0, 1], got {self.student_mixup}")
         if self.class_weight < 0:
             raise ValueError(f"class_weight must be non-negative, got {self.class_weight}")
         if self.temperature <= 0:
@@ -240,6 +248,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         images = self._fresh(n - replayed)
         if replayed:
             images = torch.cat([images, self.memory.sample(replayed, self.rng)])
+        if self.student_mixup > 0:
+            images = mix_pairs(images, fraction=self.student_mixup, rng=self.rng)
         return random_shift(images, pixels=self.student_shift, rng=self.rng)
 
     def follow_schedule(self, multiplier: float) -> None:

@@ -257,7 +257,38 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
         "--student", "tiny-cnn-nobn", *FAST, "--out", tmp_path / "auto",
     )  # fmt: skip
     assert auto.exit_code == 0, auto.output
-    assert json.loads((tmp_path / "auto" / "report.json").read_text())["method"]["name"] == "zskt"
+    chosen = json.loads((tmp_path / "auto" / "report.json").read_text())["method"]
+    assert chosen["name"] == "zskt"
+    assert chosen["params"]["replay_fraction"] == 0.0  # a CNN teacher: no replay
+
+
+@pytest.mark.parametrize(
+    ("setting", "replay"),
+    [((), 0.5), (("--set", "synthesizer.params.replay_fraction=0"), 0.0)],
+)
+def test_auto_method_replays_for_a_teacher_without_convolutions(
+    tmp_path: Path, setting: tuple[str, ...], replay: float
+) -> None:
+    from tests.teachers.user_net import FlatNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "flat.pt"
+    torch.save(FlatNet(num_classes=10).state_dict(), path)
+    out = tmp_path / "auto"
+    result = invoke(
+        "datafree", "--teacher", path, "--arch", "tests.teachers.user_net:FlatNet",
+        "--input-shape", "1,8,8", "--num-classes", "10", "--student", "tiny-cnn-nobn",
+        *FAST, *setting, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((out / "report.json").read_text())["method"]
+    assert chosen["name"] == "zskt"
+    # zskt with half of every student batch replayed, unless the user said otherwise; the
+    # saved config names it, so a resumed run keeps it.
+    assert chosen["params"]["replay_fraction"] == replay
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["synthesizer"]["name"] == "zskt"
+    assert saved["synthesizer"]["params"]["replay_fraction"] == replay
 
 
 def test_auto_method_picks_cmi_for_a_batchnorm_teacher_and_saves_the_choice(

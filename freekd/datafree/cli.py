@@ -42,7 +42,8 @@ def datafree(
         typer.Option(
             "--method",
             help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
-            "without), zskt, dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
+            "without, replaying earlier batches for a teacher without convolutions), zskt, "
+            "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),
     ] = None,
     budget: Annotated[

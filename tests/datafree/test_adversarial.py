@@ -97,11 +97,18 @@ def test_synthesize_leaves_the_student_gradients_and_parameters_alone(
 @pytest.mark.parametrize("name", ADVERSARIAL)
 def test_counters_and_recommended_student_side(name: str, teacher: Teacher) -> None:
     cls = SYNTHESIZERS.get(name)
-    synthesizer = make_adversarial(name)
+    synthesizer = make_adversarial(name, replay_fraction=0.0)
     synthesizer.synthesize(teacher, make_student())
     synthesizer.sample(5)
     assert synthesizer.teacher_queries == 32
     assert synthesizer.images_synthesized == 32 + 5
+    # With replay (zskt's default) every round also stores one fresh batch in the memory, and
+    # a sample takes round(5 · 0.5) = 2 of its 5 images from there.
+    replaying = make_adversarial(name, replay_fraction=0.5)
+    replaying.synthesize(teacher, make_student())
+    replaying.sample(5)
+    assert replaying.teacher_queries == 32
+    assert replaying.images_synthesized == 32 + 32 + 3
     assert not cls.needs_batchnorm
     # The pipeline may use these as defaults: they name a method and bind to its constructor.
     method = METHODS.get(cls.recommended_method)

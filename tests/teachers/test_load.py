@@ -137,6 +137,7 @@ def test_torchscript_teacher_predicts_like_the_original(
     assert teacher.description == "a TorchScript file"
     assert teacher.num_classes == 10
     assert teacher.input_shape == (1, 8, 8)
+    assert teacher.has_convolution  # seen through TorchScript's class names too
     assert_frozen_and_eval(teacher)
     with torch.no_grad():
         expected, got = classifier(images), teacher(images)
@@ -144,6 +145,23 @@ def test_torchscript_teacher_predicts_like_the_original(
     assert torch.equal(got.argmax(dim=1), expected.argmax(dim=1))
     # The class count, when given, must be the one the network outputs.
     assert load(path, input_shape=SHAPE, num_classes=10, **options).num_classes == 10
+
+
+@pytest.mark.parametrize("export", ["eager", "scripted"])
+def test_a_network_without_convolutions_is_told_apart(tmp_path: Path, export: str) -> None:
+    from tests.teachers.user_net import FlatNet, UserNet
+
+    for net, convolutional in ((FlatNet(num_classes=10), False), (UserNet(10), True)):
+        path = tmp_path / f"{type(net).__name__}.pt"
+        if export == "scripted":
+            torch.jit.script(net).save(str(path))
+            teacher = load(path, input_shape=SHAPE)
+        else:
+            torch.save(net.state_dict(), path)
+            arch = f"tests.teachers.user_net:{type(net).__name__}"
+            teacher = load(path, arch=arch, input_shape=SHAPE, num_classes=10)
+        assert teacher.has_convolution is convolutional, type(net).__name__
+        assert not teacher.has_batchnorm
 
 
 def test_torchscript_teacher_needs_the_input_shape(

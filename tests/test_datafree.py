@@ -291,6 +291,28 @@ def test_auto_method_replays_for_a_teacher_without_convolutions(
     assert saved["synthesizer"]["params"]["replay_fraction"] == replay
 
 
+def test_auto_resumes_a_run_with_the_parameters_it_saved(tmp_path: Path) -> None:
+    """A run saved without the replay (as every run before the auto rule was) resumes under
+    ``--method auto`` with what it saved, not with the rule's parameter added."""
+    from tests.teachers.user_net import FlatNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "flat.pt"
+    torch.save(FlatNet(num_classes=10).state_dict(), path)
+    common = (
+        "--teacher", path, "--arch", "tests.teachers.user_net:FlatNet", "--input-shape",
+        "1,8,8", "--num-classes", "10", "--student", "tiny-cnn-nobn", "--batch-size", "16",
+        "--set", "steps_per_epoch=2", "--set", "synthesizer.params.batch_size=16",
+        "--device", "cpu", "--quiet", "--out", tmp_path / "run",
+    )  # fmt: skip
+    first = invoke("datafree", *common, "--method", "zskt", "--epochs", "1")
+    assert first.exit_code == 0, first.output
+    second = invoke("datafree", *common, "--method", "auto", "--epochs", "2", "--resume")
+    assert second.exit_code == 0, second.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["method"]["params"]["replay_fraction"] == 0.0
+
+
 def test_auto_method_picks_cmi_for_a_batchnorm_teacher_and_saves_the_choice(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 METHODS = ["student", "kd", "dkd", "fitnet", "at", "rkd", "sp", "pkt", "cc", "irg", "crd"]
 VALIDATION = 5000
+RUNS = Path("runs/kd-families")  # run folders; with --label, runs/kd-families-<label>
 # Optimizer steps stay near 1,000-4,000 whatever the size: epochs per training-set fraction.
 EPOCHS = {0.01: 100, 0.1: 20, 1.0: 5}
 
@@ -293,7 +294,7 @@ def main() -> None:
         help='per-method --set strings, JSON: {"fitnet": ["method.params.weight=10"]}',
     )
     parser.add_argument("--tag", default="", help="name of the --extra rows (default: tuned)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/kd-families"))
+    parser.add_argument("--runs", type=Path, default=RUNS)
     parser.add_argument(
         "--label", default="", help="results/<label>/<eval>/: the table of another teacher"
     )
@@ -312,6 +313,8 @@ def main() -> None:
     if args.memory:
         memory(args)
         return
+    if args.label and args.runs == RUNS:  # never the default table's run folders
+        args.runs = RUNS.with_name(f"{RUNS.name}-{args.label}")
     data = split_data(args.runs, args.fractions)
     results = results_folder(args.label, args.eval)
     results.mkdir(parents=True, exist_ok=True)

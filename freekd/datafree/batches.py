@@ -6,7 +6,6 @@ Shared by the synthesizers (``datafree.synthesizers``): the memory-bank ones (``
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -126,14 +125,15 @@ def mix_pairs(images: Tensor, *, fraction: float, rng: torch.Generator) -> Tenso
     Mixup is the augmentation Beyer et al. (2022, CVPR, "Knowledge distillation: A good teacher
     is patient and consistent", §3.2) found to widen the support on which a student matches its
     teacher's function: the teacher sees exactly the mixed image the student sees, so no label
-    is interpolated. Image i of the first ⌈fraction · B⌉ positions of a random order becomes
+    is interpolated. Image i of the first round(fraction · B) positions of a random order becomes
     λ_i · x_i + (1 − λ_i) · x_j with a partner j drawn from the whole batch and λ_i ~ U(0, 1) (a
     Beta(1, 1) mixing coefficient; freekd's choice), all from ``rng``; the others are returned
     unchanged.
 
     Args:
         images: (B, C, H, W) in [0, 1] (mixtures stay in [0, 1]).
-        fraction: share of the batch to mix, in [0, 1] (0: the images unchanged).
+        fraction: share of the batch to mix, in [0, 1] (0, or a batch of one image: the images
+            unchanged, nothing drawn from ``rng``).
         rng: where the order, the partners and the coefficients come from.
 
     Returns:
@@ -142,7 +142,7 @@ def mix_pairs(images: Tensor, *, fraction: float, rng: torch.Generator) -> Tenso
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
     n = len(images)
-    mixed_count = math.ceil(fraction * n)
+    mixed_count = round(fraction * n)  # as the replayed share is counted
     if mixed_count == 0 or n < 2:
         return images
     chosen = torch.randperm(n, generator=rng)[:mixed_count]

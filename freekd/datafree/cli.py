@@ -42,7 +42,7 @@ def datafree(
         typer.Option(
             "--method",
             help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
-            "without, replaying earlier batches for a teacher without convolutions), zskt, "
+            "without, replaying earlier batches if it has no convolutions either), zskt, "
             "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),
     ] = None,

@@ -16,6 +16,7 @@ from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
+from freekd.datafree.auto import AUTO_SYNTHESIZER, auto_synthesizer_params, default_synthesizer
 from freekd.datafree.config import AUTO_METHOD, DataFreeConfig
 from freekd.datafree.memory import fit_to_memory
 from freekd.datafree.nets import teacher_pixel_statistics
@@ -54,42 +55,6 @@ from freekd.train.callbacks import (
 from freekd.train.evaluate import check_input_shape
 
 logger = logging.getLogger(__name__)
-
-#: ``--method auto`` (the default): the synthesizer the data-free benchmark found best for the
-#: teacher at hand (``experiments/datafree/README.md``).
-AUTO_SYNTHESIZER = "auto"
-
-
-def default_synthesizer(teacher: Teacher) -> str:
-    """``cmi`` for a teacher with BatchNorm, ``zskt`` for one without.
-
-    On the 15-CPU-minute benchmark, cmi (which inverts BatchNorm statistics) led on the
-    Fashion-MNIST ResNet-8 teacher (58.06 % against fast 45.48 % and zskt 37.82 %, seed 0), and
-    zskt led on the BatchNorm-free MNIST LeNet-5 (median 97.82 % with its smoothness prior),
-    where cmi, fast and deepinversion cannot run.
-    """
-    return "cmi" if teacher.has_batchnorm else "zskt"
-
-
-#: Share of every student batch ``--method auto`` replays from earlier generator batches when it
-#: runs zskt on a teacher without convolutions (``auto_synthesizer_params``).
-AUTO_REPLAY_FRACTION = 0.5
-
-
-def auto_synthesizer_params(name: str, teacher: Teacher, params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters ``--method auto`` gives the synthesizer it chose: ``params`` (the user's
-    ``--set synthesizer.params.X``, which always win) plus, for zskt on a teacher without
-    convolutions (an MLP), ``replay_fraction`` 0.5: half of every student batch replayed from a
-    memory of earlier generator batches (Binici et al. 2022, WACV, §3).
-
-    Chosen on the zoo's BatchNorm-free tuning teachers (validation, seed 0;
-    experiments/2026-12-datafree-zoo, session 23): replay lifted both MLPs (mlp-pm1 89.88 →
-    91.30 %, mlp-std 89.42 → 91.72 %) and lowered both CNNs (pixel-groupnorm, smoothed-cnn), so
-    it follows what the teacher is made of rather than being a constant for every teacher.
-    """
-    if name == "zskt" and not teacher.has_convolution and "replay_fraction" not in params:
-        return {**params, "replay_fraction": AUTO_REPLAY_FRACTION}
-    return params
 
 
 def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher) -> None:
@@ -188,7 +153,9 @@ def _plan_and_teacher(config: DataFreeConfig, options: RunOptions) -> tuple[_Pla
     teacher = load_teacher(config.teacher, trust_code=options.trust_code)
     if not config.proxy_dataset and config.synthesizer.name == AUTO_SYNTHESIZER:
         chosen = default_synthesizer(teacher)
-        params = auto_synthesizer_params(chosen, teacher, dict(config.synthesizer.params))
+        params = dict(config.synthesizer.params)
+        if not options.resume:  # a resumed run keeps the parameters its config.yaml saved
+            params = auto_synthesizer_params(chosen, teacher, params)
         config = dataclasses.replace(
             config,
             synthesizer=dataclasses.replace(config.synthesizer, name=chosen, params=params),

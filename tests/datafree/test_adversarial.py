@@ -102,8 +102,9 @@ def test_counters_and_recommended_student_side(name: str, teacher: Teacher) -> N
     synthesizer.sample(5)
     assert synthesizer.teacher_queries == 32
     assert synthesizer.images_synthesized == 32 + 5
-    # With replay (zskt's default) every round also stores one fresh batch in the memory, and
-    # a sample takes round(5 · 0.5) = 2 of its 5 images from there.
+    # With replay (what --method auto gives zskt for a teacher without convolutions) every
+    # round also stores one fresh batch in the memory, and a sample takes round(5 · 0.5) = 2 of
+    # its 5 images from there.
     replaying = make_adversarial(name, replay_fraction=0.5)
     replaying.synthesize(teacher, make_student())
     replaying.sample(5)

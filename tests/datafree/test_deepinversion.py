@@ -188,7 +188,12 @@ def test_mix_pairs_is_mixup_on_the_drawn_share_of_the_batch(fraction: float) -> 
 def test_mix_pairs_of_nothing_is_the_identity_and_out_of_range_refuses() -> None:
     images = torch.rand((3, *SHAPE))
     assert mix_pairs(images, fraction=0.0, rng=torch.Generator()) is images
-    assert mix_pairs(images[:1], fraction=1.0, rng=torch.Generator()) is not None
+    assert torch.equal(mix_pairs(images[:1], fraction=1.0, rng=torch.Generator()), images[:1])
+    # round(0.07 · 100) = 7 images mixed (a float product of 7.000000000000001 is not 8).
+    many = torch.rand((100, *SHAPE), generator=torch.Generator().manual_seed(2))
+    mixed = mix_pairs(many, fraction=0.07, rng=torch.Generator().manual_seed(3))
+    changed = sum(not torch.equal(a, b) for a, b in zip(many, mixed, strict=True))
+    assert 5 <= changed <= 7  # an image mixed with itself may come out unchanged
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
             mix_pairs(images, fraction=bad, rng=torch.Generator())

@@ -352,6 +352,7 @@ def teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[
         "arch": teacher.metadata.get("arch"),
         "parameters": sum(p.numel() for p in teacher.parameters()),
         "has_batchnorm": teacher.has_batchnorm,
+        "has_convolution": teacher.has_convolution,  # what ``datafree --method auto`` reads
         # Which weights these are, whatever the file: data-free PATE checks its teacher by it.
         "weights_sha256": weights_checksum(teacher.state_dict()),
     }

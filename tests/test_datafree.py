@@ -281,7 +281,9 @@ def test_auto_method_replays_for_a_teacher_without_convolutions(
         *FAST, *setting, "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    chosen = json.loads((out / "report.json").read_text())["method"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["has_convolution"] is False
+    chosen = report["method"]
     assert chosen["name"] == "zskt"
     # zskt with half of every student batch replayed, unless the user said otherwise; the
     # saved config names it, so a resumed run keeps it.

@@ -219,6 +219,65 @@ def summary(evaluation: str, label: str = "") -> None:
                     ratios.append(r["cpu_seconds"] / kd[0]["cpu_seconds"])
         ratio = f"{statistics.median(ratios):.2f}×" if ratios else "—"
         print(f"| {method} | " + " | ".join(cells) + f" | {ratio} |")
+    write_verdicts(rows, evaluation, label)
+
+
+def spread_verdict(mine: list[float], other: list[float]) -> str:
+    """``above`` when every seed of ``mine`` beats every seed of ``other`` (beyond the seed
+    spread), ``below`` when every seed is beaten, ``within`` when the ranges overlap."""
+    if not mine or not other:
+        return "unmeasured"
+    if min(mine) > max(other):
+        return "above"
+    if max(mine) < min(other):
+        return "below"
+    return "within"
+
+
+def write_verdicts(rows: list[dict[str, Any]], evaluation: str, label: str) -> None:
+    """``summary-<eval>.json`` beside the rows: per method and training-set size the accuracies
+    of its seeds, their median, and whether it beats the student alone and plain KD beyond the
+    seed spread (the issue's question); printed as a second table."""
+    from freekd.io import atomic_write_json
+
+    def accuracies(method: str, fraction: float) -> list[float]:
+        return sorted(
+            round(100 * r["accuracy"], 2)
+            for r in rows
+            if r["method"] == method and r["fraction"] == fraction and r["accuracy"] is not None
+        )
+
+    def order(method: str) -> tuple[int, str]:  # the table's order: METHODS, then the rest
+        base = method.removesuffix("-tuned")
+        return (METHODS.index(base) if base in METHODS else len(METHODS), method)
+
+    cells = []
+    for method in sorted({r["method"] for r in rows}, key=order):
+        for fraction in sorted({r["fraction"] for r in rows}):
+            mine = accuracies(method, fraction)
+            seeds = sum(r["method"] == method and r["fraction"] == fraction for r in rows)
+            cells.append(
+                {
+                    "method": method,
+                    "fraction": fraction,
+                    "runs": seeds,
+                    "failed": seeds - len(mine),
+                    "accuracies": mine,
+                    "median": statistics.median(mine) if mine else None,
+                    "vs_student": spread_verdict(mine, accuracies("student", fraction)),
+                    "vs_kd": spread_verdict(mine, accuracies("kd", fraction)),
+                }
+            )
+    folder = results_folder(label, evaluation)
+    out = folder.parent / f"summary-{folder.name}.json"
+    rule = "above/below: every seed beats / is beaten by every seed of the other; else within"
+    atomic_write_json(out, {"command": " ".join(sys.argv), "rule": rule, "cells": cells})
+    print(f"\n| method | size | vs student alone | vs KD |  ({out.relative_to(ROOT)})")
+    print("|---|---|---|---|")
+    for cell in cells:
+        if cell["method"] not in ("student", "kd"):
+            print(f"| {cell['method']} | {cell['fraction']:.0%} | {cell['vs_student']} "
+                  f"| {cell['vs_kd']} |")  # fmt: skip
 
 
 def method_state_mb(checkpoint: Path) -> float:
@@ -303,6 +362,7 @@ def main() -> None:
     parser.add_argument("--skip-done", action="store_true", help="keep rows already written")
     args = parser.parse_args()
     if args.summary:
+        sys.path.insert(0, str(ROOT))
         summary(args.summary, args.label)
         return
     if not args.teacher.is_file():

@@ -118,7 +118,7 @@ class SyntheticSource:
         self.rounds += 1
         if self.monitor is None or self.rounds % self.check_every:
             return
-        probe = self.synthesizer.sample(self.probe_size)
+        probe = self.synthesizer.probe(self.probe_size)
         with torch.no_grad(), eval_mode(self.student):  # a measurement: nothing is updated
             teacher_logits = self.teacher(probe)
             student_logits = self.student(probe)

@@ -117,6 +117,29 @@ def test_counters_and_recommended_student_side(name: str, teacher: Teacher) -> N
     assert cls.recommended_synthesize_every == {"dfad": 5, "zskt": 10}[name]
 
 
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_the_collapse_probe_shows_the_current_generator_never_the_replay_memory(
+    name: str, teacher: Teacher
+) -> None:
+    replaying = make_adversarial(name, replay_fraction=0.5)
+    replaying.synthesize(teacher, make_student())
+    stored = replaying.memory.sample(1, torch.Generator().manual_seed(0))
+    replaying.memory.clear()
+    for _ in range(3):  # a memory of one image repeated: any draw from it is that image
+        replaying.memory.add(stored.expand(8, *SHAPE).clone())
+
+    def from_memory(images: Tensor) -> int:
+        return int((images - stored).flatten(1).abs().amax(dim=1).eq(0).sum())
+
+    assert from_memory(replaying.sample(16)) == 8  # the student's batch: half replayed
+    assert from_memory(replaying.probe(16)) == 0  # the probe: the generator of now only
+    # Without replay the probe is the student's batch, from the same random draws.
+    plain = make_adversarial(name, replay_fraction=0.0)
+    plain.synthesize(teacher, make_student())
+    twin = copy.deepcopy(plain)
+    assert torch.equal(plain.probe(16), twin.sample(16))
+
+
 class FixedLogits(nn.Module):
     """A "student" whose logits are its only parameter, whatever the images."""
 

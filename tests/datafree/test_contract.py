@@ -71,14 +71,14 @@ NAMES = SYNTHESIZERS.names()
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_sample_shape_range_and_no_graph(name: str, teacher: Teacher) -> None:
+def test_sample_and_probe_shape_range_and_no_graph(name: str, teacher: Teacher) -> None:
     synthesizer = make_synthesizer(name)
     synthesizer.synthesize(teacher, make_student())
-    images = synthesizer.sample(5)
-    assert images.shape == (5, *SHAPE)
-    assert images.min() >= 0
-    assert images.max() <= 1
-    assert not images.requires_grad
+    for images in (synthesizer.sample(5), synthesizer.probe(5)):  # probe: the collapse check's
+        assert images.shape == (5, *SHAPE)
+        assert images.min() >= 0
+        assert images.max() <= 1
+        assert not images.requires_grad
     assert synthesizer.images_synthesized >= 5
 
 

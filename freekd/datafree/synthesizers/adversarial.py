@@ -248,6 +248,17 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         images = self._fresh(n - replayed)
         if replayed:
             images = torch.cat([images, self.memory.sample(replayed, self.rng)])
+        return self._as_student_input(images)
+
+    @torch.no_grad()
+    def probe(self, n: int) -> Tensor:
+        """The current generator's images only (with replay, ``sample`` draws part of a batch
+        from earlier generators: their variety would hide this one's collapse). Without replay
+        the same images, from the same random draws, as ``sample``."""
+        return self._as_student_input(self._fresh(n))
+
+    def _as_student_input(self, images: Tensor) -> Tensor:
+        """Mixup (``student_mixup``) and the random shift (``student_shift``) of a batch."""
         if self.student_mixup > 0:
             images = mix_pairs(images, fraction=self.student_mixup, rng=self.rng)
         return random_shift(images, pixels=self.student_shift, rng=self.rng)

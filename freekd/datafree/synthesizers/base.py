@@ -73,6 +73,12 @@ class Synthesizer(Protocol):
         """``n`` synthetic images, (n, C, H, W) in [0, 1], detached."""
         ...
 
+    def probe(self, n: int) -> Tensor:
+        """``n`` images for the collapse check (``datafree.collapse``): what the synthesizer makes
+        now, as ``sample`` but never replayed from a memory of earlier rounds that would hide a
+        collapse of the current one (``sample`` where the memory is what it trains on)."""
+        ...
+
     def reinitialize(self, *, lr_scale: float) -> None:
         """Start synthesis afresh after a collapse (``datafree.collapse``).
 
@@ -137,6 +143,9 @@ class SynthesizerBase:
 
     def sample(self, n: int) -> Tensor:
         raise NotImplementedError
+
+    def probe(self, n: int) -> Tensor:
+        return self.sample(n)
 
     def _iterated(self, done: int, total: int) -> None:
         """Iteration ``done`` (1-based) of ``total`` in a round is starting (``on_iteration``)."""

@@ -43,6 +43,13 @@ class CollapseConfig:
         patience: consecutive low checks that make a collapse.
         max_recoveries: re-initializations per run.
         lr_scale: factor on every synthesizer learning rate at each re-initialization.
+        keep_per_check: images of every probe kept, with the teacher's logits on them, for
+            ``collapse/earlier_discrepancy`` in ``metrics.jsonl``: at each check, the student's
+            KL to the teacher on the images kept from the earlier checks. It rises when the
+            student forgets what earlier generators showed it while matching the current one
+            (a measurement only; no extra teacher queries). 0: not measured.
+        keep_size: at most this many kept images (the oldest are dropped), and never more than
+            32 MB of pixels (1,024 MNIST images, 55 at 224 × 224 × 3).
     """
 
     enabled: bool = True
@@ -55,6 +62,8 @@ class CollapseConfig:
     patience: int = 2
     max_recoveries: int = 3
     lr_scale: float = 0.5
+    keep_per_check: int = 16
+    keep_size: int = 1024
 
 
 #: ``DataFreeConfig.method.name`` for the synthesizer's recommended student-side method.

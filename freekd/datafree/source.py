@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from freekd.data.batch import Batch
-from freekd.datafree.collapse import CollapseCheck, CollapseMonitor
+from freekd.datafree.collapse import CollapseCheck, CollapseMonitor, probe_discrepancy
 from freekd.datafree.config import CollapseConfig, DataFreeConfig
 from freekd.datafree.synthesizers.base import Synthesizer
 from freekd.errors import FreekdError
@@ -54,6 +54,10 @@ class SyntheticSource:
             budget fitted (``TrainState.horizon``, or ``None``); before every round the
             synthesizer is told it (``follow_schedule``), so one that anneals with the student
             can. ``None``: nothing is told.
+        keep_per_check: images of every probe kept with the teacher's logits on them; at each
+            check the student's KL to the teacher on those of earlier checks is logged as
+            ``collapse/earlier_discrepancy`` (forgetting; no teacher query). 0: none kept.
+        keep_size: at most this many kept, the oldest dropped first.
     """
 
     def __init__(
@@ -71,6 +75,8 @@ class SyntheticSource:
         max_recoveries: int = 3,
         lr_scale: float = 0.5,
         schedule: Callable[[int, int | None], float] | None = None,
+        keep_per_check: int = 0,
+        keep_size: int = 1024,
     ) -> None:
         if steps_per_epoch < 1 or batch_size < 1 or synthesize_every < 1:
             raise FreekdError("steps per epoch, batch size and synthesize_every must be positive")
@@ -79,6 +85,8 @@ class SyntheticSource:
                 "collapse checks need check_every ≥ 1, probe_size ≥ 2, max_recoveries ≥ 0 "
                 "and lr_scale > 0"
             )
+        if keep_per_check < 0 or keep_size < 0:
+            raise FreekdError("collapse.keep_per_check and collapse.keep_size must be ≥ 0")
         self.synthesizer = synthesizer
         self.teacher = teacher
         self.student = student
@@ -91,6 +99,11 @@ class SyntheticSource:
         self.max_recoveries = max_recoveries
         self.lr_scale = lr_scale
         self.schedule = schedule
+        self.keep_per_check = keep_per_check
+        self.keep_size = keep_size
+        #: Images kept from earlier probes and the teacher's logits on them (``keep_per_check``).
+        self.kept_images: torch.Tensor | None = None
+        self.kept_logits: torch.Tensor | None = None
         self.last_statistics: dict[str, float] = {}
         self.rounds = 0
         self.checks = 0
@@ -128,6 +141,10 @@ class SyntheticSource:
         self.last_check = {"diversity": check.diversity, "balance": check.balance}
         if check.discrepancy is not None and math.isfinite(check.discrepancy):
             self.last_check["discrepancy"] = check.discrepancy
+        earlier = self._earlier_discrepancy()
+        if earlier is not None:
+            self.last_check["earlier_discrepancy"] = earlier
+        self._keep(probe, teacher_logits)
         if not check.collapsed or self.gave_up:
             return
         event = {
@@ -165,6 +182,33 @@ class SyntheticSource:
         self.synthesizer.reinitialize(lr_scale=self.lr_scale)
         self.monitor.reset()
         self.last_statistics = self._round()
+
+    def _earlier_discrepancy(self) -> float | None:
+        """The student's KL(teacher ‖ student) on the images kept from earlier probes, in nats
+        (``None`` before anything was kept, or when it is not finite)."""
+        if self.kept_images is None or self.kept_logits is None:
+            return None
+        with torch.no_grad(), eval_mode(self.student):  # in probe-sized chunks, as sized
+            student_logits = torch.cat(
+                [self.student(part) for part in self.kept_images.split(self.probe_size)]
+            )
+        value = probe_discrepancy(student_logits, self.kept_logits)
+        return value if math.isfinite(value) else None
+
+    def _keep(self, probe: torch.Tensor, teacher_logits: torch.Tensor) -> None:
+        """Keep the first ``keep_per_check`` probe images (the probe is random: any are)."""
+        if self.keep_per_check == 0 or self.keep_size == 0:
+            return
+        images = probe[: self.keep_per_check].detach()
+        logits = teacher_logits[: self.keep_per_check].detach()
+        if self.kept_images is not None and self.kept_logits is not None:
+            images = torch.cat([self.kept_images, images])
+            logits = torch.cat([self.kept_logits, logits])
+        # At most KEPT_VALUES pixel values (32 MB): 1,024 MNIST images, 55 at 224 × 224 × 3.
+        size = min(self.keep_size, max(len(probe), self.KEPT_VALUES // probe[0].numel()))
+        self.kept_images, self.kept_logits = images[-size:], logits[-size:]
+
+    KEPT_VALUES = 2**23
 
     def _round(self) -> dict[str, float]:
         """One synthesis round, shown on the progress bar as it goes."""
@@ -230,6 +274,8 @@ class SyntheticSource:
         state["events"] = [dict(event) for event in self.events]
         if self.monitor is not None:
             state["monitor"] = self.monitor.state_dict()
+        if self.kept_images is not None:
+            state["kept_images"], state["kept_logits"] = self.kept_images, self.kept_logits
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -241,6 +287,8 @@ class SyntheticSource:
         self.events = [dict(event) for event in state.get("events", [])]
         if self.monitor is not None and "monitor" in state:
             self.monitor.load_state_dict(state["monitor"])
+        self.kept_images = state.get("kept_images")
+        self.kept_logits = state.get("kept_logits")
 
 
 def _describe(check: CollapseCheck, best_discrepancy: float) -> str:
@@ -303,6 +351,8 @@ def synthetic_source(
         probe_size=collapse.probe_size,
         max_recoveries=collapse.max_recoveries,
         lr_scale=collapse.lr_scale,
+        keep_per_check=collapse.keep_per_check,
+        keep_size=collapse.keep_size,
         schedule=partial(
             _multiplier, planned=config.trainer.epochs * config.steps_per_epoch, config=config
         ),

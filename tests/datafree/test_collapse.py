@@ -22,7 +22,7 @@ from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.teachers import Teacher, load_teacher
 from freekd.train import TrainState
-from tests.datafree.test_contract import make_student, make_synthesizer
+from tests.datafree.test_contract import SHAPE, make_student, make_synthesizer
 
 
 def test_identical_images_have_no_diversity() -> None:
@@ -315,6 +315,42 @@ def test_source_state_round_trip_keeps_events_and_counters(teacher: Teacher) -> 
     restored.load_state_dict(state)
     assert restored.events == source.events
     assert restored.collapse_report() == source.collapse_report()
+
+
+def test_earlier_probes_measure_what_the_student_forgot(teacher: Teacher) -> None:
+    source = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4, keep_size=12)
+    list(source.batches(TrainState()))  # three checks: keeps 4, then 8, then 12
+    assert source.kept_images is not None
+    assert source.kept_logits is not None
+    assert source.kept_images.shape == (12, *SHAPE)
+    with torch.no_grad():  # the teacher's logits were kept with the images, not re-queried
+        assert torch.allclose(source.kept_logits, teacher(source.kept_images), atol=1e-5)
+        student_logits = source.student.eval()(source.kept_images)
+    measured = source.last_check["earlier_discrepancy"]  # on the 8 kept before the third check
+    expected = probe_discrepancy(student_logits[:8], source.kept_logits[:8])
+    assert measured == pytest.approx(expected, rel=1e-5)
+    assert "collapse/earlier_discrepancy" in source.extra_metrics()
+    state = copy.deepcopy(source.state_dict())
+    restored = source_for(make_synthesizer("zskt", seed=5), teacher, keep_per_check=4)
+    restored.load_state_dict(state)
+    assert restored.kept_images is not None
+    assert torch.equal(restored.kept_images, source.kept_images)
+    # A student that forgets its teacher (class 0 whatever it sees) shows on the kept images.
+    last = [m for m in source.student.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.eye(10)[0] * 20)
+    assert source._earlier_discrepancy() > 10 * max(measured, 0.1)
+    # keep_size drops the oldest.
+    capped = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4, keep_size=10)
+    list(capped.batches(TrainState()))
+    assert capped.kept_images is not None
+    assert len(capped.kept_images) == 10
+    # Nothing kept: nothing measured.
+    plain = source_for(make_synthesizer("zskt"), teacher)
+    list(plain.batches(TrainState()))
+    assert plain.kept_images is None
+    assert "earlier_discrepancy" not in plain.last_check
 
 
 def test_every_synthesizer_implements_reinitialize() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -175,6 +176,12 @@ def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:
     _check_config_matches(older, current, tmp_path)
     switched_off = {"collapse": {**current["collapse"], "discrepancy_factor": 0.0}}
     _check_config_matches(current, switched_off, tmp_path)
+    # The forgetting measurement (collapse/earlier_discrepancy) is a measurement too.
+    measured = {"collapse": {**current["collapse"], "keep_per_check": 16, "keep_size": 1024}}
+    _check_config_matches(older, measured, tmp_path)
+    _check_config_matches(
+        measured, {"collapse": {**current["collapse"], "keep_per_check": 0}}, tmp_path
+    )
     # What the checks measure is still fixed.
     with pytest.raises(FreekdError, match=r"different config \(collapse.probe_size\)"):
         _check_config_matches(
@@ -474,6 +481,40 @@ def test_healthy_run_has_no_collapse_event_and_logs_the_measurements(
     assert collapse["discrepancy_factor"] == 0.0
     # A tiny-cnn student 4 steps into training is far from its teacher, and finitely so.
     assert 0.05 < collapse["best_discrepancy"] < 10
+
+
+def test_the_forgetting_measurement_changes_nothing_the_run_computes_and_resumes(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    common = (
+        "--teacher", tiny_teacher_path, "--method", "zskt", "--batch-size", "16",
+        "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+        "--set", "trainer.log_every=1", "--set", "trainer.scheduler=constant",
+        *EVERY_STEP, *CHECK_EVERY_ROUND, "--device", "cpu", "--quiet",
+    )  # fmt: skip
+
+    def run(name: str, *more: object) -> list[dict[str, Any]]:
+        result = invoke("datafree", *common, *more, "--out", tmp_path / name)
+        assert result.exit_code == 0, result.output
+        text = (tmp_path / name / "metrics.jsonl").read_text()
+        return [json.loads(line) for line in text.splitlines() if '"loss"' in line]
+
+    measured = run("measured", "--epochs", "2")
+    unmeasured = run("unmeasured", "--epochs", "2", "--set", "collapse.keep_per_check=0")
+    run("resumed", "--epochs", "1")
+    resumed = run("resumed", "--epochs", "2", "--resume")
+    weights = {
+        name: torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"]
+        for name in ("measured", "unmeasured", "resumed")
+    }
+    for key, value in weights["measured"].items():  # the same student, measured or not
+        assert torch.equal(weights["unmeasured"][key], value), key
+        assert torch.equal(weights["resumed"][key], value), key
+    key = "collapse/earlier_discrepancy"
+    assert key not in measured[0]  # nothing kept before the first check
+    assert all(key in record for record in measured[1:])
+    assert not any(key in record for record in unmeasured)
+    assert resumed[-1][key] == pytest.approx(measured[-1][key], rel=1e-6)  # kept images resumed
 
 
 @pytest.mark.slow

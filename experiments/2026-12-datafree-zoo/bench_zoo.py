@@ -64,10 +64,14 @@ def validation_file(part: str = "validation") -> Path:
 
 
 def curve(out: Path) -> list[dict[str, float]]:
-    """(epoch, CPU seconds, held-out accuracy) of every evaluated epoch in metrics.jsonl."""
-    points = []
+    """(epoch, CPU seconds, held-out accuracy) of every evaluated epoch in metrics.jsonl, with
+    the collapse check's latest measurements (``collapse/...``) at that step."""
+    points: list[dict[str, float]] = []
+    checks: dict[str, float] = {}
     for line in (out / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
+        measured = {k: v for k, v in record.items() if k.startswith("collapse/")}
+        checks = measured or checks  # a check's measurements replace the last check's
         if "eval_accuracy" in record:
             points.append(
                 {
@@ -78,6 +82,7 @@ def curve(out: Path) -> list[dict[str, float]]:
                         "process_cpu_seconds", record.get("cpu_seconds")
                     ),
                     "accuracy": record["eval_accuracy"],
+                    **checks,
                 }
             )
     return points

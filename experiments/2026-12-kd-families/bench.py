@@ -12,7 +12,10 @@ those of plain KD at the same size and seed, in the same invocation.
     python experiments/2026-12-kd-families/bench.py --summary test        # the README table
     python experiments/2026-12-kd-families/bench.py --memory              # CRD at 6,000 / 60,000
 
-Results: one JSON per run in ``results/<eval>/``; ``--summary`` prints the medians.
+Results: one JSON per run in ``results/<eval>/`` (``results/<label>/<eval>/`` with ``--label``);
+``--summary`` prints the medians and writes ``summary-<eval>.json`` beside that folder: each
+method's seeds, median and verdict against the student alone and plain KD (every seed above every
+seed of the other, below, or within the spread).
 """
 
 from __future__ import annotations
@@ -224,8 +227,9 @@ def summary(evaluation: str, label: str = "") -> None:
 
 def spread_verdict(mine: list[float], other: list[float]) -> str:
     """``above`` when every seed of ``mine`` beats every seed of ``other`` (beyond the seed
-    spread), ``below`` when every seed is beaten, ``within`` when the ranges overlap."""
-    if not mine or not other:
+    spread), ``below`` when every seed is beaten, ``within`` when the ranges overlap;
+    ``unmeasured`` with fewer than two seeds on either side (no spread to go beyond)."""
+    if len(mine) < 2 or len(other) < 2:
         return "unmeasured"
     if min(mine) > max(other):
         return "above"
@@ -264,8 +268,12 @@ def write_verdicts(rows: list[dict[str, Any]], evaluation: str, label: str) -> N
                     "failed": seeds - len(mine),
                     "accuracies": mine,
                     "median": statistics.median(mine) if mine else None,
-                    "vs_student": spread_verdict(mine, accuracies("student", fraction)),
-                    "vs_kd": spread_verdict(mine, accuracies("kd", fraction)),
+                    "vs_student": None
+                    if method == "student"
+                    else spread_verdict(mine, accuracies("student", fraction)),
+                    "vs_kd": None
+                    if method == "kd"
+                    else spread_verdict(mine, accuracies("kd", fraction)),
                 }
             )
     folder = results_folder(label, evaluation)

@@ -188,25 +188,30 @@ class SyntheticSource:
         (``None`` before anything was kept, or when it is not finite)."""
         if self.kept_images is None or self.kept_logits is None:
             return None
+        device = next(self.student.parameters()).device  # kept on the CPU (and so resumed)
         with torch.no_grad(), eval_mode(self.student):  # in probe-sized chunks, as sized
             student_logits = torch.cat(
-                [self.student(part) for part in self.kept_images.split(self.probe_size)]
+                [
+                    self.student(part.to(device)).cpu()
+                    for part in self.kept_images.split(self.probe_size)
+                ]
             )
         value = probe_discrepancy(student_logits, self.kept_logits)
         return value if math.isfinite(value) else None
 
     def _keep(self, probe: torch.Tensor, teacher_logits: torch.Tensor) -> None:
         """Keep the first ``keep_per_check`` probe images (the probe is random: any are)."""
-        if self.keep_per_check == 0 or self.keep_size == 0:
+        # At most KEPT_VALUES pixel values (32 MB): 1,024 MNIST images, 55 at 224 × 224 × 3.
+        size = min(self.keep_size, self.KEPT_VALUES // probe[0].numel())
+        if self.keep_per_check == 0 or size == 0:
             return
-        images = probe[: self.keep_per_check].detach()
-        logits = teacher_logits[: self.keep_per_check].detach()
+        # Copies on the CPU: a slice would keep (and checkpoint) the whole probe's storage.
+        images = probe[: self.keep_per_check].detach().cpu().clone()
+        logits = teacher_logits[: self.keep_per_check].detach().float().cpu().clone()
         if self.kept_images is not None and self.kept_logits is not None:
             images = torch.cat([self.kept_images, images])
             logits = torch.cat([self.kept_logits, logits])
-        # At most KEPT_VALUES pixel values (32 MB): 1,024 MNIST images, 55 at 224 × 224 × 3.
-        size = min(self.keep_size, max(len(probe), self.KEPT_VALUES // probe[0].numel()))
-        self.kept_images, self.kept_logits = images[-size:], logits[-size:]
+        self.kept_images, self.kept_logits = images[-size:].clone(), logits[-size:].clone()
 
     KEPT_VALUES = 2**23
 

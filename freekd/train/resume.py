@@ -245,10 +245,12 @@ RESUMABLE_CHANGES = {
     "trainer.log_every",
     "trainer.checkpoint_every",
     "trainer.eval_every",
-    # What collapse checks flag, not what the run computes; checkpoints written before these
-    # two settings existed resume with them too.
+    # What collapse checks flag or measure, not what the run computes; checkpoints written
+    # before these settings existed resume with them too.
     "collapse.discrepancy_factor",
     "collapse.discrepancy_floor",
+    "collapse.keep_per_check",
+    "collapse.keep_size",
     # When a run stops, not what it computes: a run stopped by its budget resumes with more.
     "budget_minutes",
     "budget_cpu_minutes",

@@ -317,7 +317,10 @@ def test_source_state_round_trip_keeps_events_and_counters(teacher: Teacher) -> 
     assert restored.collapse_report() == source.collapse_report()
 
 
-def test_earlier_probes_measure_what_the_student_forgot(teacher: Teacher) -> None:
+def test_earlier_probes_measure_what_the_student_forgot(
+    teacher: Teacher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)  # the generator's initial weights: the same run below, capped
     source = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4, keep_size=12)
     list(source.batches(TrainState()))  # three checks: keeps 4, then 8, then 12
     assert source.kept_images is not None
@@ -335,17 +338,26 @@ def test_earlier_probes_measure_what_the_student_forgot(teacher: Teacher) -> Non
     restored.load_state_dict(state)
     assert restored.kept_images is not None
     assert torch.equal(restored.kept_images, source.kept_images)
+    assert torch.equal(restored.kept_logits, source.kept_logits)
     # A student that forgets its teacher (class 0 whatever it sees) shows on the kept images.
     last = [m for m in source.student.modules() if isinstance(m, torch.nn.Linear)][-1]
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(torch.eye(10)[0] * 20)
-    assert source._earlier_discrepancy() > 10 * max(measured, 0.1)
+    assert source._earlier_discrepancy() > 5 * measured
     # keep_size drops the oldest.
+    torch.manual_seed(0)
     capped = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4, keep_size=10)
     list(capped.batches(TrainState()))
     assert capped.kept_images is not None
-    assert len(capped.kept_images) == 10
+    assert torch.equal(capped.kept_images, source.kept_images[2:])  # the same run, 2 dropped
+    # ... and never more pixel values than KEPT_VALUES (32 MB): two images' worth here.
+    monkeypatch.setattr(SyntheticSource, "KEPT_VALUES", 2 * math.prod(SHAPE))
+    torch.manual_seed(0)
+    tight = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4)
+    list(tight.batches(TrainState()))
+    assert tight.kept_images is not None
+    assert torch.equal(tight.kept_images, source.kept_images[-2:])
     # Nothing kept: nothing measured.
     plain = source_for(make_synthesizer("zskt"), teacher)
     list(plain.batches(TrainState()))

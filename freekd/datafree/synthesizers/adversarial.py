@@ -247,7 +247,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         replayed = round(n * self.replay_fraction) if len(self.memory) else 0
         images = self._fresh(n - replayed)
         if replayed:
-            images = torch.cat([images, self.memory.sample(replayed, self.rng)])
+            # .to: a resumed memory is loaded on the CPU.
+            images = torch.cat([images, self.memory.sample(replayed, self.rng).to(images.device)])
         return self._as_student_input(images)
 
     @torch.no_grad()

@@ -18,6 +18,10 @@ from freekd.errors import FreekdError
 runner = CliRunner()
 # One generator step per student step (dafl's recommended cadence is 5): simple counts.
 EVERY_STEP = ("--set", "synthesize_every=1")
+# Epochs of three steps, student and synthesizer batches of 16.
+THREE_STEPS_OF_16 = (
+    "--batch-size", "16", "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+)  # fmt: skip
 FAST = (
     "--epochs",
     "1",
@@ -206,8 +210,7 @@ def test_a_run_saved_before_a_setting_existed_resumes(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     common = (
-        "--teacher", tiny_teacher_path, "--method", "dafl", "--batch-size", "16",
-        "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+        "--teacher", tiny_teacher_path, "--method", "dafl", *THREE_STEPS_OF_16,
         "--device", "cpu", "--quiet", "--out", tmp_path / "run",
     )  # fmt: skip
     first = invoke("datafree", *common, "--epochs", "1")
@@ -487,8 +490,7 @@ def test_the_forgetting_measurement_changes_nothing_the_run_computes_and_resumes
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     common = (
-        "--teacher", tiny_teacher_path, "--method", "zskt", "--batch-size", "16",
-        "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+        "--teacher", tiny_teacher_path, "--method", "zskt", *THREE_STEPS_OF_16,
         "--set", "trainer.log_every=1", "--set", "trainer.scheduler=constant",
         *EVERY_STEP, *CHECK_EVERY_ROUND, "--device", "cpu", "--quiet",
     )  # fmt: skip

@@ -38,7 +38,10 @@ class MemoryBank:
     def add(self, images: Tensor) -> None:
         """Append (B, C, H, W) images, dropping the oldest beyond ``capacity``."""
         images = images.detach()
-        stored = images if self.images is None else torch.cat([self.images, images])
+        # .to: a resumed memory is loaded on the CPU; it joins the device of what is added.
+        stored = (
+            images if self.images is None else torch.cat([self.images.to(images.device), images])
+        )
         self.images = stored[-self.capacity :]
 
     def clear(self) -> None:

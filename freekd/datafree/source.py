@@ -205,12 +205,12 @@ class SyntheticSource:
         size = min(self.keep_size, self.KEPT_VALUES // probe[0].numel())
         if self.keep_per_check == 0 or size == 0:
             return
-        # Copies on the CPU: a slice would keep (and checkpoint) the whole probe's storage.
-        images = probe[: self.keep_per_check].detach().cpu().clone()
-        logits = teacher_logits[: self.keep_per_check].detach().float().cpu().clone()
+        images = probe[: self.keep_per_check].detach().cpu()
+        logits = teacher_logits[: self.keep_per_check].detach().float().cpu()
         if self.kept_images is not None and self.kept_logits is not None:
             images = torch.cat([self.kept_images, images])
             logits = torch.cat([self.kept_logits, logits])
+        # Copies on the CPU: a slice would keep (and checkpoint) the whole storage it came from.
         self.kept_images, self.kept_logits = images[-size:].clone(), logits[-size:].clone()
 
     KEPT_VALUES = 2**23

@@ -26,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,34 @@ def freekd(*args: str) -> dict[str, Any]:
     """Run ``python -m freekd ARGS``; its peak memory (MB) and CPU seconds from the OS."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "freekd", *args], env=env, cwd=ROOT)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile() as errors:  # its error line goes into the row
+        process = subprocess.Popen(
+            [sys.executable, "-m", "freekd", *args], env=env, cwd=ROOT, stderr=errors
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        text = errors.read().decode(errors="replace")
+    sys.stderr.write(text)
     if process.returncode:
-        raise RunFailedError(f"exit status {process.returncode}")
+        lines = [line for line in text.splitlines() if line.startswith("error:")]
+        reason = f": {lines[-1].removeprefix('error: ')}" if lines else ""
+        raise RunFailedError(f"exit status {process.returncode}{reason}")
     return {
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def failure_reasons(rows: list[dict[str, Any]]) -> str:
+    """What stopped these runs, as their rows recorded it ("loss NaN" for freekd's NaN error;
+    rows written before the error text was kept say only their exit status)."""
+    reasons = []
+    for row in rows:
+        text = str(row.get("failed", "unknown"))
+        reasons.append("loss NaN" if "loss became nan" in text else text)
+    return ", ".join(sorted(set(reasons)))
 
 
 def as_uint8(images: Any) -> np.ndarray:
@@ -203,10 +222,10 @@ def summary(evaluation: str, label: str = "") -> None:
         cells, ratios = [], []
         for fraction in fractions:
             mine = [r for r in rows if r["method"] == method and r["fraction"] == fraction]
-            failed = sum(r["accuracy"] is None for r in mine)
+            failed = [r for r in mine if r["accuracy"] is None]
             mine = [r for r in mine if r["accuracy"] is not None]
             values = sorted(100 * r["accuracy"] for r in mine)
-            note = f"; {failed} stopped: loss NaN" if failed else ""
+            note = f"; {len(failed)} stopped: {failure_reasons(failed)}" if failed else ""
             cells.append(
                 f"{statistics.median(values):.2f} ({' / '.join(f'{v:.2f}' for v in values)}{note})"
                 if values

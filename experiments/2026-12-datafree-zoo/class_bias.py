@@ -75,7 +75,8 @@ def compare(run: str) -> dict[str, Any]:
     kl = (p_teacher * (p_teacher.clamp_min(1e-12).log() - p_student.clamp_min(1e-12).log())).sum(1)
 
     def per_class(top: torch.Tensor) -> list[float]:
-        return rounded(torch.stack([(top[labels == k] == k).float().mean() for k in range(classes)]))
+        hits = [(top[labels == k] == k).float().mean() for k in range(classes)]
+        return rounded(torch.stack(hits))
 
     return {
         "teacher": name,

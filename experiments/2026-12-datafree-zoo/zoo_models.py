@@ -10,6 +10,7 @@ training loop here, by freekd's ``--mean/--std`` at load time):
 * ``ThreeLayerMlp``: [-1, 1] input (mean 0.5, std 0.5), flattened; no convolution at all.
 * ``EluAvgPoolCnn``: raw [0, 1] pixels; ELU and average pooling instead of ReLU and max-pooling.
 * ``WideShallowCnn``: MNIST mean/std; one wide 7x7 convolution and a linear layer.
+* ``ShallowAvgPoolCnn``: MNIST mean/std; one 5x5 convolution, average pooling, a linear layer.
 * ``PixelGroupNormCnn``: raw 0-255 pixel values; GroupNorm (normalization layers, but no
   BatchNorm statistics to invert).
 * ``SelfNormalizingCnn``: [0, 1] input, normalized *inside* ``forward`` with the MNIST mean/std
@@ -122,6 +123,19 @@ class WideShallowCnn(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, width, kernel_size=7, padding=3)
         self.pool = nn.MaxPool2d(4)  # 28 -> 7
+        self.fc = nn.Linear(width * 7 * 7, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+class ShallowAvgPoolCnn(nn.Module):
+    """One 5x5 convolution (64 maps), a 4x4 average pool, and a linear classifier."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, kernel_size=5, padding=2)
+        self.pool = nn.AvgPool2d(4)  # 28 -> 7
         self.fc = nn.Linear(width * 7 * 7, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

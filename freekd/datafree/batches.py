@@ -1,5 +1,4 @@
-"""What synthesized batches are made of: the memory bank, balanced and Dirichlet targets, and
-augmentations.
+"""What synthesized batches are made of: the memory bank, balanced targets and augmentations.
 
 Shared by the synthesizers (``datafree.synthesizers``): the memory-bank ones (``deepinversion``,
 ``fast``, ``cmi``, the adversarial ones with replay) keep their images in a :class:`MemoryBank`.
@@ -9,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from freekd.errors import FreekdError
@@ -71,82 +69,6 @@ def balanced_targets(n: int, num_classes: int, rng: torch.Generator) -> Tensor:
     classes) but balanced, so a small batch never leaves a class out of the memory bank.
     """
     return (torch.arange(n) % num_classes)[torch.randperm(n, generator=rng)]
-
-
-def class_similarity(weights: Tensor) -> Tensor:
-    """The class similarity matrix of Data Impressions, Nayak et al. 2019 (ICML, "Zero-Shot
-    Knowledge Distillation in Deep Networks") §3.1.
-
-    C(i, j) is the cosine between the classifier's weight vectors of classes i and j (the
-    connections from the pre-final layer into the softmax), and every row is then min–max
-    normalized to [0, 1]: a class is most similar to itself (1) and least to the class whose
-    weights point furthest away (0).
-
-    Args:
-        weights: (K, d) classifier weights, one row per class, K ≥ 2.
-
-    Returns:
-        (K, K), rows in [0, 1] with 1 on the diagonal.
-    """
-    if weights.dim() != 2 or weights.shape[0] < 2:
-        raise ValueError(f"class_similarity needs (K ≥ 2, d) weights, got {tuple(weights.shape)}")
-    unit = F.normalize(weights, dim=1)
-    cosine = unit @ unit.T
-    low = cosine.min(dim=1, keepdim=True).values
-    high = cosine.max(dim=1, keepdim=True).values
-    return (cosine - low) / (high - low).clamp_min(1e-12)
-
-
-def dirichlet_targets(
-    classes: Tensor, similarity: Tensor, scales: list[float], rng: torch.Generator
-) -> Tensor:
-    """One softmax vector per class in ``classes``, drawn from Dir(β · C(k, :)) (Nayak et al.
-    2019, ICML, §3.1–3.2, Eq. 1): the concentration of class k's Dirichlet is its row of the
-    class similarity matrix C (``class_similarity``) times a scale β, so a vector puts most of its
-    mass on k and what is left on the classes the teacher finds similar to k. Image i uses
-    ``scales[i % len(scales)]``: the paper draws half of the vectors with β = 1 and half with
-    β = 0.1 (a smaller β gives sparser, more confident vectors).
-
-    Args:
-        classes: (n,) class indices.
-        similarity: (K, K) rows in [0, 1] with 1 on the diagonal.
-        scales: the β values, each positive.
-        rng: the vectors are a function of it (numpy's Dirichlet sampler, seeded from it).
-
-    Returns:
-        (n, K) float32 rows on the simplex, on ``similarity``'s device.
-    """
-    if not scales or min(scales) <= 0:
-        raise ValueError(f"scales must be positive, got {scales}")
-    seed = int(torch.randint(2**62, (1,), generator=rng))
-    sampler = np.random.default_rng(seed)
-    # numpy's Dirichlet needs every concentration above 0; the least similar class has 0.
-    concentration = similarity.detach().double().cpu().numpy().clip(min=1e-6)
-    rows = [
-        sampler.dirichlet(scales[i % len(scales)] * concentration[k])
-        for i, k in enumerate(classes.tolist())
-    ]
-    vectors = (
-        torch.from_numpy(np.stack(rows)).float() if rows else torch.zeros(0, len(concentration))
-    )
-    # Very small concentrations can round a whole draw to zero: fall back to the class itself.
-    bad = ~torch.isfinite(vectors).all(dim=1) | (vectors.sum(dim=1) <= 0)
-    if bad.any():
-        vectors[bad] = F.one_hot(classes[bad].cpu(), len(concentration)).float()
-    return (vectors / vectors.sum(dim=1, keepdim=True)).to(similarity.device)
-
-
-def classifier_weights(model: nn.Module, num_classes: int) -> tuple[str, Tensor] | None:
-    """The name and (K, d) weights of ``model``'s classifier: its last parameter, in registration
-    order, with at least two dimensions and K rows (a ``Linear``'s weight, or a 1×1 convolution's
-    flattened), or None when it has none (Data Impressions then treats all classes as equally
-    similar). Read from the loaded parameters only; nothing is imported or called.
-    """
-    found = None
-    for name, parameter in model.named_parameters():
-        if parameter.dim() >= 2 and parameter.shape[0] == num_classes:
-            found = (name, parameter.detach().flatten(1))
-    return found
 
 
 def jitter_flip(images: Tensor, *, jitter: int, flip: bool, rng: torch.Generator) -> Tensor:

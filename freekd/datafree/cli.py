@@ -43,7 +43,7 @@ def datafree(
             "--method",
             help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
             "without, replaying earlier batches if it has no convolutions either), zskt, "
-            "dafl, dfad, deepinversion, fast, cmi, nayer, impressions, noise.",
+            "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),
     ] = None,
     budget: Annotated[

@@ -173,19 +173,3 @@ def competition(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         teacher_logits: (B, K).
     """
     return 1.0 - jensen_shannon(student_logits, teacher_logits)
-
-
-def soft_cross_entropy(logits: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:
-    """Cross-entropy of soft targets under a softened softmax, averaged over the batch:
-    −(1/B) Σ_b Σ_k y_bk log softmax(z_b / τ)_k (Nayak et al. 2019 §3.2, Eq. 2: a Data
-    Impression is optimized so the teacher's softmax at temperature τ = 20 gives the sampled
-    vector y).
-
-    Args:
-        logits: (B, K).
-        targets: (B, K) probability vectors (rows sum to 1).
-        temperature: τ > 0.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return -(targets * F.log_softmax(logits / temperature, dim=1)).sum(dim=1).mean()

@@ -78,17 +78,3 @@ def test_image_priors() -> None:
     stripes = torch.zeros(1, 1, 4, 4)
     stripes[..., ::2] = 1.0  # alternating columns: every horizontal step changes by 1
     assert total_variation(stripes).item() == pytest.approx(1.0)
-
-
-def test_soft_cross_entropy_by_hand() -> None:
-    from freekd.losses.inversion import soft_cross_entropy
-
-    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
-    targets = torch.tensor([[0.75, 0.25], [1.0, 0.0]])
-    # Temperature 2: softmax([1, 0]) = [e/(e+1), 1/(e+1)]; softmax([0, 0]) = [1/2, 1/2].
-    first = -(0.75 * math.log(math.e / (math.e + 1)) + 0.25 * math.log(1 / (math.e + 1)))
-    second = -math.log(0.5)
-    got = soft_cross_entropy(logits, targets, temperature=2.0)
-    assert got.item() == pytest.approx((first + second) / 2, rel=1e-6)
-    with pytest.raises(ValueError, match="temperature"):
-        soft_cross_entropy(logits, targets, temperature=0.0)

@@ -240,18 +240,6 @@ class GeneratorSynthesizer(BatchSynthesizer):
         restart_optimizer(self.optimizer, lr_scale=lr_scale)
 
 
-class Pixels(nn.Module):
-    """A batch optimized pixel by pixel (``deepinversion``, ``impressions``), held as
-    unconstrained logits: images = sigmoid(logits), so they stay in [0, 1] without clamping."""
-
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        super().__init__()
-        self.logits = nn.Parameter(torch.zeros(shape))
-
-    def forward(self) -> Tensor:
-        return torch.sigmoid(self.logits)
-
-
 # Every entry is a SynthesizerBase subclass (the constructor and class attributes above).
 SYNTHESIZERS: Registry[type[SynthesizerBase]] = Registry("synthesizer")
 

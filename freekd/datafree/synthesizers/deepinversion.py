@@ -13,7 +13,6 @@ from freekd.datafree.bn_hooks import batchnorm_statistics, require_batchnorm
 from freekd.datafree.synthesizers.base import (
     SYNTHESIZERS,
     BatchSynthesizer,
-    Pixels,
     draw_normal_,
     logged,
     optimizer_step,
@@ -30,6 +29,17 @@ from freekd.losses.inversion import (
     total_variation,
 )
 from freekd.teachers import Teacher
+
+
+class _Pixels(nn.Module):
+    """The batch being optimized, as unconstrained logits (images = sigmoid(logits))."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(shape))
+
+    def forward(self) -> Tensor:
+        return torch.sigmoid(self.logits)
 
 
 @SYNTHESIZERS.register("deepinversion")
@@ -104,7 +114,7 @@ class DeepInversion(BatchSynthesizer):
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1:
             raise FreekdError("deepinversion needs iterations ≥ 1 and batch_size ≥ 1")
-        self.pixels = Pixels((self.batch_size, *self.image_shape)).to(self.device)
+        self.pixels = _Pixels((self.batch_size, *self.image_shape)).to(self.device)
         # One optimizer object for the run (its state is reset for every new batch), so that
         # state_dict() can hold it and a resumed run continues with the same settings.
         self.optimizer = torch.optim.Adam(self.pixels.parameters(), lr=self.lr)

@@ -40,8 +40,10 @@ OUT = HERE / "class_bias.json"
 
 
 def zoo_flags(name: str) -> list[str]:
-    teachers = json.loads((HERE / "zoo.json").read_text())["teachers"]
-    return next(t["datafree_flags"] for t in teachers if t["name"] == name)
+    teachers = {t["name"]: t for t in json.loads((HERE / "zoo.json").read_text())["teachers"]}
+    if name not in teachers:
+        raise SystemExit(f"error: no zoo teacher {name!r}; known: {', '.join(teachers)}")
+    return list(teachers[name]["datafree_flags"])
 
 
 def rounded(values: torch.Tensor, digits: int = 4) -> list[float]:
@@ -74,9 +76,10 @@ def compare(run: str) -> dict[str, Any]:
     rank = (p_teacher[differ] > teacher_p_chosen).sum(1)
     kl = (p_teacher * (p_teacher.clamp_min(1e-12).log() - p_student.clamp_min(1e-12).log())).sum(1)
 
-    def per_class(top: torch.Tensor) -> list[float]:
-        hits = [(top[labels == k] == k).float().mean() for k in range(classes)]
-        return rounded(torch.stack(hits))
+    def per_class(top: torch.Tensor) -> list[float | None]:
+        """Accuracy on each true class (None for a class with no images)."""
+        hits = [top[labels == k] == k for k in range(classes)]
+        return [round(float(h.float().mean()), 4) if h.numel() else None for h in hits]
 
     return {
         "teacher": name,

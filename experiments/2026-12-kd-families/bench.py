@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -60,14 +61,19 @@ def freekd(*args: str) -> dict[str, Any]:
         process = subprocess.Popen(
             [sys.executable, "-m", "freekd", *args], env=env, cwd=ROOT, stderr=errors
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        errors.seek(0)
-        text = errors.read().decode(errors="replace")
-    sys.stderr.write(text)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:  # shown even when the bench is interrupted (after the run, not live)
+            errors.seek(0)
+            text = errors.read().decode(errors="replace")
+            sys.stderr.write(text)
+    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
-        lines = [line for line in text.splitlines() if line.startswith("error:")]
-        reason = f": {lines[-1].removeprefix('error: ')}" if lines else ""
+        lines = [line for line in text.splitlines() if line.strip()]
+        errors_named = [line for line in lines if line.startswith("error:")]
+        # freekd's one-line error, else the last line written (a traceback's, a signal's).
+        last = (errors_named or lines or [""])[-1].removeprefix("error: ")
+        reason = f": {last}" if last else ""
         raise RunFailedError(f"exit status {process.returncode}{reason}")
     return {
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
@@ -77,12 +83,15 @@ def freekd(*args: str) -> dict[str, Any]:
 
 
 def failure_reasons(rows: list[dict[str, Any]]) -> str:
-    """What stopped these runs, as their rows recorded it ("loss NaN" for freekd's NaN error;
-    rows written before the error text was kept say only their exit status)."""
+    """What stopped these runs, as their rows recorded it ("loss NaN", "loss inf" for freekd's
+    error on a loss that is not finite; rows written before the error text was kept say only their
+    exit status)."""
     reasons = []
     for row in rows:
         text = str(row.get("failed", "unknown"))
-        reasons.append("loss NaN" if "loss became nan" in text else text)
+        diverged = re.search(r"the loss became (\S+) at step", text)
+        value = diverged.group(1) if diverged else ""
+        reasons.append(f"loss {'NaN' if value == 'nan' else value}" if diverged else text)
     return ", ".join(sorted(set(reasons)))
 
 

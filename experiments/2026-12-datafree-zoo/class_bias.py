@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="TAG/TEACHER-seedK-EVAL under runs/zoo-bench/")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    import sys
-
-    sys.path.insert(0, str(HERE))
+    sys.path.insert(0, str(HERE))  # diagnose.py and zoo_models, as bench_zoo runs them
     result = json.loads(OUT.read_text()) if OUT.exists() else {}
     for run in args.runs:
         result[run] = compare(run)

@@ -88,14 +88,35 @@ def curve(out: Path) -> list[dict[str, float]]:
     return points
 
 
-def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str) -> Path:
-    teacher = zoo()[name]
+def run_folder(name: str, seed: int, *, tag: str, evaluation: str) -> Path:
+    return ROOT / "runs/zoo-bench" / tag / f"{name}-seed{seed}-{evaluation}"
+
+
+def run_args(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str) -> list[str]:
+    """The ``freekd datafree`` arguments of one run: the teacher's own flags and ``extra``."""
     eval_data = str(validation_file()) if evaluation == "validation" else "mnist:test"
-    out = ROOT / "runs/zoo-bench" / tag / f"{name}-seed{seed}-{evaluation}"
-    args = [
-        *teacher["datafree_flags"], *extra, "--eval-data", eval_data, "--seed", str(seed),
+    out = run_folder(name, seed, tag=tag, evaluation=evaluation)
+    return [
+        *zoo()[name]["datafree_flags"], *extra, "--eval-data", eval_data, "--seed", str(seed),
         "--out", str(out), "--overwrite", "--quiet",
     ]  # fmt: skip
+
+
+def row_head(name: str, seed: int, *, tag: str, evaluation: str, command: str) -> dict[str, Any]:
+    """What every row starts with."""
+    return {
+        "teacher": name,
+        "split": zoo()[name]["split"],
+        "seed": seed,
+        "tag": tag,
+        "eval": evaluation,
+        "command": command,
+    }
+
+
+def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str) -> Path:
+    out = run_folder(name, seed, tag=tag, evaluation=evaluation)
+    args = run_args(name, seed, tag=tag, extra=extra, evaluation=evaluation)
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -106,13 +127,9 @@ def run_one(name: str, seed: int, *, tag: str, extra: list[str], evaluation: str
         [sys.executable, "-m", "freekd", "datafree", *args],
         env=env, cwd=ROOT, capture_output=True, text=True,
     )  # fmt: skip
+    command = "freekd datafree " + shlex.join(args)
     row: dict[str, Any] = {
-        "teacher": name,
-        "split": teacher["split"],
-        "seed": seed,
-        "tag": tag,
-        "eval": evaluation,
-        "command": "freekd datafree " + shlex.join(args),
+        **row_head(name, seed, tag=tag, evaluation=evaluation, command=command),
         "exit_status": done.returncode,
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
@@ -162,18 +179,39 @@ def collect(tag: str) -> None:
             continue
         report = json.loads((out / "report.json").read_text())
         row = {
-            "teacher": name,
-            "split": zoo()[name]["split"],
-            "seed": int(seed),
-            "tag": tag,
-            "eval": evaluation,
-            "command": report["command"],
+            **row_head(name, int(seed), tag=tag, evaluation=evaluation, command=report["command"]),
             "exit_status": 0,
             "wall_seconds": report["wall_seconds"],
             "collected": "written from the run folder after the benchmark process was stopped",
             **measured(out),
         }
         print(f"collected {write_row(row)}")
+
+
+def stopped(tag: str, why: str, extra: list[str]) -> None:
+    """Rows for runs of ``tag`` stopped by hand before they finished (no ``report.json``, no
+    row yet): the curve they measured, ``exit_status`` None and ``why`` (``{epochs}`` and
+    ``{last}``, the last accuracy in %, are filled in). ``extra``: the flags the runs were
+    started with, to write their command."""
+    for out in sorted((ROOT / "runs/zoo-bench" / tag).glob("*-seed*-*")):
+        name, _, rest = out.name.rpartition("-seed")
+        seed, evaluation = rest.split("-", 1)
+        done = (RESULTS / tag / f"{out.name}.json").exists() or (out / "report.json").exists()
+        if done or not (out / "metrics.jsonl").exists():
+            continue
+        args = run_args(name, int(seed), tag=tag, extra=extra, evaluation=evaluation)
+        points = curve(out)
+        last = 100 * points[-1]["accuracy"] if points else float("nan")
+        row = {
+            **row_head(
+                name, int(seed), tag=tag, evaluation=evaluation,
+                command="freekd datafree " + shlex.join(args),
+            ),
+            "exit_status": None,
+            "stopped_by_hand": why.format(epochs=len(points), last=last),
+            "curve": points,
+        }  # fmt: skip
+        print(f"stopped {write_row(row)}")
 
 
 def summary(tag: str) -> str:
@@ -223,7 +261,16 @@ def main() -> None:
     parser.add_argument("--summary", nargs="+", help="print the tables of these tags")
     parser.add_argument("--recurve", nargs="+", help="re-read these tags' curves from their runs")
     parser.add_argument("--collect", nargs="+", help="write rows for these tags' finished runs")
+    parser.add_argument(
+        "--stopped",
+        metavar="WHY",
+        help="write rows for --tag's runs stopped by hand before they finished, saying WHY "
+        "({epochs} and {last} are filled in); --extra as the runs were started",
+    )
     args = parser.parse_args()
+    if args.stopped:
+        stopped(args.tag, args.stopped, shlex.split(args.extra))
+        return
     if args.collect:
         for tag in args.collect:
             collect(tag)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-OUTPUTS = ("sigmoid", "batchnorm")
+OUTPUTS = ("sigmoid", "batchnorm", "matched")
 #: Pixel mean and std a generator draws with when the teacher's normalization says nothing usable.
 DEFAULT_PIXEL_STATISTICS = (0.5, 0.5)
 
@@ -55,6 +56,70 @@ def plausible_pixel_statistics(mean: list[float], std: list[float]) -> bool:
     )
 
 
+#: Largest spread (pixel units) of the Gaussian the ``matched`` output clamps: statistics that
+#: would need more are drawn as by ``batchnorm`` (a std at the Bhatia–Davis bound, e.g. the
+#: 0.5 and 0.5 of a teacher that said nothing, needs an infinite one: binary images).
+MATCHED_MAX_SPREAD = 10.0
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _normal_pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+
+
+def clamped_normal_moments(mu: float, sigma: float) -> tuple[float, float]:
+    """Mean and standard deviation of clamp(X, 0, 1) for X ~ N(mu, sigma²), in closed form (the
+    moments of a normal truncated to (0, 1), plus the mass at 1)."""
+    a, b = -mu / sigma, (1.0 - mu) / sigma
+    inside = _normal_cdf(b) - _normal_cdf(a)
+    above = 1.0 - _normal_cdf(b)
+    pdf_a, pdf_b = _normal_pdf(a), _normal_pdf(b)
+    first = mu * inside + sigma * (pdf_a - pdf_b)
+    second = (
+        (mu * mu + sigma * sigma) * inside
+        + 2.0 * mu * sigma * (pdf_a - pdf_b)
+        + sigma * sigma * (a * pdf_a - b * pdf_b)
+    )
+    mean = first + above
+    return mean, math.sqrt(max(second + above - mean * mean, 0.0))
+
+
+def _mu_for_mean(mean: float, sigma: float) -> float:
+    """The mu whose clamp(N(mu, sigma²), 0, 1) has ``mean`` (bisection: the mean grows with mu)."""
+    low, high = -50.0 * (1.0 + sigma), 50.0 * (1.0 + sigma)
+    for _ in range(100):
+        middle = 0.5 * (low + high)
+        low, high = (
+            (middle, high) if clamped_normal_moments(middle, sigma)[0] < mean else (low, middle)
+        )
+    return 0.5 * (low + high)
+
+
+@functools.lru_cache(maxsize=64)  # set_pixel_statistics runs every round
+def matching_normal(mean: float, std: float) -> tuple[float, float] | None:
+    """(mu, sigma) such that clamp(N(mu, sigma²), 0, 1) has this mean and std; None when that
+    needs sigma above ``MATCHED_MAX_SPREAD`` (or the statistics are not those of [0, 1] values).
+
+    At a fixed clamped mean the clamped std grows with sigma, from 0 towards the Bhatia–Davis
+    bound √(mean(1 − mean)), so sigma is found by bisection (on its logarithm), each step
+    solving for mu by bisection too.
+    """
+    if not (0.0 < mean < 1.0 and std > 0.0):
+        return None
+    if clamped_normal_moments(_mu_for_mean(mean, MATCHED_MAX_SPREAD), MATCHED_MAX_SPREAD)[1] < std:
+        return None
+    low, high = math.log(1e-6), math.log(MATCHED_MAX_SPREAD)
+    for _ in range(100):
+        sigma = math.exp(0.5 * (low + high))
+        spread = clamped_normal_moments(_mu_for_mean(mean, sigma), sigma)[1]
+        low, high = (0.5 * (low + high), high) if spread < std else (low, 0.5 * (low + high))
+    sigma = math.exp(0.5 * (low + high))
+    return _mu_for_mean(mean, sigma), sigma
+
+
 class Generator(nn.Module):
     """DCGAN-style generator (Radford et al. 2016, arXiv:1511.06434 §3), as DAFL uses it (§3.4).
 
@@ -71,7 +136,14 @@ class Generator(nn.Module):
             layer (§4.1 and its MNIST generator: a BatchNorm without affine parameters after the
             last convolution): every batch then has, channel by channel, the mean and standard
             deviation of the teacher's input normalization (``set_pixel_statistics``), i.e. of
-            its training data, clamped to [0, 1].
+            its training data, clamped to [0, 1]; or ``matched``, the same layer with the
+            mean and spread before the clamp chosen so that the clamped pixels have the
+            teacher's mean and standard deviation (:func:`matching_normal`, exact for normal
+            values; ``batchnorm``'s clamp shifts them: MNIST's 0.1307 and 0.3081 come out as
+            0.199 and 0.221). A standard deviation close to its largest possible value for the
+            mean (Bhatia–Davis) says the training images are nearly binary, and ``matched``
+            draws them so (MNIST's: 81 % of the pixels at 0 and 8 % at 1; real digits: 81 % and
+            5 %); statistics out of its reach are drawn as by ``batchnorm``.
     """
 
     def __init__(
@@ -115,12 +187,17 @@ class Generator(nn.Module):
         self.register_buffer("pixel_std", torch.full((1, channels, 1, 1), 0.5))
 
     def set_pixel_statistics(self, mean: list[float], std: list[float]) -> None:
-        """Use the teacher's per-channel input mean and std for the ``batchnorm`` output."""
+        """Use the teacher's per-channel input mean and std for the ``batchnorm`` output (for
+        ``matched``, the normal's that gives them after the clamp, per channel)."""
         channels = self.image_shape[0]
         # One value per channel, or one value for all of them.
         shape = (1, channels, 1, 1)
-        means = torch.tensor(mean if len(mean) == channels else mean[:1] * channels)
-        stds = torch.tensor(std if len(std) == channels else std[:1] * channels)
+        mean = mean if len(mean) == channels else mean[:1] * channels
+        std = std if len(std) == channels else std[:1] * channels
+        if self.output == "matched":
+            matched = [matching_normal(m, s) or (m, s) for m, s in zip(mean, std, strict=True)]
+            mean, std = [m for m, _ in matched], [s for _, s in matched]
+        means, stds = torch.tensor(mean), torch.tensor(std)
         with torch.no_grad():
             self.get_buffer("pixel_mean").copy_(means.view(shape))
             self.get_buffer("pixel_std").copy_(stds.view(shape))

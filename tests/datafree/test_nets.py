@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from freekd.config import TeacherSourceConfig
 from freekd.datafree import nets
@@ -85,3 +88,52 @@ def test_a_change_of_units_is_not_drawn_as_pixel_statistics(
     with caplog.at_level("WARNING"):
         assert teacher_pixel_statistics(RawPixelTeacher()) == ([0.5], [0.5])
     assert "change of units" in caplog.text
+
+
+def test_clamped_normal_moments_agree_with_sampling() -> None:
+    """The closed form against a million draws, for a clamp that cuts both ends."""
+    torch.manual_seed(0)
+    for mu, sigma in [(-1.6, 1.9), (0.5, 0.3), (0.9, 0.7)]:
+        draws = (mu + sigma * torch.randn(1_000_000, dtype=torch.float64)).clamp(0, 1)
+        mean, std = nets.clamped_normal_moments(mu, sigma)
+        assert mean == pytest.approx(float(draws.mean()), abs=2e-3)
+        assert std == pytest.approx(float(draws.std()), abs=2e-3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mean=st.floats(0.02, 0.98),
+    share=st.floats(0.02, 0.97),  # the std as a share of its largest value for the mean
+)
+def test_matching_normal_gives_the_asked_moments_after_the_clamp(mean: float, share: float) -> None:
+    std = share * math.sqrt(mean * (1 - mean))
+    matched = nets.matching_normal(mean, std)
+    if matched is None:  # only near the bound, where a spread above the cap would be needed
+        assert share > 0.9
+        return
+    got_mean, got_std = nets.clamped_normal_moments(*matched)
+    assert got_mean == pytest.approx(mean, abs=1e-6)
+    assert got_std == pytest.approx(std, abs=1e-6)
+
+
+def test_matched_output_draws_the_teachers_statistics_after_the_clamp() -> None:
+    """MNIST's mean and std: ``batchnorm``'s clamp moves them (0.199, 0.221), ``matched`` keeps
+    them, with most pixels at 0 as in real digits; 0.5 and 0.5 (no statistics, or [-1, 1]) is
+    out of its reach and drawn as by ``batchnorm``."""
+    torch.manual_seed(0)
+    codes = torch.randn(512, 100)
+    drawn = {}
+    for output in ("batchnorm", "matched"):
+        torch.manual_seed(1)
+        generator = Generator(image_shape=(1, 28, 28), width=16, output=output)
+        generator.set_pixel_statistics([0.1307], [0.3081])
+        with torch.no_grad():
+            drawn[output] = generator(codes)
+    assert float(drawn["batchnorm"].mean()) == pytest.approx(0.199, abs=0.01)
+    assert float(drawn["matched"].mean()) == pytest.approx(0.1307, abs=0.01)
+    assert float(drawn["matched"].std()) == pytest.approx(0.3081, abs=0.015)
+    assert float((drawn["matched"] == 0).float().mean()) > 0.75
+    fallback = Generator(image_shape=(1, 8, 8), width=8, output="matched")
+    fallback.set_pixel_statistics([0.5], [0.5])
+    assert fallback.pixel_mean.flatten().tolist() == [0.5]
+    assert fallback.pixel_std.flatten().tolist() == [0.5]

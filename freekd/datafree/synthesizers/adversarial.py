@@ -64,6 +64,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         generator_steps: generator updates per ``synthesize`` call.
         generator_width: channels of the generator's first feature map (``nets.Generator``); its
             last convolution at full resolution dominates the cost of every step on a CPU.
+        generator_output: the generator's output layer (``nets.Generator``): ``batchnorm``,
+            DAFL's (images with the teacher's input mean and std before the clamp to [0, 1]),
+            ``matched`` (the same mean and std after the clamp: for MNIST's statistics, mostly
+            black images with white strokes, as real digits) or ``sigmoid``.
         replay_fraction: share of every student batch drawn from a memory of earlier generator
             batches instead of the current generator (0: none, as in both papers). Replaying
             past synthetic samples counters the student forgetting what earlier generators

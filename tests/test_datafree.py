@@ -325,14 +325,15 @@ def test_auto_resumes_a_run_with_the_parameters_it_saved(tmp_path: Path) -> None
     assert report["method"]["params"]["replay_fraction"] == 0.0
 
 
-def test_auto_method_picks_cmi_for_a_batchnorm_teacher_and_saves_the_choice(
+def test_auto_method_picks_nayer_for_a_batchnorm_teacher_and_saves_the_choice(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    result = invoke("datafree", "--teacher", tiny_teacher_path, *FAST, "--out", out)
+    short = ("--set", "synthesizer.params.warmup_batches=1")  # the user's params reach nayer
+    result = invoke("datafree", "--teacher", tiny_teacher_path, *FAST, *short, "--out", out)
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "report.json").read_text())["method"]["name"] == "cmi"
-    assert "name: cmi" in (out / "config.yaml").read_text()
+    assert json.loads((out / "report.json").read_text())["method"]["name"] == "nayer"
+    assert "name: nayer" in (out / "config.yaml").read_text()
 
 
 @pytest.mark.parametrize(

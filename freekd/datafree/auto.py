@@ -14,14 +14,17 @@ AUTO_SYNTHESIZER = "auto"
 
 
 def default_synthesizer(teacher: Teacher) -> str:
-    """``cmi`` for a teacher with BatchNorm, ``zskt`` for one without.
+    """``nayer`` for a teacher with BatchNorm, ``zskt`` for one without.
 
-    On the 15-CPU-minute benchmark, cmi (which inverts BatchNorm statistics) led on the
-    Fashion-MNIST ResNet-8 teacher (58.06 % against fast 45.48 % and zskt 37.82 %, seed 0), and
     zskt led on the BatchNorm-free MNIST LeNet-5 (median 97.82 % with its smoothness prior),
-    where cmi, fast and deepinversion cannot run.
+    where cmi, fast, deepinversion and nayer cannot run. For a BatchNorm teacher NAYER (Tran et
+    al. 2024) replaced cmi in session 26, chosen on the zoo's two BatchNorm tuning teachers over
+    the whole 4,000-step plan (validation, seed 0; experiments/2026-12-datafree-zoo): resnet8
+    88.22 % against cmi's 72.24 %, batchnorm-cnn 66.64 % against 36.40 %. On the Fashion-MNIST
+    ResNet-8 of the budget curve cmi stays ahead (62.24 % against 54.26 % at the end of the
+    plan, experiments/2026-12-datafree-budget-curve): ``--method cmi`` by name.
     """
-    return "cmi" if teacher.has_batchnorm else "zskt"
+    return "nayer" if teacher.has_batchnorm else "zskt"
 
 
 #: Share of every student batch ``--method auto`` replays from earlier generator batches when it
@@ -32,7 +35,7 @@ AUTO_REPLAY_FRACTION = 0.5
 def auto_synthesizer_params(name: str, teacher: Teacher, params: dict[str, Any]) -> dict[str, Any]:
     """The parameters ``--method auto`` gives the synthesizer it chose: ``params`` (the user's
     ``--set synthesizer.params.X``, which always win) plus, for zskt on a teacher without
-    convolutions (an MLP; ``Teacher.has_convolution``; a teacher with BatchNorm gets cmi and no
+    convolutions (an MLP; ``Teacher.has_convolution``; a teacher with BatchNorm gets nayer and no
     replay), ``replay_fraction`` 0.5: half of every student batch replayed from a memory of
     earlier generator batches (Binici et al. 2022, WACV, §3). ``--method zskt`` given by name
     keeps zskt's own default (no replay).

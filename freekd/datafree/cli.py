@@ -41,7 +41,7 @@ def datafree(
         str | None,
         typer.Option(
             "--method",
-            help="Data-free synthesizer: auto (default: cmi for a teacher with BatchNorm, zskt "
+            help="Data-free synthesizer: auto (default: nayer for a teacher with BatchNorm, zskt "
             "without, replaying earlier batches if it has no convolutions either), zskt, "
             "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),

@@ -80,7 +80,7 @@ class DataFreeConfig:
             a general student smaller than the teacher (``models.students``).
         student_kwargs: keyword arguments for the student architecture.
         synthesizer: the data-free method (``--method``) by registry name, with its parameters;
-            ``auto`` (the default) picks ``cmi`` for a teacher with BatchNorm and ``zskt`` for
+            ``auto`` (the default) picks ``nayer`` for a teacher with BatchNorm and ``zskt`` for
             one without (``auto.default_synthesizer``), zskt with ``replay_fraction`` 0.5 for a
             teacher without BatchNorm and without convolutions (``auto.auto_synthesizer_params``),
             and the saved config names both.

@@ -160,7 +160,7 @@ def _limit_address_space() -> None:
 @pytest.mark.slow
 def test_an_imagenet_size_teacher_runs_under_a_memory_limit(tmp_path: Path) -> None:
     """A 224×224, 1,000-class torchvision teacher with BatchNorm (random weights), the default
-    method (cmi) and batch (256), under a 10 GB address-space limit (`ulimit -v`) and a 1.5 GB
+    method (nayer) and batch (256), under a 10 GB address-space limit (`ulimit -v`) and a 1.5 GB
     budget (which keeps the test short): the batches shrink to fit before the first step, and
     the run writes samples.png."""
     torch.manual_seed(0)
@@ -173,7 +173,8 @@ def test_an_imagenet_size_teacher_runs_under_a_memory_limit(tmp_path: Path) -> N
         sys.executable, "-m", "freekd", "datafree", "--teacher", str(tmp_path / "teacher.pt"),
         "--arch", "torchvision:mobilenet_v3_small", "--input-shape", "3,224,224",
         "--student", "torchvision:mobilenet_v3_small", "--epochs", "1",
-        "--set", "steps_per_epoch=2", "--set", "synthesizer.params.iterations=1",
+        "--set", "steps_per_epoch=2", "--set", "synthesizer.params.generator_steps=1",
+        "--set", "synthesizer.params.warmup_batches=1",
         "--set", "memory_gb=1.5",
         "--out", str(out), "-q",
     ]  # fmt: skip
@@ -182,7 +183,7 @@ def test_an_imagenet_size_teacher_runs_under_a_memory_limit(tmp_path: Path) -> N
     )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["synthesizer"]["name"] == "cmi"
+    assert saved["synthesizer"]["name"] == "nayer"
     batch = saved["synthesizer"]["params"]["batch_size"]
     assert 2 <= batch < 256
     assert 2 <= saved["trainer"]["batch_size"] < 256

@@ -8,8 +8,8 @@ from typing import Any
 
 from freekd.teachers import Teacher
 
-#: ``--method auto`` (the default): the synthesizer the data-free benchmark found best for the
-#: teacher at hand (``experiments/datafree/README.md``).
+#: ``--method auto`` (the default): the synthesizer the data-free benchmarks found best for the
+#: teacher at hand (``experiments/datafree/README.md``, ``experiments/2026-12-datafree-zoo``).
 AUTO_SYNTHESIZER = "auto"
 
 

@@ -181,8 +181,9 @@ class Generator(nn.Module):
         # DAFL's output layer: per-channel BatchNorm without affine parameters, i.e. images whose
         # batch statistics are those of the teacher's (normalized) training data.
         self.output_norm = nn.BatchNorm2d(channels, affine=False)
-        # The teacher's input normalization (pixel = mean + std · normalized); set_pixel_statistics
-        # fills it from the teacher. Persistent, so a resumed generator maps pixels the same way.
+        # The teacher's input normalization (pixel = mean + std · normalized; for ``matched``, the
+        # normal's mean and spread before the clamp); set_pixel_statistics fills it from the
+        # teacher. Persistent, so a resumed generator maps pixels the same way.
         self.register_buffer("pixel_mean", torch.full((1, channels, 1, 1), 0.5))
         self.register_buffer("pixel_std", torch.full((1, channels, 1, 1), 0.5))
 

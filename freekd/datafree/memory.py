@@ -340,3 +340,27 @@ def fit_to_memory(
         trainer=dataclasses.replace(config.trainer, batch_size=plan.student_batch),
         collapse=dataclasses.replace(config.collapse, probe_size=probe),
     )
+
+
+def warmup_within_budget(config: DataFreeConfig, resolved: dict[str, Any]) -> DataFreeConfig:
+    """With an image budget (``--budget 64``), no more warm-up batches (nayer's
+    ``warmup_batches``) than the budget pays for at the batch that fits (``fit_to_memory``):
+    the first round would otherwise synthesize them all before the budget is checked (10
+    batches of 16 for a 64-image budget). ``resolved``: the synthesizer's parameters with its
+    defaults. A ``warmup_batches`` of the user's own is kept; the saved config says which ran."""
+    params = config.synthesizer.params
+    if config.budget_images is None or "warmup_batches" in params:
+        return config
+    if "warmup_batches" not in resolved:
+        return config
+    batch = int(params.get("batch_size", resolved["batch_size"]))
+    affordable = max(1, math.ceil(config.budget_images / batch))
+    if int(resolved["warmup_batches"]) <= affordable:
+        return config
+    logger.info("warm-up: %d batches fit the image budget of %d", affordable, config.budget_images)
+    return dataclasses.replace(
+        config,
+        synthesizer=dataclasses.replace(
+            config.synthesizer, params={**params, "warmup_batches": affordable}
+        ),
+    )

@@ -18,7 +18,7 @@ from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
 from freekd.datafree.auto import AUTO_SYNTHESIZER, auto_synthesizer_params, default_synthesizer
 from freekd.datafree.config import AUTO_METHOD, DataFreeConfig
-from freekd.datafree.memory import fit_to_memory
+from freekd.datafree.memory import fit_to_memory, warmup_within_budget
 from freekd.datafree.nets import teacher_pixel_statistics
 from freekd.datafree.source import SyntheticSource, synthetic_source
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
@@ -317,6 +317,7 @@ def _fit_memory(
     if plan.synthesizer_class is not None and not options.resume:
         params = resolved_params(plan.synthesizer_class, dict(config.synthesizer.params))
         config = fit_to_memory(config, plan.synthesizer_class, params, teacher, student, device)
+        config = warmup_within_budget(config, params)
     elif plan.synthesizer_class is not None:
         config = _sizes_of_the_resumed_run(config, options.out_dir / "config.yaml")
     return dataclasses.replace(plan, config=config), config

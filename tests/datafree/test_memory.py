@@ -152,6 +152,29 @@ def test_an_image_budget_caps_the_synthesis_batch(tiny_teacher_path: Path, tmp_p
     assert report["synthesized_images"] == 12
 
 
+@pytest.mark.parametrize(
+    ("given", "warmup", "synthesized"), [((), 3, 12), (("warmup_batches=5",), 5, 20)]
+)
+def test_an_image_budget_caps_nayers_warm_up(
+    tiny_teacher_path: Path, tmp_path: Path, given: tuple[str, ...], warmup: int, synthesized: int
+) -> None:
+    """nayer's first round is its warm-up (10 batches): a 12-image budget at batches of 4 pays
+    for 3 of them, not 40 images; a warm-up the user set is kept."""
+    out = tmp_path / "run"
+    sets = [arg for value in given for arg in ("--set", f"synthesizer.params.{value}")]
+    result = CliRunner().invoke(
+        app,
+        ["datafree", "--teacher", str(tiny_teacher_path), "--out", str(out), "-q",
+         "--method", "nayer", "--batch-size", "4", "--budget", "12",
+         "--set", "synthesizer.params.generator_steps=1", *sets],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["synthesizer"]["params"]["warmup_batches"] == warmup
+    report = yaml.safe_load((out / "report.json").read_text())
+    assert report["synthesized_images"] == synthesized
+
+
 def _limit_address_space() -> None:
     limit = 10 * 1024**3
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

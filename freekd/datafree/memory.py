@@ -349,9 +349,11 @@ def warmup_within_budget(config: DataFreeConfig, resolved: dict[str, Any]) -> Da
     batches of 16 for a 64-image budget). ``resolved``: the synthesizer's parameters with its
     defaults. A ``warmup_batches`` of the user's own is kept; the saved config says which ran."""
     params = config.synthesizer.params
-    if config.budget_images is None or "warmup_batches" in params:
-        return config
-    if "warmup_batches" not in resolved:
+    if (
+        config.budget_images is None
+        or "warmup_batches" in params
+        or "warmup_batches" not in resolved
+    ):
         return config
     batch = int(params.get("batch_size", resolved["batch_size"]))
     affordable = max(1, math.ceil(config.budget_images / batch))

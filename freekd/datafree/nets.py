@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -62,21 +63,17 @@ def plausible_pixel_statistics(mean: list[float], std: list[float]) -> bool:
 MATCHED_MAX_SPREAD = 10.0
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _normal_pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+#: The standard normal's CDF and density (the standard library's).
+_STANDARD_NORMAL = statistics.NormalDist()
 
 
 def clamped_normal_moments(mu: float, sigma: float) -> tuple[float, float]:
     """Mean and standard deviation of clamp(X, 0, 1) for X ~ N(mu, sigma²), in closed form (the
     moments of a normal truncated to (0, 1), plus the mass at 1)."""
     a, b = -mu / sigma, (1.0 - mu) / sigma
-    inside = _normal_cdf(b) - _normal_cdf(a)
-    above = 1.0 - _normal_cdf(b)
-    pdf_a, pdf_b = _normal_pdf(a), _normal_pdf(b)
+    inside = _STANDARD_NORMAL.cdf(b) - _STANDARD_NORMAL.cdf(a)
+    above = 1.0 - _STANDARD_NORMAL.cdf(b)
+    pdf_a, pdf_b = _STANDARD_NORMAL.pdf(a), _STANDARD_NORMAL.pdf(b)
     first = mu * inside + sigma * (pdf_a - pdf_b)
     second = (
         (mu * mu + sigma * sigma) * inside

@@ -352,7 +352,9 @@ def teacher_report(teacher: Teacher, accuracy: float | None, path: str) -> dict[
         "arch": teacher.metadata.get("arch"),
         "parameters": sum(p.numel() for p in teacher.parameters()),
         "has_batchnorm": teacher.has_batchnorm,
-        "has_convolution": teacher.has_convolution,  # what ``datafree --method auto`` reads
+        # What ``datafree --method auto`` reads.
+        "has_convolution": teacher.has_convolution,
+        "convolution_layers": teacher.convolution_layers,
         # Which weights these are, whatever the file: data-free PATE checks its teacher by it.
         "weights_sha256": weights_checksum(teacher.state_dict()),
     }

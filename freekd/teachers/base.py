@@ -51,15 +51,20 @@ class Teacher(nn.Module):
         return self.model(images)  # type: ignore[no-any-return]
 
     @property
-    def has_convolution(self) -> bool:
-        """Whether any convolution (1-, 2- or 3-d, transposed too) is inside: a teacher without
-        one (an MLP) has no locality or translation prior the student's convolutions share."""
-        return any(
+    def convolution_layers(self) -> int:
+        """How many convolutions (1-, 2- or 3-d, transposed too) are inside."""
+        return sum(
             isinstance(m, nn.modules.conv._ConvNd)
             # TorchScript modules keep only the original class name.
             or getattr(m, "original_name", "").startswith(("Conv", "LazyConv"))
             for m in self.modules()
         )
+
+    @property
+    def has_convolution(self) -> bool:
+        """Whether any convolution is inside: a teacher without one (an MLP) has no locality or
+        translation prior the student's convolutions share."""
+        return self.convolution_layers > 0
 
     @property
     def has_batchnorm(self) -> bool:

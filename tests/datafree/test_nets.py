@@ -137,3 +137,22 @@ def test_matched_output_draws_the_teachers_statistics_after_the_clamp() -> None:
     fallback.set_pixel_statistics([0.5], [0.5])
     assert fallback.pixel_mean.flatten().tolist() == [0.5]
     assert fallback.pixel_std.flatten().tolist() == [0.5]
+
+
+def test_straight_through_output_draws_the_same_images_and_passes_gradient_at_the_clamp() -> None:
+    """``matched-st`` forwards ``matched``'s images; backward, a pixel clamped at 0 or 1 still
+    passes its gradient to the generator (``matched``'s clamp stops it)."""
+    codes = torch.randn(32, 100, generator=torch.Generator().manual_seed(0))
+    drawn, grads = {}, {}
+    for output in ("matched", "matched-st"):
+        torch.manual_seed(1)
+        generator = Generator(image_shape=(1, 28, 28), width=16, output=output)
+        generator.set_pixel_statistics([0.1307], [0.3081])
+        images = generator(codes)
+        saturated = (images == 0) | (images == 1)
+        # A loss that only saturated pixels feel: what gradient reaches the last convolution.
+        (images * saturated * torch.randn_like(images)).sum().backward()
+        drawn[output], grads[output] = images.detach(), generator.head.weight.grad
+    assert torch.equal(drawn["matched"], drawn["matched-st"])
+    assert float(grads["matched"].abs().sum()) == 0.0
+    assert float(grads["matched-st"].abs().sum()) > 0.0

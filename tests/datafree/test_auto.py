@@ -1,0 +1,49 @@
+"""``--method auto``'s parameters follow what the teacher is made of (``datafree.auto``)."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from freekd.datafree.auto import auto_synthesizer_params, default_synthesizer
+from freekd.teachers import Teacher
+
+
+def teacher_of(*layers: nn.Module) -> Teacher:
+    return Teacher(
+        nn.Sequential(*layers), num_classes=10, input_shape=(1, 8, 8), description="test"
+    )
+
+
+MLP = teacher_of(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+ONE_CONV = teacher_of(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 10))
+TWO_CONV = teacher_of(
+    nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 16, 10)
+)
+WITH_BATCHNORM = teacher_of(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+
+
+@pytest.mark.parametrize(
+    ("teacher", "convolutions", "expected"),
+    [
+        (MLP, 0, {"replay_fraction": 0.5, "generator_output": "matched"}),
+        (ONE_CONV, 1, {"generator_output": "matched"}),
+        (TWO_CONV, 2, {}),
+    ],
+)
+def test_zskt_gets_replay_without_convolutions_and_matched_pixels_up_to_one(
+    teacher: Teacher, convolutions: int, expected: dict[str, object]
+) -> None:
+    assert teacher.convolution_layers == convolutions
+    assert default_synthesizer(teacher) == "zskt"
+    assert auto_synthesizer_params("zskt", teacher, {}) == expected
+
+
+def test_the_users_parameters_win_and_other_synthesizers_are_left_alone() -> None:
+    mine = {"replay_fraction": 0.0, "generator_output": "batchnorm", "lr": 0.1}
+    assert auto_synthesizer_params("zskt", MLP, mine) == mine
+    assert auto_synthesizer_params("nayer", MLP, {}) == {}
+    given: dict[str, object] = {}
+    auto_synthesizer_params("zskt", MLP, given)
+    assert given == {}  # the config's own dict is not changed
+    assert default_synthesizer(WITH_BATCHNORM) == "nayer"

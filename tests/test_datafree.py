@@ -324,6 +324,7 @@ def test_auto_resumes_a_run_with_the_parameters_it_saved(tmp_path: Path) -> None
     assert second.exit_code == 0, second.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["method"]["params"]["replay_fraction"] == 0.0
+    assert report["method"]["params"]["generator_output"] == "batchnorm"
 
 
 def test_auto_method_picks_nayer_for_a_batchnorm_teacher_and_saves_the_choice(

@@ -142,8 +142,8 @@ class Generator(nn.Module):
             draws them so (MNIST's: 81 % of the pixels at 0 and 8 % at 1; real digits: 81 % and
             5 %); statistics out of its reach are drawn as by ``batchnorm``. ``matched-st``
             draws the same images through a straight-through clamp, so saturated pixels pass
-            their gradient back (it lowered a tuning teacher by 3 to 4 points: session 27,
-            experiments/2026-12-datafree-zoo).
+            their gradient back (tried on a tuning teacher and stopped 3 points below ``matched``:
+            session 27, experiments/2026-12-datafree-zoo).
     """
 
     def __init__(
@@ -214,7 +214,8 @@ class Generator(nn.Module):
         logits = self.head(features)
         if self.output == "sigmoid":
             return torch.sigmoid(logits)
-        # Normalized images → pixels, clamped to [0, 1] (gradients stop at saturated pixels).
+        # Normalized images → pixels, clamped to [0, 1] (gradients stop at saturated pixels,
+        # except through matched-st's straight-through clamp).
         pixel_mean, pixel_std = self.get_buffer("pixel_mean"), self.get_buffer("pixel_std")
         pixels = pixel_mean + pixel_std * self.output_norm(logits)
         if self.output == "matched-st":

@@ -6,6 +6,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+#: torch's convolution classes, by the name a TorchScript module keeps of its class.
+_CONVOLUTION_NAMES = frozenset(nn.modules.conv.__all__)
+
 
 class Teacher(nn.Module):
     """A frozen classifier over [0, 1] images (STYLE.md rule 6).
@@ -52,11 +55,13 @@ class Teacher(nn.Module):
 
     @property
     def convolution_layers(self) -> int:
-        """How many convolutions (1-, 2- or 3-d, transposed too) are inside."""
+        """How many convolution modules (1-, 2- or 3-d, transposed too) are inside; one called
+        twice counts once, and ``F.conv2d`` called in ``forward`` is not seen."""
         return sum(
             isinstance(m, nn.modules.conv._ConvNd)
-            # TorchScript modules keep only the original class name.
-            or getattr(m, "original_name", "").startswith(("Conv", "LazyConv"))
+            # TorchScript modules keep only the original class name (exactly torch's: a user's
+            # ``ConvBlock`` or ``ConvNet`` is not a convolution).
+            or getattr(m, "original_name", "") in _CONVOLUTION_NAMES
             for m in self.modules()
         )
 

@@ -149,9 +149,9 @@ def test_torchscript_teacher_predicts_like_the_original(
 
 @pytest.mark.parametrize("export", ["eager", "scripted"])
 def test_a_network_without_convolutions_is_told_apart(tmp_path: Path, export: str) -> None:
-    from tests.teachers.user_net import FlatNet, UserNet
+    from tests.teachers.user_net import ConvNet, FlatNet, UserNet
 
-    for net, convolutional in ((FlatNet(num_classes=10), False), (UserNet(10), True)):
+    for net, convolutions in ((FlatNet(num_classes=10), 0), (UserNet(10), 1), (ConvNet(10), 1)):
         path = tmp_path / f"{type(net).__name__}.pt"
         if export == "scripted":
             torch.jit.script(net).save(str(path))
@@ -160,7 +160,8 @@ def test_a_network_without_convolutions_is_told_apart(tmp_path: Path, export: st
             torch.save(net.state_dict(), path)
             arch = f"tests.teachers.user_net:{type(net).__name__}"
             teacher = load(path, arch=arch, input_shape=SHAPE, num_classes=10)
-        assert teacher.has_convolution is convolutional, type(net).__name__
+        assert teacher.convolution_layers == convolutions, type(net).__name__
+        assert teacher.has_convolution is (convolutions > 0)
         assert not teacher.has_batchnorm
 
 

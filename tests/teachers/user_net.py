@@ -30,3 +30,15 @@ class FlatNet(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.fc(images.flatten(1))
+
+
+class ConvNet(nn.Module):
+    """``UserNet`` under a class name that starts like a convolution's (TorchScript keeps only
+    class names: it must still count one convolution, not two)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.body = UserNet(num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.body(images)  # type: ignore[no-any-return]

@@ -270,7 +270,7 @@ def test_unseen_batchnorm_free_user_class_from_a_plain_state_dict(tmp_path: Path
     chosen = json.loads((tmp_path / "auto" / "report.json").read_text())["method"]
     assert chosen["name"] == "zskt"
     assert chosen["params"]["replay_fraction"] == 0.0  # a CNN teacher: no replay
-    assert chosen["params"]["generator_output"] == "matched"  # one convolution
+    assert chosen["params"]["generator_output"] == "batchnorm"  # DAFL's output layer
 
 
 @pytest.mark.parametrize(

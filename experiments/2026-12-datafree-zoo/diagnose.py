@@ -2,14 +2,21 @@
 
 For every built teacher: the spread of its logits and its confidence on the real validation
 images (``runs/zoo/mnist-validation.npz``, never the test set), on uniform noise, and on the
-images of a freshly initialized zskt generator; and the class balance of its labels on those
-generator images. Written to ``diagnose.json``.
+images of a freshly initialized zskt generator (as built, then with the teacher's pixel
+statistics through DAFL's ``batchnorm`` output and through the ``matched`` one); the class
+balance of its labels on those generator images; and its accuracy on the validation images
+binarized at 0.5 (how much a teacher relies on grey levels that near-binary synthetic images
+lack; session 27). Written to ``--out``: ``diagnose.json`` holds
+the session-14 measurements of the teachers built then (before the binarized and teacher-
+statistics figures), ``diagnose-session27.json`` those of the current builds.
 
-    cd experiments/2026-12-datafree-zoo && PYTHONPATH=../..:. python diagnose.py
+    cd experiments/2026-12-datafree-zoo && PYTHONPATH=../..:. python diagnose.py \
+        --out diagnose-session27.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -20,6 +27,8 @@ import torch
 from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
 from freekd.datafree.synthesizers import SYNTHESIZERS
+from freekd.datafree.synthesizers.base import teacher_pixel_statistics
+from freekd.io import atomic_write_json
 from freekd.teachers import Teacher, load_teacher
 
 HERE = Path(__file__).parent
@@ -59,23 +68,40 @@ def describe(logits: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def measure(teacher: Teacher, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    generator_rng = torch.Generator().manual_seed(0)
-    synth = SYNTHESIZERS.get("zskt")(
-        image_shape=teacher.input_shape, num_classes=teacher.num_classes, rng=generator_rng,
-        device=torch.device("cpu"),
-    )  # fmt: skip
-    fresh = synth.sample(512)
+    fresh = {}
+    # "untouched": the generator as built (pixel statistics 0.5 and 0.5, the figures of session
+    # 14); the other two with the teacher's statistics, as a run draws them.
+    for key, output in (
+        ("untouched", "batchnorm"),
+        ("batchnorm", "batchnorm"),
+        ("matched", "matched"),
+    ):
+        synth = SYNTHESIZERS.get("zskt")(
+            image_shape=teacher.input_shape, num_classes=teacher.num_classes,
+            rng=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+            generator_output=output,
+        )  # fmt: skip
+        if key != "untouched":
+            synth.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+        fresh[key] = synth.sample(512)
     noise = torch.rand((512, *teacher.input_shape), generator=torch.Generator().manual_seed(1))
     real = teacher(images)
+    binarized = teacher((images > 0.5).float())
     return {
         "validation_accuracy": round((real.argmax(1) == labels).float().mean().item(), 4),
+        "binarized_accuracy": round((binarized.argmax(1) == labels).float().mean().item(), 4),
         "real": describe(real),
         "uniform_noise": describe(teacher(noise)),
-        "fresh_generator": describe(teacher(fresh)),
+        "fresh_generator": describe(teacher(fresh["untouched"])),
+        "fresh_generator_teacher_statistics": describe(teacher(fresh["batchnorm"])),
+        "fresh_generator_matched": describe(teacher(fresh["matched"])),
     }
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="diagnose.json", help="file name, next to this script")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     data = load_dataset(str(ROOT / "runs/zoo/mnist-validation.npz"))
     images = data.images.float() / 255
@@ -86,7 +112,7 @@ def main() -> None:
         teacher = teacher_of(entry["datafree_flags"])
         result[entry["name"]] = {"split": entry["split"], **measure(teacher, images, data.labels)}
         print(entry["name"], json.dumps(result[entry["name"]]), flush=True)
-    (HERE / "diagnose.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(HERE / Path(args.out).name, result)
 
 
 if __name__ == "__main__":

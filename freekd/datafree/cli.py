@@ -42,8 +42,7 @@ def datafree(
         typer.Option(
             "--method",
             help="Data-free synthesizer: auto (default: nayer for a teacher with BatchNorm, zskt "
-            "without, replaying earlier batches if it has no convolutions either and keeping "
-            "the teacher's pixel statistics (matched output) if it has at most one), zskt, "
+            "without, replaying earlier batches if it has no convolutions either), zskt, "
             "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),
     ] = None,

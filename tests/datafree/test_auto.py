@@ -26,12 +26,12 @@ WITH_BATCHNORM = teacher_of(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
 @pytest.mark.parametrize(
     ("teacher", "convolutions", "expected"),
     [
-        (MLP, 0, {"replay_fraction": 0.5, "generator_output": "matched"}),
-        (ONE_CONV, 1, {"generator_output": "matched"}),
+        (MLP, 0, {"replay_fraction": 0.5}),
+        (ONE_CONV, 1, {}),
         (TWO_CONV, 2, {}),
     ],
 )
-def test_zskt_gets_replay_without_convolutions_and_matched_pixels_up_to_one(
+def test_zskt_gets_replay_only_without_convolutions(
     teacher: Teacher, convolutions: int, expected: dict[str, object]
 ) -> None:
     assert teacher.convolution_layers == convolutions
@@ -40,7 +40,7 @@ def test_zskt_gets_replay_without_convolutions_and_matched_pixels_up_to_one(
 
 
 def test_the_users_parameters_win_and_other_synthesizers_are_left_alone() -> None:
-    mine = {"replay_fraction": 0.0, "generator_output": "batchnorm", "lr": 0.1}
+    mine = {"replay_fraction": 0.0, "lr": 0.1}
     assert auto_synthesizer_params("zskt", MLP, mine) == mine
     assert auto_synthesizer_params("nayer", MLP, {}) == {}
     given: dict[str, object] = {}

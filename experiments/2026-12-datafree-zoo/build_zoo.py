@@ -223,6 +223,18 @@ USER_TEACHERS = (
         **MNIST_NORM,
         convention="MNIST mean/std",
     ),
+    # Added in session 27: shallow-avgpool does not drift as wide-shallow does, and
+    # generator_output=matched lifted it and lowered wide-shallow; this one keeps
+    # shallow-avgpool's kernel and width but pools by maximum, as wide-shallow does.
+    UserTeacher(
+        "shallow-maxpool",
+        "tuning",
+        "ShallowMaxPoolCnn",
+        seed=21,
+        recipe=Recipe("adam", 1e-3, epochs=1, batch_size=64, label_smoothing=0.1),
+        **MNIST_NORM,
+        convention="MNIST mean/std",
+    ),
     UserTeacher(
         "elu-avgpool",
         "held-out",

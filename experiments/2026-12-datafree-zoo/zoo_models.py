@@ -11,6 +11,7 @@ training loop here, by freekd's ``--mean/--std`` at load time):
 * ``EluAvgPoolCnn``: raw [0, 1] pixels; ELU and average pooling instead of ReLU and max-pooling.
 * ``WideShallowCnn``: MNIST mean/std; one wide 7x7 convolution and a linear layer.
 * ``ShallowAvgPoolCnn``: MNIST mean/std; one 5x5 convolution, average pooling, a linear layer.
+* ``ShallowMaxPoolCnn``: the same with max-pooling, as ``WideShallowCnn`` has.
 * ``PixelGroupNormCnn``: raw 0-255 pixel values; GroupNorm (normalization layers, but no
   BatchNorm statistics to invert).
 * ``SelfNormalizingCnn``: [0, 1] input, normalized *inside* ``forward`` with the MNIST mean/std
@@ -136,6 +137,19 @@ class ShallowAvgPoolCnn(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, width, kernel_size=5, padding=2)
         self.pool = nn.AvgPool2d(4)  # 28 -> 7
+        self.fc = nn.Linear(width * 7 * 7, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+class ShallowMaxPoolCnn(nn.Module):
+    """One 5x5 convolution (64 maps), a 4x4 max-pool, and a linear classifier."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, kernel_size=5, padding=2)
+        self.pool = nn.MaxPool2d(4)  # 28 -> 7
         self.fc = nn.Linear(width * 7 * 7, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -100,8 +100,12 @@ def measure(teacher: Teacher, images: torch.Tensor, labels: torch.Tensor) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="diagnose.json", help="file name, next to this script")
+    parser.add_argument(
+        "--out", required=True, help="a file name, written next to this script (no folder)"
+    )
     args = parser.parse_args()
+    if Path(args.out).name != args.out or not args.out.endswith(".json"):
+        parser.error(f"--out takes a .json file name without a folder, got {args.out!r}")
     torch.set_num_threads(1)
     data = load_dataset(str(ROOT / "runs/zoo/mnist-validation.npz"))
     images = data.images.float() / 255
@@ -112,7 +116,7 @@ def main() -> None:
         teacher = teacher_of(entry["datafree_flags"])
         result[entry["name"]] = {"split": entry["split"], **measure(teacher, images, data.labels)}
         print(entry["name"], json.dumps(result[entry["name"]]), flush=True)
-    atomic_write_json(HERE / Path(args.out).name, result)
+    atomic_write_json(HERE / args.out, result)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ class ShallowAvgPoolCnn(nn.Module):
 
 
 class ShallowMaxPoolCnn(ShallowAvgPoolCnn):
-    """``ShallowAvgPoolCnn`` with a 4x4 max-pool instead of the average (the same weights)."""
+    """``ShallowAvgPoolCnn`` with a 4x4 max-pool instead of the average (the same parameter
+    names and shapes)."""
 
     def __init__(self, num_classes: int = 10, width: int = 64) -> None:
         super().__init__(num_classes, width)

@@ -26,8 +26,8 @@ import torch
 
 from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
+from freekd.datafree.nets import teacher_pixel_statistics
 from freekd.datafree.synthesizers import SYNTHESIZERS
-from freekd.datafree.synthesizers.base import teacher_pixel_statistics
 from freekd.io import atomic_write_json
 from freekd.teachers import Teacher, load_teacher
 

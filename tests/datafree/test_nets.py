@@ -156,3 +156,31 @@ def test_straight_through_output_draws_the_same_images_and_passes_gradient_at_th
     assert torch.equal(drawn["matched"], drawn["matched-st"])
     assert float(grads["matched"].abs().sum()) == 0.0
     assert float(grads["matched-st"].abs().sum()) > 0.0
+
+
+def test_antialias_smooths_a_stroke_with_a_normalized_gaussian() -> None:
+    """A one-pixel white line on black: its pixels keep the Gaussian's centre row weight, its
+    neighbours get grey rims, and the total intensity away from the border is kept."""
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 4, 2:7] = 1.0
+    smoothed = nets.antialias(image, sigma=0.5)
+    side = math.exp(-1 / (2 * 0.5**2))
+    centre_row = 1 / (1 + 2 * side)  # the 1-D weights, normalized
+    assert float(smoothed[0, 0, 4, 4]) == pytest.approx(centre_row, abs=1e-6)
+    assert float(smoothed[0, 0, 3, 4]) == pytest.approx(side * centre_row, abs=1e-6)
+    assert float(smoothed.sum()) == pytest.approx(5.0, abs=1e-5)
+    assert float(smoothed.min()) >= 0.0
+    assert float(smoothed.max()) <= 1.0
+
+
+def test_blurred_output_is_the_matched_images_antialiased() -> None:
+    codes = torch.randn(16, 100, generator=torch.Generator().manual_seed(0))
+    drawn = {}
+    for output in ("matched", "matched-blur"):
+        torch.manual_seed(1)
+        generator = Generator(image_shape=(3, 20, 20), width=16, output=output)
+        generator.set_pixel_statistics([0.1307, 0.2, 0.3], [0.3081, 0.3, 0.3])
+        with torch.no_grad():
+            drawn[output] = generator(codes)
+    assert torch.allclose(drawn["matched-blur"], nets.antialias(drawn["matched"]), atol=1e-6)
+    assert not torch.allclose(drawn["matched-blur"], drawn["matched"])

@@ -68,7 +68,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             DAFL's (images with the teacher's input mean and std before the clamp to [0, 1]),
             ``matched`` (the same mean and std after the clamp: for MNIST's statistics, mostly
             black images with white strokes, as real digits), ``matched-st`` (``matched``
-            through a straight-through clamp) or ``sigmoid``.
+            through a straight-through clamp), ``matched-blur`` (``matched`` anti-aliased by a
+            3×3 Gaussian) or ``sigmoid``.
         replay_fraction: share of every student batch drawn from a memory of earlier generator
             batches instead of the current generator (0: none, as in both papers). Replaying
             past synthetic samples counters the student forgetting what earlier generators

@@ -161,6 +161,7 @@ class Generator(nn.Module):
             ``matched``'s images with a 3×3 Gaussian (:func:`antialias`), giving its strokes
             the grey rims of anti-aliased ones (tried on a tuning teacher in session 28: below
             the ``batchnorm`` default, above ``matched``).
+        frame: width, in pixels, of a border left black in every image (0: none).
     """
 
     def __init__(
@@ -170,6 +171,7 @@ class Generator(nn.Module):
         image_shape: tuple[int, int, int],
         width: int = 128,
         output: str = "sigmoid",
+        frame: int = 0,
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"generator output must be one of {', '.join(OUTPUTS)}, got {output}")
@@ -195,6 +197,12 @@ class Generator(nn.Module):
         self.head = nn.Conv2d(width // 2, channels, 3, padding=1)
         self.width = width
         self.output = output
+        if frame < 0 or 2 * frame >= min(height, width_pixels):
+            raise ValueError(f"frame must leave pixels inside it, got {frame} for {image_shape}")
+        # 1 inside, 0 in a border ``frame`` pixels wide (not saved: it follows from the args).
+        inside = torch.zeros((1, 1, height, width_pixels))
+        inside[..., frame : height - frame, frame : width_pixels - frame] = 1.0
+        self.register_buffer("inside", inside, persistent=False)
         # DAFL's output layer: per-channel BatchNorm without affine parameters, i.e. images whose
         # batch statistics are those of the teacher's (normalized) training data.
         self.output_norm = nn.BatchNorm2d(channels, affine=False)
@@ -221,7 +229,10 @@ class Generator(nn.Module):
             self.get_buffer("pixel_std").copy_(stds.view(shape))
 
     def forward(self, latent: Tensor) -> Tensor:
-        """(B, latent_dim) codes → (B, C, H, W) images in [0, 1]."""
+        """(B, latent_dim) codes → (B, C, H, W) images in [0, 1], black outside ``frame``."""
+        return self._images(latent) * self.get_buffer("inside")
+
+    def _images(self, latent: Tensor) -> Tensor:
         features = self.project(latent).view(latent.shape[0], self.width, *self.base)
         features = self.body(self.project_norm(features))
         if tuple(features.shape[-2:]) != tuple(self.image_shape[1:]):

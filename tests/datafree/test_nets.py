@@ -184,3 +184,22 @@ def test_blurred_output_is_the_matched_images_antialiased() -> None:
             drawn[output] = generator(codes)
     assert torch.allclose(drawn["matched-blur"], nets.antialias(drawn["matched"]), atol=1e-6)
     assert not torch.allclose(drawn["matched-blur"], drawn["matched"])
+
+
+def test_frame_blackens_the_border_and_nothing_inside() -> None:
+    codes = torch.randn(8, 100, generator=torch.Generator().manual_seed(0))
+    drawn = {}
+    for frame in (0, 3):
+        torch.manual_seed(1)
+        generator = Generator(image_shape=(1, 12, 16), width=8, output="batchnorm", frame=frame)
+        generator.set_pixel_statistics([0.1307], [0.3081])
+        with torch.no_grad():
+            drawn[frame] = generator(codes)
+    inside = (slice(None), slice(None), slice(3, 9), slice(3, 13))
+    assert torch.equal(drawn[3][inside], drawn[0][inside])
+    border = drawn[3].clone()
+    border[inside] = 0
+    assert float(border.abs().sum()) == 0.0
+    assert float(drawn[0][:, :, :3].sum()) > 0.0
+    with pytest.raises(ValueError, match="frame"):
+        Generator(image_shape=(1, 12, 16), width=8, frame=6)

@@ -70,6 +70,12 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             black images with white strokes, as real digits), ``matched-st`` (``matched``
             through a straight-through clamp), ``matched-blur`` (``matched`` anti-aliased by a
             3×3 Gaussian) or ``sigmoid``.
+        generator_frame: width, in pixels, of a border the generator's images leave black (0:
+            none, as in both papers). MNIST's digits keep 3 % of their ink in the outer 4
+            pixels, a default generator 38–49 %, and a teacher's position-wise weights there
+            were never trained on ink (a freekd experiment, session 28: on one tuning teacher
+            it learned faster and then fell below the default, see
+            experiments/2026-12-datafree-zoo/README.md).
         replay_fraction: share of every student batch drawn from a memory of earlier generator
             batches instead of the current generator (0: none, as in both papers). Replaying
             past synthetic samples counters the student forgetting what earlier generators
@@ -147,6 +153,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     generator_steps: int = 1
     generator_width: int = 32
     generator_output: str = "batchnorm"
+    generator_frame: int = 0
     replay_fraction: float = 0.0
     memory_size: int = 20_000
     student_shift: int = 0
@@ -165,6 +172,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         self._build_generator(
             width=self.generator_width,
             output=self.generator_output,
+            frame=self.generator_frame,
             condition_dim=self.num_classes if self.class_weight > 0 else 0,
         )
 

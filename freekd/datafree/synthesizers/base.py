@@ -206,13 +206,16 @@ class GeneratorSynthesizer(BatchSynthesizer):
         "teacher_queries",
     )
 
-    def _build_generator(self, *, width: int, output: str, condition_dim: int = 0) -> None:
+    def _build_generator(
+        self, *, width: int, output: str, condition_dim: int = 0, frame: int = 0
+    ) -> None:
         """``self.generator`` on ``latent_dim + condition_dim`` inputs and its Adam optimizer."""
         self.generator = Generator(
             latent_dim=self.latent_dim + condition_dim,
             image_shape=self.image_shape,
             width=width,
             output=output,
+            frame=frame,
         ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS

@@ -188,14 +188,17 @@ def collect(tag: str) -> None:
         print(f"collected {write_row(row)}")
 
 
-def stopped(tag: str, why: str, extra: list[str]) -> None:
+def stopped(tag: str, why: str, extra: list[str], teachers: list[str] | None = None) -> None:
     """Rows for runs of ``tag`` stopped by hand before they finished (no ``report.json``, no
     row yet): the curve they measured, ``exit_status`` None and ``why`` (``{epochs}`` and
     ``{last}``, the last accuracy in %, are filled in). ``extra``: the flags the runs were
-    started with, to write their command."""
+    started with, to write their command. ``teachers``: only these (a run of the same tag
+    still going for another teacher has no report yet either)."""
     for out in sorted((ROOT / "runs/zoo-bench" / tag).glob("*-seed*-*")):
         name, _, rest = out.name.rpartition("-seed")
         seed, evaluation = rest.split("-", 1)
+        if teachers and name not in teachers:
+            continue
         done = (RESULTS / tag / f"{out.name}.json").exists() or (out / "report.json").exists()
         if done or not (out / "metrics.jsonl").exists():
             continue
@@ -265,11 +268,12 @@ def main() -> None:
         "--stopped",
         metavar="WHY",
         help="write rows for --tag's runs stopped by hand before they finished, saying WHY "
-        "({epochs} and {last} are filled in); --extra as the runs were started",
+        "({epochs} and {last} are filled in); --extra as the runs were started; --teachers "
+        "limits it to those (other runs of the tag may still be going)",
     )
     args = parser.parse_args()
     if args.stopped:
-        stopped(args.tag, args.stopped, shlex.split(args.extra))
+        stopped(args.tag, args.stopped, shlex.split(args.extra), args.teachers)
         return
     if args.collect:
         for tag in args.collect:

@@ -72,7 +72,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             3×3 Gaussian) or ``sigmoid``.
         generator_frame: width, in pixels, of a border the generator's images leave black (0:
             none, as in both papers). MNIST's digits keep 3 % of their ink in the outer 4
-            pixels, a default generator 38–49 %, and a teacher's position-wise weights there
+            pixels, a default generator 37–49 %, and a teacher's position-wise weights there
             were never trained on ink (a freekd experiment, session 28: on one tuning teacher
             it learned faster and then fell below the default, see
             experiments/2026-12-datafree-zoo/README.md).

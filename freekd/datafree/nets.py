@@ -123,11 +123,13 @@ def antialias(images: Tensor, sigma: float = ANTIALIAS_SIGMA) -> Tensor:
     """Each channel smoothed by a normalized 3×3 Gaussian of std ``sigma`` pixels (zero padding):
     hard edges get the grey rims of anti-aliased strokes. MNIST's digits are binary NIST strokes
     anti-aliased when they were size-normalized (LeCun et al. 1998, Proc. IEEE, §III-A)."""
+    if sigma <= 0 or images.dim() != 4:
+        raise ValueError(f"antialias takes (B, C, H, W) images and sigma > 0, got {sigma}")
     offsets = torch.arange(-1, 2, dtype=images.dtype, device=images.device)
     weights = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = torch.outer(weights, weights) / weights.sum() ** 2
     channels = images.shape[1]
-    kernel = kernel.expand(channels, 1, 3, 3)
+    kernel = kernel.expand(channels, 1, 3, 3).contiguous()
     return F.conv2d(images, kernel, padding=1, groups=channels)
 
 
@@ -159,9 +161,14 @@ class Generator(nn.Module):
             their gradient back (tried on a tuning teacher and stopped 3 points below ``matched``:
             session 27, experiments/2026-12-datafree-zoo). ``matched-blur`` smooths
             ``matched``'s images with a 3×3 Gaussian (:func:`antialias`), giving its strokes
-            the grey rims of anti-aliased ones (tried on a tuning teacher in session 28: below
-            the ``batchnorm`` default, above ``matched``).
-        frame: width, in pixels, of a border left black in every image (0: none).
+            the grey rims of anti-aliased ones; the blur comes after the clamp, so its pixels
+            no longer have the teacher's std (about 0.25 at initialization for MNIST's 0.31;
+            tried on a tuning teacher in session 28: below the ``batchnorm`` default, above
+            ``matched``).
+        frame: width, in pixels, of a border left black in every image (0: none). The border
+            is blackened after the output layer, so the images' mean and std are no longer the
+            teacher's (MNIST's statistics, ``frame=4``: a mean of about 0.1 at initialization,
+            not 0.2).
     """
 
     def __init__(

@@ -203,3 +203,18 @@ def test_frame_blackens_the_border_and_nothing_inside() -> None:
     assert float(drawn[0][:, :, :3].sum()) > 0.0
     with pytest.raises(ValueError, match="frame"):
         Generator(image_shape=(1, 12, 16), width=8, frame=6)
+
+
+def test_a_generator_saved_without_a_frame_loads_into_one_with_a_frame() -> None:
+    """The border mask is not saved: a checkpoint from before ``frame`` existed still loads."""
+    saved = Generator(image_shape=(1, 12, 12), width=8, output="batchnorm").state_dict()
+    framed = Generator(image_shape=(1, 12, 12), width=8, output="batchnorm", frame=2)
+    framed.load_state_dict(saved, strict=True)
+    assert "inside" not in saved
+
+
+def test_antialias_refuses_a_non_positive_sigma_and_unbatched_images() -> None:
+    with pytest.raises(ValueError, match="sigma"):
+        nets.antialias(torch.zeros(1, 1, 4, 4), sigma=0.0)
+    with pytest.raises(ValueError, match="sigma"):
+        nets.antialias(torch.zeros(1, 4, 4))

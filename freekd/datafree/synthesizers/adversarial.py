@@ -71,10 +71,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             through a straight-through clamp), ``matched-blur`` (``matched`` anti-aliased by a
             3×3 Gaussian) or ``sigmoid``.
         generator_frame: width, in pixels, of a border the generator's images leave black (0:
-            none, as in both papers). MNIST's digits keep 3 % of their ink in the outer 4
-            pixels, a default generator 37–49 %, and a teacher's position-wise weights there
-            were never trained on ink (a freekd experiment, session 28: on one tuning teacher
-            it learned faster and then fell below the default, see
+            none, as in both papers). MNIST's digits keep 3 % of their intensity in the outer 4
+            pixels (49 % of the area), a default generator's images 37–49 %: a teacher's
+            weights there may never have seen ink (a freekd experiment, session 28: on one
+            tuning teacher it learned faster, then fell below the default; see
             experiments/2026-12-datafree-zoo/README.md).
         replay_fraction: share of every student batch drawn from a memory of earlier generator
             batches instead of the current generator (0: none, as in both papers). Replaying

@@ -1,4 +1,4 @@
-"""Two diagnoses of session 28 (they choose nothing), written to ``border-blur-session28.json``.
+"""Three diagnoses of session 28 (they choose nothing), written to ``border-blur-session28.json``.
 
 - **Edges.** Each named teacher's accuracy on the validation digits as they are, binarized at
   0.5, and binarized then smoothed by a 3×3 Gaussian of std 0.5, 0.7 and 1 pixel
@@ -9,6 +9,9 @@
   intensity in the outer 2 and 4 pixels (27 % and 49 % of a 28×28 image's area; real digits:
   0.2 % and 3.3 %), and how often the teacher's label changes, and its KL, when those borders
   are set to black (no control: blackening as large an area inside would change them too).
+- **Fresh generators.** The mean, std and share of black pixels of a new generator's images
+  with MNIST's statistics, for the ``batchnorm``, ``matched`` and ``matched-blur`` outputs and
+  a 4-pixel ``frame``.
 
     PYTHONPATH=. python experiments/2026-12-datafree-zoo/border_blur.py \\
         --teachers shallow-maxpool shallow-avgpool dropout-cnn smoothed-cnn mlp-std \\
@@ -20,17 +23,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from freekd.data import load_dataset
 from freekd.datafree.nets import Generator, antialias
 from freekd.io import atomic_write_json
+from freekd.teachers import Teacher
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -38,18 +41,37 @@ OUT = HERE / "border-blur-session28.json"
 
 
 def validation() -> tuple[torch.Tensor, torch.Tensor]:
-    data = np.load(ROOT / "runs/zoo/mnist-validation.npz")
-    images = torch.tensor(data["x"]).float()
-    images = (images / 255 if images.max() > 1.5 else images).view(-1, 1, 28, 28)
-    return images, torch.tensor(data["y"]).long()
+    data = load_dataset(str(ROOT / "runs/zoo/mnist-validation.npz"))
+    images = data.images.float() / 255 if data.images.dtype == torch.uint8 else data.images
+    return images, data.labels
 
 
-def zoo_teacher(name: str) -> Any:
+def zoo_teacher(name: str) -> Teacher:
     sys.path.insert(0, str(HERE))
+    from class_bias import zoo_flags
     from diagnose import teacher_of  # the zoo's own loader (user classes with trust_code)
 
-    teachers = {t["name"]: t for t in json.loads((HERE / "zoo.json").read_text())["teachers"]}
-    return teacher_of(list(teachers[name]["datafree_flags"]))
+    return teacher_of(zoo_flags(name))
+
+
+@torch.no_grad()
+def fresh_statistics() -> dict[str, dict[str, float]]:
+    """Mean, std and share of black pixels of 512 images of a freshly built generator with
+    MNIST's statistics, per output layer and border: what ``matched-blur`` and ``frame`` do to
+    the statistics the output layer was meant to keep."""
+    codes = torch.randn(512, 100, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for output, frame in (("batchnorm", 0), ("batchnorm", 4), ("matched", 0), ("matched-blur", 0)):
+        torch.manual_seed(1)
+        generator = Generator(image_shape=(1, 28, 28), width=32, output=output, frame=frame)
+        generator.set_pixel_statistics([0.1307], [0.3081])
+        drawn = generator(codes)
+        out[f"{output}_frame{frame}"] = {
+            "mean": round(float(drawn.mean()), 4),
+            "std": round(float(drawn.std()), 4),
+            "black": round(float((drawn == 0).float().mean()), 4),
+        }
+    return out
 
 
 def black_border(images: torch.Tensor, width: int) -> torch.Tensor:
@@ -130,6 +152,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "validation_ink_outside_2px": ink_outside(images, 2),
         "validation_ink_outside_4px": ink_outside(images, 4),
+        "fresh_generator": fresh_statistics(),
         "edges": {},
         "borders": {},
     }

@@ -210,6 +210,7 @@ class Generator(nn.Module):
         inside = torch.zeros((1, 1, height, width_pixels))
         inside[..., frame : height - frame, frame : width_pixels - frame] = 1.0
         self.register_buffer("inside", inside, persistent=False)
+        self.frame = frame
         # DAFL's output layer: per-channel BatchNorm without affine parameters, i.e. images whose
         # batch statistics are those of the teacher's (normalized) training data.
         self.output_norm = nn.BatchNorm2d(channels, affine=False)
@@ -227,7 +228,7 @@ class Generator(nn.Module):
         shape = (1, channels, 1, 1)
         mean = mean if len(mean) == channels else mean[:1] * channels
         std = std if len(std) == channels else std[:1] * channels
-        if self.output in ("matched", "matched-st", "matched-blur"):
+        if self.output.startswith("matched"):
             matched = [matching_normal(m, s) or (m, s) for m, s in zip(mean, std, strict=True)]
             mean, std = [m for m, _ in matched], [s for _, s in matched]
         means, stds = torch.tensor(mean), torch.tensor(std)
@@ -237,7 +238,8 @@ class Generator(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         """(B, latent_dim) codes → (B, C, H, W) images in [0, 1], black outside ``frame``."""
-        return self._images(latent) * self.get_buffer("inside")
+        images = self._images(latent)
+        return images * self.get_buffer("inside") if self.frame else images
 
     def _images(self, latent: Tensor) -> Tensor:
         features = self.project(latent).view(latent.shape[0], self.width, *self.base)

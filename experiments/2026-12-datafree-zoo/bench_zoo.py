@@ -65,14 +65,22 @@ def validation_file(part: str = "validation") -> Path:
 
 def curve(out: Path) -> list[dict[str, float]]:
     """(epoch, CPU seconds, held-out accuracy) of every evaluated epoch in metrics.jsonl, with
-    the collapse check's latest measurements (``collapse/...``) at that step."""
+    the collapse check's latest measurements (``collapse/...``) at that step and, when the
+    synthesizer logs it (``balance_target``), the mean of ``synthesis/balance_active`` over the
+    epoch's logged steps."""
     points: list[dict[str, float]] = []
     checks: dict[str, float] = {}
+    active: list[float] = []
     for line in (out / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         measured = {k: v for k, v in record.items() if k.startswith("collapse/")}
         checks = measured or checks  # a check's measurements replace the last check's
+        if "synthesis/balance_active" in record:
+            active.append(record["synthesis/balance_active"])
         if "eval_accuracy" in record:
+            if active:
+                checks = {**checks, "balance_active": statistics.mean(active)}
+                active = []
             points.append(
                 {
                     "epoch": record["epoch"],

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
+from freekd.datafree.collapse import label_balance
 from freekd.datafree.nets import teacher_pixel_statistics
 from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS
@@ -259,6 +260,9 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.student_shift=-1", "student_shift must be non-negative"),
         ("zskt", "synthesizer.params.student_mixup=2", "student_mixup must lie in [0, 1]"),
         ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be non-negative"),
+        ("zskt", "synthesizer.params.balance_weight=-1", "balance_weight must be non-negative"),
+        ("zskt", "synthesizer.params.balance_target=0", "balance_target must lie in (0, 1]"),
+        ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
             "zskt",
@@ -315,6 +319,46 @@ def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> N
         if value.dtype.is_floating_point and not torch.equal(value, before[name])
     ]
     assert "head.weight" in changed
+
+
+def test_balance_target_applies_the_term_only_to_unevenly_labelled_batches(
+    teacher: Teacher,
+) -> None:
+    """Below the target the term acts; above it the generator is left alone (weight 0 on the
+    adversarial loss and on the smoothness prior isolates the term)."""
+
+    def make(target: float) -> AdversarialSynthesizer:
+        return SYNTHESIZERS.get("zskt")(
+            image_shape=SHAPE,
+            num_classes=10,
+            rng=torch.Generator().manual_seed(0),
+            device=torch.device("cpu"),
+            batch_size=32,
+            adversarial_weight=0.0,
+            total_variation_weight=0.0,  # zskt's default prior would move the generator too
+            balance_weight=5.0,
+            balance_target=target,
+        )
+
+    # The batch the first step will draw, and its label balance under this teacher.
+    probe = make(1.0)
+    codes, _ = probe._latent(32)
+    with torch.no_grad():
+        balance = label_balance(teacher(probe.generator(codes)))
+    assert 0 < balance < 1
+
+    above = make(balance + (1 - balance) / 2)  # the batch is less even than asked: the term acts
+    statistics = above.synthesize(teacher, make_student())
+    assert statistics["balance_active"] == 1.0
+    assert -5.0 * math.log(10) <= statistics["balance"] < 0
+
+    below = make(balance / 2)  # the batch is even enough: no weight moves
+    before = copy.deepcopy(dict(below.generator.named_parameters()))
+    statistics = below.synthesize(teacher, make_student())
+    assert statistics["balance_active"] == 0.0
+    assert statistics["balance"] == 0.0
+    after = dict(below.generator.named_parameters())
+    assert all(torch.equal(after[name], value) for name, value in before.items())
 
 
 def test_replay_mixes_earlier_generator_batches_into_student_batches(teacher: Teacher) -> None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.batches import MemoryBank, balanced_targets, mix_pairs, random_shift
+from freekd.datafree.collapse import label_balance
 from freekd.datafree.synthesizers.base import (
     GeneratorSynthesizer,
     logged,
@@ -61,6 +62,14 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             ``losses.inversion.information_entropy``) on the teacher's outputs, which keeps every
             class about equally frequent in the generator's batches (a freekd addition to both
             papers' generator loss; 0 turns it off). Reported under ``"balance"``.
+        balance_target: apply the balance term only on generator steps whose batch the teacher
+            labels unevenly: its ``collapse.label_balance`` (the normalized entropy of the
+            histogram of the teacher's argmax labels, 1 for a perfectly even batch) below this
+            value (1: every step, as DAFL does). The term then acts on teachers whose labels
+            on the generator's images drift to a few classes and leaves alone those whose
+            batches are already even (a freekd addition). Below 1, the share of a round's
+            generator steps the term acted on is logged as ``"balance_active"`` and
+            ``"balance"`` is 0 on the other steps.
         generator_steps: generator updates per ``synthesize`` call.
         generator_width: channels of the generator's first feature map (``nets.Generator``); its
             last convolution at full resolution dominates the cost of every step on a CPU.
@@ -150,6 +159,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
 
     adversarial_weight: float = 1.0
     balance_weight: float = 0.0
+    balance_target: float = 1.0
     generator_steps: int = 1
     generator_width: int = 32
     generator_output: str = "batchnorm"
@@ -189,6 +199,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"student_mixup must lie in [0, 1], got {self.student_mixup}")
         if self.class_weight < 0:
             raise ValueError(f"class_weight must be non-negative, got {self.class_weight}")
+        if self.balance_weight < 0:
+            raise ValueError(f"balance_weight must be non-negative, got {self.balance_weight}")
+        if not 0 < self.balance_target <= 1:
+            raise ValueError(f"balance_target must lie in (0, 1], got {self.balance_target}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if (self.temperature != 1.0 or self.standardize) and not self.has_temperature:
@@ -218,6 +232,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         self._start_round(teacher)
         parameters = list(self.generator.parameters())
         terms: dict[str, Tensor] = {}
+        balance_active = 0
         with eval_mode(student):
             for _ in range(self.generator_steps):
                 codes, targets = self._latent(self.batch_size)
@@ -236,7 +251,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
                         float(discrepancy.detach())
                     ) * total_variation(images)
                 if self.balance_weight > 0:
-                    terms["balance"] = self.balance_weight * information_entropy(teacher_logits)
+                    terms["balance"], active = self._balance_term(teacher_logits)
+                    balance_active += active
                 self.optimizer.zero_grad(set_to_none=True)
                 # inputs=: only the generator accumulates gradients (never the student's .grad).
                 total(terms).backward(inputs=parameters)
@@ -245,7 +261,18 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
                 self.images_synthesized += self.batch_size
         if self.replay_fraction > 0:
             self.memory.add(self._fresh(self.batch_size))
-        return logged(terms)
+        statistics = logged(terms)
+        if self.balance_weight > 0 and self.balance_target < 1:
+            statistics["balance_active"] = balance_active / self.generator_steps
+        return statistics
+
+    def _balance_term(self, teacher_logits: Tensor) -> tuple[Tensor, bool]:
+        """DAFL's information entropy times ``balance_weight`` when the batch's label balance
+        is below ``balance_target`` (always when the target is 1), else a zero that carries no
+        gradient; and whether the term acted."""
+        if self.balance_target < 1 and label_balance(teacher_logits) >= self.balance_target:
+            return teacher_logits.new_zeros(()), False
+        return self.balance_weight * information_entropy(teacher_logits), True
 
     def _prior_weight(self, discrepancy: float) -> float:
         """The smoothness prior's weight for this step (see ``relative_prior``)."""

@@ -262,6 +262,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be non-negative"),
         ("zskt", "synthesizer.params.balance_weight=-1", "balance_weight must be non-negative"),
         ("zskt", "synthesizer.params.balance_target=0", "balance_target must lie in (0, 1]"),
+        ("zskt", "synthesizer.params.balance_after=-1", "balance_after must be non-negative"),
         ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
@@ -359,6 +360,25 @@ def test_balance_target_applies_the_term_only_to_unevenly_labelled_batches(
     assert statistics["balance"] == 0.0
     after = dict(below.generator.named_parameters())
     assert all(torch.equal(after[name], value) for name, value in before.items())
+
+
+def test_balance_after_holds_the_term_back_for_the_first_generator_steps(
+    teacher: Teacher,
+) -> None:
+    synthesizer = SYNTHESIZERS.get("zskt")(
+        image_shape=SHAPE,
+        num_classes=10,
+        rng=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        batch_size=8,
+        generator_steps=1,
+        balance_weight=1.0,
+        balance_target=1.0 - 1e-9,  # below 1: balance_active is logged; acts on any uneven batch
+        balance_after=2,
+    )
+    student = make_student()
+    active = [synthesizer.synthesize(teacher, student)["balance_active"] for _ in range(3)]
+    assert active == [0.0, 0.0, 1.0]  # eight images from a young generator: some label repeats
 
 
 def test_replay_mixes_earlier_generator_batches_into_student_batches(teacher: Teacher) -> None:

@@ -70,6 +70,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             batches are already even (a freekd addition). Below 1, the share of a round's
             generator steps the term acted on is logged as ``"balance_active"`` and
             ``"balance"`` is 0 on the other steps.
+        balance_after: generator steps (counted over the whole run, across collapse restarts)
+            before the balance term may act (0: from the first, as DAFL does). A freekd
+            experiment (session 29): on two tuning teachers the term, acting only in the first
+            rounds of the game, left the student lastingly behind.
         generator_steps: generator updates per ``synthesize`` call.
         generator_width: channels of the generator's first feature map (``nets.Generator``); its
             last convolution at full resolution dominates the cost of every step on a CPU.
@@ -160,6 +164,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     adversarial_weight: float = 1.0
     balance_weight: float = 0.0
     balance_target: float = 1.0
+    balance_after: int = 0
     generator_steps: int = 1
     generator_width: int = 32
     generator_output: str = "batchnorm"
@@ -201,6 +206,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"class_weight must be non-negative, got {self.class_weight}")
         if self.balance_weight < 0:
             raise ValueError(f"balance_weight must be non-negative, got {self.balance_weight}")
+        if self.balance_after < 0:
+            raise ValueError(f"balance_after must be non-negative, got {self.balance_after}")
         if not 0 < self.balance_target <= 1:
             raise ValueError(f"balance_target must lie in (0, 1], got {self.balance_target}")
         if self.temperature <= 0:
@@ -269,7 +276,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     def _balance_term(self, teacher_logits: Tensor) -> tuple[Tensor, bool]:
         """DAFL's information entropy times ``balance_weight`` when the batch's label balance
         is below ``balance_target`` (always when the target is 1), else a zero that carries no
-        gradient; and whether the term acted."""
+        gradient; and whether the term acted. Off for the first ``balance_after`` generator
+        steps (``teacher_queries`` counts them: one batch each, resumed with the run)."""
+        if self.teacher_queries < self.balance_after * self.batch_size:
+            return teacher_logits.new_zeros(()), False
         if self.balance_target < 1 and label_balance(teacher_logits) >= self.balance_target:
             return teacher_logits.new_zeros(()), False
         return self.balance_weight * information_entropy(teacher_logits), True

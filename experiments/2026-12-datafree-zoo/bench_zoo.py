@@ -66,8 +66,9 @@ def validation_file(part: str = "validation") -> Path:
 def curve(out: Path) -> list[dict[str, float]]:
     """(epoch, CPU seconds, held-out accuracy) of every evaluated epoch in metrics.jsonl, with
     the collapse check's latest measurements (``collapse/...``) at that step and, when the
-    synthesizer logs it (``balance_target``), the mean of ``synthesis/balance_active`` over the
-    epoch's logged steps."""
+    synthesizer logs it (``balance_target``, ``balance_after``), the mean of
+    ``synthesis/balance_active`` over the epoch's logged steps (the last synthesis round before
+    each logged step: with zskt's defaults one round in five)."""
     points: list[dict[str, float]] = []
     checks: dict[str, float] = {}
     active: list[float] = []
@@ -78,9 +79,8 @@ def curve(out: Path) -> list[dict[str, float]]:
         if "synthesis/balance_active" in record:
             active.append(record["synthesis/balance_active"])
         if "eval_accuracy" in record:
-            if active:
-                checks = {**checks, "balance_active": statistics.mean(active)}
-                active = []
+            gate = {"balance_active": statistics.mean(active)} if active else {}
+            active = []
             points.append(
                 {
                     "epoch": record["epoch"],
@@ -91,6 +91,7 @@ def curve(out: Path) -> list[dict[str, float]]:
                     ),
                     "accuracy": record["eval_accuracy"],
                     **checks,
+                    **gate,
                 }
             )
     return points

@@ -322,63 +322,75 @@ def test_balance_term_is_reported_and_moves_the_generator(teacher: Teacher) -> N
     assert "head.weight" in changed
 
 
+def make_balanced(**params: Any) -> AdversarialSynthesizer:
+    """A zskt synthesizer whose generator moves through the balance term alone (no adversarial
+    loss, no smoothness prior), its weights drawn from a fixed global seed."""
+    torch.manual_seed(0)  # the generator's initial weights come from the global RNG
+    return make_adversarial(
+        "zskt", adversarial_weight=0.0, total_variation_weight=0.0, balance_weight=5.0, **params
+    )
+
+
+def first_batch_balance(synthesizer: AdversarialSynthesizer, teacher: Teacher) -> float:
+    """The label balance of the batch the next generator step will draw (same codes, from a
+    copy of its rng, through the teacher's normalization as ``synthesize`` maps them)."""
+    rng = torch.Generator().set_state(synthesizer.rng.get_state())
+    latent = torch.randn((synthesizer.batch_size, synthesizer.latent_dim), generator=rng)
+    synthesizer.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+    with torch.no_grad():
+        return label_balance(teacher(synthesizer.generator.train()(latent)))
+
+
 def test_balance_target_applies_the_term_only_to_unevenly_labelled_batches(
     teacher: Teacher,
 ) -> None:
-    """Below the target the term acts; above it the generator is left alone (weight 0 on the
-    adversarial loss and on the smoothness prior isolates the term)."""
-
-    def make(target: float) -> AdversarialSynthesizer:
-        return SYNTHESIZERS.get("zskt")(
-            image_shape=SHAPE,
-            num_classes=10,
-            rng=torch.Generator().manual_seed(0),
-            device=torch.device("cpu"),
-            batch_size=32,
-            adversarial_weight=0.0,
-            total_variation_weight=0.0,  # zskt's default prior would move the generator too
-            balance_weight=5.0,
-            balance_target=target,
-        )
-
-    # The batch the first step will draw, and its label balance under this teacher.
-    probe = make(1.0)
-    codes, _ = probe._latent(32)
-    with torch.no_grad():
-        balance = label_balance(teacher(probe.generator(codes)))
+    """Below the target the term acts; above it no generator weight moves."""
+    uneven = make_balanced(balance_target=0.5)
+    balance = first_batch_balance(uneven, teacher)
     assert 0 < balance < 1
-
-    above = make(balance + (1 - balance) / 2)  # the batch is less even than asked: the term acts
-    statistics = above.synthesize(teacher, make_student())
+    uneven.balance_target = balance + (1 - balance) / 2  # the batch is less even than asked
+    statistics = uneven.synthesize(teacher, make_student())
     assert statistics["balance_active"] == 1.0
     assert -5.0 * math.log(10) <= statistics["balance"] < 0
 
-    below = make(balance / 2)  # the batch is even enough: no weight moves
-    before = copy.deepcopy(dict(below.generator.named_parameters()))
-    statistics = below.synthesize(teacher, make_student())
+    even = make_balanced(balance_target=0.5)
+    assert first_batch_balance(even, teacher) == balance  # the same generator, the same codes
+    even.balance_target = balance / 2  # the batch is even enough
+    before = copy.deepcopy(dict(even.generator.named_parameters()))
+    statistics = even.synthesize(teacher, make_student())
     assert statistics["balance_active"] == 0.0
     assert statistics["balance"] == 0.0
-    after = dict(below.generator.named_parameters())
+    after = dict(even.generator.named_parameters())
     assert all(torch.equal(after[name], value) for name, value in before.items())
 
 
+def test_balance_active_is_logged_only_when_the_term_is_gated(teacher: Teacher) -> None:
+    assert "balance_active" not in make_balanced().synthesize(teacher, make_student())
+    assert "balance_active" in make_balanced(balance_after=1).synthesize(teacher, make_student())
+
+
+@pytest.mark.parametrize(("after", "expected"), [(0, [True] * 3), (2, [False, False, True])])
 def test_balance_after_holds_the_term_back_for_the_first_generator_steps(
-    teacher: Teacher,
+    teacher: Teacher, after: int, expected: list[bool]
 ) -> None:
-    synthesizer = SYNTHESIZERS.get("zskt")(
-        image_shape=SHAPE,
-        num_classes=10,
-        rng=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-        batch_size=8,
-        generator_steps=1,
-        balance_weight=1.0,
-        balance_target=1.0 - 1e-9,  # below 1: balance_active is logged; acts on any uneven batch
-        balance_after=2,
-    )
+    synthesizer = make_balanced(balance_after=after, batch_size=8)
     student = make_student()
-    active = [synthesizer.synthesize(teacher, student)["balance_active"] for _ in range(3)]
-    assert active == [0.0, 0.0, 1.0]  # eight images from a young generator: some label repeats
+    # At target 1 the term acts (a negative entropy) on every step it is not held back.
+    acted = [synthesizer.synthesize(teacher, student)["balance"] < 0 for _ in range(3)]
+    assert acted == expected
+
+
+def test_balance_after_counts_on_across_resume_and_restart(teacher: Teacher) -> None:
+    """The hold counts generator steps over the whole run: a resumed synthesizer and one
+    restarted after a collapse (``reinitialize``) do not hold the term back again."""
+    student = make_student()
+    first = make_balanced(balance_after=1, batch_size=8)
+    assert first.synthesize(teacher, student)["balance_active"] == 0.0
+    resumed = make_balanced(balance_after=1, batch_size=8)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.synthesize(teacher, student)["balance_active"] == 1.0
+    first.reinitialize(lr_scale=1.0)
+    assert first.synthesize(teacher, student)["balance_active"] == 1.0
 
 
 def test_replay_mixes_earlier_generator_batches_into_student_batches(teacher: Teacher) -> None:

@@ -65,15 +65,17 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         balance_target: apply the balance term only on generator steps whose batch the teacher
             labels unevenly: its ``collapse.label_balance`` (the normalized entropy of the
             histogram of the teacher's argmax labels, 1 for a perfectly even batch) below this
-            value (1: every step, as DAFL does). The term then acts on teachers whose labels
-            on the generator's images drift to a few classes and leaves alone those whose
-            batches are already even (a freekd addition). Below 1, the share of a round's
-            generator steps the term acted on is logged as ``"balance_active"`` and
-            ``"balance"`` is 0 on the other steps.
-        balance_after: generator steps (counted over the whole run, across collapse restarts)
-            before the balance term may act (0: from the first, as DAFL does). A freekd
-            experiment (session 29): on two tuning teachers the term, acting only in the first
-            rounds of the game, left the student lastingly behind.
+            value (1: every step, as DAFL does). Meant to spare teachers whose labels on the
+            generator's images are already even (a freekd experiment, session 29; at 0.93 it
+            still cost two tuning teachers 2.8 and 8.5 points, see
+            experiments/2026-12-datafree-zoo/README.md). On a step it skips, the generator still
+            moves by the Adam momentum of earlier steps.
+        balance_after: generator steps (counted over the whole run, across resumes and collapse
+            restarts) before the balance term may act (0: from the first, as DAFL does). A
+            freekd experiment (session 29): whether the term's first rounds are what costs the
+            teachers it hurts. With either option set, the share of a ``synthesize`` call's
+            generator steps the term acted on is logged as ``"balance_active"``; ``"balance"``
+            is the last step's term, 0 when it did not act.
         generator_steps: generator updates per ``synthesize`` call.
         generator_width: channels of the generator's first feature map (``nets.Generator``); its
             last convolution at full resolution dominates the cost of every step on a CPU.
@@ -269,7 +271,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         if self.replay_fraction > 0:
             self.memory.add(self._fresh(self.batch_size))
         statistics = logged(terms)
-        if self.balance_weight > 0 and self.balance_target < 1:
+        if self.balance_weight > 0 and (self.balance_target < 1 or self.balance_after > 0):
             statistics["balance_active"] = balance_active / self.generator_steps
         return statistics
 

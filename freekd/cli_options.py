@@ -130,7 +130,12 @@ OutOption = Annotated[
 ]
 
 
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bar (warnings, errors and the summary still print)."
+    ),
+]
 
 
 OverwriteOption = Annotated[

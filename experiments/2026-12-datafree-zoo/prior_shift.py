@@ -1,0 +1,126 @@
+"""Does a data-free student inherit the class prior of its synthetic images? A diagnosis.
+
+A student trained on generator images whose teacher labels favour a few classes may carry that
+prior to real digits: session 28 found a third to four fifths of the students' disagreements
+with their teachers on real digits going to the class 8. Post-hoc logit adjustment (Menon et
+al. 2021, ICLR, "Long-tail learning via logit adjustment", §4, Eq. 6) removes a known training
+prior from a classifier's scores: predict argmax_y f_y(x) − τ · log π_y. Here π is measured
+without data: the mean of the teacher's softmax outputs (and, for comparison, the histogram of
+its argmax labels) on 4,096 images of the run's *last* generator (from its ``checkpoint.pt``;
+its batches are the student's last, not a record of every batch it trained on).
+
+For each finished ``bench_zoo.py`` run named on the command line (``TAG/TEACHER-seedK-EVAL``,
+a folder under ``runs/zoo-bench/``), the JSON records π (soft and argmax), the student's and the
+teacher's mean probability per class on the real images the run reported on, and the student's
+accuracy there with τ = 0 (as saved), 0.5 and 1. A diagnosis only: it chooses nothing. Written
+to ``prior_shift.json`` (merged by run name):
+
+    PYTHONPATH=. python experiments/2026-12-datafree-zoo/prior_shift.py \\
+        default-s29/mlp-std-seed0-validation default-s29/pixel-groupnorm-seed0-validation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import freekd
+from freekd.data import load_dataset
+from freekd.datafree.nets import Generator
+from freekd.io import atomic_write_json
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+RUNS = ROOT / "runs/zoo-bench"
+OUT = HERE / "prior_shift.json"
+TAUS = (0.0, 0.5, 1.0)
+DRAWN = 4096
+
+
+def rounded(values: torch.Tensor, digits: int = 4) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+@torch.no_grad()
+def last_generator_prior(folder: Path, teacher: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """π from the run's last generator: (mean teacher softmax, argmax histogram share)."""
+    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
+    state = checkpoint["extras"]["source"]["synthesizer"]
+    params = checkpoint["config"]["synthesizer"].get("params") or {}
+    latent_dim = int(params.get("latent_dim", 100))
+    generator = Generator(
+        latent_dim=latent_dim,
+        image_shape=(1, 28, 28),
+        width=int(params.get("generator_width", 32)),
+        output=params.get("generator_output", "batchnorm"),
+        frame=int(params.get("generator_frame", 0)),
+    )
+    generator.load_state_dict(state["generator"])
+    generator.train()  # batch statistics, as the synthesizer draws
+    rng = torch.Generator().manual_seed(0)
+    logits = torch.cat(
+        [teacher(generator(torch.randn(256, latent_dim, generator=rng))) for _ in range(DRAWN // 256)]
+    )
+    soft = logits.softmax(1).mean(0)
+    hard = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).double() / len(logits)
+    return soft, hard.float()
+
+
+@torch.no_grad()
+def measure(run: str) -> dict[str, Any]:
+    from class_bias import zoo_flags
+    from diagnose import teacher_of  # the zoo's own loader (user classes with trust_code)
+
+    tag, folder = run.split("/")
+    name, rest = folder.rsplit("-seed", 1)
+    evaluation = rest.split("-", 1)[1]
+    data = load_dataset(
+        str(ROOT / "runs/zoo/mnist-validation.npz") if evaluation == "validation" else "mnist:test"
+    )
+    images = data.images.float() / 255 if data.images.dtype == torch.uint8 else data.images
+    labels = data.labels
+    teacher = teacher_of(zoo_flags(name))
+    student = freekd.load_model(RUNS / tag / folder / "model.pt").eval()
+    chunks = range(0, len(images), 1000)
+    teacher_logits = torch.cat([teacher(images[i : i + 1000]) for i in chunks])
+    student_logits = torch.cat([student(images[i : i + 1000]) for i in chunks])
+    soft, hard = last_generator_prior(RUNS / tag / folder, teacher)
+    accuracy: dict[str, float] = {}
+    for prior_name, prior in (("soft", soft), ("argmax", hard)):
+        for tau in TAUS:
+            adjusted = student_logits - tau * prior.clamp_min(1e-4).log()
+            key = f"{prior_name}_tau{tau:g}"
+            accuracy[key] = round(float((adjusted.argmax(1) == labels).float().mean()), 4)
+    return {
+        "teacher": name,
+        "eval": evaluation,
+        "images": len(labels),
+        "teacher_accuracy": round(float((teacher_logits.argmax(1) == labels).float().mean()), 4),
+        "student_accuracy": accuracy,
+        "prior_soft": rounded(soft),
+        "prior_argmax": rounded(hard),
+        "teacher_mean_probability": rounded(teacher_logits.softmax(1).mean(0)),
+        "student_mean_probability": rounded(student_logits.softmax(1).mean(0)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="TAG/TEACHER-seedK-EVAL under runs/zoo-bench/")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(HERE))  # diagnose.py, class_bias.py and zoo_models
+    result = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for run in args.runs:
+        result[run] = measure(run)
+        print(run, json.dumps(result[run]), flush=True)
+        atomic_write_json(OUT, dict(sorted(result.items())))
+
+
+if __name__ == "__main__":
+    main()

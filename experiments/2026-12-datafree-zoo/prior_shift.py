@@ -12,8 +12,10 @@ its batches are the student's last, not a record of every batch it trained on).
 For each finished ``bench_zoo.py`` run named on the command line (``TAG/TEACHER-seedK-EVAL``,
 a folder under ``runs/zoo-bench/``), the JSON records π (soft and argmax), the student's and the
 teacher's mean probability per class on the real images the run reported on, and the student's
-accuracy there with τ = 0 (as saved), 0.5 and 1. A diagnosis only: it chooses nothing. Written
-to ``prior_shift.json`` (merged by run name):
+accuracy there with τ = 0 (as saved), 0.5 and 1, and, for scale, corrected by the prior shift
+measured on the real images (``real_prior_correction``, not data-free: the student's scores
+minus the log of its mean probability per class there over the teacher's). A diagnosis only:
+it chooses nothing. Written to ``prior_shift.json`` (merged by run name):
 
     PYTHONPATH=. python experiments/2026-12-datafree-zoo/prior_shift.py \\
         default-s29/mlp-std-seed0-validation default-s29/pixel-groupnorm-seed0-validation
@@ -64,7 +66,10 @@ def last_generator_prior(folder: Path, teacher: Any) -> tuple[torch.Tensor, torc
     generator.train()  # batch statistics, as the synthesizer draws
     rng = torch.Generator().manual_seed(0)
     logits = torch.cat(
-        [teacher(generator(torch.randn(256, latent_dim, generator=rng))) for _ in range(DRAWN // 256)]
+        [
+            teacher(generator(torch.randn(256, latent_dim, generator=rng)))
+            for _ in range(DRAWN // 256)
+        ]
     )
     soft = logits.softmax(1).mean(0)
     hard = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).double() / len(logits)
@@ -96,6 +101,11 @@ def measure(run: str) -> dict[str, Any]:
             adjusted = student_logits - tau * prior.clamp_min(1e-4).log()
             key = f"{prior_name}_tau{tau:g}"
             accuracy[key] = round(float((adjusted.argmax(1) == labels).float().mean()), 4)
+    # Not data-free, for scale: the student's class prior on the real images over the teacher's
+    # there (mean probabilities, no labels), removed from its scores.
+    shift = student_logits.softmax(1).mean(0) / teacher_logits.softmax(1).mean(0)
+    oracle = (student_logits - shift.log()).argmax(1)
+    accuracy["real_prior_correction"] = round(float((oracle == labels).float().mean()), 4)
     return {
         "teacher": name,
         "eval": evaluation,

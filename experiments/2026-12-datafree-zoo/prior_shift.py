@@ -7,7 +7,9 @@ al. 2021, ICLR, "Long-tail learning via logit adjustment", §4, Eq. 6) removes a
 prior from a classifier's scores: predict argmax_y f_y(x) − τ · log π_y. Here π is measured
 without data: the mean of the teacher's softmax outputs (and, for comparison, the histogram of
 its argmax labels) on 4,096 images of the run's *last* generator (from its ``checkpoint.pt``;
-its batches are the student's last, not a record of every batch it trained on).
+its batches are the student's last, not a record of every batch it trained on) and, for runs
+that record it, the run's own ``report.json["collapse"]["synthetic_prior"]`` (the teacher's
+mean probabilities over every collapse probe of the run: every generator, not only the last).
 
 For each finished ``bench_zoo.py`` run named on the command line (``TAG/TEACHER-seedK-EVAL``,
 a folder under ``runs/zoo-bench/``), the JSON records π (soft and argmax), the student's and the
@@ -95,8 +97,13 @@ def measure(run: str) -> dict[str, Any]:
     teacher_logits = torch.cat([teacher(images[i : i + 1000]) for i in chunks])
     student_logits = torch.cat([student(images[i : i + 1000]) for i in chunks])
     soft, hard = last_generator_prior(RUNS / tag / folder, teacher)
+    priors = {"soft": soft, "argmax": hard}
+    report = json.loads((RUNS / tag / folder / "report.json").read_text())
+    recorded = (report.get("collapse") or {}).get("synthetic_prior")
+    if recorded:  # the run's own record: the teacher's mean probabilities over every probe
+        priors["run"] = torch.tensor(recorded)
     accuracy: dict[str, float] = {}
-    for prior_name, prior in (("soft", soft), ("argmax", hard)):
+    for prior_name, prior in priors.items():
         for tau in TAUS:
             adjusted = student_logits - tau * prior.clamp_min(1e-4).log()
             key = f"{prior_name}_tau{tau:g}"
@@ -114,6 +121,7 @@ def measure(run: str) -> dict[str, Any]:
         "student_accuracy": accuracy,
         "prior_soft": rounded(soft),
         "prior_argmax": rounded(hard),
+        "prior_run": rounded(priors["run"]) if "run" in priors else None,
         "teacher_mean_probability": rounded(teacher_logits.softmax(1).mean(0)),
         "student_mean_probability": rounded(student_logits.softmax(1).mean(0)),
     }

@@ -111,6 +111,9 @@ class SyntheticSource:
         self.recoveries = 0
         self.gave_up = False
         self.last_check: dict[str, float] = {}
+        #: Sum over every probe image of the teacher's softmax (float64, on the CPU): divided by
+        #: ``probe_queries``, the class prior of the synthetic images over the run.
+        self.prior_sum: torch.Tensor | None = None
         self.events: list[dict[str, Any]] = []
         #: Shows what a synthesis round is doing (the run's progress bar wires it).
         self.status: Callable[[str], None] = _ignore
@@ -137,6 +140,8 @@ class SyntheticSource:
             student_logits = self.student(probe)
         self.probe_queries += len(probe)
         self.checks += 1
+        probabilities = teacher_logits.detach().double().softmax(1).sum(0).cpu()
+        self.prior_sum = probabilities if self.prior_sum is None else self.prior_sum + probabilities
         check = self.monitor.check(probe, teacher_logits, student_logits)
         self.last_check = {"diversity": check.diversity, "balance": check.balance}
         if check.discrepancy is not None and math.isfinite(check.discrepancy):
@@ -267,6 +272,11 @@ class SyntheticSource:
             if self.monitor is None or self.monitor.best_discrepancy == math.inf
             else self.monitor.best_discrepancy,
             "discrepancy_factor": None if self.monitor is None else self.monitor.discrepancy_factor,
+            # The teacher's mean class probabilities over every probe of the run: the class prior
+            # of the images the student was shown, measured without data.
+            "synthetic_prior": None
+            if self.prior_sum is None or not self.probe_queries
+            else [round(float(v), 5) for v in self.prior_sum / self.probe_queries],
         }
 
     COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
@@ -281,6 +291,8 @@ class SyntheticSource:
             state["monitor"] = self.monitor.state_dict()
         if self.kept_images is not None:
             state["kept_images"], state["kept_logits"] = self.kept_images, self.kept_logits
+        if self.prior_sum is not None:
+            state["prior_sum"] = self.prior_sum
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -294,6 +306,7 @@ class SyntheticSource:
             self.monitor.load_state_dict(state["monitor"])
         self.kept_images = state.get("kept_images")
         self.kept_logits = state.get("kept_logits")
+        self.prior_sum = state.get("prior_sum")
 
 
 def _describe(check: CollapseCheck, best_discrepancy: float) -> str:

@@ -317,6 +317,26 @@ def test_source_state_round_trip_keeps_events_and_counters(teacher: Teacher) -> 
     assert restored.collapse_report() == source.collapse_report()
 
 
+def test_synthetic_prior_is_the_teachers_mean_probability_over_every_probe(
+    teacher: Teacher,
+) -> None:
+    """The class prior of the probes over the run, measured as the checks go (no extra query):
+    equal to the mean softmax of the teacher on the same probe images, recomputed here."""
+    synthesizer = make_synthesizer("dafl")
+    source = source_for(synthesizer, teacher)
+    assert source.collapse_report()["synthetic_prior"] is None  # no check yet
+    probes: list[torch.Tensor] = []
+    probe = synthesizer.probe
+    synthesizer.probe = lambda n: probes.append(probe(n)) or probes[-1]  # type: ignore[method-assign]
+    list(source.batches(TrainState()))
+    assert len(probes) == source.checks == 3
+    with torch.no_grad():
+        expected = torch.cat([teacher(p) for p in probes]).double().softmax(1).mean(0)
+    prior = source.collapse_report()["synthetic_prior"]
+    assert prior == pytest.approx(expected.tolist(), abs=1e-5)
+    assert sum(prior) == pytest.approx(1.0, abs=1e-4)
+
+
 def test_earlier_probes_measure_what_the_student_forgot(
     teacher: Teacher, monkeypatch: pytest.MonkeyPatch
 ) -> None:

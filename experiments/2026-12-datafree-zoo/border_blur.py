@@ -97,22 +97,27 @@ def edges(name: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     }
 
 
-@torch.no_grad()
-def borders(run: str, images: torch.Tensor) -> dict[str, float]:
-    folder = ROOT / "runs/zoo-bench" / run
+def last_generator(folder: Path) -> Generator:
+    """The generator a ``bench_zoo.py`` run (folder) ended with, from its ``checkpoint.pt``, in
+    training mode (batch statistics, as the synthesizer draws)."""
     checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
     synthesizer = checkpoint["extras"]["source"]["synthesizer"]
     params = checkpoint["config"]["synthesizer"].get("params") or {}
-    latent_dim = int(params.get("latent_dim", 100))
     generator = Generator(
-        latent_dim=latent_dim,
+        latent_dim=int(params.get("latent_dim", 100)),
         image_shape=(1, 28, 28),
         width=int(params.get("generator_width", 32)),
         output=params.get("generator_output", "batchnorm"),
         frame=int(params.get("generator_frame", 0)),
     )
     generator.load_state_dict(synthesizer["generator"])
-    generator.train()  # batch statistics, as the synthesizer draws
+    return generator.train()
+
+
+@torch.no_grad()
+def borders(run: str, images: torch.Tensor) -> dict[str, float]:
+    generator = last_generator(ROOT / "runs/zoo-bench" / run)
+    latent_dim = generator.latent_dim
     codes = torch.randn(512, latent_dim, generator=torch.Generator().manual_seed(0))
     drawn = generator(codes)
     teacher = zoo_teacher(run.split("/")[1].rsplit("-seed", 1)[0])

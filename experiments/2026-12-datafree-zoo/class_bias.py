@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import torch
 import freekd
 from freekd.data import load_dataset
 from freekd.io import atomic_write_json
+from freekd.teachers import Teacher
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -51,8 +54,22 @@ def rounded(values: torch.Tensor, digits: int = 4) -> list[float]:
     return [round(float(v), digits) for v in values]
 
 
+@dataclass
+class RunOnRealImages:
+    """A finished run's teacher and student on the real images it reported on."""
+
+    name: str
+    evaluation: str
+    teacher: Teacher
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+    student_logits: torch.Tensor
+
+
 @torch.no_grad()
-def compare(run: str) -> dict[str, Any]:
+def run_logits(run: str) -> RunOnRealImages:
+    """Load ``TAG/TEACHER-seedK-EVAL``'s zoo teacher and saved student and score the images it
+    reported on (``validation``: ``runs/zoo/mnist-validation.npz``; ``test``: ``mnist:test``)."""
     from diagnose import teacher_of  # the zoo's own loader (user classes with trust_code)
 
     tag, folder = run.split("/")
@@ -62,12 +79,24 @@ def compare(run: str) -> dict[str, Any]:
         str(ROOT / "runs/zoo/mnist-validation.npz") if evaluation == "validation" else "mnist:test"
     )
     images = data.images.float() / 255 if data.images.dtype == torch.uint8 else data.images
-    labels = data.labels
     teacher = teacher_of(zoo_flags(name))
     student = freekd.load_model(RUNS / tag / folder / "model.pt").eval()
     chunks = range(0, len(images), 1000)
-    teacher_logits = torch.cat([teacher(images[i : i + 1000]) for i in chunks])
-    student_logits = torch.cat([student(images[i : i + 1000]) for i in chunks])
+    return RunOnRealImages(
+        name=name,
+        evaluation=evaluation,
+        teacher=teacher,
+        labels=data.labels,
+        teacher_logits=torch.cat([teacher(images[i : i + 1000]) for i in chunks]),
+        student_logits=torch.cat([student(images[i : i + 1000]) for i in chunks]),
+    )
+
+
+@torch.no_grad()
+def compare(run: str) -> dict[str, Any]:
+    scored = run_logits(run)
+    name, evaluation, labels = scored.name, scored.evaluation, scored.labels
+    teacher_logits, student_logits = scored.teacher_logits, scored.student_logits
     classes = teacher_logits.shape[1]
     p_teacher, p_student = teacher_logits.softmax(1), student_logits.softmax(1)
     top_teacher, top_student = p_teacher.argmax(1), p_student.argmax(1)
@@ -100,18 +129,22 @@ def compare(run: str) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def diagnose_runs(
+    doc: str, out: Path, measure: Callable[[str], dict[str, Any]], argv: list[str] | None = None
+) -> None:
+    """The command line of a per-run diagnosis: ``measure`` every run named, merged by run name
+    into ``out`` (written after each run, atomically)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="TAG/TEACHER-seedK-EVAL under runs/zoo-bench/")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sys.path.insert(0, str(HERE))  # diagnose.py and zoo_models, as bench_zoo runs them
-    result = json.loads(OUT.read_text()) if OUT.exists() else {}
+    result = json.loads(out.read_text()) if out.exists() else {}
     for run in args.runs:
-        result[run] = compare(run)
+        result[run] = measure(run)
         print(run, json.dumps(result[run]), flush=True)
-        atomic_write_json(OUT, dict(sorted(result.items())))
+        atomic_write_json(out, dict(sorted(result.items())))
 
 
 if __name__ == "__main__":
-    main()
+    diagnose_runs(__doc__, OUT, compare)

@@ -25,18 +25,12 @@ it chooses nothing. Written to ``prior_shift.json`` (merged by run name):
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-
-import freekd
-from freekd.data import load_dataset
-from freekd.datafree.nets import Generator
-from freekd.io import atomic_write_json
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -53,23 +47,13 @@ def rounded(values: torch.Tensor, digits: int = 4) -> list[float]:
 @torch.no_grad()
 def last_generator_prior(folder: Path, teacher: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """π from the run's last generator: (mean teacher softmax, argmax histogram share)."""
-    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
-    state = checkpoint["extras"]["source"]["synthesizer"]
-    params = checkpoint["config"]["synthesizer"].get("params") or {}
-    latent_dim = int(params.get("latent_dim", 100))
-    generator = Generator(
-        latent_dim=latent_dim,
-        image_shape=(1, 28, 28),
-        width=int(params.get("generator_width", 32)),
-        output=params.get("generator_output", "batchnorm"),
-        frame=int(params.get("generator_frame", 0)),
-    )
-    generator.load_state_dict(state["generator"])
-    generator.train()  # batch statistics, as the synthesizer draws
+    from border_blur import last_generator
+
+    generator = last_generator(folder)
     rng = torch.Generator().manual_seed(0)
     logits = torch.cat(
         [
-            teacher(generator(torch.randn(256, latent_dim, generator=rng)))
+            teacher(generator(torch.randn(256, generator.latent_dim, generator=rng)))
             for _ in range(DRAWN // 256)
         ]
     )
@@ -80,25 +64,17 @@ def last_generator_prior(folder: Path, teacher: Any) -> tuple[torch.Tensor, torc
 
 @torch.no_grad()
 def measure(run: str) -> dict[str, Any]:
-    from class_bias import zoo_flags
-    from diagnose import teacher_of  # the zoo's own loader (user classes with trust_code)
+    from class_bias import run_logits
 
-    tag, folder = run.split("/")
-    name, rest = folder.rsplit("-seed", 1)
-    evaluation = rest.split("-", 1)[1]
-    data = load_dataset(
-        str(ROOT / "runs/zoo/mnist-validation.npz") if evaluation == "validation" else "mnist:test"
+    scored = run_logits(run)
+    labels, teacher_logits, student_logits = (
+        scored.labels,
+        scored.teacher_logits,
+        scored.student_logits,
     )
-    images = data.images.float() / 255 if data.images.dtype == torch.uint8 else data.images
-    labels = data.labels
-    teacher = teacher_of(zoo_flags(name))
-    student = freekd.load_model(RUNS / tag / folder / "model.pt").eval()
-    chunks = range(0, len(images), 1000)
-    teacher_logits = torch.cat([teacher(images[i : i + 1000]) for i in chunks])
-    student_logits = torch.cat([student(images[i : i + 1000]) for i in chunks])
-    soft, hard = last_generator_prior(RUNS / tag / folder, teacher)
+    soft, hard = last_generator_prior(RUNS / run, scored.teacher)
     priors = {"soft": soft, "argmax": hard}
-    report = json.loads((RUNS / tag / folder / "report.json").read_text())
+    report = json.loads((RUNS / run / "report.json").read_text())
     recorded = (report.get("collapse") or {}).get("synthetic_prior")
     if recorded:  # the run's own record: the teacher's mean probabilities over every probe
         priors["run"] = torch.tensor(recorded)
@@ -114,8 +90,8 @@ def measure(run: str) -> dict[str, Any]:
     oracle = (student_logits - shift.log()).argmax(1)
     accuracy["real_prior_correction"] = round(float((oracle == labels).float().mean()), 4)
     return {
-        "teacher": name,
-        "eval": evaluation,
+        "teacher": scored.name,
+        "eval": scored.evaluation,
         "images": len(labels),
         "teacher_accuracy": round(float((teacher_logits.argmax(1) == labels).float().mean()), 4),
         "student_accuracy": accuracy,
@@ -127,18 +103,8 @@ def measure(run: str) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="TAG/TEACHER-seedK-EVAL under runs/zoo-bench/")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    sys.path.insert(0, str(HERE))  # diagnose.py, class_bias.py and zoo_models
-    result = json.loads(OUT.read_text()) if OUT.exists() else {}
-    for run in args.runs:
-        result[run] = measure(run)
-        print(run, json.dumps(result[run]), flush=True)
-        atomic_write_json(OUT, dict(sorted(result.items())))
-
-
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(HERE))  # class_bias.py, border_blur.py, diagnose.py and zoo_models
+    from class_bias import diagnose_runs
+
+    diagnose_runs(__doc__, OUT, measure)

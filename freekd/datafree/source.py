@@ -111,9 +111,11 @@ class SyntheticSource:
         self.recoveries = 0
         self.gave_up = False
         self.last_check: dict[str, float] = {}
-        #: Sum over every probe image of the teacher's softmax (float64, on the CPU): divided by
-        #: ``probe_queries``, the class prior of the synthetic images over the run.
+        #: Sum over the probe images of the teacher's softmax (float64, on the CPU) and how many
+        #: images it holds (those with finite logits): their ratio is the class prior of the
+        #: synthesizer's fresh images over the run's checks.
         self.prior_sum: torch.Tensor | None = None
+        self.prior_images = 0
         self.events: list[dict[str, Any]] = []
         #: Shows what a synthesis round is doing (the run's progress bar wires it).
         self.status: Callable[[str], None] = _ignore
@@ -140,8 +142,7 @@ class SyntheticSource:
             student_logits = self.student(probe)
         self.probe_queries += len(probe)
         self.checks += 1
-        probabilities = teacher_logits.detach().double().softmax(1).sum(0).cpu()
-        self.prior_sum = probabilities if self.prior_sum is None else self.prior_sum + probabilities
+        self._add_to_prior(teacher_logits)
         check = self.monitor.check(probe, teacher_logits, student_logits)
         self.last_check = {"diversity": check.diversity, "balance": check.balance}
         if check.discrepancy is not None and math.isfinite(check.discrepancy):
@@ -187,6 +188,17 @@ class SyntheticSource:
         self.synthesizer.reinitialize(lr_scale=self.lr_scale)
         self.monitor.reset()
         self.last_statistics = self._round()
+
+    def _add_to_prior(self, teacher_logits: torch.Tensor) -> None:
+        """Add a probe's teacher probabilities to ``prior_sum`` (rows with non-finite logits
+        are left out; float64 on the CPU, which every device can hand over)."""
+        logits = teacher_logits.detach().float().cpu().double()
+        logits = logits[torch.isfinite(logits).all(dim=1)]
+        if not len(logits):
+            return
+        probabilities = logits.softmax(1).sum(0)
+        self.prior_sum = probabilities if self.prior_sum is None else self.prior_sum + probabilities
+        self.prior_images += len(logits)
 
     def _earlier_discrepancy(self) -> float | None:
         """The student's KL(teacher ‖ student) on the images kept from earlier probes, in nats
@@ -272,11 +284,11 @@ class SyntheticSource:
             if self.monitor is None or self.monitor.best_discrepancy == math.inf
             else self.monitor.best_discrepancy,
             "discrepancy_factor": None if self.monitor is None else self.monitor.discrepancy_factor,
-            # The teacher's mean class probabilities over every probe of the run: the class prior
-            # of the images the student was shown, measured without data.
+            # The teacher's mean class probabilities over the run's probes: the class prior of
+            # the synthesizer's fresh images at the collapse checks, measured without data.
             "synthetic_prior": None
-            if self.prior_sum is None or not self.probe_queries
-            else [round(float(v), 5) for v in self.prior_sum / self.probe_queries],
+            if self.prior_sum is None or not self.prior_images
+            else [float(f"{v:.6g}") for v in (self.prior_sum / self.prior_images).tolist()],
         }
 
     COUNTERS = ("rounds", "checks", "probe_queries", "recoveries", "gave_up")
@@ -292,7 +304,7 @@ class SyntheticSource:
         if self.kept_images is not None:
             state["kept_images"], state["kept_logits"] = self.kept_images, self.kept_logits
         if self.prior_sum is not None:
-            state["prior_sum"] = self.prior_sum
+            state["prior_sum"], state["prior_images"] = self.prior_sum, self.prior_images
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -306,7 +318,9 @@ class SyntheticSource:
             self.monitor.load_state_dict(state["monitor"])
         self.kept_images = state.get("kept_images")
         self.kept_logits = state.get("kept_logits")
+        # A run saved before the prior was recorded starts it afresh (the ratio stays a mean).
         self.prior_sum = state.get("prior_sum")
+        self.prior_images = int(state.get("prior_images", 0)) if self.prior_sum is not None else 0
 
 
 def _describe(check: CollapseCheck, best_discrepancy: float) -> str:

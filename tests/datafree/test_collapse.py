@@ -337,6 +337,33 @@ def test_synthetic_prior_is_the_teachers_mean_probability_over_every_probe(
     assert sum(prior) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_synthetic_prior_after_resuming_a_run_saved_before_it_was_recorded(
+    teacher: Teacher,
+) -> None:
+    """An older checkpoint has probe counters but no prior: the resumed record is the mean over
+    the checks made since, never a sum divided by the whole run's probes."""
+    source = source_for(make_synthesizer("dafl"), teacher)
+    list(source.batches(TrainState()))
+    state = copy.deepcopy(source.state_dict())
+    del state["prior_sum"], state["prior_images"]
+    resumed = source_for(make_synthesizer("dafl"), teacher)
+    resumed.load_state_dict(state)
+    assert resumed.collapse_report()["synthetic_prior"] is None
+    assert resumed.probe_queries == 96
+    list(resumed.batches(TrainState()))
+    assert resumed.prior_images == 96  # only the three new probes
+    assert sum(resumed.collapse_report()["synthetic_prior"]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_synthetic_prior_leaves_out_probe_rows_with_non_finite_logits(teacher: Teacher) -> None:
+    source = source_for(make_synthesizer("dafl"), teacher)
+    logits = torch.tensor([[0.0, math.log(3.0)], [math.nan, 0.0], [math.inf, 0.0]])
+    source._add_to_prior(logits)
+    assert source.prior_images == 1
+    assert source.prior_sum is not None
+    assert source.prior_sum.tolist() == pytest.approx([0.25, 0.75])
+
+
 def test_earlier_probes_measure_what_the_student_forgot(
     teacher: Teacher, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -262,3 +262,41 @@ class Generator(nn.Module):
         if self.output == "matched-blur":
             return antialias(pixels.clamp(0.0, 1.0))
         return pixels.clamp(0.0, 1.0)
+
+
+class GeneratorEnsemble(nn.Module):
+    """Several independent :class:`Generator` s behind one call: a batch of latent codes is split
+    into as many contiguous parts (``Tensor.tensor_split``), each part drawn by its own
+    generator, and the images are concatenated in order.
+
+    Several generators cover more of the teacher's input space than one: each starts from its
+    own weights and keeps its own batch statistics, so the student's batches mix images from
+    as many adversarial games against it (Choi et al. 2020, "Data-Free Network Quantization
+    With Adversarial Knowledge Distillation", CVPR Workshops, arXiv:2005.04136: multiple
+    generators for diverse adversarial samples). A generator only receives the gradient of the
+    images it drew. A batch with fewer than two codes per generator is drawn by as many
+    generators as can take two (the first ones): a BatchNorm in training mode needs two
+    values per channel.
+
+    Args:
+        members: the generators (at least 2; for one, use it alone), built alike.
+    """
+
+    def __init__(self, members: list[Generator]) -> None:
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 generators, got {len(members)}")
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def set_pixel_statistics(self, mean: list[float], std: list[float]) -> None:
+        """``Generator.set_pixel_statistics`` on every member."""
+        for member in self.members:
+            member.set_pixel_statistics(mean, std)  # type: ignore[operator]
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """(B, latent_dim) codes → (B, C, H, W) images, part i of the batch from generator i."""
+        parts = max(1, min(len(self.members), latent.shape[0] // 2))
+        chunks = latent.tensor_split(parts)
+        return torch.cat(
+            [member(chunk) for member, chunk in zip(self.members, chunks, strict=False)]
+        )

@@ -264,6 +264,8 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.balance_target=0", "balance_target must lie in (0, 1]"),
         ("zskt", "synthesizer.params.balance_after=-1", "balance_after must be non-negative"),
         ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
+        ("zskt", "synthesizer.params.generators=0", "generators must lie in [1, batch_size"),
+        ("zskt", "synthesizer.params.generators=200", "generators must lie in [1, batch_size"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
             "zskt",
@@ -605,3 +607,38 @@ def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restart
     ):
         constant.follow_schedule(0.25)
         assert constant.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_several_generators_each_learn_on_their_own_part_and_resume_exactly(
+    teacher: Teacher,
+) -> None:
+    """``generators=3``: every generator steps on its own third of the batch, the student's
+    batches and the collapse probe draw from all three, and a resumed synthesizer goes on with
+    the same images as the uninterrupted one."""
+    student = make_student()
+    synthesizer = make_adversarial("zskt", generators=3, batch_size=12)
+    members = synthesizer.generator.members  # type: ignore[union-attr]
+    before = [copy.deepcopy(member.state_dict()) for member in members]
+    synthesizer.synthesize(teacher, student)
+    for member, saved in zip(members, before, strict=True):
+        moved = [not torch.equal(value, saved[key]) for key, value in member.state_dict().items()]
+        assert any(moved)
+    resumed = make_adversarial("zskt", generators=3, batch_size=12, seed=5)
+    resumed.load_state_dict(copy.deepcopy(synthesizer.state_dict()))
+    for copy_ in (synthesizer, resumed):
+        copy_.synthesize(teacher, student)
+    assert torch.equal(synthesizer.sample(9), resumed.sample(9))
+    assert torch.equal(synthesizer.probe(6), resumed.probe(6))
+    # One generator stays a plain Generator, so checkpoints from before the option still load.
+    single = make_adversarial("zskt")
+    assert not any(key.startswith("members.") for key in single.generator.state_dict())
+    assert all(key.startswith("members.") for key in synthesizer.generator.state_dict())
+
+
+def test_several_generators_restart_together_after_a_collapse(teacher: Teacher) -> None:
+    synthesizer = make_adversarial("zskt", generators=2, batch_size=8)
+    synthesizer.synthesize(teacher, make_student())
+    weights = [copy.deepcopy(m.state_dict()) for m in synthesizer.generator.members]  # type: ignore[union-attr]
+    synthesizer.reinitialize(lr_scale=0.5)
+    for member, saved in zip(synthesizer.generator.members, weights, strict=True):  # type: ignore[union-attr]
+        assert not torch.equal(member.project[0].weight, saved["project.0.weight"])

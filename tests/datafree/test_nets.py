@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 
 from freekd.config import TeacherSourceConfig
 from freekd.datafree import nets
-from freekd.datafree.nets import Generator, plausible_pixel_statistics, teacher_pixel_statistics
+from freekd.datafree.nets import (
+    Generator,
+    GeneratorEnsemble,
+    plausible_pixel_statistics,
+    teacher_pixel_statistics,
+)
 from freekd.teachers import load_teacher
 
 
@@ -218,3 +223,47 @@ def test_antialias_refuses_a_non_positive_sigma_and_unbatched_images() -> None:
         nets.antialias(torch.zeros(1, 1, 4, 4), sigma=0.0)
     with pytest.raises(ValueError, match="sigma"):
         nets.antialias(torch.zeros(1, 4, 4))
+
+
+def test_an_ensemble_draws_each_part_of_the_batch_with_its_own_generator() -> None:
+    torch.manual_seed(0)
+    members = [Generator(image_shape=(1, 12, 12), width=8, output="batchnorm") for _ in range(3)]
+    ensemble = GeneratorEnsemble(members)
+    ensemble.set_pixel_statistics([0.1307], [0.3081])
+    codes = torch.randn(10, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        images = ensemble.train()(codes)
+        # tensor_split: parts of 4, 3 and 3 codes, each through its own generator's batch norm.
+        expected = torch.cat([members[0](codes[:4]), members[1](codes[4:7]), members[2](codes[7:])])
+    assert images.shape == (10, 1, 12, 12)
+    assert torch.equal(images, expected)
+    assert all(torch.equal(member.get_buffer("pixel_mean"), members[0].get_buffer("pixel_mean"))
+               for member in members)  # fmt: skip
+    # Members start from different weights, so they draw different images from one code.
+    with torch.no_grad():
+        same = codes[:4]
+        assert not torch.allclose(members[0](same), members[1](same))
+
+
+def test_an_ensemble_passes_each_generator_only_the_gradient_of_its_own_images() -> None:
+    torch.manual_seed(0)
+    ensemble = GeneratorEnsemble([Generator(image_shape=(1, 8, 8), width=8) for _ in range(2)])
+    codes = torch.randn(8, 100, generator=torch.Generator().manual_seed(1))
+    images = ensemble.train()(codes)
+    images[:4].sum().backward()  # the first generator's part only
+    first, second = ensemble.members
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first.parameters())
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0.0 for p in second.parameters())
+
+
+def test_an_ensemble_uses_fewer_generators_for_a_small_batch_and_needs_two() -> None:
+    torch.manual_seed(0)
+    ensemble = GeneratorEnsemble([Generator(image_shape=(1, 8, 8), width=8) for _ in range(4)])
+    codes = torch.randn(5, 100, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        images = ensemble.train()(codes)
+        # Five codes: two generators, with three and two codes (a batch norm needs two each).
+        first, second = ensemble.members[0], ensemble.members[1]
+        assert torch.equal(images, torch.cat([first(codes[:3]), second(codes[3:])]))
+    with pytest.raises(ValueError, match="at least 2 generators"):
+        GeneratorEnsemble([Generator(image_shape=(1, 8, 8), width=8)])

@@ -85,6 +85,13 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             black images with white strokes, as real digits), ``matched-st`` (``matched``
             through a straight-through clamp), ``matched-blur`` (``matched`` anti-aliased by a
             3×3 Gaussian) or ``sigmoid``.
+        generators: number of independent generators (``nets.GeneratorEnsemble``; 1: one, as
+            in both papers). Every batch, for the generator's step, the student and the collapse
+            probe, is split evenly among them, so a round costs about what one generator's
+            does; each generator is trained on the discrepancy of its own part. More
+            generators cover more of the teacher's input space (Choi et al. 2020, CVPR
+            Workshops, arXiv:2005.04136, which proposes multiple generators for diverse
+            adversarial samples; a freekd experiment, session 30).
         generator_frame: width, in pixels, of a border the generator's images leave black (0:
             none, as in both papers). MNIST's digits keep 3 % of their intensity in the outer 4
             pixels (49 % of the area), a default generator's images 37–49 %: a teacher's
@@ -171,6 +178,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     generator_width: int = 32
     generator_output: str = "batchnorm"
     generator_frame: int = 0
+    generators: int = 1
     replay_fraction: float = 0.0
     memory_size: int = 20_000
     student_shift: int = 0
@@ -190,6 +198,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             width=self.generator_width,
             output=self.generator_output,
             frame=self.generator_frame,
+            count=self.generators,
             condition_dim=self.num_classes if self.class_weight > 0 else 0,
         )
 
@@ -198,6 +207,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         error naming ``synthesizer.params``)."""
         if self.batch_size < 1 or self.generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
+        if not 1 <= self.generators <= self.batch_size // 2:
+            raise ValueError(
+                f"generators must lie in [1, batch_size / 2 = {self.batch_size // 2}] (each "
+                f"generator draws at least two images of a batch), got {self.generators}"
+            )
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
         if self.student_shift < 0:

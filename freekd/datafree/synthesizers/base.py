@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.bn_hooks import BatchNormStatistics
-from freekd.datafree.nets import Generator, teacher_pixel_statistics
+from freekd.datafree.nets import Generator, GeneratorEnsemble, teacher_pixel_statistics
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.registry import Registry
 from freekd.seeding import seeded_scope
@@ -207,16 +207,23 @@ class GeneratorSynthesizer(BatchSynthesizer):
     )
 
     def _build_generator(
-        self, *, width: int, output: str, condition_dim: int = 0, frame: int = 0
+        self, *, width: int, output: str, condition_dim: int = 0, frame: int = 0, count: int = 1
     ) -> None:
-        """``self.generator`` on ``latent_dim + condition_dim`` inputs and its Adam optimizer."""
-        self.generator = Generator(
-            latent_dim=self.latent_dim + condition_dim,
-            image_shape=self.image_shape,
-            width=width,
-            output=output,
-            frame=frame,
-        ).to(self.device)
+        """``self.generator`` on ``latent_dim + condition_dim`` inputs and its Adam optimizer;
+        ``count`` > 1 builds a ``GeneratorEnsemble`` of that many (one Adam over all of them:
+        its state is per parameter, so each generator keeps its own moments)."""
+        members = [
+            Generator(
+                latent_dim=self.latent_dim + condition_dim,
+                image_shape=self.image_shape,
+                width=width,
+                output=output,
+                frame=frame,
+            )
+            for _ in range(count)
+        ]
+        generator = members[0] if count == 1 else GeneratorEnsemble(members)
+        self.generator = generator.to(self.device)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS
         )

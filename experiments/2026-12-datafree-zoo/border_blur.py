@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from freekd.data import load_dataset
-from freekd.datafree.nets import Generator, antialias
+from freekd.datafree.nets import Generator, GeneratorEnsemble, antialias
 from freekd.io import atomic_write_json
 from freekd.teachers import Teacher
 
@@ -97,19 +97,24 @@ def edges(name: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     }
 
 
-def last_generator(folder: Path) -> Generator:
+def last_generator(folder: Path) -> Generator | GeneratorEnsemble:
     """The generator a ``bench_zoo.py`` run (folder) ended with, from its ``checkpoint.pt``, in
-    training mode (batch statistics, as the synthesizer draws)."""
+    training mode (batch statistics, as the synthesizer draws); with ``generators`` > 1, the
+    ensemble."""
     checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
     synthesizer = checkpoint["extras"]["source"]["synthesizer"]
     params = checkpoint["config"]["synthesizer"].get("params") or {}
-    generator = Generator(
-        latent_dim=int(params.get("latent_dim", 100)),
-        image_shape=(1, 28, 28),
-        width=int(params.get("generator_width", 32)),
-        output=params.get("generator_output", "batchnorm"),
-        frame=int(params.get("generator_frame", 0)),
-    )
+    members = [
+        Generator(
+            latent_dim=int(params.get("latent_dim", 100)),
+            image_shape=(1, 28, 28),
+            width=int(params.get("generator_width", 32)),
+            output=params.get("generator_output", "batchnorm"),
+            frame=int(params.get("generator_frame", 0)),
+        )
+        for _ in range(int(params.get("generators", 1)))
+    ]
+    generator = members[0] if len(members) == 1 else GeneratorEnsemble(members)
     generator.load_state_dict(synthesizer["generator"])
     return generator.train()
 

@@ -274,9 +274,10 @@ class GeneratorEnsemble(nn.Module):
     as many adversarial games against it (Choi et al. 2020, "Data-Free Network Quantization
     With Adversarial Knowledge Distillation", CVPR Workshops, arXiv:2005.04136: multiple
     generators for diverse adversarial samples). A generator only receives the gradient of the
-    images it drew. A batch with fewer than two codes per generator is drawn by as many
-    generators as can take two (the first ones): a BatchNorm in training mode needs two
-    values per channel.
+    images it drew. A batch of fewer codes than generators is drawn by the first ones, one
+    image each (a generator's BatchNorm layers pool over the pixels, so one image is enough).
+    The parts are contiguous: a consumer that takes the first images of a batch sees the first
+    generators only, so take a spread of indices instead (``source.SyntheticSource._keep``).
 
     Args:
         members: the generators (at least 2; for one, use it alone), built alike.
@@ -287,6 +288,10 @@ class GeneratorEnsemble(nn.Module):
             raise ValueError(f"an ensemble needs at least 2 generators, got {len(members)}")
         super().__init__()
         self.members = nn.ModuleList(members)
+        # What callers read off a single Generator, the same for every member.
+        self.latent_dim = members[0].latent_dim
+        self.image_shape = members[0].image_shape
+        self.output = members[0].output
 
     def set_pixel_statistics(self, mean: list[float], std: list[float]) -> None:
         """``Generator.set_pixel_statistics`` on every member."""
@@ -295,7 +300,7 @@ class GeneratorEnsemble(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         """(B, latent_dim) codes → (B, C, H, W) images, part i of the batch from generator i."""
-        parts = max(1, min(len(self.members), latent.shape[0] // 2))
+        parts = max(1, min(len(self.members), latent.shape[0]))
         chunks = latent.tensor_split(parts)
         return torch.cat(
             [member(chunk) for member, chunk in zip(self.members, chunks, strict=False)]

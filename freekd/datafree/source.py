@@ -217,13 +217,17 @@ class SyntheticSource:
         return value if math.isfinite(value) else None
 
     def _keep(self, probe: torch.Tensor, teacher_logits: torch.Tensor) -> None:
-        """Keep the first ``keep_per_check`` probe images (the probe is random: any are)."""
+        """Keep ``keep_per_check`` probe images spread evenly over the probe (the probe is
+        random, so any would do for one generator; a ``GeneratorEnsemble`` draws the probe in
+        contiguous parts, and a spread takes images of every generator)."""
         # At most KEPT_VALUES pixel values (32 MB): 1,024 MNIST images, 55 at 224 × 224 × 3.
         size = min(self.keep_size, self.KEPT_VALUES // probe[0].numel())
         if self.keep_per_check == 0 or size == 0:
             return
-        images = probe[: self.keep_per_check].detach().cpu()
-        logits = teacher_logits[: self.keep_per_check].detach().float().cpu()
+        count = min(self.keep_per_check, len(probe))
+        spread = torch.linspace(0, len(probe) - 1, count).round().long()
+        images = probe[spread].detach().cpu()
+        logits = teacher_logits[spread.to(teacher_logits.device)].detach().float().cpu()
         if self.kept_images is not None and self.kept_logits is not None:
             images = torch.cat([self.kept_images, images])
             logits = torch.cat([self.kept_logits, logits])

@@ -364,6 +364,18 @@ def test_synthetic_prior_leaves_out_probe_rows_with_non_finite_logits(teacher: T
     assert source.prior_sum.tolist() == pytest.approx([0.25, 0.75])
 
 
+def test_kept_probe_images_are_spread_over_the_probe(teacher: Teacher) -> None:
+    """A ``GeneratorEnsemble`` draws the probe in contiguous parts, one per generator: the kept
+    images are spread over the whole probe, so every generator's part is kept."""
+    source = source_for(make_synthesizer("zskt"), teacher, keep_per_check=4)
+    probe = torch.arange(16.0).view(16, 1, 1, 1).expand(16, *SHAPE).contiguous()
+    source._keep(probe, torch.arange(16.0).view(16, 1).expand(16, 10))
+    assert source.kept_images is not None
+    assert source.kept_logits is not None
+    assert source.kept_images[:, 0, 0, 0].tolist() == [0.0, 5.0, 10.0, 15.0]
+    assert source.kept_logits[:, 0].tolist() == [0.0, 5.0, 10.0, 15.0]
+
+
 def test_earlier_probes_measure_what_the_student_forgot(
     teacher: Teacher, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,11 +87,15 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             3×3 Gaussian) or ``sigmoid``.
         generators: number of independent generators (``nets.GeneratorEnsemble``; 1: one, as
             in both papers). Every batch, for the generator's step, the student and the collapse
-            probe, is split evenly among them, so a round costs about what one generator's
-            does; each generator is trained on the discrepancy of its own part. More
-            generators cover more of the teacher's input space (Choi et al. 2020, CVPR
-            Workshops, arXiv:2005.04136, which proposes multiple generators for diverse
-            adversarial samples; a freekd experiment, session 30).
+            probe, is split into equal contiguous parts, one per generator (a batch of fewer
+            images than generators is drawn by the first ones), so a round costs about what
+            one generator's does. Each generator is trained on the discrepancy and the
+            smoothness prior of its own images; the balance term, its gate and the relative
+            prior's weight are measured on the whole batch. More generators cover more of the
+            teacher's input space (Choi et al. 2020, CVPR Workshops, arXiv:2005.04136, which
+            proposes multiple generators for diverse adversarial samples; a freekd experiment,
+            session 30). The collapse checks pool the whole probe, and a restart redraws
+            every generator.
         generator_frame: width, in pixels, of a border the generator's images leave black (0:
             none, as in both papers). MNIST's digits keep 3 % of their intensity in the outer 4
             pixels (49 % of the area), a default generator's images 37–49 %: a teacher's
@@ -207,11 +211,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         error naming ``synthesizer.params``)."""
         if self.batch_size < 1 or self.generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
-        if not 1 <= self.generators <= self.batch_size // 2:
-            raise ValueError(
-                f"generators must lie in [1, batch_size / 2 = {self.batch_size // 2}] (each "
-                f"generator draws at least two images of a batch), got {self.generators}"
-            )
+        if isinstance(self.generators, bool) or not isinstance(self.generators, int):
+            raise ValueError(f"generators must be a whole number, got {self.generators!r}")
+        if self.generators < 1:
+            raise ValueError(f"generators must be at least 1, got {self.generators}")
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
         if self.student_shift < 0:

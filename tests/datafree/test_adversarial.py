@@ -265,6 +265,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.balance_after=-1", "balance_after must be non-negative"),
         ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
         ("zskt", "synthesizer.params.generators=0", "generators must be at least 1"),
+        ("zskt", "synthesizer.params.confidence_weight=-1", "confidence_weight must be"),
         ("zskt", "synthesizer.params.generators=2.5", "generators must be a whole number"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
@@ -545,6 +546,39 @@ def test_total_variation_prior_smooths_the_generator_images(teacher: Teacher) ->
     assert after < 0.7 * before
     with pytest.raises(ValueError, match="total_variation_weight"):
         make_adversarial("zskt", total_variation_weight=-1.0)
+
+
+def mean_top_probability(
+    synthesizer: AdversarialSynthesizer, latent: Tensor, teacher: Teacher
+) -> float:
+    with torch.no_grad():
+        images = synthesizer.generator.train()(latent)
+        return float(teacher(images).softmax(1).max(1).values.mean())
+
+
+def test_confidence_term_moves_the_generator_toward_images_the_teacher_is_sure_of(
+    teacher: Teacher,
+) -> None:
+    """DAFL's L_oh in the adversarial generator: reported, scaled like the smoothness prior,
+    and it raises the teacher's top probability on the generator's images."""
+    assert "confidence" not in make_adversarial("zskt").synthesize(teacher, make_student())
+    synthesizer = make_adversarial(
+        "zskt", adversarial_weight=0.0, total_variation_weight=0.0, confidence_weight=1.0,
+        relative_prior=False, generator_steps=20, lr=1e-2,
+    )  # fmt: skip
+    synthesizer.generator.set_pixel_statistics(*teacher_pixel_statistics(teacher))
+    latent = torch.randn((32, synthesizer.latent_dim), generator=torch.Generator().manual_seed(1))
+    before = mean_top_probability(synthesizer, latent, teacher)
+    statistics = synthesizer.synthesize(teacher, make_student())
+    after = mean_top_probability(synthesizer, latent, teacher)
+    assert after > before + 0.05
+    assert statistics["confidence"] > 0
+    # Relative: at a discrepancy of a tenth of the reference, a tenth of the weight.
+    relative = make_adversarial("zskt", total_variation_weight=0.0, confidence_weight=1.0)
+    reference = relative.REFERENCE_DISCREPANCY
+    assert relative._relative_scale(reference / 10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="confidence_weight must be non-negative"):
+        make_adversarial("zskt", confidence_weight=-1.0)
 
 
 def test_the_relative_prior_weakens_for_small_discrepancies_and_never_strengthens() -> None:

@@ -577,6 +577,41 @@ def test_confidence_term_moves_the_generator_toward_images_the_teacher_is_sure_o
     relative = make_adversarial("zskt", total_variation_weight=0.0, confidence_weight=1.0)
     reference = relative.REFERENCE_DISCREPANCY
     assert relative._relative_scale(reference / 10) == pytest.approx(0.1)
+
+
+def test_the_confidence_term_is_scaled_by_the_running_discrepancy_once_per_step(
+    teacher: Teacher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the smoothness prior the running mean still moves once per generator step, and
+    the logged term is the weight × that scale × L_oh."""
+    logged = {}
+    calls: list[float] = []
+    for scale in (1.0, 0.25):
+        calls.clear()
+
+        def fixed(_: AdversarialSynthesizer, discrepancy: float, scale: float = scale) -> float:
+            calls.append(discrepancy)
+            return scale
+
+        monkeypatch.setattr(AdversarialSynthesizer, "_relative_scale", fixed)
+        torch.manual_seed(0)  # the generator's initial weights: the same images for both scales
+        synthesizer = make_adversarial(
+            "zskt", total_variation_weight=0.0, confidence_weight=2.0, generator_steps=1
+        )
+        logged[scale] = synthesizer.synthesize(teacher, make_student())["confidence"]
+        assert len(calls) == 1
+        again = make_adversarial(
+            "zskt", total_variation_weight=0.0, confidence_weight=2.0, generator_steps=3
+        )
+        calls.clear()
+        again.synthesize(teacher, make_student())
+        assert len(calls) == 3
+    # The same images (same seed, the term is logged before the generator steps): a quarter.
+    assert logged[0.25] == pytest.approx(logged[1.0] / 4, rel=1e-5)
+    monkeypatch.undo()
+    unscaled = make_adversarial("zskt", total_variation_weight=0.0, confidence_weight=2.0)
+    unscaled.synthesize(teacher, make_student())
+    assert unscaled.discrepancy_scale > 0  # the running mean moved without the prior
     with pytest.raises(ValueError, match="confidence_weight must be non-negative"):
         make_adversarial("zskt", confidence_weight=-1.0)
 

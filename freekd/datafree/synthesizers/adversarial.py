@@ -148,9 +148,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             strokes over the pixel-level texture an unconstrained generator draws. Reported under
             ``"total_variation"`` (a freekd addition).
         relative_prior: scale the smoothness prior (and the confidence term) with the
-            discrepancy the generator finds: its weight is ``total_variation_weight`` ×
-            min(1, (running mean of the discrepancy) / ``REFERENCE_DISCREPANCY``), never above
-            the weight given. A teacher
+            discrepancy the generator finds: its weight is ``total_variation_weight`` (or
+            ``confidence_weight``) × min(1, (running mean of the discrepancy) /
+            ``REFERENCE_DISCREPANCY``), never above the weight given. A teacher
             with soft outputs (label smoothing) leaves a discrepancy 30 times smaller than
             LeNet-5's, and a fixed weight then lets the prior drown the adversarial signal
             (experiments/2026-12-datafree-zoo/README.md). Off: the weight as given (a freekd
@@ -330,8 +330,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
 
     def _relative_scale(self, discrepancy: float) -> float:
         """What the priors' weights are multiplied by this step: with ``relative_prior``, the
-        running mean of the discrepancy (updated here, once per step) over
-        ``REFERENCE_DISCREPANCY``, at most 1; without it, 1."""
+        running mean of the discrepancy over ``REFERENCE_DISCREPANCY``, at most 1; without it,
+        1. Every call moves the running mean by ``discrepancy``: call it once per generator
+        step."""
         if not self.relative_prior:
             return 1.0
         momentum = self.DISCREPANCY_MOMENTUM if self.discrepancy_scale > 0 else 1.0

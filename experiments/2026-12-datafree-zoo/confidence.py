@@ -12,6 +12,9 @@ pixel.
         default-s29/shallow-avgpool-seed0-validation default-s29/shallow-maxpool-seed0-validation \\
         default-s29/dropout-cnn-seed0-validation default-s29/pixel-groupnorm-seed0-validation \\
         default-s29/mlp-std-seed0-validation
+    PYTHONPATH=. python experiments/2026-12-datafree-zoo/confidence.py --runs \
+        conf1/shallow-avgpool-seed0-validation conf1/shallow-maxpool-seed0-validation \
+        --out experiments/2026-12-datafree-zoo/confidence-conf1.json
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def confidence(run: str, real: torch.Tensor) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", required=True, help="TAG/TEACHER-seedK-EVAL")
+    parser.add_argument("--out", type=Path, default=OUT, help="the JSON to write")
     args = parser.parse_args()
     torch.manual_seed(0)
     real = validation()[0][:REAL]
@@ -60,8 +64,8 @@ def main() -> None:
     for run in args.runs:
         result[run] = confidence(run, real)
         print(run, result[run], flush=True)
-    atomic_write_json(OUT, result)
-    print(f"wrote {OUT}")
+    atomic_write_json(args.out, result)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

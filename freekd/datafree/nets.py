@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 OUTPUTS = ("sigmoid", "batchnorm", "matched", "matched-st", "matched-blur")
+#: Generator architectures: DCGAN (``Generator``) or pen strokes (``StrokeGenerator``).
+KINDS = ("dcgan", "strokes")
 #: Standard deviation, in pixels, of the 3×3 Gaussian that ``matched-blur`` smooths its images with.
 ANTIALIAS_SIGMA = 0.5
 #: Pixel mean and std a generator draws with when the teacher's normalization says nothing usable.
@@ -283,7 +285,7 @@ class GeneratorEnsemble(nn.Module):
         members: the generators (at least 2; for one, use it alone), built alike.
     """
 
-    def __init__(self, members: list[Generator]) -> None:
+    def __init__(self, members: list[Generator] | list[Generator | StrokeGenerator]) -> None:
         if len(members) < 2:
             raise ValueError(f"an ensemble needs at least 2 generators, got {len(members)}")
         super().__init__()
@@ -305,3 +307,103 @@ class GeneratorEnsemble(nn.Module):
         return torch.cat(
             [member(chunk) for member, chunk in zip(self.members, chunks, strict=False)]
         )
+
+
+class StrokeGenerator(nn.Module):
+    """Latent codes → images of anti-aliased pen strokes on a black background.
+
+    Real handwriting is a few strokes of grey-rimmed ink on black; DAFL's DCGAN output draws a
+    grey fog over the whole image (for MNIST's statistics, a mean of 0.2 where digits have
+    0.13, ink in every border). This generator can only draw strokes: an MLP maps z to
+    ``strokes`` polylines of ``points`` points each (inside the central box of ``extent`` of
+    the image, where size-normalized digits lie), a width and an intensity per stroke. Each
+    segment is rendered from its distance field, ink = intensity · exp(−d² / 2σ²) with d the
+    distance from the pixel centre to the segment, as vector-graphics rasterizers pre-filter
+    edges (Li et al. 2020, "Differentiable Vector Graphics Rasterization for Editing and
+    Learning", SIGGRAPH Asia, §4: anti-aliasing from the distance to the curve), and the
+    segments are merged as 1 − Π(1 − ink), so every pixel stays in [0, 1] and every stroke's
+    position, width and intensity receive a gradient. A freekd experiment (session 30).
+
+    Args:
+        latent_dim: size of the latent code z.
+        image_shape: (C, H, W); every channel gets the same strokes.
+        strokes: polylines per image.
+        points: points per polyline (``points − 1`` straight segments).
+        hidden: width of the MLP's two hidden layers (BatchNorm, LeakyReLU(0.2)).
+        extent: side of the central box the points lie in, as a share of the image
+            (MNIST: digits are size-normalized to 20 of 28 pixels).
+        width_range: smallest and largest σ of a stroke, in pixels.
+    """
+
+    #: Gain on the MLP's coordinate outputs before the tanh (see ``forward``).
+    SPREAD = 2.5
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 100,
+        image_shape: tuple[int, int, int],
+        strokes: int = 3,
+        points: int = 4,
+        hidden: int = 256,
+        extent: float = 20 / 28,
+        width_range: tuple[float, float] = (0.5, 2.0),
+    ) -> None:
+        if strokes < 1 or points < 2:
+            raise ValueError(f"need a stroke of two points at least, got {strokes} × {points}")
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.image_shape = image_shape
+        self.output = "strokes"
+        self.strokes, self.points = strokes, points
+        self.extent, self.width_range = extent, width_range
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(hidden, strokes * (2 * points + 2)),
+        )
+        _, height, width = image_shape
+        ys, xs = torch.meshgrid(
+            torch.arange(height, dtype=torch.float32) + 0.5,
+            torch.arange(width, dtype=torch.float32) + 0.5,
+            indexing="ij",
+        )
+        # Pixel centres (H·W, 2) as (x, y), in pixels; not saved: they follow from the shape.
+        self.register_buffer("grid", torch.stack([xs, ys], dim=-1).view(-1, 2), persistent=False)
+
+    def set_pixel_statistics(self, mean: list[float], std: list[float]) -> None:
+        """Nothing to set: the strokes are ink on black in [0, 1] whatever the teacher's
+        normalization (the teacher normalizes its own inputs)."""
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """(B, latent_dim) codes → (B, C, H, W) images in [0, 1]."""
+        batch = latent.shape[0]
+        channels, height, width = self.image_shape
+        raw = self.net(latent).view(batch, self.strokes, 2 * self.points + 2)
+        size = torch.tensor([width, height], dtype=raw.dtype, device=raw.device)
+        # Points in the central box: centre ± extent/2 of the image, (B, S, P, 2) in pixels.
+        # ×SPREAD: at initialization the MLP's outputs have a std of about 0.4, which would
+        # crowd every point into the middle third of the box; this spreads them over it.
+        coordinates = torch.tanh(self.SPREAD * raw[..., : 2 * self.points])
+        points = size / 2 + coordinates.view(batch, self.strokes, self.points, 2) * (
+            self.extent * size / 2
+        )
+        low, high = self.width_range
+        sigma = low + (high - low) * torch.sigmoid(raw[..., -2])  # (B, S)
+        intensity = torch.sigmoid(raw[..., -1])  # (B, S)
+        start, end = points[:, :, :-1], points[:, :, 1:]  # (B, S, P−1, 2)
+        direction = end - start
+        grid = self.get_buffer("grid")  # (HW, 2)
+        offset = grid.view(1, 1, 1, -1, 2) - start.unsqueeze(3)  # (B, S, P−1, HW, 2)
+        length = (direction * direction).sum(-1, keepdim=True).clamp_min(1e-6)  # (B, S, P−1, 1)
+        along = ((offset * direction.unsqueeze(3)).sum(-1) / length).clamp(0.0, 1.0)
+        nearest = offset - along.unsqueeze(-1) * direction.unsqueeze(3)
+        squared = (nearest * nearest).sum(-1)  # (B, S, P−1, HW)
+        ink = intensity[..., None, None] * torch.exp(-squared / (2 * sigma[..., None, None] ** 2))
+        blank = torch.prod((1 - ink).flatten(1, 2), dim=1)  # (B, HW)
+        images = (1 - blank).view(batch, 1, height, width)
+        return images.expand(batch, channels, height, width).contiguous()

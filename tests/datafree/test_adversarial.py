@@ -18,7 +18,7 @@ from freekd.cli import app
 from freekd.config import TeacherSourceConfig
 from freekd.data import Batch
 from freekd.datafree.collapse import label_balance
-from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.nets import StrokeGenerator, teacher_pixel_statistics
 from freekd.datafree.source import SyntheticSource
 from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.datafree.synthesizers.adversarial import AdversarialSynthesizer
@@ -266,6 +266,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
         ("zskt", "synthesizer.params.generators=0", "generators must be at least 1"),
         ("zskt", "synthesizer.params.confidence_weight=-1", "confidence_weight must be"),
+        ("zskt", "synthesizer.params.generator_kind=pixels", "generator_kind must be one of"),
         ("zskt", "synthesizer.params.generators=2.5", "generators must be a whole number"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
@@ -713,3 +714,18 @@ def test_several_generators_restart_together_after_a_collapse(teacher: Teacher) 
     synthesizer.reinitialize(lr_scale=0.5)
     for member, saved in zip(synthesizer.generator.members, weights, strict=True):  # type: ignore[union-attr]
         assert not torch.equal(member.project[0].weight, saved["project.0.weight"])
+
+
+def test_the_stroke_generator_plays_the_adversarial_game(teacher: Teacher) -> None:
+    synthesizer = make_adversarial("zskt", generator_kind="strokes", generator_steps=3)
+    assert isinstance(synthesizer.generator, StrokeGenerator)
+    before = copy.deepcopy(dict(synthesizer.generator.named_parameters()))
+    statistics = synthesizer.synthesize(teacher, make_student())
+    assert statistics["adversarial"] < 0
+    for name, parameter in synthesizer.generator.named_parameters():
+        assert not torch.equal(parameter, before[name]), name
+    images = synthesizer.sample(8)
+    assert images.shape == (8, *SHAPE)
+    resumed = make_adversarial("zskt", generator_kind="strokes", seed=3)
+    resumed.load_state_dict(copy.deepcopy(synthesizer.state_dict()))
+    assert torch.equal(resumed.sample(8), synthesizer.sample(8))

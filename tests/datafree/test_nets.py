@@ -15,6 +15,7 @@ from freekd.datafree import nets
 from freekd.datafree.nets import (
     Generator,
     GeneratorEnsemble,
+    StrokeGenerator,
     plausible_pixel_statistics,
     teacher_pixel_statistics,
 )
@@ -268,3 +269,43 @@ def test_an_ensemble_draws_a_small_batch_with_its_first_generators() -> None:
     assert (ensemble.latent_dim, ensemble.image_shape) == (100, (1, 8, 8))
     with pytest.raises(ValueError, match="at least 2 generators"):
         GeneratorEnsemble([Generator(image_shape=(1, 8, 8), width=8)])
+
+
+def test_stroke_generator_draws_grey_rimmed_strokes_on_black_with_gradients_everywhere() -> None:
+    torch.manual_seed(0)
+    generator = StrokeGenerator(image_shape=(2, 20, 24), strokes=2, points=3)
+    codes = torch.randn(16, 100, generator=torch.Generator().manual_seed(1))
+    images = generator.train()(codes)
+    assert images.shape == (16, 2, 20, 24)
+    assert float(images.detach().min()) >= 0.0
+    assert float(images.detach().max()) <= 1.0
+    assert torch.equal(images[:, 0], images[:, 1])  # every channel the same strokes
+    corners = images[:, :, :2, :2]  # outside the central box, more than 3 σ from any point
+    assert float(corners.max()) < 1e-3
+    grey = ((images > 0.05) & (images < 0.5)).float().mean()
+    assert float(grey) > 0.02  # anti-aliased rims, not binary strokes
+    images.mean().backward()
+    for name, parameter in generator.named_parameters():
+        assert parameter.grad is not None, name
+        assert float(parameter.grad.abs().sum()) > 0, name
+
+
+def test_a_stroke_is_rendered_from_its_distance_field() -> None:
+    """One horizontal segment of σ 1 px and intensity 1: ink exp(−d²/2) at distance d."""
+    generator = StrokeGenerator(image_shape=(1, 9, 9), strokes=1, points=2, extent=1.0)
+    # Bypass the MLP: raw outputs that put the segment from (2.5, 4.5) to (6.5, 4.5).
+    size = 9.0
+    x0, x1, y = (2.5 - size / 2) / (size / 2), (6.5 - size / 2) / (size / 2), 0.0
+    raw = torch.tensor(
+        [[[
+            math.atanh(x0) / generator.SPREAD, math.atanh(y) / generator.SPREAD,
+            math.atanh(x1) / generator.SPREAD, math.atanh(y) / generator.SPREAD,
+            math.log((1.0 - 0.5) / (2.0 - 1.0)),  # σ = 0.5 + 1.5 · sigmoid = 1
+            20.0,  # intensity sigmoid(20) ≈ 1
+        ]]]
+    )  # fmt: skip
+    generator.net = torch.nn.Sequential(torch.nn.Flatten(0), torch.nn.Unflatten(0, (1, 6)))
+    image = generator(raw.view(1, 6))[0, 0]
+    assert float(image[4, 4]) == pytest.approx(1.0, abs=1e-6)  # on the segment
+    assert float(image[2, 4]) == pytest.approx(math.exp(-2.0), rel=1e-4)  # 2 px above it
+    assert float(image[4, 0]) == pytest.approx(math.exp(-2.0), rel=1e-4)  # 2 px past its end

@@ -85,6 +85,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             black images with white strokes, as real digits), ``matched-st`` (``matched``
             through a straight-through clamp), ``matched-blur`` (``matched`` anti-aliased by a
             3×3 Gaussian) or ``sigmoid``.
+        generator_kind: ``dcgan`` (``nets.Generator``, both papers' generator) or
+            ``strokes`` (``nets.StrokeGenerator``: images of a few anti-aliased pen strokes on
+            black, drawn from their distance fields; ``generator_width``, ``generator_output``
+            and ``generator_frame`` do not apply to it; a freekd experiment, session 30).
         generators: number of independent generators (``nets.GeneratorEnsemble``; 1: one, as
             in both papers). Every batch, for the generator's step, the student and the collapse
             probe, is split into equal contiguous parts, one per generator (a batch of fewer
@@ -192,6 +196,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     generator_width: int = 32
     generator_output: str = "batchnorm"
     generator_frame: int = 0
+    generator_kind: str = "dcgan"
     generators: int = 1
     replay_fraction: float = 0.0
     memory_size: int = 20_000
@@ -214,6 +219,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             output=self.generator_output,
             frame=self.generator_frame,
             count=self.generators,
+            kind=self.generator_kind,
             condition_dim=self.num_classes if self.class_weight > 0 else 0,
         )
 

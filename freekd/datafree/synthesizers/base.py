@@ -14,7 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.bn_hooks import BatchNormStatistics
-from freekd.datafree.nets import Generator, GeneratorEnsemble, teacher_pixel_statistics
+from freekd.datafree.nets import (
+    KINDS,
+    Generator,
+    GeneratorEnsemble,
+    StrokeGenerator,
+    teacher_pixel_statistics,
+)
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.registry import Registry
 from freekd.seeding import seeded_scope
@@ -207,14 +213,28 @@ class GeneratorSynthesizer(BatchSynthesizer):
     )
 
     def _build_generator(
-        self, *, width: int, output: str, condition_dim: int = 0, frame: int = 0, count: int = 1
+        self,
+        *,
+        width: int,
+        output: str,
+        condition_dim: int = 0,
+        frame: int = 0,
+        count: int = 1,
+        kind: str = "dcgan",
     ) -> None:
         """``self.generator`` on ``latent_dim + condition_dim`` inputs and its Adam optimizer;
         ``count`` > 1 builds a ``GeneratorEnsemble`` of that many (one Adam over all of them:
-        its state is per parameter, so each generator keeps its own moments)."""
-        members = [
-            Generator(
-                latent_dim=self.latent_dim + condition_dim,
+        its state is per parameter, so each generator keeps its own moments). ``kind``
+        ``strokes`` builds ``StrokeGenerator`` s (``width``, ``output`` and ``frame`` are the
+        DCGAN's and do not apply)."""
+        if kind not in KINDS:
+            raise ValueError(f"generator_kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        latent_dim = self.latent_dim + condition_dim
+        members: list[Generator | StrokeGenerator] = [
+            StrokeGenerator(latent_dim=latent_dim, image_shape=self.image_shape)
+            if kind == "strokes"
+            else Generator(
+                latent_dim=latent_dim,
                 image_shape=self.image_shape,
                 width=width,
                 output=output,

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.config import DataFreeConfig
-from freekd.datafree.nets import Generator
+from freekd.datafree.nets import Generator, StrokeGenerator
 from freekd.errors import FreekdError
 from freekd.seeding import seeded_scope
 
@@ -271,10 +271,17 @@ def synthesis_bytes_per_image(
     weights = 0
     if "generator_width" in params:
         with seeded_scope(0):  # a throw-away generator: the run's random stream is untouched
-            generator = Generator(
-                latent_dim=int(params["latent_dim"]),
-                image_shape=shape,  # type: ignore[arg-type]
-                width=int(params["generator_width"]),
+            generator: nn.Module = (
+                StrokeGenerator(
+                    latent_dim=int(params["latent_dim"]),
+                    image_shape=shape,  # type: ignore[arg-type]
+                )
+                if params.get("generator_kind") == "strokes"
+                else Generator(
+                    latent_dim=int(params["latent_dim"]),
+                    image_shape=shape,  # type: ignore[arg-type]
+                    width=int(params["generator_width"]),
+                )
             )
         per_image += bytes_per_image(
             generator,

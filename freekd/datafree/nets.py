@@ -277,7 +277,8 @@ class GeneratorEnsemble(nn.Module):
     With Adversarial Knowledge Distillation", CVPR Workshops, arXiv:2005.04136: multiple
     generators for diverse adversarial samples). A generator only receives the gradient of the
     images it drew. A batch of fewer codes than generators is drawn by the first ones, one
-    image each (a generator's BatchNorm layers pool over the pixels, so one image is enough).
+    image each (a DCGAN generator's BatchNorm layers pool over the pixels and a stroke
+    generator's LayerNorm over features, so one image is enough).
     The parts are contiguous: a consumer that takes the first images of a batch sees the first
     generators only, so take a spread of indices instead (``source.SyntheticSource._keep``).
 
@@ -313,30 +314,35 @@ class StrokeGenerator(nn.Module):
     """Latent codes → images of anti-aliased pen strokes on a black background.
 
     Real handwriting is a few strokes of grey-rimmed ink on black; DAFL's DCGAN output draws a
-    grey fog over the whole image (for MNIST's statistics, a mean of 0.2 where digits have
-    0.13, ink in every border). This generator can only draw strokes: an MLP maps z to
-    ``strokes`` polylines of ``points`` points each (inside the central box of ``extent`` of
-    the image, where size-normalized digits lie), a width and an intensity per stroke. Each
-    segment is rendered from its distance field, ink = intensity · exp(−d² / 2σ²) with d the
-    distance from the pixel centre to the segment, as vector-graphics rasterizers pre-filter
-    edges (Li et al. 2020, "Differentiable Vector Graphics Rasterization for Editing and
-    Learning", SIGGRAPH Asia, §4: anti-aliasing from the distance to the curve), and the
-    segments are merged as 1 − Π(1 − ink), so every pixel stays in [0, 1] and every stroke's
-    position, width and intensity receive a gradient. A freekd experiment (session 30).
+    grey fog over the whole image (for MNIST's statistics, a mean of 0.2 at initialization
+    where digits have 0.13, ink in every border). This generator can only draw strokes: an MLP
+    maps z to ``strokes`` polylines of ``points`` points each (inside the central box of
+    ``extent`` of the image, where size-normalized digits lie), a width and an intensity per
+    stroke. Each stroke is rendered from its distance field, ink = intensity · exp(−d² / 2σ²)
+    with d the distance from the pixel centre to the polyline (the nearest of its segments),
+    as vector-graphics rasterizers pre-filter edges (Li et al. 2020, "Differentiable Vector
+    Graphics Rasterization for Editing and Learning", SIGGRAPH Asia, §4: anti-aliasing from the
+    distance to the curve), and the strokes are merged as 1 − Π(1 − ink), so every pixel stays
+    in [0, 1] and every stroke's points, width and intensity receive a gradient. The MLP's
+    hidden layers are layer-normalized, so a batch of one image draws as well as a batch of
+    many. A freekd experiment (session 30).
 
     Args:
         latent_dim: size of the latent code z.
         image_shape: (C, H, W); every channel gets the same strokes.
         strokes: polylines per image.
         points: points per polyline (``points − 1`` straight segments).
-        hidden: width of the MLP's two hidden layers (BatchNorm, LeakyReLU(0.2)).
-        extent: side of the central box the points lie in, as a share of the image
-            (MNIST: digits are size-normalized to 20 of 28 pixels).
-        width_range: smallest and largest σ of a stroke, in pixels.
+        hidden: width of the MLP's two hidden layers (LayerNorm, LeakyReLU(0.2)).
+        extent: side of the central box the points lie in, as a share of the image, in
+            (0, 1] (MNIST: digits are size-normalized to 20 of 28 pixels).
+        width_range: smallest and largest σ of a stroke, in pixels of a 28-pixel image; they
+            scale with the image's shorter side, so strokes keep their share of the image.
     """
 
     #: Gain on the MLP's coordinate outputs before the tanh (see ``forward``).
     SPREAD = 2.5
+    #: The image side ``width_range`` is given for.
+    REFERENCE_SIDE = 28
 
     def __init__(
         self,
@@ -351,22 +357,28 @@ class StrokeGenerator(nn.Module):
     ) -> None:
         if strokes < 1 or points < 2:
             raise ValueError(f"need a stroke of two points at least, got {strokes} × {points}")
+        if not 0 < extent <= 1:
+            raise ValueError(f"extent must lie in (0, 1], got {extent}")
+        if not 0 < width_range[0] <= width_range[1]:
+            raise ValueError(f"width_range must be positive and ordered, got {width_range}")
         super().__init__()
         self.latent_dim = latent_dim
         self.image_shape = image_shape
         self.output = "strokes"
         self.strokes, self.points = strokes, points
-        self.extent, self.width_range = extent, width_range
+        self.extent = extent
+        _, height, width = image_shape
+        scale = min(height, width) / self.REFERENCE_SIDE
+        self.width_range = (width_range[0] * scale, width_range[1] * scale)
         self.net = nn.Sequential(
             nn.Linear(latent_dim, hidden),
-            nn.BatchNorm1d(hidden),
+            nn.LayerNorm(hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, hidden),
-            nn.BatchNorm1d(hidden),
+            nn.LayerNorm(hidden),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(hidden, strokes * (2 * points + 2)),
         )
-        _, height, width = image_shape
         ys, xs = torch.meshgrid(
             torch.arange(height, dtype=torch.float32) + 0.5,
             torch.arange(width, dtype=torch.float32) + 0.5,
@@ -385,9 +397,8 @@ class StrokeGenerator(nn.Module):
         channels, height, width = self.image_shape
         raw = self.net(latent).view(batch, self.strokes, 2 * self.points + 2)
         size = torch.tensor([width, height], dtype=raw.dtype, device=raw.device)
-        # Points in the central box: centre ± extent/2 of the image, (B, S, P, 2) in pixels.
-        # ×SPREAD: at initialization the MLP's outputs have a std of about 0.4, which would
-        # crowd every point into the middle third of the box; this spreads them over it.
+        # ×SPREAD: at initialization the MLP's outputs are small, which would crowd every
+        # point into the middle of the box; this spreads them over it.
         coordinates = torch.tanh(self.SPREAD * raw[..., : 2 * self.points])
         points = size / 2 + coordinates.view(batch, self.strokes, self.points, 2) * (
             self.extent * size / 2
@@ -402,8 +413,9 @@ class StrokeGenerator(nn.Module):
         length = (direction * direction).sum(-1, keepdim=True).clamp_min(1e-6)  # (B, S, P−1, 1)
         along = ((offset * direction.unsqueeze(3)).sum(-1) / length).clamp(0.0, 1.0)
         nearest = offset - along.unsqueeze(-1) * direction.unsqueeze(3)
-        squared = (nearest * nearest).sum(-1)  # (B, S, P−1, HW)
-        ink = intensity[..., None, None] * torch.exp(-squared / (2 * sigma[..., None, None] ** 2))
-        blank = torch.prod((1 - ink).flatten(1, 2), dim=1)  # (B, HW)
+        # The squared distance to each stroke: to the nearest of its segments (B, S, HW).
+        squared = (nearest * nearest).sum(-1).amin(dim=2)
+        ink = intensity[..., None] * torch.exp(-squared / (2 * sigma[..., None] ** 2))
+        blank = torch.prod(1 - ink, dim=1)  # (B, HW)
         images = (1 - blank).view(batch, 1, height, width)
         return images.expand(batch, channels, height, width).contiguous()

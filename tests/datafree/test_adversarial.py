@@ -719,11 +719,17 @@ def test_several_generators_restart_together_after_a_collapse(teacher: Teacher) 
 def test_the_stroke_generator_plays_the_adversarial_game(teacher: Teacher) -> None:
     synthesizer = make_adversarial("zskt", generator_kind="strokes", generator_steps=3)
     assert isinstance(synthesizer.generator, StrokeGenerator)
+    student = make_student()
     before = copy.deepcopy(dict(synthesizer.generator.named_parameters()))
-    statistics = synthesizer.synthesize(teacher, make_student())
-    assert statistics["adversarial"] < 0
+    latent = torch.randn((32, synthesizer.latent_dim), generator=torch.Generator().manual_seed(1))
+    disagreement = discrepancy_on(synthesizer, latent, teacher, student)
+    synthesizer.synthesize(teacher, student)
+    assert discrepancy_on(synthesizer, latent, teacher, student) > disagreement
     for name, parameter in synthesizer.generator.named_parameters():
         assert not torch.equal(parameter, before[name]), name
+    assert synthesizer.sample(1).shape == (1, *SHAPE)  # a batch of one draws too
+    with pytest.raises(ValueError, match="generator_output and generator_frame"):
+        make_adversarial("zskt", generator_kind="strokes", generator_frame=2)
     images = synthesizer.sample(8)
     assert images.shape == (8, *SHAPE)
     resumed = make_adversarial("zskt", generator_kind="strokes", seed=3)

@@ -273,39 +273,58 @@ def test_an_ensemble_draws_a_small_batch_with_its_first_generators() -> None:
 
 def test_stroke_generator_draws_grey_rimmed_strokes_on_black_with_gradients_everywhere() -> None:
     torch.manual_seed(0)
-    generator = StrokeGenerator(image_shape=(2, 20, 24), strokes=2, points=3)
+    generator = StrokeGenerator(image_shape=(2, 56, 60), strokes=2, points=3)
     codes = torch.randn(16, 100, generator=torch.Generator().manual_seed(1))
     images = generator.train()(codes)
-    assert images.shape == (16, 2, 20, 24)
+    assert images.shape == (16, 2, 56, 60)
     assert float(images.detach().min()) >= 0.0
     assert float(images.detach().max()) <= 1.0
     assert torch.equal(images[:, 0], images[:, 1])  # every channel the same strokes
-    corners = images[:, :, :2, :2]  # outside the central box, more than 3 σ from any point
-    assert float(corners.max()) < 1e-3
+    # Points lie in the central 42.9 × 40 px box (x from 8.6, y from 8), σ at most 4 px (2 px
+    # scaled by 56 / 28): the centre of pixel (1, 1) is at least 9.6 px, 2.4 σ, from any
+    # point, so two strokes ink it under 1 − (1 − exp(−2.4² / 2))² = 0.11.
+    corners = images[:, :, :2, :2]
+    assert float(corners.max()) < 0.11
     grey = ((images > 0.05) & (images < 0.5)).float().mean()
     assert float(grey) > 0.02  # anti-aliased rims, not binary strokes
     images.mean().backward()
     for name, parameter in generator.named_parameters():
         assert parameter.grad is not None, name
         assert float(parameter.grad.abs().sum()) > 0, name
+    one = generator(codes[:1])  # a batch of one draws too (layer norm, not batch norm)
+    assert one.shape == (1, 2, 56, 60)
+
+
+def draw(points: list[tuple[float, float]], shape: tuple[int, int] = (9, 9)) -> torch.Tensor:
+    """One stroke through ``points`` (pixels, (x, y)), σ 1 px, intensity 1, the MLP bypassed."""
+    generator = StrokeGenerator(
+        image_shape=(1, *shape), strokes=1, points=len(points), extent=1.0,
+        width_range=(0.5 * 28 / min(shape), 2.0 * 28 / min(shape)),
+    )  # fmt: skip
+    height, width = shape
+    raw = []
+    for x, y in points:
+        raw += [
+            math.atanh((x - width / 2) / (width / 2)) / generator.SPREAD,
+            math.atanh((y - height / 2) / (height / 2)) / generator.SPREAD,
+        ]
+    raw += [math.log(0.5), 20.0]  # sigmoid(log 0.5) = 1/3: σ = 0.5 + 1.5 / 3 = 1; intensity ≈ 1
+    generator.net = torch.nn.Identity()
+    return generator(torch.tensor([raw]))[0, 0]
 
 
 def test_a_stroke_is_rendered_from_its_distance_field() -> None:
-    """One horizontal segment of σ 1 px and intensity 1: ink exp(−d²/2) at distance d."""
-    generator = StrokeGenerator(image_shape=(1, 9, 9), strokes=1, points=2, extent=1.0)
-    # Bypass the MLP: raw outputs that put the segment from (2.5, 4.5) to (6.5, 4.5).
-    size = 9.0
-    x0, x1, y = (2.5 - size / 2) / (size / 2), (6.5 - size / 2) / (size / 2), 0.0
-    raw = torch.tensor(
-        [[[
-            math.atanh(x0) / generator.SPREAD, math.atanh(y) / generator.SPREAD,
-            math.atanh(x1) / generator.SPREAD, math.atanh(y) / generator.SPREAD,
-            math.log((1.0 - 0.5) / (2.0 - 1.0)),  # σ = 0.5 + 1.5 · sigmoid = 1
-            20.0,  # intensity sigmoid(20) ≈ 1
-        ]]]
-    )  # fmt: skip
-    generator.net = torch.nn.Sequential(torch.nn.Flatten(0), torch.nn.Unflatten(0, (1, 6)))
-    image = generator(raw.view(1, 6))[0, 0]
+    """A horizontal stroke of σ 1 px and intensity 1: ink exp(−d²/2) at distance d."""
+    image = draw([(2.5, 4.5), (6.5, 4.5)])
     assert float(image[4, 4]) == pytest.approx(1.0, abs=1e-6)  # on the segment
     assert float(image[2, 4]) == pytest.approx(math.exp(-2.0), rel=1e-4)  # 2 px above it
-    assert float(image[4, 0]) == pytest.approx(math.exp(-2.0), rel=1e-4)  # 2 px past its end
+    assert float(image[4, 0]) == pytest.approx(math.exp(-2.0), rel=1e-4)  # 2 px before it
+    # A joint inks no more than the line through it: the distance is to the nearest segment.
+    jointed = draw([(2.5, 4.5), (4.5, 4.5), (6.5, 4.5)])
+    assert torch.allclose(jointed, image, atol=1e-6)
+    # A stroke of one repeated point is a round dot, finite everywhere.
+    dot = draw([(4.5, 4.5), (4.5, 4.5)])
+    assert float(dot[4, 4]) == pytest.approx(1.0, abs=1e-6)
+    assert float(dot[4, 6]) == pytest.approx(math.exp(-2.0), rel=1e-4)
+    with pytest.raises(ValueError, match="width_range"):
+        StrokeGenerator(image_shape=(1, 9, 9), width_range=(0.0, 2.0))

@@ -87,8 +87,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             3×3 Gaussian) or ``sigmoid``.
         generator_kind: ``dcgan`` (``nets.Generator``, both papers' generator) or
             ``strokes`` (``nets.StrokeGenerator``: images of a few anti-aliased pen strokes on
-            black, drawn from their distance fields; ``generator_width``, ``generator_output``
-            and ``generator_frame`` do not apply to it; a freekd experiment, session 30).
+            black, drawn from their distance fields; ``generator_width`` does not apply to it,
+            and ``generator_output`` and ``generator_frame`` are refused with it; a freekd
+            experiment, session 30).
         generators: number of independent generators (``nets.GeneratorEnsemble``; 1: one, as
             in both papers). Every batch, for the generator's step, the student and the collapse
             probe, is split into equal contiguous parts, one per generator (a batch of fewer
@@ -228,6 +229,13 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         error naming ``synthesizer.params``)."""
         if self.batch_size < 1 or self.generator_steps < 1:
             raise ValueError("batch_size and generator_steps must be positive")
+        if self.generator_kind == "strokes" and (
+            self.generator_output != "batchnorm" or self.generator_frame != 0
+        ):
+            raise ValueError(
+                "generator_output and generator_frame shape the dcgan generator's images; the "
+                "strokes generator draws strokes on black: leave them unset"
+            )
         if isinstance(self.generators, bool) or not isinstance(self.generators, int):
             raise ValueError(f"generators must be a whole number, got {self.generators!r}")
         if self.generators < 1:

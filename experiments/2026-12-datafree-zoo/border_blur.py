@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from freekd.data import load_dataset
-from freekd.datafree.nets import Generator, GeneratorEnsemble, antialias
+from freekd.datafree.nets import Generator, GeneratorEnsemble, StrokeGenerator, antialias
 from freekd.io import atomic_write_json
 from freekd.teachers import Teacher
 
@@ -97,16 +97,21 @@ def edges(name: str, images: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     }
 
 
-def last_generator(folder: Path) -> Generator | GeneratorEnsemble:
+def last_generator(folder: Path) -> Any:
     """The generator a ``bench_zoo.py`` run (folder) ended with, from its ``checkpoint.pt``, in
     training mode (batch statistics, as the synthesizer draws); with ``generators`` > 1, the
     ensemble."""
     checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
     synthesizer = checkpoint["extras"]["source"]["synthesizer"]
     params = checkpoint["config"]["synthesizer"].get("params") or {}
-    members = [
-        Generator(
-            latent_dim=int(params.get("latent_dim", 100)),
+    latent_dim = int(params.get("latent_dim", 100))
+    if float(params.get("class_weight", 0)) > 0:
+        raise ValueError(f"{folder}: a conditional generator (class_weight) is not read here")
+    members: list[Any] = [
+        StrokeGenerator(latent_dim=latent_dim, image_shape=(1, 28, 28))
+        if params.get("generator_kind") == "strokes"
+        else Generator(
+            latent_dim=latent_dim,
             image_shape=(1, 28, 28),
             width=int(params.get("generator_width", 32)),
             output=params.get("generator_output", "batchnorm"),

@@ -1,20 +1,25 @@
 """How sure each teacher is of its run's synthetic images, against real digits (session 30; a
 diagnosis, it chooses nothing), written to ``confidence.json``.
 
-For each finished ``bench_zoo.py`` run named (``TAG/TEACHER-seedK-EVAL``), the run's last
+For each ``bench_zoo.py`` run named (``TAG/TEACHER-seedK-EVAL``), the run's last
 generator (from its ``checkpoint.pt``, in training mode as the synthesizer draws) draws 1,024
 images; the teacher's mean top softmax probability on them and on the first 2,000 validation
 digits, the mean cross-entropy to its own argmax (DAFL's L_oh) on both, and the images' mean
 pixel.
 
     PYTHONPATH=. python experiments/2026-12-datafree-zoo/confidence.py --runs \\
-        default-s29/smoothed-cnn-seed0-validation repeat-s29/wide-shallow-seed0-test \\
+        prior-s29/smoothed-cnn-seed0-validation repeat-s29/wide-shallow-seed0-test \\
         default-s29/shallow-avgpool-seed0-validation default-s29/shallow-maxpool-seed0-validation \\
-        default-s29/dropout-cnn-seed0-validation default-s29/pixel-groupnorm-seed0-validation \\
+        prior-s29/dropout-cnn-seed0-validation default-s29/pixel-groupnorm-seed0-validation \\
         default-s29/mlp-std-seed0-validation
-    PYTHONPATH=. python experiments/2026-12-datafree-zoo/confidence.py --runs \
-        conf1/shallow-avgpool-seed0-validation conf1/shallow-maxpool-seed0-validation \
+    PYTHONPATH=. python experiments/2026-12-datafree-zoo/confidence.py --runs \\
+        conf1/shallow-avgpool-seed0-validation conf1/shallow-maxpool-seed0-validation \\
         --out experiments/2026-12-datafree-zoo/confidence-conf1.json
+
+Each default run named finished its 4,000 steps (``prior-s29`` repeats ``default-s29``'s
+curves epoch for epoch, and its smoothed-cnn and dropout-cnn runs finished where
+``default-s29``'s were stopped); the two ``conf1`` runs were stopped by hand at steps 3,600
+and 3,400 and are read at the checkpoint they left.
 """
 
 from __future__ import annotations

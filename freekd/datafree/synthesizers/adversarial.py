@@ -92,9 +92,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             experiment, session 30).
         generators: number of independent generators (``nets.GeneratorEnsemble``; 1: one, as
             in both papers). Every batch, for the generator's step, the student and the collapse
-            probe, is split into equal contiguous parts, one per generator (a batch of fewer
-            images than generators is drawn by the first ones), so a round costs about what
-            one generator's does. Each generator is trained on the discrepancy and the
+            probe, is split into equal contiguous parts, one per generator (a student batch
+            or probe of fewer images than generators is drawn by the first ones; the
+            generator batch, ``batch_size``, must have one image per generator at least, or
+            some generators would never train), so a round costs about what one generator's
+            does. Each generator is trained on the discrepancy and the
             smoothness prior of its own images; the balance term, its gate and the relative
             prior's weight are measured on the whole batch. More generators cover more of the
             teacher's input space (Choi et al. 2020, CVPR Workshops, arXiv:2005.04136, which
@@ -127,7 +129,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             teacher classifies confidently, as it does real ones (0: off, as in both papers).
             The adversarial game alone draws images on the teacher's decision boundaries: on
             the zoo the teachers' mean top probability on the last generator's images is
-            0.27–0.75, against 0.79–0.99 on real digits (a freekd experiment, session 30).
+            0.29–0.75, against 0.79–0.99 on real digits (a freekd experiment, session 30).
             Scaled by ``relative_prior`` as the smoothness prior is. Reported under
             ``"confidence"``.
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
@@ -238,8 +240,12 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             )
         if isinstance(self.generators, bool) or not isinstance(self.generators, int):
             raise ValueError(f"generators must be a whole number, got {self.generators!r}")
-        if self.generators < 1:
-            raise ValueError(f"generators must be at least 1, got {self.generators}")
+        if not 1 <= self.generators <= self.batch_size:
+            raise ValueError(
+                f"generators must lie in [1, batch_size = {self.batch_size}] (each generator "
+                f"trains on its own part of every generator batch), got {self.generators}; "
+                "lower generators or raise synthesizer.params.batch_size (or the memory limit)"
+            )
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
         if self.student_shift < 0:

@@ -32,7 +32,8 @@ class ZSKT(AdversarialSynthesizer):
     blocks at matching resolutions, named per architecture pair (e.g. WRN groups), and belongs
     to a student-side method, not to the synthesizer; the generator's own loss (Eq. 1) has no
     attention term. The generator is freekd's DCGAN ``Generator`` (width 32 for CPU budgets, DAFL's
-    BatchNorm output layer mapped through the teacher's normalization, see ``nets.Generator``);
+    BatchNorm output layer mapped through the teacher's normalization, see ``nets.Generator``;
+    ``generator_kind=strokes`` and ``generators`` change it, experiments of session 30);
     the student is in eval mode while the generator steps. The generator's loss adds
     DeepInversion's total-variation prior at weight 1 (``total_variation_weight``; 0 restores
     the paper's loss): on MNIST it lifted the median student by 0.2 to 1.4 points on two

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from freekd.data import load_dataset
-from freekd.datafree.nets import Generator, GeneratorEnsemble, StrokeGenerator, antialias
+from freekd.datafree.nets import Generator, antialias, build_generator
 from freekd.io import atomic_write_json
 from freekd.teachers import Teacher
 
@@ -104,22 +104,17 @@ def last_generator(folder: Path) -> Any:
     checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True, map_location="cpu")
     synthesizer = checkpoint["extras"]["source"]["synthesizer"]
     params = checkpoint["config"]["synthesizer"].get("params") or {}
-    latent_dim = int(params.get("latent_dim", 100))
     if float(params.get("class_weight", 0)) > 0:
         raise ValueError(f"{folder}: a conditional generator (class_weight) is not read here")
-    members: list[Any] = [
-        StrokeGenerator(latent_dim=latent_dim, image_shape=(1, 28, 28))
-        if params.get("generator_kind") == "strokes"
-        else Generator(
-            latent_dim=latent_dim,
-            image_shape=(1, 28, 28),
-            width=int(params.get("generator_width", 32)),
-            output=params.get("generator_output", "batchnorm"),
-            frame=int(params.get("generator_frame", 0)),
-        )
-        for _ in range(int(params.get("generators", 1)))
-    ]
-    generator = members[0] if len(members) == 1 else GeneratorEnsemble(members)
+    generator = build_generator(
+        kind=params.get("generator_kind", "dcgan"),
+        count=int(params.get("generators", 1)),
+        latent_dim=int(params.get("latent_dim", 100)),
+        image_shape=(1, 28, 28),
+        width=int(params.get("generator_width", 32)),
+        output=params.get("generator_output", "batchnorm"),
+        frame=int(params.get("generator_frame", 0)),
+    )
     generator.load_state_dict(synthesizer["generator"])
     return generator.train()
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.config import DataFreeConfig
-from freekd.datafree.nets import Generator, StrokeGenerator
+from freekd.datafree.nets import build_generator
 from freekd.errors import FreekdError
 from freekd.seeding import seeded_scope
 
@@ -271,17 +271,12 @@ def synthesis_bytes_per_image(
     weights = 0
     if "generator_width" in params:
         with seeded_scope(0):  # a throw-away generator: the run's random stream is untouched
-            generator: nn.Module = (
-                StrokeGenerator(
-                    latent_dim=int(params["latent_dim"]),
-                    image_shape=shape,  # type: ignore[arg-type]
-                )
-                if params.get("generator_kind") == "strokes"
-                else Generator(
-                    latent_dim=int(params["latent_dim"]),
-                    image_shape=shape,  # type: ignore[arg-type]
-                    width=int(params["generator_width"]),
-                )
+            generator = build_generator(
+                # An unknown kind is the synthesizer's to refuse (a usage error), not the plan's.
+                kind="strokes" if params.get("generator_kind") == "strokes" else "dcgan",
+                latent_dim=int(params["latent_dim"]),
+                image_shape=shape,  # type: ignore[arg-type]
+                width=int(params["generator_width"]),
             )
         per_image += bytes_per_image(
             generator,

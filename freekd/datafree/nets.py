@@ -419,3 +419,33 @@ class StrokeGenerator(nn.Module):
         blank = torch.prod(1 - ink, dim=1)  # (B, HW)
         images = (1 - blank).view(batch, 1, height, width)
         return images.expand(batch, channels, height, width).contiguous()
+
+
+def build_generator(
+    *,
+    kind: str = "dcgan",
+    count: int = 1,
+    latent_dim: int,
+    image_shape: tuple[int, int, int],
+    width: int = 128,
+    output: str = "sigmoid",
+    frame: int = 0,
+) -> Generator | StrokeGenerator | GeneratorEnsemble:
+    """``count`` generators of ``kind`` (``KINDS``), built in turn from the global RNG: one
+    alone, several as a ``GeneratorEnsemble``. ``width``, ``output`` and ``frame`` are the
+    DCGAN's (``Generator``); a ``StrokeGenerator`` takes none of them."""
+    if kind not in KINDS:
+        raise ValueError(f"generator_kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    members: list[Generator | StrokeGenerator] = [
+        StrokeGenerator(latent_dim=latent_dim, image_shape=image_shape)
+        if kind == "strokes"
+        else Generator(
+            latent_dim=latent_dim,
+            image_shape=image_shape,
+            width=width,
+            output=output,
+            frame=frame,
+        )
+        for _ in range(count)
+    ]
+    return members[0] if count == 1 else GeneratorEnsemble(members)

@@ -618,23 +618,28 @@ def test_the_confidence_term_is_scaled_by_the_running_discrepancy_once_per_step(
         make_adversarial("zskt", confidence_weight=-1.0)
 
 
+def prior_weight(synthesizer: AdversarialSynthesizer, discrepancy: float) -> float:
+    """The smoothness prior's weight for a step that measured ``discrepancy``."""
+    return synthesizer.total_variation_weight * synthesizer._relative_scale(discrepancy)
+
+
 def test_the_relative_prior_weakens_for_small_discrepancies_and_never_strengthens() -> None:
     synthesizer = make_adversarial("zskt", total_variation_weight=2.0)
     assert synthesizer.relative_prior  # zskt's default
     reference = synthesizer.REFERENCE_DISCREPANCY
     # The first measurement sets the running mean; a soft teacher's 1/40 of the reference...
-    assert synthesizer._prior_weight(reference / 40) == pytest.approx(2.0 / 40)
+    assert prior_weight(synthesizer, reference / 40) == pytest.approx(2.0 / 40)
     # ... then the mean moves by DISCREPANCY_MOMENTUM towards each new value.
     momentum = synthesizer.DISCREPANCY_MOMENTUM
     expected = reference / 40 + momentum * (reference - reference / 40)
-    assert synthesizer._prior_weight(reference) == pytest.approx(2.0 * expected / reference)
+    assert prior_weight(synthesizer, reference) == pytest.approx(2.0 * expected / reference)
     for _ in range(200):  # far above the reference: capped at the weight given
-        weight = synthesizer._prior_weight(10 * reference)
+        weight = prior_weight(synthesizer, 10 * reference)
     assert weight == pytest.approx(2.0)
     synthesizer.reinitialize(lr_scale=1.0)
     assert synthesizer.discrepancy_scale == 0.0
     fixed = make_adversarial("zskt", total_variation_weight=2.0, relative_prior=False)
-    assert fixed._prior_weight(reference / 40) == 2.0
+    assert prior_weight(fixed, reference / 40) == 2.0
 
 
 def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restarts(

@@ -344,10 +344,6 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             return teacher_logits.new_zeros(()), False
         return self.balance_weight * information_entropy(teacher_logits), True
 
-    def _prior_weight(self, discrepancy: float) -> float:
-        """The smoothness prior's weight for this step (see ``relative_prior``)."""
-        return self.total_variation_weight * self._relative_scale(discrepancy)
-
     def _relative_scale(self, discrepancy: float) -> float:
         """What the priors' weights are multiplied by this step: with ``relative_prior``, the
         running mean of the discrepancy over ``REFERENCE_DISCREPANCY``, at most 1; without it,

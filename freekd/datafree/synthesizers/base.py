@@ -14,13 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.datafree.bn_hooks import BatchNormStatistics
-from freekd.datafree.nets import (
-    KINDS,
-    Generator,
-    GeneratorEnsemble,
-    StrokeGenerator,
-    teacher_pixel_statistics,
-)
+from freekd.datafree.nets import build_generator, teacher_pixel_statistics
 from freekd.losses.inversion import bn_statistics, jensen_shannon, onehot
 from freekd.registry import Registry
 from freekd.seeding import seeded_scope
@@ -227,22 +221,15 @@ class GeneratorSynthesizer(BatchSynthesizer):
         its state is per parameter, so each generator keeps its own moments). ``kind``
         ``strokes`` builds ``StrokeGenerator`` s (``width``, ``output`` and ``frame`` are the
         DCGAN's and do not apply)."""
-        if kind not in KINDS:
-            raise ValueError(f"generator_kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        latent_dim = self.latent_dim + condition_dim
-        members: list[Generator | StrokeGenerator] = [
-            StrokeGenerator(latent_dim=latent_dim, image_shape=self.image_shape)
-            if kind == "strokes"
-            else Generator(
-                latent_dim=latent_dim,
-                image_shape=self.image_shape,
-                width=width,
-                output=output,
-                frame=frame,
-            )
-            for _ in range(count)
-        ]
-        generator = members[0] if count == 1 else GeneratorEnsemble(members)
+        generator = build_generator(
+            kind=kind,
+            count=count,
+            latent_dim=self.latent_dim + condition_dim,
+            image_shape=self.image_shape,
+            width=width,
+            output=output,
+            frame=frame,
+        )
         self.generator = generator.to(self.device)
         self.optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=self.lr, betas=GENERATOR_BETAS

@@ -74,6 +74,8 @@ LIBRARY_FORBIDDEN: dict[str, set[str]] = {
 LIBRARY_EXCEPTIONS = {"freekd.privacy.dpsgd": {"train"}}
 #: The data-free batch source is a ``train`` BatchSource over a synthesizer (it reads TrainState).
 LIBRARY_EXCEPTIONS["freekd.datafree.source"] = {"train"}
+#: The confident probe is a ``train`` Callback measuring the evaluated (averaged) student.
+LIBRARY_EXCEPTIONS["freekd.datafree.probe"] = {"train"}
 
 
 @dataclass

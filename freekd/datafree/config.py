@@ -115,6 +115,12 @@ class DataFreeConfig:
             probability, at most ``save_queries / classes`` per class, drawing up to 50 times
             ``save_queries`` images (post-processing of the teacher: it costs nothing more);
             0: every image, as drawn.
+        confident_probe: a measurement, off at 0: this many images per class the teacher is
+            sure of (class-conditional inversion, ``probe.confident_images``) are drawn once,
+            and after every epoch the evaluated student's KL to the teacher and its agreement
+            with it there go into ``metrics.jsonl`` (``probe/kl``, ``probe/agreement``). It
+            queries the teacher only and draws from its own generator: the run trains as
+            without it.
         seed: seed for weights, latent codes and noise.
         memory_gb: memory the run may use, in GB; default: what is free (available RAM, the
             cgroup's limit, ``ulimit -v``). Before the first step the synthesis batch, the
@@ -149,6 +155,7 @@ class DataFreeConfig:
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
     save_queries: int = 0
     queries_confidence: float = 0.0
+    confident_probe: int = 0
     seed: int = 0
     memory_gb: float | None = None
     trainer: TrainerConfig = field(
@@ -166,4 +173,5 @@ class DataFreeConfig:
         check.at_least("budget_images", 1, optional=True)
         check.at_least("save_queries", 0)
         check.within("queries_confidence", 0, 1, closed="[)")
+        check.at_least("confident_probe", 0)
         check.positive("memory_gb", optional=True)

@@ -20,6 +20,7 @@ from freekd.datafree.auto import AUTO_SYNTHESIZER, auto_synthesizer_params, defa
 from freekd.datafree.config import AUTO_METHOD, DataFreeConfig
 from freekd.datafree.memory import fit_to_memory, warmup_within_budget
 from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.probe import confident_probe
 from freekd.datafree.source import SyntheticSource, synthetic_source
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
@@ -107,6 +108,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     method = _method(plan, teacher, student, proxy_set, source)
     inherited = inherited_privacy(teacher, proxy_set)
     budget = _budget(config, synthetic)
+    probe = confident_probe(config, teacher, synthesizing=synthetic is not None, device=device)
     result = run_training(
         method,
         source,
@@ -118,7 +120,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         dist=dist,
         description=description,
         extras=None if synthetic is None else {"source": synthetic},
-        extra_callbacks=(budget,),
+        extra_callbacks=(budget, *probe),
         extra_metrics=None if synthetic is None else synthetic.extra_metrics,
         # The inherited guarantee travels inside model.pt, so the student's own audits and
         # students see it; nothing is claimed for a proxy-data student.

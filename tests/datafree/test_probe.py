@@ -1,0 +1,111 @@
+"""The confident probe: images the teacher is sure of, measured without changing the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+import freekd
+from freekd.cli import app
+from freekd.config import TeacherSourceConfig
+from freekd.datafree.probe import ConfidentProbe, confident_images
+from freekd.teachers import load_teacher
+
+runner = CliRunner()
+
+
+def draw(teacher: torch.nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return confident_images(
+        teacher,
+        per_class=2,
+        num_classes=10,
+        image_shape=(1, 8, 8),
+        rng=torch.Generator().manual_seed(seed),
+        device=torch.device("cpu"),
+        iterations=60,
+    )
+
+
+def test_the_teacher_is_sure_of_the_images_and_they_repeat(tiny_teacher_path: Path) -> None:
+    teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+    images, logits = draw(teacher, seed=0)
+    assert images.shape == (20, 1, 8, 8)
+    assert float(images.min()) >= 0
+    assert float(images.max()) <= 1
+    # Class by class in turn, each image the class it was drawn for.
+    assert logits.argmax(1).tolist() == list(range(10)) * 2
+    assert float(logits.softmax(1).max(1).values.mean()) > 0.8  # chance: 0.1
+    again, _ = draw(teacher, seed=0)
+    assert torch.equal(images, again)
+    other, _ = draw(teacher, seed=1)
+    assert not torch.equal(images, other)
+    # The teacher's own weights and mode are left as they were.
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_the_teacher_agrees_with_itself_and_an_untrained_student_does_not(
+    tiny_teacher_path: Path,
+) -> None:
+    teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+    probe = ConfidentProbe(
+        teacher,
+        per_class=2,
+        num_classes=10,
+        image_shape=(1, 8, 8),
+        seed=0,
+        device=torch.device("cpu"),
+        iterations=60,
+    )
+    probe.images, probe.teacher_logits = draw(teacher, seed=0)
+    itself = probe.measure(teacher)
+    assert itself["probe/agreement"] == 1.0
+    assert abs(itself["probe/kl"]) < 1e-5
+    torch.manual_seed(0)
+    untrained = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    measured = probe.measure(untrained)
+    assert measured["probe/kl"] > 0.5
+    assert measured["probe/agreement"] < 0.5
+    assert untrained.training  # measured in eval mode, its own mode restored
+
+
+def test_a_run_with_the_probe_trains_exactly_as_one_without(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    common = (
+        "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
+        "tiny-cnn-nobn", "--eval-data", "digits:test", "--epochs", "2", "--batch-size", "16",
+        "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
+        "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    outs = {}
+    for name, extra in (("plain", ()), ("probe", ("--set", "confident_probe=2"))):
+        outs[name] = tmp_path / name
+        result = runner.invoke(app, [str(a) for a in (*common, *extra, "--out", outs[name])])
+        assert result.exit_code == 0, result.output
+
+    def epochs(out: Path) -> list[dict[str, float]]:
+        lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [line for line in lines if "eval_accuracy" in line]
+
+    plain, probed = epochs(outs["plain"]), epochs(outs["probe"])
+    assert len(plain) == len(probed) == 2
+    for before, after in zip(plain, probed, strict=True):
+        assert after["eval_loss"] == before["eval_loss"]
+        assert 0 <= after["probe/agreement"] <= 1
+        assert after["probe/kl"] >= 0
+        assert "probe/kl" not in before
+    first = freekd.load_model(outs["plain"] / "model.pt").state_dict()
+    second = freekd.load_model(outs["probe"] / "model.pt").state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_a_negative_probe_size_is_one_line() -> None:
+    result = runner.invoke(
+        app, ["datafree", "--teacher", "missing.pt", "--set", "confident_probe=-1", "--quiet"]
+    )
+    assert result.exit_code == 2
+    assert "confident_probe" in result.output
+    assert "Traceback" not in result.output

@@ -68,7 +68,8 @@ def curve(out: Path) -> list[dict[str, float]]:
     the collapse check's latest measurements (``collapse/...``) at that step and, when the
     synthesizer logs it (``balance_target``, ``balance_after``), the mean of
     ``synthesis/balance_active`` over the epoch's logged steps (the last synthesis round before
-    each logged step: with zskt's defaults one round in five)."""
+    each logged step: with zskt's defaults one round in five), and ``confident_probe``'s
+    ``probe/...`` measurements of the epoch's student."""
     points: list[dict[str, float]] = []
     checks: dict[str, float] = {}
     active: list[float] = []
@@ -92,6 +93,8 @@ def curve(out: Path) -> list[dict[str, float]]:
                     "accuracy": record["eval_accuracy"],
                     **checks,
                     **gate,
+                    # confident_probe's measurement of this epoch's student, if the run has it.
+                    **{k: v for k, v in record.items() if k.startswith("probe/")},
                 }
             )
     return points

@@ -6,8 +6,10 @@ For each ``bench_zoo.py`` run named (``TAG/TEACHER-seedK-EVAL``, a folder under
 steps, of what the run measured without data: the student's KD loss on the generator's images
 (``loss/kd``), the collapse probe's discrepancy (the student's KL to the teacher on the current
 generator's images), the KL on images kept from earlier generators, the probe's diversity and
-label balance, and the generator's adversarial loss. ``runs/`` is not kept in the repository;
-this file keeps what the notes quote.
+label balance, and the generator's adversarial loss; for a run measured with
+``confident_probe``, the evaluated student's KL to the teacher and its agreement with it on the
+probe's images the teacher is sure of (``probe_kl``, ``probe_agreement``, measured at the end of
+the epoch). ``runs/`` is not kept in the repository; this file keeps what the notes quote.
 
     PYTHONPATH=. python experiments/2026-12-datafree-zoo/epoch_signals.py \\
         balance1/shallow-maxpool-seed1-validation default-s29/shallow-maxpool-seed0-validation
@@ -34,6 +36,8 @@ SIGNALS = {
     "synthesis/adversarial": "adversarial",
 }
 
+PROBE = {"probe/kl": "probe_kl", "probe/agreement": "probe_agreement"}
+
 
 def epochs(run: str) -> list[dict[str, Any]]:
     """One row per evaluated epoch: its accuracy and the means of the signals logged in it."""
@@ -47,10 +51,18 @@ def epochs(run: str) -> list[dict[str, Any]]:
         epoch = int(record["epoch"])
         if "eval_accuracy" in record:
             logged = sums.get(epoch, {})
+            # A run stopped part-way through an epoch and resumed logs that epoch twice: the
+            # later line, after the whole epoch, is the one kept.
+            rows = [row for row in rows if row["epoch"] != epoch]
             rows.append(
                 {
                     "epoch": epoch,
                     "accuracy": round(record["eval_accuracy"], 4),
+                    **{
+                        name: round(float(record[key]), 6)
+                        for key, name in PROBE.items()
+                        if key in record
+                    },
                     **{
                         name: round(sum(values) / len(values), 4) for name, values in logged.items()
                     },

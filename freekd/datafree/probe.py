@@ -4,9 +4,11 @@ data-free measurement of the student between epochs (``DataFreeConfig.confident_
 The generator's images sit near the teacher's decision boundaries (session 30 of
 ``experiments/2026-12-datafree-zoo``: the teacher's top probability on them 0.29–0.75, on real
 digits 0.79–0.99), and the student's accuracy on real digits can fall for several epochs while
-its KL to the teacher on the generator's images does not move (sessions 24 and 31). Whether the
-student still agrees with its teacher on inputs the teacher is *sure* of can be measured without
-data: class-conditional model inversion draws such inputs from the teacher alone.
+its KL to the teacher on the generator's images moves no more than in runs that do not fall
+(sessions 24 and 31). Whether the student still agrees with its teacher on inputs the teacher is
+*sure* of can be measured without data: class-conditional model inversion draws such inputs from
+the teacher alone (what it optimizes for; the teacher's mean top probability on the result is
+recorded as ``probe/teacher_confidence``).
 
 The inversion is DeepInversion's image update without its BatchNorm term (Yin et al. 2020,
 arXiv:1912.08795, Eq. 3 and 8; the same objective as Nayak et al.'s and Mordvintsev et al.'s
@@ -16,13 +18,15 @@ class visualizations): from noise, ``iterations`` Adam steps on
 
 with x = sigmoid(logits) in [0, 1] (freekd's pixel range), ``per_class`` images for every class y,
 and each step's batch shifted by up to 2 pixels (§3.2's jitter). It draws its noise and shifts
-from its own generator, seeded by the run's seed, and queries the teacher only: a run measured
-with it trains exactly as a run without it. A measurement only: it changes nothing the run trains
-or saves.
+from its own generator, seeded by the run's seed, queries the teacher only and is drawn before a
+time budget's clocks start: a run measured with it trains exactly as a run without it. A
+measurement only: it changes nothing the run trains or saves; ``report.json`` counts its images
+and teacher queries apart (``confident_probe``), not in the run's ``teacher_queries``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -37,12 +41,15 @@ from freekd.teachers import Teacher
 from freekd.train.callbacks import WeightAverage
 from freekd.train.trainer import Callback, Trainer, TrainState
 
+logger = logging.getLogger(__name__)
+
 #: Adam steps, learning rate and largest shift of the inversion (DeepInversion's small-image
 #: settings at a CPU budget; not tuned).
 ITERATIONS = 200
 LEARNING_RATE = 0.1
 JITTER = 2
-#: Images inverted together (memory, not results: every image is optimized on its own loss term).
+#: Images inverted together. Each image has its own loss term, but a chunk shares its shifts and
+#: draws its noise after the previous chunk's shifts: the images depend on it.
 CHUNK = 256
 
 
@@ -115,6 +122,12 @@ class ConfidentProbe(Callback):
         self.images: Tensor | None = None
         self.teacher_logits: Tensor | None = None
 
+    def report(self) -> dict[str, int]:
+        """``report.json``'s ``confident_probe``: its images and the teacher queries they cost
+        (every image through the teacher at each inversion step and once more at the end)."""
+        images = self.per_class * self.num_classes
+        return {"images": images, "teacher_queries": images * (self.iterations + 1)}
+
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         if self.images is not None:
             return
@@ -165,7 +178,12 @@ def confident_probe(
 ) -> tuple[ConfidentProbe, ...]:
     """The run's ``confident_probe`` callback, if it asks for one (never for a proxy-data run,
     which has real images to measure on)."""
-    if not config.confident_probe or not synthesizing:
+    if not config.confident_probe:
+        return ()
+    if not synthesizing:
+        logger.warning(
+            "confident_probe is ignored with --proxy-data: the run is measured on real images"
+        )
         return ()
     probe = ConfidentProbe(
         teacher,

@@ -257,6 +257,8 @@ RESUMABLE_CHANGES = {
     "budget_images",
     # Names the pool file, whose contents the label report's fingerprint pins.
     "queries_from",
+    # A measurement of the student (datafree.probe), not what the run computes.
+    "confident_probe",
 }
 
 # Settings added after runs were saved, with the value that reproduces what those runs did: a
@@ -269,6 +271,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "init_student": None,
     "queries_confidence": 0.0,
     "min_steps": 0,
+    "confident_probe": 0,
 }
 
 

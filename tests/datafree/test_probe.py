@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 import freekd
@@ -42,8 +44,39 @@ def test_the_teacher_is_sure_of_the_images_and_they_repeat(tiny_teacher_path: Pa
     assert torch.equal(images, again)
     other, _ = draw(teacher, seed=1)
     assert not torch.equal(images, other)
-    # The teacher's own weights and mode are left as they were.
-    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_drawing_and_measuring_leave_the_random_stream_and_the_modes_alone(
+    tiny_teacher_path: Path,
+) -> None:
+    # A plain module in training mode as the teacher (freekd's Teacher is always in eval mode):
+    # the probe must leave its mode as it was.
+    teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path))).model.train()
+    student = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(144, 10),
+    )
+    probe = ConfidentProbe(
+        teacher,
+        per_class=1,
+        num_classes=10,
+        image_shape=(1, 8, 8),
+        seed=0,
+        device=torch.device("cpu"),
+        iterations=5,
+    )
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    probe.images, probe.teacher_logits = draw(teacher, seed=0)
+    running = student[1].running_mean.clone()  # type: ignore[union-attr]
+    probe.measure(student)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert teacher.training
+    assert student.training
+    # Measured in eval mode: BatchNorm's running statistics did not move.
+    assert torch.equal(student[1].running_mean, running)  # type: ignore[union-attr]
 
 
 def test_the_teacher_agrees_with_itself_and_an_untrained_student_does_not(
@@ -71,14 +104,17 @@ def test_the_teacher_agrees_with_itself_and_an_untrained_student_does_not(
     assert untrained.training  # measured in eval mode, its own mode restored
 
 
+@pytest.mark.parametrize("average", [True, False])
 def test_a_run_with_the_probe_trains_exactly_as_one_without(
-    tiny_teacher_path: Path, tmp_path: Path
+    tiny_teacher_path: Path, tmp_path: Path, average: bool
 ) -> None:
+    # A student with BatchNorm (a measurement in training mode would move its statistics),
+    # with and without the weight average (the probe measures the average, else the student).
     common = (
         "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
-        "tiny-cnn-nobn", "--eval-data", "digits:test", "--epochs", "2", "--batch-size", "16",
+        "tiny-cnn", "--eval-data", "digits:test", "--epochs", "2", "--batch-size", "16",
         "--set", "steps_per_epoch=3", "--set", "synthesizer.params.batch_size=16",
-        "--device", "cpu", "--quiet",
+        "--device", "cpu", "--quiet", *(() if average else ("--set", "trainer.ema_decay=null")),
     )  # fmt: skip
     outs = {}
     for name, extra in (("plain", ()), ("probe", ("--set", "confident_probe=2"))):
@@ -100,6 +136,35 @@ def test_a_run_with_the_probe_trains_exactly_as_one_without(
     first = freekd.load_model(outs["plain"] / "model.pt").state_dict()
     second = freekd.load_model(outs["probe"] / "model.pt").state_dict()
     assert all(torch.equal(first[key], second[key]) for key in first)
+    plain_report = json.loads((outs["plain"] / "report.json").read_text())
+    probe_report = json.loads((outs["probe"] / "report.json").read_text())
+    # Its queries are counted apart: 20 images, each through the teacher 200 + 1 times.
+    assert probe_report["confident_probe"] == {"images": 20, "teacher_queries": 20 * 201}
+    assert probe_report["teacher_queries"] == plain_report["teacher_queries"]
+    assert "confident_probe" not in plain_report
+
+
+def test_a_run_saved_before_the_probe_existed_resumes(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    common = (
+        "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
+        "tiny-cnn-nobn", "--batch-size", "16", "--set", "steps_per_epoch=2",
+        "--set", "synthesizer.params.batch_size=16", "--device", "cpu", "--quiet", "--out", out,
+    )  # fmt: skip
+    first = runner.invoke(app, [str(a) for a in (*common, "--epochs", "1")])
+    assert first.exit_code == 0, first.output
+    # As a run of an earlier freekd saved it: without the setting, in config.yaml and in the
+    # checkpoint.
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    del config["confident_probe"]
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    del checkpoint["config"]["confident_probe"]
+    torch.save(checkpoint, out / "checkpoint.pt")
+    second = runner.invoke(app, [str(a) for a in (*common, "--epochs", "2", "--resume")])
+    assert second.exit_code == 0, second.output
 
 
 def test_a_negative_probe_size_is_one_line() -> None:
@@ -108,4 +173,4 @@ def test_a_negative_probe_size_is_one_line() -> None:
     )
     assert result.exit_code == 2
     assert "confident_probe" in result.output
-    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output

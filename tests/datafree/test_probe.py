@@ -31,6 +31,23 @@ def draw(teacher: torch.nn.Module, seed: int) -> tuple[torch.Tensor, torch.Tenso
     )
 
 
+def drawn_probe(teacher: torch.nn.Module) -> ConfidentProbe:
+    """A probe of 2 images per class that has drawn them, as at the start of a fit."""
+    probe = ConfidentProbe(
+        teacher,
+        per_class=2,
+        num_classes=10,
+        image_shape=(1, 8, 8),
+        seed=0,
+        device=torch.device("cpu"),
+        iterations=60,
+    )
+    probe.on_fit_start(None, None)  # type: ignore[arg-type]  # neither is read
+    assert probe.images is not None
+    assert torch.equal(probe.images, draw(teacher, seed=0)[0])
+    return probe
+
+
 def test_the_teacher_is_sure_of_the_images_and_they_repeat(tiny_teacher_path: Path) -> None:
     teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
     images, logits = draw(teacher, seed=0)
@@ -58,18 +75,9 @@ def test_drawing_and_measuring_leave_the_random_stream_and_the_modes_alone(
         torch.nn.Flatten(),
         torch.nn.Linear(144, 10),
     )
-    probe = ConfidentProbe(
-        teacher,
-        per_class=1,
-        num_classes=10,
-        image_shape=(1, 8, 8),
-        seed=0,
-        device=torch.device("cpu"),
-        iterations=5,
-    )
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    probe.images, probe.teacher_logits = draw(teacher, seed=0)
+    probe = drawn_probe(teacher)
     running = student[1].running_mean.clone()  # type: ignore[union-attr]
     probe.measure(student)
     assert torch.equal(torch.get_rng_state(), state)
@@ -83,16 +91,7 @@ def test_the_teacher_agrees_with_itself_and_an_untrained_student_does_not(
     tiny_teacher_path: Path,
 ) -> None:
     teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
-    probe = ConfidentProbe(
-        teacher,
-        per_class=2,
-        num_classes=10,
-        image_shape=(1, 8, 8),
-        seed=0,
-        device=torch.device("cpu"),
-        iterations=60,
-    )
-    probe.images, probe.teacher_logits = draw(teacher, seed=0)
+    probe = drawn_probe(teacher)
     itself = probe.measure(teacher)
     assert itself["probe/agreement"] == 1.0
     assert abs(itself["probe/kl"]) < 1e-5

@@ -27,6 +27,7 @@ and teacher queries apart (``confident_probe``), not in the run's ``teacher_quer
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from freekd.datafree.batches import jitter_flip
 from freekd.datafree.config import DataFreeConfig
+from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
 from freekd.losses.inversion import l2_prior, total_variation
 from freekd.teachers import Teacher
@@ -51,6 +53,8 @@ JITTER = 2
 #: Images inverted together. Each image has its own loss term, but a chunk shares its shifts and
 #: draws its noise after the previous chunk's shifts: the images depend on it.
 CHUNK = 256
+#: The most the probe's images may take (float32): a measurement must not crowd out the run.
+MAX_MEGABYTES = 256
 
 
 def confident_images(
@@ -185,6 +189,14 @@ def confident_probe(
             "confident_probe is ignored with --proxy-data: the run is measured on real images"
         )
         return ()
+    images = config.confident_probe * teacher.num_classes
+    megabytes = images * math.prod(teacher.input_shape) * 4 / 2**20
+    if megabytes > MAX_MEGABYTES:
+        raise FreekdError(
+            f"confident_probe={config.confident_probe} keeps {images:,} images of "
+            f"{teacher.num_classes} classes ({megabytes:,.0f} MB, more than {MAX_MEGABYTES}); "
+            "lower --set confident_probe"
+        )
     probe = ConfidentProbe(
         teacher,
         per_class=config.confident_probe,

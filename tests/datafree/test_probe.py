@@ -173,3 +173,22 @@ def test_a_negative_probe_size_is_one_line() -> None:
     assert result.exit_code == 2
     assert "confident_probe" in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_probe_too_large_for_memory_is_refused_in_one_line(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    # 8×8 images of 10 classes: 256 MB would be over 100,000 images a class.
+    result = runner.invoke(
+        app,
+        [
+            "datafree", "--teacher", str(tiny_teacher_path), "--method", "zskt", "--student",
+            "tiny-cnn-nobn", "--set", "confident_probe=200000", "--device", "cpu", "--quiet",
+            "--epochs", "1", "--set", "steps_per_epoch=1", "--out", str(tmp_path / "run"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "lower --set confident_probe" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    # Refused before anything was written.
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -120,9 +120,10 @@ class DataFreeConfig:
             and after every epoch the evaluated student's KL to the teacher and its agreement
             with it there go into ``metrics.jsonl`` (``probe/kl``, ``probe/agreement``, and
             the teacher's mean top probability on them, ``probe/teacher_confidence``). It
-            queries the teacher only, draws from its own generator and before a budget's
-            clocks start: the run trains as without it. Ignored (with a warning) for
-            ``proxy_dataset`` runs.
+            queries the teacher only and draws from its own generator: without a budget the
+            run trains as without it (the drawing is done before a budget's clocks start, the
+            measurement after each epoch counts in it). At most 256 MB of images; ignored
+            (with a warning) for ``proxy_dataset`` runs.
         seed: seed for weights, latent codes and noise.
         memory_gb: memory the run may use, in GB; default: what is free (available RAM, the
             cgroup's limit, ``ulimit -v``). Before the first step the synthesis batch, the

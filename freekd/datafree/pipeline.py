@@ -121,7 +121,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         description=description,
         extras=None if synthetic is None else {"source": synthetic},
         # The probe draws its images before the budget's clocks start: they cost no step.
-        extra_callbacks=(*probe, budget),
+        extra_callbacks=(probe, budget),
         extra_metrics=None if synthetic is None else synthetic.extra_metrics,
         # The inherited guarantee travels inside model.pt, so the student's own audits and
         # students see it; nothing is claimed for a proxy-data student.
@@ -139,7 +139,7 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
         synthetic=synthetic,
         proxy_set=proxy_set,
     )
-    report.update({"confident_probe": probe[0].report()} if probe else {})
+    report.update({"confident_probe": probe.report()} if probe.per_class else {})
     shown = _shown_images(teacher, synthetic, proxy_set, seed=config.seed, device=device)
     if synthetic is not None and config.save_queries and dist.is_main:
         report["queries_file"] = _save_queries(

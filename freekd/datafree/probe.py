@@ -18,10 +18,12 @@ class visualizations): from noise, ``iterations`` Adam steps on
 
 with x = sigmoid(logits) in [0, 1] (freekd's pixel range), ``per_class`` images for every class y,
 and each step's batch shifted by up to 2 pixels (§3.2's jitter). It draws its noise and shifts
-from its own generator, seeded by the run's seed, queries the teacher only and is drawn before a
-time budget's clocks start: a run measured with it trains exactly as a run without it. A
-measurement only: it changes nothing the run trains or saves; ``report.json`` counts its images
-and teacher queries apart (``confident_probe``), not in the run's ``teacher_queries``.
+from its own generator, seeded by the run's seed, and queries the teacher only: without a time
+or CPU budget a run measured with it trains exactly as a run without it. The drawing is done
+before a budget's clocks start; the measurement after each epoch (one student pass over the
+images, with the teacher's logits kept from the drawing) counts in a budget, as the collapse
+check does. ``report.json`` counts its images and teacher queries apart (``confident_probe``),
+not in the run's ``teacher_queries``; a resumed run draws them again.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ JITTER = 2
 #: Images inverted together. Each image has its own loss term, but a chunk shares its shifts and
 #: draws its noise after the previous chunk's shifts: the images depend on it.
 CHUNK = 256
-#: The most the probe's images may take (float32): a measurement must not crowd out the run.
+#: The most the probe's images may take (float32, MB): a measurement must not crowd out the
+#: run. Neither they nor the inversion's autograd buffers count in the memory fit
+#: (``datafree.memory``), which sizes the synthesizer's batches.
 MAX_MEGABYTES = 256
 
 
@@ -102,7 +106,8 @@ class ConfidentProbe(Callback):
     and the teacher's mean top probability on them as ``probe/teacher_confidence``.
 
     The evaluated student is the weight average when the run keeps one (what ``eval_accuracy``
-    measures and ``model.pt`` holds), else the student.
+    measures and ``model.pt`` holds), else the student. With ``per_class`` 0 it measures nothing
+    and only clears the ``probe/`` values a resumed checkpoint carries.
     """
 
     def __init__(
@@ -133,7 +138,11 @@ class ConfidentProbe(Callback):
         return {"images": images, "teacher_queries": images * (self.iterations + 1)}
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
-        if self.images is not None:
+        # A run resumed from a checkpoint that was measured keeps the last values in its
+        # state; measured again or not at all from here on, they must not be logged as new.
+        for key in [key for key in state.metrics if key.startswith("probe/")]:
+            del state.metrics[key]
+        if self.images is not None or not self.per_class:
             return
         rng = torch.Generator().manual_seed(self.seed)
         self.images, self.teacher_logits = confident_images(
@@ -148,7 +157,8 @@ class ConfidentProbe(Callback):
 
     @torch.no_grad()
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
-        state.metrics.update(self.measure(_evaluated(trainer)))
+        if self.per_class:
+            state.metrics.update(self.measure(_evaluated(trainer)))
 
     @torch.no_grad()
     def measure(self, student: nn.Module) -> dict[str, float]:
@@ -179,30 +189,28 @@ def _evaluated(trainer: Trainer) -> Any:
 
 def confident_probe(
     config: DataFreeConfig, teacher: Teacher, *, synthesizing: bool, device: torch.device
-) -> tuple[ConfidentProbe, ...]:
-    """The run's ``confident_probe`` callback, if it asks for one (never for a proxy-data run,
-    which has real images to measure on)."""
-    if not config.confident_probe:
-        return ()
-    if not synthesizing:
+) -> ConfidentProbe:
+    """The run's ``confident_probe`` callback; off (``per_class`` 0) unless the run asks for
+    it, and for a proxy-data run, which has real images to measure on."""
+    per_class = config.confident_probe
+    if per_class and not synthesizing:
         logger.warning(
             "confident_probe is ignored with --proxy-data: the run is measured on real images"
         )
-        return ()
-    images = config.confident_probe * teacher.num_classes
-    megabytes = images * math.prod(teacher.input_shape) * 4 / 2**20
+        per_class = 0
+    images = per_class * teacher.num_classes
+    megabytes = images * math.prod(teacher.input_shape) * 4 / 1e6
     if megabytes > MAX_MEGABYTES:
         raise FreekdError(
-            f"confident_probe={config.confident_probe} keeps {images:,} images of "
-            f"{teacher.num_classes} classes ({megabytes:,.0f} MB, more than {MAX_MEGABYTES}); "
+            f"confident_probe={per_class} keeps {images:,} images of {teacher.num_classes} "
+            f"classes ({megabytes:,.0f} MB, more than {MAX_MEGABYTES} MB); "
             "lower --set confident_probe"
         )
-    probe = ConfidentProbe(
+    return ConfidentProbe(
         teacher,
-        per_class=config.confident_probe,
+        per_class=per_class,
         num_classes=teacher.num_classes,
         image_shape=teacher.input_shape,
         seed=config.seed,
         device=device,
     )
-    return (probe,)

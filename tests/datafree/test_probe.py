@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,8 +14,11 @@ from typer.testing import CliRunner
 import freekd
 from freekd.cli import app
 from freekd.config import TeacherSourceConfig
-from freekd.datafree.probe import ConfidentProbe, confident_images
+from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.probe import ConfidentProbe, _evaluated, confident_images, confident_probe
 from freekd.teachers import load_teacher
+from freekd.train.callbacks import WeightAverage
+from freekd.train.trainer import TrainState
 
 runner = CliRunner()
 
@@ -42,7 +46,7 @@ def drawn_probe(teacher: torch.nn.Module) -> ConfidentProbe:
         device=torch.device("cpu"),
         iterations=60,
     )
-    probe.on_fit_start(None, None)  # type: ignore[arg-type]  # neither is read
+    probe.on_fit_start(None, TrainState())  # type: ignore[arg-type]  # the trainer is not read
     assert probe.images is not None
     assert torch.equal(probe.images, draw(teacher, seed=0)[0])
     return probe
@@ -75,9 +79,12 @@ def test_drawing_and_measuring_leave_the_random_stream_and_the_modes_alone(
         torch.nn.Flatten(),
         torch.nn.Linear(144, 10),
     )
+    weights = {key: value.clone() for key, value in teacher.state_dict().items()}
     torch.manual_seed(123)
     state = torch.get_rng_state()
     probe = drawn_probe(teacher)
+    # Drawn in eval mode: the teacher's BatchNorm statistics did not move.
+    assert all(torch.equal(value, weights[key]) for key, value in teacher.state_dict().items())
     running = student[1].running_mean.clone()  # type: ignore[union-attr]
     probe.measure(student)
     assert torch.equal(torch.get_rng_state(), state)
@@ -192,3 +199,47 @@ def test_a_probe_too_large_for_memory_is_refused_in_one_line(
     assert len(result.output.strip().splitlines()) == 1, result.output
     # Refused before anything was written.
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_the_probe_measures_the_weight_average_when_the_run_keeps_one() -> None:
+    student = torch.nn.Linear(2, 2)
+    average = WeightAverage(student, decay=0.9)
+    trainer = SimpleNamespace(callbacks=[average], unwrapped=lambda name: student)
+    assert _evaluated(trainer) is average.module  # type: ignore[arg-type]
+    alone = SimpleNamespace(callbacks=[], unwrapped=lambda name: student)
+    assert _evaluated(alone) is student  # type: ignore[arg-type]
+
+
+def test_a_proxy_run_is_not_probed(
+    tiny_teacher_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    teacher = load_teacher(TeacherSourceConfig(path=str(tiny_teacher_path)))
+    config = DataFreeConfig(confident_probe=4, proxy_dataset="digits")
+    probe = confident_probe(config, teacher, synthesizing=False, device=torch.device("cpu"))
+    assert probe.per_class == 0
+    assert "ignored with --proxy-data" in caplog.text
+
+
+def test_a_resume_without_the_probe_logs_no_stale_probe_values(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    common = (
+        "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
+        "tiny-cnn-nobn", "--eval-data", "digits:test", "--batch-size", "16",
+        "--set", "steps_per_epoch=2", "--set", "synthesizer.params.batch_size=16",
+        "--device", "cpu", "--quiet", "--out", out,
+    )  # fmt: skip
+    first = runner.invoke(
+        app, [str(a) for a in (*common, "--epochs", "1", "--set", "confident_probe=2")]
+    )
+    assert first.exit_code == 0, first.output
+    # A resume keeps the saved settings; the probe may be turned off (a measurement).
+    off = ("--epochs", "2", "--resume", "--set", "confident_probe=0")
+    second = runner.invoke(app, [str(a) for a in (*common, *off)])
+    assert second.exit_code == 0, second.output
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [line for line in lines if "eval_accuracy" in line]
+    assert [line["epoch"] for line in epochs] == [1, 2]
+    assert "probe/kl" in epochs[0]
+    assert not any(key.startswith("probe/") for key in epochs[1])

@@ -150,15 +150,20 @@ def test_a_run_with_the_probe_trains_exactly_as_one_without(
     assert "confident_probe" not in plain_report
 
 
+def two_step_epochs(teacher: Path, out: Path) -> tuple[object, ...]:
+    """``freekd datafree`` arguments for a zskt run of two 16-image steps an epoch."""
+    return (
+        "datafree", "--teacher", teacher, "--method", "zskt", "--student", "tiny-cnn-nobn",
+        "--batch-size", "16", "--set", "steps_per_epoch=2",
+        "--set", "synthesizer.params.batch_size=16", "--device", "cpu", "--quiet", "--out", out,
+    )  # fmt: skip
+
+
 def test_a_run_saved_before_the_probe_existed_resumes(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    common = (
-        "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
-        "tiny-cnn-nobn", "--batch-size", "16", "--set", "steps_per_epoch=2",
-        "--set", "synthesizer.params.batch_size=16", "--device", "cpu", "--quiet", "--out", out,
-    )  # fmt: skip
+    common = two_step_epochs(tiny_teacher_path, out)
     first = runner.invoke(app, [str(a) for a in (*common, "--epochs", "1")])
     assert first.exit_code == 0, first.output
     # As a run of an earlier freekd saved it: without the setting, in config.yaml and in the
@@ -224,12 +229,7 @@ def test_a_resume_without_the_probe_logs_no_stale_probe_values(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    common = (
-        "datafree", "--teacher", tiny_teacher_path, "--method", "zskt", "--student",
-        "tiny-cnn-nobn", "--eval-data", "digits:test", "--batch-size", "16",
-        "--set", "steps_per_epoch=2", "--set", "synthesizer.params.batch_size=16",
-        "--device", "cpu", "--quiet", "--out", out,
-    )  # fmt: skip
+    common = (*two_step_epochs(tiny_teacher_path, out), "--eval-data", "digits:test")
     first = runner.invoke(
         app, [str(a) for a in (*common, "--epochs", "1", "--set", "confident_probe=2")]
     )

@@ -40,7 +40,7 @@ from freekd.datafree.batches import jitter_flip
 from freekd.datafree.config import DataFreeConfig
 from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
-from freekd.losses.inversion import l2_prior, total_variation
+from freekd.losses.inversion import kl_discrepancy, l2_prior, total_variation
 from freekd.teachers import Teacher
 from freekd.train.callbacks import WeightAverage
 from freekd.train.trainer import Callback, Trainer, TrainState
@@ -169,13 +169,12 @@ class ConfidentProbe(Callback):
             student_logits = torch.cat(
                 [student(self.images[i : i + CHUNK]) for i in range(0, len(self.images), CHUNK)]
             )
-        teacher_log = self.teacher_logits.log_softmax(1)
-        kl = F.kl_div(student_logits.log_softmax(1), teacher_log, log_target=True, reduction="sum")
         agreement = (student_logits.argmax(1) == self.teacher_logits.argmax(1)).float().mean()
+        confidence = self.teacher_logits.softmax(1).max(1).values.mean()
         return {
-            "probe/kl": float(kl) / len(self.images),
+            "probe/kl": float(kl_discrepancy(student_logits, self.teacher_logits)),
             "probe/agreement": float(agreement),
-            "probe/teacher_confidence": float(teacher_log.exp().max(1).values.mean()),
+            "probe/teacher_confidence": float(confidence),
         }
 
 

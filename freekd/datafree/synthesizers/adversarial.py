@@ -12,6 +12,7 @@ student steps (the papers' k student steps per generator step).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -132,6 +133,20 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             0.29–0.75, against 0.79–0.99 on real digits (a freekd experiment, session 30).
             Scaled by ``relative_prior`` as the smoothness prior is. Reported under
             ``"confidence"``.
+        generator_momentum: momentum m of an exponential moving average of the generator's
+            weights (0: none, as in both papers). When positive, a copy G̃ of the generator
+            follows it, θ̃ ← m·θ̃ + (1 − m)·θ after every generator step, and half of every
+            student batch (the first half, rounded down) is drawn from G̃ instead of the
+            generator: Momentum Adversarial Distillation (MAD; Do et al. 2022, NeurIPS,
+            arXiv:2209.10359, §3), whose student trains on samples of both the generator and
+            its EMA copy so that it does not adapt too quickly to a generator that moves far
+            in a few rounds. The paper's generator is class-conditional and its student loss
+            weighs the two parts; here the two halves of one batch weigh the same and the
+            generator is whichever this synthesizer builds (a freekd re-implementation of the
+            EMA copy only, session 32). The collapse probe and the replay memory draw from the
+            generator itself; a collapse restart restarts G̃ from the new generator. The
+            relative distance ‖θ − θ̃‖ / ‖θ‖ after each round is reported under
+            ``"momentum_distance"``.
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
             discrepancy is on logits and has none: it refuses any other value.
         standardize: z-score both networks' logits inside ZSKT's KL discrepancy (logit
@@ -203,6 +218,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     generators: int = 1
     replay_fraction: float = 0.0
     memory_size: int = 20_000
+    generator_momentum: float = 0.0
     student_shift: int = 0
     student_mixup: float = 0.0
     class_weight: float = 0.0
@@ -225,6 +241,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             kind=self.generator_kind,
             condition_dim=self.num_classes if self.class_weight > 0 else 0,
         )
+        # MAD's EMA copy of the generator (generator_momentum); None when off.
+        self.momentum_generator: nn.Module | None = None
+        if self.generator_momentum > 0:
+            self.momentum_generator = copy.deepcopy(self.generator).requires_grad_(False)
 
     def _check_hyperparameters(self) -> None:
         """Refuse values out of range (``ValueError``, which the pipeline reports as a usage
@@ -248,6 +268,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             )
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must lie in [0, 1), got {self.replay_fraction}")
+        if not 0 <= self.generator_momentum < 1:
+            raise ValueError(
+                f"generator_momentum must lie in [0, 1), got {self.generator_momentum}"
+            )
         if self.student_shift < 0:
             raise ValueError(f"student_shift must be non-negative, got {self.student_shift}")
         if not 0 <= self.student_mixup <= 1:
@@ -324,6 +348,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
                 # inputs=: only the generator accumulates gradients (never the student's .grad).
                 total(terms).backward(inputs=parameters)
                 self.optimizer.step()
+                self._follow_generator()
                 self.teacher_queries += self.batch_size
                 self.images_synthesized += self.batch_size
         if self.replay_fraction > 0:
@@ -331,7 +356,31 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         statistics = logged(terms)
         if self.balance_weight > 0 and (self.balance_target < 1 or self.balance_after > 0):
             statistics["balance_active"] = balance_active / self.generator_steps
+        if self.momentum_generator is not None:
+            statistics["momentum_distance"] = self._momentum_distance()
         return statistics
+
+    @torch.no_grad()
+    def _follow_generator(self) -> None:
+        """One step of MAD's moving average θ̃ ← m·θ̃ + (1 − m)·θ (``generator_momentum``);
+        buffers (the pixel statistics, BatchNorm's running statistics, unused in train mode)
+        are copied."""
+        if self.momentum_generator is None:
+            return
+        pairs = zip(self.momentum_generator.parameters(), self.generator.parameters(), strict=True)
+        for averaged, current in pairs:
+            averaged.lerp_(current, 1.0 - self.generator_momentum)
+        buffers = zip(self.momentum_generator.buffers(), self.generator.buffers(), strict=True)
+        for copied, source in buffers:
+            copied.copy_(source)
+
+    @torch.no_grad()
+    def _momentum_distance(self) -> float:
+        """‖θ − θ̃‖ / ‖θ‖ over all of the generator's parameters."""
+        assert self.momentum_generator is not None
+        current = torch.cat([p.flatten() for p in self.generator.parameters()])
+        averaged = torch.cat([p.flatten() for p in self.momentum_generator.parameters()])
+        return float((current - averaged).norm() / current.norm().clamp_min(1e-12))
 
     def _balance_term(self, teacher_logits: Tensor) -> tuple[Tensor, bool]:
         """DAFL's information entropy times ``balance_weight`` when the batch's label balance
@@ -358,7 +407,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         replayed = round(n * self.replay_fraction) if len(self.memory) else 0
-        images = self._fresh(n - replayed)
+        averaged = (n - replayed) // 2 if self.momentum_generator is not None else 0
+        images = self._fresh(n - replayed - averaged)
+        if averaged:
+            images = torch.cat([self._fresh_averaged(averaged), images])
         if replayed:
             # .to: a resumed memory is loaded on the CPU.
             images = torch.cat([images, self.memory.sample(replayed, self.rng).to(images.device)])
@@ -370,6 +422,14 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         from earlier generators: their variety would hide this one's collapse). Without replay
         the same images, from the same random draws, as ``sample``."""
         return self._as_student_input(self._fresh(n))
+
+    @torch.no_grad()
+    def _fresh_averaged(self, n: int) -> Tensor:
+        """n images of fresh latent codes from MAD's EMA copy (in train mode, as ``_fresh``)."""
+        assert self.momentum_generator is not None
+        self.momentum_generator.train()
+        self.images_synthesized += n
+        return self.momentum_generator(self._latent(n)[0])  # type: ignore[no-any-return]
 
     def _as_student_input(self, images: Tensor) -> Tensor:
         """Mixup (``student_mixup``) and the random shift (``student_shift``) of a batch."""
@@ -385,5 +445,18 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
         super().reinitialize(lr_scale=lr_scale)
         self.memory.clear()
         self.discrepancy_scale = 0.0  # a new game: measured afresh
+        if self.momentum_generator is not None:
+            self.momentum_generator.load_state_dict(self.generator.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.momentum_generator is not None:
+            state["momentum_generator"] = self.momentum_generator.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.momentum_generator is not None:
+            self.momentum_generator.load_state_dict(state["momentum_generator"])
 
     STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory", "discrepancy_scale")

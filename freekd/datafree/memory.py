@@ -287,6 +287,10 @@ def synthesis_bytes_per_image(
         # Each generator of an ensemble (``generators``) has its own weights; the images of a
         # round are split among them, so the activations per image stay one generator's.
         weights = training_bytes(generator) * int(params.get("generators", 1))
+        if float(params.get("generator_momentum", 0.0)) > 0:  # MAD's moving-average copy
+            weights += sum(p.numel() * p.element_size() for p in generator.parameters()) * int(
+                params.get("generators", 1)
+            )
     elif "batch_size" in params:  # the pixels themselves are optimized, with Adam's moments
         per_image += 4 * image
     return per_image, weights

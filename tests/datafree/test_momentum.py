@@ -107,3 +107,43 @@ def test_off_by_default_leaves_the_state_and_statistics_as_before(teacher: Teach
     for value in (1.0, -0.1):
         with pytest.raises(ValueError, match="generator_momentum must lie in"):
             make_adversarial("zskt", generator_momentum=value)
+
+
+def test_counters_replay_and_a_conditional_ensemble_with_the_copy(teacher: Teacher) -> None:
+    """Every image drawn counts; the replay memory stores the generator's images, not the
+    copy's; conditional codes and several generators draw through the copy too."""
+    synthesizer = make_adversarial(
+        "zskt", generator_momentum=0.9, replay_fraction=0.5, class_weight=1.0, generators=2
+    )
+    student = make_student()
+    synthesizer.synthesize(teacher, student)
+    averaged = synthesizer.momentum_generator
+    assert averaged is not None
+    stored = synthesizer.memory.images
+    assert stored is not None
+    # The memory's batch is the generator's: the same codes through the copy differ.
+    state = synthesizer.rng.get_state()
+    before = synthesizer.images_synthesized
+    batch = synthesizer.sample(16)  # 8 replayed, 4 from the copy, 4 from the generator
+    assert batch.shape == (16, *synthesizer.image_shape)
+    assert synthesizer.images_synthesized - before == 8
+    assert all(any(torch.equal(image, s) for s in stored) for image in batch[8:])
+    synthesizer.rng.set_state(state)  # redraw the codes: the generator's first
+    current, _ = synthesizer._latent(4)
+    from_copy, _ = synthesizer._latent(4)
+    with torch.no_grad():
+        torch.testing.assert_close(batch[:4], averaged.train()(from_copy))
+        torch.testing.assert_close(batch[4:8], synthesizer.generator.train()(current))
+
+
+def test_a_checkpoint_saved_without_the_copy_starts_it_from_the_generator(
+    teacher: Teacher,
+) -> None:
+    plain = make_adversarial("zskt")
+    plain.synthesize(teacher, make_student())
+    resumed = make_adversarial("zskt", generator_momentum=0.9, seed=3)
+    resumed.load_state_dict(copy.deepcopy(plain.state_dict()))
+    averaged = resumed.momentum_generator
+    assert averaged is not None
+    pairs = zip(weights(averaged), weights(plain.generator), strict=True)
+    assert all(torch.equal(a, g) for a, g in pairs)

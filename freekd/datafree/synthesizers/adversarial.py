@@ -135,10 +135,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             ``"confidence"``.
         generator_momentum: momentum m of an exponential moving average of the generator's
             weights (0: none, as in both papers). When positive, a copy G̃ of the generator
-            follows it, θ̃ ← m·θ̃ + (1 − m)·θ after every generator step, and half of every
-            student batch (the first half, rounded down) is drawn from G̃ instead of the
-            generator: Momentum Adversarial Distillation (MAD; Do et al. 2022, NeurIPS,
-            arXiv:2209.10359, §3), whose student trains on samples of both the generator and
+            follows it, θ̃ ← m·θ̃ + (1 − m)·θ after every generator step, and half of the
+            fresh images of every student batch (the first half, rounded down; with replay,
+            half of the part not replayed) are drawn from G̃ instead of the generator, so
+            ``samples.png`` and ``--save-queries`` see them too: Momentum Adversarial
+            Distillation (MAD; Do et al. 2022, NeurIPS, arXiv:2209.10359, §3), whose student trains on samples of both the generator and
             its EMA copy so that it does not adapt too quickly to a generator that moves far
             in a few rounds. The paper's generator is class-conditional and its student loss
             weighs the two parts; here the two halves of one batch weigh the same and the
@@ -419,8 +420,9 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     @torch.no_grad()
     def probe(self, n: int) -> Tensor:
         """The current generator's images only (with replay, ``sample`` draws part of a batch
-        from earlier generators: their variety would hide this one's collapse). Without replay
-        the same images, from the same random draws, as ``sample``."""
+        from earlier generators, and with ``generator_momentum`` from its moving average: their
+        variety would hide this one's collapse). Without either, the same images, from the
+        same random draws, as ``sample``."""
         return self._as_student_input(self._fresh(n))
 
     @torch.no_grad()
@@ -456,7 +458,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if self.momentum_generator is not None:
+        if self.momentum_generator is None:
+            return
+        if "momentum_generator" not in state:  # saved without the option: start from here
+            self.momentum_generator.load_state_dict(self.generator.state_dict())
+        else:
             self.momentum_generator.load_state_dict(state["momentum_generator"])
 
     STATE: ClassVar[tuple[str, ...]] = (*GeneratorSynthesizer.STATE, "memory", "discrepancy_scale")

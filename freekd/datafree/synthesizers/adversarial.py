@@ -133,21 +133,20 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             0.29–0.75, against 0.79–0.99 on real digits (a freekd experiment, session 30).
             Scaled by ``relative_prior`` as the smoothness prior is. Reported under
             ``"confidence"``.
-        generator_momentum: momentum m of an exponential moving average of the generator's
-            weights (0: none, as in both papers). When positive, a copy G̃ of the generator
-            follows it, θ̃ ← m·θ̃ + (1 − m)·θ after every generator step, and half of the
-            fresh images of every student batch (the first half, rounded down; with replay,
-            half of the part not replayed) are drawn from G̃ instead of the generator, so
-            ``samples.png`` and ``--save-queries`` see them too: Momentum Adversarial
-            Distillation (MAD; Do et al. 2022, NeurIPS, arXiv:2209.10359, §3), whose student trains on samples of both the generator and
-            its EMA copy so that it does not adapt too quickly to a generator that moves far
-            in a few rounds. The paper's generator is class-conditional and its student loss
-            weighs the two parts; here the two halves of one batch weigh the same and the
-            generator is whichever this synthesizer builds (a freekd re-implementation of the
-            EMA copy only, session 32). The collapse probe and the replay memory draw from the
-            generator itself; a collapse restart restarts G̃ from the new generator. The
-            relative distance ‖θ − θ̃‖ / ‖θ‖ after each round is reported under
-            ``"momentum_distance"``.
+        generator_momentum: momentum m of an exponential moving average of the generator's weights
+            (0: none, as in both papers). When positive, a copy G̃ of the generator follows it, θ̃ ←
+            m·θ̃ + (1 − m)·θ after every generator step, and half of the fresh images of every
+            student batch (the first half, rounded down; with replay, half of the part not replayed)
+            are drawn from G̃ instead of the generator, so ``samples.png`` and ``--save-queries``
+            see them too: Momentum Adversarial Distillation (MAD; Do et al. 2022, NeurIPS,
+            arXiv:2209.10359, §3), whose student trains on samples of both the generator and its EMA
+            copy so that it does not adapt too quickly to a generator that moves far in a few
+            rounds. The paper's generator is class-conditional and its student loss weighs the two
+            parts; here the two halves of one batch weigh the same and the generator is whichever
+            this synthesizer builds (a freekd re-implementation of the EMA copy only, session 32).
+            The collapse probe and the replay memory draw from the generator itself; a collapse
+            restart restarts G̃ from the new generator. The relative distance ‖θ − θ̃‖ / ‖θ‖ after
+            each round is reported under ``"momentum_distance"``.
         temperature: softmax temperature of ZSKT's KL discrepancy (the paper's 1). DFAD's
             discrepancy is on logits and has none: it refuses any other value.
         standardize: z-score both networks' logits inside ZSKT's KL discrepancy (logit

@@ -27,11 +27,11 @@ WITH_BATCHNORM = teacher_of(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
     ("teacher", "convolutions", "expected"),
     [
         (MLP, 0, {"replay_fraction": 0.5}),
-        (ONE_CONV, 1, {}),
+        (ONE_CONV, 1, {"generator_momentum": 0.95}),
         (TWO_CONV, 2, {}),
     ],
 )
-def test_zskt_gets_replay_only_without_convolutions(
+def test_zskt_gets_replay_without_convolutions_and_mad_with_one(
     teacher: Teacher, convolutions: int, expected: dict[str, object]
 ) -> None:
     assert teacher.convolution_layers == convolutions

@@ -141,8 +141,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             see them too: Momentum Adversarial Distillation (MAD; Do et al. 2022, NeurIPS,
             arXiv:2209.10359, §3), whose student trains on samples of both the generator and its EMA
             copy so that it does not adapt too quickly to a generator that moves far in a few
-            rounds. The paper's generator is class-conditional and its student loss weighs the two
-            parts; here the two halves of one batch weigh the same and the generator is whichever
+            rounds. The paper's generator is class-conditional (its Fig. 1); here the two halves of
+            one batch weigh the same in the student's loss and the generator is whichever
             this synthesizer builds (a freekd re-implementation of the EMA copy only, session 32).
             The collapse probe and the replay memory draw from the generator itself; a collapse
             restart restarts G̃ from the new generator. The relative distance ‖θ − θ̃‖ / ‖θ‖ after

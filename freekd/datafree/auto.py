@@ -53,7 +53,8 @@ def auto_synthesizer_params(name: str, teacher: Teacher, params: dict[str, Any])
     that kind over seeds 0–2 (validation; experiments/2026-12-datafree-zoo, session 32), against the
     default runs of the same seeds: shallow-maxpool median 92.28 → 92.60 %, shallow-avgpool 94.90 →
     95.16 %, mean change +0.15 points, no seed losing more than 0.36 (a rule written before the
-    runs; gains within the seed spread). The same copy stalled the two-convolution
+    runs, though written after an exploratory rule for every teacher failed; gains within the
+    seed spread). The same copy stalled the two-convolution
     ``pixel-groupnorm`` (93.92 → 90.18 %, seed 0), whose student learns only while the generator
     keeps finding new disagreements, so teachers of other kinds keep the default.
 

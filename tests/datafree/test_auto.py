@@ -47,3 +47,10 @@ def test_the_users_parameters_win_and_other_synthesizers_are_left_alone() -> Non
     auto_synthesizer_params("zskt", MLP, given)
     assert given == {}  # the config's own dict is not changed
     assert default_synthesizer(WITH_BATCHNORM) == "nayer"
+
+
+def test_the_users_momentum_wins_on_a_one_convolution_teacher() -> None:
+    assert auto_synthesizer_params("zskt", ONE_CONV, {"generator_momentum": 0.0}) == {
+        "generator_momentum": 0.0
+    }
+    assert auto_synthesizer_params("dfad", ONE_CONV, {}) == {}

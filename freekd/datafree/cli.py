@@ -42,8 +42,7 @@ def datafree(
         typer.Option(
             "--method",
             help="Data-free synthesizer: auto (default: nayer for a teacher with BatchNorm, zskt "
-            "without, replaying earlier batches if it has no convolutions either and with a "
-            "moving-average generator (MAD) if it has exactly one), zskt, "
+            "without, replaying earlier batches if it has no convolutions either), zskt, "
             "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
         ),
     ] = None,

@@ -82,9 +82,8 @@ class DataFreeConfig:
         synthesizer: the data-free method (``--method``) by registry name, with its parameters;
             ``auto`` (the default) picks ``nayer`` for a teacher with BatchNorm and ``zskt`` for
             one without (``auto.default_synthesizer``), zskt with ``replay_fraction`` 0.5 for a
-            teacher without BatchNorm and without convolutions and with ``generator_momentum``
-            0.95 for one with a single convolution (``auto.auto_synthesizer_params``), and the
-            saved config names both.
+            teacher without BatchNorm and without convolutions (``auto.auto_synthesizer_params``),
+            and the saved config names both.
         method: the student-side distillation rule on synthetic batches (labels never exist);
             default: the synthesizer's ``recommended_method`` (e.g. ``logit-l1`` for dfad), else
             ``kd`` at temperature 4. The name ``auto`` is that recommendation with ``params``

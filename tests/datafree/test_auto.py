@@ -27,11 +27,11 @@ WITH_BATCHNORM = teacher_of(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(),
     ("teacher", "convolutions", "expected"),
     [
         (MLP, 0, {"replay_fraction": 0.5}),
-        (ONE_CONV, 1, {"generator_momentum": 0.95}),
+        (ONE_CONV, 1, {}),
         (TWO_CONV, 2, {}),
     ],
 )
-def test_zskt_gets_replay_without_convolutions_and_mad_with_one(
+def test_zskt_gets_replay_only_without_convolutions(
     teacher: Teacher, convolutions: int, expected: dict[str, object]
 ) -> None:
     assert teacher.convolution_layers == convolutions
@@ -49,8 +49,7 @@ def test_the_users_parameters_win_and_other_synthesizers_are_left_alone() -> Non
     assert default_synthesizer(WITH_BATCHNORM) == "nayer"
 
 
-def test_the_users_momentum_wins_on_a_one_convolution_teacher() -> None:
-    assert auto_synthesizer_params("zskt", ONE_CONV, {"generator_momentum": 0.0}) == {
-        "generator_momentum": 0.0
-    }
-    assert auto_synthesizer_params("dfad", ONE_CONV, {}) == {}
+def test_a_one_convolution_teacher_gets_no_moving_average_unless_asked() -> None:
+    assert auto_synthesizer_params("zskt", ONE_CONV, {}) == {}
+    mine = {"generator_momentum": 0.95}
+    assert auto_synthesizer_params("zskt", ONE_CONV, mine) == mine

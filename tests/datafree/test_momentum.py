@@ -110,23 +110,27 @@ def test_off_by_default_leaves_the_state_and_statistics_as_before(teacher: Teach
 
 
 def test_counters_replay_and_a_conditional_ensemble_with_the_copy(teacher: Teacher) -> None:
-    """Every image drawn counts; the replay memory stores the generator's images, not the
-    copy's; conditional codes and several generators draw through the copy too."""
+    """Every image drawn counts; a round (its generator steps and the batch it stores in the
+    replay memory) never runs the copy; conditional codes and several generators draw through
+    the copy too."""
     synthesizer = make_adversarial(
         "zskt", generator_momentum=0.9, replay_fraction=0.5, class_weight=1.0, generators=2
     )
-    student = make_student()
-    synthesizer.synthesize(teacher, student)
     averaged = synthesizer.momentum_generator
     assert averaged is not None
+    calls: list[int] = []
+    averaged.register_forward_hook(lambda *_: calls.append(1))
+    student = make_student()
+    synthesizer.synthesize(teacher, student)
+    assert not calls  # the memory's batch is the generator's
     stored = synthesizer.memory.images
     assert stored is not None
-    # The memory's batch is the generator's: the same codes through the copy differ.
     state = synthesizer.rng.get_state()
     before = synthesizer.images_synthesized
     batch = synthesizer.sample(16)  # 8 replayed, 4 from the copy, 4 from the generator
     assert batch.shape == (16, *synthesizer.image_shape)
     assert synthesizer.images_synthesized - before == 8
+    assert len(calls) == 1
     assert all(any(torch.equal(image, s) for s in stored) for image in batch[8:])
     synthesizer.rng.set_state(state)  # redraw the codes: the generator's first
     current, _ = synthesizer._latent(4)

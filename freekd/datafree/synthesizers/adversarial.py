@@ -134,8 +134,8 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             Scaled by ``relative_prior`` as the smoothness prior is. Reported under
             ``"confidence"``.
         generator_momentum: momentum m of an exponential moving average of the generator's weights
-            (0: none, as in both papers). When positive, a copy G̃ of the generator follows it, θ̃ ←
-            m·θ̃ + (1 − m)·θ after every generator step, and half of the fresh images of every
+            (0: none, as in both papers). When positive, a copy G̃ of the generator follows it
+            (θ̃ ← m·θ̃ + (1 − m)·θ after every generator step), and half of the fresh images of every
             student batch (the first half, rounded down; with replay, half of the part not replayed)
             are drawn from G̃ instead of the generator, so ``samples.png`` and ``--save-queries``
             see them too: Momentum Adversarial Distillation (MAD; Do et al. 2022, NeurIPS,

@@ -170,6 +170,11 @@ class TrainerConfig:
         ema_decay: keep an exponential moving average of the student's weights with this decay
             (e.g. 0.999) and evaluate and save the average (``train.callbacks.WeightAverage``);
             ``None`` trains and saves the raw weights.
+        swa_start: from this fraction of the planned steps on, keep the equal-weight average
+            of the student's weights after every step (stochastic weight averaging,
+            ``train.callbacks.TailAverage``) and evaluate and save it instead; before that the
+            run evaluates what it would without it (the ``ema_decay`` average, if set), and
+            ``metrics.jsonl`` also logs that as ``eval_accuracy/ema``. ``None``: no tail average.
     """
 
     epochs: int = 10
@@ -190,6 +195,7 @@ class TrainerConfig:
     checkpoint_every: int = 500
     eval_every: int = 1
     ema_decay: float | None = None
+    swa_start: float | None = None
 
     def __post_init__(self) -> None:
         check = Checks(self)
@@ -206,6 +212,7 @@ class TrainerConfig:
         check.at_least("checkpoint_every", 1)
         check.at_least("eval_every", 0)
         check.within("ema_decay", 0, 1, closed="()", optional=True)
+        check.within("swa_start", 0, 1, closed="[)", optional=True)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from freekd.train import (
     make_optimizer,
     resolve_device,
 )
-from freekd.train.callbacks import ModuleChoice, WeightAverage
+from freekd.train.callbacks import ModuleChoice, TailAverage, WeightAverage, pick_module
 from freekd.train.distributed import shutdown_distributed
 from freekd.train.resume import (
     RESUME_FILE,
@@ -244,8 +244,10 @@ def _standard_callbacks(
 ) -> tuple[list[Callback], dict[str, Stateful] | None]:
     """Every run's callbacks in their order, and the extras the resume checkpoint holds.
 
-    The weight average (``trainer.ema_decay``) comes first, so the evaluation measures it and
-    the savers, last, write it; only the main process writes files.
+    The weight averages (``trainer.ema_decay``, then ``trainer.swa_start``) come first, so the
+    evaluation measures them and the savers, last, write them; only the main process writes
+    files. With a tail average the evaluation also measures what the run would measure without
+    it, as ``eval_accuracy/ema`` (or ``/raw``), side by side.
     """
     out, main = options.out_dir, dist.is_main
     callbacks: list[Callback] = []
@@ -254,9 +256,24 @@ def _standard_callbacks(
         callbacks.append(average)
         extras = {**(extras or {}), "weight_average": average}
         evaluate_module = evaluate_module or (lambda trainer: average.module)
+    also: dict[str, ModuleChoice] = {}
+    if trainer_config.swa_start is not None:
+        tail = TailAverage(method.student, start=trainer_config.swa_start)
+        callbacks.append(tail)
+        extras = {**(extras or {}), "tail_average": tail}
+        before: ModuleChoice = evaluate_module or "student"
+        also = {"ema" if trainer_config.ema_decay is not None else "raw": before}
+
+        def tail_or_before(trainer: Trainer) -> nn.Module:
+            return tail.module if tail.started else pick_module(trainer, before)
+
+        evaluate_module = tail_or_before
+
     if eval_set is not None:
         every = trainer_config.eval_every
-        callbacks.append(Evaluate(eval_set, every=every, module=evaluate_module or "student"))
+        callbacks.append(
+            Evaluate(eval_set, every=every, module=evaluate_module or "student", also=also)
+        )
     callbacks += [
         *extra_callbacks,
         LogMetrics(

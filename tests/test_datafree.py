@@ -137,7 +137,15 @@ def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path, fit: 
 
 
 @pytest.mark.parametrize(
-    "average", [("--set", "trainer.ema_decay=null"), (), ("--set", "trainer.ema_decay=0.9")]
+    "average",
+    [
+        ("--set", "trainer.ema_decay=null"),
+        (),
+        ("--set", "trainer.ema_decay=0.9"),
+        # The tail average starts at step 0 of both plans (3 and 6 steps: the start is a
+        # share of the plan), so the resume at step 3 carries a begun average.
+        ("--set", "trainer.swa_start=0.1"),
+    ],
 )
 def test_resume_continues_the_synthesizer_exactly(
     tiny_teacher_path: Path, tmp_path: Path, average: tuple[str, ...]
@@ -170,6 +178,40 @@ def test_resume_continues_the_synthesizer_exactly(
     got = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)["state_dict"]
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_a_tail_average_changes_what_is_evaluated_not_what_is_trained(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    common = (
+        "--teacher", tiny_teacher_path, "--method", "dafl", *THREE_STEPS_OF_16, "--epochs", "3",
+        "--eval-data", "digits:test", "--device", "cpu", "--quiet",
+    )  # fmt: skip
+    plain = invoke("datafree", *common, "--out", tmp_path / "plain")
+    assert plain.exit_code == 0, plain.output
+    tail = invoke("datafree", *common, "--set", "trainer.swa_start=0.5", "--out", tmp_path / "tail")
+    assert tail.exit_code == 0, tail.output
+
+    def evaluations(run: str) -> list[dict[str, Any]]:
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if "eval_accuracy" in r]
+
+    plain_evals, tail_evals = evaluations("plain"), evaluations("tail")
+    assert [r["epoch"] for r in tail_evals] == [1, 2, 3]
+    # The same training: the exponential average the plain run saves is measured side by side.
+    ema = [r["eval_accuracy"] for r in plain_evals]
+    assert [r["eval_accuracy/ema"] for r in tail_evals] == ema
+    # Epoch 1 ends at step 3 of 9, before the start (step 4): the EMA is what is evaluated.
+    assert tail_evals[0]["eval_accuracy"] == ema[0]
+    report = json.loads((tmp_path / "tail" / "report.json").read_text())
+    assert report["student"]["test_accuracy"] == tail_evals[-1]["eval_accuracy"]
+    saved = torch.load(tmp_path / "tail" / "model.pt", weights_only=True)
+    trained = torch.load(tmp_path / "plain" / "model.pt", weights_only=True)
+    assert saved["config"]["trainer"]["swa_start"] == 0.5
+    assert any(
+        not torch.equal(saved["state_dict"][k], trained["state_dict"][k])
+        for k in trained["state_dict"]
+    )
 
 
 def test_the_discrepancy_settings_may_change_on_resume(tmp_path: Path) -> None:

@@ -69,7 +69,8 @@ def curve(out: Path) -> list[dict[str, float]]:
     synthesizer logs it (``balance_target``, ``balance_after``), the mean of
     ``synthesis/balance_active`` over the epoch's logged steps (the last synthesis round before
     each logged step: with zskt's defaults one round in five), and ``confident_probe``'s
-    ``probe/...`` measurements of the epoch's student."""
+    ``probe/...`` measurements of the epoch's student; with a tail average
+    (``trainer.swa_start``) also the accuracy of what the run evaluates without it."""
     points: list[dict[str, float]] = []
     checks: dict[str, float] = {}
     active: list[float] = []
@@ -91,6 +92,13 @@ def curve(out: Path) -> list[dict[str, float]]:
                         "process_cpu_seconds", record.get("cpu_seconds")
                     ),
                     "accuracy": record["eval_accuracy"],
+                    # What a run with a tail average (trainer.swa_start) would have measured
+                    # without it, side by side: ``accuracy/ema`` (or ``accuracy/raw``).
+                    **{
+                        "accuracy/" + k.removeprefix("eval_accuracy/"): v
+                        for k, v in record.items()
+                        if k.startswith("eval_accuracy/")
+                    },
                     **checks,
                     **gate,
                     # confident_probe's measurement of this epoch's student, if the run has it.

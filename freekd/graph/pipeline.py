@@ -110,11 +110,12 @@ def run_graph_teacher(config: GraphTeacherConfig, options: RunOptions) -> dict[s
 
 def _check_loop(config: Any) -> None:
     """What the graph loop does not do: a weight average (the best epoch is kept instead)."""
-    if config.trainer.ema_decay is not None:
-        raise FreekdError(
-            "freekd graph keeps the weights of the best validation epoch and no weight average; "
-            "remove trainer.ema_decay"
-        )
+    for name in ("ema_decay", "swa_start"):
+        if getattr(config.trainer, name) is not None:
+            raise FreekdError(
+                "freekd graph keeps the weights of the best validation epoch and no weight "
+                f"average; remove trainer.{name}"
+            )
 
 
 @dataclass

@@ -68,11 +68,12 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
     ``report.json`` with every single network's, the ensemble's and the baselines' accuracy."""
     method_class = _method_class(config)
     check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
-    if config.trainer.ema_decay is not None:
-        raise FreekdError(
-            "freekd online trains several networks and keeps no weight average; remove "
-            "trainer.ema_decay"
-        )
+    for name in ("ema_decay", "swa_start"):
+        if getattr(config.trainer, name) is not None:
+            raise FreekdError(
+                "freekd online trains several networks and keeps no weight average; remove "
+                f"trainer.{name}"
+            )
     archs = _peer_archs(config)
     sets = _data(config)
     train_set = sets["train"]

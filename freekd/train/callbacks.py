@@ -136,8 +136,9 @@ class LogMetrics(Callback):
 class Evaluate(Callback):
     """Evaluate a network (the student) on held-out data every ``every`` epochs and at the end.
 
-    Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``. It only measures:
-    writing the trained network is :class:`SaveModel`'s job.
+    Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``; each network of
+    ``also`` is measured on the same data as ``eval_accuracy/NAME``. It only measures: writing
+    the trained network is :class:`SaveModel`'s job.
     """
 
     def __init__(
@@ -147,11 +148,13 @@ class Evaluate(Callback):
         every: int,
         batch_size: int = 512,
         module: ModuleChoice = "student",
+        also: dict[str, ModuleChoice] | None = None,
     ) -> None:
         self.dataset = dataset
         self.every = every
         self.batch_size = batch_size
         self.module = module
+        self.also = dict(also or {})
         self._evaluated_at = -1
 
     def _run(self, trainer: Trainer, state: TrainState) -> None:
@@ -159,6 +162,14 @@ class Evaluate(Callback):
         result = evaluate(module, self.dataset, device=trainer.device, batch_size=self.batch_size)
         state.metrics["eval_accuracy"] = result["accuracy"]
         state.metrics["eval_loss"] = result["loss"]
+        for name, choice in self.also.items():  # measured side by side, e.g. the EMA under SWA
+            other = evaluate(
+                pick_module(trainer, choice),
+                self.dataset,
+                device=trainer.device,
+                batch_size=self.batch_size,
+            )
+            state.metrics[f"eval_accuracy/{name}"] = other["accuracy"]
         self._evaluated_at = state.step
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
@@ -516,3 +527,72 @@ class WeightAverage(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])
+
+
+class TailAverage(Callback):
+    """Stochastic weight averaging: the equal-weight average of the student's weights over the
+    tail of the run, used for evaluation and saving once it has begun.
+
+    Izmailov et al. 2018 (UAI, "Averaging Weights Leads to Wider Optima and Better
+    Generalization", §3.2, Eq. 2: ``w_SWA ← (w_SWA·n + w)/(n + 1)``): from step
+    ``⌊start·T⌋`` of the ``T`` steps the schedule plans (``trainer.total_steps``, the horizon a
+    budget fitted if it did) the average takes in the student's weights after every optimizer
+    step, through ``torch.optim.swa_utils.AveragedModel`` with the buffers averaged as well
+    (BatchNorm's running statistics; the paper recomputes them on training data, which a
+    data-free run does not have). Integer buffers are copied. Unlike the paper, whose SWA
+    phase keeps a constant or cyclical learning rate, the run's own schedule goes on: the
+    average is a tail average of the annealed run (Jain et al. 2018, JMLR, "Parallelizing
+    stochastic gradient descent for least squares regression", tail-averaging).
+
+    Until the start :meth:`started` is false and the run evaluates what it evaluated before
+    (the exponential average of :class:`WeightAverage` if the run keeps one); from then on it
+    evaluates this average, and at the end of the fit this average is loaded into the student,
+    so ``model.pt`` holds it (placed after :class:`WeightAverage`, whose ``on_fit_end`` loads
+    the exponential average first). ``Stateful`` for exact resume.
+    """
+
+    def __init__(self, student: nn.Module, *, start: float) -> None:
+        if not 0 <= start < 1:
+            raise FreekdError(f"trainer.swa_start must lie in [0, 1), got {start}")
+        from torch.optim.swa_utils import AveragedModel
+
+        self.start = start
+        self.average = AveragedModel(student, use_buffers=True).requires_grad_(False).eval()
+
+    @property
+    def module(self) -> nn.Module:
+        """The averaged network (the student's architecture)."""
+        return self.average.module
+
+    @property
+    def started(self) -> bool:
+        return int(self.average.n_averaged) > 0
+
+    def first_step(self, trainer: Trainer) -> int:
+        """The step count after which the first optimizer step is averaged."""
+        return int(self.start * trainer.total_steps)
+
+    def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
+        self.average.to(trainer.device)
+
+    @torch.no_grad()
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if state.step <= self.first_step(trainer):
+            return
+        live = trainer.unwrapped("student")
+        self.average.update_parameters(live)
+        averaged = self.module.state_dict(keep_vars=True)
+        for name, value in live.state_dict(keep_vars=True).items():
+            if not value.is_floating_point():
+                averaged[name].copy_(value.detach())
+
+    @torch.no_grad()
+    def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self.started:
+            trainer.unwrapped("student").load_state_dict(self.module.state_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"average": self.average.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.average.load_state_dict(state["average"])

@@ -116,6 +116,7 @@ def test_bad_input_fails_in_one_line(tmp_path: Path) -> None:
     assert_user_error(online(out, "--peers", "3", "--arch", "mlp", "--arch", "tiny-cnn"),
                       "--peers 3")  # fmt: skip
     assert_user_error(online(out, "--set", "trainer.ema_decay=0.99"), "ema_decay")
+    assert_user_error(online(out, "--set", "trainer.swa_start=0.5"), "swa_start")
     assert_user_error(online(out, "--set", "validation_fraction=0.9"), "validation_fraction")
     assert_user_error(online(out, "--set", "method.params.warmup=1"), "no parameter 'warmup'")
     assert not (out / "report.json").exists()

@@ -231,6 +231,71 @@ def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
         WeightAverage(torch.nn.Linear(2, 2), decay=decay)
 
 
+@pytest.mark.parametrize("start", [0.0, 0.5])
+def test_tail_average_is_the_equal_weight_mean_of_the_steps_after_its_start(
+    digits_train: ImageDataset, start: float
+) -> None:
+    from freekd.train.callbacks import TailAverage
+
+    record = RecordWeights()
+    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
+    tail = TailAverage(trainer.method.student, start=start)
+    trainer.callbacks.insert(0, tail)
+    seen: list[bool] = []
+
+    class Started(Callback):
+        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+            seen.append(tail.started)
+
+    trainer.callbacks.append(Started())
+    trainer.fit(source)
+
+    steps = trainer.total_steps
+    first = int(start * steps)  # steps 1..first are left out, first+1..steps averaged
+    assert len(record.weights) == steps > 4
+    assert seen == [step > first for step in range(1, steps + 1)]
+    kept = record.weights[first:]
+    final = state_of(trainer)
+    for key, value in final.items():
+        if value.is_floating_point():
+            expected = torch.stack([weights[key] for weights in kept]).mean(0)
+            torch.testing.assert_close(value, expected, msg=key)
+        else:
+            assert torch.equal(value, kept[-1][key]), key
+    assert not torch.equal(final["net.fc.weight"], record.weights[-1]["net.fc.weight"])
+
+
+def test_tail_average_before_its_start_leaves_the_student_as_trained(
+    digits_train: ImageDataset,
+) -> None:
+    from freekd.train.callbacks import TailAverage
+
+    record = RecordWeights()
+    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
+    tail = TailAverage(trainer.method.student, start=0.5)
+    trainer.callbacks.insert(0, tail)
+
+    class StopEarly(Callback):
+        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+            if state.step == 2:
+                trainer.stop_requested = True
+
+    trainer.callbacks.append(StopEarly())
+    trainer.fit(source)
+    # Stopped before the start: nothing was averaged, the raw weights are kept.
+    assert not tail.started
+    for key, value in state_of(trainer).items():
+        assert torch.equal(value, record.weights[-1][key]), key
+
+
+@pytest.mark.parametrize("start", [1.0, -0.1])
+def test_tail_average_refuses_a_start_outside_0_1(start: float) -> None:
+    from freekd.train.callbacks import TailAverage
+
+    with pytest.raises(FreekdError, match="swa_start must lie in"):
+        TailAverage(torch.nn.Linear(2, 2), start=start)
+
+
 @pytest.mark.parametrize("amp_cpu", [True, False])
 def test_amp_on_cpu_trains_in_bfloat16_only_when_asked(
     digits_train: ImageDataset, amp_cpu: bool

@@ -174,7 +174,9 @@ class TrainerConfig:
             of the student's weights after every step (stochastic weight averaging,
             ``train.callbacks.TailAverage``) and evaluate and save it instead; before that the
             run evaluates what it would without it (the ``ema_decay`` average, if set), and
-            ``metrics.jsonl`` also logs that as ``eval_accuracy/ema``. ``None``: no tail average.
+            ``metrics.jsonl`` also logs that at every epoch's evaluation as
+            ``eval_accuracy/ema`` (``eval_accuracy/raw`` without ``ema_decay``). ``None``: no
+            tail average.
     """
 
     epochs: int = 10

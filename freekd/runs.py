@@ -250,6 +250,7 @@ def _standard_callbacks(
     it, as ``eval_accuracy/ema`` (or ``/raw``), side by side.
     """
     out, main = options.out_dir, dist.is_main
+    own_evaluation = evaluate_module is not None
     callbacks: list[Callback] = []
     if trainer_config.ema_decay is not None:
         average = WeightAverage(method.student, decay=trainer_config.ema_decay)
@@ -258,6 +259,13 @@ def _standard_callbacks(
         evaluate_module = evaluate_module or (lambda trainer: average.module)
     also: dict[str, ModuleChoice] = {}
     if trainer_config.swa_start is not None:
+        if own_evaluation:
+            # A pipeline that evaluates its own network (an ensemble, a vote) refuses the
+            # setting before this (pate teachers, online).
+            raise FreekdError(
+                f"this run evaluates {description!r} its own way and keeps no tail average; "
+                "remove trainer.swa_start"
+            )
         tail = TailAverage(method.student, start=trainer_config.swa_start)
         callbacks.append(tail)
         extras = {**(extras or {}), "tail_average": tail}

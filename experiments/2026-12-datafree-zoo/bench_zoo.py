@@ -70,7 +70,7 @@ def curve(out: Path) -> list[dict[str, float]]:
     ``synthesis/balance_active`` over the epoch's logged steps (the last synthesis round before
     each logged step: with zskt's defaults one round in five), and ``confident_probe``'s
     ``probe/...`` measurements of the epoch's student; with a tail average
-    (``trainer.swa_start``) also the accuracy of what the run evaluates without it."""
+    (``trainer.swa_start``) also the accuracy of what the run would evaluate without it."""
     points: list[dict[str, float]] = []
     checks: dict[str, float] = {}
     active: list[float] = []

@@ -48,6 +48,11 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     """
 
     check_execution(config.execution)
+    if config.trainer.swa_start is not None:
+        raise FreekdError(
+            "freekd pate teachers evaluates the teachers' plurality vote and keeps no tail "
+            "average; remove trainer.swa_start"
+        )
     train_set, eval_set = train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
     check_labels_fit(eval_set, train_set.num_classes, who=f"models trained on {train_set.name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -137,8 +138,9 @@ class Evaluate(Callback):
     """Evaluate a network (the student) on held-out data every ``every`` epochs and at the end.
 
     Results go into ``state.metrics`` as ``eval_accuracy`` and ``eval_loss``; each network of
-    ``also`` is measured on the same data as ``eval_accuracy/NAME``. It only measures: writing
-    the trained network is :class:`SaveModel`'s job.
+    ``also`` is measured on the same data as ``eval_accuracy/NAME`` at every epoch-end
+    evaluation (not at an extra one when the fit ends, after the averages have been loaded).
+    It only measures: writing the trained network is :class:`SaveModel`'s job.
     """
 
     def __init__(
@@ -157,12 +159,12 @@ class Evaluate(Callback):
         self.also = dict(also or {})
         self._evaluated_at = -1
 
-    def _run(self, trainer: Trainer, state: TrainState) -> None:
+    def _run(self, trainer: Trainer, state: TrainState, *, side_by_side: bool = True) -> None:
         module = pick_module(trainer, self.module)
         result = evaluate(module, self.dataset, device=trainer.device, batch_size=self.batch_size)
         state.metrics["eval_accuracy"] = result["accuracy"]
         state.metrics["eval_loss"] = result["loss"]
-        for name, choice in self.also.items():  # measured side by side, e.g. the EMA under SWA
+        for name, choice in self.also.items() if side_by_side else ():
             other = evaluate(
                 pick_module(trainer, choice),
                 self.dataset,
@@ -182,7 +184,8 @@ class Evaluate(Callback):
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         if self._evaluated_at != state.step or "eval_accuracy" not in state.metrics:
-            self._run(trainer, state)
+            # Not side by side: the fit's end has loaded the averages into the student.
+            self._run(trainer, state, side_by_side=False)
 
 
 class Progress(Callback):
@@ -534,57 +537,60 @@ class TailAverage(Callback):
     tail of the run, used for evaluation and saving once it has begun.
 
     Izmailov et al. 2018 (UAI, "Averaging Weights Leads to Wider Optima and Better
-    Generalization", §3.2, Eq. 2: ``w_SWA ← (w_SWA·n + w)/(n + 1)``): from step
+    Generalization", §3.2 and Algorithm 1: ``w_SWA ← (w_SWA·n + w)/(n + 1)``): from step
     ``⌊start·T⌋`` of the ``T`` steps the schedule plans (``trainer.total_steps``, the horizon a
     budget fitted if it did) the average takes in the student's weights after every optimizer
-    step, through ``torch.optim.swa_utils.AveragedModel`` with the buffers averaged as well
-    (BatchNorm's running statistics; the paper recomputes them on training data, which a
-    data-free run does not have). Integer buffers are copied. Unlike the paper, whose SWA
-    phase keeps a constant or cyclical learning rate, the run's own schedule goes on: the
-    average is a tail average of the annealed run (Jain et al. 2018, JMLR, "Parallelizing
+    step, computed as ``torch.optim.swa_utils``' averaging function does
+    (``avg + (w − avg)/(n + 1)``). Every floating entry of the state dict is averaged,
+    BatchNorm's running statistics included (the paper recomputes them with a pass over the
+    training data instead); integer entries are copied, and buffers outside the state dict are
+    left as they are. Two differences from the paper: it collects the weights once per cycle or
+    epoch, and its SWA phase keeps a constant or cyclical learning rate; here every step is
+    collected and the run's own schedule goes on, so this is the tail average of the annealed
+    run (Polyak–Ruppert averaging over the tail; Jain et al. 2018, JMLR, "Parallelizing
     stochastic gradient descent for least squares regression", tail-averaging).
 
-    Until the start :meth:`started` is false and the run evaluates what it evaluated before
+    Until the start :attr:`started` is false and the run evaluates what it evaluated before
     (the exponential average of :class:`WeightAverage` if the run keeps one); from then on it
     evaluates this average, and at the end of the fit this average is loaded into the student,
     so ``model.pt`` holds it (placed after :class:`WeightAverage`, whose ``on_fit_end`` loads
-    the exponential average first). ``Stateful`` for exact resume.
+    the exponential average first). Once begun it takes in every later step, also when a run
+    resumed with more epochs moves the start. ``Stateful`` for exact resume.
     """
 
     def __init__(self, student: nn.Module, *, start: float) -> None:
         if not 0 <= start < 1:
             raise FreekdError(f"trainer.swa_start must lie in [0, 1), got {start}")
-        from torch.optim.swa_utils import AveragedModel
+        import copy
 
         self.start = start
-        self.average = AveragedModel(student, use_buffers=True).requires_grad_(False).eval()
-
-    @property
-    def module(self) -> nn.Module:
-        """The averaged network (the student's architecture)."""
-        return self.average.module
+        self.module = copy.deepcopy(student).requires_grad_(False).eval()
+        self.averaged = 0
 
     @property
     def started(self) -> bool:
-        return int(self.average.n_averaged) > 0
+        return self.averaged > 0
 
     def first_step(self, trainer: Trainer) -> int:
-        """The step count after which the first optimizer step is averaged."""
-        return int(self.start * trainer.total_steps)
+        """The step count after which the first optimizer step is averaged (the floor of
+        ``start·T``, rounded first so that e.g. 0.57·100 gives 57)."""
+        return math.floor(round(self.start * trainer.total_steps, 6))
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
-        self.average.to(trainer.device)
+        self.module.to(trainer.device)
 
     @torch.no_grad()
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
-        if state.step <= self.first_step(trainer):
+        if not self.started and state.step <= self.first_step(trainer):
             return
-        live = trainer.unwrapped("student")
-        self.average.update_parameters(live)
-        averaged = self.module.state_dict(keep_vars=True)
-        for name, value in live.state_dict(keep_vars=True).items():
-            if not value.is_floating_point():
-                averaged[name].copy_(value.detach())
+        live = trainer.unwrapped("student").state_dict(keep_vars=True)
+        for name, averaged in self.module.state_dict(keep_vars=True).items():
+            value = live[name].detach()
+            if averaged.is_floating_point() and self.started:
+                averaged.copy_(averaged + (value - averaged) / (self.averaged + 1))
+            else:
+                averaged.copy_(value)
+        self.averaged += 1
 
     @torch.no_grad()
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
@@ -592,7 +598,8 @@ class TailAverage(Callback):
             trainer.unwrapped("student").load_state_dict(self.module.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"average": self.average.state_dict()}
+        return {"module": self.module.state_dict(), "averaged": self.averaged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.average.load_state_dict(state["average"])
+        self.module.load_state_dict(state["module"])
+        self.averaged = int(state["averaged"])

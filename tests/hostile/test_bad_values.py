@@ -99,6 +99,9 @@ CASES: list[tuple[list[str], str]] = [
     ([*TEACHER, "--set", "trainer.warmup_steps=-1"], "trainer.warmup_steps must be at least 0"),
     ([*TEACHER, "--set", "trainer.max_grad_norm=0"], "trainer.max_grad_norm must be a finite"),
     ([*TEACHER, "--set", "trainer.log_every=0"], "trainer.log_every must be at least 1"),
+    ([*TEACHER, "--set", "trainer.swa_start=1"], "trainer.swa_start must lie in [0, 1), got 1"),
+    ([*TEACHER, "--set", "trainer.swa_start=-0.1"], "trainer.swa_start must lie in [0, 1)"),
+    ([*TEACHER, "--set", "trainer.swa_start=nan"], "trainer.swa_start must be a finite number"),
     ([*TEACHER, "--set", "label_smoothing=1.5"], "label_smoothing must lie in [0, 1), got 1.5"),
     ([*TEACHER, "--device", "tpu"], "trainer.device must be auto, cpu, cuda, cuda:N or mps"),
     ([*TEACHER, "--device", "cuda:99"], "--device cuda:99 was asked for but"),
@@ -108,6 +111,10 @@ CASES: list[tuple[list[str], str]] = [
         "dp.delta must lie in (0, 1), got 2; pass a valid --delta",
     ),
     (["pate", "teachers", "--dataset", "digits", "--set", "teachers=0"], "teachers must be at"),
+    (
+        ["pate", "teachers", "--dataset", "digits", "--set", "trainer.swa_start=0.5"],
+        "keeps no tail average; remove trainer.swa_start",
+    ),
     # typer/click usage errors: one line, not a boxed panel under a usage banner
     ([*TEACHER, "--batch-size", "abc"], "Invalid value for '--batch-size'"),
     ([*TEACHER, "--no-such-option"], "No such option: --no-such-option"),

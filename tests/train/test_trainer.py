@@ -288,6 +288,33 @@ def test_tail_average_before_its_start_leaves_the_student_as_trained(
         assert torch.equal(value, record.weights[-1][key]), key
 
 
+def test_tail_average_once_begun_takes_in_every_step_when_the_start_moves(
+    digits_train: ImageDataset,
+) -> None:
+    from freekd.train.callbacks import TailAverage
+
+    record = RecordWeights()
+    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
+    tail = TailAverage(trainer.method.student, start=0.25)
+    trainer.callbacks.insert(0, tail)
+
+    class MoveTheStart(Callback):  # as a run resumed with more epochs: the plan grows 4-fold
+        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+            if state.step == first + 1:
+                trainer.total_steps *= 4
+
+    steps = source.steps_per_epoch()  # one epoch: the plan fit() sets
+    first = int(0.25 * steps)
+    trainer.callbacks.append(MoveTheStart())
+    trainer.fit(source)
+    assert len(record.weights) == steps > 8
+    assert trainer.total_steps == 4 * steps
+    assert tail.averaged == steps - first  # no step skipped after the start moved to `steps`
+    final = state_of(trainer)
+    expected = torch.stack([w["net.fc.weight"] for w in record.weights[first:]]).mean(0)
+    torch.testing.assert_close(final["net.fc.weight"], expected)
+
+
 @pytest.mark.parametrize("start", [1.0, -0.1])
 def test_tail_average_refuses_a_start_outside_0_1(start: float) -> None:
     from freekd.train.callbacks import TailAverage

@@ -168,11 +168,11 @@ class TrainerConfig:
         checkpoint_every: steps between resumable checkpoints (and one at every epoch end).
         eval_every: epochs between evaluations on the held-out split (0 = only at the end).
         ema_decay: keep an exponential moving average of the student's weights with this decay
-            (e.g. 0.999) and evaluate and save the average (``train.callbacks.WeightAverage``);
+            (e.g. 0.999) and evaluate and save the average (``train.averaging.WeightAverage``);
             ``None`` trains and saves the raw weights.
         swa_start: from this fraction of the planned steps on, keep the equal-weight average
             of the student's weights after every step (stochastic weight averaging,
-            ``train.callbacks.TailAverage``) and evaluate and save it instead; before that the
+            ``train.averaging.TailAverage``) and evaluate and save it instead; before that the
             run evaluates what it would without it (the ``ema_decay`` average, if set), and
             ``metrics.jsonl`` also logs that at every epoch's evaluation as
             ``eval_accuracy/ema`` (``eval_accuracy/raw`` without ``ema_decay``). ``None``: no

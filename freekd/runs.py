@@ -63,7 +63,8 @@ from freekd.train import (
     make_optimizer,
     resolve_device,
 )
-from freekd.train.callbacks import ModuleChoice, TailAverage, WeightAverage, pick_module
+from freekd.train.averaging import TailAverage, WeightAverage
+from freekd.train.callbacks import ModuleChoice, pick_module
 from freekd.train.distributed import shutdown_distributed
 from freekd.train.resume import (
     RESUME_FILE,

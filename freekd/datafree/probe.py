@@ -42,7 +42,7 @@ from freekd.errors import FreekdError
 from freekd.hooks import eval_mode
 from freekd.losses.inversion import kl_discrepancy, l2_prior, total_variation
 from freekd.teachers import Teacher
-from freekd.train.callbacks import WeightAverage
+from freekd.train.averaging import WeightAverage
 from freekd.train.trainer import Callback, Trainer, TrainState
 
 logger = logging.getLogger(__name__)

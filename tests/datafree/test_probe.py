@@ -17,7 +17,7 @@ from freekd.config import TeacherSourceConfig
 from freekd.datafree.config import DataFreeConfig
 from freekd.datafree.probe import ConfidentProbe, _evaluated, confident_images, confident_probe
 from freekd.teachers import load_teacher
-from freekd.train.callbacks import WeightAverage
+from freekd.train.averaging import WeightAverage
 from freekd.train.trainer import TrainState
 
 runner = CliRunner()

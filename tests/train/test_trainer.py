@@ -199,7 +199,7 @@ class RecordWeights(Callback):
 def test_weight_average_is_the_warmed_up_ema_and_ends_in_the_student(
     digits_train: ImageDataset,
 ) -> None:
-    from freekd.train.callbacks import WeightAverage
+    from freekd.train.averaging import WeightAverage
 
     record = RecordWeights()
     trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
@@ -225,7 +225,7 @@ def test_weight_average_is_the_warmed_up_ema_and_ends_in_the_student(
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
 def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
-    from freekd.train.callbacks import WeightAverage
+    from freekd.train.averaging import WeightAverage
 
     with pytest.raises(FreekdError, match="ema_decay must lie in"):
         WeightAverage(torch.nn.Linear(2, 2), decay=decay)
@@ -235,7 +235,7 @@ def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
 def test_tail_average_is_the_equal_weight_mean_of_the_steps_after_its_start(
     digits_train: ImageDataset, start: float
 ) -> None:
-    from freekd.train.callbacks import TailAverage
+    from freekd.train.averaging import TailAverage
 
     record = RecordWeights()
     trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
@@ -268,7 +268,7 @@ def test_tail_average_is_the_equal_weight_mean_of_the_steps_after_its_start(
 def test_tail_average_before_its_start_leaves_the_student_as_trained(
     digits_train: ImageDataset,
 ) -> None:
-    from freekd.train.callbacks import TailAverage
+    from freekd.train.averaging import TailAverage
 
     record = RecordWeights()
     trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
@@ -291,7 +291,7 @@ def test_tail_average_before_its_start_leaves_the_student_as_trained(
 def test_tail_average_once_begun_takes_in_every_step_when_the_start_moves(
     digits_train: ImageDataset,
 ) -> None:
-    from freekd.train.callbacks import TailAverage
+    from freekd.train.averaging import TailAverage
 
     record = RecordWeights()
     trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
@@ -317,7 +317,7 @@ def test_tail_average_once_begun_takes_in_every_step_when_the_start_moves(
 
 @pytest.mark.parametrize("start", [1.0, -0.1])
 def test_tail_average_refuses_a_start_outside_0_1(start: float) -> None:
-    from freekd.train.callbacks import TailAverage
+    from freekd.train.averaging import TailAverage
 
     with pytest.raises(FreekdError, match="swa_start must lie in"):
         TailAverage(torch.nn.Linear(2, 2), start=start)

@@ -235,6 +235,20 @@ USER_TEACHERS = (
         **MNIST_NORM,
         convention="MNIST mean/std",
     ),
+    # Added in session 33: neither shallow tuning teacher (5x5 kernels, 64 maps) predicted how
+    # the held-out wide-shallow answered a change (session 27's matched output, session 32's
+    # MAD). This one has wide-shallow's class, 7x7 kernel and max-pool at another width (128
+    # maps) and seed: the tuning teacher closest to a held-out one, which the README says.
+    UserTeacher(
+        "wide-maxpool",
+        "tuning",
+        "WideShallowCnn",
+        seed=22,
+        recipe=Recipe("adam", 1e-3, epochs=1, batch_size=64, label_smoothing=0.1),
+        **MNIST_NORM,
+        convention="MNIST mean/std",
+        arch_kwargs={"width": 128},
+    ),
     UserTeacher(
         "elu-avgpool",
         "held-out",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from freekd.methods.base import StepOutput
 from freekd.models import ImageClassifier, build_model
 from freekd.seeding import seed_everything
 from freekd.train import Checkpoint, LoaderSource, LogMetrics, Trainer, TrainState
+from freekd.train.averaging import TailAverage
 from freekd.train.callbacks import Callback
 from freekd.train.optim import learning_rate_at, make_optimizer
 from freekd.train.resume import load_resume_state, restore
@@ -231,28 +233,39 @@ def test_weight_average_refuses_a_decay_outside_0_1(decay: float) -> None:
         WeightAverage(torch.nn.Linear(2, 2), decay=decay)
 
 
+class AfterStep(Callback):
+    """Calls ``hook(trainer, state)`` after every step, after every other callback."""
+
+    def __init__(self, hook: Callable[[Trainer, TrainState], None]) -> None:
+        self.hook = hook
+
+    def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        self.hook(trainer, state)
+
+
+def fit_with_tail(
+    data: ImageDataset, start: float, hook: Callable[[Trainer, TrainState], None]
+) -> tuple[Trainer, TailAverage, RecordWeights, int]:
+    """One epoch of the tiny student with a tail average first among the callbacks, the raw
+    weights recorded after every step, and ``hook`` after every step; also the epoch's steps."""
+    record = RecordWeights()
+    trainer, source = make_trainer(data, 0, [record], epochs=1)
+    tail = TailAverage(trainer.method.student, start=start)
+    trainer.callbacks = [tail, *trainer.callbacks, AfterStep(hook)]
+    trainer.fit(source)
+    return trainer, tail, record, source.steps_per_epoch()
+
+
 @pytest.mark.parametrize("start", [0.0, 0.5])
 def test_tail_average_is_the_equal_weight_mean_of_the_steps_after_its_start(
     digits_train: ImageDataset, start: float
 ) -> None:
-    from freekd.train.averaging import TailAverage
-
-    record = RecordWeights()
-    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
-    tail = TailAverage(trainer.method.student, start=start)
-    trainer.callbacks.insert(0, tail)
     seen: list[bool] = []
-
-    class Started(Callback):
-        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
-            seen.append(tail.started)
-
-    trainer.callbacks.append(Started())
-    trainer.fit(source)
-
-    steps = trainer.total_steps
+    trainer, tail, record, steps = fit_with_tail(
+        digits_train, start, lambda trainer, state: seen.append(trainer.callbacks[0].started)
+    )
     first = int(start * steps)  # steps 1..first are left out, first+1..steps averaged
-    assert len(record.weights) == steps > 4
+    assert len(record.weights) == steps == trainer.total_steps > 4
     assert seen == [step > first for step in range(1, steps + 1)]
     kept = record.weights[first:]
     final = state_of(trainer)
@@ -268,21 +281,12 @@ def test_tail_average_is_the_equal_weight_mean_of_the_steps_after_its_start(
 def test_tail_average_before_its_start_leaves_the_student_as_trained(
     digits_train: ImageDataset,
 ) -> None:
-    from freekd.train.averaging import TailAverage
+    def stop_at_step_2(trainer: Trainer, state: TrainState) -> None:
+        trainer.stop_requested = trainer.stop_requested or state.step == 2
 
-    record = RecordWeights()
-    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
-    tail = TailAverage(trainer.method.student, start=0.5)
-    trainer.callbacks.insert(0, tail)
-
-    class StopEarly(Callback):
-        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
-            if state.step == 2:
-                trainer.stop_requested = True
-
-    trainer.callbacks.append(StopEarly())
-    trainer.fit(source)
+    trainer, tail, record, _ = fit_with_tail(digits_train, 0.5, stop_at_step_2)
     # Stopped before the start: nothing was averaged, the raw weights are kept.
+    assert len(record.weights) == 2
     assert not tail.started
     for key, value in state_of(trainer).items():
         assert torch.equal(value, record.weights[-1][key]), key
@@ -291,34 +295,24 @@ def test_tail_average_before_its_start_leaves_the_student_as_trained(
 def test_tail_average_once_begun_takes_in_every_step_when_the_start_moves(
     digits_train: ImageDataset,
 ) -> None:
-    from freekd.train.averaging import TailAverage
+    def grow_the_plan(trainer: Trainer, state: TrainState) -> None:
+        # As a run resumed with more epochs: right after the start the plan grows 4-fold.
+        if state.step == int(0.25 * trainer.total_steps) + 1 and not grown:
+            trainer.total_steps *= 4
+            grown.append(state.step)
 
-    record = RecordWeights()
-    trainer, source = make_trainer(digits_train, 0, [record], epochs=1)
-    tail = TailAverage(trainer.method.student, start=0.25)
-    trainer.callbacks.insert(0, tail)
-
-    class MoveTheStart(Callback):  # as a run resumed with more epochs: the plan grows 4-fold
-        def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
-            if state.step == first + 1:
-                trainer.total_steps *= 4
-
-    steps = source.steps_per_epoch()  # one epoch: the plan fit() sets
+    grown: list[int] = []
+    trainer, tail, record, steps = fit_with_tail(digits_train, 0.25, grow_the_plan)
     first = int(0.25 * steps)
-    trainer.callbacks.append(MoveTheStart())
-    trainer.fit(source)
+    assert grown == [first + 1]
     assert len(record.weights) == steps > 8
-    assert trainer.total_steps == 4 * steps
     assert tail.averaged == steps - first  # no step skipped after the start moved to `steps`
-    final = state_of(trainer)
     expected = torch.stack([w["net.fc.weight"] for w in record.weights[first:]]).mean(0)
-    torch.testing.assert_close(final["net.fc.weight"], expected)
+    torch.testing.assert_close(state_of(trainer)["net.fc.weight"], expected)
 
 
 @pytest.mark.parametrize("start", [1.0, -0.1])
 def test_tail_average_refuses_a_start_outside_0_1(start: float) -> None:
-    from freekd.train.averaging import TailAverage
-
     with pytest.raises(FreekdError, match="swa_start must lie in"):
         TailAverage(torch.nn.Linear(2, 2), start=start)
 

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 RESULTS = HERE / "results"
@@ -190,8 +192,9 @@ def write_row(row: dict[str, Any]) -> Path:
 
 def collect(tag: str) -> None:
     """Rows for finished runs of ``tag`` whose benchmark process was stopped before it wrote
-    them (the run itself finished: ``report.json`` exists); the command is read back from the
-    run's report."""
+    them (the run itself finished: ``report.json`` exists). The report keeps only the
+    subcommand, so the row also holds the run's resolved ``config.yaml`` (``config``): the
+    settings it ran with, e.g. ``trainer.swa_start``."""
     for out in sorted((ROOT / "runs/zoo-bench" / tag).glob("*-seed*-*")):
         name, _, rest = out.name.rpartition("-seed")
         seed, evaluation = rest.split("-", 1)
@@ -203,6 +206,7 @@ def collect(tag: str) -> None:
             "exit_status": 0,
             "wall_seconds": report["wall_seconds"],
             "collected": "written from the run folder after the benchmark process was stopped",
+            "config": yaml.safe_load((out / "config.yaml").read_text()),
             **measured(out),
         }
         print(f"collected {write_row(row)}")

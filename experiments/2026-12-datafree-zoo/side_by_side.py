@@ -83,6 +83,10 @@ def summary(tag: str, expected_pairs: int) -> dict[str, Any]:
         "mean_change": mean,
         "clauses": clauses,
         "complete": complete,
+        "note": None
+        if complete
+        else "incomplete: the clauses are computed on the pairs run so far (a teacher's "
+        "'median' over two seeds is their mean), not the rule's three-seed statistics",
         "expected_pairs": expected_pairs,
         "passes": complete and all(clauses.values()),
     }

@@ -48,11 +48,14 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     """
 
     check_execution(config.execution)
-    if config.trainer.swa_start is not None:
-        raise FreekdError(
-            "freekd pate teachers evaluates the teachers' plurality vote and keeps no tail "
-            "average; remove trainer.swa_start"
-        )
+    # The vote is evaluated, and every teacher's accuracy measured, on the trained weights
+    # themselves: an average of them would be saved in teachers.pt but never evaluated.
+    for averaged in ("swa_start", "ema_decay"):
+        if getattr(config.trainer, averaged) is not None:
+            raise FreekdError(
+                "freekd pate teachers evaluates and saves the teachers' own weights and keeps "
+                f"no weight average; remove trainer.{averaged}"
+            )
     train_set, eval_set = train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
     check_labels_fit(eval_set, train_set.num_classes, who=f"models trained on {train_set.name}")

@@ -113,7 +113,11 @@ CASES: list[tuple[list[str], str]] = [
     (["pate", "teachers", "--dataset", "digits", "--set", "teachers=0"], "teachers must be at"),
     (
         ["pate", "teachers", "--dataset", "digits", "--set", "trainer.swa_start=0.5"],
-        "keeps no tail average; remove trainer.swa_start",
+        "keeps no weight average; remove trainer.swa_start",
+    ),
+    (
+        ["pate", "teachers", "--dataset", "digits", "--set", "trainer.ema_decay=0.99"],
+        "keeps no weight average; remove trainer.ema_decay",
     ),
     # typer/click usage errors: one line, not a boxed panel under a usage banner
     ([*TEACHER, "--batch-size", "abc"], "Invalid value for '--batch-size'"),

@@ -296,6 +296,24 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
     raise FreekdError(f"{where}: unsupported type {_type_name(annotation)}")
 
 
+def coerce_like(default: Any, value: Any, where: str) -> Any:
+    """``value`` checked against the type of a plug-in parameter's ``default``, with the
+    strings YAML and ``--set`` produce (``"nan"``, ``"1e-5"``, ``"true"``) read as what they
+    say: a float or bool default takes that type (``_coerce_scalar``), an int default a
+    number of either kind (so ``temperature = 4`` still takes 2.5). Any other default
+    (``None``, a string, a mapping) leaves ``value`` as given."""
+    if isinstance(default, bool | float):
+        return _coerce_scalar(type(default), value, where)
+    if isinstance(default, int) and not isinstance(value, bool):
+        if isinstance(value, int | float):
+            return value
+        try:
+            return _coerce_scalar(int, value, where)
+        except FreekdError:
+            return _coerce_scalar(float, value, where)
+    return value
+
+
 def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
     """Check a bool, int, float or str field, accepting the strings YAML and --set produce."""
     if annotation is bool:

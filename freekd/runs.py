@@ -20,7 +20,7 @@ from torch import nn
 
 from freekd import __version__, methods
 from freekd.checkpoint import read_checkpoint, weights_checksum
-from freekd.config import TrainerConfig, dump_yaml, to_dict
+from freekd.config import TrainerConfig, coerce_like, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
 from freekd.io import atomic_write_json, atomic_write_text
@@ -461,13 +461,18 @@ def resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
-    """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts."""
-    allowed = list(hyperparameters(cls))
-    unknown = sorted(set(params) - set(allowed))
+    """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts: an
+    unknown name, or a value of the wrong kind for its default (``config.coerce_like``), is one
+    line. Strings YAML and ``--set`` produce for numbers and booleans (``"nan"``, ``"1e-5"``)
+    are replaced, in ``params``, by what they say, so the plug-in's own range checks see them."""
+    defaults = hyperparameters(cls)
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
         raise FreekdError(
-            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(allowed)}"
+            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(defaults)}"
         )
+    for name, value in params.items():
+        params[name] = coerce_like(defaults[name], value, f"{what}: {name}")
 
 
 def default_student(teacher: Teacher, requested: str | None) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from freekd.config import ComponentConfig, dump_yaml, from_dict, load_config
+from freekd.config import ComponentConfig, coerce_like, dump_yaml, from_dict, load_config
 from freekd.datafree.config import DataFreeConfig
 from freekd.distill.config import DistillConfig
 from freekd.errors import FreekdError
@@ -26,6 +26,28 @@ def test_yaml_string_floats_are_coerced(tmp_path: Path) -> None:
     config = load_config(TeacherTrainConfig, path)
     assert config.trainer.weight_decay == 1e-5
     assert config.trainer.max_grad_norm == 5.0
+
+
+def test_plugin_parameters_take_the_kind_of_their_default() -> None:
+    """A plug-in's parameters have no annotation the config sees: ``check_params`` reads
+    ``--set`` strings by the kind of each default (``coerce_like``)."""
+    assert coerce_like(1.0, "1e-5", "p") == 1e-5
+    assert coerce_like(1.0, 2, "p") == 2.0
+    nan = coerce_like(1.0, "nan", "p")
+    assert nan != nan  # read as a float, so the plug-in's own range check can refuse it
+    assert coerce_like(False, "true", "p") is True
+    assert coerce_like(4, "2.5", "p") == 2.5  # an int default still takes a number
+    assert coerce_like(4, "3", "p") == 3
+    assert coerce_like(None, "anything", "p") == "anything"
+    assert coerce_like("dcgan", "strokes", "p") == "strokes"
+    for default, value, message in (
+        (1.0, "abc", "p: expected a number, got 'abc'"),
+        (1.0, True, "p: expected a number, got True"),
+        (4, "x", "p: expected a number, got 'x'"),
+        (False, "maybe", "p: expected true or false, got 'maybe'"),
+    ):
+        with pytest.raises(FreekdError, match=message):
+            coerce_like(default, value, "p")
 
 
 def test_unknown_key_suggests_the_close_one() -> None:

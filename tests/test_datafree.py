@@ -385,6 +385,16 @@ def test_auto_method_picks_nayer_for_a_batchnorm_teacher_and_saves_the_choice(
     [
         (("--method", "nope"), "unknown synthesizer 'nope'; known: "),
         (("--method", "dafl", "--set", "synthesizer.params.lrr=1"), "has no parameter 'lrr'"),
+        # --set strings are read as what they say, then range-checked by the plug-in.
+        (
+            ("--method", "zskt", "--set", "synthesizer.params.schedule_power=nan"),
+            "schedule_power must be a finite number above 0, got nan",
+        ),
+        (
+            ("--method", "zskt", "--set", "synthesizer.params.temperature=abc"),
+            "--method zskt: temperature: expected a number, got 'abc'",
+        ),
+        (("--set", "method.params.temperature=warm"), "expected a number, got 'warm'"),
         (("--budget", "soon"), "give minutes (15m), CPU minutes (cpu:15m)"),
         (("--budget", "cpu:lots"), "give minutes (15m), CPU minutes (cpu:15m)"),
     ],

@@ -169,7 +169,7 @@ def run_crossmodal_distill(config: Any, options: RunOptions) -> dict[str, Any]:
     config = _resolved_method(config)
     method_class = CROSSMODAL_METHODS.get(config.method.name)
     what = method_label(requested, config.method.name)
-    check_params(method_class, dict(config.method.params), what=what)
+    check_params(method_class, config.method.params, what=what)
     pairs, eval_pairs, train_set = paired_sets(config)
     config = with_min_steps(config, len(pairs), default=CLIP_MIN_STEPS)
     dist, device = setup_crossmodal_run(config, options)

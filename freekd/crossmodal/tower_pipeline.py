@@ -155,7 +155,7 @@ def _check_tower_method(config: Any) -> None:
             "(image classifier, clip-image:, clip-text:, minilm) is distilled by contrastive"
         )
     what = method_label(config.method.name, "contrastive")
-    check_params(TowerContrastive, dict(config.method.params), what=what)
+    check_params(TowerContrastive, config.method.params, what=what)
 
 
 def _train_tower_baseline(

@@ -198,7 +198,7 @@ def run_graph_distill(config: GraphDistillConfig, options: RunOptions) -> dict[s
     """``freekd graph distill``: returns (and writes) ``report.json`` with ``teacher``,
     ``student`` and ``baseline`` accuracies and ``inference`` times."""
     method_class = GRAPH_METHODS.get(config.method.name)
-    check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
+    check_params(method_class, config.method.params, what=f"method {config.method.name}")
     _check_loop(config)
     teacher, graph = _teacher_and_graph(config)
     dist, device = setup_run(config.seed, config.trainer, options)

@@ -67,7 +67,7 @@ def run_online(config: OnlineConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd online``: train the method's networks together; returns (and writes)
     ``report.json`` with every single network's, the ensemble's and the baselines' accuracy."""
     method_class = _method_class(config)
-    check_params(method_class, dict(config.method.params), what=f"method {config.method.name}")
+    check_params(method_class, config.method.params, what=f"method {config.method.name}")
     for name in ("ema_decay", "swa_start"):
         if getattr(config.trainer, name) is not None:
             raise FreekdError(

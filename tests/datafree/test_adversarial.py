@@ -676,6 +676,15 @@ def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restart
     resumed.load_state_dict(copy.deepcopy(synthesizer.state_dict()))
     resumed.follow_schedule(0.5)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+    # schedule_power: the student's multiplier to that power (a slower generator late on).
+    squared = make_adversarial("zskt", lr=0.01, schedule_power=2.0)
+    squared.follow_schedule(0.5)
+    assert squared.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+    squared.follow_schedule(1.0)
+    assert squared.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="schedule_power must be a finite number above 0"):
+            make_adversarial("zskt", schedule_power=bad)
     # dfad (and zskt with the option off) keep the generator's constant rate.
     for constant in (
         make_adversarial("dfad", lr=0.01),

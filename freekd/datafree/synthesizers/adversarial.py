@@ -13,6 +13,7 @@ student steps (the papers' k student steps per generator step).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -186,6 +187,12 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             student's rate is near zero, and the student is trained on batches it can no
             longer follow (experiments/2026-12-datafree-zoo/README.md). Off: the constant
             ``lr``.
+        schedule_power: with ``follow_student_schedule``, the generator's rate is ``lr`` × the
+            student's multiplier to this power (1: the student's own schedule, as in ZSKT). Above
+            1 the generator slows down sooner than the student, so late in the run the student
+            learns against a generator that moves less: the two players on two time scales, as
+            in the two time-scale update rule for GANs (Heusel et al. 2017, NeurIPS, §2), here
+            with the minimizing player faster at the end (a freekd experiment, session 34).
     """
 
     needs_batchnorm = False
@@ -228,6 +235,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
     total_variation_weight: float = 0.0
     relative_prior: bool = False
     follow_student_schedule: bool = False
+    schedule_power: float = 1.0
 
     def __post_init__(self) -> None:
         self._check_hyperparameters()
@@ -288,6 +296,10 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"balance_after must be non-negative, got {self.balance_after}")
         if not 0 < self.balance_target <= 1:
             raise ValueError(f"balance_target must lie in (0, 1], got {self.balance_target}")
+        if not (math.isfinite(self.schedule_power) and self.schedule_power > 0):
+            raise ValueError(
+                f"schedule_power must be a finite number above 0, got {self.schedule_power}"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if (self.temperature != 1.0 or self.standardize) and not self.has_temperature:
@@ -440,7 +452,7 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
 
     def follow_schedule(self, multiplier: float) -> None:
         if self.follow_student_schedule:
-            scale_learning_rates(self.optimizer, multiplier)
+            scale_learning_rates(self.optimizer, multiplier**self.schedule_power)
 
     def reinitialize(self, *, lr_scale: float) -> None:
         super().reinitialize(lr_scale=lr_scale)

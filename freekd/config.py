@@ -298,20 +298,16 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
 
 def coerce_like(default: Any, value: Any, where: str) -> Any:
     """``value`` checked against the type of a plug-in parameter's ``default``, with the
-    strings YAML and ``--set`` produce (``"nan"``, ``"1e-5"``, ``"true"``) read as what they
-    say: a float or bool default takes that type (``_coerce_scalar``), an int default a
-    number of either kind (so ``temperature = 4`` still takes 2.5). Any other default
-    (``None``, a string, a mapping) leaves ``value`` as given."""
-    if isinstance(default, bool | float):
-        return _coerce_scalar(type(default), value, where)
-    if isinstance(default, int) and not isinstance(value, bool):
-        if isinstance(value, int | float):
-            return value
-        try:
-            return _coerce_scalar(int, value, where)
-        except FreekdError:
-            return _coerce_scalar(float, value, where)
-    return value
+    strings YAML and ``--set`` produce (``"1e-5"``, ``"true"``, ``"16"``) read as what they say
+    (``_coerce_scalar``). A float parameter must be finite: no plug-in takes NaN or an infinity,
+    and range checks written as comparisons let NaN through. Any other default (``None``, a
+    string, a mapping) leaves ``value`` as given."""
+    if not isinstance(default, bool | int | float):
+        return value
+    coerced = _coerce_scalar(type(default), value, where)
+    if isinstance(coerced, float) and not math.isfinite(coerced):
+        raise FreekdError(f"{where}: expected a finite number, got {value!r}")
+    return coerced
 
 
 def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:

@@ -33,17 +33,19 @@ def test_plugin_parameters_take_the_kind_of_their_default() -> None:
     ``--set`` strings by the kind of each default (``coerce_like``)."""
     assert coerce_like(1.0, "1e-5", "p") == 1e-5
     assert coerce_like(1.0, 2, "p") == 2.0
-    nan = coerce_like(1.0, "nan", "p")
-    assert nan != nan  # read as a float, so the plug-in's own range check can refuse it
     assert coerce_like(False, "true", "p") is True
-    assert coerce_like(4, "2.5", "p") == 2.5  # an int default still takes a number
     assert coerce_like(4, "3", "p") == 3
+    assert coerce_like(4, 16.0, "p") == 16
     assert coerce_like(None, "anything", "p") == "anything"
     assert coerce_like("dcgan", "strokes", "p") == "strokes"
     for default, value, message in (
         (1.0, "abc", "p: expected a number, got 'abc'"),
         (1.0, True, "p: expected a number, got True"),
-        (4, "x", "p: expected a number, got 'x'"),
+        (1.0, "nan", "p: expected a finite number, got 'nan'"),
+        (1.0, float("inf"), "p: expected a finite number, got inf"),
+        (4, "x", "p: expected an integer, got 'x'"),
+        (4, 2.5, "p: expected an integer, got 2.5"),
+        (4, True, "p: expected an integer, got True"),
         (False, "maybe", "p: expected true or false, got 'maybe'"),
     ):
         with pytest.raises(FreekdError, match=message):

@@ -388,7 +388,16 @@ def test_auto_method_picks_nayer_for_a_batchnorm_teacher_and_saves_the_choice(
         # --set strings are read as what they say, then range-checked by the plug-in.
         (
             ("--method", "zskt", "--set", "synthesizer.params.schedule_power=nan"),
-            "schedule_power must be a finite number above 0, got nan",
+            "--method zskt: schedule_power: expected a finite number, got 'nan'",
+        ),
+        (
+            ("--method", "zskt", "--set", "synthesizer.params.generator_steps=1.5"),
+            "--method zskt: generator_steps: expected an integer, got 1.5",
+        ),
+        (("--set", "method.params.temperature=nan"), "expected a finite number, got 'nan'"),
+        (
+            ("--method", "dfad", "--set", "synthesizer.params.schedule_power=2"),
+            "schedule_power shapes the generator's schedule when it follows the student's",
         ),
         (
             ("--method", "zskt", "--set", "synthesizer.params.temperature=abc"),

@@ -685,6 +685,8 @@ def test_zskt_anneals_the_generator_with_the_student_and_keeps_it_across_restart
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="schedule_power must be a finite number above 0"):
             make_adversarial("zskt", schedule_power=bad)
+    with pytest.raises(ValueError, match="leave it 1, or set follow_student_schedule=true"):
+        make_adversarial("zskt", schedule_power=2.0, follow_student_schedule=False)
     # dfad (and zskt with the option off) keep the generator's constant rate.
     for constant in (
         make_adversarial("dfad", lr=0.01),

@@ -296,6 +296,11 @@ class AdversarialSynthesizer(GeneratorSynthesizer):
             raise ValueError(f"balance_after must be non-negative, got {self.balance_after}")
         if not 0 < self.balance_target <= 1:
             raise ValueError(f"balance_target must lie in (0, 1], got {self.balance_target}")
+        if self.schedule_power != 1 and not self.follow_student_schedule:
+            raise ValueError(
+                "schedule_power shapes the generator's schedule when it follows the student's: "
+                "leave it 1, or set follow_student_schedule=true"
+            )
         if not (math.isfinite(self.schedule_power) and self.schedule_power > 0):
             raise ValueError(
                 f"schedule_power must be a finite number above 0, got {self.schedule_power}"

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
+from freekd.config import coerce_like
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError, UnknownNameError
 from freekd.methods.base import CLASSIFIER, METHODS, Method
@@ -99,6 +100,8 @@ class Combination(Distiller):
                 raise FreekdError(
                     f"set the cross-entropy weight once, as method.params.ce_weight, not in {name}"
                 )
+            # --set strings read as what they say, as check_params does for a single method.
+            params = {k: coerce_like(known[k], v, f"method {name}: {k}") for k, v in params.items()}
             part = _part_class(name).from_context(context, **params, ce_weight=0.0)
             # The parts read the combination's networks but do not own them: the student and the
             # teacher stay registered once, so they are saved and moved once.

@@ -168,6 +168,8 @@ def test_bad_combinations_are_named(name: str, error: str) -> None:
         ({"at": {"wieght": 5}}, "method at has no parameter 'wieght'; known: weight"),
         ({"at": 5}, "method.params.at must map"),
         ({"at": {"ce_weight": 1}}, "set the cross-entropy weight once"),
+        ({"kd": {"temperature": "warm"}}, "method kd: temperature: expected a number, got 'warm'"),
+        ({"kd": {"temperature": "nan"}}, "method kd: temperature: expected a finite number"),
     ],
 )
 def test_a_part_s_parameters_are_checked_in_one_line(params: dict[str, object], error: str) -> None:

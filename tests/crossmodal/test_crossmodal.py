@@ -365,7 +365,7 @@ def test_crossmodal_distill_errors_are_one_line(clip_teacher: Path, tmp_path: Pa
         (*teacher, "--limit-pairs", "0"): "limit_pairs",
         (*teacher, "--set", "method.params.weight_end=-1"): "weight_end must be non-negative",
         (*teacher, "--set", "method.params.weight_end=.inf"): "and finite, got inf",
-        (*teacher, "--set", "method.params.weight=true"): "weight must be a number, got True",
+        (*teacher, "--set", "method.params.weight=true"): "weight: expected a number, got True",
         (*teacher, "--set", "method.params.clip_weight=1e-3"): "write 1.0e-3",
     }  # fmt: skip
     for index, (flags, message) in enumerate(cases.items()):

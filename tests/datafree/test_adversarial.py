@@ -268,7 +268,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         ("zskt", "synthesizer.params.generators=300", "generators must lie in [1, batch_size"),
         ("zskt", "synthesizer.params.confidence_weight=-1", "confidence_weight must be"),
         ("zskt", "synthesizer.params.generator_kind=pixels", "generator_kind must be one of"),
-        ("zskt", "synthesizer.params.generators=2.5", "generators must be a whole number"),
+        ("zskt", "synthesizer.params.generators=2.5", "generators: expected an integer, got 2.5"),
         ("dfad", "synthesizer.params.temperature=2", "no temperature"),
         (
             "zskt",

@@ -177,7 +177,10 @@ def test_bad_input_fails_in_one_line(gcn_teacher: Path, tmp_path: Path) -> None:
     assert_user_error(distill(model, out, "--set", "method.params.tau=2"), "no parameter 'tau'")
     assert_user_error(distill(tmp_path / "none.pt", out), "no teacher at")
     assert_user_error(distill(model, out, "--set", "method.params.lam=2"), "lam must be")
-    assert_user_error(distill(model, out, "--set", "method.params.lam=x"), "lam must be")
+    assert_user_error(
+        distill(model, out, "--set", "method.params.lam=x"),
+        "method glnn: lam: expected a number, got 'x'",
+    )
     assert_user_error(distill(model, out, "--set", "trainer.ema_decay=0.9"), "ema_decay")
     assert_user_error(distill(model, out, "--set", "trainer.swa_start=0.5"), "swa_start")
     assert_user_error(teacher(out, "--arch-kwargs", '{"dropout": "x"}'), "dropout must be")

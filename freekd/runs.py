@@ -463,8 +463,9 @@ def resolved_params(cls: type, params: dict[str, Any]) -> dict[str, Any]:
 def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
     """Bind ``params`` to ``cls``'s keyword-only hyperparameters before any work starts: an
     unknown name, or a value of the wrong kind for its default (``config.coerce_like``), is one
-    line. Strings YAML and ``--set`` produce for numbers and booleans (``"nan"``, ``"1e-5"``)
-    are replaced, in ``params``, by what they say, so the plug-in's own range checks see them."""
+    line, as is a float that is not finite. Strings YAML and ``--set`` produce for numbers and
+    booleans (``"1e-5"``, ``"true"``) are replaced, in ``params``, by what they say, so the
+    plug-in and its own range checks see numbers."""
     defaults = hyperparameters(cls)
     unknown = sorted(set(params) - set(defaults))
     if unknown:

@@ -47,6 +47,7 @@ def teacher_of(flags: list[str]) -> Teacher:
             else None,
             mean=numbers(options["--mean"]) if "--mean" in options else None,
             std=numbers(options["--std"]) if "--std" in options else None,
+            arch_kwargs=json.loads(options.get("--arch-kwargs", "{}")),
         ),
         trust_code=True,
     )

@@ -2,15 +2,16 @@
 nothing), written to ``step-time.json``.
 
 For each zoo teacher named, on one thread, CPU time (``time.process_time``) of the parts of a
-default run at its sizes (256 images, the default ``Generator`` of width 32 with DAFL's
-BatchNorm output, the default student ``lenet5-half``), each timed ``--repeats`` times after one
-warm-up call, median over repeats:
+default run at its sizes (256 images, freekd's own ``zskt`` synthesizer with its defaults, the
+default student ``lenet5-half``), each timed ``--repeats`` times after one warm-up call, median
+over repeats:
 
-- ``generator_draw``: drawing a batch (no gradient), once per student step;
+- ``generator_draw``: ``ZSKT.sample`` (a batch for the student), once per student step;
 - ``teacher_labels``: the teacher's forward on it (no gradient), once per student step;
-- ``student_step``: the student's forward, KL to the teacher at T = 1, backward and SGD step;
-- ``generator_round``: a generator step (forward through generator, teacher and student,
-  backward into the generator), once per ``synthesize_every`` = 10 student steps.
+- ``student_step``: the student's forward, KL to the teacher at T = 1, backward and SGD step
+  (what ``kd`` does, without the trainer's bookkeeping);
+- ``generator_round``: ``ZSKT.synthesize`` (one generator step with the smoothness prior), once
+  per ``synthesize_every`` = 10 student steps.
 
 ``per_student_step`` adds the first three and a tenth of the round, and ``student_share`` is
 the student step's share of it. The weights are freshly initialized, which costs the same
@@ -36,7 +37,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from border_blur import zoo_teacher  # noqa: E402
 
-from freekd.datafree.nets import Generator  # noqa: E402
+from freekd.datafree.synthesizers import SYNTHESIZERS  # noqa: E402
 from freekd.io import atomic_write_json  # noqa: E402
 from freekd.models import build_model  # noqa: E402
 
@@ -58,17 +59,22 @@ def cpu_ms(call: Callable[[], object], repeats: int) -> float:
 def measure(name: str, repeats: int) -> dict[str, float]:
     torch.manual_seed(0)
     teacher = zoo_teacher(name).eval()
-    generator = Generator(image_shape=(1, 28, 28), width=32, output="batchnorm")
-    student = build_model("lenet5-half", num_classes=10, input_shape=(1, 28, 28))
+    synthesizer = SYNTHESIZERS.get("zskt")(
+        image_shape=teacher.input_shape,
+        num_classes=teacher.num_classes,
+        rng=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+        batch_size=BATCH,
+    )
+    student = build_model("lenet5-half", num_classes=10, input_shape=teacher.input_shape)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
-    codes = torch.randn(BATCH, generator.latent_dim)
+    synthesizer.synthesize(teacher, student)  # sets the teacher's pixel statistics
+    images = synthesizer.sample(BATCH)
     with torch.no_grad():
-        images = generator(codes)
         targets = teacher(images)
 
     def draw() -> None:
-        with torch.no_grad():
-            generator(codes)
+        synthesizer.sample(BATCH)
 
     def label() -> None:
         with torch.no_grad():
@@ -82,10 +88,7 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         optimizer.step()
 
     def generator_round() -> None:
-        drawn = generator(codes)
-        loss = -F.kl_div(F.log_softmax(student(drawn), 1), F.log_softmax(teacher(drawn), 1),
-                         log_target=True, reduction="batchmean")  # fmt: skip
-        loss.backward(inputs=list(generator.parameters()))
+        synthesizer.synthesize(teacher, student)
 
     row = {
         "generator_draw": cpu_ms(draw, repeats),

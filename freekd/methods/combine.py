@@ -102,6 +102,8 @@ class Combination(Distiller):
                 )
             # --set strings read as what they say, as check_params does for a single method.
             params = {k: coerce_like(known[k], v, f"method {name}: {k}") for k, v in params.items()}
+            if isinstance(given, dict):  # the run's config: config.yaml saves what ran
+                given.update(params)
             part = _part_class(name).from_context(context, **params, ce_weight=0.0)
             # The parts read the combination's networks but do not own them: the student and the
             # teacher stay registered once, so they are saved and moved once.

@@ -306,7 +306,8 @@ def _semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
             f"unknown semi_supervised {config.semi_supervised!r}; known: "
             f"{', '.join(SEMI_SUPERVISED)}"
         )
-    params = dict(config.semi_supervised_kwargs)
+    # Checked in place: config.yaml then holds the numbers the method ran with.
+    params = config.semi_supervised_kwargs
     if config.semi_supervised in SEMI_SUPERVISED_METHODS:
         what = f"semi_supervised {config.semi_supervised}"
         check_params(SEMI_SUPERVISED_METHODS[config.semi_supervised], params, what=what)

@@ -179,6 +179,13 @@ def test_a_part_s_parameters_are_checked_in_one_line(params: dict[str, object], 
     assert "\n" not in str(raised.value)
 
 
+def test_a_part_s_parameters_are_read_as_numbers_in_the_config_itself() -> None:
+    params = {"kd": {"temperature": "2e0"}, "at": {"weight": "500"}}  # as YAML hands them over
+    combined = method("kd+at", model("tiny-cnn", 1), teacher_of(model("tiny-cnn", 0)), **params)
+    assert combined.parts["kd"].temperature == 2.0
+    assert params == {"kd": {"temperature": 2.0}, "at": {"weight": 500.0}}  # config.yaml's
+
+
 def test_a_reused_module_is_refused_and_special_taps_can_be_named() -> None:
     class Reuses(nn.Module):
         def __init__(self) -> None:

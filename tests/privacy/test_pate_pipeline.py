@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from freekd.cli import app
@@ -73,7 +74,8 @@ def test_label_then_student(teachers: Path, tmp_path: Path) -> None:
     # Virtual adversarial training over the pool's 200 non-held-out images, 30 labels of them.
     few = tmp_path / "few-labels"
     run_pate_label(label_config(teachers, queries=30), RunOptions(few, quiet=True))
-    accuracies, vat_params = {}, {"epsilon": 0.5, "entropy_weight": 0.0}
+    # "5e-1" is how YAML and --set hand over a number it reads as text.
+    accuracies, vat_params = {}, {"epsilon": "5e-1", "entropy_weight": 0.0}
     for semi in ("none", "vat"):
         semi_report = run_pate_student(
             PateStudentConfig(
@@ -90,6 +92,8 @@ def test_label_then_student(teachers: Path, tmp_path: Path) -> None:
     assert accuracies["vat"] > accuracies["none"] + 0.1, accuracies
     assert semi_report["semi_supervised"]["unlabelled_images"] == 200  # 297 − 97 held out
     assert semi_report["semi_supervised"]["params"]["epsilon"] == 0.5
+    saved_config = yaml.safe_load((tmp_path / "student-vat" / "config.yaml").read_text())
+    assert saved_config["semi_supervised_kwargs"]["epsilon"] == 0.5  # the number it ran with
     assert student["privacy"]["epsilon"] == report["privacy"]["epsilon"]
     saved = torch.load(tmp_path / "student" / "model.pt", weights_only=True)
     assert saved["privacy"]["epsilon"] == report["privacy"]["epsilon"]
@@ -186,3 +190,15 @@ def test_pate_run_writes_a_summary_report(teachers: Path, tmp_path: Path) -> Non
     assert summary["student"]["trained_on"] == 60
     assert summary["privacy"] == stage["student"]["privacy"]
     assert summary["privacy"]["epsilon"] == labels["epsilon"]
+
+
+def test_pate_run_names_the_teachers_section_of_its_config(tmp_path: Path) -> None:
+    config = tmp_path / "pate.yaml"
+    config.write_text(
+        PATE_RUN_YAML.replace("teachers: 8}", "teachers: 8, trainer: {ema_decay: 0.99}}")
+    )
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pate", "run", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "teachers.trainer.ema_decay in a pate run config" in result.output
+    assert not out.exists()

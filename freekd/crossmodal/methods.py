@@ -60,11 +60,11 @@ class ClipContrastive(Method):
 
 
 def _check_weight(name: str, value: Any) -> None:
-    """A loss weight must be a finite, non-negative number (YAML reads ``1e-3`` as a string
-    and ``true`` as a boolean: both are refused, naming the value)."""
+    """A loss weight must be a finite, non-negative number. The commands read YAML's and
+    ``--set``'s strings as numbers before this (``runs.check_params``); what reaches it from
+    Python as text or a boolean is refused, naming the value."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) else ""
-        raise ValueError(f"{name} must be a number, got {value!r}{hint}")
+        raise ValueError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be non-negative and finite, got {value}")
 

@@ -279,6 +279,8 @@ def test_distillation_weight_decays_linearly_and_resumes_where_it_stopped() -> N
         CROSSMODAL_METHODS.get("relational")(student, teacher, weight_end=0.0)
     with pytest.raises(ValueError, match="non-negative"):
         CROSSMODAL_METHODS.get("feature")(student, teacher, weight=-1.0)
+    with pytest.raises(ValueError, match="weight must be a number, got '1e-3'$"):
+        CROSSMODAL_METHODS.get("feature")(student, teacher, weight="1e-3")  # from Python: as given
 
 
 def test_contrastive_queue_fills_in_order_and_wraps() -> None:

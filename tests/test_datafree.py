@@ -248,17 +248,41 @@ def test_a_setting_added_later_resumes_with_the_old_behaviour_or_names_it(tmp_pa
     assert "--set fit_schedule_to_budget=false --set trainer.ema_decay=null" in message
 
 
+def test_a_parameter_saved_as_text_resumes_as_the_number_it_says(tmp_path: Path) -> None:
+    from freekd.train.resume import check_config_matches as _check_config_matches
+
+    # Saved before runs kept what they read a --set string as (pate's semi_supervised_kwargs,
+    # a combined method's parts, an attack's parameters).
+    older = {"method": {"name": "kd+at", "params": {"kd": {"temperature": "2e0"}}}, "x": "true"}
+    _check_config_matches(
+        older,
+        {"method": {"name": "kd+at", "params": {"kd": {"temperature": 2.0}}}, "x": True},
+        tmp_path,
+    )
+    with pytest.raises(FreekdError, match=r"different config \(method.params\)"):
+        _check_config_matches(
+            older,
+            {"method": {"name": "kd+at", "params": {"kd": {"temperature": 3.0}}}, "x": True},
+            tmp_path,
+        )
+    with pytest.raises(FreekdError, match=r"different config \(x\)"):
+        _check_config_matches({"x": "warm"}, {"x": 1.0}, tmp_path)
+
+
 def test_a_run_saved_before_a_setting_existed_resumes(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:
     common = (
         "--teacher", tiny_teacher_path, "--method", "dafl", *THREE_STEPS_OF_16,
         "--device", "cpu", "--quiet", "--out", tmp_path / "run",
+        "--set", "method.params.temperature=2e0",  # YAML reads this as text
     )  # fmt: skip
     first = invoke("datafree", *common, "--epochs", "1")
     assert first.exit_code == 0, first.output
     saved = tmp_path / "run" / "config.yaml"
     config = yaml.safe_load(saved.read_text())
+    # The recommended method with the given parameter over its own: saved as the number read.
+    assert config["method"] == {"name": "auto", "params": {"temperature": 2.0}}
     del config["fit_schedule_to_budget"]  # as a run saved before the setting existed
     saved.write_text(yaml.safe_dump(config))
     checkpoint = tmp_path / "run" / "checkpoint.pt"

@@ -385,7 +385,14 @@ def _shadow_outputs(
 def _build_attack(name: str, attack_params: dict[str, Any]) -> Any:
 
     cls = ATTACKS.get(name)
-    params = dict(attack_params.get(name) or {})
+    given = attack_params.get(name)
+    if given is not None and not isinstance(given, dict):
+        raise FreekdError(
+            f"attack_params.{name} must map {name}'s parameters to values (as attack_params."
+            f"{name}.NAME=VALUE), got {given!r}"
+        )
+    # Checked in place: config.yaml then holds the numbers the attack ran with.
+    params = given if given is not None else {}
     check_params(cls, params, what=f"attack {name}")
     return cls(**params)
 

@@ -288,6 +288,9 @@ def _plan(config: DataFreeConfig) -> _Plan:
     recommended_every = plugin.recommended_synthesize_every
     method_class = CLASSIFIER_METHODS.get(method_config.name)
     check_params(method_class, method_config.params, what=f"method {method_config.name}")
+    if config.method is not None and config.method is not method_config:  # method: auto
+        # What the user gave, as read (config.yaml saves it; the recommendation is not saved).
+        config.method.params.update({k: method_config.params[k] for k in config.method.params})
     return _Plan(
         config=config,
         synthesizer_class=synthesizer_class,

@@ -55,7 +55,7 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
             raise FreekdError(
                 "freekd pate teachers evaluates and saves the teachers' own weights and keeps "
                 f"no weight average; remove trainer.{averaged} (teachers.trainer.{averaged} in a "
-                "pate run config, pate.teachers.trainer.... in an audit's)"
+                f"pate run config, pate.teachers.trainer.{averaged} in an audit pipeline config)"
             )
     train_set, eval_set = train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")

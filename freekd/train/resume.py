@@ -15,6 +15,7 @@ import torch
 import yaml
 from torch import nn
 
+from freekd.config import coerce_like
 from freekd.errors import FreekdError
 from freekd.seeding import global_rng_state, set_global_rng_state
 from freekd.train.trainer import Trainer, TrainState
@@ -305,7 +306,7 @@ def check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Pa
         # spend more than the recorded ε, and the record would not know.
         allowed.discard("trainer.epochs")
     changed = sorted(
-        k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in allowed
+        k for k in old.keys() | new.keys() if not _same(old.get(k), new.get(k)) and k not in allowed
     )
     if "trainer.epochs" in changed and old.get("dp.enabled"):
         raise FreekdError(
@@ -318,6 +319,24 @@ def check_config_matches(saved: dict[str, Any], current: dict[str, Any], out: Pa
             f"--resume in {out} with a different config ({', '.join(changed)}); resume with "
             f"the saved settings ({saved_values}) or start a new run with another --out"
         )
+
+
+def _same(saved: Any, current: Any) -> bool:
+    """Whether a saved setting is the current one. A plug-in parameter saved as the text YAML or
+    ``--set`` gave (``"5e-1"``, before runs saved what ``runs.check_params`` read it as) is the
+    number it says, so a run saved that way still resumes."""
+    if saved == current:
+        return True
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return saved.keys() == current.keys() and all(
+            _same(saved[key], current[key]) for key in saved
+        )
+    if isinstance(saved, str) and isinstance(current, bool | int | float):
+        try:
+            return bool(coerce_like(current, saved, "") == current)
+        except FreekdError:
+            return False
+    return False
 
 
 def _yaml_scalar(value: Any) -> str:

@@ -270,10 +270,12 @@ def test_an_odd_pool_with_four_shadow_models_runs_every_attack(
     out = tmp_path / "odd"
     arguments = audit_arguments(
         run, out, "--max-examples", "151", "--shadow-models", "4",
-        "--set", "shadow.trainer.epochs=5",
+        "--set", "shadow.trainer.epochs=5", "--set", "attack_params.rmia.gamma=1e0",
     )  # fmt: skip
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["attack_params"] == {"rmia": {"gamma": 1.0}}  # what it ran with, not "1e0"
     report = json.loads((out / "report.json").read_text())
     assert report["members"]["n"] + report["non_members"]["n"] == 151
     assert len(report["attacks"]) == 10
@@ -284,6 +286,7 @@ def test_an_odd_pool_with_four_shadow_models_runs_every_attack(
     [
         (["--set", "attack_params.rmia.temperature=2"], "has no parameter 'temperature'"),
         (["--set", "attack_params.psychic.power=1"], "unknown attack 'psychic'"),
+        (["--set", "attack_params.rmia=5"], "attack_params.rmia must map rmia's parameters"),
         (["--max-examples", "1"], "at least 2"),
     ],
 )

@@ -27,6 +27,7 @@ from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.pate.config import PateRunConfig
 from freekd.pate.pipeline import PateLayout, run_pate
+from freekd.pate.teachers import refuse_weight_average
 from freekd.plots import plot_roc
 from freekd.runlock import locks_run_folder
 from freekd.runs import RunOptions, as_float, prepare_run_dir, seeded
@@ -90,6 +91,8 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
         raise FreekdError(f"unknown path {unknown[0]!r}; known: {', '.join(AUDIT_PATHS)}")
     if config.pool < 4:
         raise FreekdError(f"--pool must hold at least 4 images, got {config.pool}")
+    if "pate" in config.paths:
+        refuse_weight_average(config.pate.teachers.trainer)  # the last stage: refuse it now
     out = options.out_dir
     if not options.resume:
         prepare_run_dir(options)

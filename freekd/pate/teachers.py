@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from freekd.config import TrainerConfig
 from freekd.data import AUGMENTATIONS, ImageDataset
 from freekd.errors import FreekdError
 from freekd.methods import EnsembleSupervised
@@ -39,6 +40,22 @@ from freekd.train.evaluate import check_input_shape, check_labels_fit
 TEACHERS_FILE = "teachers.pt"
 
 
+def refuse_weight_average(trainer: TrainerConfig) -> None:
+    """Refuse ``trainer.ema_decay`` and ``trainer.swa_start`` for PATE's teachers, in one line.
+
+    The vote is evaluated, and every teacher's accuracy measured, on the trained weights
+    themselves: an average of them would be saved in teachers.pt but never evaluated. ``freekd
+    audit pipeline`` calls this before its first stage, so it cannot fail after hours of work.
+    """
+    for averaged in ("swa_start", "ema_decay"):
+        if getattr(trainer, averaged) is not None:
+            raise FreekdError(
+                "freekd pate teachers evaluates and saves the teachers' own weights and keeps "
+                f"no weight average; remove trainer.{averaged} (teachers.trainer.{averaged} in a "
+                f"pate run config, pate.teachers.trainer.{averaged} in an audit pipeline config)"
+            )
+
+
 @locks_run_folder
 def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[str, Any]:
     """``freekd pate teachers``: K teachers on disjoint shards, trained together in one loop.
@@ -48,15 +65,7 @@ def run_pate_teachers(config: PateTeachersConfig, options: RunOptions) -> dict[s
     """
 
     check_execution(config.execution)
-    # The vote is evaluated, and every teacher's accuracy measured, on the trained weights
-    # themselves: an average of them would be saved in teachers.pt but never evaluated.
-    for averaged in ("swa_start", "ema_decay"):
-        if getattr(config.trainer, averaged) is not None:
-            raise FreekdError(
-                "freekd pate teachers evaluates and saves the teachers' own weights and keeps "
-                f"no weight average; remove trainer.{averaged} (teachers.trainer.{averaged} in a "
-                f"pate run config, pate.teachers.trainer.{averaged} in an audit pipeline config)"
-            )
+    refuse_weight_average(config.trainer)
     train_set, eval_set = train_and_eval_sets(config)
     check_input_shape(eval_set, train_set.input_shape, who=f"models trained on {train_set.name}")
     check_labels_fit(eval_set, train_set.num_classes, who=f"models trained on {train_set.name}")

@@ -201,6 +201,15 @@ def test_pipeline_rejects_unknown_paths(tmp_path: Path) -> None:
     assert "unknown path 'telepathy'" in result.output
 
 
+def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    arguments = ["audit", "pipeline", "--set", "pate.teachers.trainer.ema_decay=0.99"]
+    result = runner.invoke(app, [*arguments, "--out", str(out), "-q"])
+    assert result.exit_code == 2
+    assert "pate.teachers.trainer.ema_decay in an audit pipeline config" in result.output
+    assert not out.exists()  # refused before the teacher stage, not hours later
+
+
 def test_the_shipped_audit_config_loads() -> None:
     root = Path(__file__).resolve().parents[2]
     config = load_config(AuditPipelineConfig, root / "configs" / "audit" / "mnist.yaml")

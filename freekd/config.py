@@ -310,6 +310,20 @@ def coerce_like(default: Any, value: Any, where: str) -> Any:
     return coerced
 
 
+def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: str) -> None:
+    """``params`` bound to a plug-in's hyperparameters (name → default): an unknown name is one
+    line naming the known ones, and each value is replaced, in ``params``, by ``coerce_like``'s
+    reading of it (``runs.check_params`` for a plug-in class, ``methods.combine`` for each part
+    of a combined method)."""
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise FreekdError(
+            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(defaults)}"
+        )
+    for name, value in params.items():
+        params[name] = coerce_like(defaults[name], value, f"{what}: {name}")
+
+
 def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
     """Check a bool, int, float or str field, accepting the strings YAML and --set produce."""
     if annotation is bool:

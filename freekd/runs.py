@@ -20,7 +20,7 @@ from torch import nn
 
 from freekd import __version__, methods
 from freekd.checkpoint import read_checkpoint, weights_checksum
-from freekd.config import TrainerConfig, coerce_like, dump_yaml, to_dict
+from freekd.config import TrainerConfig, check_plugin_params, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
 from freekd.io import atomic_write_json, atomic_write_text
@@ -466,14 +466,7 @@ def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
     line, as is a float that is not finite. Strings YAML and ``--set`` produce for numbers and
     booleans (``"1e-5"``, ``"true"``) are replaced, in ``params``, by what they say, so the
     plug-in and its own range checks see numbers."""
-    defaults = hyperparameters(cls)
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise FreekdError(
-            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(defaults)}"
-        )
-    for name, value in params.items():
-        params[name] = coerce_like(defaults[name], value, f"{what}: {name}")
+    check_plugin_params(hyperparameters(cls), params, what)
 
 
 def default_student(teacher: Teacher, requested: str | None) -> str:

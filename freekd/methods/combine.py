@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
-from freekd.config import coerce_like
+from freekd.config import check_plugin_params
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError, UnknownNameError
 from freekd.methods.base import CLASSIFIER, METHODS, Method
@@ -88,22 +88,15 @@ class Combination(Distiller):
                 raise FreekdError(
                     f"method.params.{name} must map {name}'s parameters to values, got {given!r}"
                 )
-            params = dict(given)
-            known = hyperparameters(_part_class(name))
-            unknown = sorted(set(params) - set(known))
-            if unknown:
-                raise FreekdError(
-                    f"method {name} has no parameter {', '.join(map(repr, unknown))}; known: "
-                    f"{', '.join(k for k in known if k != 'ce_weight')}"
-                )
+            # Checked in place when it is the run's config: config.yaml saves what ran.
+            params = given if isinstance(given, dict) else dict(given)
             if "ce_weight" in params:
                 raise FreekdError(
                     f"set the cross-entropy weight once, as method.params.ce_weight, not in {name}"
                 )
-            # --set strings read as what they say, as check_params does for a single method.
-            params = {k: coerce_like(known[k], v, f"method {name}: {k}") for k, v in params.items()}
-            if isinstance(given, dict):  # the run's config: config.yaml saves what ran
-                given.update(params)
+            known = hyperparameters(_part_class(name))
+            known.pop("ce_weight", None)
+            check_plugin_params(known, params, f"method {name}")
             part = _part_class(name).from_context(context, **params, ce_weight=0.0)
             # The parts read the combination's networks but do not own them: the student and the
             # teacher stay registered once, so they are saved and moved once.

@@ -406,7 +406,7 @@ class _AttackPlan:
     bound_attack: str
 
 
-def _plan_attacks(config: Any, *, with_shadows: bool) -> _AttackPlan:
+def plan_attacks(config: Any, *, with_shadows: bool) -> _AttackPlan:
     """The attacks ``config`` asks for (by default every one its shadow models allow) and the
     attack whose scores give the ε lower bound, checked before any work."""
     names = list(config.attacks) or [
@@ -543,7 +543,7 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     if not 0.0 < config.confidence < 1.0:
         raise FreekdError(f"confidence must lie in (0, 1), got {config.confidence}")
     with_shadows = config.shadow.models > 0 or config.shadow.reuse is not None
-    plan = _plan_attacks(config, with_shadows=with_shadows)
+    plan = plan_attacks(config, with_shadows=with_shadows)
     teacher = load_teacher(config.model, device=device, trust_code=options.trust_code)
     pool = _audit_pool(config, teacher)
     options.out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,19 +18,22 @@ import torch
 
 from freekd import __version__
 from freekd.audit.config import AuditConfig, AuditPipelineConfig
-from freekd.audit.pipeline import run_audit
+from freekd.audit.pipeline import plan_attacks, run_audit
 from freekd.config import TeacherSourceConfig, dump_yaml
 from freekd.data import ImageDataset, load_dataset, pool_fingerprint
+from freekd.datafree.pipeline import check_settings as check_datafree_settings
 from freekd.datafree.pipeline import run_datafree
 from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
+from freekd.methods import CLASSIFIER_METHODS
 from freekd.pate.config import PateRunConfig
 from freekd.pate.pipeline import PateLayout, run_pate
+from freekd.pate.student import semi_supervised_params
 from freekd.pate.teachers import refuse_weight_average
 from freekd.plots import plot_roc
 from freekd.runlock import locks_run_folder
-from freekd.runs import RunOptions, as_float, prepare_run_dir, seeded
+from freekd.runs import RunOptions, as_float, check_params, prepare_run_dir, seeded
 from freekd.supervised.config import TeacherTrainConfig
 from freekd.supervised.pipeline import run_teacher_train
 
@@ -91,8 +94,7 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
         raise FreekdError(f"unknown path {unknown[0]!r}; known: {', '.join(AUDIT_PATHS)}")
     if config.pool < 4:
         raise FreekdError(f"--pool must hold at least 4 images, got {config.pool}")
-    if "pate" in config.paths:
-        refuse_weight_average(config.pate.teachers.trainer)  # the last stage: refuse it now
+    _check_stages(config)
     out = options.out_dir
     if not options.resume:
         prepare_run_dir(options)
@@ -129,6 +131,21 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
     }
     atomic_write_json(out / "report.json", report)
     return report
+
+
+def _check_stages(config: AuditPipelineConfig) -> None:
+    """Every stage's plug-ins by name, with their parameters, before the first stage trains:
+    a typo in the audit's attacks must not cost the teacher's and the students' training."""
+    if "kd" in config.paths:
+        name, params = config.distill.method.name, config.distill.method.params
+        check_params(CLASSIFIER_METHODS.get(name), params, what=f"method {name}")
+    if {"datafree", "dpsgd-datafree"} & set(config.paths):
+        check_datafree_settings(config.datafree)
+    if "pate" in config.paths:
+        refuse_weight_average(config.pate.teachers.trainer)
+        semi_supervised_params(config.pate.student)
+    shadow = config.audit.shadow
+    plan_attacks(config.audit, with_shadows=shadow.models > 0 or shadow.reuse is not None)
 
 
 @dataclass(frozen=True)

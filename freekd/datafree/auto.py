@@ -12,6 +12,9 @@ from freekd.teachers import Teacher
 #: teacher at hand (``experiments/datafree/README.md``, ``experiments/2026-12-datafree-zoo``).
 AUTO_SYNTHESIZER = "auto"
 
+#: What ``--method auto`` can choose (``default_synthesizer``): with BatchNorm, without.
+AUTO_CANDIDATES = ("nayer", "zskt")
+
 
 def default_synthesizer(teacher: Teacher) -> str:
     """``nayer`` for a teacher with BatchNorm, ``zskt`` for one without.
@@ -24,7 +27,8 @@ def default_synthesizer(teacher: Teacher) -> str:
     ResNet-8 of the budget curve cmi stays ahead (62.24 % against 54.26 % at the end of the
     plan, experiments/2026-12-datafree-budget-curve): ``--method cmi`` by name.
     """
-    return "nayer" if teacher.has_batchnorm else "zskt"
+    with_batchnorm, without = AUTO_CANDIDATES
+    return with_batchnorm if teacher.has_batchnorm else without
 
 
 #: Share of every student batch ``--method auto`` replays from earlier generator batches when it

@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
-from freekd.datafree.auto import AUTO_SYNTHESIZER, auto_synthesizer_params, default_synthesizer
+from freekd.datafree.auto import (
+    AUTO_CANDIDATES,
+    AUTO_SYNTHESIZER,
+    auto_synthesizer_params,
+    default_synthesizer,
+)
 from freekd.datafree.config import AUTO_METHOD, DataFreeConfig
 from freekd.datafree.memory import fit_to_memory, warmup_within_budget
 from freekd.datafree.nets import teacher_pixel_statistics
+from freekd.datafree.outputs import draw_samples, save_queries
 from freekd.datafree.probe import confident_probe
 from freekd.datafree.source import SyntheticSource, synthetic_source
 from freekd.datafree.synthesizers import SYNTHESIZERS, SynthesizerBase
 from freekd.errors import FreekdError
-from freekd.io import atomic_write
 from freekd.methods import CLASSIFIER_METHODS, Method, MethodContext
 from freekd.models import ImageClassifier, count_parameters
-from freekd.plots import plot_samples_by_class
+from freekd.registry import hyperparameters
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     QUERIES_FILE,
@@ -142,11 +145,11 @@ def run_datafree(config: DataFreeConfig, options: RunOptions) -> dict[str, Any]:
     report.update({"confident_probe": probe.report()} if probe.per_class else {})
     shown = _shown_images(teacher, synthetic, proxy_set, seed=config.seed, device=device)
     if synthetic is not None and config.save_queries and dist.is_main:
-        report["queries_file"] = _save_queries(
-            synthetic.synthesizer, teacher, eval_set, config, options.out_dir
+        report["queries_file"] = save_queries(
+            synthetic.synthesizer, teacher, eval_set, config, options.out_dir / QUERIES_FILE
         )
     if dist.is_main:
-        _draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
+        draw_samples(shown, teacher, eval_set, options.out_dir / "samples.png")
     finish_run(report, options, dist)
     return report
 
@@ -261,6 +264,33 @@ def _check_save_queries(config: DataFreeConfig) -> None:
             if proxy
             else f"--save-queries must be ≥ 0, got {config.save_queries}"
         )
+
+
+def check_settings(config: DataFreeConfig) -> None:
+    """What ``run_datafree`` checks before it has a teacher, for a caller that runs it after
+    other work (``freekd audit pipeline`` trains the teacher first): ``--save-queries``, the
+    synthesizer and the student-side method by name, with their parameters.
+
+    Under ``--method auto`` the teacher chooses the synthesizer (``AUTO_CANDIDATES``), so a
+    parameter name that no candidate has is refused here, and its value when the run starts.
+    """
+    _check_save_queries(config)
+    if config.proxy_dataset or config.synthesizer.name != AUTO_SYNTHESIZER:
+        _plan(config)
+        return
+    params = config.synthesizer.params
+    known = {name: hyperparameters(SYNTHESIZERS.get(name)) for name in AUTO_CANDIDATES}
+    unknown = sorted(set(params).difference(*known.values()))
+    if unknown:
+        raise FreekdError(
+            f"--method auto has no parameter {', '.join(map(repr, unknown))}: it runs "
+            f"{' or '.join(AUTO_CANDIDATES)}, and neither has it; name the synthesizer "
+            "(--method NAME) to see its parameters"
+        )
+    for name, own in known.items():  # the student side each candidate would pair with
+        mine = {key: value for key, value in params.items() if key in own}
+        synthesizer = dataclasses.replace(config.synthesizer, name=name, params=mine)
+        _plan(dataclasses.replace(config, synthesizer=synthesizer))
 
 
 def _plan(config: DataFreeConfig) -> _Plan:
@@ -504,95 +534,3 @@ def _shown_images(
     assert proxy_set is not None
     order = torch.randperm(len(proxy_set), generator=seeded(seed))
     return proxy_set.batch(order[:count]).images.to(device)
-
-
-def _class_names(teacher: Teacher, eval_set: ImageDataset | None, *, unnamed: str) -> list[str]:
-    """The held-out data's class names when it has the teacher's classes, else ``unnamed``
-    formatted with each class index."""
-    if eval_set is not None and eval_set.num_classes == teacher.num_classes:
-        return list(eval_set.classes)
-    return [unnamed.format(k) for k in range(teacher.num_classes)]
-
-
-def _save_queries(
-    synthesizer: Any,
-    teacher: Teacher,
-    eval_set: ImageDataset | None,
-    config: DataFreeConfig,
-    out: Path,
-) -> dict[str, Any]:
-    """Write ``save_queries`` synthesized images (uint8) and the teacher's classes to
-    ``queries.npz``.
-
-    The images are post-processing of the teacher alone, so they carry the teacher's privacy
-    (``report.json["privacy"]`` of the same run), which ``freekd pate label`` composes with
-    the PATE answers when it uses them as queries. With ``queries_confidence`` > 0 only images
-    the teacher labels with at least that probability are kept, at most ``ceil(count /
-    classes)`` per class, from at most 50 × ``count`` draws (fewer images when they run out, with a
-    warning): queries like those are what an ensemble trained on real data can recognise.
-    """
-
-    count, confidence = config.save_queries, config.queries_confidence
-    classes = _class_names(teacher, eval_set, unnamed="{}")
-    per_class = math.ceil(count / teacher.num_classes) if confidence > 0 else count
-    kept = torch.zeros(teacher.num_classes, dtype=torch.long)
-    images, labels = [], []
-    drawn = 0
-    with torch.no_grad():
-        step = min(256, getattr(synthesizer, "batch_size", 256))
-        while int(kept.sum()) < count and drawn < (50 * count if confidence > 0 else count):
-            batch = synthesizer.sample(min(step, count - drawn) if confidence == 0 else step)
-            drawn += len(batch)
-            probabilities = torch.softmax(teacher(batch).float(), dim=1)
-            top, label = probabilities.max(dim=1)
-            # In order: the confident images whose class is not full, up to the count.
-            chosen = torch.nonzero(top >= confidence).flatten()
-            onehot = torch.nn.functional.one_hot(label[chosen], teacher.num_classes)
-            rank_in_class = (onehot.cumsum(dim=0) * onehot).sum(dim=1) - 1
-            chosen = chosen[kept.to(chosen.device)[label[chosen]] + rank_in_class < per_class]
-            chosen = chosen[: count - int(kept.sum())]
-            kept += torch.bincount(label[chosen], minlength=teacher.num_classes).cpu()
-            images.append((batch[chosen].clamp(0, 1) * 255).round().to(torch.uint8).cpu())
-            labels.append(label[chosen].cpu())
-    if not int(kept.sum()):
-        raise FreekdError(
-            f"no synthesized image reached queries_confidence {confidence:g} in {drawn:,} "
-            "draws; lower --set queries_confidence"
-        )
-    x, y = torch.cat(images).numpy(), torch.cat(labels).numpy()
-    if len(x) < count:
-        logger.warning(
-            "only %d of %d queries reached confidence %g in %d draws (classes run short: %s)",
-            len(x),
-            count,
-            confidence,
-            drawn,
-            ", ".join(classes[k] for k in range(len(kept)) if kept[k] < per_class),
-        )
-    atomic_write(
-        out / QUERIES_FILE,
-        lambda stream: np.savez(stream, x=x, y=y, classes=np.asarray(classes)),
-    )
-    shares = np.bincount(y, minlength=teacher.num_classes) / len(y)
-    return {
-        "path": QUERIES_FILE,
-        "images": int(len(x)),
-        "drawn": drawn,
-        "confidence": confidence,
-        "labels": "the teacher's classes (not ground truth)",
-        "class_shares": [round(float(share), 4) for share in shares],
-    }
-
-
-def _draw_samples(
-    images: torch.Tensor, teacher: Teacher, eval_set: ImageDataset | None, path: Path
-) -> None:
-    """``samples.png``: a labelled grid of the student's inputs per teacher class."""
-
-    with torch.no_grad():
-        labels = teacher(images).argmax(dim=1).cpu()
-    names = _class_names(teacher, eval_set, unnamed="class {}")
-    try:
-        plot_samples_by_class(images.cpu(), labels, names, path)
-    except (OSError, ValueError) as error:  # a picture must never fail a finished run
-        logger.warning("could not draw samples.png: %s", error)

@@ -20,7 +20,7 @@ from freekd import __version__
 from freekd.io import atomic_write_json
 from freekd.pate.config import PateRunConfig
 from freekd.pate.label import run_pate_label
-from freekd.pate.student import run_pate_student
+from freekd.pate.student import run_pate_student, semi_supervised_params
 from freekd.pate.teachers import TEACHERS_FILE, run_pate_teachers
 from freekd.runlock import locks_run_folder
 from freekd.runs import LEDGER_FILE, RunOptions
@@ -135,6 +135,8 @@ def run_pate(
         queries_from=config.student.queries_from or config.label.query_dataset,
         eval_dataset=config.student.eval_dataset or config.label.eval_dataset,
     )
+    if not plan["student"].keep:  # the last stage's settings, before the teachers train
+        semi_supervised_params(student_config)
     stages = {
         "teachers": lambda stage: run_pate_teachers(config.teachers, stage),
         "labels": lambda stage: run_pate_label(label_config, stage),

@@ -93,7 +93,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
     (ε, δ) as post-processing. It is evaluated on the pool's held-out part.
     """
     data = _labelled_pool(config)
-    params = _semi_supervised_params(config)
+    params = semi_supervised_params(config)
     dist, device = setup_run(config.seed, config.trainer, options)
     if config.init_student:
         student = _initial_student(config, data)
@@ -298,8 +298,9 @@ def _check_pool(pool: ImageDataset, recorded: object, *, given: bool) -> None:
         )
 
 
-def _semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
-    """``semi_supervised_kwargs``, checked against the chosen way of using the unlabelled pool."""
+def semi_supervised_params(config: PateStudentConfig) -> dict[str, Any]:
+    """``semi_supervised_kwargs``, checked against the chosen way of using the unlabelled pool
+    (also by ``pate run`` and ``audit pipeline`` before their first stage trains)."""
 
     if config.semi_supervised not in SEMI_SUPERVISED:
         raise FreekdError(

@@ -210,6 +210,37 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
     assert not out.exists()  # refused before the teacher stage, not hours later
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["distill.method.params.temprature=4"], "method kd has no parameter 'temprature'"),
+        (
+            ["datafree.synthesizer.name=auto", "datafree.synthesizer.params.lr_gen=1"],
+            "--method auto has no parameter 'lr_gen'",
+        ),
+        (["datafree.synthesizer.name=dfadd"], "unknown synthesizer 'dfadd'"),
+        (["datafree.method.params.temperature=hot"], "method kd: temperature: expected a number"),
+        (
+            ["pate.student.semi_supervised=vat", "pate.student.semi_supervised_kwargs.xj=1"],
+            "semi_supervised vat has no parameter 'xj'",
+        ),
+        (["audit.attack_params.loss.temperature=2"], "attack loss has no parameter 'temperature'"),
+    ],
+)
+def test_pipeline_checks_every_stage_before_its_first(
+    tmp_path: Path, settings: list[str], message: str
+) -> None:
+    config, out = tmp_path / "tiny.yaml", tmp_path / "p"
+    config.write_text(TINY_PIPELINE)
+    arguments = ["audit", "pipeline", "--config", str(config), "--out", str(out), "-q"]
+    for setting in settings:
+        arguments += ["--set", setting]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()  # refused before the teacher stage, not after the students trained
+
+
 def test_the_shipped_audit_config_loads() -> None:
     root = Path(__file__).resolve().parents[2]
     config = load_config(AuditPipelineConfig, root / "configs" / "audit" / "mnist.yaml")

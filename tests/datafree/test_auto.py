@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
+from freekd.config import ComponentConfig
 from freekd.datafree.auto import auto_synthesizer_params, default_synthesizer
+from freekd.datafree.config import DataFreeConfig
+from freekd.datafree.pipeline import check_settings
+from freekd.errors import FreekdError
 from freekd.teachers import Teacher
 
 
@@ -53,3 +57,15 @@ def test_a_one_convolution_teacher_gets_no_moving_average_unless_asked() -> None
     assert auto_synthesizer_params("zskt", ONE_CONV, {}) == {}
     mine = {"generator_momentum": 0.95}
     assert auto_synthesizer_params("zskt", ONE_CONV, mine) == mine
+
+
+@pytest.mark.parametrize("params", [{"balance_weight": "1"}, {"bn_weight": 5}, {}])
+def test_check_settings_under_auto_takes_a_parameter_of_either_candidate(params: dict) -> None:
+    # zskt's balance_weight, nayer's bn_weight: auto may run either, so neither is refused
+    # before the teacher is known; a name neither has is (tests/audit, the pipeline's check).
+    config = DataFreeConfig(synthesizer=ComponentConfig(name="auto", params=dict(params)))
+    check_settings(config)
+    typo = ComponentConfig(name="auto", params={**params, "bn_wieght": 1})
+    bad = DataFreeConfig(synthesizer=typo)
+    with pytest.raises(FreekdError, match="--method auto has no parameter 'bn_wieght'"):
+        check_settings(bad)

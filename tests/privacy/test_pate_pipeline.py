@@ -202,3 +202,14 @@ def test_pate_run_names_the_teachers_section_of_its_config(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert "teachers.trainer.ema_decay in a pate run config" in result.output
     assert not out.exists()
+
+
+def test_pate_run_checks_the_students_settings_before_the_teachers_train(tmp_path: Path) -> None:
+    config = tmp_path / "pate.yaml"
+    vat = "semi_supervised: vat, semi_supervised_kwargs: {xj: 1},"
+    config.write_text(PATE_RUN_YAML.replace("semi_supervised: none,", vat))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["pate", "run", "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "semi_supervised vat has no parameter 'xj'" in result.output
+    assert not out.exists()  # not after the teachers and the labels

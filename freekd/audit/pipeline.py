@@ -186,16 +186,20 @@ class _ShadowRecipe:
     source: str
 
 
+def check_shadow_settings(shadow: Any) -> None:
+    """The shadow models' settings that need no model: recipe, its arch, execution."""
+    if shadow.recipe not in ("target", "config"):
+        raise FreekdError(f"unknown shadow.recipe {shadow.recipe!r}; use target or config")
+    if shadow.recipe == "config" and not shadow.arch:
+        raise FreekdError("shadow.recipe=config needs shadow.arch; e.g. --set shadow.arch=lenet5")
+    check_execution(shadow.execution, setting="shadow.execution")
+
+
 def _shadow_recipe(config: Any, teacher: Teacher) -> _ShadowRecipe:
     """The shadow models' recipe: arch, arch_kwargs, trainer settings and their source."""
     shadow = config.shadow
-    if shadow.recipe not in ("target", "config"):
-        raise FreekdError(f"unknown shadow.recipe {shadow.recipe!r}; use target or config")
+    check_shadow_settings(shadow)
     if shadow.recipe == "config":
-        if not shadow.arch:
-            raise FreekdError(
-                "shadow.recipe=config needs shadow.arch; e.g. --set shadow.arch=lenet5"
-            )
         return _ShadowRecipe(shadow.arch, dict(shadow.arch_kwargs), shadow.trainer, "shadow config")
     arch = teacher.metadata.get("arch")
     if not arch:
@@ -266,7 +270,6 @@ def _train_shadow_models(
     """
 
     shadow = config.shadow
-    check_execution(shadow.execution, setting="shadow.execution")
     recipe = _shadow_recipe(config, teacher)
     trainer_config = recipe.trainer
     design = inclusion_design(shadow.models, len(pool.data), generator=seeded(config.seed, 7))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,19 +19,19 @@ import torch
 
 from freekd import __version__
 from freekd.audit.config import AuditConfig, AuditPipelineConfig
-from freekd.audit.pipeline import plan_attacks, run_audit
+from freekd.audit.pipeline import check_shadow_settings, plan_attacks, run_audit
 from freekd.config import TeacherSourceConfig, dump_yaml
 from freekd.data import ImageDataset, load_dataset, pool_fingerprint
 from freekd.datafree.pipeline import check_settings as check_datafree_settings
 from freekd.datafree.pipeline import run_datafree
+from freekd.datafree.synthesizers import SYNTHESIZERS
 from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.methods import CLASSIFIER_METHODS
 from freekd.pate.config import PateRunConfig
 from freekd.pate.pipeline import PateLayout, run_pate
-from freekd.pate.student import semi_supervised_params
-from freekd.pate.teachers import refuse_weight_average
+from freekd.pate.pipeline import check_settings as check_pate_settings
 from freekd.plots import plot_roc
 from freekd.runlock import locks_run_folder
 from freekd.runs import RunOptions, as_float, check_params, prepare_run_dir, seeded
@@ -134,18 +135,41 @@ def run_audit_pipeline(config: Any, options: RunOptions) -> dict[str, Any]:
 
 
 def _check_stages(config: AuditPipelineConfig) -> None:
-    """Every stage's plug-ins by name, with their parameters, before the first stage trains:
-    a typo in the audit's attacks must not cost the teacher's and the students' training."""
+    """Every stage's settings that need no data and no trained model, before the first stage
+    trains: a typo in the audit's attacks must not cost the teacher's and the students'
+    training. Each message names the section of the pipeline's config it is about."""
     if "kd" in config.paths:
         name, params = config.distill.method.name, config.distill.method.params
-        check_params(CLASSIFIER_METHODS.get(name), params, what=f"method {name}")
+        _in_section(
+            "distill",
+            lambda: check_params(CLASSIFIER_METHODS.get(name), params, what=f"method {name}"),
+        )
     if {"datafree", "dpsgd-datafree"} & set(config.paths):
-        check_datafree_settings(config.datafree)
+        _in_section("datafree", lambda: check_datafree_settings(config.datafree))
+    synthesizer = config.datafree.synthesizer.name
+    inverts = synthesizer in SYNTHESIZERS.names() and SYNTHESIZERS.get(synthesizer).needs_batchnorm
+    if "dpsgd-datafree" in config.paths and inverts:
+        usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
+        raise FreekdError(
+            f"datafree.synthesizer.name {synthesizer} inverts BatchNorm statistics and the "
+            f"DP-SGD teacher of the dpsgd-datafree path has none; use auto or one of: "
+            f"{', '.join(usable)}"
+        )
     if "pate" in config.paths:
-        refuse_weight_average(config.pate.teachers.trainer)
-        semi_supervised_params(config.pate.student)
+        _in_section("pate", lambda: check_pate_settings(config.pate))
     shadow = config.audit.shadow
-    plan_attacks(config.audit, with_shadows=shadow.models > 0 or shadow.reuse is not None)
+    with_shadows = shadow.models > 0 or shadow.reuse is not None
+    if shadow.models > 0 and shadow.reuse is None:
+        _in_section("audit", lambda: check_shadow_settings(shadow))
+    _in_section("audit", lambda: plan_attacks(config.audit, with_shadows=with_shadows))
+
+
+def _in_section(section: str, check: Callable[[], object]) -> None:
+    """``check()``, its one-line refusal prefixed with the config section it is about."""
+    try:
+        check()
+    except FreekdError as error:
+        raise FreekdError(f"{section}: {error}") from None
 
 
 @dataclass(frozen=True)

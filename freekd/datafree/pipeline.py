@@ -271,8 +271,9 @@ def check_settings(config: DataFreeConfig) -> None:
     other work (``freekd audit pipeline`` trains the teacher first): ``--save-queries``, the
     synthesizer and the student-side method by name, with their parameters.
 
-    Under ``--method auto`` the teacher chooses the synthesizer (``AUTO_CANDIDATES``), so a
-    parameter name that no candidate has is refused here, and its value when the run starts.
+    Under ``--method auto`` the teacher chooses the synthesizer (``AUTO_CANDIDATES``): a
+    parameter name that no candidate has is refused, and each value is checked by every
+    candidate that has the name (all of them read a shared name the same way).
     """
     _check_save_queries(config)
     if config.proxy_dataset or config.synthesizer.name != AUTO_SYNTHESIZER:
@@ -282,10 +283,10 @@ def check_settings(config: DataFreeConfig) -> None:
     known = {name: hyperparameters(SYNTHESIZERS.get(name)) for name in AUTO_CANDIDATES}
     unknown = sorted(set(params).difference(*known.values()))
     if unknown:
+        names = sorted(set().union(*known.values()))
         raise FreekdError(
-            f"--method auto has no parameter {', '.join(map(repr, unknown))}: it runs "
-            f"{' or '.join(AUTO_CANDIDATES)}, and neither has it; name the synthesizer "
-            "(--method NAME) to see its parameters"
+            f"synthesizer.params: --method auto ({' or '.join(AUTO_CANDIDATES)}) has no "
+            f"parameter {', '.join(map(repr, unknown))}; known: {', '.join(names)}"
         )
     for name, own in known.items():  # the student side each candidate would pair with
         mine = {key: value for key, value in params.items() if key in own}

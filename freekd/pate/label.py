@@ -46,7 +46,7 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     ``report.json`` (with ``privacy``) and ``config.yaml``.
     """
 
-    budget, mechanism = _checked_mechanism(config)
+    budget, mechanism = checked_mechanism(config)
     out = options.out_dir
     ledger_path = _checked_label_folder(options)
     queries = _load_queries(config, options)
@@ -114,8 +114,9 @@ class PoolLabels:
     stopped_by_budget: bool
 
 
-def _checked_mechanism(config: PateLabelConfig) -> tuple[PrivacyBudget, Mechanism]:
-    """The budget and the noisy aggregator of ``config``, every setting checked."""
+def checked_mechanism(config: PateLabelConfig) -> tuple[PrivacyBudget, Mechanism]:
+    """The budget and the noisy aggregator of ``config``, every setting checked (also by
+    ``pate.pipeline.check_settings`` before the teachers train)."""
 
     if not config.teachers:
         raise FreekdError("give the teacher ensemble: --teachers OUT/teachers.pt")

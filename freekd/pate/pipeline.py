@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,9 @@ from typing import Any
 from freekd import __version__
 from freekd.io import atomic_write_json
 from freekd.pate.config import PateRunConfig
-from freekd.pate.label import run_pate_label
+from freekd.pate.label import checked_mechanism, run_pate_label
 from freekd.pate.student import run_pate_student, semi_supervised_params
-from freekd.pate.teachers import TEACHERS_FILE, run_pate_teachers
+from freekd.pate.teachers import TEACHERS_FILE, refuse_weight_average, run_pate_teachers
 from freekd.runlock import locks_run_folder
 from freekd.runs import LEDGER_FILE, RunOptions
 
@@ -107,6 +107,18 @@ def plan_stages(layout: PateLayout, options: RunOptions) -> dict[str, StagePlan]
     return {name: StagePlan(folders[name], keep[name], runs[name]) for name in STAGES}
 
 
+def check_settings(config: PateRunConfig, *, stages: Sequence[str] = STAGES) -> None:
+    """The settings of ``stages`` that need no data, checked before the first stage trains
+    (``pate run``, ``audit pipeline``): the teachers' trainer, the label stage's aggregator and
+    budget, the student's semi-supervised method and its parameters."""
+    if "teachers" in stages:
+        refuse_weight_average(config.teachers.trainer)
+    if "labels" in stages:  # the ensemble's file is the teachers stage's, filled in by run_pate
+        checked_mechanism(dataclasses.replace(config.label, teachers=TEACHERS_FILE))
+    if "student" in stages:
+        semi_supervised_params(config.student)
+
+
 @locks_run_folder
 def run_pate(
     config: PateRunConfig,
@@ -135,8 +147,7 @@ def run_pate(
         queries_from=config.student.queries_from or config.label.query_dataset,
         eval_dataset=config.student.eval_dataset or config.label.eval_dataset,
     )
-    if not plan["student"].keep:  # the last stage's settings, before the teachers train
-        semi_supervised_params(student_config)
+    check_settings(config, stages=[name for name in STAGES if not plan[name].keep])
     stages = {
         "teachers": lambda stage: run_pate_teachers(config.teachers, stage),
         "labels": lambda stage: run_pate_label(label_config, stage),

@@ -213,18 +213,24 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (["distill.method.params.temprature=4"], "method kd has no parameter 'temprature'"),
+        (
+            ["distill.method.params.temprature=4"],
+            "distill: method kd has no parameter 'temprature'",
+        ),
         (
             ["datafree.synthesizer.name=auto", "datafree.synthesizer.params.lr_gen=1"],
-            "--method auto has no parameter 'lr_gen'",
+            "datafree: synthesizer.params: --method auto (nayer or zskt) has no parameter 'lr_gen'",
         ),
-        (["datafree.synthesizer.name=dfadd"], "unknown synthesizer 'dfadd'"),
-        (["datafree.method.params.temperature=hot"], "method kd: temperature: expected a number"),
+        (["datafree.synthesizer.name=dfadd"], "datafree: unknown synthesizer 'dfadd'"),
+        (["datafree.method.params.temperature=hot"], "datafree: method kd: temperature: expected"),
+        (["datafree.synthesizer.name=nayer"], "nayer inverts BatchNorm statistics and the DP-SGD"),
         (
             ["pate.student.semi_supervised=vat", "pate.student.semi_supervised_kwargs.xj=1"],
-            "semi_supervised vat has no parameter 'xj'",
+            "pate: semi_supervised vat has no parameter 'xj'",
         ),
-        (["audit.attack_params.loss.temperature=2"], "attack loss has no parameter 'temperature'"),
+        (["audit.attack_params.loss.temperature=2"], "audit: attack loss has no parameter"),
+        (["pate.label.aggregator=gnmix"], "pate: "),
+        (["audit.shadow.execution=parallel"], "audit: "),
     ],
 )
 def test_pipeline_checks_every_stage_before_its_first(

@@ -317,9 +317,8 @@ def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: 
     of a combined method)."""
     unknown = sorted(set(params) - set(defaults))
     if unknown:
-        raise FreekdError(
-            f"{what} has no parameter {', '.join(map(repr, unknown))}; known: {', '.join(defaults)}"
-        )
+        known = f"known: {', '.join(defaults)}" if defaults else "it takes none"
+        raise FreekdError(f"{what} has no parameter {', '.join(map(repr, unknown))}; {known}")
     for name, value in params.items():
         params[name] = coerce_like(defaults[name], value, f"{what}: {name}")
 

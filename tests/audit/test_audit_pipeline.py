@@ -228,7 +228,10 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
             ["pate.student.semi_supervised=vat", "pate.student.semi_supervised_kwargs.xj=1"],
             "pate: semi_supervised vat has no parameter 'xj'",
         ),
-        (["audit.attack_params.loss.temperature=2"], "audit: attack loss has no parameter"),
+        (
+            ["audit.attack_params.loss.temperature=2"],
+            "attack loss has no parameter 'temperature'; it takes none",
+        ),
         (["pate.label.aggregator=gnmix"], "pate: "),
         (["audit.shadow.execution=parallel"], "audit: "),
     ],

@@ -29,6 +29,7 @@ from freekd.distill.pipeline import run_distill
 from freekd.errors import FreekdError
 from freekd.io import atomic_write, atomic_write_json, atomic_write_text
 from freekd.methods import CLASSIFIER_METHODS
+from freekd.models import check_arch_name
 from freekd.pate.config import PateRunConfig
 from freekd.pate.pipeline import PateLayout, run_pate
 from freekd.pate.pipeline import check_settings as check_pate_settings
@@ -138,6 +139,7 @@ def _check_stages(config: AuditPipelineConfig) -> None:
     """Every stage's settings that need no data and no trained model, before the first stage
     trains: a typo in the audit's attacks must not cost the teacher's and the students'
     training. Each message names the section of the pipeline's config it is about."""
+    _check_architectures(config)
     if "kd" in config.paths:
         name, params = config.distill.method.name, config.distill.method.params
         _in_section(
@@ -162,6 +164,21 @@ def _check_stages(config: AuditPipelineConfig) -> None:
     if shadow.models > 0 and shadow.reuse is None:
         _in_section("audit", lambda: check_shadow_settings(shadow))
     _in_section("audit", lambda: plan_attacks(config.audit, with_shadows=with_shadows))
+
+
+def _check_architectures(config: AuditPipelineConfig) -> None:
+    """Every architecture the pipeline names, by name (the PATE path's: ``check_pate_settings``)."""
+    named = {"teacher.arch": config.teacher.arch}
+    if "kd" in config.paths:
+        named["distill.student"] = config.distill.student
+    if {"datafree", "dpsgd-datafree"} & set(config.paths) and config.datafree.student:
+        named["datafree.student"] = config.datafree.student  # unset: chosen for the teacher
+    if "dpsgd-datafree" in config.paths:
+        named["dp_teacher.arch"] = config.dp_teacher.arch
+    if config.audit.shadow.recipe == "config" and config.audit.shadow.arch:
+        named["audit.shadow.arch"] = config.audit.shadow.arch
+    for setting, arch in named.items():
+        check_arch_name(arch, setting=setting)
 
 
 def _in_section(section: str, check: Callable[[], object]) -> None:

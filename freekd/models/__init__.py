@@ -16,6 +16,7 @@ from freekd.models import (  # noqa: F401  (register architectures)
 )
 from freekd.models.build import (
     build_model,
+    check_arch_name,
     check_model,
     check_trusted_arch,
     count_parameters,
@@ -31,6 +32,7 @@ __all__ = [
     "ImageClassifier",
     "ModelFactory",
     "build_model",
+    "check_arch_name",
     "check_model",
     "check_trusted_arch",
     "is_import_path",

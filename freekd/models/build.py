@@ -136,10 +136,23 @@ def build_model(
         return _build_from_import_path(
             arch, num_classes=num_classes, input_shape=shape, arch_kwargs=kwargs
         )
-    raise UnknownNameError(
-        f"unknown model {arch!r}; known: {', '.join(MODELS.names())}; "
-        "or use wrn-DEPTH-WIDTH, torchvision:NAME or package.module:Class in --arch"
-    )
+    check_arch_name(arch)
+    raise AssertionError(f"{arch!r} passed check_arch_name and matched no builder")
+
+
+def check_arch_name(arch: object, *, setting: str = "--arch") -> None:
+    """Refuse, before any work, an architecture ``build_model`` could never build by name: not
+    a string, or a plain name that is neither registered nor ``wrn-DEPTH-WIDTH`` (a
+    ``torchvision:`` or import path is checked when it is built)."""
+    if not isinstance(arch, str) or not arch:
+        raise FreekdError(f"architecture must be a name, got {arch!r}; check {setting}")
+    if arch.startswith(TORCHVISION_PREFIX) or ":" in arch:
+        return
+    if arch not in MODELS and _WRN_NAME.fullmatch(arch) is None:
+        raise UnknownNameError(
+            f"unknown model {arch!r}; known: {', '.join(MODELS.names())}; "
+            f"or use wrn-DEPTH-WIDTH, torchvision:NAME or package.module:Class in {setting}"
+        )
 
 
 def check_model(model: nn.Module, *, input_shape: tuple[int, int, int], num_classes: int) -> None:

@@ -18,12 +18,14 @@ from typing import Any
 
 from freekd import __version__
 from freekd.io import atomic_write_json
+from freekd.models import check_arch_name
 from freekd.pate.config import PateRunConfig
 from freekd.pate.label import checked_mechanism, run_pate_label
 from freekd.pate.student import run_pate_student, semi_supervised_params
 from freekd.pate.teachers import TEACHERS_FILE, refuse_weight_average, run_pate_teachers
 from freekd.runlock import locks_run_folder
 from freekd.runs import LEDGER_FILE, RunOptions
+from freekd.teachers.ensemble import check_execution
 
 STAGES = ("teachers", "labels", "student")
 
@@ -109,14 +111,18 @@ def plan_stages(layout: PateLayout, options: RunOptions) -> dict[str, StagePlan]
 
 def check_settings(config: PateRunConfig, *, stages: Sequence[str] = STAGES) -> None:
     """The settings of ``stages`` that need no data, checked before the first stage trains
-    (``pate run``, ``audit pipeline``): the teachers' trainer, the label stage's aggregator and
-    budget, the student's semi-supervised method and its parameters."""
+    (``pate run``, ``audit pipeline``): the teachers' trainer, execution and architecture, the
+    label stage's aggregator and budget, the student's architecture and its semi-supervised
+    method with its parameters."""
     if "teachers" in stages:
         refuse_weight_average(config.teachers.trainer)
+        check_execution(config.teachers.execution, setting="teachers.execution")
+        check_arch_name(config.teachers.arch, setting="teachers.arch")
     if "labels" in stages:  # the ensemble's file is the teachers stage's, filled in by run_pate
         checked_mechanism(dataclasses.replace(config.label, teachers=TEACHERS_FILE))
     if "student" in stages:
         semi_supervised_params(config.student)
+        check_arch_name(config.student.student, setting="student.student")
 
 
 @locks_run_folder

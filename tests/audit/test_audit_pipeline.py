@@ -233,6 +233,9 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
             "attack loss has no parameter 'temperature'; it takes none",
         ),
         (["pate.label.aggregator=gnmix"], "pate: "),
+        (["pate.teachers.execution=nosuch"], "pate: unknown teachers.execution 'nosuch'"),
+        (["pate.student.student=nosuch"], "in student.student"),
+        (["distill.student=nosuch"], "unknown model 'nosuch'"),
         (["audit.shadow.execution=parallel"], "audit: "),
     ],
 )

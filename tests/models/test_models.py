@@ -15,6 +15,7 @@ from freekd.models import (
     MODELS,
     ImageClassifier,
     build_model,
+    check_arch_name,
     check_model,
     count_parameters,
 )
@@ -520,3 +521,15 @@ def test_count_parameters() -> None:
 
     assert count_parameters(net) == 8 + 3
     assert count_parameters(net, trainable_only=True) == 3
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "wrn-16-2", "torchvision:resnet18", "pkg.mod:Net"])
+def test_check_arch_name_passes_what_build_model_can_build_by_name(arch: str) -> None:
+    check_arch_name(arch)  # an import path or torchvision name is checked when it is built
+
+
+@pytest.mark.parametrize("arch", ["nosuch", "", 5, None, "wrn-16"])
+def test_check_arch_name_refuses_in_one_line_naming_the_setting(arch: object) -> None:
+    with pytest.raises(FreekdError, match="student.student") as caught:
+        check_arch_name(arch, setting="student.student")
+    assert "\n" not in str(caught.value)

@@ -17,6 +17,7 @@ from freekd.cli_options import (
     QuietOption,
     RunFlags,
     SeedOption,
+    SetOption,
     TrainerFlags,
     TrustCodeOption,
     _fail,
@@ -307,18 +308,20 @@ def pate_run(
         ),
     ],
     out: OutOption = Path("runs/pate"),
+    overrides: SetOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
     ] = False,
     quiet: QuietOption = False,
     trust_code: TrustCodeOption = False,
 ) -> None:
-    """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student."""
+    """All three PATE stages: teachers → labels → student, in OUT/teachers, labels, student.
+    ``--set`` overrides the config's keys by section (``--set label.sigma=40``)."""
     from freekd.pate.config import PateRunConfig
     from freekd.pate.pipeline import run_pate
     from freekd.runs import RunOptions
 
-    run = load_config(PateRunConfig, config, trust_code=trust_code)
+    run = load_config(PateRunConfig, config, overrides=overrides, trust_code=trust_code)
 
     def print_stage(name: str, report: dict[str, Any], folder: Path) -> None:
         if name == "labels":

@@ -213,3 +213,15 @@ def test_pate_run_checks_the_students_settings_before_the_teachers_train(tmp_pat
     assert result.exit_code == 2
     assert "semi_supervised vat has no parameter 'xj'" in result.output
     assert not out.exists()  # not after the teachers and the labels
+
+
+def test_pate_run_takes_set_overrides_by_section(tmp_path: Path) -> None:
+    # The label stage's own hints say "--set label.sigma=...": pate run takes them.
+    config = tmp_path / "pate.yaml"
+    config.write_text(PATE_RUN_YAML)
+    out = tmp_path / "run"
+    arguments = ["pate", "run", "--config", str(config), "--out", str(out), "--set"]
+    result = CliRunner().invoke(app, [*arguments, "label.sigma=nan"])
+    assert result.exit_code == 2
+    assert "fix it with --set label.sigma=" in result.output
+    assert not out.exists()

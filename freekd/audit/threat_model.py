@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,13 @@ def _check_stages(config: AuditPipelineConfig) -> None:
             f"{', '.join(usable)}"
         )
     if "pate" in config.paths:
-        _in_section("pate", lambda: check_pate_settings(config.pate))
+        for stage, keys in (
+            ("teachers", "teachers."),
+            ("labels", "label."),
+            ("student", "student."),
+        ):
+            check = partial(check_pate_settings, config.pate, stages=[stage])
+            _in_section("pate", check, keys=f"pate.{keys}")
     shadow = config.audit.shadow
     with_shadows = shadow.models > 0 or shadow.reuse is not None
     if shadow.models > 0 and shadow.reuse is None:
@@ -181,12 +188,15 @@ def _check_architectures(config: AuditPipelineConfig) -> None:
         check_arch_name(arch, setting=setting)
 
 
-def _in_section(section: str, check: Callable[[], object]) -> None:
-    """``check()``, its one-line refusal prefixed with the config section it is about."""
+def _in_section(section: str, check: Callable[[], object], *, keys: str | None = None) -> None:
+    """``check()``, its one-line refusal prefixed with the config section it is about, and the
+    keys its hint names (``--set shadow.arch=...``, written for the stage's own command) put
+    under ``keys`` (default ``SECTION.``), as this command spells them."""
     try:
         check()
     except FreekdError as error:
-        raise FreekdError(f"{section}: {error}") from None
+        hint = str(error).replace("--set ", f"--set {keys or section + '.'}")
+        raise FreekdError(f"{section}: {hint}") from None
 
 
 @dataclass(frozen=True)

@@ -445,3 +445,20 @@ def test_a_resumed_pipeline_keeps_every_finished_stage(
     assert result.exit_code == 0, result.output
     assert stage_files() == before  # no stage ran again: not one file rewritten
     assert json.loads((copy / "report.json").read_text())["table"] == report["table"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "hint"),
+    [
+        ("audit.shadow.recipe=config", "--set audit.shadow.arch=lenet5"),
+        ("pate.student.semi_supervised=teacher", "--set pate.student.distill_teacher.path=MODEL"),
+    ],
+)
+def test_pipeline_hints_name_the_keys_as_the_pipeline_spells_them(
+    tmp_path: Path, setting: str, hint: str
+) -> None:
+    out = tmp_path / "p"
+    result = runner.invoke(app, ["audit", "pipeline", "--set", setting, "--out", str(out), "-q"])
+    assert result.exit_code == 2
+    assert hint in result.output
+    assert not out.exists()

@@ -9,6 +9,7 @@ and an output folder, builds its collaborators and calls ``run_training``, which
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -543,3 +544,17 @@ def saved_config(path: Path) -> dict[str, Any]:
     except FreekdError:
         return {}
     return saved if isinstance(saved, dict) else {}
+
+
+def in_section(section: str, check: Callable[[], object], *, keys: str | None = None) -> None:
+    """``check()``, its one-line refusal prefixed with the config section it is about
+    (``pate run``'s stages, ``audit pipeline``'s), and each ``--set KEY=`` its hint names, as
+    the stage's own command spells it, put under ``keys`` (default ``SECTION.``) unless it
+    already is: the hint then works on the command that checks it."""
+    try:
+        check()
+    except FreekdError as error:
+        prefix = keys if keys is not None else f"{section}."
+        pattern = rf"--set (?!{re.escape(prefix)})(?=[A-Za-z_][\w.]*=)"
+        hint = re.sub(pattern, f"--set {prefix}", str(error))
+        raise FreekdError(f"{section}: {hint}") from None

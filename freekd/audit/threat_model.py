@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,8 @@ from freekd.audit.config import AuditConfig, AuditPipelineConfig
 from freekd.audit.pipeline import check_shadow_settings, plan_attacks, run_audit
 from freekd.config import TeacherSourceConfig, dump_yaml
 from freekd.data import ImageDataset, load_dataset, pool_fingerprint
+from freekd.datafree.auto import AUTO_CANDIDATES, AUTO_SYNTHESIZER
+from freekd.datafree.config import DataFreeConfig
 from freekd.datafree.pipeline import check_settings as check_datafree_settings
 from freekd.datafree.pipeline import run_datafree
 from freekd.datafree.synthesizers import SYNTHESIZERS
@@ -35,8 +36,9 @@ from freekd.pate.config import PateRunConfig
 from freekd.pate.pipeline import PateLayout, run_pate
 from freekd.pate.pipeline import check_settings as check_pate_settings
 from freekd.plots import plot_roc
+from freekd.privacy.dpsgd import check_dp_settings
 from freekd.runlock import locks_run_folder
-from freekd.runs import RunOptions, as_float, check_params, prepare_run_dir, seeded
+from freekd.runs import RunOptions, as_float, check_params, in_section, prepare_run_dir, seeded
 from freekd.supervised.config import TeacherTrainConfig
 from freekd.supervised.pipeline import run_teacher_train
 
@@ -140,63 +142,62 @@ def _check_stages(config: AuditPipelineConfig) -> None:
     """Every stage's settings that need no data and no trained model, before the first stage
     trains: a typo in the audit's attacks must not cost the teacher's and the students'
     training. Each message names the section of the pipeline's config it is about."""
+    paths = set(config.paths)
     _check_architectures(config)
-    if "kd" in config.paths:
+    if "kd" in paths:
         name, params = config.distill.method.name, config.distill.method.params
-        _in_section(
-            "distill",
-            lambda: check_params(CLASSIFIER_METHODS.get(name), params, what=f"method {name}"),
-        )
-    if {"datafree", "dpsgd-datafree"} & set(config.paths):
-        _in_section("datafree", lambda: check_datafree_settings(config.datafree))
-    synthesizer = config.datafree.synthesizer.name
-    inverts = synthesizer in SYNTHESIZERS.names() and SYNTHESIZERS.get(synthesizer).needs_batchnorm
-    if "dpsgd-datafree" in config.paths and inverts:
-        usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
-        raise FreekdError(
-            f"datafree.synthesizer.name {synthesizer} inverts BatchNorm statistics and the "
-            f"DP-SGD teacher of the dpsgd-datafree path has none; use auto or one of: "
-            f"{', '.join(usable)}"
-        )
-    if "pate" in config.paths:
-        for stage, keys in (
-            ("teachers", "teachers."),
-            ("labels", "label."),
-            ("student", "student."),
-        ):
-            check = partial(check_pate_settings, config.pate, stages=[stage])
-            _in_section("pate", check, keys=f"pate.{keys}")
+        method = CLASSIFIER_METHODS.get
+        in_section("distill", lambda: check_params(method(name), params, what=f"method {name}"))
+    if {"datafree", "dpsgd-datafree"} & paths:
+        in_section("datafree", lambda: check_datafree_settings(config.datafree))
+    if "dpsgd-datafree" in paths:
+        in_section("dp_teacher", lambda: check_dp_settings(config.dp_teacher))
+        if not config.datafree.proxy_dataset:
+            _check_dp_synthesizer(config.datafree)
+    if "pate" in paths:
+        in_section("pate", lambda: check_pate_settings(config.pate))
     shadow = config.audit.shadow
     with_shadows = shadow.models > 0 or shadow.reuse is not None
     if shadow.models > 0 and shadow.reuse is None:
-        _in_section("audit", lambda: check_shadow_settings(shadow))
-    _in_section("audit", lambda: plan_attacks(config.audit, with_shadows=with_shadows))
+        in_section("audit", lambda: check_shadow_settings(shadow))
+    in_section("audit", lambda: plan_attacks(config.audit, with_shadows=with_shadows))
+
+
+def _check_dp_synthesizer(config: DataFreeConfig) -> None:
+    """The synthesizer of the ``dpsgd-datafree`` path, whose DP-SGD teacher never has
+    BatchNorm: none that inverts it, and under ``auto`` only what ``zskt`` (auto's choice for
+    such a teacher) takes."""
+    name = config.synthesizer.name
+    if name == AUTO_SYNTHESIZER:
+        chosen = AUTO_CANDIDATES[1]  # without BatchNorm
+        synthesizer = dataclasses.replace(config.synthesizer, name=chosen)
+        checked = dataclasses.replace(config, synthesizer=synthesizer)
+        section = f"datafree (auto runs {chosen} for the dpsgd-datafree path's DP-SGD teacher)"
+        in_section(section, lambda: check_datafree_settings(checked), keys="datafree.")
+    elif name in SYNTHESIZERS.names() and SYNTHESIZERS.get(name).needs_batchnorm:
+        usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
+        raise FreekdError(
+            f"datafree.synthesizer.name {name} inverts BatchNorm statistics and the DP-SGD "
+            f"teacher of the dpsgd-datafree path has none; use auto or one of: {', '.join(usable)}"
+        )
 
 
 def _check_architectures(config: AuditPipelineConfig) -> None:
     """Every architecture the pipeline names, by name (the PATE path's: ``check_pate_settings``)."""
+    paths = set(config.paths)
     named = {"teacher.arch": config.teacher.arch}
-    if "kd" in config.paths:
+    if "kd" in paths:
         named["distill.student"] = config.distill.student
-    if {"datafree", "dpsgd-datafree"} & set(config.paths) and config.datafree.student:
+    if {"datafree", "dpsgd-datafree"} & paths and config.datafree.student:
         named["datafree.student"] = config.datafree.student  # unset: chosen for the teacher
-    if "dpsgd-datafree" in config.paths:
+    if "dpsgd-datafree" in paths:
         named["dp_teacher.arch"] = config.dp_teacher.arch
-    if config.audit.shadow.recipe == "config" and config.audit.shadow.arch:
-        named["audit.shadow.arch"] = config.audit.shadow.arch
+    shadow = config.audit.shadow
+    trains_shadows = shadow.models > 0 and shadow.reuse is None
+    if trains_shadows and shadow.recipe == "config" and shadow.arch:
+        named["audit.shadow.arch"] = shadow.arch
     for setting, arch in named.items():
-        check_arch_name(arch, setting=setting)
-
-
-def _in_section(section: str, check: Callable[[], object], *, keys: str | None = None) -> None:
-    """``check()``, its one-line refusal prefixed with the config section it is about, and the
-    keys its hint names (``--set shadow.arch=...``, written for the stage's own command) put
-    under ``keys`` (default ``SECTION.``), as this command spells them."""
-    try:
-        check()
-    except FreekdError as error:
-        hint = str(error).replace("--set ", f"--set {keys or section + '.'}")
-        raise FreekdError(f"{section}: {hint}") from None
+        in_section(setting.split(".")[0], partial(check_arch_name, arch, setting=setting))
 
 
 @dataclass(frozen=True)

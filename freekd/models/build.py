@@ -142,13 +142,22 @@ def build_model(
 
 def check_arch_name(arch: object, *, setting: str = "--arch") -> None:
     """Refuse, before any work, an architecture ``build_model`` could never build by name: not
-    a string, or a plain name that is neither registered nor ``wrn-DEPTH-WIDTH`` (a
-    ``torchvision:`` or import path is checked when it is built)."""
+    a string, a plain name that is neither registered nor ``wrn-DEPTH-WIDTH``, or a WideResNet
+    depth or width it refuses (a ``torchvision:`` name or an import path is checked when it is
+    built)."""
     if not isinstance(arch, str) or not arch:
         raise FreekdError(f"architecture must be a name, got {arch!r}; check {setting}")
-    if arch.startswith(TORCHVISION_PREFIX) or ":" in arch:
+    if ":" in arch:  # torchvision:NAME or package.module:Class
         return
-    if arch not in MODELS and _WRN_NAME.fullmatch(arch) is None:
+    wrn_match = None if arch in MODELS else _WRN_NAME.fullmatch(arch)
+    if wrn_match is not None:
+        depth, widen_factor = int(wrn_match.group(1)), int(wrn_match.group(2))
+        check_wrn_depth(depth, setting=setting)
+        if widen_factor < 1:
+            raise FreekdError(
+                f"WideResNet widen_factor must be ≥ 1, got {widen_factor}; check {setting}"
+            )
+    elif arch not in MODELS:
         raise UnknownNameError(
             f"unknown model {arch!r}; known: {', '.join(MODELS.names())}; "
             f"or use wrn-DEPTH-WIDTH, torchvision:NAME or package.module:Class in {setting}"

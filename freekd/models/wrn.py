@@ -25,12 +25,12 @@ from freekd.errors import FreekdError
 from freekd.models.factory import MODELS
 
 
-def check_wrn_depth(depth: int) -> None:
+def check_wrn_depth(depth: int, *, setting: str = "--arch") -> None:
     """Raise :class:`FreekdError` unless depth - 4 is a positive multiple of 6."""
     if depth < 10 or (depth - 4) % 6 != 0:
         raise FreekdError(
             f"WideResNet depth {depth} is invalid: depth - 4 must be a positive multiple of 6 "
-            "(10, 16, 22, 28, 40, ...); check --arch"
+            f"(10, 16, 22, 28, 40, ...); check {setting}"
         )
 
 

@@ -17,7 +17,6 @@ from freekd.cli_options import (
     QuietOption,
     RunFlags,
     SeedOption,
-    SetOption,
     TrainerFlags,
     TrustCodeOption,
     _fail,
@@ -308,7 +307,10 @@ def pate_run(
         ),
     ],
     out: OutOption = Path("runs/pate"),
-    overrides: SetOption = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Dotted override by section, e.g. label.sigma=40 (repeatable)."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip finished stages; continue the ledger.")
     ] = False,

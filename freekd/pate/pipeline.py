@@ -24,7 +24,7 @@ from freekd.pate.label import checked_mechanism, run_pate_label
 from freekd.pate.student import run_pate_student, semi_supervised_params
 from freekd.pate.teachers import TEACHERS_FILE, refuse_weight_average, run_pate_teachers
 from freekd.runlock import locks_run_folder
-from freekd.runs import LEDGER_FILE, RunOptions
+from freekd.runs import LEDGER_FILE, RunOptions, in_section
 from freekd.teachers.ensemble import check_execution
 
 STAGES = ("teachers", "labels", "student")
@@ -113,15 +113,17 @@ def check_settings(config: PateRunConfig, *, stages: Sequence[str] = STAGES) -> 
     """The settings of ``stages`` that need no data, checked before the first stage trains
     (``pate run``, ``audit pipeline``): the teachers' trainer, execution and architecture, the
     label stage's aggregator and budget, the student's architecture and its semi-supervised
-    method with its parameters."""
+    method with its parameters. A stage's refusal names its section and its hint the key as a
+    ``pate run`` config spells it (``runs.in_section``)."""
     if "teachers" in stages:
         refuse_weight_average(config.teachers.trainer)
         check_execution(config.teachers.execution, setting="teachers.execution")
         check_arch_name(config.teachers.arch, setting="teachers.arch")
     if "labels" in stages:  # the ensemble's file is the teachers stage's, filled in by run_pate
-        checked_mechanism(dataclasses.replace(config.label, teachers=TEACHERS_FILE))
+        label = dataclasses.replace(config.label, teachers=TEACHERS_FILE)
+        in_section("label", lambda: checked_mechanism(label))
     if "student" in stages:
-        semi_supervised_params(config.student)
+        in_section("student", lambda: semi_supervised_params(config.student))
         check_arch_name(config.student.student, setting="student.student")
 
 

@@ -42,6 +42,28 @@ class GeneratorState:
         self.generator.set_state(state["state"])
 
 
+def check_dp_settings(config: TeacherTrainConfig) -> None:
+    """The DP-SGD settings that need no data (``DPSetup.plan``, and ``audit pipeline`` before
+    its first stage): a target ε or a noise multiplier, each positive, δ in (0, 1), a positive
+    per-example clipping norm and no batch-gradient clipping."""
+    dp, trainer = config.dp, config.trainer
+    if dp.epsilon is None and dp.noise_multiplier is None:
+        raise FreekdError("--dp needs a target --epsilon (or dp.noise_multiplier)")
+    if dp.epsilon is not None and not dp.epsilon > 0:
+        raise FreekdError(f"--epsilon must be positive, got {dp.epsilon}")
+    if dp.noise_multiplier is not None and not dp.noise_multiplier > 0:
+        raise FreekdError(f"dp.noise_multiplier must be positive, got {dp.noise_multiplier}")
+    if not 0 < dp.delta < 1:
+        raise FreekdError(f"--delta must lie in (0, 1), got {dp.delta}")
+    if not dp.max_grad_norm > 0:
+        raise FreekdError(f"--max-grad-norm must be positive, got {dp.max_grad_norm}")
+    if trainer.max_grad_norm is not None:
+        raise FreekdError(
+            "trainer.max_grad_norm clips the batch gradient; with --dp use --max-grad-norm, "
+            "which clips every example's gradient"
+        )
+
+
 @dataclass
 class DPSetup:
     """DP-SGD wiring for a teacher run: noise level, model preparation, optimizer, record."""
@@ -58,24 +80,12 @@ class DPSetup:
     @classmethod
     def plan(cls, config: TeacherTrainConfig, train_size: int) -> DPSetup:
         dp, trainer = config.dp, config.trainer
-        if dp.epsilon is None and dp.noise_multiplier is None:
-            raise FreekdError("--dp needs a target --epsilon (or dp.noise_multiplier)")
-        if dp.epsilon is not None and not dp.epsilon > 0:
-            raise FreekdError(f"--epsilon must be positive, got {dp.epsilon}")
-        if not 0 < dp.delta < 1:
-            raise FreekdError(f"--delta must lie in (0, 1), got {dp.delta}")
+        check_dp_settings(config)
         if dp.delta >= 1 / train_size:
             logger.warning(
                 "δ = %g is not below 1/N = %g: the guarantee allows leaking a whole record",
                 dp.delta,
                 1 / train_size,
-            )
-        if not dp.max_grad_norm > 0:
-            raise FreekdError(f"--max-grad-norm must be positive, got {dp.max_grad_norm}")
-        if trainer.max_grad_norm is not None:
-            raise FreekdError(
-                "trainer.max_grad_norm clips the batch gradient; with --dp use --max-grad-norm, "
-                "which clips every example's gradient"
             )
         if trainer.batch_size > train_size:
             raise FreekdError(
@@ -94,8 +104,6 @@ class DPSetup:
                 )
             except ValueError as error:
                 raise FreekdError(f"{error}; raise --epsilon or train fewer epochs") from None
-        elif not noise > 0:
-            raise FreekdError(f"dp.noise_multiplier must be positive, got {noise}")
         return cls(
             sample_rate=sample_rate,
             noise_multiplier=noise,

@@ -16,6 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from freekd.audit.config import AuditPipelineConfig
+from freekd.audit.threat_model import _check_stages
 from freekd.cli import app
 from freekd.config import load_config
 
@@ -226,17 +227,23 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
         (["datafree.synthesizer.name=nayer"], "nayer inverts BatchNorm statistics and the DP-SGD"),
         (
             ["pate.student.semi_supervised=vat", "pate.student.semi_supervised_kwargs.xj=1"],
-            "pate: semi_supervised vat has no parameter 'xj'",
+            "pate: student: semi_supervised vat has no parameter 'xj'",
         ),
         (
             ["audit.attack_params.loss.temperature=2"],
             "attack loss has no parameter 'temperature'; it takes none",
         ),
-        (["pate.label.aggregator=gnmix"], "pate: "),
+        (["pate.label.aggregator=gnmix"], "pate: label: unknown aggregation mechanism 'gnmix'"),
         (["pate.teachers.execution=nosuch"], "pate: unknown teachers.execution 'nosuch'"),
         (["pate.student.student=nosuch"], "in student.student"),
-        (["distill.student=nosuch"], "unknown model 'nosuch'"),
-        (["audit.shadow.execution=parallel"], "audit: "),
+        (["distill.student=nosuch"], "distill: unknown model 'nosuch'"),
+        (["distill.student=wrn-11-2"], "distill: WideResNet depth 11 is invalid"),
+        (["dp_teacher.trainer.max_grad_norm=1"], "dp_teacher: trainer.max_grad_norm clips"),
+        (
+            ["datafree.synthesizer.name=auto", "datafree.synthesizer.params.bn_weight=5"],
+            "auto runs zskt for the dpsgd-datafree path's DP-SGD teacher): --method zskt has no",
+        ),
+        (["audit.shadow.execution=parallel"], "audit: unknown shadow.execution 'parallel'"),
     ],
 )
 def test_pipeline_checks_every_stage_before_its_first(
@@ -457,8 +464,23 @@ def test_a_resumed_pipeline_keeps_every_finished_stage(
 def test_pipeline_hints_name_the_keys_as_the_pipeline_spells_them(
     tmp_path: Path, setting: str, hint: str
 ) -> None:
-    out = tmp_path / "p"
-    result = runner.invoke(app, ["audit", "pipeline", "--set", setting, "--out", str(out), "-q"])
-    assert result.exit_code == 2
+    config, out = tmp_path / "tiny.yaml", tmp_path / "p"
+    config.write_text(TINY_PIPELINE)
+    arguments = ["audit", "pipeline", "--config", str(config), "--set", setting, "--out", str(out)]
+    result = runner.invoke(app, [*arguments, "-q"])
+    assert result.exit_code == 2, result.output
     assert hint in result.output
     assert not out.exists()
+
+
+def test_the_up_front_check_passes_settings_a_stage_never_uses(tmp_path: Path) -> None:
+    # A proxy-data student synthesizes nothing, so a BatchNorm-inverting name is never used;
+    # no shadow model is trained, so the shadow recipe's arch is never built.
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_PIPELINE)
+    unused = [
+        "paths=[dpsgd-datafree]", "datafree.synthesizer.name=nayer",
+        "datafree.proxy_dataset=digits", "audit.shadow.models=0", "audit.attacks=[loss]",
+        "audit.shadow.recipe=config", "audit.shadow.arch=nosuch",
+    ]  # fmt: skip
+    _check_stages(load_config(AuditPipelineConfig, config, overrides=unused))

@@ -528,7 +528,7 @@ def test_check_arch_name_passes_what_build_model_can_build_by_name(arch: str) ->
     check_arch_name(arch)  # an import path or torchvision name is checked when it is built
 
 
-@pytest.mark.parametrize("arch", ["nosuch", "", 5, None, "wrn-16"])
+@pytest.mark.parametrize("arch", ["nosuch", "", 5, None, "wrn-16", "wrn-11-2", "wrn-16-0"])
 def test_check_arch_name_refuses_in_one_line_naming_the_setting(arch: object) -> None:
     with pytest.raises(FreekdError, match="student.student") as caught:
         check_arch_name(arch, setting="student.student")

@@ -225,3 +225,15 @@ def test_pate_run_takes_set_overrides_by_section(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "fix it with --set label.sigma=" in result.output
     assert not out.exists()
+
+
+def test_pate_run_hints_name_the_keys_of_its_config(tmp_path: Path) -> None:
+    config = tmp_path / "pate.yaml"
+    config.write_text(PATE_RUN_YAML)
+    out = tmp_path / "run"
+    arguments = ["pate", "run", "--config", str(config), "--out", str(out)]
+    result = CliRunner().invoke(app, [*arguments, "--set", "student.semi_supervised=teacher"])
+    assert result.exit_code == 2
+    assert "student: semi_supervised teacher and distill_teacher.path go together" in result.output
+    assert "--set student.distill_teacher.path=MODEL" in result.output
+    assert not out.exists()

@@ -555,6 +555,6 @@ def in_section(section: str, check: Callable[[], object], *, keys: str | None = 
         check()
     except FreekdError as error:
         prefix = keys if keys is not None else f"{section}."
-        pattern = rf"--set (?!{re.escape(prefix)})(?=[A-Za-z_][\w.]*=)"
-        hint = re.sub(pattern, f"--set {prefix}", str(error))
+        quoted_key = rf"--set\s+(['\"]?)(?!{re.escape(prefix)})(?=[A-Za-z_][\w.-]*=)"
+        hint = re.sub(quoted_key, rf"--set \g<1>{prefix}", str(error))
         raise FreekdError(f"{section}: {hint}") from None

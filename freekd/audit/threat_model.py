@@ -148,12 +148,16 @@ def _check_stages(config: AuditPipelineConfig) -> None:
         name, params = config.distill.method.name, config.distill.method.params
         method = CLASSIFIER_METHODS.get
         in_section("distill", lambda: check_params(method(name), params, what=f"method {name}"))
-    if {"datafree", "dpsgd-datafree"} & paths:
+    # The dpsgd-datafree path's DP-SGD teacher has no BatchNorm: there auto runs zskt.
+    dp_path = "dpsgd-datafree" in paths and config.dp_teacher.dp.enabled
+    if "datafree" in paths or ("dpsgd-datafree" in paths and not dp_path):
         in_section("datafree", lambda: check_datafree_settings(config.datafree))
-    if "dpsgd-datafree" in paths:
+    if dp_path:
         in_section("dp_teacher", lambda: check_dp_settings(config.dp_teacher))
-        if not config.datafree.proxy_dataset:
-            _check_dp_synthesizer(config.datafree)
+        if config.datafree.proxy_dataset:
+            in_section("datafree", lambda: check_datafree_settings(config.datafree))
+        else:
+            _check_dp_synthesizer(config.datafree, both_paths="datafree" in paths)
     if "pate" in paths:
         in_section("pate", lambda: check_pate_settings(config.pate))
     shadow = config.audit.shadow
@@ -163,16 +167,17 @@ def _check_stages(config: AuditPipelineConfig) -> None:
     in_section("audit", lambda: plan_attacks(config.audit, with_shadows=with_shadows))
 
 
-def _check_dp_synthesizer(config: DataFreeConfig) -> None:
+def _check_dp_synthesizer(config: DataFreeConfig, *, both_paths: bool) -> None:
     """The synthesizer of the ``dpsgd-datafree`` path, whose DP-SGD teacher never has
     BatchNorm: none that inverts it, and under ``auto`` only what ``zskt`` (auto's choice for
-    such a teacher) takes."""
+    such a teacher) takes. ``both_paths``: the ``datafree`` path shares the settings."""
     name = config.synthesizer.name
     if name == AUTO_SYNTHESIZER:
         chosen = AUTO_CANDIDATES[1]  # without BatchNorm
         synthesizer = dataclasses.replace(config.synthesizer, name=chosen)
         checked = dataclasses.replace(config, synthesizer=synthesizer)
-        section = f"datafree (auto runs {chosen} for the dpsgd-datafree path's DP-SGD teacher)"
+        shared = " (it shares datafree.synthesizer with the datafree path)" if both_paths else ""
+        section = f"datafree: the dpsgd-datafree path runs {chosen} under auto{shared}"
         in_section(section, lambda: check_datafree_settings(checked), keys="datafree.")
     elif name in SYNTHESIZERS.names() and SYNTHESIZERS.get(name).needs_batchnorm:
         usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
@@ -180,6 +185,8 @@ def _check_dp_synthesizer(config: DataFreeConfig) -> None:
             f"datafree.synthesizer.name {name} inverts BatchNorm statistics and the DP-SGD "
             f"teacher of the dpsgd-datafree path has none; use auto or one of: {', '.join(usable)}"
         )
+    else:
+        in_section("datafree", lambda: check_datafree_settings(config))
 
 
 def _check_architectures(config: AuditPipelineConfig) -> None:

@@ -117,14 +117,14 @@ def check_settings(config: PateRunConfig, *, stages: Sequence[str] = STAGES) -> 
     ``pate run`` config spells it (``runs.in_section``)."""
     if "teachers" in stages:
         refuse_weight_average(config.teachers.trainer)
-        check_execution(config.teachers.execution, setting="teachers.execution")
-        check_arch_name(config.teachers.arch, setting="teachers.arch")
+        in_section("teachers", lambda: check_execution(config.teachers.execution))
+        in_section("teachers", lambda: check_arch_name(config.teachers.arch, setting="arch"))
     if "labels" in stages:  # the ensemble's file is the teachers stage's, filled in by run_pate
         label = dataclasses.replace(config.label, teachers=TEACHERS_FILE)
         in_section("label", lambda: checked_mechanism(label))
     if "student" in stages:
         in_section("student", lambda: semi_supervised_params(config.student))
-        check_arch_name(config.student.student, setting="student.student")
+        in_section("student", lambda: check_arch_name(config.student.student, setting="student"))
 
 
 @locks_run_folder

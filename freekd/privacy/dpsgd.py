@@ -48,7 +48,9 @@ def check_dp_settings(config: TeacherTrainConfig) -> None:
     per-example clipping norm and no batch-gradient clipping."""
     dp, trainer = config.dp, config.trainer
     if dp.epsilon is None and dp.noise_multiplier is None:
-        raise FreekdError("--dp needs a target --epsilon (or dp.noise_multiplier)")
+        raise FreekdError(
+            "--dp needs a target --epsilon (--set dp.epsilon=...) or --set dp.noise_multiplier=..."
+        )
     if dp.epsilon is not None and not dp.epsilon > 0:
         raise FreekdError(f"--epsilon must be positive, got {dp.epsilon}")
     if dp.noise_multiplier is not None and not dp.noise_multiplier > 0:
@@ -59,8 +61,9 @@ def check_dp_settings(config: TeacherTrainConfig) -> None:
         raise FreekdError(f"--max-grad-norm must be positive, got {dp.max_grad_norm}")
     if trainer.max_grad_norm is not None:
         raise FreekdError(
-            "trainer.max_grad_norm clips the batch gradient; with --dp use --max-grad-norm, "
-            "which clips every example's gradient"
+            "trainer.max_grad_norm clips the batch gradient; with --dp use --max-grad-norm "
+            "(--set dp.max_grad_norm=...), which clips every example's gradient, and --set "
+            "trainer.max_grad_norm=null"
         )
 
 

@@ -19,6 +19,7 @@ from freekd.audit.config import AuditPipelineConfig
 from freekd.audit.threat_model import _check_stages
 from freekd.cli import app
 from freekd.config import load_config
+from freekd.errors import FreekdError
 
 runner = CliRunner()
 
@@ -219,7 +220,11 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
             "distill: method kd has no parameter 'temprature'",
         ),
         (
-            ["datafree.synthesizer.name=auto", "datafree.synthesizer.params.lr_gen=1"],
+            [
+                "paths=[datafree]",
+                "datafree.synthesizer.name=auto",
+                "datafree.synthesizer.params.lr_gen=1",
+            ],
             "datafree: synthesizer.params: --method auto (nayer or zskt) has no parameter 'lr_gen'",
         ),
         (["datafree.synthesizer.name=dfadd"], "datafree: unknown synthesizer 'dfadd'"),
@@ -234,14 +239,14 @@ def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path
             "attack loss has no parameter 'temperature'; it takes none",
         ),
         (["pate.label.aggregator=gnmix"], "pate: label: unknown aggregation mechanism 'gnmix'"),
-        (["pate.teachers.execution=nosuch"], "pate: unknown teachers.execution 'nosuch'"),
-        (["pate.student.student=nosuch"], "in student.student"),
+        (["pate.teachers.execution=nosuch"], "pate: teachers: unknown execution 'nosuch'"),
+        (["pate.student.student=nosuch"], "pate: student: unknown model 'nosuch'"),
         (["distill.student=nosuch"], "distill: unknown model 'nosuch'"),
         (["distill.student=wrn-11-2"], "distill: WideResNet depth 11 is invalid"),
         (["dp_teacher.trainer.max_grad_norm=1"], "dp_teacher: trainer.max_grad_norm clips"),
         (
             ["datafree.synthesizer.name=auto", "datafree.synthesizer.params.bn_weight=5"],
-            "auto runs zskt for the dpsgd-datafree path's DP-SGD teacher): --method zskt has no",
+            "datafree: the dpsgd-datafree path runs zskt under auto: --method zskt has no",
         ),
         (["audit.shadow.execution=parallel"], "audit: unknown shadow.execution 'parallel'"),
     ],
@@ -484,3 +489,14 @@ def test_the_up_front_check_passes_settings_a_stage_never_uses(tmp_path: Path) -
         "audit.shadow.recipe=config", "audit.shadow.arch=nosuch",
     ]  # fmt: skip
     _check_stages(load_config(AuditPipelineConfig, config, overrides=unused))
+
+
+def test_a_dp_teacher_without_dp_is_checked_as_a_plain_teacher(tmp_path: Path) -> None:
+    # With dp.enabled false the dpsgd-datafree path trains an ordinary teacher: its DP
+    # settings are never read, and batch-gradient clipping is allowed.
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_PIPELINE)
+    plain = ["dp_teacher.dp.enabled=false", "dp_teacher.trainer.max_grad_norm=1"]
+    _check_stages(load_config(AuditPipelineConfig, config, overrides=plain))
+    with pytest.raises(FreekdError, match="--set dp_teacher.dp.max_grad_norm=..."):
+        _check_stages(load_config(AuditPipelineConfig, config, overrides=plain[1:]))

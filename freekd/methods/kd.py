@@ -42,6 +42,11 @@ class LogitKD(Distiller):
         ce_weight: float = 0.5,
         standardize: bool = False,
     ) -> None:
+        if not temperature > 0 or kd_weight < 0:
+            raise ValueError(
+                f"temperature must be positive and kd_weight non-negative, got {temperature} and "
+                f"{kd_weight}"
+            )
         super().__init__(student, teacher, ce_weight=ce_weight)
         self.standardize = standardize
         self.temperature = temperature

@@ -25,6 +25,7 @@ from freekd.methods import (
 )
 from freekd.methods.context import FeatureShapes
 from freekd.models import ImageClassifier, build_model
+from freekd.runs import build_method as build_freekd_method
 from freekd.runs import check_params, hyperparameters
 from freekd.teachers import Teacher, load_teacher
 
@@ -51,6 +52,14 @@ def test_build_method_passes_params_and_the_context(teacher: Teacher) -> None:
     assert method.student is context.student
     assert method.teacher is teacher
     assert isinstance(build_method("kd-at", context, {}), AttentionKD)
+
+
+@pytest.mark.parametrize("params", [{"temperature": 0.0}, {"temperature": -1.0}, {"kd_weight": -5}])
+def test_kd_refuses_a_temperature_or_weight_out_of_range(teacher: Teacher, params: dict) -> None:
+    # A negative temperature trained silently, and a huge one turned the loss into NaN.
+    context = MethodContext.for_teacher(student(), teacher, train_size=1500)
+    with pytest.raises(FreekdError, match="temperature must be positive and kd_weight"):
+        build_freekd_method("kd", context, params)
 
 
 def test_build_method_refuses_unknown_names_and_other_kinds(teacher: Teacher) -> None:

@@ -148,16 +148,12 @@ def _check_stages(config: AuditPipelineConfig) -> None:
         name, params = config.distill.method.name, config.distill.method.params
         method = CLASSIFIER_METHODS.get
         in_section("distill", lambda: check_params(method(name), params, what=f"method {name}"))
-    # The dpsgd-datafree path's DP-SGD teacher has no BatchNorm: there auto runs zskt.
-    dp_path = "dpsgd-datafree" in paths and config.dp_teacher.dp.enabled
-    if "datafree" in paths or ("dpsgd-datafree" in paths and not dp_path):
-        in_section("datafree", lambda: check_datafree_settings(config.datafree))
-    if dp_path:
+    if "dpsgd-datafree" in paths and config.dp_teacher.dp.enabled:
         in_section("dp_teacher", lambda: check_dp_settings(config.dp_teacher))
-        if config.datafree.proxy_dataset:
-            in_section("datafree", lambda: check_datafree_settings(config.datafree))
-        else:
+        if not config.datafree.proxy_dataset:  # first: its message names what that path runs
             _check_dp_synthesizer(config.datafree, both_paths="datafree" in paths)
+    if {"datafree", "dpsgd-datafree"} & paths:
+        in_section("datafree", lambda: check_datafree_settings(config.datafree))
     if "pate" in paths:
         in_section("pate", lambda: check_pate_settings(config.pate))
     shadow = config.audit.shadow
@@ -168,9 +164,10 @@ def _check_stages(config: AuditPipelineConfig) -> None:
 
 
 def _check_dp_synthesizer(config: DataFreeConfig, *, both_paths: bool) -> None:
-    """The synthesizer of the ``dpsgd-datafree`` path, whose DP-SGD teacher never has
-    BatchNorm: none that inverts it, and under ``auto`` only what ``zskt`` (auto's choice for
-    such a teacher) takes. ``both_paths``: the ``datafree`` path shares the settings."""
+    """What only the ``dpsgd-datafree`` path asks of the synthesizer (its DP-SGD teacher never
+    has BatchNorm): none that inverts it, and under ``auto`` only what ``zskt`` (auto's choice
+    for such a teacher) takes; the rest is the shared ``datafree`` check's. ``both_paths``: the
+    ``datafree`` path shares these settings."""
     name = config.synthesizer.name
     if name == AUTO_SYNTHESIZER:
         chosen = AUTO_CANDIDATES[1]  # without BatchNorm
@@ -185,8 +182,6 @@ def _check_dp_synthesizer(config: DataFreeConfig, *, both_paths: bool) -> None:
             f"datafree.synthesizer.name {name} inverts BatchNorm statistics and the DP-SGD "
             f"teacher of the dpsgd-datafree path has none; use auto or one of: {', '.join(usable)}"
         )
-    else:
-        in_section("datafree", lambda: check_datafree_settings(config))
 
 
 def _check_architectures(config: AuditPipelineConfig) -> None:

@@ -95,8 +95,7 @@ def build_model(
         FreekdError: bad ``num_classes``/``input_shape``, an import path without ``trust_code``
             or that cannot be imported, or ``arch_kwargs`` the architecture does not accept.
     """
-    if not isinstance(arch, str) or not arch:
-        raise FreekdError(f"architecture must be a name, got {arch!r}; check --arch")
+    arch = check_arch_name(arch)
     _check_num_classes(num_classes)
     shape = validate_input_shape(input_shape)
     if not isinstance(arch_kwargs, (dict, type(None))):
@@ -118,7 +117,6 @@ def build_model(
     wrn_match = _WRN_NAME.fullmatch(arch)
     if wrn_match is not None:
         depth, widen_factor = int(wrn_match.group(1)), int(wrn_match.group(2))
-        check_wrn_depth(depth)
         _reject_keys(arch, kwargs, ("num_classes", "input_shape", "depth", "widen_factor"))
         fixed = {
             "num_classes": num_classes,
@@ -127,28 +125,26 @@ def build_model(
             "widen_factor": widen_factor,
         }
         return _call_checked(arch, MODELS.get("wrn"), fixed, kwargs)
-    if ":" in arch:
-        if not trust_code:  # every caller that reads a file checks first, with a better message
-            raise FreekdError(
-                f"architecture {arch!r} is an import path and would run its code; it is built "
-                "only when you name it yourself (--arch) or pass --trust-code"
-            )
-        return _build_from_import_path(
-            arch, num_classes=num_classes, input_shape=shape, arch_kwargs=kwargs
+    # What check_arch_name lets through besides the above: package.module:Class.
+    if not trust_code:  # every caller that reads a file checks first, with a better message
+        raise FreekdError(
+            f"architecture {arch!r} is an import path and would run its code; it is built "
+            "only when you name it yourself (--arch) or pass --trust-code"
         )
-    check_arch_name(arch)
-    raise AssertionError(f"{arch!r} passed check_arch_name and matched no builder")
+    return _build_from_import_path(
+        arch, num_classes=num_classes, input_shape=shape, arch_kwargs=kwargs
+    )
 
 
-def check_arch_name(arch: object, *, setting: str = "--arch") -> None:
+def check_arch_name(arch: object, *, setting: str = "--arch") -> str:
     """Refuse, before any work, an architecture ``build_model`` could never build by name: not
     a string, a plain name that is neither registered nor ``wrn-DEPTH-WIDTH``, or a WideResNet
     depth or width it refuses (a ``torchvision:`` name or an import path is checked when it is
-    built)."""
+    built). Returns ``arch``."""
     if not isinstance(arch, str) or not arch:
         raise FreekdError(f"architecture must be a name, got {arch!r}; check {setting}")
     if ":" in arch:  # torchvision:NAME or package.module:Class
-        return
+        return arch
     wrn_match = None if arch in MODELS else _WRN_NAME.fullmatch(arch)
     if wrn_match is not None:
         depth, widen_factor = int(wrn_match.group(1)), int(wrn_match.group(2))
@@ -162,6 +158,7 @@ def check_arch_name(arch: object, *, setting: str = "--arch") -> None:
             f"unknown model {arch!r}; known: {', '.join(MODELS.names())}; "
             f"or use wrn-DEPTH-WIDTH, torchvision:NAME or package.module:Class in {setting}"
         )
+    return arch
 
 
 def check_model(model: nn.Module, *, input_shape: tuple[int, int, int], num_classes: int) -> None:

@@ -26,6 +26,7 @@ from freekd.config import TeacherSourceConfig
 from freekd.data import load_dataset
 from freekd.datafree.collapse import image_diversity, label_balance
 from freekd.datafree.synthesizers import SYNTHESIZERS
+from freekd.io import atomic_write_text
 from freekd.models import SMALLER_STUDENT, ImageClassifier, build_model
 from freekd.teachers import Teacher, load_teacher
 
@@ -129,7 +130,7 @@ def main() -> None:
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

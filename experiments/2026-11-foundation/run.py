@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freekd.io import atomic_write_json
+
 
 def freekd(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "freekd", *args], check=True)
@@ -88,7 +90,7 @@ def main() -> None:
         "runs": rows,
         "median": medians,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(medians, indent=2))
 
 

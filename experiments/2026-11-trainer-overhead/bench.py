@@ -18,7 +18,6 @@ immune to the VM's stolen time. The headline is the median over repeats of the w
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from freekd import __version__
 from freekd.config import TrainerConfig
 from freekd.data import ImageDataset, load_dataset
+from freekd.io import atomic_write_json
 from freekd.methods import Supervised
 from freekd.models import ImageClassifier, build_model
 from freekd.train import Checkpoint, LoaderSource, LogMetrics, Trainer, make_optimizer
@@ -180,7 +180,7 @@ def main() -> None:
         f"median cpu ratio = {result['median_cpu_ratio']:.3f}"
     )
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 RUNS = ROOT / "runs" / "xm-pays"
@@ -68,7 +70,7 @@ def run(out: Path, *args: str) -> dict[str, Any]:
         raise SystemExit(f"{out} was run with other flags ({recorded}); use another name")
     if not (out / "report.json").exists():
         recorded.parent.mkdir(parents=True, exist_ok=True)
-        recorded.write_text(json.dumps(list(args)))
+        atomic_write_text(recorded, json.dumps(list(args)))
         freekd(
             *args, "--device", "cpu", "--quiet", "--out", str(out), "--overwrite",
             log=out.with_suffix(".log"),
@@ -104,7 +106,7 @@ def save(stage: str, name: str, row: dict[str, Any]) -> None:
     folder = HERE / "results" / stage
     folder.mkdir(parents=True, exist_ok=True)
     row = {**row, "command": " ".join(sys.argv)}
-    (folder / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+    atomic_write_json((folder / f"{name}.json"), row)
     print(json.dumps({k: v for k, v in row.items() if k not in ("report", "command")}), flush=True)
 
 

@@ -45,6 +45,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT / "experiments" / "datafree"))
 from bench import teacher  # noqa: E402  (the benchmark's own teacher recipe and folder)
 
+from freekd.io import atomic_write_json  # noqa: E402
+
 RESULTS = HERE / "results"
 ROWS = {
     # The defaults with cmi, auto's choice for this teacher when the rows were measured (auto
@@ -214,7 +216,7 @@ def main() -> None:
         row, budget, seed = job
         result = run_one(teacher_path, row, budget, seed, args.runs, args.eval, args.epochs)
         path = RESULTS / f"{Path(result['run']).name}.json"  # named as its run folder
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_json(path, result)
         print(json.dumps({k: v for k, v in result.items() if k != "curve"}), flush=True)
 
     with ThreadPoolExecutor(args.workers) as pool:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 LIMIT_GB = 14
@@ -83,7 +85,7 @@ def main() -> None:
         "batch_size": ((report.get("method") or {}).get("params") or {}).get("batch_size"),
         "machine": f"{platform.node()}, {os.cpu_count()} cores",
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import yaml
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 RESULTS = HERE / "results"
@@ -186,7 +188,7 @@ def measured(out: Path) -> dict[str, Any]:
 def write_row(row: dict[str, Any]) -> Path:
     path = RESULTS / row["tag"] / f"{row['teacher']}-seed{row['seed']}-{row['eval']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=2) + "\n")
+    atomic_write_json(path, row)
     return path
 
 
@@ -310,7 +312,7 @@ def main() -> None:
                 out = ROOT / "runs/zoo-bench" / tag / path.stem
                 if (out / "metrics.jsonl").exists():
                     row["curve"] = curve(out)
-                    path.write_text(json.dumps(row, indent=2) + "\n")
+                    atomic_write_json(path, row)
         return
     if args.summary:
         print("\n\n".join(summary(tag) for tag in args.summary))

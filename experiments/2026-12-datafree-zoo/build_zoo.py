@@ -51,6 +51,8 @@ STUDENT = "lenet5-half"  # one student for every teacher: the MNIST benchmark's
 sys.path.insert(0, str(HERE))
 import zoo_models  # noqa: E402  (the user classes; freekd imports them as zoo_models:Class)
 
+from freekd.io import atomic_write_json  # noqa: E402
+
 
 @dataclass(frozen=True)
 class FreekdTeacher:
@@ -628,7 +630,7 @@ def write_manifest(entries: dict[str, dict[str, Any]]) -> None:
         "excluded": list(EXCLUDED),
         "total_build_cpu_seconds": round(sum(t["build_cpu_seconds"] for t in teachers), 1),
     }
-    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_json(MANIFEST, manifest)
 
 
 def markdown_table(manifest: dict[str, Any]) -> str:

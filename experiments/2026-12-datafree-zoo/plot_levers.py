@@ -20,6 +20,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_text
+
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 #: Each one-convolution teacher's default runs (three seeds each) and the data they report on.
@@ -126,7 +128,7 @@ def main() -> None:
         "default_tags": {t: tag for t, (tag, _) in DEFAULT_TAG.items()},
         "variants": found,
     }
-    (HERE / "one-convolution-levers.json").write_text(json.dumps(record, indent=1) + "\n")
+    atomic_write_text(HERE / "one-convolution-levers.json", json.dumps(record, indent=1) + "\n")
     plot(found, HERE / "one-convolution-levers.png")
     lifted = sorted(
         (row["change"], tag, row["teacher"], row["seed"])

@@ -22,6 +22,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 MEDIAN_FLOOR = -0.3  # points
@@ -99,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     result = summary(args.tag, args.pairs)
     out = HERE / f"side-by-side-{args.tag}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result)
     for row in result["pairs"]:
         print(
             f"{row['teacher']:>16} seed {row['seed']}: tail {row['tail']:.2f}  "

@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 TEACHERS = ("gcn", "sage")
@@ -84,7 +86,7 @@ def save(stage: str, name: str, row: dict[str, Any]) -> None:
     folder = HERE / "results" / stage
     folder.mkdir(parents=True, exist_ok=True)
     row = {**row, "command": " ".join(sys.argv)}
-    (folder / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
+    atomic_write_json((folder / f"{name}.json"), row)
     print(json.dumps({k: v for k, v in row.items() if k != "report"}), flush=True)
 
 

@@ -26,7 +26,6 @@ Writes ``results/speed-floor/<dataset>-seed<seed>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from freekd import load_model  # noqa: E402
 from freekd.graph.data import load_planetoid, make_split  # noqa: E402
 from freekd.graph.training import predict_nodes  # noqa: E402
+from freekd.io import atomic_write_json  # noqa: E402
 
 
 def per_node_microseconds(call: Callable[[torch.Tensor], Any], nodes: torch.Tensor) -> float:
@@ -124,7 +124,7 @@ def main() -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             row = measure(dataset, seed, args.rounds)
-            (folder / f"{dataset}-seed{seed}.json").write_text(json.dumps(row, indent=2) + "\n")
+            atomic_write_json((folder / f"{dataset}-seed{seed}.json"), row)
             ratios = {k: round(v, 1) for k, v in row["teacher_over"].items()}
             print(dataset, seed, ratios, flush=True)
 

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from freekd.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 METHODS = ["student", "kd", "dkd", "fitnet", "at", "rkd", "sp", "pkt", "cc", "irg", "crd"]
@@ -270,7 +272,6 @@ def write_verdicts(rows: list[dict[str, Any]], evaluation: str, label: str) -> N
     """``summary-<eval>.json`` beside the rows: per method and training-set size the accuracies
     of its seeds, their median, and whether it beats the student alone and plain KD beyond the
     seed spread (the issue's question); printed as a second table."""
-    from freekd.io import atomic_write_json
 
     def accuracies(method: str, fraction: float) -> list[float]:
         return sorted(
@@ -367,7 +368,7 @@ def memory(args: argparse.Namespace) -> None:
             print(json.dumps(rows[-1]), flush=True)
     out = HERE / "results" / "memory.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+    atomic_write_json(out, {"command": " ".join(sys.argv), "rows": rows})
 
 
 def main() -> None:
@@ -421,7 +422,7 @@ def main() -> None:
                 if args.skip_done and path.exists():
                     continue
                 row = one_run(args, data, method, fraction, seed)
-                path.write_text(json.dumps({**row, "command": " ".join(sys.argv)}, indent=2) + "\n")
+                atomic_write_json(path, {**row, "command": " ".join(sys.argv)})
                 print(json.dumps(row), flush=True)
 
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from freekd.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 ROWS = {
@@ -139,7 +141,7 @@ def main() -> None:
                 record = {"row": row, "regime": regime, "seed": seed, "arch": args.arch, **data,
                           "command": " ".join(sys.argv)}  # fmt: skip
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(record, indent=2) + "\n")
+                atomic_write_json(path, record)
                 print(json.dumps({k: v for k, v in record.items() if k != "networks"}), flush=True)
 
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[2]
 # Keys whose values differ between two runs of the same code (times, places, versions).
 VOLATILE = re.compile(r"(seconds|wall|path|folder|_dir|version|host|pid|date|files?|^out)$|time")
@@ -148,7 +150,7 @@ def main() -> None:
         old = run_commit(args.old, work)
         new = run_commit(new_rev, work)
     result = {"old": old, "new": new, "comparison": compare(old, new)}
-    args.out.write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.out, json.dumps(result, indent=1))
     for name, row in result["comparison"].items():
         print(f"{name}: identical={row['identical']} compared={row['figures_compared']} "
               f"different={len(row['different'])}")  # fmt: skip

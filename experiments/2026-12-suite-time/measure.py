@@ -64,7 +64,11 @@ def main() -> None:
         "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
         "cores": os.cpu_count(),
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    # Atomically (the system python runs this script, so without freekd.io): a reader sees the
+    # old file or the whole new one.
+    partial = args.out.with_name(f".{args.out.name}.tmp")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(args.out)
     print(json.dumps(result, indent=2))
     if ci.returncode != 0:
         sys.exit(f".ci/run failed:\n{ci.stdout[-3000:]}\n{ci.stderr[-3000:]}")

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONFIG = ROOT / "configs" / "audit" / "mnist.yaml"
@@ -130,7 +132,7 @@ def main() -> None:
         result |= table(reports)
     if not arguments.no_timing:
         result["shadow_timing"] = shadow_timing(arguments.out, arguments.repeats)
-    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(result_path, result)
     print(json.dumps(result.get("medians", {}), indent=2))
     print(json.dumps(result.get("shadow_timing", {}), indent=2))
 

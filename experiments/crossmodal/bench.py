@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TEACHER_CONFIG = ROOT / "configs" / "crossmodal" / "tinyclip_fmnist.yaml"
@@ -104,7 +106,7 @@ def write_result(
         },
         "captions": "templated from the class labels",
     }
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(path, result)
     print(json.dumps(medians, indent=2))
 
 

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Lock
 
+from freekd.io import atomic_write_json
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 
@@ -197,7 +199,7 @@ def main() -> None:
         runs = [run for part in parts for run in part["runs"]]
         merged = {**parts[0], "runs": runs, "summary": summarize(runs)}
         merged["machine"] = "; ".join(dict.fromkeys(part["machine"] for part in parts))
-        args.out.write_text(json.dumps(merged, indent=2) + "\n")
+        atomic_write_json(args.out, merged)
         return
     budget = LONG_BUDGET if args.long else "cpu:15m"
     out = args.out or HERE / f"{args.dataset}{'-long' if args.long else ''}.json"
@@ -230,9 +232,7 @@ def main() -> None:
                 "runs": results,
                 "summary": summarize(results),
             }
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(out)
+            atomic_write_json(out, data)
             print(json.dumps(row), flush=True)
 
     with ThreadPoolExecutor(args.workers) as pool:

@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from freekd.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[2]
 ANCHORS = {1.16: 0.9463, 2.91: 0.9678, 6.86: 0.9709}
 # Opacus' MNIST example per target ε: epochs, learning rate, clipping norm (sample rate 0.004).
@@ -90,7 +92,7 @@ def main() -> None:
         )
     if args.only_teachers:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"teachers": rows}, indent=2) + "\n")
+        atomic_write_json(args.out, {"teachers": rows})
         print(json.dumps({"teachers": rows}, indent=2))
         return
     middle = args.runs / f"teacher-eps{sorted(args.epsilons)[len(args.epsilons) // 2]:g}"
@@ -113,7 +115,7 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
 
 

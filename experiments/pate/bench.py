@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from freekd.io import atomic_write_json
+
 
 def freekd(*args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -231,7 +233,7 @@ def main() -> None:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result["median"], indent=2))
 
 

@@ -457,6 +457,23 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
+def flag_names(items: list[str] | None, flag: str, example: str) -> list[str] | None:
+    """The names given to a repeatable, comma-separated flag, stripped; None when it is absent.
+
+    An empty name (``--path ''``, ``kd,,pate``) is refused rather than read as "the default".
+    """
+    if not items:
+        return None
+    names = [name.strip() for item in items for name in item.split(",")]
+    if not all(names):
+        given = ",".join(items)
+        raise FreekdError(
+            f"{flag} {given!r} has an empty name; give names separated by commas, e.g. {flag} "
+            f"{example}, or leave {flag} out for the default"
+        )
+    return names
+
+
 def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None

@@ -64,6 +64,8 @@ FLAGS: dict[str, str] = {
     "save_queries": "--save-queries",
     "teachers": "--teachers",
     "pool": "--pool",
+    "paths": "--path",
+    "attacks": "--attack",
 }
 
 
@@ -126,6 +128,15 @@ class Checks:
         value = self._number(name, optional=optional)
         if value is not None and value <= 0:
             self.fail(name, "must be a finite number above 0")
+
+    def distinct_names(self, name: str) -> None:
+        """A list of names with none empty and none repeated (a repeat would run once)."""
+        names = list(getattr(self.config, name))
+        if not all(isinstance(item, str) and item.strip() for item in names):
+            self.fail(name, "must not hold an empty name")
+        repeated = sorted({item for item in names if names.count(item) > 1})
+        if repeated:
+            self.fail(name, f"names {repeated[0]!r} twice; name each once")
 
     def within(
         self, name: str, low: float, high: float, *, closed: str = "[)", optional: bool = False

@@ -32,7 +32,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
     data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
-    loaded = load_teacher(model, trust_code=trust_code)
+    loaded = load_teacher(model, trust_code=trust_code, flag="--model")
     check_input_shape(data, loaded.input_shape, who=f"model {model.path}")
     if data.num_classes > loaded.num_classes:
         raise FreekdError(

@@ -16,6 +16,7 @@ from freekd.cli_options import (
     OptionHelp,
     RunFlags,
     SeedOption,
+    flag_names,
     option_groups,
     run_command,
     user_errors,
@@ -125,12 +126,12 @@ def audit(
     """
     if ctx.invoked_subcommand is not None:
         return
-    names = [name for item in attack or [] for name in item.split(",") if name.strip()]
+    names = flag_names(attack, "--attack", "loss,lira-online")
     values = {
         **source.values("model.", model),
         "members": members,
         "non_members": non_members,
-        "attacks": names or None,
+        "attacks": names,
         "shadow.models": shadow_models,
         "shadow.reuse": None if shadows_from is None else str(shadows_from),
         "shadow.trainer.device": device,
@@ -189,9 +190,8 @@ def audit_pipeline(
     """The distillation threat model end to end: a teacher trained on a random half of a pool,
     students distilled from it by each path, every model audited against the teacher's members.
     """
-    names = [name for item in paths or [] for name in item.split(",") if name.strip()]
     values = {
-        "paths": names or None,
+        "paths": flag_names(paths, "--path", "kd,datafree"),
         "dataset": dataset,
         "pool": pool,
         "audit.shadow.models": shadow_models,

@@ -96,6 +96,7 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         check = Checks(self)
+        check.distinct_names("attacks")
         check.at_least("max_examples", 2, optional=True)
         check.within("confidence", 0, 1, closed="()")
         check.within("delta", 0, 1, optional=True)
@@ -204,5 +205,6 @@ class AuditPipelineConfig:
 
     def __post_init__(self) -> None:
         check = Checks(self)
+        check.distinct_names("paths")
         check.at_least("pool", 4)
         check.at_least("public", 1)

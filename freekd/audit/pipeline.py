@@ -543,11 +543,11 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     device = resolve_device(config.shadow.trainer.device, DistInfo())
     if not config.model.path:
         raise FreekdError("--model is required: the checkpoint to audit")
-    if not 0.0 < config.confidence < 1.0:
-        raise FreekdError(f"confidence must lie in (0, 1), got {config.confidence}")
     with_shadows = config.shadow.models > 0 or config.shadow.reuse is not None
     plan = plan_attacks(config, with_shadows=with_shadows)
-    teacher = load_teacher(config.model, device=device, trust_code=options.trust_code)
+    teacher = load_teacher(
+        config.model, device=device, trust_code=options.trust_code, flag="--model"
+    )
     pool = _audit_pool(config, teacher)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))

@@ -53,12 +53,14 @@ def load_teacher(
     *,
     device: torch.device | str = "cpu",
     trust_code: bool = False,
+    flag: str = "--teacher",
 ) -> Teacher:
     """Load the teacher ``source`` describes, frozen and in eval mode, on ``device``.
 
     ``source.arch`` (for a plain state_dict) is the user's own word and may be an import path; an
     ``arch`` read from a freekd checkpoint is the file's word and is built as an import path only
-    with ``trust_code`` (the user's ``--trust-code``).
+    with ``trust_code`` (the user's ``--trust-code``). ``flag`` is the option that named the
+    file (``--model`` for ``freekd eval`` and ``freekd audit``), named when it is missing.
 
     Raises:
         FreekdError: the file is missing, corrupt, holds pickled code without ``trust_pickle``,
@@ -67,9 +69,9 @@ def load_teacher(
     """
     path = Path(source.path)
     if not source.path:
-        raise FreekdError("no teacher given; pass --teacher PATH")
+        raise FreekdError(f"no model given; pass {flag} PATH")
     if not path.exists():
-        raise FreekdError(f"teacher file {path} does not exist; check --teacher")
+        raise FreekdError(f"{flag.lstrip('-')} file {path} does not exist; check {flag}")
     if is_torchscript(path):
         teacher = _from_torchscript(path, source)
     else:

@@ -203,6 +203,42 @@ def test_pipeline_rejects_unknown_paths(tmp_path: Path) -> None:
     assert "unknown path 'telepathy'" in result.output
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["pipeline", "--path", ""], "--path '' has an empty name"),
+        (["pipeline", "--path", "kd,,pate"], "--path 'kd,,pate' has an empty name"),
+        (["pipeline", "--path", "kd,datafree", "--path", " kd"], "paths names 'kd' twice"),
+        (["pipeline", "--set", "paths=[kd, kd]"], "paths names 'kd' twice"),
+        (["--attack", ",", "--model", "m.pt"], "--attack ',' has an empty name"),
+        (["--attack", "loss,loss", "--model", "m.pt"], "attacks names 'loss' twice"),
+    ],
+)
+def test_empty_and_repeated_paths_and_attacks_are_refused(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    # An empty --path used to run every path, and a repeated one was accepted and run once.
+    out = tmp_path / "p"
+    result = runner.invoke(app, ["audit", *arguments, "--out", str(out), "-q"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_missing_model_is_named_by_its_flag(tmp_path: Path) -> None:
+    arguments = ["--members", "mnist:train", "--non-members", "mnist:test"]
+    missing = str(tmp_path / "missing.pt")
+    result = runner.invoke(app, ["audit", "--model", missing, *arguments, "-q"])
+    assert result.exit_code == 2
+    assert "check --model" in result.output
+    assert "--teacher" not in result.output
+    result = runner.invoke(app, ["eval", "--model", missing, "--dataset", "digits:test"])
+    assert result.exit_code == 2
+    assert "check --model" in result.output
+    assert "--teacher" not in result.output
+
+
 def test_pipeline_refuses_a_pate_teacher_average_before_its_first_stage(tmp_path: Path) -> None:
     out = tmp_path / "p"
     arguments = ["audit", "pipeline", "--set", "pate.teachers.trainer.ema_decay=0.99"]

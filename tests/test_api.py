@@ -82,6 +82,14 @@ def test_errors_are_one_line_freekd_errors(tmp_path: Path, tiny_teacher_path: Pa
         freekd.distill(teacher=tiny_teacher_path, config=42, out=tmp_path / "d")
 
 
+def test_dp_settings_without_enabled_are_refused(tmp_path: Path) -> None:
+    # dp={"epsilon": 3} used to train a teacher without DP-SGD and no word of it; the command
+    # line refuses --epsilon without --dp.
+    with pytest.raises(FreekdError, match="leaves DP-SGD off; pass dp="):
+        freekd.train_teacher(data="digits", arch="tiny-cnn", dp={"epsilon": 3}, out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
 def test_a_config_file_naming_code_still_needs_trust_code(tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("student: os:system\n")

@@ -629,11 +629,14 @@ def test_training_commands_share_the_run_and_trainer_flags_in_one_order(
 
 
 def test_a_command_gives_a_group_its_own_defaults_and_help() -> None:
+    teachers = {param.name: param for param in _params("pate", "teachers")}
     label = {param.name: param for param in _params("pate", "label")}
     student = {param.name: param for param in _params("pate", "student")}
 
     assert label["resume"].help == "Continue the ledger in --out (nothing re-spent)."
     assert student["resume"].help == "Continue the interrupted run in --out from its checkpoint.pt."
+    # Not runs/pate, the folder `pate run` writes its three stages into.
+    assert teachers["out"].default == Path("runs/pate-teachers")
     assert label["out"].default == Path("runs/pate-labels")
     assert student["out"].default == Path("runs/pate-student")
 

@@ -51,7 +51,7 @@ def pate_teachers(
     eval_data: EvalDataOption = None,
     trainer: Annotated[TrainerFlags, OptionHelp(batch_size="Images per teacher and step.")],
     data_root: DataRootOption = None,
-    run: Annotated[RunFlags, Defaults(out=Path("runs/pate"))],
+    run: Annotated[RunFlags, Defaults(out=Path("runs/pate-teachers"))],
 ) -> None:
     """Train K teachers on disjoint shards of the private data (writes OUT/teachers.pt).
 

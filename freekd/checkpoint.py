@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from freekd import __version__
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, check_regular_file
 from freekd.io import atomic_write
 from freekd.models import (
     ImageClassifier,
@@ -108,6 +108,7 @@ def safe_torch_load(path: Path, *, what: str = "checkpoint") -> Any:
         raise FreekdError(f"{what} {path} does not exist; check the path")
     if path.is_dir():
         raise FreekdError(f"{what} {path} is a directory; pass the model.pt file inside it")
+    check_regular_file(path, what)
 
     def not_torch(detail: str) -> FreekdError:
         return FreekdError(

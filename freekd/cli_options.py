@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from freekd.config import load_config, read_yaml
+from freekd.config import load_config, read_yaml, safe_yaml
 from freekd.errors import FreekdError
 
 if TYPE_CHECKING:
@@ -34,7 +34,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C")
 
 
+#: Longest error line printed: a message quoting a huge value (a long list from a config file)
+#: is cut in its middle, so the start (the problem) and the end (the fix) stay readable.
+MAX_ERROR_CHARS = 600
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
+    message = " ".join(message.splitlines()) if "\n" in message else message
+    if len(message) > MAX_ERROR_CHARS:
+        half = MAX_ERROR_CHARS // 2
+        message = f"{message[:half]} … {message[-half:]}"
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
@@ -499,7 +508,7 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_yaml(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         first = next((line for line in str(error).splitlines() if line.strip()), "")
         raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({first})") from None

@@ -21,7 +21,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, check_regular_file
 
 C = TypeVar("C")
 
@@ -74,11 +74,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
 
 
 class ConfigValueError(FreekdError):
-    """A config field holds a value outside its valid range.
-
-    Raised by the dataclasses' ``__post_init__``; :func:`from_dict` restates it with the dotted
-    key the user wrote (``trainer.lr``) and the flag that sets it.
-    """
+    """A config field holds a value outside its valid range (raised by ``__post_init__``;
+    :func:`from_dict` restates it with the dotted key the user wrote and the flag that sets it)."""
 
     def __init__(self, owner: str, name: str, rule: str, value: Any) -> None:
         self.name, self.rule, self.value = name, rule, value
@@ -94,9 +91,8 @@ class ConfigValueError(FreekdError):
 
 
 def _shown(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value)
+    shown = f"{value:g}" if isinstance(value, float) else repr(value)
+    return shown if len(shown) <= 80 else f"{shown[:77]}..."  # a long list from a file
 
 
 class Checks:
@@ -134,9 +130,8 @@ class Checks:
         names = list(getattr(self.config, name))
         if not all(isinstance(item, str) and item.strip() for item in names):
             self.fail(name, "must not hold an empty name")
-        repeated = sorted({item for item in names if names.count(item) > 1})
-        if repeated:
-            self.fail(name, f"names {repeated[0]!r} twice; name each once")
+        for item in (item for index, item in enumerate(names) if item in names[:index]):
+            self.fail(name, f"names {item!r} twice; name each once")
 
     def within(
         self, name: str, low: float, high: float, *, closed: str = "[)", optional: bool = False
@@ -434,10 +429,26 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+class _DataOnlyLoader(yaml.SafeLoader):
+    """``SafeLoader`` refusing aliases (``*name``): nested ones expand into billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            problem = f"found the alias *{event.anchor}; freekd reads no YAML aliases, write it out"
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def safe_yaml(text: str) -> Any:
+    """YAML text as plain data: ``safe_load`` (no tags, no code) without aliases."""
+    return yaml.load(text, Loader=_DataOnlyLoader)  # noqa: S506  (a SafeLoader subclass)
+
+
 def _parse_scalar(text: str) -> Any:
     """Parse the value of a ``--set key=value`` as YAML (so ``[1,2]`` and ``null`` work)."""
     try:
-        return yaml.safe_load(text)
+        return safe_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -467,7 +478,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load`` (data only: no tags, no code)."""
+    """Read a YAML mapping with :func:`safe_yaml` (data only: no tags, no code, no aliases)."""
+    check_regular_file(path, "config")
     try:
         text = Path(path).read_text()
     except OSError as error:
@@ -477,7 +489,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
             f"config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML"
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml(text)
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0]
         raise FreekdError(f"config {path} is not valid YAML ({first}); fix the file") from None

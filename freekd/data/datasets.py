@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from freekd.data.batch import Batch
-from freekd.errors import FreekdError, UnknownNameError
+from freekd.errors import FreekdError, UnknownNameError, check_regular_file
 from freekd.registry import Registry
 
 
@@ -285,6 +285,7 @@ def load_npz(path: Path) -> ImageDataset:
             or its arrays have the wrong shape, dtype or values.
     """
     path = Path(path)
+    check_regular_file(path, "dataset")
     if not path.is_file():
         raise FreekdError(f"no such file: {path}; check the path")
     fix = "write it with numpy.savez(path, x=images, y=labels)"

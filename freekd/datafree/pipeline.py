@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from freekd.config import ComponentConfig
+from freekd.config import ComponentConfig, safe_yaml
 from freekd.data import ImageDataset
 from freekd.datafree.auto import (
     AUTO_CANDIDATES,
@@ -365,7 +365,7 @@ def _sizes_of_the_resumed_run(config: DataFreeConfig, saved_path: Path) -> DataF
     """``config`` with the batch sizes, bank and probe the interrupted run chose for its memory
     (anything else that differs is refused by the resume check)."""
     try:
-        saved = yaml.safe_load(saved_path.read_text())
+        saved = safe_yaml(saved_path.read_text())
         batch = int(saved["trainer"]["batch_size"])
         params = dict(saved["synthesizer"]["params"])
         probe = int(saved["collapse"]["probe_size"])

@@ -15,7 +15,7 @@ import torch
 import yaml
 from torch import nn
 
-from freekd.config import coerce_like
+from freekd.config import coerce_like, safe_yaml
 from freekd.errors import FreekdError
 from freekd.seeding import global_rng_state, set_global_rng_state
 from freekd.train.trainer import Trainer, TrainState
@@ -344,7 +344,7 @@ def _yaml_scalar(value: Any) -> str:
     string quoted where YAML would read it as something else (``on``, ``1e-3``)."""
     if isinstance(value, str):
         try:
-            plain = yaml.safe_load(value) == value
+            plain = safe_yaml(value) == value
         except yaml.YAMLError:
             plain = False
         return value if plain else json.dumps(value)

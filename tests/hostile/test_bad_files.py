@@ -629,6 +629,14 @@ def test_odd_dataset_file_fails_in_one_line(
     assert_one_line_error(training, out, DATASETS[kind])
 
 
+#: Nine lines that expand to 9**8 values once copied: it used to cost 1.9 GB and print a
+#: 254 MB error line (an argument of arch_kwargs).
+BILLION_LAUGHS = b"arch_kwargs:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"  {name}: &{name} [{', '.join(['*' + previous] * 9)}]\n".encode()
+    for previous, name in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
@@ -636,8 +644,9 @@ def test_odd_dataset_file_fails_in_one_line(
         (b"\xff\xfe\x00trainer", "is not UTF-8 text"),
         (b"trainer: {epochs: [", "is not valid YAML"),
         (b"!!python/object/apply:os.system ['true']\n", "is not valid YAML"),
+        (BILLION_LAUGHS, "found the alias *a; freekd reads no YAML aliases"),
     ],
-    ids=["a list", "not UTF-8", "broken YAML", "a python tag"],
+    ids=["a list", "not UTF-8", "broken YAML", "a python tag", "nested aliases"],
 )
 def test_odd_yaml_config_fails_in_one_line(tmp_path: Path, content: bytes, needle: str) -> None:
     config = tmp_path / "config.yaml"
@@ -648,6 +657,38 @@ def test_odd_yaml_config_fails_in_one_line(tmp_path: Path, content: bytes, needl
         "--quiet", "--out", out,
     )  # fmt: skip
     assert_one_line_error(result, out, needle)
+
+
+@pytest.mark.parametrize("kind", ["device", "pipe"])
+@pytest.mark.parametrize("role", ["info", "eval --model", "--config", "--dataset", "--teacher"])
+def test_a_device_or_pipe_is_not_read(tmp_path: Path, kind: str, role: str) -> None:
+    # /dev/zero used to be read until memory ran out (freekd info was killed), a pipe's open
+    # blocked forever.
+    if kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    out = tmp_path / "run"
+    data = ["--dataset", "digits"]
+    arguments: dict[str, list[object]] = {
+        "info": ["info", path],
+        "eval --model": ["eval", "--model", path, *data],
+        "--config": ["teacher", "train", *data, "--config", path, "--out", out],
+        "--dataset": ["teacher", "train", "--dataset", path, "--out", out],
+        "--teacher": ["distill", "--teacher", path, *data, "--out", out],
+    }
+    result = invoke(*arguments[role], "--json" if role in ("info", "eval --model") else "--quiet")
+    assert_one_line_error(result, out, f"{path} is not a regular file")
+
+
+def test_an_error_quoting_a_huge_value_stays_short(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("arch_kwargs: {widths: [" + ", ".join(["7"] * 100_000) + "]}\n")
+    out = tmp_path / "run"
+    result = invoke("teacher", "train", "--dataset", "digits", "--config", config, "--out", out)
+    line = assert_one_line_error(result, out)
+    assert len(line) < 800
 
 
 # the privacy ledger -----------------------------------------------------------------------------

@@ -64,6 +64,7 @@ FLAGS: dict[str, str] = {
     "save_queries": "--save-queries",
     "teachers": "--teachers",
     "pool": "--pool",
+    "peers": "--peers",
     "paths": "--path",
     "attacks": "--attack",
 }

@@ -17,10 +17,8 @@ import dataclasses
 import functools
 import logging
 import math
-import resource
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 from freekd.datafree.config import DataFreeConfig
 from freekd.datafree.nets import build_generator
 from freekd.errors import FreekdError
+from freekd.hostmemory import available_bytes
 from freekd.seeding import seeded_scope
 
 logger = logging.getLogger(__name__)
@@ -41,60 +40,6 @@ USABLE_SHARE = 0.7
 BANK_SHARE = 0.25
 #: Factor on the measured saved activations for the gradients the backward pass creates.
 BACKWARD_FACTOR = 2.0
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
-
-
-def _meminfo_available() -> int | None:
-    text = _read("/proc/meminfo")
-    for line in (text or "").splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return None
-
-
-def _cgroup_available() -> int | None:
-    limit, used = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
-    if limit is None or used is None or limit.strip() == "max":
-        return None
-    return max(0, int(limit) - int(used))
-
-
-def _address_space_available() -> int | None:
-    """What ``ulimit -v`` (RLIMIT_AS) still allows this process to map."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    for line in (_read("/proc/self/status") or "").splitlines():
-        if line.startswith("VmSize:"):
-            return max(0, soft - int(line.split()[1]) * 1024)
-    return None
-
-
-def available_bytes(device: torch.device) -> tuple[int | None, str]:
-    """Bytes a run on ``device`` can still allocate, and where the figure comes from.
-
-    On a GPU the device's free memory; on the CPU the smallest of the machine's available RAM,
-    the cgroup's memory limit and ``ulimit -v``. ``(None, ...)`` when none can be read.
-    """
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free), f"free memory of {device}"
-    found = {
-        "available RAM": _meminfo_available(),
-        "the cgroup's memory limit": _cgroup_available(),
-        "ulimit -v": _address_space_available(),
-    }
-    known = {name: value for name, value in found.items() if value is not None}
-    if not known:
-        return None, "unknown"
-    name = min(known, key=lambda key: known[key])
-    return known[name], name
 
 
 def autograd_bytes(run: Callable[[], Tensor]) -> int:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
+from freekd.hostmemory import check_fits
 from freekd.losses.contrastive import queue_contrastive
 from freekd.methods.base import METHODS
 from freekd.methods.distiller import FeatureDistiller, Views
@@ -119,6 +120,11 @@ class ContrastiveRepresentation(FeatureDistiller):
         super().__init__(student, teacher, **shared)
         if temperature <= 0 or dim < 1 or queue_size < 1:
             raise ValueError("temperature must be positive, dim and queue_size at least 1")
+        check_fits(  # two queues of queue_size embeddings, labels and indices
+            2 * queue_size * (dim * 4 + 16),
+            f"crd's queues ({queue_size:,} × {dim})",
+            "lower method.params.queue_size or dim (the paper's: 16,384 × 128)",
+        )
         if len(self.pairs) != 1:
             raise FreekdError(
                 f"crd contrasts one pair of representations, got {len(self.pairs)}; name one "

@@ -18,6 +18,9 @@ from freekd.models import ImageClassifier
 from freekd.models.branching import AUTO, BranchedNetwork
 from freekd.models.composite import branch_classifier, export_branch
 
+#: Most branches ONE builds (the paper's M is 3; more is memory, not accuracy).
+MAX_BRANCHES = 64
+
 
 def sigmoid_rampup(progress: float) -> float:
     """exp(−5 (1 − t)²) for t = ``progress`` clipped to [0, 1]: the ramp-up of Laine & Aila 2017
@@ -73,6 +76,8 @@ class OnTheFlyNativeEnsemble(OnlineMethod):
             raise ValueError(
                 "temperature must be positive, kl_weight non-negative and rampup_fraction in [0, 1]"
             )
+        if not 1 <= branches <= MAX_BRANCHES:
+            raise ValueError(f"branches must lie in [1, {MAX_BRANCHES}]")
         if not isinstance(branch_at, str) or not branch_at:
             raise ValueError("branch_at must be a module path or 'auto'")
         self.student = branch_classifier(base, branches=branches, branch_at=branch_at)

@@ -27,10 +27,13 @@ from torch import Tensor, nn
 
 from freekd.config import TORCHVISION_PREFIX, is_import_path
 from freekd.errors import FreekdError, UnknownNameError
+from freekd.hostmemory import check_fits
 from freekd.models.factory import MODELS
 from freekd.models.wrn import check_wrn_depth
 
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
+#: Most values one input image may hold (3 × 4,096 × 4,096 is 50 M): a check pass runs two.
+MAX_INPUT_VALUES = 2**26
 
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -103,6 +106,30 @@ def build_model(
             f"arch kwargs must be a mapping, got {arch_kwargs!r}; check --arch-kwargs"
         )
     kwargs = dict(arch_kwargs or {})
+    if is_import_path(arch):  # the user's own code, which they named: built as it is
+        return _build(arch, num_classes, shape, kwargs, trust_code)
+    with torch.device("meta"):  # sizes first: a file or a flag must not allocate what it likes
+        skeleton = _build(arch, num_classes, shape, kwargs, trust_code)
+    _check_size(skeleton, f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})")
+    return _build(arch, num_classes, shape, kwargs, trust_code)
+
+
+def _check_size(skeleton: nn.Module, what: str) -> None:
+    """Refuse a network whose weights would not fit (:func:`~freekd.hostmemory.check_fits`)."""
+    tensors = [*skeleton.parameters(), *skeleton.buffers()]
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+    fix = "check --num-classes, --input-shape and --arch-kwargs, or the file they came from"
+    check_fits(size, f"{what}'s weights", fix)
+
+
+def _build(
+    arch: str,
+    num_classes: int,
+    shape: tuple[int, int, int],
+    kwargs: dict[str, Any],
+    trust_code: bool,
+) -> nn.Module:
+    """``build_model`` after its checks."""
     if arch.startswith(TORCHVISION_PREFIX):
         return _build_torchvision(arch, num_classes=num_classes, arch_kwargs=kwargs)
     if arch in MODELS:
@@ -348,6 +375,11 @@ def validate_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
         raise FreekdError(
             f"input shape must be three positive integers C, H, W, got {input_shape!r}; "
             "check --input-shape"
+        )
+    if values[0] * values[1] * values[2] > MAX_INPUT_VALUES:
+        raise FreekdError(
+            f"input shape {'×'.join(map(str, values))} holds more than {MAX_INPUT_VALUES:,} "
+            "values per image; check --input-shape"
         )
     return (values[0], values[1], values[2])
 

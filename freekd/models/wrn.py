@@ -26,7 +26,9 @@ from freekd.models.factory import MODELS
 
 
 def check_wrn_depth(depth: int, *, setting: str = "--arch") -> None:
-    """Raise :class:`FreekdError` unless depth - 4 is a positive multiple of 6."""
+    """Raise :class:`FreekdError` unless depth - 4 is a positive multiple of 6 (up to 1,000)."""
+    if depth > 1000:  # building 10,000 layers takes minutes before any size check could run
+        raise FreekdError(f"WideResNet depth {depth} is above 1,000; check {setting}")
     if depth < 10 or (depth - 4) % 6 != 0:
         raise FreekdError(
             f"WideResNet depth {depth} is invalid: depth - 4 must be a positive multiple of 6 "

@@ -7,6 +7,9 @@ from typing import Any
 
 from freekd.config import Checks, ComponentConfig, TrainerConfig
 
+#: Most peers DML trains from one architecture (the paper's are 2 to 4).
+MAX_PEERS = 64
+
 
 @dataclass(frozen=True)
 class OnlineConfig:
@@ -45,7 +48,7 @@ class OnlineConfig:
 
     def __post_init__(self) -> None:
         check = Checks(self)
-        check.at_least("peers", 1, optional=True)
+        check.within("peers", 1, MAX_PEERS, closed="[]", optional=True)
         check.within("validation_fraction", 0, 0.5, closed="(]")
         if not self.archs:
             check.fail("archs", "must name at least one architecture (--arch)")

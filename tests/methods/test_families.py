@@ -238,6 +238,8 @@ def test_crd_queue_is_constant_memory_fifo_and_masks_own_examples_and_class() ->
         {"queue_size": 128},
     )
     assert [t.shape for t in small.buffers()] == [t.shape for t in large.buffers()]
+    with pytest.raises(FreekdError, match=r"crd's queues \(10,000,000,000 × 128\) would hold"):
+        method("crd", model("mlp", 1), teacher, queue_size=10**10)  # refused, not allocated
 
 
 def test_adapters_train_with_the_student_but_are_not_saved(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import pytest
@@ -204,6 +205,42 @@ def test_wrn_errors() -> None:
         build_model("wrn-22-2", num_classes=10, input_shape=(3, 32, 32), arch_kwargs={"depth": 16})
     with pytest.raises(FreekdError, match="check --arch-kwargs"):
         build_model("wrn", num_classes=10, input_shape=(3, 32, 32))  # depth is required
+
+
+@pytest.mark.parametrize(
+    ("arch", "num_classes", "input_shape", "arch_kwargs", "message"),
+    [
+        ("lenet5", 10**12, (1, 28, 28), None, "GB of weights, more than half the memory"),
+        ("mlp", 10, (1, 28, 28), {"hidden": [10**6, 10**6]}, "GB of weights"),
+        ("wrn-16-100000", 10, (3, 32, 32), None, "GB of weights"),
+        ("wrn-10006-1", 10, (3, 32, 32), None, "depth 10006 is above 1,000"),
+        ("lenet5", 10, (1, 10**5, 10**5), None, "holds more than 67,108,864 values"),
+        ("torchvision:resnet18", 10**9, (3, 32, 32), None, "GB of weights"),
+    ],
+)
+def test_sizes_from_a_file_or_flag_are_refused_before_they_are_allocated(
+    arch: str,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    arch_kwargs: dict[str, Any] | None,
+    message: str,
+) -> None:
+    # These used to allocate until memory ran out (a raw RuntimeError) or hang; checkpoint
+    # metadata, --num-classes, --input-shape and --arch-kwargs all reach build_model.
+    with pytest.raises(FreekdError, match=re.escape(message)):
+        build_model(arch, num_classes=num_classes, input_shape=input_shape, arch_kwargs=arch_kwargs)
+
+
+def test_the_size_check_does_not_change_the_random_weights() -> None:
+    # The network is built once on the meta device first; that must not draw random numbers.
+    torch.manual_seed(0)
+    first = build_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
+    torch.manual_seed(0)
+    plain = LeNet5(num_classes=10, in_channels=1, widths=(6, 16, 120, 84), first_padding=2)
+    expected = plain.state_dict()
+    assert list(first.state_dict()) == list(expected)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, expected[name]), name
 
 
 def test_unknown_names_list_the_known_ones() -> None:

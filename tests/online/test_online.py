@@ -113,6 +113,12 @@ def test_bad_input_fails_in_one_line(tmp_path: Path) -> None:
         "no module 'layer9'",
     )  # fmt: skip
     assert_user_error(online(out, "--method", "kd"), "unknown online method 'kd'")
+    # A million peers or branches used to build networks until the run was killed.
+    assert_user_error(online(out, "--peers", "1000000"), "peers must lie in [1, 64]")
+    assert_user_error(
+        online(out, "--method", "one", "--arch", "resnet8", "--set", "method.params.branches=99"),
+        "branches must lie in [1, 64]",
+    )
     assert_user_error(online(out, "--peers", "3", "--arch", "mlp", "--arch", "tiny-cnn"),
                       "--peers 3")  # fmt: skip
     assert_user_error(online(out, "--set", "trainer.ema_decay=0.99"), "ema_decay")

@@ -1,0 +1,88 @@
+"""How much memory this process can still allocate: the machine's available RAM, the cgroup's
+limit, ``ulimit -v`` or a GPU's free memory (``datafree.memory`` plans a run's batches with it;
+``models.build`` refuses a network a file sized beyond it)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import torch
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def _meminfo_available() -> int | None:
+    text = _read("/proc/meminfo")
+    for line in (text or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_available() -> int | None:
+    limit, used = _read("/sys/fs/cgroup/memory.max"), _read("/sys/fs/cgroup/memory.current")
+    if limit is None or used is None or limit.strip() == "max":
+        return None
+    return max(0, int(limit) - int(used))
+
+
+def _address_space_available() -> int | None:
+    """What ``ulimit -v`` (RLIMIT_AS) still allows this process to map."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("VmSize:"):
+            return max(0, soft - int(line.split()[1]) * 1024)
+    return None
+
+
+def available_bytes(device: torch.device) -> tuple[int | None, str]:
+    """Bytes a run on ``device`` can still allocate, and where the figure comes from.
+
+    On a GPU the device's free memory; on the CPU the smallest of the machine's available RAM,
+    the cgroup's memory limit and ``ulimit -v``. ``(None, ...)`` when none can be read.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"free memory of {device}"
+    found = {
+        "available RAM": _meminfo_available(),
+        "the cgroup's memory limit": _cgroup_available(),
+        "ulimit -v": _address_space_available(),
+    }
+    known = {name: value for name, value in found.items() if value is not None}
+    if not known:
+        return None, "unknown"
+    name = min(known, key=lambda key: known[key])
+    return known[name], name
+
+
+#: What :func:`check_fits` allows when the memory left cannot be read.
+UNKNOWN_ROOM_LIMIT = 64 * 2**30
+
+
+def check_fits(size: int, what: str, fix: str) -> None:
+    """Refuse, before allocating it, ``size`` bytes that would take more than half the memory
+    this process has left (more than 64 GB when that cannot be read): a size read from a file or
+    a flag must not exhaust the machine.
+
+    Raises:
+        FreekdError: ``what`` (the thing that would be allocated) is too large; ``fix`` says
+            which setting to change.
+    """
+    from freekd.errors import FreekdError
+
+    room, source = available_bytes(torch.device("cpu"))
+    if size > (room if room is not None else 2 * UNKNOWN_ROOM_LIMIT) // 2:
+        left = f"{room / 2**30:.1f} GB by {source}" if room is not None else "unknown"
+        raise FreekdError(
+            f"{what} would hold {size / 2**30:,.1f} GB, more than half the memory this process "
+            f"has left ({left}); {fix}"
+        )

@@ -31,6 +31,8 @@ def run_eval(
     trust_code: bool = False,
 ) -> dict[str, Any]:
     """``freekd eval``: accuracy of any loadable model (the four kinds of teacher file)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FreekdError(f"--batch-size must be a positive integer, got {batch_size!r}")
     data = load_dataset(dataset, default_split="test", root=Path(data_root) if data_root else None)
     loaded = load_teacher(model, trust_code=trust_code, flag="--model")
     check_input_shape(data, loaded.input_shape, who=f"model {model.path}")

@@ -28,3 +28,18 @@ def lazy_exports(
         return sorted(exports)
 
     return get, names
+
+
+#: The format of the root handler ``import opacus`` installs (``logging.basicConfig`` in
+#: ``opacus.utils.module_utils``), which would take over the logging of a program using freekd.
+OPACUS_ROOT_FORMAT = "%(asctime)s:%(levelname)s:%(message)s"
+
+
+def drop_opacus_root_handler() -> None:
+    """Remove the root logging handler Opacus installs on import; call it after importing it."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.formatter is not None and handler.formatter._fmt == OPACUS_ROOT_FORMAT:
+            root.removeHandler(handler)

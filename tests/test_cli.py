@@ -646,3 +646,18 @@ def test_an_option_group_refuses_an_unknown_option_name() -> None:
 
     with pytest.raises(TypeError, match="RunFlags has no options"):
         option_groups(command)
+
+
+def test_without_a_terminal_progress_is_one_whole_line_per_epoch(tmp_path: Path) -> None:
+    # A bar written to a log file used to end as one line cut to 80 columns ("11… 0:… 0:…").
+    result = invoke("teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn",
+                    "--epochs", "2", "--batch-size", "64", "--device", "cpu",
+                    "--out", tmp_path / "t")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "teacher tiny-cnn: epoch" in line]
+    assert [line.split(", ")[0] for line in lines] == [
+        "teacher tiny-cnn: epoch 1/2",
+        "teacher tiny-cnn: epoch 2/2",
+    ]
+    assert all("step" in line and "elapsed" in line and "…" not in line for line in lines)
+    assert "eval acc" in lines[-1]

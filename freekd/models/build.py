@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from freekd.config import TORCHVISION_PREFIX, is_import_path
 from freekd.errors import FreekdError, UnknownNameError
 from freekd.hostmemory import check_fits
+from freekd.lazy import drop_opacus_root_handler
 from freekd.models.factory import MODELS
 from freekd.models.wrn import check_wrn_depth
 
@@ -412,6 +413,7 @@ def replace_batchnorm(net: nn.Module, replacement: str = "groupnorm") -> nn.Modu
         )
     from opacus.validators import ModuleValidator
 
+    drop_opacus_root_handler()  # importing opacus configured the root logger
     fixed = ModuleValidator.fix(net)
     # Opacus' backward hooks return views that an in-place activation would overwrite; the
     # out-of-place activation computes the same values (and changes no weight).

@@ -12,6 +12,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
 from freekd.errors import FreekdError
+from freekd.lazy import drop_opacus_root_handler
 from freekd.models import (
     ImageClassifier,
     replace_batchnorm,
@@ -21,6 +22,8 @@ from freekd.supervised.config import TeacherTrainConfig
 from freekd.train import (
     TrainState,
 )
+
+drop_opacus_root_handler()  # importing opacus configured the root logger
 
 logger = logging.getLogger(__name__)
 

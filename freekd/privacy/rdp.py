@@ -29,6 +29,10 @@ from numpy.typing import ArrayLike, NDArray
 from opacus.accountants.analysis import rdp as opacus_rdp
 from scipy.special import log_ndtr, logsumexp
 
+from freekd.lazy import drop_opacus_root_handler
+
+drop_opacus_root_handler()  # importing opacus configured the root logger
+
 #: Rényi orders used unless a caller gives its own: Opacus' default grid (1.1 to 10.9 by 0.1,
 #: then 12 to 63) so that freekd's ε equals Opacus' own for DP-SGD, extended to 1024 for PATE's
 #: strongly concentrated votes.

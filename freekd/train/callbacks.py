@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from freekd.checkpoint import save_checkpoint
 from freekd.data.datasets import ImageDataset
@@ -188,7 +188,12 @@ class Evaluate(Callback):
 
 
 class Progress(Callback):
-    """A rich progress bar over all steps with the running loss and the latest eval accuracy."""
+    """A rich progress bar over all steps with the running loss and the latest eval accuracy.
+
+    When stderr is not a terminal (a log file, a pipe, a batch job) a bar cannot redraw and
+    rich would cut its one final line to 80 columns, so one plain line per epoch is written
+    instead: ``description: epoch E/N, step S/T, loss L, eval acc A%, M:SS elapsed``.
+    """
 
     def __init__(self, *, description: str, enabled: bool = True) -> None:
         self.description = description
@@ -197,11 +202,19 @@ class Progress(Callback):
         self._task: Any = None
         self._loss: float | None = None
         self._last_refresh = 0.0
+        self._plain: Any = None  # the stderr console of the line-per-epoch mode
+        self._started = 0.0
+        self._last_loss: Tensor | None = None
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         if not self.enabled:
             return
         from rich.console import Console
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            self._plain, self._started = console, time.perf_counter()
+            return
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -218,7 +231,7 @@ class Progress(Callback):
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
-            console=Console(stderr=True),
+            console=console,
             transient=False,
         )
         self._progress.start()
@@ -227,6 +240,9 @@ class Progress(Callback):
         )
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self._plain is not None:
+            self._last_loss = output.loss.detach()  # read at the epoch's end, not every step
+            return
         if self._progress is None:
             return
         now = time.perf_counter()
@@ -255,10 +271,18 @@ class Progress(Callback):
         return "  ".join(parts)
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
+        if self._plain is not None:
+            if self._last_loss is not None:
+                self._loss = float(self._last_loss)
+            minutes, seconds = divmod(int(time.perf_counter() - self._started), 60)
+            info = self._info(trainer, state).replace("  ", ", ")
+            line = f"{self.description}: {info}, step {state.step}/{trainer.total_steps}"
+            self._plain.print(f"{line}, {minutes}:{seconds:02d} elapsed", soft_wrap=True)
         if self._progress is not None:
             self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
+        self._plain = None
         if self._progress is not None:
             self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
             self._progress.stop()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +194,17 @@ def test_audits_of_a_leaky_and_a_private_dp_run_stay_below_their_epsilon(
     assert private["consistent"] is True
     saved = json.loads((tmp_path / "private" / "model" / "report.json").read_text())
     assert saved["privacy"]["epsilons"][0]["kind"] == "data-independent"
+
+
+def test_importing_opacus_through_freekd_leaves_the_root_logger_alone() -> None:
+    # import opacus calls logging.basicConfig, which took over the logging of any program that
+    # used freekd's Python API (its warnings then came out as "12/06/2026 23:19:30:WARNING:...").
+    code = (
+        "import logging, torch.nn as nn\n"
+        "import freekd.privacy.dpsgd, freekd.privacy.rdp\n"
+        "from freekd.models.build import replace_batchnorm\n"
+        "replace_batchnorm(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)))\n"
+        "print(len(logging.getLogger().handlers))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "0", done.stderr

@@ -746,3 +746,17 @@ def test_zskt_stopped_by_its_budget_resumes_its_annealed_generator_exactly(
     state = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     group = state["extras"]["source"]["synthesizer"]["optimizer"]["param_groups"][0]
     assert group["lr"] < 0.1 * group["base_lr"]
+
+
+def test_the_table_names_the_synthesizer_auto_chose_and_the_student_loss(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = invoke("datafree", "--teacher", tiny_teacher_path, *FAST, "--budget", "50",
+                    "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    chosen, loss = report["method"]["name"], report["student_method"]["name"]
+    assert chosen in ("nayer", "zskt")  # the table used to say "auto" whatever ran
+    assert f"{chosen} (auto's choice) → tiny-cnn" in result.stdout
+    assert f"student loss       │ {loss}" in result.stdout

@@ -104,8 +104,15 @@ def datafree(
     from freekd.datafree.pipeline import run_datafree
 
     report = run_datafree(cfg, run.options())
-    source_name = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else cfg.synthesizer.name
-    print_table("data-free distillation", _report_rows(report, source_name, run.out))
+    ran = (report.get("method") or {}).get("name") or cfg.synthesizer.name
+    source_name = f"proxy {cfg.proxy_dataset}" if cfg.proxy_dataset else ran
+    if not cfg.proxy_dataset and cfg.synthesizer.name != ran:
+        source_name += f" ({cfg.synthesizer.name}'s choice)"
+    rows = _report_rows(report, source_name, run.out)
+    student_method = (report.get("student_method") or {}).get("name")
+    if student_method:
+        rows.insert(1, ("student loss", student_method))
+    print_table("data-free distillation", rows)
 
 
 def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[str, str]]:

@@ -206,7 +206,24 @@ def _matrix(value: Any) -> np.ndarray:
     array = value.dense() if isinstance(value, _SparseRecord) else value
     if not isinstance(array, np.ndarray) or array.ndim != 2 or array.dtype == object:
         raise ValueError("a feature or label matrix that is not a 2-D numeric array")
-    return np.asarray(array, dtype=np.float32)
+    if np.iscomplexobj(array):
+        raise ValueError("a feature or label matrix of complex numbers")
+    matrix = np.asarray(array, dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise ValueError("a feature or label matrix holding NaN or infinite values")
+    return matrix
+
+
+def _check_labels(y: np.ndarray, ty: np.ndarray, ally: np.ndarray) -> None:
+    """One-hot rows over at least two classes; every training node labelled (a test node of
+    CiteSeer without a row may be all zeros)."""
+    if not y.shape[1] == ty.shape[1] == ally.shape[1] or y.shape[1] < 2:
+        raise ValueError("label matrices that are not one-hot over the same two or more classes")
+    for labels in (y, ty, ally):
+        if not np.isin(labels, (0.0, 1.0)).all() or (labels.sum(1) > 1).any():
+            raise ValueError("label rows that are not one-hot")
+    if not (y.sum(1) == 1).all():
+        raise ValueError("training nodes without a label")
 
 
 def _assemble(key: str, parts: dict[str, Any], test_ids: np.ndarray) -> GraphData:
@@ -214,6 +231,7 @@ def _assemble(key: str, parts: dict[str, Any], test_ids: np.ndarray) -> GraphDat
     has test ids with no row (isolated nodes), which get zero features and no label."""
     x, tx, allx = (_matrix(parts[p]) for p in ("x", "tx", "allx"))
     y, ty, ally = (_matrix(parts[p]) for p in ("y", "ty", "ally"))
+    _check_labels(y, ty, ally)
     ordered = np.sort(test_ids)
     low, high = int(ordered[0]), int(ordered[-1])
     if len(tx) != len(test_ids) or low != len(allx):

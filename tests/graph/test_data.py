@@ -6,11 +6,14 @@ import os
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from freekd.errors import FreekdError
+from freekd.graph import data as data_module
 from freekd.graph.data import (
     GraphData,
     check_held_out,
@@ -97,3 +100,41 @@ def test_missing_and_unknown_data_fail_in_one_line(tmp_path: Path) -> None:
     bad.write_text("1\nnot-a-number\n")
     with pytest.raises(FreekdError, match="not a list of node ids"):
         load_planetoid("cora", folder)
+
+
+@pytest.mark.parametrize(
+    ("part", "edit", "message"),
+    [
+        ("ally", lambda a: np.full(a.shape, np.nan), "NaN or infinite values"),
+        ("allx", lambda a: np.where(a > 0, np.inf, a), "NaN or infinite values"),
+        ("allx", lambda a: a.astype(np.complex64), "complex numbers"),
+        ("y", lambda a: a[:, :1], "one-hot over the same two or more classes"),
+        ("ally", lambda a: a + 1, "not one-hot"),
+        ("y", lambda a: np.zeros_like(a), "training nodes without a label"),
+    ],
+    ids=[
+        "NaN labels",
+        "infinite features",
+        "complex features",
+        "one class",
+        "two-hot",
+        "unlabelled training nodes",
+    ],  # fmt: skip
+)
+def test_files_with_values_no_planetoid_file_holds_are_refused(
+    monkeypatch: pytest.MonkeyPatch, part: str, edit: Any, message: str
+) -> None:
+    # NaN labels trained a teacher reported at 100 % validation accuracy; one label column a
+    # 1-class model at 100 %; NaN features a run blamed on the learning rate.
+    read = data_module._read_pickle
+
+    def edited(path: Path) -> Any:
+        value = read(path)
+        if path.name.endswith(f".{part}"):
+            dense = value.dense() if hasattr(value, "dense") else value
+            return edit(np.asarray(dense))
+        return value
+
+    monkeypatch.setattr(data_module, "_read_pickle", edited)
+    with pytest.raises(FreekdError, match=f"does not hold valid Planetoid files.*{message}"):
+        load_planetoid("cora")

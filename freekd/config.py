@@ -327,7 +327,13 @@ def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: 
         known = f"known: {', '.join(defaults)}" if defaults else "it takes none"
         raise FreekdError(f"{what} has no parameter {', '.join(map(repr, unknown))}; {known}")
     for name, value in params.items():
-        params[name] = coerce_like(defaults[name], value, f"{what}: {name}")
+        params[name] = number = coerce_like(defaults[name], value, f"{what}: {name}")
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            continue
+        if (name == "weight" or name.endswith("_weight")) and number < 0:  # every plug-in's
+            raise FreekdError(f"{what}: {name} must be at least 0, got {number:g}")
+        if name == "temperature" and not 0 < number <= 1000:  # T² of 1e300 overflowed
+            raise FreekdError(f"{what}: temperature must lie in (0, 1000], got {number:g}")
 
 
 def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
@@ -454,18 +460,12 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.get(key)
-        if child is None:
-            child = {}
-            node[key] = child
-        if not isinstance(child, dict):
-            raise FreekdError(f"--set {dotted}: {key!r} is not a group of fields")
-        node = child
-    node[keys[-1]] = value
+def _nested(dotted: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": value}}`` for ``a.b``."""
+    data: Any = value
+    for key in reversed(dotted.split(".")):
+        data = {key: data}
+    return dict(data)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -538,14 +538,10 @@ def load_config(
         if "=" not in item:
             raise FreekdError(f"--set {item!r}: expected key=value, e.g. trainer.lr=0.01")
         key, text = item.split("=", 1)
-        nested: dict[str, Any] = {}
-        _set_dotted(nested, key.strip(), _parse_scalar(text))
-        command_line = _merge(command_line, nested)
+        command_line = _merge(command_line, _nested(key.strip(), _parse_scalar(text)))
     for key, value in (values or {}).items():
         if value is not None:
-            nested = {}
-            _set_dotted(nested, key, value)
-            command_line = _merge(command_line, nested)
+            command_line = _merge(command_line, _nested(key, value))
     what = f"config {path}" if path is not None else "the saved config.yaml"
     _check_file_trust(data, command_line, what=what, trust_code=trust_code)
     return from_dict(cls, _merge(data, command_line))

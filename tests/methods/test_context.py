@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,21 @@ def test_one_registry_two_views() -> None:
     with pytest.raises(UnknownNameError, match="unknown cross-modal method 'kd'; known: contr"):
         CROSSMODAL_METHODS.get("kd")
     assert issubclass(CLASSIFIER_METHODS.get("kd"), Method)
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("at", {"weight": -5}, "method at: weight must be at least 0, got -5"),
+        ("rkd", {"angle_weight": -1.0}, "method rkd: angle_weight must be at least 0"),
+        ("kd", {"temperature": 1e300}, "method kd: temperature must lie in (0, 1000]"),
+        ("dkd", {"temperature": "0"}, "method dkd: temperature must lie in (0, 1000], got 0"),
+    ],
+)
+def test_negative_weights_and_unusable_temperatures_are_refused_by_name(
+    method: str, params: dict[str, Any], message: str
+) -> None:
+    # A negative weight trained (the term pushed the student away from the teacher) and a
+    # temperature of 1e300 died in an OverflowError traceback at the first step.
+    with pytest.raises(FreekdError, match=re.escape(message)):
+        check_params(METHODS.get(method), dict(params), what=f"method {method}")

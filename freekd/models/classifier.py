@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -79,8 +80,7 @@ class ImageClassifier(nn.Module):
         self.input_shape = shape
         self.mean_values = _per_channel("mean", mean, channels)
         self.std_values = _per_channel("std", std, channels)
-        if min(self.std_values) <= 0:
-            raise FreekdError(f"std must be positive, got {list(std)}; check the input std")
+        check_normalization(self.mean_values, self.std_values, fix="check the input mean and std")
         self.register_buffer(
             "mean", torch.tensor(self.mean_values).view(1, channels, 1, 1), persistent=False
         )
@@ -176,6 +176,19 @@ class ImageClassifier(nn.Module):
             mean=mean,
             std=std,
             batchnorm_replacement=replacement,
+        )
+
+
+def check_normalization(mean: Sequence[float], std: Sequence[float], *, fix: str) -> None:
+    """Refuse input normalization no image source has: a mean or std that is not finite, a std
+    outside [1e-6, 1e6] or a mean beyond ±1e6 (``(x - mean) / std`` of a [0, 1] pixel would
+    overflow, or every prediction would be the same)."""
+    if not all(math.isfinite(m) and abs(m) <= 1e6 for m in mean) or not all(
+        math.isfinite(s) and 1e-6 <= s <= 1e6 for s in std
+    ):
+        raise FreekdError(
+            f"input normalization mean {list(mean)}, std {list(std)} is not usable (finite "
+            f"means within ±1e6, stds in [1e-6, 1e6]); {fix}"
         )
 
 

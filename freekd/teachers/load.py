@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ from freekd.checkpoint import (
 from freekd.config import TeacherSourceConfig
 from freekd.errors import FreekdError, check_regular_file
 from freekd.models import ImageClassifier, build_model, check_model
+from freekd.models.classifier import check_normalization
 from freekd.teachers.base import Teacher
+
+logger = logging.getLogger(__name__)
 
 EXPECTED = (
     "expected a freekd checkpoint, a TorchScript file, a state_dict with --arch, "
@@ -98,8 +102,7 @@ def _normalization(source: TeacherSourceConfig, channels: int) -> tuple[list[flo
         std = std * channels
     if len(mean) != channels or len(std) != channels:
         raise FreekdError(f"--mean/--std need 1 or {channels} values, got {len(mean)}/{len(std)}")
-    if any(s <= 0 for s in std):
-        raise FreekdError(f"--std values must be positive, got {std}")
+    check_normalization(mean, std, fix="check --mean and --std")
     return mean, std
 
 
@@ -161,6 +164,7 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig, *, trust_code: boo
     if isinstance(data, nn.Module):
         return _foreign_teacher(data, path, source, kind="a pickled nn.Module")
     if is_freekd_checkpoint(data):
+        _warn_ignored_flags(source, path)
         model = model_from_checkpoint(data, source=f"teacher {path}", trust_code=trust_code)
         return _teacher_from_classifier(
             model, description="freekd checkpoint", path=path, privacy=data.get("privacy")
@@ -174,6 +178,26 @@ def _from_torch_file(path: Path, source: TeacherSourceConfig, *, trust_code: boo
     if state_dict is None:
         raise FreekdError(f"teacher file {path} holds {type(data).__name__}; {EXPECTED}")
     return _from_state_dict(state_dict, path, source)
+
+
+def _warn_ignored_flags(source: TeacherSourceConfig, path: Path) -> None:
+    """Say which of the user's --arch, --input-shape, ... a freekd checkpoint overrides."""
+    given = {
+        "--arch": source.arch,
+        "--arch-kwargs": source.arch_kwargs,
+        "--input-shape": source.input_shape,
+        "--num-classes": source.num_classes,
+        "--mean": source.mean,
+        "--std": source.std,
+    }
+    ignored = [flag for flag, value in given.items() if value]
+    if ignored:
+        logger.warning(
+            "%s is a freekd checkpoint, which records its own architecture, classes and input "
+            "normalization: %s ignored",
+            path,
+            ", ".join(ignored),
+        )
 
 
 def _find_state_dict(data: Any) -> dict[str, Tensor] | None:

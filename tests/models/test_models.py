@@ -446,7 +446,7 @@ def test_image_classifier_repeats_grey_for_rgb_networks_after_normalizing() -> N
     [
         ({"mean": [0.1, 0.2]}, "mean has 2 values but the input has 3 channels"),
         ({"std": [0.1, 0.2]}, "std has 2 values"),
-        ({"std": [0.0]}, "std must be positive"),
+        ({"std": [0.0]}, r"std \[0.0, 0.0, 0.0\] is not usable"),
         ({"input_shape": (3, 4)}, "check --input-shape"),
         ({"arch_kwargs": {"layer": nn.ReLU}}, "cannot be stored in a checkpoint"),
     ],

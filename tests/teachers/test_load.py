@@ -230,6 +230,29 @@ def test_state_dict_teacher_needs_an_arch(classifier: ImageClassifier, tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("mean", "std"),
+    [([float("nan")], [1.0]), ([0.0], [1e-320]), ([float("inf")], [1.0]), ([1e308], [1.0])],
+)
+def test_unusable_normalization_is_refused(
+    classifier: ImageClassifier, tmp_path: Path, mean: list[float], std: list[float]
+) -> None:
+    # --mean nan used to score 7.42 % with exit 0: every input became NaN.
+    path = tmp_path / "weights.pt"
+    torch.save(classifier.net.state_dict(), path)
+    message = load_error(path, arch="tiny-cnn", input_shape=SHAPE, mean=mean, std=std)
+    assert "is not usable" in message
+    assert "check --mean and --std" in message
+
+
+def test_flags_a_freekd_checkpoint_overrides_are_named(
+    tiny_teacher_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="freekd.teachers.load"):
+        load(tiny_teacher_path, arch="resnet8", num_classes=3)
+    assert "--arch, --num-classes ignored" in caplog.text
+
+
+@pytest.mark.parametrize(
     ("arch", "arch_kwargs", "num_classes"),
     [
         ("mlp", {}, None),

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from freekd import __version__
+from freekd.config import is_import_path
 from freekd.errors import FreekdError, check_regular_file
 from freekd.io import atomic_write
 from freekd.models import (
@@ -458,6 +459,37 @@ def check_checkpoint(data: Mapping[str, Any], *, source: str) -> bool:
     if version is not None and not isinstance(version, str):
         raise damaged(source, "freekd_version", version, "a version string")
     return verify_weights(data, source=source)
+
+
+def check_weights_fit(data: Mapping[str, Any], *, source: str) -> None:
+    """What :func:`model_from_checkpoint` would refuse, without allocating or importing anything
+    (``freekd info``): the architecture is built on the meta device, so its name, sizes and
+    arguments are checked and its weights' names and shapes compared with the file's. An
+    import-path ``arch`` (a user class) is not built: that would run its code.
+
+    Raises:
+        FreekdError: ``build_model`` refuses the metadata, an unknown BatchNorm replacement, or
+            weights that do not fit the architecture.
+    """
+    if is_import_path(data["arch"]):
+        return
+    with torch.device("meta"):
+        net = build_model(
+            data["arch"],
+            num_classes=int(data["num_classes"]),
+            input_shape=tuple(int(v) for v in data["input"]["shape"]),  # type: ignore[arg-type]
+            arch_kwargs=dict(data["arch_kwargs"]),
+        )
+        if data.get("batchnorm_replacement") is not None:
+            net = replace_batchnorm(net, str(data["batchnorm_replacement"]))
+    expected = {key: tuple(value.shape) for key, value in net.state_dict().items()}
+    given = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
+    if expected != given:
+        raise FreekdError(
+            f"{source} is damaged: its weights do not fit {data['arch']} with "
+            f"{data['arch_kwargs']}, {data['num_classes']} classes and input "
+            f"{data['input']['shape']}"
+        )
 
 
 def load_model(

@@ -224,6 +224,8 @@ def info(
         [
             ("format", details["format"]),
             ("arch", f"{details['arch']} {details['arch_kwargs'] or ''}".strip()),
+            *[("code", "the architecture is an import path: loading it needs --trust-code")]
+            * bool(details.get("arch_names_code")),
             ("classes", str(details["num_classes"])),
             ("input", f"{shape}, mean {details['input']['mean']}, std {details['input']['std']}"),
             ("parameters", f"{details['parameters']:,}"),

@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from freekd.checkpoint import check_checkpoint, read_checkpoint, safe_torch_load
-from freekd.config import TeacherSourceConfig
+from freekd.checkpoint import (
+    check_checkpoint,
+    check_weights_fit,
+    read_checkpoint,
+    safe_torch_load,
+)
+from freekd.config import TeacherSourceConfig, is_import_path
 from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
 from freekd.crossmodal.clip import check_clip_file
 from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
@@ -75,6 +80,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         return _describe_graph(raw, Path(path))
     data = read_checkpoint(path)
     verified = check_checkpoint(data, source=str(path))
+    check_weights_fit(data, source=str(path))
     parameters = sum(
         int(v.numel())
         for k, v in data["state_dict"].items()
@@ -83,6 +89,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     return {
         "format": data["format"],
         "arch": data["arch"],
+        "arch_names_code": is_import_path(data["arch"]),  # built only with --trust-code
         "arch_kwargs": data["arch_kwargs"],
         "num_classes": data["num_classes"],
         "input": data["input"],

@@ -194,6 +194,26 @@ def test_info_says_whether_the_checksum_verified(tiny_teacher_path: Path, tmp_pa
     assert torch.equal(model(images), reference(images))
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(num_classes=10**12), "weights would hold"),
+        (lambda d: d["input"].update(shape=[1, 10**5, 10**5]), "values per image"),
+        (lambda d: d.update(arch_kwargs={"width": float("nan")}), "does not accept arch kwargs"),
+        (lambda d: d.update(batchnorm_replacement="os:system"), "unknown BatchNorm replacement"),
+        (lambda d: d.update(arch="mlp"), "its weights do not fit mlp"),
+    ],
+    ids=["huge class count", "huge input", "unknown kwargs", "replacement", "another arch"],
+)
+def test_info_refuses_what_loading_would_refuse(
+    tiny_teacher_path: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    # info used to report these files as fine ("SHA-256 checksum verified", exit 0) while eval
+    # refused them or ran out of memory.
+    path = edited(tiny_teacher_path, tmp_path / "odd.pt", edit)
+    assert_one_line_error(invoke("info", path), None, message)
+
+
 def test_checksum_covers_every_byte_key_dtype_and_shape() -> None:
     weights = {"a": torch.arange(6, dtype=torch.float32), "b": torch.ones(2, dtype=torch.int64)}
     digest = weights_checksum(weights)

@@ -10,6 +10,7 @@ tried here with that payload; the marker file must never appear, the command mus
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -216,7 +217,10 @@ def test_info_reads_metadata_without_building(evil_model: Path, marker: Path) ->
 
     assert result.exit_code == 0, result.output
     assert "os:system" in result.stdout
+    assert json.loads(result.stdout)["arch_names_code"] is True
     assert not marker.exists()
+    table = runner.invoke(app, ["info", str(evil_model)])
+    assert "the architecture is an import path" in table.stdout
 
 
 def test_python_api_refuses_too(evil_model: Path, marker: Path) -> None:

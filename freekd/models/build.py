@@ -18,7 +18,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -272,6 +274,21 @@ def _build_torchvision(arch: str, *, num_classes: int, arch_kwargs: dict[str, An
     )
 
 
+def _import_user_module(name: str) -> Any:
+    """``importlib.import_module``, also from the current folder when the module is found
+    nowhere else: ``python -m freekd`` looks there, the installed ``freekd`` command does not,
+    and a user's ``--arch mypkg.nets:Net`` usually sits beside them. The folder is appended, so
+    it never shadows an installed module."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        here = os.getcwd()
+        if error.name != name.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)
+        return importlib.import_module(name)
+
+
 def _build_from_import_path(
     arch: str,
     *,
@@ -283,7 +300,7 @@ def _build_from_import_path(
     if not module_name or not attribute_path:
         raise FreekdError(f"cannot import {arch}: expected package.module:Class; check --arch")
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = _import_user_module(module_name)
         for attribute in attribute_path.split("."):
             target = getattr(target, attribute)
     except (ImportError, AttributeError) as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -570,3 +572,25 @@ def test_check_arch_name_refuses_in_one_line_naming_the_setting(arch: object) ->
     with pytest.raises(FreekdError, match="student.student") as caught:
         check_arch_name(arch, setting="student.student")
     assert "\n" not in str(caught.value)
+
+
+def test_an_import_path_is_also_found_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The installed `freekd` command does not look in the current folder (python -m does), so
+    # `--arch mypkg.nets:Net` beside the user failed with "No module named 'mypkg'".
+    package = tmp_path / "userpkg37"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text(
+        "import torch.nn as nn\n\n"
+        "def net(num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    model = build_model("userpkg37.nets:net", num_classes=3, input_shape=(1, 8, 8), trust_code=True)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    assert sys.path[-1] == str(tmp_path)  # appended: an installed module is never shadowed
+    with pytest.raises(FreekdError, match="No module named 'nosuchpkg37'"):
+        build_model("nosuchpkg37.nets:net", num_classes=3, input_shape=(1, 8, 8), trust_code=True)

@@ -139,7 +139,7 @@ def warn_few_steps(train_set: ImageDataset, trainer: TrainerConfig, steps_per_ep
     per_epoch = max(1, len(train_set) // batch)
     epochs = -(-3 * FEW_STEPS // per_epoch)
     logger.warning(
-        "%s has %d images: %d epochs at batch size %d make only %d optimizer steps, too few "
+        "%s has %d images: %d epoch(s) at batch size %d make only %d optimizer steps, too few "
         "to train (the defaults suit 60,000 images); try --batch-size %d --epochs %d",
         train_set.name,
         len(train_set),

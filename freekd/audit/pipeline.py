@@ -493,6 +493,7 @@ def _epsilon_bound(
         "assumption": "each pool example was a member independently with probability 1/2 "
         "(the canaries of Steinke, Nasr & Jagielski 2023)",
         "assumption_holds": bool(config.random_split),
+        "consistent": None,  # no claimed ε to compare with
     }
     if claimed["epsilon"] is not None:
         bound["consistent"] = bool(bound["epsilon"] <= claimed["epsilon"])

@@ -149,6 +149,7 @@ def test_audit_command_on_one_model_writes_the_report_keys(
     assert {"epsilon", "confidence", "delta", "attack", "assumption_holds"} <= set(bound)
     assert bound["assumption_holds"] is True
     assert bound["attack"] == "lira-offline-fixed-variance"
+    assert bound["consistent"] is None  # the teacher claims no ε (python-api.md reads the key)
     assert "Empirical ε lower bound" in report["summary"]
 
 

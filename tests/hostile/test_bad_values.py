@@ -242,7 +242,7 @@ def test_a_small_set_for_the_recipe_draws_one_warning_before_training(
     with caplog.at_level(logging.WARNING, logger="freekd"):
         run_teacher_train(config, RunOptions(tmp_path / "run", quiet=True))
     (warning,) = [r.getMessage() for r in caplog.records if "optimizer steps" in r.getMessage()]
-    assert "has 100 images: 1 epochs at batch size 32 make only 3 optimizer steps" in warning
+    assert "has 100 images: 1 epoch(s) at batch size 32 make only 3 optimizer steps" in warning
     assert warning.endswith("try --batch-size 32 --epochs 300")
     # The full datasets' runs are far above the threshold and draw nothing.
     assert FEW_STEPS <= 60000 // 128 * 10

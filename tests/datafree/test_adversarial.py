@@ -259,8 +259,8 @@ def test_datafree_method_params_alone_change_the_recommended_method(
     [
         ("zskt", "synthesizer.params.student_shift=-1", "student_shift must be non-negative"),
         ("zskt", "synthesizer.params.student_mixup=2", "student_mixup must lie in [0, 1]"),
-        ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be non-negative"),
-        ("zskt", "synthesizer.params.balance_weight=-1", "balance_weight must be non-negative"),
+        ("zskt", "synthesizer.params.class_weight=-1", "class_weight must be at least 0"),
+        ("zskt", "synthesizer.params.balance_weight=-1", "balance_weight must be at least 0"),
         ("zskt", "synthesizer.params.balance_target=0", "balance_target must lie in (0, 1]"),
         ("zskt", "synthesizer.params.balance_after=-1", "balance_after must be non-negative"),
         ("zskt", "synthesizer.params.balance_target=1.5", "balance_target must lie in (0, 1]"),
@@ -273,7 +273,7 @@ def test_datafree_method_params_alone_change_the_recommended_method(
         (
             "zskt",
             "synthesizer.params.total_variation_weight=-1",
-            "total_variation_weight must be non-negative",
+            "total_variation_weight must be at least 0",
         ),
         # zskt's own __init__ passes **kwargs on; unknown names are still refused up front.
         (

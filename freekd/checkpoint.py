@@ -501,7 +501,15 @@ def load_model(
     building it imports and runs that code. A graph checkpoint is refused in one line here
     (:func:`load_any_model` loads both kinds).
     """
+    _check_device(device)
     return _image_model(_read_file(Path(path)), Path(path), device=device, trust_code=trust_code)
+
+
+def _check_device(device: Any) -> None:
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise FreekdError(f"{device!r} is not a device; use cpu, cuda, cuda:N or mps") from None
 
 
 def _read_file(path: Path) -> Any:
@@ -525,6 +533,7 @@ def load_any_model(path: str | Path, *, device: str = "cpu", trust_code: bool = 
     GNN, the graph (``freekd.graph.models.GraphNetwork``)."""
     from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
 
+    _check_device(device)
     loaded = _read_file(Path(path))  # read once, whichever kind it is
     if is_graph_checkpoint(loaded):
         return graph_model_from_mapping(loaded, path=Path(path)).to(device)

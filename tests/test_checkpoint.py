@@ -248,3 +248,9 @@ def test_load_model_refuses_what_is_no_freekd_checkpoint(tmp_path: Path) -> None
         with pytest.raises(FreekdError, match=needle) as caught:
             load_model(tmp_path / name)
         assert "\n" not in str(caught.value)
+
+
+def test_a_device_that_is_no_device_is_one_line(tiny_teacher_path: Path) -> None:
+    # load_model(path, device="os:system") raised torch's bare RuntimeError.
+    with pytest.raises(FreekdError, match="'os:system' is not a device; use cpu, cuda"):
+        freekd.load_model(tiny_teacher_path, device="os:system")

@@ -34,7 +34,8 @@ def part_names(name: str) -> list[str]:
 
 def _part_class(name: str) -> type[Distiller]:
     if name not in METHODS:
-        raise UnknownNameError(f"unknown method {name!r}; known: {', '.join(METHODS.names())}")
+        combinable = ", ".join(n for n in METHODS.names() if _combinable(n))
+        raise UnknownNameError(f"unknown method {name!r} to combine; combinable: {combinable}")
     method = METHODS.get(name)
     if not _combinable(name):
         raise UnknownNameError(

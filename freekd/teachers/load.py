@@ -80,7 +80,7 @@ def load_teacher(
     if is_torchscript(path):
         teacher = _from_torchscript(path, source)
     else:
-        teacher = _from_torch_file(path, source, trust_code=trust_code)
+        teacher = _from_torch_file(path, source, trust_code=trust_code, what=flag.lstrip("-"))
     return teacher.to(device)
 
 
@@ -153,19 +153,21 @@ def _from_torchscript(path: Path, source: TeacherSourceConfig) -> Teacher:
     return _foreign_teacher(net, path, source, kind="a TorchScript file")
 
 
-def _from_torch_file(path: Path, source: TeacherSourceConfig, *, trust_code: bool) -> Teacher:
+def _from_torch_file(
+    path: Path, source: TeacherSourceConfig, *, trust_code: bool, what: str = "teacher"
+) -> Teacher:
     if source.trust_pickle:
         try:
             data = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as error:
             raise FreekdError(f"cannot load {path}: {_first_line(error)}; {EXPECTED}") from None
     else:
-        data = safe_torch_load(path, what="teacher file")
+        data = safe_torch_load(path, what=f"{what} file")
     if isinstance(data, nn.Module):
         return _foreign_teacher(data, path, source, kind="a pickled nn.Module")
     if is_freekd_checkpoint(data):
         _warn_ignored_flags(source, path)
-        model = model_from_checkpoint(data, source=f"teacher {path}", trust_code=trust_code)
+        model = model_from_checkpoint(data, source=f"{what} {path}", trust_code=trust_code)
         return _teacher_from_classifier(
             model, description="freekd checkpoint", path=path, privacy=data.get("privacy")
         )

@@ -149,6 +149,11 @@ def test_a_combination_runs_each_network_once_and_keeps_the_terms(
     ("name", "error"),
     [
         ("kd+nope", "unknown method 'nope'"),
+        (
+            "kd+",
+            r"unknown method '' to combine; combinable: at, cc, crd, dkd, fitnet, irg, kd, "
+            r"pkt, rkd, sp$",
+        ),  # not dml or one, which cannot be combined
         ("kd+kd-at", "cannot be combined"),
         ("kd+kd", "two or more"),
     ],

@@ -518,7 +518,8 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:
-    """``--budget 15m`` (wall-clock), ``cpu:15m`` (CPU time) or ``200000`` (synthesized images)."""
+    """``--budget 15m`` or ``90s`` or ``1h`` (wall-clock), ``cpu:15m`` (CPU time) or ``200000``
+    (synthesized images)."""
     if budget is None:
         return {}
     text = budget.strip().lower()
@@ -530,11 +531,13 @@ def _budget_values(budget: str | None) -> dict[str, Any]:
             return {key: float(text.rstrip("min"))}
         if text.endswith("h"):
             return {key: 60 * float(text[:-1])}
+        if text.endswith("s"):
+            return {key: float(text[:-1]) / 60}
         if key == "budget_minutes":
             return {"budget_images": int(text.replace("_", ""))}
     except ValueError:
         pass
     raise FreekdError(
-        f"--budget {budget!r}: give minutes (15m), CPU minutes (cpu:15m) or a number of "
-        "synthesized images"
+        f"--budget {budget!r}: give minutes (15m; or 90s, 1h), CPU minutes (cpu:15m) or a "
+        "number of synthesized images"
     )

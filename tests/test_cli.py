@@ -661,3 +661,19 @@ def test_without_a_terminal_progress_is_one_whole_line_per_epoch(tmp_path: Path)
     ]
     assert all("step" in line and "elapsed" in line and "…" not in line for line in lines)
     assert "eval acc" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    ("budget", "values"),
+    [
+        ("90s", {"budget_minutes": 1.5}),
+        ("cpu:30s", {"budget_cpu_minutes": 0.5}),
+        ("15m", {"budget_minutes": 15.0}),
+        ("1.5h", {"budget_minutes": 90.0}),
+        ("200000", {"budget_images": 200000}),
+    ],
+)
+def test_budgets_in_seconds_minutes_hours_and_images(budget: str, values: dict[str, Any]) -> None:
+    from freekd.cli_options import _budget_values
+
+    assert _budget_values(budget) == values  # "20s" used to be refused

@@ -428,8 +428,8 @@ def test_auto_method_picks_nayer_for_a_batchnorm_teacher_and_saves_the_choice(
             "--method zskt: temperature: expected a number, got 'abc'",
         ),
         (("--set", "method.params.temperature=warm"), "expected a number, got 'warm'"),
-        (("--budget", "soon"), "give minutes (15m), CPU minutes (cpu:15m)"),
-        (("--budget", "cpu:lots"), "give minutes (15m), CPU minutes (cpu:15m)"),
+        (("--budget", "soon"), "give minutes (15m; or 90s, 1h), CPU minutes (cpu:15m)"),
+        (("--budget", "cpu:lots"), "give minutes (15m; or 90s, 1h), CPU minutes (cpu:15m)"),
     ],
 )
 def test_bad_input_is_one_line(

@@ -50,7 +50,7 @@ def datafree(
         str | None,
         typer.Option(
             "--budget",
-            help="Stop after this much time (15m, 1.5h), CPU time (cpu:15m: fair on a shared "
+            help="Stop after this much time (15m, 90s, 1.5h), CPU time (cpu:15m: fair on a shared "
             "machine) or this many synthesized images (200000).",
         ),
     ] = None,

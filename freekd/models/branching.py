@@ -132,9 +132,11 @@ def find_branch_point(
         inner = {size for key, size in outputs.items() if key.startswith(name + ".") and size}
         if inner <= {start, last}:
             return name
+    candidates = [name for name, _, out, _ in trace if name and out is not None and _spatial(out)]
     raise FreekdError(
         "found no last stage to branch at (a module that turns the trunk's maps into the last "
-        "resolution); name the module ONE repeats with --set method.params.branch_at=PATH"
+        "resolution); name the module ONE repeats with --set method.params.branch_at=PATH, one "
+        f"of the modules with feature maps: {', '.join(candidates)}"
     )
 
 

@@ -93,6 +93,18 @@ def _input_shape(source: TeacherSourceConfig, kind: str) -> tuple[int, int, int]
     return (channels, height, width)
 
 
+def _warn_unnormalized(source: TeacherSourceConfig) -> None:
+    """Once a file without normalization loaded: say it gets raw [0, 1] images (a teacher at
+    chance accuracy was the only sign)."""
+    if source.mean is None and source.std is None:
+        logger.warning(
+            "%s records no input normalization and no --mean/--std was given: it receives [0, 1] "
+            "images as they are; if it was trained on normalized inputs, pass --mean and --std "
+            "(e.g. MNIST's 0.1307 and 0.3081), else --mean 0 --std 1 to silence this",
+            source.path,
+        )
+
+
 def _normalization(source: TeacherSourceConfig, channels: int) -> tuple[list[float], list[float]]:
     mean = list(source.mean) if source.mean is not None else [0.0] * channels
     std = list(source.std) if source.std is not None else [1.0] * channels
@@ -134,6 +146,7 @@ def _foreign_teacher(
             f"{source.num_classes}; fix --num-classes"
         )
     metadata = {"input": {"shape": list(shape), "mean": mean, "std": std}, "kind": kind}
+    _warn_unnormalized(source)
     return Teacher(
         model, num_classes=num_classes, input_shape=shape, description=kind, metadata=metadata
     )
@@ -247,7 +260,9 @@ def _from_state_dict(
         mean=mean,
         std=std,
     )
-    return _teacher_from_classifier(model.eval(), description="state_dict + --arch", path=path)
+    teacher = _teacher_from_classifier(model.eval(), description="state_dict + --arch", path=path)
+    _warn_unnormalized(source)
+    return teacher
 
 
 def _guess_num_classes(state_dict: dict[str, Tensor]) -> int | None:

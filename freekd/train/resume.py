@@ -205,6 +205,12 @@ def restore(
     Raises:
         FreekdError: the checkpoint does not fit this run.
     """
+    if data["state"]["epoch"] >= trainer.config.epochs:  # a finished run's is epochs - 1
+        raise resume_misfit(
+            source,
+            f"it is at epoch {data['state']['epoch'] + 1}, past this run's plan of "
+            f"{trainer.config.epochs}",
+        )
     expected = trainer.method.distributed_modules()
     if sorted(data["modules"]) != sorted(expected):
         raise resume_misfit(

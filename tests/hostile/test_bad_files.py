@@ -565,6 +565,8 @@ RESUME_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     ),
     "step text": (lambda d: d["state"].update(step="x"), "state.step is 'x', not a count"),
     "step negative": (lambda d: d["state"].update(step=-5), "state.step is -5"),
+    # An epoch past the plan used to "finish" the run at once, exit 0.
+    "epoch past the plan": (lambda d: d["state"].update(epoch=10**18), "past this run's plan"),
     "metrics text": (lambda d: d["state"].update(metrics={"a": "x"}), "state.metrics"),
     "RNG state not bytes": (lambda d: d.update(torch_rng=torch.zeros(3)), "torch_rng"),
     "no config": (lambda d: d.pop("config"), "config is missing or not a mapping"),

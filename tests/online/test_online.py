@@ -107,6 +107,10 @@ def test_bad_input_fails_in_one_line(tmp_path: Path) -> None:
     assert_user_error(online(out, "--method", "one", "--arch", "resnet8", "--arch", "mlp"),
                       "ONE branches one network")  # fmt: skip
     assert_user_error(online(out, "--method", "one", "--arch", "lenet5"), "branch_at")
+    assert_user_error(  # the message lists what can be named
+        online(out, "--method", "one", "--arch", "tiny-cnn"),
+        "one of the modules with feature maps: features.0, features.1",
+    )
     assert_user_error(
         online(out, "--method", "one", "--arch", "resnet8", "--set",
                "method.params.branch_at=layer9"),

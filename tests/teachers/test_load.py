@@ -244,6 +244,21 @@ def test_unusable_normalization_is_refused(
     assert "check --mean and --std" in message
 
 
+def test_a_file_without_normalization_loads_with_a_warning_unless_it_is_given(
+    classifier: ImageClassifier, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A state_dict teacher trained on normalized inputs silently scored at chance.
+    path = tmp_path / "weights.pt"
+    torch.save(classifier.net.state_dict(), path)
+    with caplog.at_level("WARNING", logger="freekd.teachers.load"):
+        load(path, arch="tiny-cnn", input_shape=SHAPE)
+    assert "records no input normalization and no --mean/--std was given" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="freekd.teachers.load"):
+        load(path, arch="tiny-cnn", input_shape=SHAPE, **normalization(classifier))
+    assert not caplog.text
+
+
 def test_flags_a_freekd_checkpoint_overrides_are_named(
     tiny_teacher_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -655,7 +655,9 @@ def test_without_a_terminal_progress_is_one_whole_line_per_epoch(tmp_path: Path)
                     "--out", tmp_path / "t")  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if "teacher tiny-cnn: epoch" in line]
+    assert lines[0].endswith("starting")  # a line from the first second, then one per epoch
     assert [line.split(", ")[0] for line in lines] == [
+        "teacher tiny-cnn: epoch 1/2",
         "teacher tiny-cnn: epoch 1/2",
         "teacher tiny-cnn: epoch 2/2",
     ]

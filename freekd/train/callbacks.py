@@ -191,9 +191,13 @@ class Progress(Callback):
     """A rich progress bar over all steps with the running loss and the latest eval accuracy.
 
     When stderr is not a terminal (a log file, a pipe, a batch job) a bar cannot redraw and
-    rich would cut its one final line to 80 columns, so one plain line per epoch is written
-    instead: ``description: epoch E/N, step S/T, loss L, eval acc A%, M:SS elapsed``.
+    rich would cut its one final line to 80 columns, so plain lines are written instead: one when
+    training starts, one per epoch and one a minute within a long epoch
+    (``description: epoch E/N, loss L, eval acc A%, step S/T, M:SS elapsed``).
     """
+
+    #: Seconds between the plain lines written within one epoch.
+    PLAIN_EVERY = 60.0
 
     def __init__(self, *, description: str, enabled: bool = True) -> None:
         self.description = description
@@ -214,6 +218,8 @@ class Progress(Callback):
         console = Console(stderr=True)
         if not console.is_terminal:
             self._plain, self._started = console, time.perf_counter()
+            self._last_refresh = self._started
+            self._plain_line(trainer, state, "starting")
             return
         from rich.progress import (
             BarColumn,
@@ -241,7 +247,9 @@ class Progress(Callback):
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
         if self._plain is not None:
-            self._last_loss = output.loss.detach()  # read at the epoch's end, not every step
+            self._last_loss = output.loss.detach()  # read when a line is written
+            if time.perf_counter() - self._last_refresh >= self.PLAIN_EVERY:
+                self._plain_line(trainer, state)
             return
         if self._progress is None:
             return
@@ -270,14 +278,20 @@ class Progress(Callback):
             parts.append(f"eval acc {100 * state.metrics['eval_accuracy']:.2f}%")
         return "  ".join(parts)
 
+    def _plain_line(self, trainer: Trainer, state: TrainState, note: str = "") -> None:
+        """One whole progress line on stderr (no terminal)."""
+        if self._last_loss is not None:
+            self._loss = float(self._last_loss)
+        self._last_refresh = time.perf_counter()
+        minutes, seconds = divmod(int(self._last_refresh - self._started), 60)
+        info = self._info(trainer, state).replace("  ", ", ")
+        line = f"{self.description}: {info}, step {state.step}/{trainer.total_steps}"
+        line += f", {minutes}:{seconds:02d} elapsed" + (f", {note}" if note else "")
+        self._plain.print(line, soft_wrap=True, highlight=False)
+
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
         if self._plain is not None:
-            if self._last_loss is not None:
-                self._loss = float(self._last_loss)
-            minutes, seconds = divmod(int(time.perf_counter() - self._started), 60)
-            info = self._info(trainer, state).replace("  ", ", ")
-            line = f"{self.description}: {info}, step {state.step}/{trainer.total_steps}"
-            self._plain.print(f"{line}, {minutes}:{seconds:02d} elapsed", soft_wrap=True)
+            self._plain_line(trainer, state)
         if self._progress is not None:
             self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
 

@@ -482,14 +482,22 @@ def check_weights_fit(data: Mapping[str, Any], *, source: str) -> None:
         )
         if data.get("batchnorm_replacement") is not None:
             net = replace_batchnorm(net, str(data["batchnorm_replacement"]))
-    expected = {key: tuple(value.shape) for key, value in net.state_dict().items()}
-    given = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
+    fits = (
+        f"{data['arch']} with {data['arch_kwargs']}, {data['num_classes']} classes and input "
+        f"{data['input']['shape']}"
+    )
+    check_weight_shapes(net, data["state_dict"], source=source, fits=fits)
+
+
+def check_weight_shapes(
+    skeleton: torch.nn.Module, state_dict: Mapping[str, Any], *, source: str, fits: str
+) -> None:
+    """Refuse weights whose names and shapes differ from ``skeleton``'s (built on the meta
+    device from the file's metadata), before anything of their size is allocated."""
+    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+    given = {key: tuple(value.shape) for key, value in state_dict.items()}
     if expected != given:
-        raise FreekdError(
-            f"{source} is damaged: its weights do not fit {data['arch']} with "
-            f"{data['arch_kwargs']}, {data['num_classes']} classes and input "
-            f"{data['input']['shape']}"
-        )
+        raise FreekdError(f"{source} is damaged: its weights do not fit {fits}")
 
 
 def load_model(

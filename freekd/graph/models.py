@@ -32,6 +32,7 @@ from freekd.checkpoint import (
     check_positive_int,
     check_required,
     check_state_dict,
+    check_weight_shapes,
     damaged,
     load_state_dict_checked,
     safe_torch_load,
@@ -313,13 +314,9 @@ def graph_model_from_checkpoint(data: dict[str, Any], *, source: str) -> GraphNe
     sizes = {"in_features": data["in_features"], "num_classes": data["num_classes"]}
     with torch.device("meta"):  # shapes first: a file must not make us allocate what it likes
         skeleton = build_graph_model(data["arch"], arch_kwargs=dict(kwargs), **sizes)
-    expected = {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
-    given = {key: tuple(value.shape) for key, value in data["state_dict"].items()}
-    if expected != given:
-        raise FreekdError(
-            f"{source} is damaged: its weights do not fit {data['arch']} with {kwargs}, "
-            f"{sizes['in_features']} features and {sizes['num_classes']} classes"
-        )
+    fits = f"{sizes['in_features']} features and {sizes['num_classes']} classes"
+    fits = f"{data['arch']} with {kwargs}, {fits}"
+    check_weight_shapes(skeleton, data["state_dict"], source=source, fits=fits)
     network = build_graph_model(data["arch"], arch_kwargs=dict(kwargs), **sizes)
     load_state_dict_checked(network, data["state_dict"], arch=data["arch"], source=source)
     return network.eval()

@@ -328,9 +328,6 @@ def train_teacher(
         out: the run folder.
         **settings: fields of ``TeacherTrainConfig`` and the run keywords (module docstring).
     """
-    dp = settings.get("dp")
-    if isinstance(dp, Mapping) and "enabled" not in dp:  # as --epsilon without --dp is refused
-        raise FreekdError(f'dp={dict(dp)!r} leaves DP-SGD off; pass dp={{"enabled": True, ...}}')
     return _run(_TEACHER, out, {**_given({"dataset": data, "arch": arch}), **settings})
 
 

@@ -471,7 +471,7 @@ def check_weights_fit(data: Mapping[str, Any], *, source: str) -> None:
         FreekdError: ``build_model`` refuses the metadata, an unknown BatchNorm replacement, or
             weights that do not fit the architecture.
     """
-    if is_import_path(data["arch"]):
+    if names_code(data["arch"], data["arch_kwargs"]):
         return
     with torch.device("meta"):
         net = build_model(
@@ -487,6 +487,19 @@ def check_weights_fit(data: Mapping[str, Any], *, source: str) -> None:
         f"{data['input']['shape']}"
     )
     check_weight_shapes(net, data["state_dict"], source=source, fits=fits)
+
+
+def names_code(arch: Any, arch_kwargs: Any) -> bool:
+    """Whether an architecture, or a member it builds (``mean-ensemble``'s members,
+    ``branched``'s base), is an import path: building it would run that code."""
+    stack = [arch, arch_kwargs]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict | list):
+            stack.extend(node.values() if isinstance(node, dict) else node)
+        elif is_import_path(node):
+            return True
+    return False
 
 
 def check_weight_shapes(

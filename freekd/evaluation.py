@@ -8,10 +8,11 @@ from typing import Any
 from freekd.checkpoint import (
     check_checkpoint,
     check_weights_fit,
+    names_code,
     read_checkpoint,
     safe_torch_load,
 )
-from freekd.config import TeacherSourceConfig, is_import_path
+from freekd.config import TeacherSourceConfig
 from freekd.crossmodal.clip import FORMAT as CLIP_FORMAT
 from freekd.crossmodal.clip import check_clip_file
 from freekd.crossmodal.towers import FORMAT as TOWER_FORMAT
@@ -89,7 +90,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     return {
         "format": data["format"],
         "arch": data["arch"],
-        "arch_names_code": is_import_path(data["arch"]),  # built only with --trust-code
+        "arch_names_code": names_code(data["arch"], data["arch_kwargs"]),  # needs --trust-code
         "arch_kwargs": data["arch_kwargs"],
         "num_classes": data["num_classes"],
         "input": data["input"],

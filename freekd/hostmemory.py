@@ -64,14 +64,33 @@ def available_bytes(device: torch.device) -> tuple[int | None, str]:
     return known[name], name
 
 
-#: What :func:`check_fits` allows when the memory left cannot be read.
-UNKNOWN_ROOM_LIMIT = 64 * 2**30
+#: What :func:`check_fits` allows when the machine's memory cannot be read.
+UNKNOWN_TOTAL = 128 * 2**30
+
+
+def total_bytes() -> tuple[int | None, str]:
+    """The most memory this process could ever have: the smallest of the machine's RAM, the
+    cgroup's limit and ``ulimit -v`` (not what is free now, which page cache and other processes
+    make a poor bound for a refusal)."""
+    found: dict[str, int | None] = {"RAM": None, "the cgroup's limit": None, "ulimit -v": None}
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            found["RAM"] = int(line.split()[1]) * 1024
+    limit = (_read("/sys/fs/cgroup/memory.max") or "max").strip()
+    found["the cgroup's limit"] = int(limit) if limit.isdigit() else None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    found["ulimit -v"] = None if soft == resource.RLIM_INFINITY else int(soft)
+    known = {name: value for name, value in found.items() if value is not None}
+    if not known:
+        return None, "unknown"
+    name = min(known, key=lambda key: known[key])
+    return known[name], name
 
 
 def check_fits(size: int, what: str, fix: str) -> None:
-    """Refuse, before allocating it, ``size`` bytes that would take more than half the memory
-    this process has left (more than 64 GB when that cannot be read): a size read from a file or
-    a flag must not exhaust the machine.
+    """Refuse, before allocating it, ``size`` bytes that exceed all the memory this process
+    could ever have (:func:`total_bytes`; 128 GB when unknown): a size read from a file or a flag
+    must not exhaust the machine.
 
     Raises:
         FreekdError: ``what`` (the thing that would be allocated) is too large; ``fix`` says
@@ -79,10 +98,10 @@ def check_fits(size: int, what: str, fix: str) -> None:
     """
     from freekd.errors import FreekdError
 
-    room, source = available_bytes(torch.device("cpu"))
-    if size > (room if room is not None else 2 * UNKNOWN_ROOM_LIMIT) // 2:
-        left = f"{room / 2**30:.1f} GB by {source}" if room is not None else "unknown"
+    total, source = total_bytes()
+    if size > (total if total is not None else UNKNOWN_TOTAL):
+        limit = f"{total / 2**30:.1f} GB, {source}" if total is not None else "unknown"
         raise FreekdError(
-            f"{what} would hold {size / 2**30:,.1f} GB, more than half the memory this process "
-            f"has left ({left}); {fix}"
+            f"{what} would hold {size / 2**30:,.1f} GB, more than this process can ever have "
+            f"({limit}); {fix}"
         )

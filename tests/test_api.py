@@ -85,9 +85,17 @@ def test_errors_are_one_line_freekd_errors(tmp_path: Path, tiny_teacher_path: Pa
 def test_dp_settings_without_enabled_are_refused(tmp_path: Path) -> None:
     # dp={"epsilon": 3} used to train a teacher without DP-SGD and no word of it; the command
     # line refuses --epsilon without --dp.
-    with pytest.raises(FreekdError, match="leaves DP-SGD off; pass dp="):
+    with pytest.raises(FreekdError, match="dp sets epsilon but DP-SGD is off"):
         freekd.train_teacher(data="digits", arch="tiny-cnn", dp={"epsilon": 3}, out=tmp_path / "t")
     assert not (tmp_path / "t").exists()
+    config = tmp_path / "dp.yaml"
+    config.write_text("dp: {epsilon: 3}\n")  # a file and --set the same way
+    with pytest.raises(FreekdError, match="dp sets epsilon but DP-SGD is off"):
+        freekd.train_teacher(data="digits", arch="tiny-cnn", config=config, out=tmp_path / "t")
+    with pytest.raises(FreekdError, match="dp sets epsilon"):
+        freekd.train_teacher(
+            data="digits", arch="tiny-cnn", overrides=["dp.epsilon=3"], out=tmp_path / "t"
+        )
 
 
 def test_a_config_file_naming_code_still_needs_trust_code(tmp_path: Path) -> None:

@@ -679,3 +679,29 @@ def test_budgets_in_seconds_minutes_hours_and_images(budget: str, values: dict[s
     from freekd.cli_options import _budget_values
 
     assert _budget_values(budget) == values  # "20s" used to be refused
+
+
+def test_plain_progress_prints_names_as_they_are() -> None:
+    # A name holding rich markup ("[/x]") raised MarkupError and killed the run; "[b]" vanished.
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from freekd.train.callbacks import Progress
+
+    stream = io.StringIO()
+    progress = Progress(description="distill kd → data[b] [/x]")
+    progress._plain = Console(file=stream, force_terminal=False)
+    trainer = SimpleNamespace(config=SimpleNamespace(epochs=2), total_steps=10)
+    state = SimpleNamespace(epoch=0, step=5, metrics={})
+    progress._plain_line(trainer, state)  # type: ignore[arg-type]
+    assert stream.getvalue().startswith("distill kd → data[b] [/x]: epoch 1/2, step 5/10")
+
+
+def test_regnets_build_though_they_cannot_be_sized_on_the_meta_device() -> None:
+    # torchvision's RegNets read tensor values while they build; the size check skips them.
+    from freekd.models import build_model
+
+    model = build_model("torchvision:regnet_x_400mf", num_classes=10, input_shape=(3, 32, 32))
+    assert sum(p.numel() for p in model.parameters()) == 5_098_986

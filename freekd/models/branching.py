@@ -136,7 +136,8 @@ def find_branch_point(
     raise FreekdError(
         "found no last stage to branch at (a module that turns the trunk's maps into the last "
         "resolution); name the module ONE repeats with --set method.params.branch_at=PATH, one "
-        f"of the modules with feature maps: {', '.join(candidates)}"
+        f"of the modules with feature maps: {', '.join(candidates[:12])}"
+        + (", ..." if len(candidates) > 12 else "")
     )
 
 

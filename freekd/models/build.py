@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import os
 import re
@@ -111,9 +113,13 @@ def build_model(
     kwargs = dict(arch_kwargs or {})
     if is_import_path(arch):  # the user's own code, which they named: built as it is
         return _build(arch, num_classes, shape, kwargs, trust_code)
-    with torch.device("meta"):  # sizes first: a file or a flag must not allocate what it likes
-        skeleton = _build(arch, num_classes, shape, kwargs, trust_code)
-    _check_size(skeleton, f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})")
+    try:  # sizes first: a file or a flag must not allocate what it likes
+        with torch.device("meta"):
+            skeleton = _build(arch, num_classes, shape, kwargs, trust_code)
+    except (NotImplementedError, RuntimeError):
+        skeleton = None  # it reads tensor values while it builds (torchvision's RegNets)
+    if skeleton is not None:
+        _check_size(skeleton, f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})")
     return _build(arch, num_classes, shape, kwargs, trust_code)
 
 
@@ -277,15 +283,21 @@ def _build_torchvision(arch: str, *, num_classes: int, arch_kwargs: dict[str, An
 def _import_user_module(name: str) -> Any:
     """``importlib.import_module``, also from the current folder when the module is found
     nowhere else: ``python -m freekd`` looks there, the installed ``freekd`` command does not,
-    and a user's ``--arch mypkg.nets:Net`` usually sits beside them. The folder is appended, so
-    it never shadows an installed module."""
+    and a user's ``--arch mypkg.nets:Net`` usually sits beside them. Only the named package is
+    taken from the folder (``sys.path`` is left alone, so no other import ever looks there)."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        here = os.getcwd()
-        if error.name != name.split(".")[0] or here in sys.path or "" in sys.path:
+        top = name.split(".")[0]
+        spec = importlib.machinery.PathFinder.find_spec(top, [os.getcwd()])
+        if error.name != top or spec is None or spec.loader is None:
             raise
-        sys.path.append(here)
+        sys.modules[top] = module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[top]
+            raise
         return importlib.import_module(name)
 
 

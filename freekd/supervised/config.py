@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freekd.config import Checks, TrainerConfig
+from freekd.errors import FreekdError
 from freekd.privacy.config import DPConfig
 
 
@@ -43,3 +44,16 @@ class TeacherTrainConfig:
 
     def __post_init__(self) -> None:
         Checks(self).within("label_smoothing", 0, 1)
+
+    def check_given(self, given: dict[str, Any]) -> None:
+        """What the user wrote (a file, ``--set``, Python keywords), before the defaults: DP-SGD
+        settings that do not switch it on would train a teacher without it, silently
+        (``--epsilon`` without ``--dp`` is refused the same way)."""
+        written = given.get("dp")
+        dp: dict[str, Any] = written if isinstance(written, dict) else {}
+        budget = sorted({"epsilon", "noise_multiplier"} & set(dp))
+        if budget and "enabled" not in dp and not self.dp.enabled:  # a recipe may hold the rest
+            raise FreekdError(
+                f"dp sets {', '.join(budget)} but DP-SGD is off (dp.enabled is false); "
+                'pass --dp (--set dp.enabled=true, Python: dp={"enabled": True, ...})'
+            )

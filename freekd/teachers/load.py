@@ -73,7 +73,7 @@ def load_teacher(
     """
     path = Path(source.path)
     if not source.path:
-        raise FreekdError(f"no model given; pass {flag} PATH")
+        raise FreekdError(f"no {flag.lstrip('-')} given; pass {flag} PATH")
     if not path.exists():
         raise FreekdError(f"{flag.lstrip('-')} file {path} does not exist; check {flag}")
     check_regular_file(path, f"{flag.lstrip('-')} file")

@@ -231,7 +231,7 @@ class Progress(Callback):
         from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -287,7 +287,7 @@ class Progress(Callback):
         info = self._info(trainer, state).replace("  ", ", ")
         line = f"{self.description}: {info}, step {state.step}/{trainer.total_steps}"
         line += f", {minutes}:{seconds:02d} elapsed" + (f", {note}" if note else "")
-        self._plain.print(line, soft_wrap=True, highlight=False)
+        self._plain.print(line, soft_wrap=True, highlight=False, markup=False)
 
     def on_epoch_end(self, trainer: Trainer, state: TrainState) -> None:
         if self._plain is not None:

@@ -214,6 +214,20 @@ def test_info_refuses_what_loading_would_refuse(
     assert_one_line_error(invoke("info", path), None, message)
 
 
+def test_info_describes_an_ensemble_whose_member_names_code(
+    tiny_teacher_path: Path, tmp_path: Path
+) -> None:
+    member = {"arch": "mynet37:Net", "arch_kwargs": {}}
+
+    def ensemble(data: dict[str, Any]) -> None:
+        data.update(arch="mean-ensemble", arch_kwargs={"members": [member]})
+
+    path = edited(tiny_teacher_path, tmp_path / "ensemble.pt", ensemble)
+    result = invoke("info", path, "--json")  # it is shown, not built (building runs the code)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["arch_names_code"] is True
+
+
 def test_checksum_covers_every_byte_key_dtype_and_shape() -> None:
     weights = {"a": torch.arange(6, dtype=torch.float32), "b": torch.ones(2, dtype=torch.int64)}
     digest = weights_checksum(weights)

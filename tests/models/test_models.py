@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import re
 import sys
@@ -589,8 +590,13 @@ def test_an_import_path_is_also_found_in_the_current_folder(
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    (tmp_path / "json_probe37.py").write_text("raise SystemExit('imported from the folder')\n")
     model = build_model("userpkg37.nets:net", num_classes=3, input_shape=(1, 8, 8), trust_code=True)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
-    assert sys.path[-1] == str(tmp_path)  # appended: an installed module is never shadowed
+    # Only the named package came from the folder: no later import looks there.
+    assert str(tmp_path) not in sys.path
+    assert importlib.util.find_spec("json_probe37") is None  # a file beside it stays unseen
+    for name in ("userpkg37.nets", "userpkg37"):
+        sys.modules.pop(name)
     with pytest.raises(FreekdError, match="No module named 'nosuchpkg37'"):
         build_model("nosuchpkg37.nets:net", num_classes=3, input_shape=(1, 8, 8), trust_code=True)

@@ -535,6 +535,7 @@ def _check_device(device: Any) -> None:
 
 def _read_file(path: Path) -> Any:
     """A checkpoint file's contents (``weights_only``), TorchScript refused in one line."""
+    check_regular_file(path, "checkpoint")  # before is_torchscript opens it
     if is_torchscript(path):
         raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
     return safe_torch_load(path)

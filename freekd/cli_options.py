@@ -457,6 +457,8 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise FreekdError(f"{flag} nests too deeply; give a flat JSON object") from None
     except json.JSONDecodeError as error:
         raise FreekdError(
             f"{flag} is not valid JSON ({error.msg}); e.g. {flag} '{{\"depth\": 16}}'"
@@ -509,7 +511,7 @@ def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
 
     try:
         data = safe_yaml(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
         first = next((line for line in str(error).splitlines() if line.strip()), "")
         raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({first})") from None
     if not isinstance(data, dict):

@@ -456,7 +456,7 @@ def _parse_scalar(text: str) -> Any:
     """Parse the value of a ``--set key=value`` as YAML (so ``[1,2]`` and ``null`` work)."""
     try:
         return safe_yaml(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -491,6 +491,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         ) from None
     try:
         data = safe_yaml(text)
+    except RecursionError:
+        raise FreekdError(f"config {path} nests too deeply to be a config; fix the file") from None
     except yaml.YAMLError as error:
         first = str(error).splitlines()[0]
         raise FreekdError(f"config {path} is not valid YAML ({first}); fix the file") from None

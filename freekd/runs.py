@@ -73,6 +73,7 @@ from freekd.train.resume import (
     check_config_matches,
     load_resume_state,
     restore,
+    resume_misfit,
 )
 from freekd.train.sources import seeded_generator
 
@@ -204,7 +205,10 @@ def run_training(
         source.status = next(c for c in callbacks if isinstance(c, Progress)).status
     state = None
     if resume_data is not None:
-        state = _resume(trainer, resume_data, config=config, options=options, extras=extras)
+        planned = trainer.config.epochs * source.steps_per_epoch()
+        state = _resume(
+            trainer, resume_data, config=config, options=options, extras=extras, planned=planned
+        )
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     state = trainer.fit(source, state=state)
     wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
@@ -309,11 +313,17 @@ def _resume(
     config: Any,
     options: RunOptions,
     extras: dict[str, Stateful] | None,
+    planned: int,
 ) -> TrainState:
-    """Restore ``trainer`` from the checked resume ``data``, then rewrite ``config.yaml``."""
+    """Restore ``trainer`` from the checked resume ``data`` (at most ``planned`` steps in), then
+    rewrite ``config.yaml``."""
     out = options.out_dir
     trainer.method.to(trainer.device)
     state = restore(trainer, data, extras=extras, source=out / RESUME_FILE)
+    if state.step > planned:  # a checkpoint of another run, or a hostile one
+        raise resume_misfit(
+            out / RESUME_FILE, f"it is at step {state.step}, past this run's plan of {planned}"
+        )
     if trainer.dist.is_main:
         atomic_write_text(out / "config.yaml", dump_yaml(config))
     logger.info("resuming %s at epoch %d, step %d", out, state.epoch + 1, state.step)

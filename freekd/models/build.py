@@ -350,13 +350,15 @@ def _call_checked(
             signature.bind(**fixed, **arch_kwargs)
         except TypeError as error:
             raise FreekdError(f"{message}: {error}; check --arch-kwargs") from None
-    if forwards_kwargs:
-        # The arguments are passed on (torchvision builders → model classes), so a bad one only
-        # shows up as a TypeError from inside the call.
+    # Arguments passed on (torchvision builders → model classes), or a value of the right name
+    # but a wrong kind or range (torchvision groups=2, a ViT's image_size=8, wrn depth="16"),
+    # only show up inside the call.
+    refused = (TypeError, ValueError, AssertionError) if arch_kwargs else (TypeError,)
+    if forwards_kwargs or arch_kwargs:
         try:
             network = factory(**fixed, **arch_kwargs)
-        except TypeError as error:
-            raise FreekdError(f"{message}: {_first_line(error)}; check --arch-kwargs") from error
+        except refused as error:
+            raise FreekdError(f"{message}: {_first_line(error)}; check --arch-kwargs") from None
     else:
         network = factory(**fixed, **arch_kwargs)
     if not isinstance(network, nn.Module):

@@ -48,8 +48,8 @@ def branched(
 ) -> nn.Module:
     """ONE's network: ``base`` with its last stage and heads repeated ``branches`` times."""
     arch = _base_arch(base, "the branched network's base")
-    if not isinstance(branches, int) or isinstance(branches, bool):
-        raise FreekdError(f"branches must be an integer, got {branches!r}")
+    if not isinstance(branches, int) or isinstance(branches, bool) or not 1 <= branches <= 64:
+        raise FreekdError(f"branches must be an integer in [1, 64], got {branches!r}")
 
     def build() -> nn.Module:
         return build_model(
@@ -110,8 +110,8 @@ def mean_ensemble(
     trust_code: bool = False,
 ) -> nn.Module:
     """DML's ensemble: the mean of the members' softmax outputs."""
-    if not isinstance(members, list) or not members:
-        raise FreekdError(f"members must be a non-empty list of architectures, got {members!r}")
+    if not isinstance(members, list) or not 1 <= len(members) <= 64:
+        raise FreekdError(f"members must be a list of 1 to 64 architectures, got {members!r}")
     built = []
     for index, member in enumerate(members):
         if not isinstance(member, dict):

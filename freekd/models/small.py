@@ -90,11 +90,14 @@ class TinyCNN(nn.Module):
 
 
 def _check_positive_sizes(name: str, sizes: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(sizes, str | bytes) or not all(
-        isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in sizes
+    if (
+        isinstance(sizes, str | bytes)
+        or len(sizes) > 1000  # building 200,000 layers hangs before any size check
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)
     ):
         raise FreekdError(
-            f"{name} must be a list of positive integers, got {sizes!r}; check --arch-kwargs"
+            f"{name} must be a list of at most 1,000 positive integers, got {sizes!r}; "
+            "check --arch-kwargs"
         )
     return tuple(sizes)
 

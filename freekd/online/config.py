@@ -50,8 +50,8 @@ class OnlineConfig:
         check = Checks(self)
         check.within("peers", 1, MAX_PEERS, closed="[]", optional=True)
         check.within("validation_fraction", 0, 0.5, closed="(]")
-        if not self.archs:
-            check.fail("archs", "must name at least one architecture (--arch)")
+        if not 1 <= len(self.archs) <= MAX_PEERS:
+            check.fail("archs", f"must name 1 to {MAX_PEERS} architectures (--arch)")
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,11 @@ def _resume_structure_problem(data: dict[str, Any]) -> str | None:
             return f"state.{key} is {value!r}, not a count"
     if not isinstance(state.get("epoch_finished"), bool):
         return "state.epoch_finished is not true or false"
+    horizon = state.get("horizon")
+    if horizon is not None and (
+        not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1
+    ):
+        return f"state.horizon is {horizon!r}, not a number of steps"
     metrics = state.get("metrics")
     if not isinstance(metrics, dict) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in metrics.values()

@@ -31,6 +31,7 @@ from freekd.checkpoint import CHECKSUM_KEY, load_model, weights_checksum
 from freekd.cli import app
 from freekd.crossmodal import ClipModel, save_clip
 from freekd.data import load_dataset
+from freekd.errors import FreekdError
 from freekd.pate.config import PateTeachersConfig
 from freekd.pate.teachers import run_pate_teachers
 from freekd.runs import RunOptions
@@ -581,6 +582,11 @@ RESUME_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     "step negative": (lambda d: d["state"].update(step=-5), "state.step is -5"),
     # An epoch past the plan used to "finish" the run at once, exit 0.
     "epoch past the plan": (lambda d: d["state"].update(epoch=10**18), "past this run's plan"),
+    "step past the plan": (
+        lambda d: d["state"].update(step=10**18, step_in_epoch=10**18),
+        "past this run's plan",
+    ),
+    "horizon negative": (lambda d: d["state"].update(horizon=-10), "state.horizon is -10"),
     "metrics text": (lambda d: d["state"].update(metrics={"a": "x"}), "state.metrics"),
     "RNG state not bytes": (lambda d: d.update(torch_rng=torch.zeros(3)), "torch_rng"),
     "no config": (lambda d: d.pop("config"), "config is missing or not a mapping"),
@@ -725,6 +731,45 @@ def test_an_error_quoting_a_huge_value_stays_short(tmp_path: Path) -> None:
     result = invoke("teacher", "train", "--dataset", "digits", "--config", config, "--out", out)
     line = assert_one_line_error(result, out)
     assert len(line) < 800
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--arch", "torchvision:resnet18", "--arch-kwargs", '{"groups": 2}'],
+         "does not accept arch kwargs {'groups': 2}: BasicBlock only supports groups=1"),
+        (["--arch", "branched", "--arch-kwargs", '{"base": "tiny-cnn", "branches": 100}'],
+         "branches must be an integer in [1, 64]"),
+        (["--arch", "mlp", "--arch-kwargs", '{"hidden": [' + ", ".join(["2"] * 1001) + "]}"],
+         "at most 1,000 positive integers"),
+        (["--arch", "mlp", "--arch-kwargs", '{"a": ' * 1000 + "1" + "}" * 1000],
+         "--arch-kwargs nests too deeply"),
+        (["--set", "seed=" + "[" * 1000 + "]" * 1000], "expected an integer"),
+    ],
+    ids=["torchvision value", "branches", "layers", "deep JSON", "deep --set"],
+)  # fmt: skip
+def test_architecture_arguments_that_fail_inside_the_build_are_one_line(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    # These ended in ValueError/RecursionError tracebacks, or hung building the network.
+    out = tmp_path / "run"
+    result = invoke("teacher", "train", "--dataset", "digits", *arguments, "--out", out, "-q")
+    assert_one_line_error(result, out, message)
+
+
+def test_a_config_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text("trainer: " + "[" * 1000 + "]" * 1000 + "\n")
+    out = tmp_path / "run"
+    result = invoke("teacher", "train", "--dataset", "digits", "--config", config, "--out", out)
+    assert_one_line_error(result, out, "nests too deeply to be a config")
+
+
+def test_load_model_refuses_a_pipe_before_opening_it(tmp_path: Path) -> None:
+    pipe = tmp_path / "pipe.pt"
+    os.mkfifo(pipe)  # freekd.load_model opened it to look for TorchScript and hung
+    with pytest.raises(FreekdError, match="is not a regular file"):
+        load_model(pipe)
 
 
 # the privacy ledger -----------------------------------------------------------------------------

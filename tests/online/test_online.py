@@ -119,6 +119,7 @@ def test_bad_input_fails_in_one_line(tmp_path: Path) -> None:
     assert_user_error(online(out, "--method", "kd"), "unknown online method 'kd'")
     # A million peers or branches used to build networks until the run was killed.
     assert_user_error(online(out, "--peers", "1000000"), "peers must lie in [1, 64]")
+    assert_user_error(online(out, *["--arch", "mlp"] * 65), "must name 1 to 64 architectures")
     assert_user_error(
         online(out, "--method", "one", "--arch", "resnet8", "--set", "method.params.branches=99"),
         "branches must lie in [1, 64]",

@@ -48,8 +48,8 @@ class CorrelationCongruence(RelationDistiller):
         **shared: Any,
     ) -> None:
         super().__init__(student, teacher, weight=weight, **shared)
-        if gamma <= 0 or order < 0:
-            raise ValueError(f"gamma must be positive and order ≥ 0, got {gamma} and {order}")
+        if gamma <= 0 or not 0 <= order <= 20:  # order 200 overflowed (P! and γ^P) mid-run
+            raise ValueError(f"gamma must be positive and order in [0, 20], got {gamma}, {order}")
         self.gamma, self.order = gamma, order
 
     def relation_loss(self, student: Tensor, teacher: Tensor) -> Tensor:

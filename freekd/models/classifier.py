@@ -199,8 +199,8 @@ def _per_channel(name: str, values: Sequence[float], channels: int) -> list[floa
         return floats * channels
     if len(floats) != channels:
         raise FreekdError(
-            f"{name} has {len(floats)} values but the input has {channels} channels; "
-            f"give 1 or {channels} values"
+            f"{name} has {len(floats)} values but the input has {channels} channel(s); "
+            + ("give 1 value" if channels == 1 else f"give 1 or {channels} values")
         )
     return floats
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, check_regular_file
 from freekd.privacy.rdp import DEFAULT_ORDERS
 from freekd.privacy.release import checked_sanitized_release
 from freekd.privacy.report import dpsgd_privacy, pate_privacy, with_figures
@@ -20,6 +20,7 @@ def load_array(path: Path, what: str) -> Any:
 
     path = Path(path)
     fix = "save it with numpy.save"
+    check_regular_file(path, f"{what} file")
     if not path.is_file():
         raise FreekdError(f"{what} file {path} does not exist; check the path")
     try:

@@ -243,6 +243,8 @@ def test_crd_queue_is_constant_memory_fifo_and_masks_own_examples_and_class() ->
         {"queue_size": 128},
     )
     assert [t.shape for t in small.buffers()] == [t.shape for t in large.buffers()]
+    with pytest.raises(ValueError, match=r"order in \[0, 20\], got 0.4, 200"):
+        method("cc", model("mlp", 1), teacher, order=200)  # overflowed mid-run
     with pytest.raises(FreekdError, match=r"crd's queues \(10,000,000,000 × 128\) would hold"):
         method("crd", model("mlp", 1), teacher, queue_size=10**10)  # refused, not allocated
 

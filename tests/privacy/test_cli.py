@@ -180,3 +180,12 @@ def test_pate_run_from_the_canonical_digits_config(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     resumed = json.loads((tmp_path / "run/student/report.json").read_text())["privacy"]
     assert resumed["epsilon"] == report["privacy"]["epsilon"]  # the ledger was not re-spent
+
+
+def test_votes_from_a_device_are_refused_by_name() -> None:
+    # /dev/zero was reported as a file that "does not exist".
+    result = CliRunner().invoke(
+        app, ["privacy", "pate", "--votes", "/dev/zero", "--sigma2", "40", "--delta", "1e-5"]
+    )
+    assert result.exit_code == 2
+    assert "/dev/zero is not a regular file" in result.output

@@ -89,7 +89,10 @@ def save_checkpoint(
 
 
 def is_torchscript(path: Path) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip holding a ``code/`` folder)."""
+    """Whether ``path`` is a TorchScript archive (a zip holding a ``code/`` folder); never for a
+    device or pipe, which opening would read forever or block on (the loader refuses them)."""
+    if not Path(path).is_file():
+        return False
     try:
         with zipfile.ZipFile(path) as archive:
             return any("/code/" in name or name.startswith("code/") for name in archive.namelist())
@@ -535,7 +538,6 @@ def _check_device(device: Any) -> None:
 
 def _read_file(path: Path) -> Any:
     """A checkpoint file's contents (``weights_only``), TorchScript refused in one line."""
-    check_regular_file(path, "checkpoint")  # before is_torchscript opens it
     if is_torchscript(path):
         raise FreekdError(f"{path} is a TorchScript file, not a freekd checkpoint")
     return safe_torch_load(path)

@@ -546,9 +546,9 @@ def load_config(
             command_line = _merge(command_line, _nested(key, value))
     what = f"config {path}" if path is not None else "the saved config.yaml"
     _check_file_trust(data, command_line, what=what, trust_code=trust_code)
-    config = from_dict(cls, _merge(data, command_line))
+    config = from_dict(cls, given := _merge(data, command_line))
     if hasattr(config, "check_given"):  # a rule on what was written, not on the defaults
-        config.check_given(_merge(data, command_line))
+        config.check_given(given)
     return config
 
 

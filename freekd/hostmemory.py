@@ -17,12 +17,21 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _meminfo_available() -> int | None:
-    text = _read("/proc/meminfo")
-    for line in (text or "").splitlines():
-        if line.startswith("MemAvailable:"):
+def _meminfo(key: str) -> int | None:
+    """A ``/proc/meminfo`` figure (``MemAvailable``, ``MemTotal``) in bytes."""
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) * 1024
     return None
+
+
+def _smallest(found: dict[str, int | None]) -> tuple[int | None, str]:
+    """The smallest of the figures that could be read, and its name."""
+    known = {name: value for name, value in found.items() if value is not None}
+    if not known:
+        return None, "unknown"
+    name = min(known, key=lambda key: known[key])
+    return known[name], name
 
 
 def _cgroup_available() -> int | None:
@@ -52,16 +61,13 @@ def available_bytes(device: torch.device) -> tuple[int | None, str]:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free), f"free memory of {device}"
-    found = {
-        "available RAM": _meminfo_available(),
-        "the cgroup's memory limit": _cgroup_available(),
-        "ulimit -v": _address_space_available(),
-    }
-    known = {name: value for name, value in found.items() if value is not None}
-    if not known:
-        return None, "unknown"
-    name = min(known, key=lambda key: known[key])
-    return known[name], name
+    return _smallest(
+        {
+            "available RAM": _meminfo("MemAvailable"),
+            "the cgroup's memory limit": _cgroup_available(),
+            "ulimit -v": _address_space_available(),
+        }
+    )
 
 
 #: What :func:`check_fits` allows when the machine's memory cannot be read.
@@ -72,19 +78,15 @@ def total_bytes() -> tuple[int | None, str]:
     """The most memory this process could ever have: the smallest of the machine's RAM, the
     cgroup's limit and ``ulimit -v`` (not what is free now, which page cache and other processes
     make a poor bound for a refusal)."""
-    found: dict[str, int | None] = {"RAM": None, "the cgroup's limit": None, "ulimit -v": None}
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            found["RAM"] = int(line.split()[1]) * 1024
     limit = (_read("/sys/fs/cgroup/memory.max") or "max").strip()
-    found["the cgroup's limit"] = int(limit) if limit.isdigit() else None
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    found["ulimit -v"] = None if soft == resource.RLIM_INFINITY else int(soft)
-    known = {name: value for name, value in found.items() if value is not None}
-    if not known:
-        return None, "unknown"
-    name = min(known, key=lambda key: known[key])
-    return known[name], name
+    return _smallest(
+        {
+            "RAM": _meminfo("MemTotal"),
+            "the cgroup's limit": int(limit) if limit.isdigit() else None,
+            "ulimit -v": None if soft == resource.RLIM_INFINITY else int(soft),
+        }
+    )
 
 
 def check_fits(size: int, what: str, fix: str) -> None:

@@ -24,7 +24,7 @@ from freekd.checkpoint import (
     safe_torch_load,
 )
 from freekd.config import TeacherSourceConfig
-from freekd.errors import FreekdError, check_regular_file
+from freekd.errors import FreekdError
 from freekd.models import ImageClassifier, build_model, check_model
 from freekd.models.classifier import check_normalization
 from freekd.teachers.base import Teacher
@@ -76,7 +76,6 @@ def load_teacher(
         raise FreekdError(f"no {flag.lstrip('-')} given; pass {flag} PATH")
     if not path.exists():
         raise FreekdError(f"{flag.lstrip('-')} file {path} does not exist; check {flag}")
-    check_regular_file(path, f"{flag.lstrip('-')} file")
     if is_torchscript(path):
         teacher = _from_torchscript(path, source)
     else:

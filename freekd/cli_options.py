@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from freekd.config import load_config, read_yaml, safe_yaml
+from freekd.config import load_config, read_yaml
 from freekd.errors import FreekdError
+from freekd.yamldata import read_mapping
 
 if TYPE_CHECKING:
     from freekd.runs import RunOptions
@@ -507,16 +508,7 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 
 def _yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
     """A YAML (or JSON) file holding one mapping, read as data only."""
-    import yaml
-
-    try:
-        data = safe_yaml(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
-        first = next((line for line in str(error).splitlines() if line.strip()), "")
-        raise FreekdError(f"{what} {path}: cannot read it as YAML or JSON ({first})") from None
-    if not isinstance(data, dict):
-        raise FreekdError(f"{what} {path}: expected a mapping of settings")
-    return data
+    return read_mapping(path, f"{what} file", f"check {what}")
 
 
 def _budget_values(budget: str | None) -> dict[str, Any]:

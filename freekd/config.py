@@ -21,7 +21,8 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from freekd.errors import FreekdError, check_regular_file
+from freekd.errors import FreekdError
+from freekd.yamldata import read_mapping, safe_yaml
 
 C = TypeVar("C")
 
@@ -436,22 +437,6 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-class _DataOnlyLoader(yaml.SafeLoader):
-    """``SafeLoader`` refusing aliases (``*name``): nested ones expand into billions of values."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            problem = f"found the alias *{event.anchor}; freekd reads no YAML aliases, write it out"
-            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def safe_yaml(text: str) -> Any:
-    """YAML text as plain data: ``safe_load`` (no tags, no code) without aliases."""
-    return yaml.load(text, Loader=_DataOnlyLoader)  # noqa: S506  (a SafeLoader subclass)
-
-
 def _parse_scalar(text: str) -> Any:
     """Parse the value of a ``--set key=value`` as YAML (so ``[1,2]`` and ``null`` work)."""
     try:
@@ -479,28 +464,8 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping with :func:`safe_yaml` (data only: no tags, no code, no aliases)."""
-    check_regular_file(path, "config")
-    try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise FreekdError(f"cannot read config {path}: {error.strerror}; check --config") from None
-    except UnicodeDecodeError as error:
-        raise FreekdError(
-            f"config {path} is not UTF-8 text (byte {error.start}); save it as UTF-8 YAML"
-        ) from None
-    try:
-        data = safe_yaml(text)
-    except RecursionError:
-        raise FreekdError(f"config {path} nests too deeply to be a config; fix the file") from None
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise FreekdError(f"config {path} is not valid YAML ({first}); fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise FreekdError(f"config {path} must be a mapping of fields, got {type(data).__name__}")
-    return data
+    """A config file's mapping (:func:`freekd.yamldata.read_mapping`: data only)."""
+    return read_mapping(path, "config", "check --config")
 
 
 def load_config(

@@ -12,7 +12,7 @@ import torch
 import yaml
 from torch import nn
 
-from freekd.config import ComponentConfig, safe_yaml
+from freekd.config import ComponentConfig
 from freekd.data import ImageDataset
 from freekd.datafree.auto import (
     AUTO_CANDIDATES,
@@ -57,6 +57,7 @@ from freekd.train.callbacks import (
     StopOnBudget,
 )
 from freekd.train.evaluate import check_input_shape
+from freekd.yamldata import safe_yaml
 
 logger = logging.getLogger(__name__)
 

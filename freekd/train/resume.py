@@ -15,10 +15,11 @@ import torch
 import yaml
 from torch import nn
 
-from freekd.config import coerce_like, safe_yaml
+from freekd.config import coerce_like
 from freekd.errors import FreekdError
 from freekd.seeding import global_rng_state, set_global_rng_state
 from freekd.train.trainer import Trainer, TrainState
+from freekd.yamldata import safe_yaml
 
 RESUME_FORMAT = "freekd-resume/1"
 RESUME_FILE = "checkpoint.pt"

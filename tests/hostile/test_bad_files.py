@@ -687,8 +687,13 @@ BILLION_LAUGHS = b"arch_kwargs:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".jo
         (b"trainer: {epochs: [", "is not valid YAML"),
         (b"!!python/object/apply:os.system ['true']\n", "is not valid YAML"),
         (BILLION_LAUGHS, "found the alias *a; freekd reads no YAML aliases"),
+        # PyYAML keeps the second silently: this ran 3 epochs.
+        (
+            b"trainer:\n  epochs: 1\n  lr: 0.1\n  epochs: 3\n",
+            "the key 'epochs' is written twice in one mapping (line 4); keep one",
+        ),
     ],
-    ids=["a list", "not UTF-8", "broken YAML", "a python tag", "nested aliases"],
+    ids=["a list", "not UTF-8", "broken YAML", "a python tag", "nested aliases", "a repeated key"],
 )
 def test_odd_yaml_config_fails_in_one_line(tmp_path: Path, content: bytes, needle: str) -> None:
     config = tmp_path / "config.yaml"
@@ -755,6 +760,17 @@ def test_architecture_arguments_that_fail_inside_the_build_are_one_line(
     out = tmp_path / "run"
     result = invoke("teacher", "train", "--dataset", "digits", *arguments, "--out", out, "-q")
     assert_one_line_error(result, out, message)
+
+
+def test_a_config_larger_than_any_config_is_not_read(tmp_path: Path) -> None:
+    # A sparse 20 GB file was read whole before the YAML parser could refuse it.
+    config = tmp_path / "huge.yaml"
+    with config.open("wb") as handle:
+        handle.write(b"seed: 1\n")
+        handle.truncate(20 * 2**30)
+    out = tmp_path / "run"
+    result = invoke("teacher", "train", "--dataset", "digits", "--config", config, "--out", out)
+    assert_one_line_error(result, out, "is 20480.0 MiB, larger than any config (1 MiB at most)")
 
 
 def test_a_config_nested_too_deeply_is_one_line(tmp_path: Path) -> None:

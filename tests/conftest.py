@@ -20,6 +20,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """The two modules hold the same tensors under the same names, bit for bit."""
+    first, second = a.state_dict(), b.state_dict()
+    assert list(first) == list(second)
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), name
+
+
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=50)
 settings.load_profile("ci")
 

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
+from freekd.models import build_within_memory
+from freekd.models.classifier import check_normalization
 
 FORMAT = "freekd-clip/1"
 #: CLIP's logit scale is clamped at 100 (Radford et al. 2021, §2.5): log 100.
@@ -113,8 +115,18 @@ class ClipModel(nn.Module):
         from open_clip.model import CLIP
 
         _check_self_contained(model_config)
+        check_normalization(mean, std, fix="check mean and std (--set mean=[...] or the file)")
+        if len(mean) not in (1, 3) or len(std) not in (1, 3):
+            raise FreekdError(
+                f"CLIP input normalization takes 1 or 3 values, got mean {list(mean)}, std "
+                f"{list(std)}; check mean and std"
+            )
         try:
-            self.clip = CLIP(**model_config)
+            self.clip = build_within_memory(
+                lambda: CLIP(**model_config),
+                "the CLIP model",
+                "check model (embed_dim, vision_cfg, text_cfg) in --config or the checkpoint",
+            )
         except TypeError as error:
             raise FreekdError(
                 f"model config is not an open_clip config ({error}); give embed_dim, "

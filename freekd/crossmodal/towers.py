@@ -32,7 +32,7 @@ from freekd.errors import FreekdError
 from freekd.hooks import capture_input, last_linear
 from freekd.io import atomic_write
 from freekd.minilm import load_minilm
-from freekd.models import ImageClassifier, build_model, check_trusted_arch
+from freekd.models import ImageClassifier, build_model, build_within_memory, check_trusted_arch
 
 FORMAT = "freekd-tower/1"
 IMAGE, TEXT = "image", "text"
@@ -194,7 +194,11 @@ class TextStudent(Tower):
         self.dim = int(dim)
         self.text_cfg = dict(text_cfg)
         try:
-            self.text = _build_text_tower(self.dim, self.text_cfg)
+            self.text = build_within_memory(
+                lambda: _build_text_tower(self.dim, self.text_cfg),
+                "the text tower",
+                "check text_cfg (--student file or the checkpoint)",
+            )
         except TypeError as error:
             raise FreekdError(f"text_cfg is not an open_clip text config ({error})") from None
         self.context_length = int(self.text_cfg.get("context_length", 77))

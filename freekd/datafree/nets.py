@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from freekd.models.build import build_within_memory
+
 OUTPUTS = ("sigmoid", "batchnorm", "matched", "matched-st", "matched-blur")
 #: Generator architectures: DCGAN (``Generator``) or pen strokes (``StrokeGenerator``).
 KINDS = ("dcgan", "strokes")
@@ -436,16 +438,25 @@ def build_generator(
     DCGAN's (``Generator``); a ``StrokeGenerator`` takes none of them."""
     if kind not in KINDS:
         raise ValueError(f"generator_kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    members: list[Generator | StrokeGenerator] = [
-        StrokeGenerator(latent_dim=latent_dim, image_shape=image_shape)
-        if kind == "strokes"
-        else Generator(
-            latent_dim=latent_dim,
-            image_shape=image_shape,
-            width=width,
-            output=output,
-            frame=frame,
-        )
-        for _ in range(count)
-    ]
-    return members[0] if count == 1 else GeneratorEnsemble(members)
+
+    def build() -> Generator | StrokeGenerator | GeneratorEnsemble:
+        members: list[Generator | StrokeGenerator] = [
+            StrokeGenerator(latent_dim=latent_dim, image_shape=image_shape)
+            if kind == "strokes"
+            else Generator(
+                latent_dim=latent_dim,
+                image_shape=image_shape,
+                width=width,
+                output=output,
+                frame=frame,
+            )
+            for _ in range(count)
+        ]
+        return members[0] if count == 1 else GeneratorEnsemble(members)
+
+    return build_within_memory(
+        build,
+        f"{count} {kind} generator(s) (latent {latent_dim}, width {width}, images {image_shape})",
+        "lower the synthesizer's latent_dim, generator_width or generators (--set "
+        "synthesizer.params.NAME=...)",
+    )

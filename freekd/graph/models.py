@@ -41,6 +41,7 @@ from freekd.checkpoint import (
 )
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
+from freekd.models import build_within_memory
 from freekd.registry import Registry
 
 GRAPH_FORMAT = "freekd-graph/1"
@@ -221,7 +222,11 @@ def build_graph_model(
         if not (_is_int(size) and 1 <= size <= MAX_WIDTH):
             raise FreekdError(f"{name} must be an integer in [1, {MAX_WIDTH}], got {size!r}")
     try:
-        return factory(in_features, num_classes, **kwargs)
+        return build_within_memory(
+            lambda: factory(in_features, num_classes, **kwargs),
+            f"graph network {arch} ({in_features} features, {num_classes} classes, {kwargs})",
+            "lower hidden or layers (arch_kwargs, student_kwargs) or check the checkpoint",
+        )
     except TypeError as error:
         raise FreekdError(f"graph architecture {arch}: {error}; see docs/graph.md") from None
 

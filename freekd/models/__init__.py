@@ -16,6 +16,7 @@ from freekd.models import (  # noqa: F401  (register architectures)
 )
 from freekd.models.build import (
     build_model,
+    build_within_memory,
     check_arch_name,
     check_model,
     check_trusted_arch,
@@ -32,6 +33,7 @@ __all__ = [
     "ImageClassifier",
     "ModelFactory",
     "build_model",
+    "build_within_memory",
     "check_arch_name",
     "check_model",
     "check_trusted_arch",

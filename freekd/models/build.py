@@ -24,7 +24,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -113,22 +113,37 @@ def build_model(
     kwargs = dict(arch_kwargs or {})
     if is_import_path(arch):  # the user's own code, which they named: built as it is
         return _build(arch, num_classes, shape, kwargs, trust_code)
-    try:  # sizes first: a file or a flag must not allocate what it likes
+    return build_within_memory(
+        lambda: _build(arch, num_classes, shape, kwargs, trust_code),
+        f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})",
+        "check --num-classes, --input-shape and --arch-kwargs, or the file they came from",
+    )
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def build_within_memory(build: Callable[[], M], what: str, fix: str) -> M:
+    """``build()``, after building it once on PyTorch's meta device (no memory) and refusing
+    weights larger than this process can ever have (:func:`~freekd.hostmemory.check_fits`):
+    sizes from a file or a flag must not allocate what they like.
+
+    A network that reads tensor values while it builds (torchvision's RegNets) cannot be built
+    on the meta device and skips the check.
+
+    Raises:
+        FreekdError: the weights would not fit; the message names ``what`` and ``fix``.
+    """
+    try:
         with torch.device("meta"):
-            skeleton = _build(arch, num_classes, shape, kwargs, trust_code)
+            skeleton = build()
     except (NotImplementedError, RuntimeError):
-        skeleton = None  # it reads tensor values while it builds (torchvision's RegNets)
+        skeleton = None
     if skeleton is not None:
-        _check_size(skeleton, f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})")
-    return _build(arch, num_classes, shape, kwargs, trust_code)
-
-
-def _check_size(skeleton: nn.Module, what: str) -> None:
-    """Refuse a network whose weights would not fit (:func:`~freekd.hostmemory.check_fits`)."""
-    tensors = [*skeleton.parameters(), *skeleton.buffers()]
-    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
-    fix = "check --num-classes, --input-shape and --arch-kwargs, or the file they came from"
-    check_fits(size, f"{what}'s weights", fix)
+        tensors = [*skeleton.parameters(), *skeleton.buffers()]
+        size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+        check_fits(size, f"{what}'s weights", fix)
+    return build()
 
 
 def _build(

@@ -29,6 +29,7 @@ from freekd.losses.contrastive import (
     interactive_contrastive,
 )
 from freekd.methods import MethodContext, build_method
+from tests.conftest import assert_same_weights
 from tests.crossmodal.test_towers import assert_resumes_bitwise
 
 TINY_CLIP = {
@@ -515,3 +516,21 @@ def test_auto_resumes_bitwise_with_the_weight_it_recorded(
         "--set", "trainer.scheduler=constant", "--set", "eval_size=50", "--no-baseline", "-q",
     ]  # fmt: skip
     assert_resumes_bitwise(common, tmp_path)
+
+
+def test_clip_sizes_and_normalization_are_checked_before_the_weights_exist() -> None:
+    import open_clip.model
+
+    torch.manual_seed(3)
+    plain = open_clip.model.CLIP(**TINY_CLIP)
+    torch.manual_seed(3)
+    checked = ClipModel(TINY_CLIP, mean=[0.5], std=[0.25])
+    # The meta-device build draws no random numbers: the weights are open_clip's own.
+    assert_same_weights(plain, checked.clip)
+    huge = {**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "width": 10_000_000}}
+    with pytest.raises(FreekdError, match="the CLIP model's weights would hold .* GB, more than"):
+        ClipModel(huge, mean=[0.5], std=[0.25])  # it was a 4.9 TB allocation
+    with pytest.raises(FreekdError, match="input normalization mean \\[nan"):
+        ClipModel(TINY_CLIP, mean=[math.nan] * 3, std=[0.25])  # it trained until the loss was nan
+    with pytest.raises(FreekdError, match="takes 1 or 3 values"):
+        ClipModel(TINY_CLIP, mean=[0.5, 0.5], std=[0.25])

@@ -270,3 +270,11 @@ def test_min_steps_null_takes_the_teacher_kind_default_and_records_it() -> None:
     assert (clip.min_steps, clip.trainer.epochs) == (3000, 750)
     kept = with_min_steps(dataclasses.replace(config, min_steps=0), 600, default=CLIP_MIN_STEPS)
     assert (kept.min_steps, kept.trainer.epochs) == (0, 2)
+
+
+def test_a_text_tower_too_large_for_memory_is_refused_before_it_is_built() -> None:
+    from freekd.crossmodal.towers import TextStudent
+
+    text_cfg = {"context_length": 16, "vocab_size": 49408, "width": 4_000_000, "heads": 2}
+    with pytest.raises(FreekdError, match="the text tower's weights would hold .* GB"):
+        TextStudent(dim=32, text_cfg={**text_cfg, "layers": 1})

@@ -19,7 +19,9 @@ from freekd.datafree.nets import (
     plausible_pixel_statistics,
     teacher_pixel_statistics,
 )
+from freekd.errors import FreekdError
 from freekd.teachers import load_teacher
+from tests.conftest import assert_same_weights
 
 
 def test_batchnorm_output_has_the_given_pixel_statistics() -> None:
@@ -328,3 +330,22 @@ def test_a_stroke_is_rendered_from_its_distance_field() -> None:
     assert float(dot[4, 6]) == pytest.approx(math.exp(-2.0), rel=1e-4)
     with pytest.raises(ValueError, match="width_range"):
         StrokeGenerator(image_shape=(1, 9, 9), width_range=(0.0, 2.0))
+
+
+@pytest.mark.parametrize("kind", nets.KINDS)
+def test_generators_are_sized_on_the_meta_device_without_changing_their_weights(kind: str) -> None:
+    torch.manual_seed(0)
+    checked = nets.build_generator(kind=kind, latent_dim=16, image_shape=(1, 28, 28), count=2)
+    torch.manual_seed(0)
+    plain = nets.GeneratorEnsemble(
+        [
+            nets.StrokeGenerator(latent_dim=16, image_shape=(1, 28, 28))
+            if kind == "strokes"
+            else nets.Generator(latent_dim=16, image_shape=(1, 28, 28))
+            for _ in range(2)
+        ]
+    )
+    assert_same_weights(plain, checked)
+    if kind != "strokes":  # a latent_dim of a million was a 47,852 GB allocation
+        with pytest.raises(FreekdError, match="generator_width or generators"):
+            nets.build_generator(latent_dim=10**6, image_shape=(3, 224, 224), width=4096)

@@ -10,6 +10,7 @@ import torch
 from freekd.checkpoint import load_any_model, load_model
 from freekd.errors import FreekdError
 from freekd.graph.models import GRAPH_MODELS, build_graph_model, save_graph_model
+from tests.conftest import assert_same_weights
 
 X = torch.rand(5, 8)
 EDGES = torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]])
@@ -68,3 +69,16 @@ def test_image_commands_refuse_a_graph_checkpoint_in_one_line(tmp_path: Path) ->
     save_graph_model(tmp_path / "m.pt", network, graph=RECORD, config={})
     with pytest.raises(FreekdError, match="is a graph checkpoint"):
         load_model(tmp_path / "m.pt")
+
+
+@pytest.mark.parametrize("arch", GRAPH_MODELS.names())
+def test_sizes_are_checked_on_the_meta_device_without_changing_the_weights(arch: str) -> None:
+    factory = GRAPH_MODELS.get(arch)
+    torch.manual_seed(1)
+    plain = factory(8, 3)
+    torch.manual_seed(1)
+    checked = build_graph_model(arch, in_features=8, num_classes=3)
+    assert_same_weights(plain, checked)
+    huge = {"hidden": 65_536, "layers": 16}  # within each keyword's range, 240+ GB in all
+    with pytest.raises(FreekdError, match="weights would hold .* GB, more than this process"):
+        build_graph_model(arch, in_features=60_000, num_classes=3, arch_kwargs=huge)

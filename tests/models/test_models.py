@@ -25,6 +25,7 @@ from freekd.models import (
 )
 from freekd.models.lenet import LeNet5
 from freekd.models.wrn import WideResNet
+from tests.conftest import assert_same_weights
 
 NUM_CLASSES = 10
 # Architectures that need kwargs to be built at all.
@@ -240,10 +241,7 @@ def test_the_size_check_does_not_change_the_random_weights() -> None:
     first = build_model("lenet5", num_classes=10, input_shape=(1, 28, 28))
     torch.manual_seed(0)
     plain = LeNet5(num_classes=10, in_channels=1, widths=(6, 16, 120, 84), first_padding=2)
-    expected = plain.state_dict()
-    assert list(first.state_dict()) == list(expected)
-    for name, value in first.state_dict().items():
-        assert torch.equal(value, expected[name]), name
+    assert_same_weights(first, plain)
 
 
 def test_unknown_names_list_the_known_ones() -> None:

@@ -318,6 +318,13 @@ def coerce_like(default: Any, value: Any, where: str) -> Any:
     return coerced
 
 
+#: Plug-in parameters that count iterations of a loop inside one training step (a synthesis
+#: round's Adam steps, VAT's power iterations); :data:`MAX_LOOP` at most, or one step outlasts
+#: any ``--budget``.
+LOOP_PARAMS = ("iterations", "generator_steps", "warmup_steps", "warmup_batches")
+MAX_LOOP = 100_000
+
+
 def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: str) -> None:
     """``params`` bound to a plug-in's hyperparameters (name → default): an unknown name is one
     line naming the known ones, and each value is replaced, in ``params``, by ``coerce_like``'s
@@ -335,6 +342,11 @@ def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: 
             raise FreekdError(f"{what}: {name} must be at least 0, got {number:g}")
         if name == "temperature" and not 0 < number <= 1000:  # T² of 1e300 overflowed
             raise FreekdError(f"{what}: temperature must lie in (0, 1000], got {number:g}")
+        if name.endswith(LOOP_PARAMS) and number > MAX_LOOP:  # one step would never end
+            raise FreekdError(
+                f"{what}: {name} must be at most {MAX_LOOP:,} (every training step runs that "
+                f"many), got {number:,}"
+            )
 
 
 def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:

@@ -173,3 +173,24 @@ def test_negative_weights_and_unusable_temperatures_are_refused_by_name(
     # temperature of 1e300 died in an OverflowError traceback at the first step.
     with pytest.raises(FreekdError, match=re.escape(message)):
         check_params(METHODS.get(method), dict(params), what=f"method {method}")
+
+
+@pytest.mark.parametrize(
+    ("plugin", "name", "value"),
+    [
+        ("deepinversion", "iterations", 10**9),
+        ("nayer", "generator_steps", 200_000),
+        ("fast", "warmup_steps", 10**6),
+        ("vat", "power_iterations", 10**6),
+    ],
+)
+def test_loops_inside_one_step_are_capped(plugin: str, name: str, value: int) -> None:
+    # A billion DeepInversion iterations made one synthesis round outlast any --budget.
+    from freekd.datafree.synthesizers import SYNTHESIZERS
+    from freekd.methods.semi import VirtualAdversarial
+
+    cls = VirtualAdversarial if plugin == "vat" else SYNTHESIZERS.get(plugin)
+    message = f"{plugin}: {name} must be at most 100,000 (every training step runs that many), got"
+    with pytest.raises(FreekdError, match=re.escape(message)):
+        check_params(cls, {name: value}, what=f"synthesizer {plugin}")
+    check_params(cls, {name: 100_000}, what=f"synthesizer {plugin}")

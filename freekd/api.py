@@ -15,9 +15,11 @@ a :class:`Run`: the ``report.json`` dict, the trained model and the folder. Erro
 Keyword arguments every function takes besides its own (``**settings``):
 
 - any field of the command's config dataclass by name (``seed=1``, ``student_kwargs={...}``,
-  ``budget_cpu_minutes=15``, ``trainer={"ema_decay": 0.999}``); a dataclass value is taken field
-  by field; ``epochs``, ``batch_size``, ``lr``, ``device`` and ``deterministic`` set
-  ``trainer.*`` (``shadow.trainer.device`` for ``audit``), as the flags do;
+  ``budget_cpu_minutes=15``, ``trainer={"ema_decay": 0.999}``); a mapping changes only its keys,
+  a dataclass value sets all its fields (``trainer=TrainerConfig(epochs=3)`` also replaces the
+  command's own trainer defaults, e.g. distill's lr 0.01, by ``TrainerConfig``'s); ``epochs``,
+  ``batch_size``, ``lr``, ``device`` and ``deterministic`` set ``trainer.*``
+  (``shadow.trainer.device`` for ``audit``), as the flags do;
 - ``config``: a YAML file (as ``--config``), or a config object or mapping (Python code, so an
   architecture it names by import path is built without ``trust_code``);
 - ``overrides``: ``--set`` strings, applied after ``config`` and before the keywords;
@@ -40,19 +42,8 @@ from typing import Any
 from freekd.config import TRUST_FIELDS, is_import_path, load_config, read_yaml, to_dict
 from freekd.errors import FreekdError
 
-__all__ = [
-    "Run",
-    "audit",
-    "audit_pipeline",
-    "crossmodal",
-    "datafree",
-    "distill",
-    "evaluate",
-    "online",
-    "pate",
-    "train_clip",
-    "train_teacher",
-]
+__all__ = ["Run", "audit", "audit_pipeline", "crossmodal", "datafree", "distill", "evaluate"]
+__all__ += ["graph_distill", "graph_teacher", "online", "pate", "train_clip", "train_teacher"]
 
 #: Keyword arguments that set a field of the training loop, as ``--epochs`` ... do.
 TRAINER_KEYWORDS = ("epochs", "batch_size", "lr", "device", "deterministic")

@@ -89,7 +89,7 @@ ConfigOption = Annotated[
 
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Dotted override, e.g. trainer.lr=0.01 (repeatable)."),
+    typer.Option("--set", help="Dotted override of a config field, e.g. seed=1 (repeatable)."),
 ]
 
 
@@ -135,7 +135,8 @@ OutOption = Annotated[
     Path,
     typer.Option(
         "--out",
-        help="Run folder for model.pt, report.json, config.yaml, metrics.jsonl, curves.png.",
+        help="Run folder: config.yaml, report.json and the command's other files "
+        "(docs/reference.md lists them).",
     ),
 ]
 
@@ -155,7 +156,7 @@ OverwriteOption = Annotated[
 
 ResumeOption = Annotated[
     bool,
-    typer.Option("--resume", help="Continue the interrupted run in --out from its checkpoint.pt."),
+    typer.Option("--resume", help="Continue the interrupted run in --out."),
 ]
 
 

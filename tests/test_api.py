@@ -183,6 +183,12 @@ def test_pate_runs_the_three_stages(tmp_path: Path) -> None:
     assert (run.out / "report.json").exists()
     assert (run.out / "student" / "model.pt").exists()
     assert isinstance(run.model, torch.nn.Module)
+    # overwrite=True was accepted and ignored; the teachers stage then suggested --overwrite,
+    # which pate run does not have. A ledger is never replaced: resume or another folder.
+    with pytest.raises(FreekdError, match="pate run never overwrites: the privacy already"):
+        freekd.pate(config=config, out=tmp_path / "pate", quiet=True, overwrite=True)
+    with pytest.raises(FreekdError, match="already holds a pate run .*; continue it with --resume"):
+        freekd.pate(config=config, out=tmp_path / "pate", quiet=True)
 
 
 @pytest.mark.slow
@@ -216,3 +222,11 @@ def test_crossmodal_teacher_student_and_one_tower(tmp_path: Path, tiny_teacher_p
     assert "direction" in tower.report
     assert isinstance(tower.model, torch.nn.Module)
     assert not isinstance(tower.model, ClipModel)
+
+
+def test_the_api_module_exports_every_function_freekd_does() -> None:
+    # graph_teacher and graph_distill were missing from freekd.api.__all__.
+    from freekd import _API, _CALLABLE_PACKAGES
+
+    assert sorted(freekd.api.__all__) == sorted([*_API, *_CALLABLE_PACKAGES])
+    assert all(callable(getattr(freekd.api, name)) for name in freekd.api.__all__)

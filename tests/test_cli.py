@@ -634,7 +634,7 @@ def test_a_command_gives_a_group_its_own_defaults_and_help() -> None:
     student = {param.name: param for param in _params("pate", "student")}
 
     assert label["resume"].help == "Continue the ledger in --out (nothing re-spent)."
-    assert student["resume"].help == "Continue the interrupted run in --out from its checkpoint.pt."
+    assert student["resume"].help == "Continue the interrupted run in --out."
     # Not runs/pate, the folder `pate run` writes its three stages into.
     assert teachers["out"].default == Path("runs/pate-teachers")
     assert label["out"].default == Path("runs/pate-labels")

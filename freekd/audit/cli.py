@@ -116,7 +116,11 @@ def audit(
     seed: SeedOption = None,
     device: DeviceOption = None,
     data_root: DataRootOption = None,
-    run: Annotated[RunFlags, Defaults(out=Path("runs/audit"))],
+    run: Annotated[
+        RunFlags,
+        Defaults(out=Path("runs/audit")),
+        OptionHelp(resume="Continue an interrupted audit from its shadow models' progress."),
+    ],
 ) -> None:
     """Audit a model: membership-inference attacks, ROC curves and an empirical ε lower bound.
 

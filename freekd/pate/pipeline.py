@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from freekd import __version__
+from freekd.errors import FreekdError
 from freekd.io import atomic_write_json
 from freekd.models import check_arch_name
 from freekd.pate.config import PateRunConfig
 from freekd.pate.label import checked_mechanism, run_pate_label
 from freekd.pate.student import run_pate_student, semi_supervised_params
 from freekd.pate.teachers import TEACHERS_FILE, refuse_weight_average, run_pate_teachers
-from freekd.runlock import locks_run_folder
+from freekd.runlock import has_run_content, locks_run_folder
 from freekd.runs import LEDGER_FILE, RunOptions, in_section
 from freekd.teachers.ensemble import check_execution
 
@@ -145,6 +146,8 @@ def run_pate(
 
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     plan = plan_stages(layout, options)
+    if not layout.owned:
+        _check_fresh_or_resumed(plan, options)
     teachers_dir, labels_dir = plan["teachers"].folder, plan["labels"].folder
     label_config = dataclasses.replace(config.label, teachers=str(teachers_dir / TEACHERS_FILE))
     # The pool is the one this run's own config names for labelling (never a path read back
@@ -179,6 +182,27 @@ def run_pate(
     if layout.summary is not None:
         atomic_write_json(options.out_dir / layout.summary, summary)
     return summary
+
+
+def _check_fresh_or_resumed(plan: dict[str, StagePlan], options: RunOptions) -> None:
+    """``pate run`` never replaces a stage: its label stage's ledger records privacy already
+    spent, and its teachers and labels are what that ledger accounts for. An earlier run is
+    continued (``--resume``) or left alone (another ``--out``)."""
+    if options.overwrite:
+        raise FreekdError(
+            "pate run never overwrites: the privacy already spent on labels stays on the ledger; "
+            "continue the run with --resume or choose another --out"
+        )
+    if options.resume:
+        return
+    used = [
+        name for name, step in plan.items() if step.folder.is_dir() and has_run_content(step.folder)
+    ]
+    if used:
+        raise FreekdError(
+            f"{options.out_dir} already holds a pate run (its {', '.join(used)} stage); "
+            "continue it with --resume or choose another --out"
+        )
 
 
 def _finished_report(folder: Path) -> dict[str, Any] | None:

@@ -663,6 +663,14 @@ def test_without_a_terminal_progress_is_one_whole_line_per_epoch(tmp_path: Path)
     ]
     assert all("step" in line and "elapsed" in line and "…" not in line for line in lines)
     assert "eval acc" in lines[-1]
+    resumed = invoke("teacher", "train", "--dataset", "digits", "--arch", "tiny-cnn",
+                     "--epochs", "3", "--batch-size", "64", "--device", "cpu",
+                     "--out", tmp_path / "t", "--resume")  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    first = next(line for line in resumed.stderr.splitlines() if "teacher tiny-cnn: epoch" in line)
+    # It named epoch 2/3, the one finished before the stop, not the one the run goes on with.
+    assert first.startswith("teacher tiny-cnn: epoch 3/3, ")
+    assert first.endswith(", step 46/69, 0:00 elapsed, resuming")
 
 
 @pytest.mark.parametrize(

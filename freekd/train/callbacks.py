@@ -219,7 +219,8 @@ class Progress(Callback):
         if not console.is_terminal:
             self._plain, self._started = console, time.perf_counter()
             self._last_refresh = self._started
-            self._plain_line(trainer, state, "starting")
+            note = "resuming" if state.step else "starting"
+            self._plain_line(trainer, state, note, upcoming=True)
             return
         from rich.progress import (
             BarColumn,
@@ -270,21 +271,26 @@ class Progress(Callback):
         if self._progress is not None:  # rich redraws on its own clock: this only sets a field
             self._progress.update(self._task, info=text)
 
-    def _info(self, trainer: Trainer, state: TrainState) -> str:
-        parts = [f"epoch {state.epoch + 1}/{trainer.config.epochs}"]
+    def _info(self, trainer: Trainer, state: TrainState, *, upcoming: bool = False) -> str:
+        """The epoch, loss and eval accuracy; ``upcoming``: name the epoch the next step is in
+        (a resumed run's state names the epoch it finished last)."""
+        epoch = state.epoch + 1 + (upcoming and state.epoch_finished and state.step > 0)
+        parts = [f"epoch {min(epoch, trainer.config.epochs)}/{trainer.config.epochs}"]
         if self._loss is not None:
             parts.append(f"loss {self._loss:.4f}")
         if "eval_accuracy" in state.metrics:
             parts.append(f"eval acc {100 * state.metrics['eval_accuracy']:.2f}%")
         return "  ".join(parts)
 
-    def _plain_line(self, trainer: Trainer, state: TrainState, note: str = "") -> None:
+    def _plain_line(
+        self, trainer: Trainer, state: TrainState, note: str = "", *, upcoming: bool = False
+    ) -> None:
         """One whole progress line on stderr (no terminal)."""
         if self._last_loss is not None:
             self._loss = float(self._last_loss)
         self._last_refresh = time.perf_counter()
         minutes, seconds = divmod(int(self._last_refresh - self._started), 60)
-        info = self._info(trainer, state).replace("  ", ", ")
+        info = self._info(trainer, state, upcoming=upcoming).replace("  ", ", ")
         line = f"{self.description}: {info}, step {state.step}/{trainer.total_steps}"
         line += f", {minutes}:{seconds:02d} elapsed" + (f", {note}" if note else "")
         self._plain.print(line, soft_wrap=True, highlight=False, markup=False)

@@ -89,7 +89,10 @@ def graph_distill(
     ] = None,
     method: Annotated[
         str | None,
-        typer.Option("--method", help="glnn (default), kd, or lsp (GNN students)."),
+        typer.Option(
+            "--method",
+            help="glnn (default), kd, lsp (GNN students) or supervised (no teacher term).",
+        ),
     ] = None,
     dataset: GraphDataOption = None,
     no_baseline: Annotated[

@@ -188,10 +188,12 @@ def eval_command(
 @app.command()
 @user_errors
 def info(
-    path: Annotated[Path, typer.Argument(help="A freekd checkpoint.")],
+    path: Annotated[
+        Path, typer.Argument(help="A freekd file: model.pt (image, CLIP, graph) or teachers.pt.")
+    ],
     as_json: JsonOption = False,
 ) -> None:
-    """What a checkpoint holds: architecture, classes, input, parameters, training config."""
+    """What a freekd file holds: architecture, classes, input, parameters, training config."""
     from freekd.evaluation import describe_checkpoint
 
     details = describe_checkpoint(path)
@@ -204,6 +206,8 @@ def info(
             [
                 ("format", details["format"]),
                 ("model", json.dumps(details["model"])),
+                *[("code", "the architecture is an import path: loading it needs --trust-code")]
+                * bool(details.get("arch_names_code")),
                 ("parameters", f"{details['parameters']:,}"),
                 ("weights", _checksum_row(details)),
                 ("freekd version", str(details["freekd_version"])),

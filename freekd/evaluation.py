@@ -8,6 +8,7 @@ from typing import Any
 from freekd.checkpoint import (
     check_checkpoint,
     check_weights_fit,
+    is_torchscript,
     names_code,
     read_checkpoint,
     safe_torch_load,
@@ -20,6 +21,7 @@ from freekd.crossmodal.towers import check_tower_file
 from freekd.data import load_dataset
 from freekd.errors import FreekdError
 from freekd.teachers import load_teacher
+from freekd.teachers.ensemble import ENSEMBLE_FORMAT, check_ensemble_file
 from freekd.train import (
     evaluate,
     resolve_device,
@@ -65,7 +67,14 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
     ``weights_checksum`` is ``"verified"``, or ``"none"`` for a file written before checksums.
     """
 
+    if is_torchscript(Path(path)):
+        raise FreekdError(
+            f"{path} is a TorchScript file: it holds no freekd metadata to show; give it as a "
+            "teacher or to freekd eval --model with --input-shape C,H,W"
+        )
     raw = safe_torch_load(Path(path), what="checkpoint")
+    if isinstance(raw, dict) and raw.get("format") == ENSEMBLE_FORMAT:
+        return _describe_ensemble(raw, Path(path))
     if isinstance(raw, dict) and raw.get("format") in (CLIP_FORMAT, TOWER_FORMAT):
         check = check_clip_file if raw["format"] == CLIP_FORMAT else check_tower_file
         verified = check(raw, source=str(path))
@@ -127,4 +136,22 @@ def _describe_graph(raw: dict[str, Any], path: Path) -> dict[str, Any]:
             if graph["held_out"].numel()
             else ""
         ),
+    }
+
+
+def _describe_ensemble(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``freekd info`` of a PATE teacher ensemble (``teachers.pt``), every field checked first."""
+    verified = check_ensemble_file(raw, source=str(path))
+    member = raw["member"]
+    config = raw.get("config") or {}
+    return {
+        "format": raw["format"],
+        "model": {"teachers": raw["teachers"]}
+        | {key: member.get(key) for key in ("arch", "arch_kwargs", "num_classes", "input")},
+        "arch_names_code": names_code(member["arch"], member.get("arch_kwargs") or {}),
+        "parameters": sum(int(v.numel()) for v in raw["state_dict"].values()),
+        "weights_checksum": "verified" if verified else "none",
+        "freekd_version": raw.get("freekd_version"),
+        "config": config,
+        "trained_on": config.get("dataset"),
     }

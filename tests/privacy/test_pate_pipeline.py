@@ -237,3 +237,26 @@ def test_pate_run_hints_name_the_keys_of_its_config(tmp_path: Path) -> None:
     assert "student: semi_supervised teacher and distill_teacher.path go together" in result.output
     assert "--set student.distill_teacher.path=MODEL" in result.output
     assert not out.exists()
+
+
+def test_info_describes_a_teacher_ensemble(teachers: Path) -> None:
+    # `freekd info teachers.pt` said it was "not a freekd checkpoint".
+    result = CliRunner().invoke(app, ["info", str(teachers / "teachers.pt"), "--json"])
+    assert result.exit_code == 0, result.output
+    details = json.loads(result.output)
+    assert details["format"] == "freekd-ensemble/1"
+    assert details["model"]["teachers"] == 8
+    assert details["model"]["arch"] == "tiny-cnn"
+    assert details["weights_checksum"] == "verified"
+    assert details["trained_on"] == "digits"
+    ensemble = load_ensemble(teachers / "teachers.pt")
+    assert details["parameters"] == sum(p.numel() for p in ensemble.stacked_state_dict().values())
+
+
+def test_info_on_a_torchscript_file_says_what_it_is(tmp_path: Path) -> None:
+    # It said the file was "not a readable torch file" and expected "a TorchScript file".
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(4, 2), torch.zeros(1, 4)), str(path))
+    result = CliRunner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 2
+    assert "is a TorchScript file: it holds no freekd metadata to show" in result.output

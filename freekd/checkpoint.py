@@ -134,6 +134,11 @@ def safe_torch_load(path: Path, *, what: str = "checkpoint") -> Any:
             "or pass --trust-pickle if you trust its author"
         ) from None
     except Exception as error:  # a corrupt file makes the unpickler raise anything (KeyError ...)
+        if is_torchscript(path):  # where TorchScript is read, the caller checks for it first
+            raise FreekdError(
+                f"{what} {path} is a TorchScript file, which is not read here; give the freekd "
+                f"{what} (TorchScript is read as a teacher or a --model to evaluate)"
+            ) from None
         detail = "corrupt pickle data" if isinstance(error, LookupError) else _first_line(error)
         raise not_torch(detail) from None
 

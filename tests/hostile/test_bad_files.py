@@ -895,3 +895,13 @@ def test_damaged_label_folder_fails_in_one_line(labelled: Path, tmp_path: Path, 
         "--out", out,
     )  # fmt: skip
     assert_one_line_error(result, out, needle)
+
+
+@pytest.mark.parametrize("command", ["pate label --teachers", "graph distill --teacher"])
+def test_a_torchscript_file_where_none_is_read_is_named(tmp_path: Path, command: str) -> None:
+    # It was "not a readable torch file (...)", "expected ... a TorchScript file".
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.trace(torch.nn.Linear(4, 2), torch.zeros(1, 4)), str(path))
+    out = tmp_path / "run"
+    result = invoke(*command.split(), path, "--out", out, "-q")
+    assert_one_line_error(result, out, f"{path} is a TorchScript file, which is not read here")

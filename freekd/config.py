@@ -390,6 +390,11 @@ def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
     raise FreekdError(f"{where}: unsupported type {_type_name(annotation)}")
 
 
+#: The largest seed: numpy's, and small enough that seeds derived from it (a PATE query's is
+#: ``seed × 1,000,003 + index``) stay within torch's 64 bits.
+MAX_SEED = 2**32 - 1
+
+
 def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -> C:
     """Build dataclass ``cls`` from a mapping; unknown keys raise with a "did you mean" hint."""
     where = where or cls.__name__
@@ -409,6 +414,8 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str | None = None) -
         if dataclasses.is_dataclass(target) and isinstance(value, dict):
             value = _with_field_defaults(cls, key, value)
         kwargs[key] = _coerce(annotation, value, f"{where}.{key}")
+        if key == "seed" and not 0 <= kwargs[key] <= MAX_SEED:  # every config's seed
+            raise FreekdError(f"seed must be an integer in [0, 2**32 - 1], got {kwargs[key]}")
     try:
         return cls(**kwargs)
     except ConfigValueError as error:  # restate it with the dotted key the user wrote

@@ -10,6 +10,7 @@ from freekd.config import ComponentConfig, coerce_like, dump_yaml, from_dict, lo
 from freekd.datafree.config import DataFreeConfig
 from freekd.distill.config import DistillConfig
 from freekd.errors import FreekdError
+from freekd.pate.config import PateLabelConfig
 from freekd.supervised.config import TeacherTrainConfig
 
 
@@ -122,3 +123,12 @@ def test_datafree_partial_method_is_the_recommended_one_with_those_params() -> N
 def test_from_dict_rejects_non_mapping_group() -> None:
     with pytest.raises(FreekdError, match="expected a mapping"):
         from_dict(TeacherTrainConfig, {"trainer": 3})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 9_223_372_036_854_775_807])
+def test_a_seed_beyond_32_bits_is_refused(seed: int) -> None:
+    # A PATE label run with seed 2**63 - 1 wrote its ledger header, then overflowed deriving
+    # its first query's seed (ValueError traceback), which locked the folder for good.
+    with pytest.raises(FreekdError, match=r"seed must be an integer in \[0, 2\*\*32 - 1\]"):
+        load_config(PateLabelConfig, overrides=[f"seed={seed}"])
+    assert load_config(PateLabelConfig, overrides=[f"seed={2**32 - 1}"]).seed == 2**32 - 1

@@ -52,11 +52,12 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     queries = _load_queries(config, options)
     out.mkdir(parents=True, exist_ok=True)
     prior = _prior_accountant(queries.provenance)
-    labeler = _open_labeler(config, mechanism, budget, queries, prior, ledger_path)
-    # After the ledger has been read: a refused (corrupt or foreign) ledger leaves the folder as
-    # it was.
-    atomic_write_text(out / "config.yaml", dump_yaml(config))
     student_model = _query_student(config, mechanism, queries.pool, options)
+    labeler = _open_labeler(config, mechanism, budget, queries, prior, ledger_path)
+    _verify_ledger(labeler, queries, student_model)
+    # After the ledger has been read and checked: a refused (corrupt, edited or foreign) ledger
+    # leaves the folder as it was.
+    atomic_write_text(out / "config.yaml", dump_yaml(config))
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     labelled = _label_pool(labeler, queries.pool, queries.count, student_model, quiet=options.quiet)
     atomic_write(
@@ -233,6 +234,30 @@ def _query_student(
     return student_model
 
 
+def _student_probabilities(student_model: Any, images: torch.Tensor) -> torch.Tensor | None:
+    """Interactive-GNMax's student's softmax outputs on ``images`` (None without a student)."""
+    if student_model is None:
+        return None
+    with torch.no_grad():  # public: the student saw public data and released labels
+        return student_model(images).softmax(dim=1)  # type: ignore[no-any-return]
+
+
+def _verify_ledger(labeler: NoisyLabeler, queries: LabelQueries, student_model: Any) -> None:
+    """Before a resumed run writes anything: every answer its ledger records is re-derived from
+    the teachers' votes (``NoisyLabeler.verify``), and none lies beyond the queries it asks."""
+    recorded = labeler.unverified
+    if recorded and recorded[-1] >= queries.count:
+        raise FreekdError(
+            f"{labeler.ledger.path} records an answer to query {recorded[-1]}, beyond the "
+            f"{queries.count} this run asks about; resume with the original --queries"
+        )
+    for start in range(0, len(recorded), 256):
+        indices = recorded[start : start + 256]
+        images = queries.pool.batch(torch.tensor(indices)).images
+        probabilities = _student_probabilities(student_model, images)
+        labeler.verify(indices, images, student_probabilities=probabilities)
+
+
 def _label_pool(
     labeler: NoisyLabeler, pool: ImageDataset, count: int, student_model: Any, *, quiet: bool
 ) -> PoolLabels:
@@ -246,10 +271,7 @@ def _label_pool(
         for start in range(0, count, 256):
             indices = list(range(start, min(start + 256, count)))
             images = pool.batch(torch.tensor(indices)).images
-            probabilities = None
-            if student_model is not None:
-                with torch.no_grad():  # public: the student saw public data and released labels
-                    probabilities = student_model(images).softmax(dim=1)
+            probabilities = _student_probabilities(student_model, images)
             result = labeler.label(indices, images, student_probabilities=probabilities)
             labels[start : start + len(indices)] = result.labels.numpy()
             by_teachers[start : start + len(indices)] = result.by_teachers.numpy()

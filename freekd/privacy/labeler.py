@@ -292,6 +292,7 @@ class NoisyLabeler:
         self._dependent = self._prior.copy()
         self._released: dict[int, int] = {}
         self._by_teachers: dict[int, bool] = {}
+        self._recorded_rdp: dict[int, FloatArray] = {}  # a resumed ledger's, until verified
         for entry in ledger:  # a resumed run: everything in the ledger is already spent
             if len(entry["rdp"]) != len(self.orders):
                 raise FreekdError(
@@ -306,6 +307,7 @@ class NoisyLabeler:
             self._dependent += np.asarray(entry["rdp"], dtype=np.float64)
             self._released[int(entry["query"])] = int(entry["label"])
             self._by_teachers[int(entry["query"])] = teachers == "teachers"
+            self._recorded_rdp[int(entry["query"])] = np.asarray(entry["rdp"], dtype=np.float64)
 
     @staticmethod
     def ledger_header(
@@ -364,6 +366,56 @@ class NoisyLabeler:
         return LabelingResult(
             labels, reached=len(indices), stopped_by_budget=False, by_teachers=by_teachers
         )
+
+    @property
+    def unverified(self) -> list[int]:
+        """Queries of the ledger this run read that :meth:`verify` has not re-derived yet."""
+        return sorted(self._recorded_rdp)
+
+    def verify(
+        self,
+        indices: Sequence[int],
+        images: Tensor,
+        *,
+        student_probabilities: Tensor | None = None,
+    ) -> None:
+        """Re-derive recorded answers from the teachers' votes: each query's noise is seeded by
+        its index, so the label, who gave it and its RDP cost come out as the ledger says unless
+        the ledger was edited (a zeroed cost would roll spending back) or written for other
+        teachers or queries. Nothing is spent and nothing is written.
+
+        Raises:
+            FreekdError: a recorded answer differs from the one the votes give.
+        """
+        rows = [i for i, index in enumerate(indices) if int(index) in self._recorded_rdp]
+        if not rows:
+            return
+        votes = self._new_votes(images[rows])
+        for row, i in enumerate(rows):
+            index = int(indices[i])
+            student = None if student_probabilities is None else student_probabilities[i].cpu()
+            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+            label, teachers = self.mechanism.respond(
+                votes[row][None], rng, None if student is None else student[None]
+            )
+            cost = self.mechanism.dependent_cost(
+                votes[row].numpy().astype(np.float64),
+                self.orders,
+                answered=bool(teachers[0]),
+                student=None if student is None else student.numpy().astype(np.float64),
+            )
+            recorded = self._recorded_rdp.pop(index)
+            if (
+                int(label[0]) != self._released[index]
+                or bool(teachers[0]) != self._by_teachers[index]
+                or not np.allclose(cost, recorded, rtol=1e-6, atol=1e-12)
+            ):
+                raise FreekdError(
+                    f"{self.ledger.path}: the recorded answer to query {index} is not the one "
+                    "these teachers' votes give (the ledger was edited, or written for other "
+                    "teachers, queries or student model); restore it from a backup or resume "
+                    "with the original ones"
+                )
 
     def _new_votes(self, images: Tensor) -> Tensor:
         """The ensemble's vote counts (N, K) for queries not yet in the ledger, shape-checked."""

@@ -74,10 +74,11 @@ class PrivacyLedger:
         try:
             header = json.loads(complete[0])
             entries = [json.loads(line) for line in complete[1:]]
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:  # not JSON, nested or huge numbers
+            detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
             raise FreekdError(
-                f"{self.path} has a corrupt line ({error}); a ledger is never edited by hand, "
-                "restore it from a backup"
+                f"{self.path} has a corrupt line ({detail[:120]}); a ledger is never edited by "
+                "hand, restore it from a backup"
             ) from None
         if not isinstance(header, dict):
             raise FreekdError(

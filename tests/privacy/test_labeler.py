@@ -233,3 +233,34 @@ def test_a_prior_spend_counts_against_the_budget(tmp_path: Path) -> None:
         num_classes=CLASSES, prior=10 * prior.rdp(),
     )  # fmt: skip
     assert spent.label([0], query_images(1)).reached == 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda entry: {**entry, "rdp": [0.0] * len(entry["rdp"])},  # spending rolled back
+        lambda entry: {**entry, "label": 99},
+        lambda entry: {**entry, "label": (entry["label"] + 1) % CLASSES},
+        lambda entry: {**entry, "rdp": [2 * v for v in entry["rdp"]]},
+    ],
+    ids=["zeroed cost", "label out of range", "another label", "doubled cost"],
+)
+def test_a_resumed_ledger_is_re_derived_from_the_votes(tmp_path: Path, edit: object) -> None:
+    # Hand-edited entries used to be accepted: labels 99 and -7 reached labels.npz, and zeroed
+    # RDP costs gave a data-dependent epsilon of 0 (the budget then paid for more answers).
+    import json
+
+    path = tmp_path / "ledger.jsonl"
+    images = query_images(12)
+    make_labeler(path, mechanism=GNMax(sigma=4.0)).label(list(range(12)), images)
+    resumed = make_labeler(path, mechanism=GNMax(sigma=4.0))
+    assert resumed.unverified == list(range(12))
+    resumed.verify(list(range(12)), images)  # the untouched ledger re-derives exactly
+    assert resumed.unverified == []
+    lines = path.read_text().splitlines()
+    entry = json.loads(lines[5])
+    lines[5] = json.dumps(edit(entry))  # type: ignore[operator]
+    path.write_text("\n".join(lines) + "\n")
+    tampered = make_labeler(path, mechanism=GNMax(sigma=4.0))
+    with pytest.raises(FreekdError, match="the recorded answer to query 4 is not the one"):
+        tampered.verify(list(range(12)), images)

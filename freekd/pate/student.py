@@ -17,10 +17,14 @@ from freekd.methods import Method, Supervised
 from freekd.methods.semi import LabelsAndTeacher, VirtualAdversarial
 from freekd.models import ImageClassifier, count_parameters
 from freekd.pate.config import PateStudentConfig
+from freekd.privacy.labeler import mechanism_from_name, spent_curves
+from freekd.privacy.ledger import read_ledger
+from freekd.privacy.rdp import epsilon_from_rdp
 from freekd.privacy.report import inherit
 from freekd.runlock import locks_run_folder
 from freekd.runs import (
     LABELS_FILE,
+    LEDGER_FILE,
     RunOptions,
     build_student,
     check_params,
@@ -83,6 +87,58 @@ def _read_label_folder(labels_path: Path, report_path: Path) -> tuple[dict[str, 
             f"{labels.dtype} must be 1-D integer arrays of one length; {fix}"
         )
     return report, indices, labels
+
+
+def _check_against_ledger(folder: Path, privacy: dict[str, Any], labels: Any) -> None:
+    """The label folder's ``report.json`` privacy record and ``labels.npz`` agree with its
+    ledger, the record of what was spent: the student inherits that record, so an edited
+    report (a smaller ε) or label file must not pass on (the ledger itself is re-derived from
+    the teachers' votes when labelling resumes).
+
+    Raises:
+        FreekdError: the ledger is missing or damaged, or the report or labels disagree with it.
+    """
+    path = folder / LEDGER_FILE
+    header, entries = read_ledger(path)
+    fix = "a label folder is never edited; label again or restore it from a backup"
+    try:
+        mechanism = mechanism_from_name(str(header["mechanism"]), **dict(header["parameters"]))
+        budget = dict(header["budget"])
+        orders = np.asarray(privacy["orders"], dtype=np.float64)
+        prior = np.asarray(privacy.get("prior_rdp") or np.zeros_like(orders), dtype=np.float64)
+        independent, dependent = spent_curves(mechanism, orders, entries, path, prior=prior)
+        expected = {
+            "delta": budget["delta"],
+            "kind": budget["on"],
+            "data_independent_epsilon": epsilon_from_rdp(
+                independent, orders, delta=budget["delta"]
+            )[0],
+            "data_dependent_epsilon": epsilon_from_rdp(dependent, orders, delta=budget["delta"])[0],
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise FreekdError(f"{path} or its report.json is damaged ({error!r:.80}); {fix}") from None
+    expected["epsilon"] = expected[
+        "data_independent_epsilon"
+        if budget["on"] == "data-independent"
+        else "data_dependent_epsilon"
+    ]
+    for key, value in expected.items():
+        given = privacy.get(key)
+        same = given == value or (
+            isinstance(given, int | float) and isinstance(value, float) and np.isclose(given, value)
+        )
+        if not same:
+            raise FreekdError(
+                f"{folder}/report.json says privacy {key} {given!r}, its ledger gives {value!r}; "
+                f"{fix}"
+            )
+    recorded = np.full(len(labels), -1, dtype=np.int64)
+    for entry in entries:
+        if entry["query"] >= len(labels):
+            raise FreekdError(f"{path} answers query {entry['query']}, beyond labels.npz; {fix}")
+        recorded[entry["query"]] = entry["label"]
+    if not np.array_equal(np.asarray(labels, dtype=np.int64), recorded):
+        raise FreekdError(f"{folder}/labels.npz holds labels its ledger did not release; {fix}")
 
 
 @locks_run_folder
@@ -182,6 +238,7 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
                 f"{path} does not exist; give the --out folder of `freekd pate label`"
             )
     label_report, indices, labels = _read_label_folder(labels_path, report_path)
+    _check_against_ledger(folder, label_report["privacy"], labels)
     answered = labels >= 0
     if not answered.any():
         raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")

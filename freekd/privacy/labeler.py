@@ -288,25 +288,16 @@ class NoisyLabeler:
         if self._prior.shape != self.orders.shape or not np.all(self._prior >= 0):
             raise FreekdError("the prior RDP curve must be non-negative, one value per order")
         self._prior_record = prior_record
-        self._independent = self._prior.copy()
-        self._dependent = self._prior.copy()
         self._released: dict[int, int] = {}
         self._by_teachers: dict[int, bool] = {}
         self._recorded_rdp: dict[int, FloatArray] = {}  # a resumed ledger's, until verified
-        for entry in ledger:  # a resumed run: everything in the ledger is already spent
-            if len(entry["rdp"]) != len(self.orders):
-                raise FreekdError(
-                    f"{ledger.path} holds an RDP cost over {len(entry['rdp'])} orders for query "
-                    f"{entry['query']}, this run uses {len(self.orders)}; resume with the "
-                    "ledger's original settings"
-                )
-            teachers = entry.get("by", "teachers" if entry["label"] != ABSTAIN else None)
-            self._independent += mechanism.independent_cost(
-                self.orders, answered=teachers == "teachers"
-            )
-            self._dependent += np.asarray(entry["rdp"], dtype=np.float64)
+        # A resumed run: everything in the ledger is already spent.
+        self._independent, self._dependent = spent_curves(
+            mechanism, self.orders, ledger.entries, ledger.path, prior=self._prior
+        )
+        for entry in ledger:
             self._released[int(entry["query"])] = int(entry["label"])
-            self._by_teachers[int(entry["query"])] = teachers == "teachers"
+            self._by_teachers[int(entry["query"])] = _by_teachers(entry)
             self._recorded_rdp[int(entry["query"])] = np.asarray(entry["rdp"], dtype=np.float64)
 
     @staticmethod
@@ -522,6 +513,38 @@ class NoisyLabeler:
             ),
         }
         return with_figures(record)
+
+
+def _by_teachers(entry: dict[str, Any]) -> bool:
+    """Whether the teachers gave a ledger entry's answer (ledgers before ``by``: any label)."""
+    return entry.get("by", "teachers" if entry["label"] != ABSTAIN else None) == "teachers"
+
+
+def spent_curves(
+    mechanism: Mechanism,
+    orders: FloatArray,
+    entries: Sequence[dict[str, Any]],
+    source: object,
+    *,
+    prior: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """The data-independent and data-dependent RDP curves over ``orders`` after ``prior`` and
+    the ledger ``entries``, summed in ledger order (as a run that answered them did).
+
+    Raises:
+        FreekdError: an entry's cost is over another number of orders (named by ``source``).
+    """
+    independent, dependent = prior.copy(), prior.copy()
+    for entry in entries:
+        if len(entry["rdp"]) != len(orders):
+            raise FreekdError(
+                f"{source} holds an RDP cost over {len(entry['rdp'])} orders for query "
+                f"{entry['query']}, this run uses {len(orders)}; resume with the ledger's "
+                "original settings"
+            )
+        independent += mechanism.independent_cost(orders, answered=_by_teachers(entry))
+        dependent += np.asarray(entry["rdp"], dtype=np.float64)
+    return independent, dependent
 
 
 def mechanism_from_name(name: str, **parameters: float | None) -> Mechanism:

@@ -64,34 +64,7 @@ class PrivacyLedger:
 
     def _read(self) -> None:
         raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        complete, torn = lines[:-1], lines[-1]  # a complete line ends with "\n"
-        if not complete:
-            raise FreekdError(
-                f"{self.path} is not a freekd privacy ledger (no header line); never delete or "
-                "edit a ledger, and give a fresh --out for a new run"
-            )
-        try:
-            header = json.loads(complete[0])
-            entries = [json.loads(line) for line in complete[1:]]
-        except (ValueError, RecursionError) as error:  # not JSON, nested or huge numbers
-            detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
-            raise FreekdError(
-                f"{self.path} has a corrupt line ({detail[:120]}); a ledger is never edited by "
-                "hand, restore it from a backup"
-            ) from None
-        if not isinstance(header, dict):
-            raise FreekdError(
-                f"{self.path} has a corrupt header line (not a JSON object); a ledger is never "
-                "edited by hand, restore it from a backup"
-            )
-        for number, entry in enumerate(entries, 2):
-            problem = _entry_problem(entry)
-            if problem is not None:
-                raise FreekdError(
-                    f"{self.path}:{number} is a corrupt entry ({problem}); a ledger is never "
-                    "edited by hand, restore it from a backup"
-                )
+        header, entries, torn = parse_ledger(self.path, raw)
         if header != self.header:
             changed = sorted(
                 key
@@ -159,6 +132,58 @@ class PrivacyLedger:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.entries)
+
+
+def read_ledger(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The header and complete entries of the ledger at ``path``, read without changing it (a
+    torn last line, never released, is left out), for readers that only account: a student
+    checking the privacy record of the labels it trains on.
+
+    Raises:
+        FreekdError: the file is missing, unreadable, or not a well-formed ledger.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        raise FreekdError(
+            f"cannot read the privacy ledger {path} ({error.strerror}); give the --out folder of "
+            "`freekd pate label` as it was written"
+        ) from None
+    header, entries, _ = parse_ledger(Path(path), raw)
+    return header, entries
+
+
+def parse_ledger(path: Path, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]], bytes]:
+    """The header, the checked complete entries and the torn last line of ledger bytes ``raw``."""
+    lines = raw.split(b"\n")
+    complete, torn = lines[:-1], lines[-1]  # a complete line ends with "\n"
+    if not complete:
+        raise FreekdError(
+            f"{path} is not a freekd privacy ledger (no header line); never delete or edit a "
+            "ledger, and give a fresh --out for a new run"
+        )
+    try:
+        header = json.loads(complete[0])
+        entries = [json.loads(line) for line in complete[1:]]
+    except (ValueError, RecursionError) as error:  # not JSON, nested or huge numbers
+        detail = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise FreekdError(
+            f"{path} has a corrupt line ({detail[:120]}); a ledger is never edited by hand, "
+            "restore it from a backup"
+        ) from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise FreekdError(
+            f"{path} has a corrupt header line (not a {FORMAT} object); a ledger is never "
+            "edited by hand, restore it from a backup"
+        )
+    for number, entry in enumerate(entries, 2):
+        problem = _entry_problem(entry)
+        if problem is not None:
+            raise FreekdError(
+                f"{path}:{number} is a corrupt entry ({problem}); a ledger is never edited by "
+                "hand, restore it from a backup"
+            )
+    return header, entries, torn
 
 
 def _entry_problem(entry: Any) -> str | None:

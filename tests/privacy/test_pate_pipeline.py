@@ -139,6 +139,36 @@ def test_a_ledger_is_never_replaced(teachers: Path, tmp_path: Path) -> None:
         run_pate_label(
             label_config(teachers, queries=20, sigma=2.0), RunOptions(labels, resume=True)
         )
+    # Another query count on resume rewrote labels.npz and config.yaml, then failed.
+    before = {name: (labels / name).read_bytes() for name in ("labels.npz", "config.yaml")}
+    with pytest.raises(FreekdError, match="records an answer to query 19, beyond the 10"):
+        run_pate_label(label_config(teachers, queries=10), RunOptions(labels, resume=True))
+    assert before == {name: (labels / name).read_bytes() for name in before}
+
+
+@pytest.mark.parametrize("forged", ["report", "labels"])
+def test_a_student_inherits_only_the_privacy_its_ledger_records(
+    teachers: Path, tmp_path: Path, forged: str
+) -> None:
+    # Every ε in report.json set to 0.01 became the student's "only guarantee" (the ledger
+    # gave 771.8); labels.npz is checked against the released answers too.
+    labels = tmp_path / "labels"
+    run_pate_label(label_config(teachers, queries=20), RunOptions(labels, quiet=True))
+    if forged == "report":
+        report = json.loads((labels / "report.json").read_text())
+        for key in ("epsilon", "data_independent_epsilon"):
+            report["privacy"][key] = 0.01
+        (labels / "report.json").write_text(json.dumps(report))
+        message = "report.json says privacy .*epsilon 0.01, its ledger gives"
+    else:
+        with np.load(labels / "labels.npz") as data:
+            arrays = {key: data[key] for key in data.files}
+        arrays["labels"][0] = (arrays["labels"][0] + 1) % 10
+        np.savez(labels / "labels.npz", **arrays)
+        message = "labels.npz holds labels its ledger did not release"
+    config = PateStudentConfig(labels=str(labels), student="tiny-cnn", semi_supervised="none")
+    with pytest.raises(FreekdError, match=message):
+        run_pate_student(config, RunOptions(tmp_path / "student", quiet=True))
 
 
 PATE_RUN_YAML = """

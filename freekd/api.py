@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +210,12 @@ def _run(command: _Command, out: str | Path, settings: dict[str, Any]) -> Run:
     """Resolve the config, run the pipeline in ``out`` and load back what it trained."""
     from freekd.runs import RunOptions
 
-    flags = {key: bool(settings.pop(key, False)) for key in RUN_FLAGS}
+    flags = {key: settings.pop(key, False) for key in RUN_FLAGS}
+    for key, value in flags.items():  # "false" is a true string: it overwrote a run
+        if not isinstance(value, bool):
+            raise FreekdError(f"{key} must be True or False, got {value!r}")
+    if not isinstance(out, str | os.PathLike):
+        raise FreekdError(f"out must be a folder path (str or Path), got {out!r}")
     config, overrides = settings.pop("config", None), settings.pop("overrides", None)
     sources = _Sources(config, list(overrides or []), settings)
     options = RunOptions(Path(out), **flags)

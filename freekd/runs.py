@@ -124,6 +124,11 @@ def prepare_run_dir(options: RunOptions) -> None:
             f"output folder {out} already exists; pass --overwrite to replace it, "
             "--resume to continue the run in it, or choose another --out"
         )
+    if options.overwrite and (out / LEDGER_FILE).exists():  # another command's --overwrite too
+        raise FreekdError(
+            f"{out} holds a privacy ledger ({LEDGER_FILE}), which is never replaced; choose "
+            "another --out"
+        )
 
 
 def _clear_run_files(out: Path) -> None:

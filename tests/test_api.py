@@ -80,6 +80,12 @@ def test_errors_are_one_line_freekd_errors(tmp_path: Path, tiny_teacher_path: Pa
         freekd.distill(teacher=tiny_teacher_path, dataset="digits", out=tmp_path / "c")
     with pytest.raises(FreekdError, match="config= takes a YAML file"):
         freekd.distill(teacher=tiny_teacher_path, config=42, out=tmp_path / "d")
+    # overwrite="false" replaced the finished run in c; out=123 was a TypeError from pathlib.
+    with pytest.raises(FreekdError, match="overwrite must be True or False, got 'false'"):
+        freekd.distill(teacher=tiny_teacher_path, out=tmp_path / "c", overwrite="false")
+    assert (tmp_path / "c" / "report.json").read_text() == "{}"
+    with pytest.raises(FreekdError, match="out must be a folder path"):
+        freekd.distill(teacher=tiny_teacher_path, out=123)
 
 
 def test_dp_settings_without_enabled_are_refused(tmp_path: Path) -> None:

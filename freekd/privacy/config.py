@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from freekd.config import Checks
 
+#: The noise multipliers (σ/C) freekd accounts for: wider than any DP-SGD run uses.
+NOISE_MULTIPLIERS = (1e-3, 1e6)
+
 
 @dataclass(frozen=True)
 class DPConfig:
@@ -36,4 +39,6 @@ class DPConfig:
         check.positive("epsilon", optional=True)
         check.within("delta", 0, 1, closed="()")
         check.positive("max_grad_norm")
-        check.positive("noise_multiplier", optional=True)
+        # Below 1e-3 the ε is effectively infinite, and Opacus' RDP analysis divides by zero
+        # at 1e-300 and overflows at 1e8.
+        check.within("noise_multiplier", *NOISE_MULTIPLIERS, closed="[]", optional=True)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from freekd.errors import FreekdError, check_regular_file
+from freekd.privacy.config import NOISE_MULTIPLIERS
 from freekd.privacy.rdp import DEFAULT_ORDERS
 from freekd.privacy.release import checked_sanitized_release
 from freekd.privacy.report import dpsgd_privacy, pate_privacy, with_figures
@@ -156,8 +157,11 @@ def run_privacy_dpsgd(
 
     if not 0 < sample_rate <= 1:
         raise FreekdError(f"--sample-rate must lie in (0, 1], got {sample_rate}")
-    if not noise_multiplier > 0:
-        raise FreekdError(f"--noise-multiplier must be positive, got {noise_multiplier}")
+    low, high = NOISE_MULTIPLIERS
+    if not low <= noise_multiplier <= high:
+        raise FreekdError(
+            f"--noise-multiplier must lie in [{low:g}, {high:g}], got {noise_multiplier:g}"
+        )
     if steps < 0:
         raise FreekdError(f"--steps must be ≥ 0, got {steps}")
     if not 0 < delta < 1:

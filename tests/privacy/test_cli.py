@@ -89,6 +89,25 @@ def test_dpsgd_matches_opacus(tmp_path: Path) -> None:
     assert "data-independent" in table.output
 
 
+@pytest.mark.parametrize("noise", [1e-300, 1e8])
+def test_noise_multipliers_outside_the_accounted_range_are_one_line(noise: float) -> None:
+    # Opacus' analysis died with ZeroDivisionError at 1e-300 and OverflowError at 1e8; a DP-SGD
+    # teacher with 1e-300 trained a whole epoch before the same traceback.
+    message = f"must lie in [0.001, 1e+06], got {noise:g}"
+    calculator = invoke(
+        "privacy", "dpsgd", "--sample-rate", 0.01, "--noise-multiplier", noise, "--steps", 10,
+        "--delta", 1e-5,
+    )  # fmt: skip
+    assert calculator.exit_code == 2
+    assert message in calculator.output
+    teacher = invoke(
+        "teacher", "train", "--dataset", "digits", "--dp", "--epsilon", 3, "--set",
+        f"dp.noise_multiplier={noise}", "--out", "/nonexistent/never-written",
+    )  # fmt: skip
+    assert teacher.exit_code == 2
+    assert f"dp.noise_multiplier {message}" in teacher.output
+
+
 @pytest.mark.parametrize(
     ("content", "flags", "message"),
     [

@@ -139,6 +139,12 @@ def test_a_ledger_is_never_replaced(teachers: Path, tmp_path: Path) -> None:
         run_pate_label(
             label_config(teachers, queries=20, sigma=2.0), RunOptions(labels, resume=True)
         )
+    # Another command's --overwrite replaced the label report and config beside the ledger.
+    overwrite = CliRunner().invoke(
+        app, ["teacher", "train", "--dataset", "digits", "--out", str(labels), "--overwrite"]
+    )
+    assert overwrite.exit_code == 2
+    assert "holds a privacy ledger (ledger.jsonl), which is never replaced" in overwrite.output
     # Another query count on resume rewrote labels.npz and config.yaml, then failed.
     before = {name: (labels / name).read_bytes() for name in ("labels.npz", "config.yaml")}
     with pytest.raises(FreekdError, match="records an answer to query 19, beyond the 10"):

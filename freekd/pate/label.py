@@ -23,7 +23,7 @@ from freekd.privacy.accounting import DPSGDAccountant
 from freekd.privacy.budget import PrivacyBudget
 from freekd.privacy.labeler import BUDGET_FIGURES, Mechanism, NoisyLabeler, mechanism_from_name
 from freekd.privacy.ledger import PrivacyLedger
-from freekd.privacy.rdp import epsilon_from_rdp
+from freekd.privacy.rdp import DEFAULT_ORDERS, epsilon_from_rdp
 from freekd.privacy.release import checked_sanitized_release
 from freekd.privacy.report import with_figures
 from freekd.runlock import has_run_content, locks_run_folder
@@ -55,6 +55,8 @@ def run_pate_label(config: PateLabelConfig, options: RunOptions) -> dict[str, An
     student_model = _query_student(config, mechanism, queries.pool, options)
     labeler = _open_labeler(config, mechanism, budget, queries, prior, ledger_path)
     _verify_ledger(labeler, queries, student_model)
+    if options.resume:
+        _refuse_a_spent_budget(out, labeler, budget)
     # After the ledger has been read and checked: a refused (corrupt, edited or foreign) ledger
     # leaves the folder as it was.
     atomic_write_text(out / "config.yaml", dump_yaml(config))
@@ -136,6 +138,15 @@ def checked_mechanism(config: PateLabelConfig) -> tuple[PrivacyBudget, Mechanism
         confidence_scale=config.confidence_scale,
         student_threshold=config.student_threshold,
     )
+    if config.budget_on == "data-independent":  # a budget that pays for nothing is refused
+        orders = np.asarray(DEFAULT_ORDERS, dtype=np.float64)
+        one = mechanism.independent_cost(orders, answered=True)
+        cost = epsilon_from_rdp(one, orders, delta=config.delta)[0]
+        if cost > config.epsilon:
+            raise FreekdError(
+                f"--epsilon {config.epsilon:g} cannot pay for one answer of {mechanism.name} "
+                f"(ε {cost:.3g} at δ {config.delta:g}); raise --epsilon or the noise"
+            )
     if mechanism.needs_student and not config.student_model:
         raise FreekdError(
             f"--aggregator {mechanism.name} needs --student-model (a student checkpoint, e.g. "
@@ -232,6 +243,23 @@ def _query_student(
     student_model = load_model(config.student_model, trust_code=options.trust_code)
     check_input_shape(pool, student_model.input_shape, who="the student model")
     return student_model
+
+
+def _refuse_a_spent_budget(out: Path, labeler: NoisyLabeler, budget: PrivacyBudget) -> None:
+    """A resumed labelling whose last run stopped at its budget, and whose report accounts for
+    every answer in the ledger, has nothing left to spend: it is refused, not re-run."""
+    try:
+        report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+        finished = report["stopped_by_budget"] is True
+        accounted = report["privacy"]["queries"] == labeler.queries
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no (readable) report: the run was interrupted; resuming completes it
+    if finished and accounted:
+        raise FreekdError(
+            f"the privacy budget of {out} (ε {budget.epsilon:g}) is spent: {labeler.labelled} "
+            f"labels were released and are final; train on them (freekd pate student --labels "
+            f"{out}) or label with a larger budget in another --out"
+        )
 
 
 def _student_probabilities(student_model: Any, images: torch.Tensor) -> torch.Tensor | None:

@@ -296,3 +296,21 @@ def test_info_on_a_torchscript_file_says_what_it_is(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["info", str(path)])
     assert result.exit_code == 2
     assert "is a TorchScript file: it holds no freekd metadata to show" in result.output
+
+
+def test_a_spent_budget_is_refused(teachers: Path, tmp_path: Path) -> None:
+    # Resuming an exhausted ledger exited 0 and rewrote the report; a budget too small for one
+    # answer exited 0 with none, leaving a ledger that blocked the folder.
+    spent = {"sigma": 5.0, "epsilon": 3.0, "budget_on": "data-independent"}
+    labels = tmp_path / "labels"
+    first = run_pate_label(label_config(teachers, **spent), RunOptions(labels, quiet=True))
+    assert first["stopped_by_budget"]
+    assert 0 < first["answered"] < 150
+    report = (labels / "report.json").read_bytes()
+    with pytest.raises(FreekdError, match=r"the privacy budget of .* \(ε 3\) is spent: \d+ labels"):
+        run_pate_label(label_config(teachers, **spent), RunOptions(labels, resume=True))
+    assert (labels / "report.json").read_bytes() == report
+    tiny = {**spent, "epsilon": 0.001}
+    with pytest.raises(FreekdError, match="--epsilon 0.001 cannot pay for one answer of gnmax"):
+        run_pate_label(label_config(teachers, **tiny), RunOptions(tmp_path / "tiny", quiet=True))
+    assert not (tmp_path / "tiny").exists()

@@ -368,17 +368,23 @@ def _query_provenance(config: PateLabelConfig, pool: ImageDataset) -> dict[str, 
         run = json.loads(run_report.read_text())
     except (OSError, ValueError) as error:
         raise FreekdError(f"cannot read {run_report} ({error}); re-run freekd datafree") from None
-    if run.get("command") != "datafree":
+    if not isinstance(run, dict) or run.get("command") != "datafree":
         return {"source": "public unlabelled set"}
-    privacy = run.get("privacy") or {}
-    source = {
-        "source": f"synthesized by freekd datafree ({run['method']['name']}) from "
-        f"{run['teacher'].get('path', 'its teacher')} (data-free PATE)",
-        "query_model": run["teacher"].get("path"),
-        "query_model_weights_sha256": run["teacher"].get("weights_sha256"),
-        "query_model_private": bool(privacy.get("private")),
-        "privacy": privacy,
-    }
+    try:
+        privacy = dict(run.get("privacy") or {})
+        teacher = dict(run["teacher"])
+        source = {
+            "source": f"synthesized by freekd datafree ({run['method']['name']}) from "
+            f"{teacher.get('path', 'its teacher')} (data-free PATE)",
+            "query_model": teacher.get("path"),
+            "query_model_weights_sha256": teacher.get("weights_sha256"),
+            "query_model_private": bool(privacy.get("private")),
+            "privacy": privacy,
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise FreekdError(
+            f"{run_report} is not a complete datafree report (no {error}); re-run freekd datafree"
+        ) from None
     if not privacy.get("private") and not config.queries_public:
         raise FreekdError(
             f"{path} was synthesized from a teacher without a DP record, which may have seen the "
@@ -401,11 +407,19 @@ def _prior_accountant(provenance: dict[str, Any]) -> Any:
             f"({[m.get('name') for m in mechanisms]}); only one DP-SGD run is supported"
         )
     record = mechanisms[0]
-    return DPSGDAccountant(
-        sample_rate=float(record["sample_rate"]),
-        noise_multiplier=float(record["noise_multiplier"]),
-        steps=int(record["steps"]),
-    )
+    try:
+        accountant = DPSGDAccountant(
+            sample_rate=float(record["sample_rate"]),
+            noise_multiplier=float(record["noise_multiplier"]),
+            steps=int(record["steps"]),
+        )
+        accountant.rdp()  # its values are checked here, before a ledger exists
+    except (KeyError, TypeError, ValueError, ArithmeticError) as error:
+        raise FreekdError(
+            f"the queries' teacher has a damaged DP-SGD record ({error!r:.80}); re-run freekd "
+            "datafree from a teacher trained with --dp"
+        ) from None
+    return accountant
 
 
 def _release_label_privacy(

@@ -226,3 +226,35 @@ def test_queries_from_a_non_dp_teacher_need_a_public_model(
     with pytest.raises(FreekdError, match="holdout must leave"):
         label(teachers, queries, tmp_path / "no-eval", queries=50, queries_public=True,
               eval_dataset=None)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("report", "message"),
+    [
+        ({"command": "datafree"}, "is not a complete datafree report"),
+        (
+            {"command": "datafree", "method": {"name": "zskt"}, "teacher": {"path": "t.pt"},
+             "privacy": {"private": True, "mechanisms": [{"name": "dpsgd", "steps": 3}]}},
+            "damaged DP-SGD record",
+        ),
+        (
+            {"command": "datafree", "method": {"name": "zskt"}, "teacher": {"path": "t.pt"},
+             "privacy": {"private": True, "mechanisms": [
+                 {"name": "dpsgd", "sample_rate": "nan", "noise_multiplier": 1.0, "steps": 3}]}},
+            "damaged DP-SGD record",
+        ),
+    ],
+    ids=["no method", "no sample rate", "nan sample rate"],
+)  # fmt: skip
+def test_a_damaged_datafree_report_beside_queries_is_one_line(
+    tmp_path: Path, report: dict[str, object], message: str
+) -> None:
+    # KeyError / ValueError tracebacks, the last after the ledger was created (folder locked).
+    from freekd.pate.label import _prior_accountant, _query_provenance
+
+    queries = tmp_path / "queries.npz"
+    queries.write_bytes(b"")
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    config = PateLabelConfig(teachers="t.pt", query_dataset=str(queries))
+    with pytest.raises(FreekdError, match=message):
+        _prior_accountant(_query_provenance(config, None))  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from freekd import __version__
+from freekd.config import read_yaml, to_dict
 from freekd.errors import FreekdError
 from freekd.io import atomic_write_json
 from freekd.models import check_arch_name
@@ -25,8 +26,9 @@ from freekd.pate.label import checked_mechanism, run_pate_label
 from freekd.pate.student import run_pate_student, semi_supervised_params
 from freekd.pate.teachers import TEACHERS_FILE, refuse_weight_average, run_pate_teachers
 from freekd.runlock import has_run_content, locks_run_folder
-from freekd.runs import LEDGER_FILE, RunOptions, in_section
+from freekd.runs import LEDGER_FILE, RESUME_FILE, RunOptions, in_section
 from freekd.teachers.ensemble import check_execution
+from freekd.train.resume import check_config_matches
 
 STAGES = ("teachers", "labels", "student")
 
@@ -102,8 +104,10 @@ def plan_stages(layout: PateLayout, options: RunOptions) -> dict[str, StagePlan]
     else:
         teachers_done = options.resume and (folders["teachers"] / TEACHERS_FILE).exists()
         keep = {"teachers": teachers_done, "labels": False, "student": False}
+        # A run killed while its teachers trained continues them from their checkpoint.
+        teachers_started = (folders["teachers"] / RESUME_FILE).exists()
         runs = {
-            "teachers": stage("teachers"),
+            "teachers": stage("teachers", resume=options.resume and teachers_started),
             "labels": stage("labels", resume=options.resume and ledger),
             "student": stage("student", overwrite=options.resume),
         }
@@ -159,6 +163,12 @@ def run_pate(
         eval_dataset=config.student.eval_dataset or config.label.eval_dataset,
     )
     check_settings(config, stages=[name for name in STAGES if not plan[name].keep])
+    if not layout.owned and plan["teachers"].keep:  # kept teachers must be the ones asked for
+        saved = read_yaml(teachers_dir / "config.yaml")
+        in_section(
+            "teachers",
+            lambda: check_config_matches(saved, to_dict(config.teachers), teachers_dir),
+        )
     stages = {
         "teachers": lambda stage: run_pate_teachers(config.teachers, stage),
         "labels": lambda stage: run_pate_label(label_config, stage),

@@ -196,10 +196,17 @@ def test_pate_run_writes_a_summary_report(teachers: Path, tmp_path: Path) -> Non
     out = tmp_path / "run"
     shutil.copytree(teachers, out / "teachers")
     config = tmp_path / "pate.yaml"
-    config.write_text(PATE_RUN_YAML)
-    result = CliRunner().invoke(
-        app, ["pate", "run", "--config", str(config), "--out", str(out), "--resume", "--quiet"]
-    )
+    # Kept teachers must be the ones the config asks for: its section is theirs.
+    sections = yaml.safe_load(PATE_RUN_YAML)
+    sections["teachers"] = yaml.safe_load((teachers / "config.yaml").read_text())
+    config.write_text(yaml.safe_dump(sections))
+    arguments = ["pate", "run", "--config", str(config), "--out", str(out), "--resume", "--quiet"]
+    # Other teachers than the kept ones were accepted silently.
+    other = CliRunner().invoke(app, [*arguments, "--set", "teachers.teachers=3"])
+    assert other.exit_code == 2
+    assert "teachers: --resume in" in other.output
+    assert "--set teachers.teachers=8" in other.output
+    result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
     assert "PATE labels (gnmax)" in result.output
     assert "PATE student" in result.output
@@ -314,3 +321,26 @@ def test_a_spent_budget_is_refused(teachers: Path, tmp_path: Path) -> None:
     with pytest.raises(FreekdError, match="--epsilon 0.001 cannot pay for one answer of gnmax"):
         run_pate_label(label_config(teachers, **tiny), RunOptions(tmp_path / "tiny", quiet=True))
     assert not (tmp_path / "tiny").exists()
+
+
+def test_pate_run_continues_teachers_killed_while_they_trained(tmp_path: Path) -> None:
+    # The resumed run said "output folder .../teachers already exists; pass --overwrite", a flag
+    # pate run does not have.
+    out, config = tmp_path / "run", tmp_path / "pate.yaml"
+    small = "teachers: 2, trainer: {epochs: 1, batch_size: 32, device: cpu}}"
+    config.write_text(PATE_RUN_YAML.replace("teachers: 8}", small))
+    arguments = ["pate", "run", "--config", str(config), "--out", str(out), "--quiet"]
+    assert CliRunner().invoke(app, arguments).exit_code == 0
+    for name in ("labels", "student", "report.json"):  # as if killed during the teachers stage
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    for name in ("teachers.pt", "report.json"):
+        (out / "teachers" / name).unlink()
+    refused = CliRunner().invoke(app, arguments)
+    assert refused.exit_code == 2
+    assert "already holds a pate run (its teachers stage); continue it with --resume" in (
+        refused.output
+    )
+    resumed = CliRunner().invoke(app, [*arguments, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (out / "teachers" / "teachers.pt").exists()
+    assert json.loads((out / "report.json").read_text())["student"]["trained_on"] == 60

@@ -57,6 +57,37 @@ def check_self_contained_tower(tower: str, settings: Any) -> None:
             f"model config sets {tower}.{reaching[0]}, which loads a model or weights from "
             "outside the file; freekd builds CLIP towers from their config alone"
         )
+    for key, (low, high) in _SIZES.items():  # open_clip asserts, or allocates, on others
+        value = settings.get(key)
+        if key == "layers" and isinstance(value, list | tuple) and value:  # a ResNet's stages
+            value = max(value, key=lambda n: n if isinstance(n, int) else high + 1)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+        ):
+            raise FreekdError(
+                f"model config {tower}.{key} must be an integer in [{low:,}, {high:,}], got "
+                f"{value!r}; fix it in --config or the file"
+            )
+    image, patch = settings.get("image_size", 224), settings.get("patch_size", 16)
+    if (
+        tower == "vision_cfg"
+        and isinstance(image, int)
+        and isinstance(patch, int)
+        and patch > image
+    ):
+        raise FreekdError(
+            f"model config vision_cfg.patch_size {patch} is larger than image_size {image}; "
+            "fix it in --config or the file"
+        )
+
+
+#: The ranges of an open_clip tower's sizes freekd builds: context_length ≥ 2 holds the start
+#: and end tokens, and vocab_size ≥ 49,408 holds every id of open_clip's BPE tokenizer.
+_SIZES = {
+    "layers": (1, 1_000), "width": (1, 65_536), "heads": (1, 1_024), "head_width": (1, 65_536),
+    "patch_size": (1, 4_096), "image_size": (1, 4_096), "context_length": (2, 4_096),
+    "vocab_size": (49_408, 10_000_000),
+}  # fmt: skip
 
 
 def _check_self_contained(model_config: Any) -> None:
@@ -68,6 +99,12 @@ def _check_self_contained(model_config: Any) -> None:
         )
     for tower in _EXTERNAL_SETTINGS:
         check_self_contained_tower(tower, model_config.get(tower))
+    embed = model_config.get("embed_dim")
+    if not isinstance(embed, int) or isinstance(embed, bool) or not 1 <= embed <= 65_536:
+        raise FreekdError(
+            f"model config embed_dim must be an integer in [1, 65,536], got {embed!r}; fix it "
+            "in --config or the file"
+        )
 
 
 class CaptionTokenizer:

@@ -232,6 +232,8 @@ def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise FreekdError(f"{path}:{number} is not JSON ({error.msg})") from None
+        except (RecursionError, ValueError):  # nested too deeply, or a number of 5,000 digits
+            raise FreekdError(f"{path}:{number} is not a captions row; fix the file") from None
         if not isinstance(row, dict) or "file" not in row or "caption" not in row:
             raise FreekdError(
                 f'{path}:{number} needs {{"file": ..., "caption": ...}} (and optionally "label")'
@@ -296,7 +298,7 @@ def load_caption_pairs(folder: Path) -> PairedDataset:
             with Image.open(path) as image:
                 image.load()
                 decoded.append(image)
-        except (OSError, UnidentifiedImageError) as error:
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise FreekdError(
                 f"cannot read image {path} ({reason}); fix the captions file"

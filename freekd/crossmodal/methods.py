@@ -19,6 +19,7 @@ from freekd.crossmodal.clip import ClipModel
 from freekd.crossmodal.towers import Tower
 from freekd.data.batch import Batch
 from freekd.errors import FreekdError
+from freekd.hostmemory import check_fits
 from freekd.losses.contrastive import (
     clip_contrastive,
     contrastive_relational,
@@ -225,6 +226,7 @@ class EmbeddingQueue(nn.Module):
 
     def __init__(self, size: int, dim: int) -> None:
         super().__init__()
+        check_fits(4 * size * dim, f"a queue of {size:,} embeddings", "lower queue_size")
         self.size = size
         self.register_buffer("embeddings", torch.zeros(size, dim))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))

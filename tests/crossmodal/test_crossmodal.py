@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -501,6 +502,27 @@ def test_bad_pair_folders_fail_in_one_line(digits_train: ImageDataset, tmp_path:
     (folder / "1.png").write_bytes(b"not an image")
     with pytest.raises(FreekdError, match="cannot read image"):
         load_caption_pairs(folder)
+    # A decompression bomb, a row nested 100,000 deep and a 5,000-digit label were tracebacks.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 40_000, 40_000, 1, 0, 0, 0, 0)  # a 40,000² grey image
+    bomb = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
+    (folder / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bomb)
+    with pytest.raises(FreekdError, match="cannot read image.*decompression bomb"):
+        load_caption_pairs(folder)
+    for row in (
+        "[" * 100_000 + "]" * 100_000,
+        '{"file": "0.png", "caption": "x", "label": 1' + "0" * 5000 + "}",
+    ):
+        (folder / "captions.jsonl").write_text(row + "\n")
+        with pytest.raises(FreekdError, match="captions.jsonl:1 is not a captions row"):
+            load_caption_pairs(folder)
     (folder / "captions.jsonl").unlink()
     (folder / "captions.csv").write_text("path,text\n0.png,a digit\n")
     with pytest.raises(FreekdError, match="columns file,caption"):
@@ -527,10 +549,34 @@ def test_clip_sizes_and_normalization_are_checked_before_the_weights_exist() -> 
     checked = ClipModel(TINY_CLIP, mean=[0.5], std=[0.25])
     # The meta-device build draws no random numbers: the weights are open_clip's own.
     assert_same_weights(plain, checked.clip)
-    huge = {**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "width": 10_000_000}}
+    huge = {**TINY_CLIP, "vision_cfg": {**TINY_CLIP["vision_cfg"], "width": 60_000}}
     with pytest.raises(FreekdError, match="the CLIP model's weights would hold .* GB, more than"):
         ClipModel(huge, mean=[0.5], std=[0.25])  # it was a 4.9 TB allocation
     with pytest.raises(FreekdError, match="input normalization mean \\[nan"):
         ClipModel(TINY_CLIP, mean=[math.nan] * 3, std=[0.25])  # it trained until the loss was nan
     with pytest.raises(FreekdError, match="takes 1 or 3 values"):
         ClipModel(TINY_CLIP, mean=[0.5, 0.5], std=[0.25])
+
+
+@pytest.mark.parametrize(
+    ("tower", "key", "value", "message"),
+    [
+        ("text_cfg", "context_length", 0, "text_cfg.context_length must be an integer in [2,"),
+        ("text_cfg", "vocab_size", 1, "text_cfg.vocab_size must be an integer in [49,408,"),
+        ("text_cfg", "layers", 1_000_000, "text_cfg.layers must be an integer in [1, 1,000]"),
+        ("vision_cfg", "patch_size", 64, "patch_size 64 is larger than image_size 16"),
+        (None, "embed_dim", 0, "embed_dim must be an integer in [1, 65,536], got 0"),
+    ],
+)
+def test_clip_configs_open_clip_cannot_build_are_one_line(
+    tower: str | None, key: str, value: int, message: str
+) -> None:
+    # AssertionError, RuntimeError and IndexError tracebacks mid-run; a million text layers ran
+    # away while the model was being built to check its size.
+    config = (
+        {**TINY_CLIP, tower: {**TINY_CLIP[tower], key: value}}
+        if tower
+        else {**TINY_CLIP, key: value}
+    )
+    with pytest.raises(FreekdError, match=re.escape(message)):
+        ClipModel(config, mean=[0.5], std=[0.25])

@@ -125,14 +125,14 @@ def test_cpu_budget_stops_the_run(tiny_teacher_path: Path, tmp_path: Path, fit: 
     assert report["steps"] < 50 * 100
     if not fit:
         assert report["schedule_horizon"] is None
-        assert report["stopped_by_budget"].startswith("CPU budget of 0.01 min spent")
+        assert report["stopped_by_budget"].startswith("CPU budget of 0.6 s spent")
         return
     # The budget set the schedule's horizon far below the 5,000 planned steps; the run ends
     # at that horizon or, if steps got dearer, when the budget is spent.
     assert report["schedule_horizon"] < 50 * 100
     assert report["steps"] <= report["schedule_horizon"]
     assert report["stopped_by_budget"].startswith(
-        ("the schedule fitted to the budget ended", "CPU budget of 0.01 min spent")
+        ("the schedule fitted to the budget ended", "CPU budget of 0.6 s spent")
     )
 
 

@@ -461,8 +461,9 @@ def _build_synthesizer(
 
 
 def _budget(config: DataFreeConfig, synthetic: SyntheticSource | None) -> StopOnBudget:
-    """The run's time, CPU and synthesized-image budgets (``--budget`` and friends)."""
-    return StopOnBudget(
+    """The run's time, CPU and synthesized-image budgets (``--budget`` and friends); the
+    synthesizer asks it whether a time budget is spent within a long warm-up round."""
+    budget = StopOnBudget(
         minutes=config.budget_minutes,
         cpu_minutes=config.budget_cpu_minutes,
         images=config.budget_images,
@@ -471,6 +472,9 @@ def _budget(config: DataFreeConfig, synthetic: SyntheticSource | None) -> StopOn
         if synthetic is None
         else lambda: synthetic.synthesizer.images_synthesized,
     )
+    if synthetic is not None:
+        synthetic.synthesizer.budget_spent = budget.time_spent
+    return budget
 
 
 def _proxy_results(

@@ -397,6 +397,12 @@ class Checkpoint(Callback):
         self._save(trainer, state)
 
 
+def _span(minutes: float) -> str:
+    """A budget for people: ``10 s`` below a minute (``0.166667 min`` read badly), else
+    ``15 min``."""
+    return f"{60 * minutes:.4g} s" if minutes < 1 else f"{minutes:g} min"
+
+
 class StopOnBudget(Callback):
     """End training once a wall-clock, CPU-time or synthesized-image budget is spent.
 
@@ -459,6 +465,11 @@ class StopOnBudget(Callback):
             self.reason = f"the schedule fitted to the budget ended at step {state.step}"
             trainer.stop_requested = True
 
+    def time_spent(self) -> bool:
+        """Whether a wall-clock or CPU budget of this fit is spent (work inside one long step,
+        such as a synthesizer's warm-up, asks it to stop early)."""
+        return any(used >= allowed for used, allowed in self._spent())
+
     def _spent(self) -> list[tuple[float, float]]:
         """(seconds spent, seconds allowed) of each time budget that is set."""
         spent = []
@@ -498,12 +509,12 @@ class StopOnBudget(Callback):
         if self._fitting:
             self._fit(trainer, state)
         if self.minutes is not None and time.perf_counter() - self._started >= 60 * self.minutes:
-            self.reason = f"time budget of {self.minutes:g} min spent at step {state.step}"
+            self.reason = f"time budget of {_span(self.minutes)} spent at step {state.step}"
         elif (
             self.cpu_minutes is not None
             and time.process_time() - self._cpu_started >= 60 * self.cpu_minutes
         ):
-            self.reason = f"CPU budget of {self.cpu_minutes:g} min spent at step {state.step}"
+            self.reason = f"CPU budget of {_span(self.cpu_minutes)} spent at step {state.step}"
         elif (
             self.images is not None
             and self.images_spent is not None

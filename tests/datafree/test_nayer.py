@@ -175,6 +175,18 @@ def test_the_first_round_warms_up_without_the_adversarial_term(teacher: Teacher)
     assert synthesizer.teacher_queries == 4 * 2 * 16
 
 
+def test_a_spent_time_budget_ends_the_warm_up_after_the_batch_it_is_in(teacher: Teacher) -> None:
+    # `--budget 10s` ran nayer's whole 10-batch warm-up first: 3.2 minutes, one student step.
+    synthesizer = make(batch_size=16, warmup_batches=5, generator_steps=2)
+    answers = iter([False, True])
+    synthesizer.budget_spent = lambda: next(answers)
+    synthesizer.synthesize(teacher, make_student())
+    assert synthesizer.images_synthesized == 2 * 16  # asked before batches 2 and 3
+    synthesizer.budget_spent = lambda: True
+    synthesizer.synthesize(teacher, make_student())  # later rounds are one batch anyway
+    assert synthesizer.images_synthesized == 3 * 16
+
+
 def test_the_adversarial_term_alone_moves_the_generator(teacher: Teacher) -> None:
     """The contract suite sees only the warm-up's terms; the adversarial one is checked here."""
     synthesizer = make(warmup_batches=1, generator_steps=1)

@@ -64,6 +64,8 @@ class Synthesizer(Protocol):
     teacher_queries: int
     #: Called as ``on_iteration(done, total)`` inside a round of many iterations (the progress bar).
     on_iteration: Callable[[int, int], None] | None
+    #: Whether the run's time budget is spent (a long warm-up ends early when it is).
+    budget_spent: Callable[[], bool] | None
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
         """One synthesis round; returns named statistics (loss terms) for the logs."""
@@ -128,6 +130,9 @@ class SynthesizerBase:
     images_synthesized: int = field(default=0, init=False)
     teacher_queries: int = field(default=0, init=False)
     on_iteration: Callable[[int, int], None] | None = field(default=None, init=False, repr=False)
+    #: Whether the run's time budget is spent (``StopOnBudget.time_spent``): a long warm-up
+    #: round ends early instead of running minutes past ``--budget``.
+    budget_spent: Callable[[], bool] | None = field(default=None, init=False, repr=False)
 
     needs_batchnorm: ClassVar[bool] = False
     recommended_method: ClassVar[str] = "kd"

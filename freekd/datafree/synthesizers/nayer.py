@@ -369,6 +369,8 @@ class Nayer(BatchSynthesizer):
         iterations = batches * self.generator_steps
         with eval_mode(student):
             for batch in range(batches):
+                if warmup and batch > 0 and self.budget_spent is not None and self.budget_spent():
+                    break  # the time budget ran out during the warm-up: keep what it made
                 done = batch * self.generator_steps
                 terms = self._synthesize_batch(teacher, student, weights, done, iterations)
         self.rounds += 1

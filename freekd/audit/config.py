@@ -8,6 +8,7 @@ from typing import Any
 from freekd.config import Checks, TeacherSourceConfig, TrainerConfig
 from freekd.datafree.config import DataFreeConfig
 from freekd.distill.config import DistillConfig
+from freekd.errors import FreekdError
 from freekd.pate.config import PateLabelConfig, PateRunConfig, PateStudentConfig, PateTeachersConfig
 from freekd.privacy.config import DPConfig
 from freekd.supervised.config import TeacherTrainConfig
@@ -101,6 +102,18 @@ class AuditConfig:
         check.within("confidence", 0, 1, closed="()")
         check.within("delta", 0, 1, optional=True)
         check.at_least("accountant_epsilon", 0, optional=True)
+        lira = [name for name in self.attacks if name.startswith("lira")]
+        if not self.attacks:  # the default attacks include LiRA's, and so does the auto bound
+            lira.append("lira (a default attack)")
+        if self.bound_attack == "auto" or self.bound_attack.startswith("lira"):
+            lira.append(f"bound_attack {self.bound_attack}")
+        if self.shadow.reuse is None and 0 < self.shadow.models < 4 and lira:
+            # Found after the shadow models had trained: the fixed variance had no spread.
+            raise FreekdError(
+                f"{lira[0]} needs at least 4 shadow models (2 with and 2 without each example), "
+                f"this audit trains {self.shadow.models}; pass --shadow-models 4 or more, or "
+                "--attack rmia,rmia-offline,loss --set bound_attack=rmia-offline"
+            )
 
 
 @dataclass(frozen=True)

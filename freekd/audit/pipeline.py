@@ -264,10 +264,8 @@ def _shadow_run_options(options: RunOptions) -> RunOptions:
 def _train_shadow_models(
     config: Any, teacher: Teacher, pool: _AuditPool, options: RunOptions, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Train ``shadow.models`` models on complementary random halves of the pool in one loop.
-
-    Returns their (M, N, K) logits on the pool, the (M, N) inclusion design and a report.
-    """
+    """Train ``shadow.models`` models on complementary random halves of the pool in one loop;
+    returns their (M, N, K) logits on the pool, the (M, N) inclusion design and a report."""
 
     shadow = config.shadow
     recipe = _shadow_recipe(config, teacher)
@@ -281,6 +279,7 @@ def _train_shadow_models(
         seed=config.seed,
         augment=None if augment_name == "none" else AUGMENTATIONS.get(augment_name),
         what="shadow models",
+        fix="audit more examples, or --set shadow.recipe=config --set shadow.trainer.batch_size=N",
     )
     ensemble = _shadow_ensemble(config, teacher, pool, recipe)
     shadow_options = _shadow_run_options(options)

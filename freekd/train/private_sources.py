@@ -82,6 +82,7 @@ class SubsetSource:
         seed: the run's seed.
         augment: optional batch augmentation ``fn(images, rng=generator)``.
         what: how the K models are named in errors ("teachers", "shadow models").
+        fix: what the too-small-subsets error tells the user to change.
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class SubsetSource:
         seed: int,
         augment: Augment | None = None,
         what: str = "models",
+        fix: str = "lower --batch-size or give them more data",
     ) -> None:
         if subsets.dim() != 2 or subsets.shape[0] < 1:
             raise FreekdError(
@@ -101,7 +103,7 @@ class SubsetSource:
         if subsets.shape[1] < batch_size:
             raise FreekdError(
                 f"{subsets.shape[0]} {what} get {subsets.shape[1]} images each, fewer than one "
-                f"batch of {batch_size}; lower --batch-size or give them more data"
+                f"batch of {batch_size}; {fix}"
             )
         self.dataset = dataset
         self.subsets = subsets.long()

@@ -125,14 +125,22 @@ def graph_distill(
     if report["baseline"]:
         rows += _accuracy_rows(report["baseline"], f"{report['baseline']['arch']} alone")
     rows += [
-        ("inference", f"{speed['speedup']:.1f}× faster than the teacher, one node per "
+        ("inference", f"{_times(speed['speedup'])} the teacher, one node per "
                       f"request ({1000 * speed['online']['student_seconds_per_1000']:.1f} ms "
                       f"against {1000 * speed['online']['teacher_seconds_per_1000']:.1f} ms per "
-                      f"1,000 nodes); {speed['batch_speedup']:.1f}× with all test nodes at once"),
+                      f"1,000 nodes); {_times(speed['batch_speedup'])} it with all test nodes "
+                      "at once"),
         ("time", minutes(report)),
         ("model", str(run.out / "model.pt")),
     ]  # fmt: skip
     print_table(f"graph {cfg.method.name} on {report['dataset']} ({report['setting']})", rows)
+
+
+def _times(speedup: float) -> str:
+    """``20.1× faster than``, or ``1.1× slower than`` (a ratio below 1 read as a speed-up)."""
+    if speedup >= 1:
+        return f"{speedup:.1f}× faster than"
+    return f"{1 / speedup:.1f}× slower than"
 
 
 def _accuracy_rows(entry: dict[str, Any], name: str) -> list[tuple[str, str]]:

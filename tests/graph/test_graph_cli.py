@@ -197,3 +197,11 @@ def test_bad_input_fails_in_one_line(gcn_teacher: Path, tmp_path: Path) -> None:
     torch.save({"format": "freekd/1"}, image)
     assert_user_error(distill(image, out), "not a freekd graph checkpoint")
     assert not (out / "report.json").exists()
+
+
+def test_a_speed_ratio_below_one_reads_as_slower() -> None:
+    # LSP's "0.9× with all test nodes at once" sat in a "faster than the teacher" sentence.
+    from freekd.graph.cli import _times
+
+    assert _times(20.7) == "20.7× faster than"
+    assert _times(0.5) == "2.0× slower than"

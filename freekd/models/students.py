@@ -49,6 +49,8 @@ def default_student(
         FreekdError: no candidate is smaller than the teacher.
     """
     if isinstance(arch, str) and arch in SMALLER_STUDENT:
+        if SMALLER_STUDENT[arch] == arch:  # it said "the smaller model" of an equal one
+            return arch, f"the teacher's own architecture ({arch} is the smallest of its family)"
         return SMALLER_STUDENT[arch], f"the smaller model of the teacher's family ({arch})"
     candidates = general_students(input_shape)
     for name in candidates:

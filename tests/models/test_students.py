@@ -57,3 +57,10 @@ def test_channels_torchvision_cannot_take_get_a_cifar_style_student() -> None:
         None, num_classes=10, input_shape=(4, 100, 100), teacher_parameters=10**8
     )
     assert name == "resnet8"
+
+
+def test_a_family_without_a_smaller_member_says_the_student_is_the_teachers_own() -> None:
+    # The log said "the smaller model of the teacher's family" of an equal tiny-cnn student.
+    name, why = default_student("tiny-cnn", num_classes=10, input_shape=MNIST, teacher_parameters=1)
+    assert name == "tiny-cnn"
+    assert why == "the teacher's own architecture (tiny-cnn is the smallest of its family)"

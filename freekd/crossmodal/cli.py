@@ -92,7 +92,7 @@ def crossmodal_teacher(
             ),
             ("captions", "templated from the class labels"),
             ("time", minutes(report)),
-            ("model", str(out / "model.pt")),
+            ("files", f"{out / 'model.pt'}, {out / 'retrieval.png'}"),
         ],
     )
 
@@ -198,4 +198,4 @@ def _print_crossmodal_distill(report: dict[str, Any], out: Path) -> None:
         f"captions: {report['captions']['note']}; "
         f"recall counts {report['student']['recall_counts']}"
     )
-    typer.echo(f"files: {out}/model.pt, {out}/report.json")
+    typer.echo(f"files: {out}/model.pt, {out}/report.json, {out}/retrieval.png")

@@ -278,7 +278,7 @@ def with_min_steps(config: Any, pair_count: int, *, default: int) -> Any:
     epochs = max(config.trainer.epochs, math.ceil(config.min_steps / per_epoch))
     if epochs == config.trainer.epochs:
         return config
-    logger.info(
+    logger.warning(  # visible: a given --epochs 1 became 1,500 without a word at info level
         "%d pairs are %d steps an epoch: epochs raised from %d to %d to reach min_steps=%d "
         "(--set min_steps=0 keeps --epochs)",
         pair_count, per_epoch, config.trainer.epochs, epochs, config.min_steps,

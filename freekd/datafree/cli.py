@@ -139,7 +139,9 @@ def _report_rows(report: dict[str, Any], source: str, out: Path) -> list[tuple[s
     privacy = report["privacy"]
     if privacy["private"]:
         rows += privacy_rows(privacy, "privacy (inherited)")
-    rows += [("time", minutes(report)), ("files", f"{out}/model.pt, {out}/samples.png")]
+    files = [f"{out}/model.pt", f"{out}/samples.png"]
+    files += [f"{out}/{report['queries_file']['path']}"] if report.get("queries_file") else []
+    rows += [("time", minutes(report)), ("files", ", ".join(files))]
     return rows
 
 

@@ -197,9 +197,12 @@ def _read_test_index(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FreekdError(f"missing Planetoid file {path}; restore it from the shared copy")
     try:
-        return np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
+        ids = np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
     except (ValueError, UnicodeDecodeError, OverflowError) as error:
         raise FreekdError(f"{path} is not a list of node ids ({error})") from None
+    if len(np.unique(ids)) != len(ids):  # a test node counted twice
+        raise FreekdError(f"{path} names a node twice; restore it from the shared copy")
+    return ids
 
 
 def _matrix(value: Any) -> np.ndarray:

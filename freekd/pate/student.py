@@ -238,7 +238,6 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
                 f"{path} does not exist; give the --out folder of `freekd pate label`"
             )
     label_report, indices, labels = _read_label_folder(labels_path, report_path)
-    _check_against_ledger(folder, label_report["privacy"], labels)
     answered = labels >= 0
     if not answered.any():
         raise FreekdError(f"{labels_path} holds no answered query; label with a larger budget")
@@ -254,6 +253,7 @@ def _labelled_pool(config: PateStudentConfig) -> LabelledPool:
             f"{labels_path} names query {int(indices.max())} but {pool.name} holds {len(pool)} "
             "images; the labels belong to another query set"
         )
+    _check_against_ledger(folder, label_report["privacy"], labels)
     train_set = ImageDataset(
         pool.images[torch.as_tensor(indices[answered])],
         torch.as_tensor(labels[answered]),

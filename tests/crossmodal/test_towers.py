@@ -275,6 +275,6 @@ def test_min_steps_null_takes_the_teacher_kind_default_and_records_it() -> None:
 def test_a_text_tower_too_large_for_memory_is_refused_before_it_is_built() -> None:
     from freekd.crossmodal.towers import TextStudent
 
-    text_cfg = {"context_length": 16, "vocab_size": 49408, "width": 4_000_000, "heads": 2}
+    text_cfg = {"context_length": 16, "vocab_size": 49408, "width": 60_000, "heads": 2}
     with pytest.raises(FreekdError, match="the text tower's weights would hold .* GB"):
         TextStudent(dim=32, text_cfg={**text_cfg, "layers": 1})

@@ -496,7 +496,7 @@ def test_class_weight_makes_a_conditional_generator_that_learns_the_classes(
     student = make_student()
     first = conditional.synthesize(teacher, student)
     assert set(first) == {"adversarial", "class", "total_variation"}
-    for _ in range(30):
+    for _ in range(60):
         last = conditional.synthesize(teacher, student)
     # The teacher increasingly reads the requested class from the generator's images.
     assert last["class"] < 0.7 * first["class"]

@@ -100,6 +100,9 @@ def test_missing_and_unknown_data_fail_in_one_line(tmp_path: Path) -> None:
     bad.write_text("1\nnot-a-number\n")
     with pytest.raises(FreekdError, match="not a list of node ids"):
         load_planetoid("cora", folder)
+    bad.write_text("2708\n2708\n")  # a test node counted twice was accepted
+    with pytest.raises(FreekdError, match="names a node twice"):
+        load_planetoid("cora", folder)
 
 
 @pytest.mark.parametrize(

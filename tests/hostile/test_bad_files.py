@@ -319,7 +319,7 @@ CLIP_EDITS: dict[str, tuple[Callable[[dict[str, Any]], object], str]] = {
     ),
     "text_cfg value of the wrong type": (
         lambda d: d["model_config"]["text_cfg"].update(layers="one"),
-        "is not an open_clip config",
+        "text_cfg.layers must be an integer in [1, 1,000], got 'one'",
     ),
     "normalization extra key": (
         lambda d: d["normalization"].update(scale=2),

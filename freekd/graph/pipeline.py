@@ -13,6 +13,7 @@ its own). ``model.pt`` is a graph checkpoint (``freekd.graph.models``), loadable
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -220,6 +221,10 @@ def run_graph_distill(config: GraphDistillConfig, options: RunOptions) -> dict[s
     report["test_accuracy"] = report["student"]["test_accuracy"]
     if config.baseline:
         report["baseline"] = _baseline(config, graph, options, dist=dist, device=device)
+    elif options.overwrite and dist.is_main:  # the replaced run's baseline is not this run's
+        stale = options.out_dir / BASELINE_DIR
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
     report["inference"] = _inference(teacher, student, graph, repeats=config.timing_repeats)
     report.update(common_report(config, trained.result))
     finish_run(report, options, dist)

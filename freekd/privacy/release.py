@@ -22,9 +22,18 @@ def checked_sanitized_release(
     noise = DEFAULT_SIGMA if noise is None else noise
     if not noise > 0 or (beta is not None and not beta > 0):
         raise FreekdError(f"the smooth-sensitivity σ_s and β must be positive, got {noise}, {beta}")
-    if order is not None and not order > 1:
-        raise FreekdError(f"the smooth-sensitivity order must exceed 1, got {order}")
+    if order is not None and not 1 < order <= MAX_ORDER:  # 1e308 was a "math domain error"
+        raise FreekdError(
+            f"the smooth-sensitivity order must lie in (1, {MAX_ORDER:g}], got {order:g}"
+        )
     try:
         return sanitized_release(votes, noise=noise, beta=beta, order=order, seed=seed, **arguments)
-    except ValueError as error:
-        raise FreekdError(f"smooth-sensitivity release: {error}") from None
+    except (ValueError, ArithmeticError) as error:
+        raise FreekdError(
+            f"smooth-sensitivity release: {error}; check the order, σ_s and β (--ss-order, "
+            "--ss-sigma, --ss-beta)"
+        ) from None
+
+
+#: The largest Rényi order of a release: the largest freekd accounts over (``DEFAULT_ORDERS``).
+MAX_ORDER = 1024.0

@@ -93,6 +93,10 @@ def test_glnn_distills_into_an_mlp_with_a_baseline_and_timing(
     assert speed["batch"]["request_nodes"] == 1000
     assert speed["speedup"] == speed["online"]["speedup"] > 1  # no neighbours to gather
     assert '"loss/soft_labels"' in (out / "metrics.jsonl").read_text()
+    # The replaced run's baseline/ stayed beside a report whose baseline is null.
+    succeeded(distill(gcn_teacher / "model.pt", out, "--overwrite", "--no-baseline"))
+    assert json.loads((out / "report.json").read_text())["baseline"] is None
+    assert not (out / "baseline").exists()
 
 
 def test_kd_and_lsp_run_from_python(gcn_teacher: Path, tmp_path: Path) -> None:

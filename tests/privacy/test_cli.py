@@ -208,3 +208,15 @@ def test_votes_from_a_device_are_refused_by_name() -> None:
     )
     assert result.exit_code == 2
     assert "/dev/zero is not a regular file" in result.output
+
+
+def test_a_release_order_beyond_the_accounted_ones_is_named(tmp_path: Path) -> None:
+    # --ss-order 1e308 exited 2 with only "math domain error".
+    votes = tmp_path / "votes.npy"
+    np.save(votes, np.array([[30, 2, 0], [25, 5, 2]]))
+    result = invoke(
+        "privacy", "pate", "--votes", votes, "--sigma2", 40, "--sigma1", 150, "--threshold", 20,
+        "--delta", 1e-5, "--sanitize", "--ss-order", 1e308,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "the smooth-sensitivity order must lie in (1, 1024], got 1e+308" in result.output

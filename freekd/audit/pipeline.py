@@ -22,6 +22,7 @@ from freekd.audit.shadows import (
     load_shadow_outputs,
     save_shadow_outputs,
     subsets_of,
+    warn_unused_trainer,
 )
 from freekd.audit.summary import audit_summary, strongest_attack
 from freekd.config import TrainerConfig, dump_yaml
@@ -214,6 +215,7 @@ def _shadow_recipe(config: Any, teacher: Teacher) -> _ShadowRecipe:
         from freekd.config import from_dict
 
         trainer = from_dict(TrainerConfig, dict(saved["trainer"]))
+        warn_unused_trainer(shadow)
         trainer = dataclasses.replace(trainer, eval_every=0, device=shadow.trainer.device)
         return _ShadowRecipe(
             arch,
@@ -536,7 +538,6 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     ``balanced_accuracy``, ``advantage``; ``epsilon_lower_bound``), ``roc.png``,
     ``summary.txt`` and, when shadow models are trained, ``shadows.npz`` and ``shadows/``.
     """
-
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     _open_audit_folder(options)
     seed_everything(config.seed)

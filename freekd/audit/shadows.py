@@ -12,8 +12,11 @@ trained as one batch (``train.SubsetSource``). Their logits on the pool are kept
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +24,8 @@ from torch import Tensor
 
 from freekd.errors import FreekdError
 from freekd.io import atomic_write
+
+logger = logging.getLogger(__name__)
 
 SHADOWS_FILE = "shadows.npz"
 
@@ -118,3 +123,22 @@ def load_shadow_outputs(path: Path, *, fingerprint: str) -> tuple[Tensor, Tensor
     ):
         raise FreekdError(f"{path} holds inconsistent shadow outputs; train new shadow models")
     return logits, included.bool(), arch
+
+
+def warn_unused_trainer(shadow: Any) -> None:
+    """Warn that ``shadow.trainer`` settings a user changed go unused: the shadow models train
+    with the audited model's own recipe (``shadow.recipe: target``), read from its run. They used
+    to be dropped without a word while ``config.yaml`` recorded them."""
+    default = type(shadow)().trainer
+    changed = sorted(
+        spec.name
+        for spec in dataclasses.fields(default)
+        if spec.name != "device"
+        and getattr(shadow.trainer, spec.name) != getattr(default, spec.name)
+    )
+    if changed:
+        logger.warning(
+            "shadow.trainer.%s not used: the shadow models follow the audited model's own "
+            "training run; add --set shadow.recipe=config to train them with shadow.*",
+            ", shadow.trainer.".join(changed),
+        )

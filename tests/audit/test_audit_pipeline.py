@@ -540,3 +540,26 @@ def test_a_dp_teacher_without_dp_is_checked_as_a_plain_teacher(tmp_path: Path) -
     _check_stages(load_config(AuditPipelineConfig, config, overrides=plain))
     with pytest.raises(FreekdError, match="--set dp_teacher.dp.max_grad_norm=..."):
         _check_stages(load_config(AuditPipelineConfig, config, overrides=plain[1:]))
+
+
+def test_shadow_trainer_settings_the_target_recipe_overrides_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # --set shadow.trainer.epochs=1 was dropped without a word while config.yaml recorded it.
+    import dataclasses
+    import logging
+
+    from freekd.audit.config import ShadowConfig
+    from freekd.audit.shadows import warn_unused_trainer
+
+    with caplog.at_level(logging.WARNING):
+        warn_unused_trainer(ShadowConfig())
+        warn_unused_trainer(
+            ShadowConfig(trainer=dataclasses.replace(ShadowConfig().trainer, device="cpu"))
+        )
+    assert not caplog.records
+    changed = dataclasses.replace(ShadowConfig().trainer, epochs=1, lr=0.5)
+    with caplog.at_level(logging.WARNING):
+        warn_unused_trainer(ShadowConfig(trainer=changed))
+    assert "shadow.trainer.epochs, shadow.trainer.lr not used" in caplog.text
+    assert "--set shadow.recipe=config" in caplog.text

@@ -385,20 +385,11 @@ class NoisyLabeler:
         for row, i in enumerate(rows):
             index = int(indices[i])
             student = None if student_probabilities is None else student_probabilities[i].cpu()
-            rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-            label, teachers = self.mechanism.respond(
-                votes[row][None], rng, None if student is None else student[None]
-            )
-            cost = self.mechanism.dependent_cost(
-                votes[row].numpy().astype(np.float64),
-                self.orders,
-                answered=bool(teachers[0]),
-                student=None if student is None else student.numpy().astype(np.float64),
-            )
+            label, teachers, cost = self._respond(index, votes[row], student)
             recorded = self._recorded_rdp.pop(index)
             if (
-                int(label[0]) != self._released[index]
-                or bool(teachers[0]) != self._by_teachers[index]
+                label != self._released[index]
+                or teachers != self._by_teachers[index]
                 or not np.allclose(cost, recorded, rtol=1e-6, atol=1e-12)
             ):
                 raise FreekdError(
@@ -419,6 +410,24 @@ class NoisyLabeler:
             )
         return votes
 
+    def _respond(
+        self, index: int, counts: Tensor, student: Tensor | None
+    ) -> tuple[int, bool, FloatArray]:
+        """Query ``index``'s answer from its vote ``counts`` (K,), its noise seeded by the index
+        (so a resumed run re-derives it): the label, whether the teachers gave it, and its
+        data-dependent RDP cost. Nothing is spent or recorded."""
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        label, teachers = self.mechanism.respond(
+            counts[None], rng, None if student is None else student[None]
+        )
+        cost = self.mechanism.dependent_cost(
+            counts.numpy().astype(np.float64),
+            self.orders,
+            answered=bool(teachers[0]),
+            student=None if student is None else student.numpy().astype(np.float64),
+        )
+        return int(label[0]), bool(teachers[0]), cost
+
     def _answer(
         self, index: int, counts: Tensor, student: Tensor | None
     ) -> tuple[int, bool] | None:
@@ -438,14 +447,7 @@ class NoisyLabeler:
         )
         if not self._fits(worst_independent, worst_dependent):
             return None
-        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-        label_tensor, teachers_tensor = self.mechanism.respond(
-            counts[None], rng, None if student is None else student[None]
-        )
-        label, teachers = int(label_tensor[0]), bool(teachers_tensor[0])
-        dependent = self.mechanism.dependent_cost(
-            counts_np, self.orders, answered=teachers, student=student_np
-        )
+        label, teachers, dependent = self._respond(index, counts, student)
         # On disk (fsynced) before the label leaves this object.
         self.ledger.append(
             {

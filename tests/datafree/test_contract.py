@@ -230,3 +230,21 @@ def test_a_round_shows_its_progress_from_the_first_second(name: str, teacher: Te
     if name in {"cmi", "deepinversion", "fast"}:
         assert shown[-1].endswith(f"iteration {iterations}/{iterations}"), shown
     assert synthesizer.on_iteration is None  # unhooked after the round
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_spent_time_budget_ends_a_long_round_after_its_first_iteration(
+    name: str, teacher: Teacher
+) -> None:
+    """A round of many optimization steps checks the run's time budget between steps
+    (``budget_spent``); a spent budget leaves it one step's queries, never more than a whole
+    round's, and the round still yields images."""
+    whole = make_synthesizer(name)
+    whole.synthesize(teacher, make_student())
+    cut = make_synthesizer(name)
+    cut.budget_spent = lambda: True
+    cut.synthesize(teacher, make_student())
+    assert cut.teacher_queries <= whole.teacher_queries
+    if getattr(whole, "iterations", 0) > 1 or name == "fast":
+        assert cut.teacher_queries < whole.teacher_queries, name
+    assert cut.sample(3).shape == (3, *SHAPE)

@@ -64,7 +64,7 @@ class Synthesizer(Protocol):
     teacher_queries: int
     #: Called as ``on_iteration(done, total)`` inside a round of many iterations (the progress bar).
     on_iteration: Callable[[int, int], None] | None
-    #: Whether the run's time budget is spent (a long warm-up ends early when it is).
+    #: Whether the run's time budget is spent (a long round or warm-up ends early when it is).
     budget_spent: Callable[[], bool] | None
 
     def synthesize(self, teacher: Teacher, student: nn.Module) -> dict[str, float]:
@@ -156,6 +156,12 @@ class SynthesizerBase:
         """Iteration ``done`` (1-based) of ``total`` in a round is starting (``on_iteration``)."""
         if self.on_iteration is not None:
             self.on_iteration(done, total)
+
+    def _round_spent(self, done: int) -> bool:
+        """Whether a round of many iterations that has run ``done`` of them ends now: the run's
+        time budget is spent (``budget_spent``), so the round keeps what it has made instead of
+        running minutes past ``--budget``. A round always runs its first iteration."""
+        return done > 0 and self.budget_spent is not None and self.budget_spent()
 
     def reinitialize(self, *, lr_scale: float) -> None:
         raise NotImplementedError

@@ -351,6 +351,8 @@ class CMI(BatchSynthesizer):
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for iteration in range(self.iterations):
+                if self._round_spent(iteration):
+                    break
                 self._iterated(iteration + 1, self.iterations)
                 images = self.generator(self.latent)
                 local_images = local_view(

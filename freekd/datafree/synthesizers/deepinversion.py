@@ -149,6 +149,8 @@ class DeepInversion(BatchSynthesizer):
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             for iteration in range(self.iterations):
+                if self._round_spent(iteration):
+                    break
                 self._iterated(iteration + 1, self.iterations)
                 images = self.pixels()
                 seen = jitter_flip(images, jitter=self.jitter, flip=self.flip, rng=self.rng)

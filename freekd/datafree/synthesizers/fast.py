@@ -152,6 +152,8 @@ class Fast(BatchSynthesizer):
         with eval_mode(student):
             iterations = steps or self.generator_steps
             for iteration in range(iterations):
+                if self._round_spent(iteration):
+                    break
                 self._iterated(iteration + 1, iterations)
                 images = self.fast_generator(self.latent)
                 terms = self._loss_terms(teacher, student, images, targets)

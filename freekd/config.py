@@ -318,6 +318,8 @@ def coerce_like(default: Any, value: Any, where: str) -> Any:
     return coerced
 
 
+#: Plug-in parameters that count images (a synthesis batch, a memory bank): at least 1.
+SIZE_PARAMS = ("batch_size", "memory_size")
 #: Plug-in parameters that count iterations of a loop inside one training step (a synthesis
 #: round's Adam steps, VAT's power iterations); :data:`MAX_LOOP` at most, or one step outlasts
 #: any ``--budget``.
@@ -340,6 +342,8 @@ def check_plugin_params(defaults: dict[str, Any], params: dict[str, Any], what: 
             continue
         if (name == "weight" or name.endswith("_weight")) and number < 0:  # every plug-in's
             raise FreekdError(f"{what}: {name} must be at least 0, got {number:g}")
+        if name in SIZE_PARAMS and number < 1:  # a batch of 0 images reached the memory plan
+            raise FreekdError(f"{what}: {name} must be at least 1, got {number:g}")
         if name == "temperature" and not 0 < number <= 1000:  # T² of 1e300 overflowed
             raise FreekdError(f"{what}: temperature must lie in (0, 1000], got {number:g}")
         if name.endswith(LOOP_PARAMS) and number > MAX_LOOP:  # one step would never end

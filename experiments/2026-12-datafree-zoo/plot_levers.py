@@ -33,7 +33,8 @@ DEFAULT_TAG = {
 }
 #: Tags that are not variants of the current default (see the module docstring).
 NOT_VARIANTS = {
-    "default", "default-s25", "default-s27", "default-s29", "default-s33", "ema-default",
+    "default", "default-s25", "default-s27", "default-s29", "default-s33", "default-s39",
+    "ema-default",
     "prior-s29", "repeat-s29", "probe-s31", "probe-balance1", "real-proxy", "relative",
     "anneal", "earlier-noreplay",
 }  # fmt: skip

@@ -43,7 +43,7 @@ def datafree(
             "--method",
             help="Data-free synthesizer: auto (default: nayer for a teacher with BatchNorm, zskt "
             "without, replaying earlier batches if it has no convolutions either), zskt, "
-            "dafl, dfad, deepinversion, fast, cmi, nayer, noise.",
+            "dafl, dfad, deepinversion, fast, cmi, nayer, impressions, noise.",
         ),
     ] = None,
     budget: Annotated[

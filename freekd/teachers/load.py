@@ -80,7 +80,26 @@ def load_teacher(
         teacher = _from_torchscript(path, source)
     else:
         teacher = _from_torch_file(path, source, trust_code=trust_code, what=flag.lstrip("-"))
+    _refuse_non_finite(teacher, path, what=flag.lstrip("-"))
     return teacher.to(device)
+
+
+def _refuse_non_finite(teacher: Teacher, path: Path, *, what: str) -> None:
+    """A weight that is NaN or infinite (a training run that diverged, a damaged file) makes
+    every output NaN: refused here, in one line, rather than as a NaN loss that blames the
+    learning rate. Buffers may hold an infinity on purpose (an attention mask), not a NaN."""
+    for name, parameter in teacher.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            raise FreekdError(
+                f"{what} {path} holds non-finite weights (NaN or infinity) in {name}; it cannot "
+                "be used: check the file, or train it again"
+            )
+    for name, buffer in teacher.named_buffers():
+        if buffer.is_floating_point() and bool(torch.isnan(buffer).any()):
+            raise FreekdError(
+                f"{what} {path} holds NaN in {name}; it cannot be used: check the file, or train "
+                "it again"
+            )
 
 
 def _input_shape(source: TeacherSourceConfig, kind: str) -> tuple[int, int, int]:

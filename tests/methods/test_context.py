@@ -194,3 +194,18 @@ def test_loops_inside_one_step_are_capped(plugin: str, name: str, value: int) ->
     with pytest.raises(FreekdError, match=re.escape(message)):
         check_params(cls, {name: value}, what=f"synthesizer {plugin}")
     check_params(cls, {name: 100_000}, what=f"synthesizer {plugin}")
+
+
+@pytest.mark.parametrize(
+    ("plugin", "name"),
+    [("impressions", "batch_size"), ("dafl", "batch_size"), ("deepinversion", "memory_size")],
+)
+def test_sizes_in_images_are_at_least_one(plugin: str, name: str) -> None:
+    # batch_size=0 reached the memory plan, which blamed memory ("a synthesis batch of 2 images
+    # needs about 0 MB").
+    from freekd.datafree.synthesizers import SYNTHESIZERS
+
+    message = f"synthesizer {plugin}: {name} must be at least 1, got 0"
+    with pytest.raises(FreekdError, match=re.escape(message)):
+        check_params(SYNTHESIZERS.get(plugin), {name: 0}, what=f"synthesizer {plugin}")
+    check_params(SYNTHESIZERS.get(plugin), {name: 1}, what=f"synthesizer {plugin}")

@@ -220,6 +220,31 @@ def test_state_dict_teacher_predicts_like_the_checkpoint(
         assert torch.equal(teacher(images), classifier(images))
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("weight", float("nan"), "non-finite weights (NaN or infinity)"),
+        ("weight", float("inf"), "non-finite weights (NaN or infinity)"),
+        ("running_var", float("nan"), "holds NaN in"),
+    ],
+)
+def test_a_teacher_with_non_finite_weights_is_refused_in_one_line(
+    classifier: ImageClassifier, tmp_path: Path, key: str, value: float, expected: str
+) -> None:
+    """A diverged or damaged teacher used to reach training and fail as a NaN loss that named
+    the learning rate."""
+    state = classifier.net.state_dict()
+    name = next(n for n in state if n.endswith(key))
+    state[name] = state[name].clone()
+    state[name].view(-1)[0] = value
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+
+    message = load_error(path, arch="tiny-cnn", input_shape=SHAPE, **normalization(classifier))
+    assert expected in message
+    assert "train it again" in message
+
+
 def test_state_dict_teacher_needs_an_arch(classifier: ImageClassifier, tmp_path: Path) -> None:
     path = tmp_path / "weights.pt"
     torch.save(classifier.net.state_dict(), path)

@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--tv", type=float, default=0.0, help="total_variation_weight")
     parser.add_argument("--l2", type=float, default=0.0, help="l2_weight")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--parametrization", default="sigmoid", choices=["sigmoid", "direct"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -84,6 +85,7 @@ def main() -> None:
         total_variation_weight=args.tv,
         l2_weight=args.l2,
         memory_size=args.count,
+        parametrization=args.parametrization,
     )
     start = time.process_time()
     while synthesizer.images_synthesized < args.count:
@@ -136,6 +138,8 @@ def main() -> None:
     with torch.no_grad():
         confidence = float(F.softmax(soft, dim=1).max(1).values.mean())
     settings = f"n{args.count}-i{args.iterations}-lr{args.lr:g}-tv{args.tv:g}-l2{args.l2:g}"
+    if args.parametrization != "sigmoid":
+        settings += f"-{args.parametrization}"
     out = HERE / "results/impressions-offline" / f"{args.teacher}-{settings}-seed{args.seed}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(

@@ -66,9 +66,15 @@ def balanced_targets(n: int, num_classes: int, rng: torch.Generator) -> Tensor:
     """(n,) class targets, every class ⌊n/K⌋ or ⌈n/K⌉ times, in an order drawn from ``rng``.
 
     Random targets (DeepInversion §3.2 synthesizes "class-conditional" images for sampled
-    classes) but balanced, so a small batch never leaves a class out of the memory bank.
+    classes) but balanced, so a small batch never leaves a class out of the memory bank. The
+    classes that get one more (all n of them when n < K: a big teacher's batch cut to fit in
+    memory) are drawn from ``rng`` too; they were classes 0, 1, … every time.
     """
-    return (torch.arange(n) % num_classes)[torch.randperm(n, generator=rng)]
+    whole, extra = divmod(n, num_classes)
+    targets = torch.arange(num_classes).repeat(whole)
+    if extra:
+        targets = torch.cat([targets, torch.randperm(num_classes, generator=rng)[:extra]])
+    return targets[torch.randperm(n, generator=rng)]
 
 
 def jitter_flip(images: Tensor, *, jitter: int, flip: bool, rng: torch.Generator) -> Tensor:

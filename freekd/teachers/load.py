@@ -87,7 +87,8 @@ def load_teacher(
 def _refuse_non_finite(teacher: Teacher, path: Path, *, what: str) -> None:
     """A weight that is NaN or infinite (a training run that diverged, a damaged file) makes
     every output NaN: refused here, in one line, rather than as a NaN loss that blames the
-    learning rate. Buffers may hold an infinity on purpose (an attention mask), not a NaN."""
+    learning rate. Buffers may hold an infinity on purpose (an attention mask), not a NaN, and
+    BatchNorm's running statistics neither."""
     for name, parameter in teacher.named_parameters():
         if not bool(torch.isfinite(parameter).all()):
             raise FreekdError(
@@ -95,10 +96,14 @@ def _refuse_non_finite(teacher: Teacher, path: Path, *, what: str) -> None:
                 "be used: check the file, or train it again"
             )
     for name, buffer in teacher.named_buffers():
-        if buffer.is_floating_point() and bool(torch.isnan(buffer).any()):
+        if not buffer.is_floating_point():
+            continue
+        statistic = name.endswith(("running_mean", "running_var"))  # a diverged BatchNorm
+        bad = ~torch.isfinite(buffer) if statistic else torch.isnan(buffer)
+        if bool(bad.any()):
             raise FreekdError(
-                f"{what} {path} holds NaN in {name}; it cannot be used: check the file, or train "
-                "it again"
+                f"{what} {path} holds non-finite values in {name}; it cannot be used: check the "
+                "file, or train it again"
             )
 
 

@@ -206,6 +206,21 @@ def test_balanced_targets_cover_every_class() -> None:
     assert int(counts.max()) == 3
 
 
+def test_balanced_targets_draw_which_classes_get_one_more() -> None:
+    """A batch smaller than the class count (a big teacher's batch cut to fit in memory) asked
+    for classes 0 … n−1 every round, and the remainder of a larger batch always went to the
+    lowest classes."""
+    small = [balanced_targets(4, 1000, torch.Generator().manual_seed(s)) for s in range(5)]
+    assert all(len(set(t.tolist())) == 4 for t in small)
+    assert len({c for t in small for c in t.tolist()}) > 10
+    extra = torch.stack(
+        [torch.bincount(balanced_targets(25, 10, torch.Generator().manual_seed(s)), minlength=10)
+         for s in range(20)]
+    )  # fmt: skip
+    assert bool(((extra == 2) | (extra == 3)).all())
+    assert bool((extra == 3).any(0).all())  # every class gets the extra draw at some seed
+
+
 def test_cli_refuses_a_batchnorm_free_teacher_in_one_line(tmp_path: Path) -> None:
     from tests.teachers.user_net import UserNet
 

@@ -178,10 +178,12 @@ def test_the_first_round_warms_up_without_the_adversarial_term(teacher: Teacher)
 def test_a_spent_time_budget_ends_the_warm_up_after_the_batch_it_is_in(teacher: Teacher) -> None:
     # `--budget 10s` ran nayer's whole 10-batch warm-up first: 3.2 minutes, one student step.
     synthesizer = make(batch_size=16, warmup_batches=5, generator_steps=2)
-    answers = iter([False, True])
-    synthesizer.budget_spent = lambda: next(answers)
+    # The budget runs out during the second batch's first step: that batch stops there (each
+    # step asks), keeps its best images, and the warm-up ends after it.
+    synthesizer.budget_spent = lambda: synthesizer.teacher_queries > 2 * 16
     synthesizer.synthesize(teacher, make_student())
-    assert synthesizer.images_synthesized == 2 * 16  # asked before batches 2 and 3
+    assert synthesizer.images_synthesized == 2 * 16
+    assert synthesizer.teacher_queries == 3 * 16  # two steps of batch 1, one of batch 2
     synthesizer.budget_spent = lambda: True
     synthesizer.synthesize(teacher, make_student())  # later rounds are one batch anyway
     assert synthesizer.images_synthesized == 3 * 16

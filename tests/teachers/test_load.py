@@ -225,7 +225,8 @@ def test_state_dict_teacher_predicts_like_the_checkpoint(
     [
         ("weight", float("nan"), "non-finite weights (NaN or infinity)"),
         ("weight", float("inf"), "non-finite weights (NaN or infinity)"),
-        ("running_var", float("nan"), "holds NaN in"),
+        ("running_var", float("nan"), "holds non-finite values in"),
+        ("running_var", float("inf"), "holds non-finite values in"),
     ],
 )
 def test_a_teacher_with_non_finite_weights_is_refused_in_one_line(
@@ -243,6 +244,24 @@ def test_a_teacher_with_non_finite_weights_is_refused_in_one_line(
     message = load_error(path, arch="tiny-cnn", input_shape=SHAPE, **normalization(classifier))
     assert expected in message
     assert "train it again" in message
+
+
+def test_an_infinity_in_a_buffer_that_is_not_a_statistic_is_accepted(tmp_path: Path) -> None:
+    """An attention mask holds −inf on purpose."""
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+            self.register_buffer("mask", torch.tensor([0.0, float("-inf")]))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.fc(x.flatten(1))
+
+    path = tmp_path / "masked.pt"
+    torch.jit.script(Masked()).save(str(path))
+    teacher = load(path, input_shape=SHAPE)
+    assert teacher.num_classes == 10
 
 
 def test_state_dict_teacher_needs_an_arch(classifier: ImageClassifier, tmp_path: Path) -> None:

@@ -151,8 +151,10 @@ class Fast(BatchSynthesizer):
         terms: dict[str, Tensor] = {}
         with eval_mode(student):
             iterations = steps or self.generator_steps
+            cut = False
             for iteration in range(iterations):
                 if self._round_spent(iteration):
+                    cut = True
                     break
                 self._iterated(iteration + 1, iterations)
                 images = self.fast_generator(self.latent)
@@ -162,7 +164,8 @@ class Fast(BatchSynthesizer):
         with torch.no_grad():
             self.memory.add(self.fast_generator(self.latent))
             self._meta_update()
-        self.tasks += 1
+        if not (cut and steps):  # a warm-up cut by the time budget runs again on a resume
+            self.tasks += 1
         self.images_synthesized += self.batch_size
         return logged(terms)
 

@@ -394,6 +394,8 @@ class Nayer(BatchSynthesizer):
         best_images, best_loss = None, math.inf
         terms: dict[str, Tensor] = {}
         for step in range(self.generator_steps):
+            if self._round_spent(step):  # the best images so far are kept
+                break
             self._iterated(done + step + 1, iterations)
             images = self.generator(targets)
             terms = self._loss_terms(teacher, student, images, targets, weights)

@@ -128,9 +128,9 @@ class DataImpressions(BatchSynthesizer):
     concentration follows the teacher's own class similarities (§3.2): the cosine similarity of
     the final layer's class templates, min-max normalized per row (:func:`class_similarity`).
     For a target class k, a softmax vector y ~ Dir(β·c_k) is drawn, with the scaling factor β
-    ``beta_high`` for half of the batch and ``beta_low`` for the other half (§3.2: 1.0 and 0.1,
-    spread and peaked outputs). Starting from uniform noise, the pixels are optimized so that the
-    teacher's softmax at temperature τ matches y (§3.3, Eq. 3):
+    ``beta_high`` for half of each class's draws and ``beta_low`` for the other half (§3.2: 1.0
+    and 0.1, spread and peaked outputs). Starting from uniform noise, the pixels are optimized
+    so that the teacher's softmax at temperature τ matches y (§3.3, Eq. 3):
 
         x̄ = argmin_x  L_CE(y, T(x, θ_T, τ))
 
@@ -175,7 +175,7 @@ class DataImpressions(BatchSynthesizer):
         iterations: Adam steps per batch.
         lr: Adam learning rate on the pixel logits.
         temperature: τ of the teacher's softmax while crafting (20 in the paper).
-        beta_high: the scaling factor β of the concentration for half of every batch.
+        beta_high: the scaling factor β of the concentration for half of each class's draws.
         beta_low: β for the other half (equal to ``beta_high`` for a single β).
         total_variation_weight: weight of DeepInversion's smoothness prior R_TV on the
             impressions (Yin et al. 2020, Eq. 3; not in the paper, 0 leaves it out).
@@ -224,11 +224,6 @@ class DataImpressions(BatchSynthesizer):
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.memory_size < self.batch_size:
-            raise ValueError(
-                f"memory_size must hold at least one batch ({self.batch_size} images), got "
-                f"{self.memory_size}"
-            )
         for name in ("lr", "temperature", "beta_high", "beta_low"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

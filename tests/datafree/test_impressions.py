@@ -238,6 +238,11 @@ def test_the_similarity_source_survives_a_resume(teacher: Teacher) -> None:
     second.load_state_dict(first.state_dict())
     assert second.report_entries() == first.report_entries()
     assert second.report_entries()["similarity"].startswith("final-layer class templates")
+    # The resumed one recomputes the similarity without counting its probe again.
+    first.synthesize(teacher, make_student())
+    second.synthesize(teacher, make_student())
+    assert second.teacher_queries == first.teacher_queries
+    assert torch.equal(second.sample(4), first.sample(4))
 
 
 def test_a_torchscript_teacher_says_its_layer_was_not_checked() -> None:

@@ -62,6 +62,7 @@ def classifier_templates(
         if isinstance(module, nn.Linear) and module.out_features == num_classes
     ]
     found: list[tuple[str, Tensor]] = []
+    unchecked = ""
     if linears:
         handles = [module.register_forward_hook(keep(name)) for name, module in linears]
         try:
@@ -78,7 +79,7 @@ def classifier_templates(
         ]
         if not found:
             return None, f"no linear layer with {num_classes} outputs gives the teacher's output"
-    else:  # TorchScript keeps the class name only (``original_name``)
+    else:  # TorchScript keeps the class name only (``original_name``) and takes no hooks
         for name, module in teacher.named_modules():
             weight = getattr(module, "weight", None)
             if (
@@ -88,20 +89,13 @@ def classifier_templates(
                 and weight.shape[0] == num_classes
             ):
                 found.append((name, weight.detach()))
-        if found:  # no hook on a TorchScript module: the choice cannot be checked
-            name, weight = found[-1]
-            if not torch.isfinite(weight).all():
-                return None, f"layer {name} holds non-finite weights"
-            return (
-                weight.float().cpu(),
-                f"layer {name}, TorchScript: not checked against the output",
-            )
+        unchecked = ", TorchScript: not checked against the output"
     if not found:
         return None, f"no linear layer with {num_classes} outputs"
     name, weight = found[-1]
     if not torch.isfinite(weight).all():
         return None, f"layer {name} holds non-finite weights"
-    return weight.float().cpu(), f"layer {name}"
+    return weight.float().cpu(), f"layer {name}{unchecked}"
 
 
 def class_similarity(templates: Tensor) -> Tensor:
@@ -245,8 +239,10 @@ class DataImpressions(BatchSynthesizer):
     def _concentrations(self, teacher: Teacher) -> Tensor:
         """(K, K): row k is the concentration of class k's softmax vectors before β."""
         if self.similarity is None:
+            # Recomputed after a resume (deterministic); asked of the teacher and counted once.
+            if not self.similarity_source:
+                self.teacher_queries += PROBE_IMAGES  # at most: TorchScript is not asked
             templates, source = classifier_templates(teacher, self.image_shape, self.num_classes)
-            self.teacher_queries += PROBE_IMAGES  # at most; a TorchScript teacher is not asked
             if templates is None:
                 similarity = torch.eye(self.num_classes)
                 self.similarity_source = f"identity ({source})"

@@ -431,8 +431,11 @@ def build_student(
     mean: list[float] | None,
     std: list[float] | None,
     input_shape: tuple[int, int, int] | None = None,
+    setting: str = "--arch",
 ) -> ImageClassifier:
-    """A new classifier; normalization defaults to the training set's statistics."""
+    """A new classifier; normalization defaults to the training set's statistics. ``setting`` is
+    the flag that named ``arch`` (``--student``: then its kwargs are ``student_kwargs``), which
+    a bad name's error tells the user to check."""
     if mean is None or std is None:
         if train_set is None:
             raise FreekdError("internal: a student without data needs an explicit mean and std")
@@ -444,7 +447,13 @@ def build_student(
     # ``arch`` comes from a config whose import paths were vetted when it was loaded
     # (config.load_config), or from a model the user already chose to load.
     net = build_model(
-        arch, num_classes=num_classes, input_shape=shape, arch_kwargs=arch_kwargs, trust_code=True
+        arch,
+        num_classes=num_classes,
+        input_shape=shape,
+        arch_kwargs=arch_kwargs,
+        trust_code=True,
+        setting=setting,
+        kwargs_setting="student_kwargs" if setting == "--student" else "--arch-kwargs",
     )
     model = ImageClassifier(
         net,

@@ -331,14 +331,14 @@ def unknown_dataset_distill(tmp: Path, teacher: Path) -> tuple[list[object], lis
 def unknown_arch(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
     return (
         ["teacher", "train", "--dataset", "digits", "--arch", "tiny-cnnn", *TINY],
-        ["unknown model 'tiny-cnnn'", "tiny-cnn", "mlp", "lenet5"],
+        ["unknown model 'tiny-cnnn'", "tiny-cnn", "mlp", "lenet5", "in --arch"],
     )
 
 
 def unknown_student(tmp: Path, teacher: Path) -> tuple[list[object], list[str]]:
     return (
         ["distill", "--teacher", teacher, "--student", "mlpp", "--dataset", "digits", *TINY],
-        ["unknown model 'mlpp'", "tiny-cnn", "mlp", "lenet5"],
+        ["unknown model 'mlpp'", "tiny-cnn", "mlp", "lenet5", "in --student"],
     )
 
 

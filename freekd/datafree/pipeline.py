@@ -437,6 +437,7 @@ def _student(config: DataFreeConfig, teacher: Teacher, arch: str) -> ImageClassi
         mean=mean * channels if len(mean) == 1 else mean,
         std=std * channels if len(std) == 1 else std,
         input_shape=teacher.input_shape,
+        setting="--student",
     )
 
 

@@ -57,6 +57,7 @@ def run_distill(config: DistillConfig, options: RunOptions) -> dict[str, Any]:
         num_classes=teacher.num_classes,
         mean=None,
         std=None,
+        setting="--student",
     )
     source = loader_source(train_set, config.trainer, seed=config.seed, dist=dist)
     context = MethodContext.for_teacher(

@@ -81,6 +81,8 @@ def build_model(
     input_shape: tuple[int, int, int],
     arch_kwargs: dict[str, Any] | None = None,
     trust_code: bool = False,
+    setting: str = "--arch",
+    kwargs_setting: str = "--arch-kwargs",
 ) -> nn.Module:
     """The network named by ``arch``, mapping normalized (B, C, H, W) images to (B, K) logits.
 
@@ -92,6 +94,9 @@ def build_model(
         arch_kwargs: extra keyword arguments for the architecture (``--arch-kwargs``).
         trust_code: allow ``package.module:Attribute`` (it imports and calls user code); pass
             it only for a name the user gave, never for one read from a file.
+        setting: the flag or setting the user named ``arch`` with, which errors tell them to
+            check (``--student`` for a student).
+        kwargs_setting: the same for ``arch_kwargs``.
 
     Returns:
         The bare network (wrap it in :class:`~freekd.models.ImageClassifier` to add normalization).
@@ -103,21 +108,34 @@ def build_model(
         FreekdError: bad ``num_classes``/``input_shape``, an import path without ``trust_code``
             or that cannot be imported, or ``arch_kwargs`` the architecture does not accept.
     """
-    arch = check_arch_name(arch)
-    _check_num_classes(num_classes)
-    shape = validate_input_shape(input_shape)
-    if not isinstance(arch_kwargs, (dict, type(None))):
-        raise FreekdError(
-            f"arch kwargs must be a mapping, got {arch_kwargs!r}; check --arch-kwargs"
+    try:
+        arch = check_arch_name(arch)
+        _check_num_classes(num_classes)
+        shape = validate_input_shape(input_shape)
+        if not isinstance(arch_kwargs, (dict, type(None))):
+            raise FreekdError(
+                f"arch kwargs must be a mapping, got {arch_kwargs!r}; check --arch-kwargs"
+            )
+        kwargs = dict(arch_kwargs or {})
+        if is_import_path(arch):  # the user's own code, which they named: built as it is
+            return _build(arch, num_classes, shape, kwargs, trust_code)
+        return build_within_memory(
+            lambda: _build(arch, num_classes, shape, kwargs, trust_code),
+            f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})",
+            "check --num-classes, --input-shape and --arch-kwargs, or the file they came from",
         )
-    kwargs = dict(arch_kwargs or {})
-    if is_import_path(arch):  # the user's own code, which they named: built as it is
-        return _build(arch, num_classes, shape, kwargs, trust_code)
-    return build_within_memory(
-        lambda: _build(arch, num_classes, shape, kwargs, trust_code),
-        f"{arch} ({num_classes} classes, input {shape}, kwargs {kwargs})",
-        "check --num-classes, --input-shape and --arch-kwargs, or the file they came from",
-    )
+    except FreekdError as error:
+        if (setting, kwargs_setting) == ("--arch", "--arch-kwargs"):
+            raise
+        raise _naming(error, setting, kwargs_setting) from error.__cause__
+
+
+def _naming(error: FreekdError, setting: str, kwargs_setting: str) -> FreekdError:
+    """``error`` (of the same class) with ``--arch``/``--arch-kwargs`` in its message replaced
+    by the settings the user actually named the architecture and its kwargs with."""
+    message = re.sub(r"--arch-kwargs\b", kwargs_setting, str(error))
+    message = re.sub(r"--arch(?![-\w])", setting, message)
+    return type(error)(message)
 
 
 M = TypeVar("M", bound=nn.Module)

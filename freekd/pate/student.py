@@ -161,6 +161,7 @@ def run_pate_student(config: PateStudentConfig, options: RunOptions) -> dict[str
             num_classes=data.pool.num_classes,
             mean=None,
             std=None,
+            setting="--student",
         )
     privacy = inherit(
         data.label_report["privacy"],

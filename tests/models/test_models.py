@@ -376,6 +376,32 @@ def test_import_path_errors(arch: str, arch_kwargs: dict[str, Any], message: str
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("arch", "arch_kwargs", "kind", "message"),
+    [
+        ("lenet99", {}, UnknownNameError, r"package\.module:Class in --student$"),
+        ("torchvision:resnet19", {}, UnknownNameError, r"; check --student$"),
+        ("tests.models.no_such_module:Net", {}, FreekdError, r"; check --student$"),
+        ("lenet5", {"depth": 3}, FreekdError, r"; check student_kwargs$"),
+    ],
+)
+def test_errors_name_the_setting_the_user_named_the_model_with(
+    arch: str, arch_kwargs: dict[str, Any], kind: type[Exception], message: str
+) -> None:
+    """A student's bad name points at --student, not at --arch (which names the teacher)."""
+    with pytest.raises(kind, match=message) as raised:
+        build_model(
+            arch,
+            num_classes=3,
+            input_shape=(1, 28, 28),
+            arch_kwargs=arch_kwargs,
+            trust_code=True,
+            setting="--student",
+            kwargs_setting="student_kwargs",
+        )
+    assert "--arch" not in str(raised.value)
+
+
 def test_import_path_is_refused_without_trust_code() -> None:
     """An import path imports and calls code: never built unless the caller trusts it."""
     with pytest.raises(FreekdError, match="import path and would run its code") as raised:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from freekd.config import TRUST_FIELDS, is_import_path, load_config, read_yaml, to_dict
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, check_path_argument
 
 __all__ = ["Run", "audit", "audit_pipeline", "crossmodal", "datafree", "distill", "evaluate"]
 __all__ += ["graph_distill", "graph_teacher", "online", "pate", "train_clip", "train_teacher"]
@@ -141,7 +141,7 @@ class _Sources:
     """Where a run's settings come from, lowest precedence first (as on the command line)."""
 
     config: Any  # --config: a YAML file, or a config object or mapping written in Python
-    overrides: list[str]  # --set
+    overrides: Any  # --set: a list of key=value strings (checked by load_config)
     keywords: dict[str, Any]  # the flags
 
 
@@ -217,7 +217,7 @@ def _run(command: _Command, out: str | Path, settings: dict[str, Any]) -> Run:
     if not isinstance(out, str | os.PathLike):
         raise FreekdError(f"out must be a folder path (str or Path), got {out!r}")
     config, overrides = settings.pop("config", None), settings.pop("overrides", None)
-    sources = _Sources(config, list(overrides or []), settings)
+    sources = _Sources(config, overrides or [], settings)  # load_config checks the overrides
     options = RunOptions(Path(out), **flags)
     resolved = _resolve(command, sources, options)
     pipeline: Callable[..., dict[str, Any]] = _attribute(command.pipeline)
@@ -236,8 +236,10 @@ def _teacher(teacher: Any, key: str = "teacher") -> dict[str, Any]:
     """A teacher given as a file path, or as a ``TeacherSourceConfig`` / mapping."""
     if teacher is None:
         return {}
-    if isinstance(teacher, str | Path):
-        return {f"{key}.path": str(teacher)}
+    if isinstance(teacher, str | os.PathLike):
+        return {f"{key}.path": os.fspath(teacher)}
+    if callable(teacher):  # a network in memory: runs start from files, as on the command line
+        check_path_argument(teacher, key)
     return {key: teacher}
 
 
@@ -582,7 +584,8 @@ def evaluate(
     from freekd.config import TeacherSourceConfig, from_dict
     from freekd.evaluation import run_eval
 
-    config = from_dict(TeacherSourceConfig, {"path": str(model), **source})
+    check_path_argument(model, "model")
+    config = from_dict(TeacherSourceConfig, {"path": os.fspath(model), **source})
     return run_eval(
         config,
         str(data),

@@ -29,7 +29,7 @@ import torch
 
 from freekd import __version__
 from freekd.config import is_import_path
-from freekd.errors import FreekdError, check_regular_file
+from freekd.errors import FreekdError, check_path_argument, check_regular_file
 from freekd.io import atomic_write
 from freekd.models import (
     ImageClassifier,
@@ -530,6 +530,7 @@ def load_model(
     building it imports and runs that code. A graph checkpoint is refused in one line here
     (:func:`load_any_model` loads both kinds).
     """
+    check_path_argument(path, "path")
     _check_device(device)
     return _image_model(_read_file(Path(path)), Path(path), device=device, trust_code=trust_code)
 
@@ -562,6 +563,7 @@ def load_any_model(path: str | Path, *, device: str = "cpu", trust_code: bool = 
     GNN, the graph (``freekd.graph.models.GraphNetwork``)."""
     from freekd.graph.models import graph_model_from_mapping, is_graph_checkpoint
 
+    check_path_argument(path, "path")
     _check_device(device)
     loaded = _read_file(Path(path))  # read once, whichever kind it is
     if is_graph_checkpoint(loaded):

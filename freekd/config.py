@@ -21,7 +21,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, shown
 from freekd.yamldata import read_mapping, safe_yaml
 
 C = TypeVar("C")
@@ -281,23 +281,23 @@ def _coerce(annotation: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except FreekdError as error:
                 errors.append(str(error))
-        raise FreekdError(errors[0] if errors else f"{where}: cannot be {value!r}")
+        raise FreekdError(errors[0] if errors else f"{where}: cannot be {shown(value)}")
     if dataclasses.is_dataclass(annotation):
         if dataclasses.is_dataclass(value) and isinstance(value, annotation):  # type: ignore[arg-type]
             return value
         if not isinstance(value, dict):
-            raise FreekdError(f"{where}: expected a mapping of fields, got {value!r}")
+            raise FreekdError(f"{where}: expected a mapping of fields, got {shown(value)}")
         return from_dict(annotation, value, where=where)  # type: ignore[arg-type]
     if origin is list:
         if isinstance(value, str):  # "1,28,28" from a --set or a CLI flag
             value = [v for v in value.replace(" ", "").split(",") if v]
         if not isinstance(value, list | tuple):
-            raise FreekdError(f"{where}: expected a list, got {value!r}")
+            raise FreekdError(f"{where}: expected a list, got {shown(value)}")
         (item,) = args or (Any,)
         return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise FreekdError(f"{where}: expected a mapping, got {value!r}")
+            raise FreekdError(f"{where}: expected a mapping, got {shown(value)}")
         return dict(value)
     if annotation in (bool, int, float, str):
         return _coerce_scalar(annotation, value, where)
@@ -314,7 +314,7 @@ def coerce_like(default: Any, value: Any, where: str) -> Any:
         return value
     coerced = _coerce_scalar(type(default), value, where)
     if isinstance(coerced, float) and not math.isfinite(coerced):
-        raise FreekdError(f"{where}: expected a finite number, got {value!r}")
+        raise FreekdError(f"{where}: expected a finite number, got {shown(value)}")
     return coerced
 
 
@@ -360,10 +360,10 @@ def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise FreekdError(f"{where}: expected true or false, got {value!r}")
+        raise FreekdError(f"{where}: expected true or false, got {shown(value)}")
     if annotation is int:
         if isinstance(value, bool):
-            raise FreekdError(f"{where}: expected an integer, got {value!r}")
+            raise FreekdError(f"{where}: expected an integer, got {shown(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, str):
@@ -373,10 +373,10 @@ def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
                 pass
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise FreekdError(f"{where}: expected an integer, got {value!r}")
+        raise FreekdError(f"{where}: expected an integer, got {shown(value)}")
     if annotation is float:
         if isinstance(value, bool):
-            raise FreekdError(f"{where}: expected a number, got {value!r}")
+            raise FreekdError(f"{where}: expected a number, got {shown(value)}")
         if isinstance(value, int | float):
             return float(value)
         if isinstance(value, str):
@@ -384,13 +384,13 @@ def _coerce_scalar(annotation: type, value: Any, where: str) -> Any:
                 return float(value)  # PyYAML reads 1e-5 (no dot) as a string
             except ValueError:
                 pass
-        raise FreekdError(f"{where}: expected a number, got {value!r}")
+        raise FreekdError(f"{where}: expected a number, got {shown(value)}")
     if annotation is str:
         if isinstance(value, str):
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise FreekdError(f"{where}: expected a string, got {value!r}")
+        raise FreekdError(f"{where}: expected a string, got {shown(value)}")
     raise FreekdError(f"{where}: unsupported type {_type_name(annotation)}")
 
 
@@ -491,6 +491,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return read_mapping(path, "config", "check --config")
 
 
+def check_settings(overrides: object) -> None:
+    """Refuse ``overrides`` that are not a list of ``key=value`` strings (Python callers)."""
+    if overrides is not None and (
+        not isinstance(overrides, list | tuple) or not all(isinstance(o, str) for o in overrides)
+    ):
+        raise FreekdError(f"overrides takes a list of 'key=value' strings, got {shown(overrides)}")
+
+
 def load_config(
     cls: type[C],
     path: Path | None = None,
@@ -523,6 +531,7 @@ def load_config(
     data: dict[str, Any] = dict(base or {})
     if path is not None:
         data = _merge(data, read_yaml(path))
+    check_settings(overrides)
     command_line: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:

@@ -19,6 +19,28 @@ class UnknownNameError(FreekdError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` fit for a one-line message: its first line, cut to ``limit`` characters
+    (a module's repr runs to many lines), with the type named when it was cut."""
+    text = repr(value)
+    first = text.splitlines()[0] if text else text
+    if first == text and len(text) <= limit:
+        return text
+    return f"{first[:limit].rstrip()}… (a {type(value).__name__})"
+
+
+def check_path_argument(value: object, name: str) -> None:
+    """Refuse, in one line, a Python ``name=`` argument that is not a file path (a network in
+    memory, a number): runs and loads start from files, as on the command line."""
+    import os
+
+    if not isinstance(value, str | os.PathLike):
+        raise FreekdError(
+            f"{name}= takes a file path (str or Path), got {shown(value)}; save a model in "
+            "memory to a file first (torch.save(model.state_dict(), path), then arch=...)"
+        )
+
+
 def check_regular_file(path: object, what: str) -> None:
     """Refuse a path that is not a regular file before it is opened: a device (``/dev/zero``
     reads forever), a pipe (its open blocks until a writer comes) or a socket.

@@ -13,11 +13,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+
+from freekd.errors import FreekdError
+
+
+def refuse_torchscript(model: nn.Module, *, who: str) -> None:
+    """Refuse to tap a network that is (or holds) TorchScript: hooks cannot be put on it.
+
+    Raises:
+        FreekdError: ``model`` holds a ``torch.jit.ScriptModule``; the message names ``who``.
+    """
+    if any(isinstance(module, torch.jit.ScriptModule) for module in model.modules()):
+        raise FreekdError(
+            f"the {who} is a TorchScript model, whose layers cannot be tapped: use a method on "
+            f"its outputs alone (kd, dkd) or give the {who} as a state_dict with --arch"
+        )
 
 
 @contextmanager
-def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
+def spatial_blocks(
+    model: nn.Module, *, who: str = "model"
+) -> Iterator[dict[tuple[int, int], Tensor]]:
     """Record, per spatial size, the output of the last module that produced that size.
 
     Inside the block every forward pass of ``model`` fills the dict {(H, W): (B, C, H, W)
@@ -27,7 +45,11 @@ def spatial_blocks(model: nn.Module) -> Iterator[dict[tuple[int, int], Tensor]]:
     and 5×5. Containers finish after their children, so the outermost module that ends at a
     resolution is the one kept. 1×1 maps (after global pooling) carry no spatial attention and
     are left out.
+
+    Raises:
+        FreekdError: ``model`` is TorchScript (:func:`refuse_torchscript`), before any hook.
     """
+    refuse_torchscript(model, who=who)
     blocks: dict[tuple[int, int], Tensor] = {}
 
     def record(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:

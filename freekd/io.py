@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,3 +59,41 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     """Atomically write pretty-printed JSON."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def remove_outputs(out: Path, names: Sequence[str], *, inputs: Any) -> None:
+    """Delete the files ``names`` of folder ``out`` (a run being replaced), refusing first when
+    a string anywhere in ``inputs`` (a run's config) names one of them: ``--teacher
+    run/model.pt --out run --overwrite`` would otherwise delete the teacher it reads.
+
+    Raises:
+        FreekdError: an input is one of the files to delete; nothing is deleted.
+    """
+    from freekd.errors import FreekdError
+
+    folder = out.resolve()
+    for text in _strings(inputs):
+        path = Path(text)
+        try:
+            inside = path.name in names and path.resolve().parent == folder and path.is_file()
+        except OSError:  # no file by that name can be read either
+            inside = False
+        if inside:
+            raise FreekdError(
+                f"{text} is an input of this run and --overwrite would delete it from {out}; "
+                "choose another --out"
+            )
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every non-empty string in nested mappings and lists."""
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, str) and value and "\0" not in value:
+        yield value

@@ -24,7 +24,7 @@ from freekd.checkpoint import read_checkpoint, weights_checksum
 from freekd.config import TrainerConfig, check_plugin_params, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
-from freekd.io import atomic_write_json, atomic_write_text
+from freekd.io import atomic_write_json, atomic_write_text, remove_outputs
 from freekd.methods import Method, MethodContext
 from freekd.models import (
     ImageClassifier,
@@ -129,11 +129,6 @@ def prepare_run_dir(options: RunOptions) -> None:
             f"{out} holds a privacy ledger ({LEDGER_FILE}), which is never replaced; choose "
             "another --out"
         )
-
-
-def _clear_run_files(out: Path) -> None:
-    for name in RUN_FILES:
-        (out / name).unlink(missing_ok=True)
 
 
 @dataclass
@@ -379,8 +374,8 @@ def _start_run_dir(
     if not dist.is_main:
         return
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    if options.overwrite:
-        _clear_run_files(options.out_dir)
+    if options.overwrite:  # refused if the config names one of them as an input
+        remove_outputs(options.out_dir, RUN_FILES, inputs=to_dict(config))
     if write_config:
         atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,39 @@ def test_errors_are_one_line_freekd_errors(tmp_path: Path, tiny_teacher_path: Pa
     assert (tmp_path / "c" / "report.json").read_text() == "{}"
     with pytest.raises(FreekdError, match="out must be a folder path"):
         freekd.distill(teacher=tiny_teacher_path, out=123)
+
+
+def test_arguments_of_the_wrong_kind_are_one_line_freekd_errors(
+    tmp_path: Path, tiny_teacher_path: Path
+) -> None:
+    """Each was a raw TypeError/OSError, or a message holding a module's whole printout."""
+    module = freekd.load_model(tiny_teacher_path)
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: freekd.evaluate(model=module, data="digits:test"), "model= takes a file path"),
+        (lambda: freekd.load_model(5), "path= takes a file path"),  # type: ignore[arg-type]
+        (lambda: freekd.load_model(None), "path= takes a file path"),  # type: ignore[arg-type]
+        (
+            lambda: freekd.distill(teacher=module, dataset="digits", out=tmp_path / "a"),
+            "teacher= takes a file path",
+        ),
+        (
+            lambda: freekd.distill(teacher=tiny_teacher_path, overrides=[5], out=tmp_path / "b"),
+            "overrides takes a list of 'key=value' strings, got \\[5\\]",
+        ),
+        (
+            lambda: freekd.distill(
+                teacher=tiny_teacher_path, overrides="trainer.lr=0.05", out=tmp_path / "c"
+            ),
+            "overrides takes a list",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(FreekdError, match=message) as raised:
+            call()
+        assert "\n" not in str(raised.value)
+        assert len(str(raised.value)) < 300
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
 
 
 def test_dp_settings_without_enabled_are_refused(tmp_path: Path) -> None:

@@ -544,6 +544,16 @@ def test_existing_output_folder_needs_overwrite_or_resume(tmp_path: Path) -> Non
     assert all(torch.equal(after[key], value) for key, value in before.items())
 
 
+def test_overwrite_refuses_to_delete_the_teacher_it_reads(tmp_path: Path) -> None:
+    """``--teacher run/model.pt --out run --overwrite`` replaced the teacher with its student."""
+    out = tmp_path / "run"
+    succeeded(teacher_train(out))
+    before = (out / "model.pt").read_bytes()
+
+    assert_user_error(distill(out / "model.pt", out, "--overwrite"), "would delete it", "--out")
+    assert (out / "model.pt").read_bytes() == before
+
+
 # resume ------------------------------------------------------------------------------------------
 
 

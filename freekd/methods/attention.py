@@ -87,9 +87,9 @@ class AttentionKD(LogitKD):
             )
 
     def training_step(self, batch: Batch) -> StepOutput:
-        with torch.no_grad(), spatial_blocks(self.teacher) as teacher_blocks:
+        with torch.no_grad(), spatial_blocks(self.teacher, who="teacher") as teacher_blocks:
             teacher_logits = self.teacher(batch.images)
-        with spatial_blocks(self.student) as student_blocks:
+        with spatial_blocks(self.student, who="student") as student_blocks:
             student_logits = self.student(batch.images)
         shared = [size for size in student_blocks if size in teacher_blocks]
         attention = attention_transfer(

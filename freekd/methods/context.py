@@ -56,7 +56,9 @@ def _device(module: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
-def probe_shapes(model: nn.Module, input_shape: Sequence[int]) -> NetworkShapes:
+def probe_shapes(
+    model: nn.Module, input_shape: Sequence[int], *, who: str = "model"
+) -> NetworkShapes:
     """``model``'s feature shapes from one forward pass of two blank images of ``input_shape``.
 
     The pass runs under no_grad with every submodule in eval mode (BatchNorm statistics do not
@@ -64,7 +66,7 @@ def probe_shapes(model: nn.Module, input_shape: Sequence[int]) -> NetworkShapes:
     """
     probe = torch.zeros((2, *input_shape), device=_device(model))
     layer = last_linear(model)
-    with torch.no_grad(), eval_mode(model), spatial_blocks(model) as blocks:
+    with torch.no_grad(), eval_mode(model), spatial_blocks(model, who=who) as blocks:
         if layer is None:
             output = model(probe)
             embedding = None
@@ -85,7 +87,8 @@ def probe_feature_shapes(
 ) -> FeatureShapes:
     """The feature shapes of ``student`` and ``teacher`` (see :func:`probe_shapes`)."""
     return FeatureShapes(
-        student=probe_shapes(student, input_shape), teacher=probe_shapes(teacher, input_shape)
+        student=probe_shapes(student, input_shape, who="student"),
+        teacher=probe_shapes(teacher, input_shape, who="teacher"),
     )
 
 

@@ -125,6 +125,18 @@ class FeatureDistiller(Distiller):
             raise FreekdError(
                 "name both student_layers and teacher_layers (paired in order), or neither"
             )
+        for setting, names in (
+            ("student_layers", student_layers),
+            ("teacher_layers", teacher_layers),
+        ):
+            if names is not None and (
+                isinstance(names, (str, bytes)) or not isinstance(names, Sequence)
+                or not all(isinstance(name, str) and name for name in names)
+            ):  # fmt: skip
+                raise FreekdError(
+                    f"{setting} must be a list of layer names (e.g. "
+                    f"method.params.{setting}=\"['features.3']\"), got {names!r}"
+                )
         if student_layers is not None and teacher_layers is not None:
             if not student_layers or len(student_layers) != len(teacher_layers):
                 raise FreekdError(

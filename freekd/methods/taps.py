@@ -30,7 +30,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from freekd.errors import FreekdError
-from freekd.hooks import capture_input, eval_mode, last_linear, spatial_blocks
+from freekd.hooks import (
+    capture_input,
+    eval_mode,
+    last_linear,
+    refuse_torchscript,
+    spatial_blocks,
+)
 from freekd.models import ImageClassifier
 from freekd.teachers import Teacher
 
@@ -73,11 +79,7 @@ def find_layer(model: nn.Module, path: str, *, who: str) -> nn.Module:
         FreekdError: there is no such submodule; the message lists the network's top layers.
     """
     network = network_of(model)
-    if isinstance(network, torch.jit.ScriptModule):
-        raise FreekdError(
-            f"the {who} is a TorchScript model, whose layers cannot be tapped: use a method on "
-            f"its outputs alone (kd, dkd) or give the {who} as a state_dict with --arch"
-        )
+    refuse_torchscript(network, who=who)
     try:
         return network.get_submodule(path)
     except AttributeError:
@@ -124,7 +126,7 @@ def capture(
 
             stack.callback(module.register_forward_hook(record).remove)
         blocks = (
-            stack.enter_context(spatial_blocks(model))
+            stack.enter_context(spatial_blocks(model, who=who))
             if any(tap.startswith(STAGE) for tap in taps)
             else {}
         )
@@ -154,9 +156,11 @@ def capture(
         yield read
 
 
-def _stage_sizes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[int, int]]:
+def _stage_sizes(
+    model: nn.Module, input_shape: Sequence[int], *, who: str
+) -> list[tuple[int, int]]:
     probe = torch.zeros((2, *input_shape), device=_device(model))
-    with torch.no_grad(), eval_mode(model), spatial_blocks(model) as blocks:
+    with torch.no_grad(), eval_mode(model), spatial_blocks(model, who=who) as blocks:
         model(probe)
     return list(blocks)
 
@@ -175,8 +179,8 @@ def stage_pairs(
     ResNets of one family); otherwise the last stage of one pairs with the last of the other,
     the one before with the one before, and so on. Empty when either network has no feature maps.
     """
-    student_sizes = _stage_sizes(student, input_shape)
-    teacher_sizes = _stage_sizes(teacher, input_shape)
+    student_sizes = _stage_sizes(student, input_shape, who="student")
+    teacher_sizes = _stage_sizes(teacher, input_shape, who="teacher")
     shared = [size for size in student_sizes if size in teacher_sizes]
     if shared:
         return [(stage_tap(size), stage_tap(size)) for size in shared]

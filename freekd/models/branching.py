@@ -192,7 +192,9 @@ def heads_after(
 class BranchStage(nn.Module):
     """M copies of the branch-point module on the same input; outputs stacked along the batch.
 
-    Keeps the last input (the trunk's features) in ``trunk_features`` for the gate.
+    Keeps the last input (the trunk's features) in ``trunk_features`` for the gate. Each copy
+    gets its own clone of the features, so a copy that starts with an in-place operation
+    (``ReLU(inplace=True)``) changes neither the other copies' input nor the gate's.
     """
 
     def __init__(self, copies: Sequence[nn.Module]) -> None:
@@ -202,7 +204,7 @@ class BranchStage(nn.Module):
 
     def forward(self, features: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         self.trunk_features = features
-        return torch.cat([branch(features, *args, **kwargs) for branch in self.branches])
+        return torch.cat([branch(features.clone(), *args, **kwargs) for branch in self.branches])
 
 
 class PerBranch(nn.Module):

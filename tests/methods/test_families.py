@@ -99,6 +99,10 @@ def test_automatic_pairs_follow_the_stages() -> None:
         ("at", {"student_layers": ["features.0"], "teacher_layers": []}, "pair up in order"),
         ("at", {"student_layers": ["fc"], "teacher_layers": ["fc"]}, "feature maps"),
         ("crd", {"student_layers": ["fc", "fc"], "teacher_layers": ["fc", "fc"]}, "one pair"),
+        ("rkd", {"student_layers": 5, "teacher_layers": 5}, "student_layers must be a list"),
+        ("irg", {"student_layers": True, "teacher_layers": True}, "must be a list of layer"),
+        ("fitnet", {"student_layers": "features.0", "teacher_layers": ["features.0"]}, "a list"),
+        ("fitnet", {"student_layers": ["features.0"], "teacher_layers": [3]}, "teacher_layers"),
     ],
 )
 def test_impossible_pairs_are_refused_before_training(
@@ -118,6 +122,17 @@ def test_feature_maps_cannot_pair_with_an_mlp_and_torchscript_hides_layers() -> 
     with pytest.raises(FreekdError, match="TorchScript"):
         method("fitnet", model("tiny-cnn", 1), scripted, student_layers=["features.0"],
                teacher_layers=["features.0"])  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["at", "fitnet", "rkd", "irg", "cc", "sp", "pkt", "crd", "kd+at"])
+def test_a_torchscript_teacher_is_refused_in_one_line_when_layers_pair_automatically(
+    name: str,
+) -> None:
+    """Automatic pairing hooks every layer of the teacher: a ScriptModule takes no hooks."""
+    scripted = teacher_of(torch.jit.trace(model("tiny-cnn", 0).eval(), torch.zeros(2, *SHAPE)))
+    with pytest.raises(FreekdError, match="the teacher is a TorchScript model") as error:
+        method(name, model("tiny-cnn", 1), scripted)
+    assert "\n" not in str(error.value)
 
 
 def test_a_combination_runs_each_network_once_and_keeps_the_terms(

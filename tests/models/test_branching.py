@@ -175,3 +175,19 @@ def test_a_head_inside_a_head_is_repeated_once_with_it() -> None:
     branched = branch_classifier(model, branches=2, branch_at="conv")
     assert branched.net.heads == ["head"]
     assert branched(torch.rand(2, *GREY)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("branch_at", ["features.2", "features.6"])
+def test_a_branch_point_that_works_in_place_leaves_the_trunk_and_the_other_branches_alone(
+    branch_at: str,
+) -> None:
+    """tiny-cnn's ReLUs are in place: each branch copy gets its own clone of the trunk's maps
+    (before, the first copy overwrote them and backward failed in the first training step)."""
+    torch.manual_seed(0)
+    kwargs = {"base": "tiny-cnn", "branches": 2, "branch_at": branch_at}
+    net = build_model("branched", num_classes=10, input_shape=(1, 8, 8), arch_kwargs=kwargs)
+    images = torch.randn(4, 1, 8, 8)
+    F.cross_entropy(net(images), torch.arange(4)).backward()
+    assert net.branch_logits is not None
+    assert torch.isfinite(net.branch_logits).all()
+    assert all(p.grad is not None for p in net.parameters())

@@ -217,7 +217,7 @@ def _run(command: _Command, out: str | Path, settings: dict[str, Any]) -> Run:
     if not isinstance(out, str | os.PathLike):
         raise FreekdError(f"out must be a folder path (str or Path), got {out!r}")
     config, overrides = settings.pop("config", None), settings.pop("overrides", None)
-    sources = _Sources(config, overrides or [], settings)  # load_config checks the overrides
+    sources = _Sources(config, [] if overrides is None else overrides, settings)  # checked later
     options = RunOptions(Path(out), **flags)
     resolved = _resolve(command, sources, options)
     pipeline: Callable[..., dict[str, Any]] = _attribute(command.pipeline)
@@ -428,10 +428,9 @@ def graph_distill(
     Returns:
         The run; ``report["student"]``, ``report["baseline"]``, ``report["inference"]``.
     """
-    given = _given(
-        {"teacher": None if teacher is None else str(teacher), "student": student,
-         "method.name": method}
-    )  # fmt: skip
+    if teacher is not None:
+        check_path_argument(teacher, "teacher")
+    given = _given({"teacher": teacher, "student": student, "method.name": method})
     return _run(_GRAPH_DISTILL, out, {**given, **settings})
 
 

@@ -36,8 +36,8 @@ def check_path_argument(value: object, name: str) -> None:
 
     if not isinstance(value, str | os.PathLike):
         raise FreekdError(
-            f"{name}= takes a file path (str or Path), got {shown(value)}; save a model in "
-            "memory to a file first (torch.save(model.state_dict(), path), then arch=...)"
+            f"{name}= takes a file path (str or Path), got {shown(value)}; a model in memory "
+            "must be saved to a file first (torch.save of its state_dict)"
         )
 
 

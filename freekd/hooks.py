@@ -25,10 +25,16 @@ def refuse_torchscript(model: nn.Module, *, who: str) -> None:
     Raises:
         FreekdError: ``model`` holds a ``torch.jit.ScriptModule``; the message names ``who``.
     """
-    if any(isinstance(module, torch.jit.ScriptModule) for module in model.modules()):
+    scripted = next((m for m in model.modules() if isinstance(m, torch.jit.ScriptModule)), None)
+    if scripted is not None:
+        # A wrapper (Teacher, ImageClassifier) around a TorchScript file is that file.
+        whole = sum(p.numel() for p in scripted.parameters()) == sum(
+            p.numel() for p in model.parameters()
+        )
         raise FreekdError(
-            f"the {who} is a TorchScript model, whose layers cannot be tapped: use a method on "
-            f"its outputs alone (kd, dkd) or give the {who} as a state_dict with --arch"
+            f"the {who} {'is a TorchScript model' if whole else 'holds a TorchScript block'}, "
+            "whose layers cannot be tapped: use a method on its outputs alone (kd, dkd) or give "
+            f"the {who} as a state_dict with --arch"
         )
 
 

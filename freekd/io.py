@@ -61,21 +61,21 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def remove_outputs(out: Path, names: Sequence[str], *, inputs: Any) -> None:
-    """Delete the files ``names`` of folder ``out`` (a run being replaced), refusing first when
-    a string anywhere in ``inputs`` (a run's config) names one of them: ``--teacher
+def check_not_inputs(out: Path, names: Sequence[str], *, inputs: Any) -> None:
+    """Refuse to replace the files ``names`` of folder ``out`` when a string anywhere in
+    ``inputs`` (a run's config) names one of them, through a symlink too: ``--teacher
     run/model.pt --out run --overwrite`` would otherwise delete the teacher it reads.
 
     Raises:
-        FreekdError: an input is one of the files to delete; nothing is deleted.
+        FreekdError: an input is one of the files; the message names it.
     """
     from freekd.errors import FreekdError
 
     folder = out.resolve()
     for text in _strings(inputs):
-        path = Path(text)
         try:
-            inside = path.name in names and path.resolve().parent == folder and path.is_file()
+            target = Path(text).resolve()
+            inside = target.name in names and target.parent == folder and target.is_file()
         except OSError:  # no file by that name can be read either
             inside = False
         if inside:
@@ -83,8 +83,6 @@ def remove_outputs(out: Path, names: Sequence[str], *, inputs: Any) -> None:
                 f"{text} is an input of this run and --overwrite would delete it from {out}; "
                 "choose another --out"
             )
-    for name in names:
-        (out / name).unlink(missing_ok=True)
 
 
 def _strings(value: Any) -> Iterator[str]:

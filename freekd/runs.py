@@ -24,7 +24,7 @@ from freekd.checkpoint import read_checkpoint, weights_checksum
 from freekd.config import TrainerConfig, check_plugin_params, dump_yaml, to_dict
 from freekd.data import ImageDataset
 from freekd.errors import FreekdError
-from freekd.io import atomic_write_json, atomic_write_text, remove_outputs
+from freekd.io import atomic_write_json, atomic_write_text, check_not_inputs
 from freekd.methods import Method, MethodContext
 from freekd.models import (
     ImageClassifier,
@@ -371,11 +371,14 @@ def _resume_data(config: dict[str, Any], options: RunOptions) -> dict[str, Any] 
 def _start_run_dir(
     config: Any, options: RunOptions, dist: DistInfo, *, write_config: bool = True
 ) -> None:
+    if options.overwrite:  # on every process, so none goes on alone
+        check_not_inputs(options.out_dir, RUN_FILES, inputs=to_dict(config))
     if not dist.is_main:
         return
     options.out_dir.mkdir(parents=True, exist_ok=True)
-    if options.overwrite:  # refused if the config names one of them as an input
-        remove_outputs(options.out_dir, RUN_FILES, inputs=to_dict(config))
+    if options.overwrite:
+        for name in RUN_FILES:
+            (options.out_dir / name).unlink(missing_ok=True)
     if write_config:
         atomic_write_text(options.out_dir / "config.yaml", dump_yaml(config))
 
@@ -429,8 +432,8 @@ def build_student(
     setting: str = "--arch",
 ) -> ImageClassifier:
     """A new classifier; normalization defaults to the training set's statistics. ``setting`` is
-    the flag that named ``arch`` (``--student``: then its kwargs are ``student_kwargs``), which
-    a bad name's error tells the user to check."""
+    the flag or setting that named ``arch`` (``--student``, ``shadow.arch``), which a bad name's
+    error tells the user to check (kwargs: ``student_kwargs``, ``shadow.arch_kwargs``)."""
     if mean is None or std is None:
         if train_set is None:
             raise FreekdError("internal: a student without data needs an explicit mean and std")
@@ -448,7 +451,7 @@ def build_student(
         arch_kwargs=arch_kwargs,
         trust_code=True,
         setting=setting,
-        kwargs_setting="student_kwargs" if setting == "--student" else "--arch-kwargs",
+        kwargs_setting=_KWARGS_SETTING.get(setting, f"{setting}_kwargs"),
     )
     model = ImageClassifier(
         net,
@@ -462,6 +465,9 @@ def build_student(
     check_model(model, input_shape=shape, num_classes=num_classes)
     return model
 
+
+#: Where the keyword arguments of an architecture named by each setting go.
+_KWARGS_SETTING = {"--arch": "--arch-kwargs", "--student": "student_kwargs"}
 
 LEDGER_FILE = "ledger.jsonl"
 

@@ -102,6 +102,7 @@ def test_arguments_of_the_wrong_kind_are_one_line_freekd_errors(
             lambda: freekd.distill(teacher=module, dataset="digits", out=tmp_path / "a"),
             "teacher= takes a file path",
         ),
+        (lambda: freekd.graph_distill(teacher=module, out=tmp_path / "g"), "teacher= takes a"),
         (
             lambda: freekd.distill(teacher=tiny_teacher_path, overrides=[5], out=tmp_path / "b"),
             "overrides takes a list of 'key=value' strings, got \\[5\\]",

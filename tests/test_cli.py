@@ -552,6 +552,9 @@ def test_overwrite_refuses_to_delete_the_teacher_it_reads(tmp_path: Path) -> Non
 
     assert_user_error(distill(out / "model.pt", out, "--overwrite"), "would delete it", "--out")
     assert (out / "model.pt").read_bytes() == before
+    (tmp_path / "link.pt").symlink_to(out / "model.pt")  # the same file by another name
+    assert_user_error(distill(tmp_path / "link.pt", out, "--overwrite"), "would delete it")
+    assert (out / "model.pt").read_bytes() == before
 
 
 # resume ------------------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from freekd.audit.shadows import (
     warn_unused_trainer,
 )
 from freekd.audit.summary import audit_summary, strongest_attack
-from freekd.config import TrainerConfig, dump_yaml
+from freekd.config import TrainerConfig, dump_yaml, to_dict
 from freekd.data import AUGMENTATIONS, ImageDataset, load_dataset, pool_fingerprint
 from freekd.errors import FreekdError
-from freekd.io import atomic_write, atomic_write_json, atomic_write_text
+from freekd.io import atomic_write, atomic_write_json, atomic_write_text, check_not_inputs
 from freekd.methods import EnsembleSupervised
 from freekd.plots import plot_roc
 from freekd.privacy.report import guarantee
@@ -47,19 +47,9 @@ from freekd.runs import (
 )
 from freekd.seeding import reseed, seed_everything
 from freekd.teachers import Teacher, load_teacher
-from freekd.teachers.ensemble import (
-    check_execution,
-    make_ensemble,
-    save_ensemble,
-)
-from freekd.train import (
-    DistInfo,
-    SubsetSource,
-    resolve_device,
-)
-from freekd.train.callbacks import (
-    RESUME_FILE,
-)
+from freekd.teachers.ensemble import check_execution, make_ensemble, save_ensemble
+from freekd.train import DistInfo, SubsetSource, resolve_device
+from freekd.train.callbacks import RESUME_FILE
 from freekd.train.evaluate import check_input_shape
 
 logger = logging.getLogger(__name__)
@@ -243,6 +233,7 @@ def _shadow_ensemble(
             num_classes=teacher.num_classes,
             mean=mean,
             std=std,
+            setting="shadow.arch",
         )
         for _ in range(config.shadow.models)
     ]
@@ -435,8 +426,9 @@ def plan_attacks(config: Any, *, with_shadows: bool) -> _AttackPlan:
     return _AttackPlan(names, attacks, bound_attack)
 
 
-def _open_audit_folder(options: RunOptions) -> None:
-    """Prepare the run folder (or check there is an audit to resume) and clear old results."""
+def _open_audit_folder(config: Any, options: RunOptions) -> None:
+    """Prepare the run folder (or check there is an audit to resume) and clear old results,
+    never one this audit reads (the model, or ``--shadows-from`` the same folder)."""
     if options.resume:
         # An audit resumes from its saved shadow outputs or its shadow models' checkpoint.
         if not (options.out_dir / "config.yaml").exists():
@@ -444,6 +436,8 @@ def _open_audit_folder(options: RunOptions) -> None:
     else:
         prepare_run_dir(options)
     if options.overwrite:
+        reused = config.shadow.reuse and str(Path(config.shadow.reuse) / SHADOWS_FILE)
+        check_not_inputs(options.out_dir, AUDIT_FILES, inputs=[to_dict(config), reused])
         for name in AUDIT_FILES:
             (options.out_dir / name).unlink(missing_ok=True)
 
@@ -539,7 +533,7 @@ def run_audit(config: Any, options: RunOptions) -> dict[str, Any]:
     ``summary.txt`` and, when shadow models are trained, ``shadows.npz`` and ``shadows/``.
     """
     wall_start, cpu_start = time.perf_counter(), time.process_time()
-    _open_audit_folder(options)
+    _open_audit_folder(config, options)
     seed_everything(config.seed)
     device = resolve_device(config.shadow.trainer.device, DistInfo())
     if not config.model.path:

@@ -114,6 +114,7 @@ class _StudentTowers:
             mean=list(self.mean), std=list(self.std),
             arch_kwargs=dict(self.config.student_kwargs),
             trust_code=True,  # config.student_arch: vetted when the config was loaded
+            setting="--student",
         )  # fmt: skip
 
 

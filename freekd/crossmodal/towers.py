@@ -226,6 +226,8 @@ class ImageStudent(Tower):
         mean: per-channel normalization.
         std: per-channel standard deviation.
         arch_kwargs: keyword arguments of the architecture.
+        setting: the flag that named ``arch``, for errors (``--student``; its kwargs are then
+            ``student_kwargs``).
     """
 
     modality = IMAGE
@@ -240,6 +242,7 @@ class ImageStudent(Tower):
         std: list[float],
         arch_kwargs: dict[str, Any] | None = None,
         trust_code: bool = False,
+        setting: str = "--arch",
     ) -> None:
         super().__init__()
         self.dim = int(dim)
@@ -247,7 +250,8 @@ class ImageStudent(Tower):
         shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
         net = build_model(
             arch, num_classes=self.dim, input_shape=shape, arch_kwargs=kwargs,
-            trust_code=trust_code,
+            trust_code=trust_code, setting=setting,
+            kwargs_setting="student_kwargs" if setting == "--student" else "--arch-kwargs",
         )  # fmt: skip
         self.model = ImageClassifier(
             net, arch=arch, arch_kwargs=kwargs, num_classes=self.dim, input_shape=shape,

@@ -17,7 +17,7 @@ AUTO_CANDIDATES = ("nayer", "zskt")
 
 
 def default_synthesizer(teacher: Teacher) -> str:
-    """``nayer`` for a teacher with BatchNorm, ``zskt`` for one without.
+    """``nayer`` for a teacher with BatchNorm (not TorchScript), ``zskt`` otherwise.
 
     zskt led on the BatchNorm-free MNIST LeNet-5 (median 97.82 % with its smoothness prior),
     where cmi, fast, deepinversion and nayer cannot run. For a BatchNorm teacher NAYER (Tran et
@@ -28,7 +28,8 @@ def default_synthesizer(teacher: Teacher) -> str:
     plan, experiments/2026-12-datafree-budget-curve): ``--method cmi`` by name.
     """
     with_batchnorm, without = AUTO_CANDIDATES
-    return with_batchnorm if teacher.has_batchnorm else without
+    # A TorchScript teacher takes no hooks, so its BatchNorm statistics cannot be read.
+    return with_batchnorm if teacher.has_batchnorm and not teacher.is_torchscript else without
 
 
 #: Share of every student batch ``--method auto`` replays from earlier generator batches when it

@@ -63,6 +63,12 @@ logger = logging.getLogger(__name__)
 
 
 def _check_synthesizer_fits(name: str, synthesizer_class: Any, teacher: Teacher) -> None:
+    if synthesizer_class.taps_teacher and teacher.is_torchscript:
+        usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).taps_teacher]
+        raise FreekdError(
+            f"--method {name} hooks the teacher's layers and a TorchScript teacher takes no "
+            f"hooks; use one of: {', '.join(usable)}, or give the teacher as a state_dict"
+        )
     if synthesizer_class.needs_batchnorm and not teacher.has_batchnorm:
         usable = [n for n in SYNTHESIZERS.names() if not SYNTHESIZERS.get(n).needs_batchnorm]
         raise FreekdError(

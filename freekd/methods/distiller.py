@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from freekd.data.batch import Batch
-from freekd.errors import FreekdError
+from freekd.errors import FreekdError, shown
 from freekd.losses import cross_entropy
 from freekd.methods.base import Method, StepOutput
 from freekd.methods.taps import EMBEDDING, capture, layer_paths, probe, stage_pairs
@@ -135,7 +135,7 @@ class FeatureDistiller(Distiller):
             ):  # fmt: skip
                 raise FreekdError(
                     f"{setting} must be a list of layer names (e.g. "
-                    f"method.params.{setting}=\"['features.3']\"), got {names!r}"
+                    f"method.params.{setting}=\"['features.3']\"), got {shown(names)}"
                 )
         if student_layers is not None and teacher_layers is not None:
             if not student_layers or len(student_layers) != len(teacher_layers):

@@ -79,15 +79,22 @@ def find_layer(model: nn.Module, path: str, *, who: str) -> nn.Module:
         FreekdError: there is no such submodule; the message lists the network's top layers.
     """
     network = network_of(model)
-    refuse_torchscript(network, who=who)
+    if isinstance(network, torch.jit.ScriptModule):
+        refuse_torchscript(network, who=who)
     try:
-        return network.get_submodule(path)
+        layer = network.get_submodule(path)
     except AttributeError:
         tops = [name for name in layer_paths(model) if "." not in name]
         raise FreekdError(
             f"the {who} has no layer {path!r}; its layers: {_shown(tops)} (name deeper ones by "
             f"their module path, e.g. {tops[0] + '.0' if tops else 'features.0'})"
         ) from None
+    if isinstance(layer, torch.jit.ScriptModule):  # a scripted block in an eager network
+        raise FreekdError(
+            f"the {who}'s layer {path!r} is TorchScript and cannot be tapped; name its parent "
+            "or another layer that is not TorchScript"
+        )
+    return layer
 
 
 def _first_tensor(output: Any) -> Tensor:

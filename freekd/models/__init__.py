@@ -11,6 +11,7 @@ from freekd.models import (  # noqa: F401  (register architectures)
     composite,
     lenet,
     resnet_cifar,
+    shallow,
     small,
     wrn,
 )

@@ -109,7 +109,7 @@ def build_model(
             or that cannot be imported, or ``arch_kwargs`` the architecture does not accept.
     """
     try:
-        arch = check_arch_name(arch)
+        arch = check_arch_name(arch, setting=setting)
         _check_num_classes(num_classes)
         shape = validate_input_shape(input_shape)
         if not isinstance(arch_kwargs, (dict, type(None))):

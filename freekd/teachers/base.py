@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 #: torch's convolution classes, by the name a TorchScript module keeps of its class.
@@ -70,6 +71,11 @@ class Teacher(nn.Module):
         """Whether any convolution is inside: a teacher without one (an MLP) has no locality or
         translation prior the student's convolutions share."""
         return self.convolution_layers > 0
+
+    @property
+    def is_torchscript(self) -> bool:
+        """Whether any module inside is TorchScript: its layers take no forward hooks."""
+        return any(isinstance(m, torch.jit.ScriptModule) for m in self.modules())
 
     @property
     def has_batchnorm(self) -> bool:

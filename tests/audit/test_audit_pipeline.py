@@ -8,6 +8,7 @@ accountant, the DP training or the bound, and fails here.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,22 @@ def test_a_corrupt_shadow_file_is_refused_in_one_line(
     )
     assert result.exit_code == 2, result.output
     assert "not a freekd shadow file" in result.output
+
+
+def test_overwrite_refuses_to_delete_the_shadow_file_it_reuses(
+    pipeline: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """``--shadows-from out --out out --overwrite`` deleted shadows.npz, then failed."""
+    run, _ = pipeline
+    out = tmp_path / "again"
+    shutil.copytree(run / "audit" / "teacher", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    result = runner.invoke(
+        app, audit_arguments(run, out, "--shadows-from", str(out), "--overwrite")
+    )
+    assert result.exit_code == 2, result.output
+    assert "would delete it" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_resuming_the_pipeline_with_another_seed_is_refused(

@@ -71,3 +71,25 @@ def test_check_settings_under_auto_takes_a_parameter_of_either_candidate(params:
         FreekdError, match="--method auto \\(nayer or zskt\\) has no parameter 'bn_wieght'"
     ):
         check_settings(bad)
+
+
+def test_a_torchscript_teacher_with_batchnorm_gets_a_synthesizer_that_needs_no_hooks() -> None:
+    """Its BatchNorm statistics cannot be hooked: nayer failed at its first synthesis step."""
+    import torch
+
+    from freekd.datafree.pipeline import _check_synthesizer_fits
+    from freekd.datafree.synthesizers import SYNTHESIZERS
+
+    layers = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(144, 10))
+    scripted = Teacher(torch.jit.script(layers.eval()), num_classes=10, input_shape=(1, 8, 8),
+                       description="test")  # fmt: skip
+    assert scripted.has_batchnorm
+    assert scripted.is_torchscript
+    assert not WITH_BATCHNORM.is_torchscript
+    assert default_synthesizer(scripted) == "zskt"
+    for name in ["cmi", "nayer", "deepinversion", "fast", "dafl"]:
+        with pytest.raises(FreekdError, match="TorchScript teacher takes no hooks") as error:
+            _check_synthesizer_fits(name, SYNTHESIZERS.get(name), scripted)
+        assert "zskt" in str(error.value)
+    for name in ["zskt", "dfad", "impressions"]:
+        _check_synthesizer_fits(name, SYNTHESIZERS.get(name), scripted)

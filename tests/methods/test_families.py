@@ -135,6 +135,21 @@ def test_a_torchscript_teacher_is_refused_in_one_line_when_layers_pair_automatic
     assert "\n" not in str(error.value)
 
 
+def test_named_eager_layers_of_a_network_holding_a_torchscript_block_can_be_tapped() -> None:
+    block = torch.jit.script(nn.Conv2d(4, 4, 3, padding=1))
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), block, nn.Flatten(),
+                        nn.Linear(4 * 8 * 8, 10))  # fmt: skip
+    teacher = teacher_of(net)
+    fitnet = method("fitnet", model("tiny-cnn", 1), teacher, student_layers=["features.0"],
+                    teacher_layers=["1"])  # fmt: skip
+    assert fitnet.teacher_shapes == [(4, 8, 8)]
+    with pytest.raises(FreekdError, match="layer '2' is TorchScript"):
+        method("fitnet", model("tiny-cnn", 1), teacher, student_layers=["features.0"],
+               teacher_layers=["2"])  # fmt: skip
+    with pytest.raises(FreekdError, match="the teacher holds a TorchScript block"):
+        method("fitnet", model("tiny-cnn", 1), teacher)
+
+
 def test_a_combination_runs_each_network_once_and_keeps_the_terms(
     digits_train: ImageDataset,
 ) -> None:

@@ -89,6 +89,24 @@ def test_registered_model_takes_tiny_images_with_an_unusual_channel_count(arch: 
     assert torch.isfinite(logits).all()
 
 
+def test_shallow_cnn_is_one_convolution_a_pool_and_a_linear_layer() -> None:
+    net = build("shallow-cnn", (1, 28, 28))
+    convolutions = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size) for c in convolutions] == [(32, (5, 5))]
+    assert count_parameters(net) == 32 * 25 + 32 + 32 * 7 * 7 * 10 + 10  # 16,522
+    assert count_parameters(build("shallow-cnn", (1, 28, 28), width=8, kernel_size=7)) == (
+        8 * 49 + 8 + 8 * 49 * 10 + 10
+    )
+    for kwargs, message in [
+        ({"width": 0}, "width must be an integer"),
+        ({"width": True}, "width must be an integer"),
+        ({"kernel_size": 4}, "kernel_size must be odd"),
+        ({"kernel_size": 5.0}, "kernel_size must be an integer"),
+    ]:
+        with pytest.raises(FreekdError, match=message):
+            build("shallow-cnn", (1, 28, 28), **kwargs)
+
+
 @pytest.mark.parametrize("arch", ["tiny-cnn", "tiny-cnn-nobn"])
 def test_tiny_cnn_on_digits_size(arch: str) -> None:
     net = build(arch, (1, 8, 8))

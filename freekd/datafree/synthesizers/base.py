@@ -43,6 +43,8 @@ class Synthesizer(Protocol):
     :class:`SynthesizerBase`):
     - ``needs_batchnorm``: the synthesizer inverts BatchNorm statistics, so a teacher without
       BatchNorm layers is refused before the run starts;
+    - ``taps_teacher``: it hooks the teacher's layers (every ``needs_batchnorm`` one does, and
+      DAFL its classifier's input), so a TorchScript teacher, which takes no hooks, is refused;
     - ``recommended_method`` and ``recommended_method_params``: the student-side method (a
       ``METHODS`` name) and its parameters the paper pairs with, used when ``method`` is unset;
     - ``recommended_synthesize_every``: student steps per synthesis round when
@@ -135,6 +137,7 @@ class SynthesizerBase:
     budget_spent: Callable[[], bool] | None = field(default=None, init=False, repr=False)
 
     needs_batchnorm: ClassVar[bool] = False
+    taps_teacher: ClassVar[bool] = False
     recommended_method: ClassVar[str] = "kd"
     recommended_method_params: ClassVar[dict[str, Any]] = {"temperature": 4.0}
     recommended_synthesize_every: ClassVar[int] = 1

@@ -169,6 +169,7 @@ class CMI(BatchSynthesizer):
     """
 
     needs_batchnorm = True
+    taps_teacher = True
     # Many student steps per synthesized batch, as in the paper's schedule (each epoch
     # synthesizes a batch, then the student trains on the pool). A batch costs ``iterations``
     # generator, teacher and student passes (about a minute on one CPU core with a ResNet-8

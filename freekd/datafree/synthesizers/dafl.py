@@ -46,6 +46,7 @@ class DAFL(GeneratorSynthesizer):
     """
 
     needs_batchnorm = False
+    taps_teacher = True  # the input of its last nn.Linear
     # Student steps per generator step. Algorithm 1 alternates one and one; on a CPU the
     # generator step costs ~7 student steps, and 5 student steps per generator step reached
     # 52.7 % vs 24.3 % after 3 minutes (LeNet-5 → LeNet-5-half, MNIST, one thread, seed 0).

@@ -92,6 +92,7 @@ class DeepInversion(BatchSynthesizer):
     """
 
     needs_batchnorm = True
+    taps_teacher = True
     # One new batch per 100 student steps (the student learns from the memory bank in between,
     # like the paper's synthesize-then-distill schedule). Per step, a batch costs ``iterations``
     # teacher forward and backward passes: with 100 iterations a ResNet-8 teacher on one CPU

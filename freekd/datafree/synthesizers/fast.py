@@ -92,6 +92,7 @@ class Fast(BatchSynthesizer):
     """
 
     needs_batchnorm = True
+    taps_teacher = True
     # Many student steps per synthesis round, as in the paper's schedule: with one KD step per
     # round a 10-minute CPU budget reached 13.2 % on MNIST (ResNet-8 teacher), with 10 it reached
     # 68.5 % (single runs, `freekd datafree --method fast --budget 10m`).

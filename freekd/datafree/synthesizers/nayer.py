@@ -292,6 +292,7 @@ class Nayer(BatchSynthesizer):
     """
 
     needs_batchnorm = True
+    taps_teacher = True
     # The student side of Fast and CMI in freekd: logit KD at T = 4 (the base's default). The
     # authors' script distils with KL at T = 20, which was not tried here.
     recommended_method: ClassVar[str] = "kd"

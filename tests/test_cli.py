@@ -499,6 +499,17 @@ def test_eval_and_info_refuse_what_is_no_checkpoint(
     assert_user_error(invoke(*command(tmp_path / "nope.pt")), "does not exist")
 
 
+def test_a_loss_that_overflows_before_any_update_blames_the_weights_not_the_rate(
+    tmp_path: Path, tiny_teacher_path: Path
+) -> None:
+    out = tmp_path / "run"
+    weights = ["--set", "method.params.kd_weight=1e308", "--set", "method.params.ce_weight=1e308"]
+    result = distill(tiny_teacher_path, out, "--method", "kd", *weights)
+    line = assert_user_error(result, "at the first step", "before any update", "method.params")
+    assert "--lr" not in line
+    assert not (out / "model.pt").exists()
+
+
 @pytest.mark.parametrize("command", ["teacher", "distill"])
 def test_diverged_loss_names_the_step_and_leaves_no_model(
     tmp_path: Path, tiny_teacher_path: Path, command: str

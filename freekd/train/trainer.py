@@ -177,10 +177,17 @@ class Trainer:
             output = self.method.training_step(batch)
         loss = output.loss
         if not math.isfinite(loss.item()):
+            bad = [name for name, term in output.losses.items() if not torch.isfinite(term).all()]
+            terms = f" in {', '.join(bad)}" if bad else ""
+            if state.step == 0:  # no update yet: the learning rate cannot be the cause
+                raise FreekdError(
+                    f"the loss became {loss.item()} at the first step{terms}, before any update; "
+                    "check the loss weights (method.params) and that the data is finite"
+                )
             raise FreekdError(
-                f"the loss became {loss.item()} at step {state.step + 1} "
-                f"(epoch {state.epoch + 1}); "
-                "lower --lr (or set trainer.max_grad_norm) and start again with --overwrite"
+                f"the loss became {loss.item()} at step {state.step + 1} (epoch "
+                f"{state.epoch + 1}){terms}; lower --lr (or set trainer.max_grad_norm) and start "
+                "again with --overwrite"
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -13,6 +13,9 @@ from freekd.pate.config import PateLabelConfig, PateRunConfig, PateStudentConfig
 from freekd.privacy.config import DPConfig
 from freekd.supervised.config import TeacherTrainConfig
 
+#: Most shadow models an audit trains (LiRA's largest experiments use 256; Carlini et al. 2022).
+MAX_SHADOW_MODELS = 1024
+
 
 @dataclass(frozen=True)
 class ShadowConfig:
@@ -50,6 +53,8 @@ class ShadowConfig:
         if self.models < 0 or self.models == 1:
             # Shadow models come in IN/OUT pairs (``audit.shadows.inclusion_design``).
             Checks(self).fail("models", "must be 0 (threshold attacks only) or at least 2")
+        if self.models > MAX_SHADOW_MODELS:  # 10**9 were all built before any check
+            Checks(self).fail("models", f"must be at most {MAX_SHADOW_MODELS:,}")
 
 
 @dataclass(frozen=True)

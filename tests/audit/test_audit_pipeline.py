@@ -165,6 +165,7 @@ MODEL, MEMBERS, NON_MEMBERS = "--model", "--members", "--non-members"
         (None, ["--attack", "psychic"], "unknown attack 'psychic'"),
         (None, ["--shadow-models", "0", "--attack", "lira-online"], "need shadow models"),
         (None, ["--shadow-models", "1"], "at least 2"),
+        (None, ["--shadow-models", "100000000"], "shadow.models must be at most 1,024"),
         # Refused only after the two shadow models had trained (the fixed variance failed).
         (None, ["--shadow-models", "2"], "lira (a default attack) needs at least 4 shadow"),
         (None, ["--shadow-models", "3", "--attack", "rmia"], "bound_attack auto needs at least 4"),

@@ -495,18 +495,23 @@ def check_params(cls: type, params: dict[str, Any], *, what: str) -> None:
     check_plugin_params(hyperparameters(cls), params, what)
 
 
-def default_student(teacher: Teacher, requested: str | None) -> str:
-    """``requested``, else ``models.students.default_student`` for the teacher (logged)."""
+def default_student(
+    teacher: Teacher, requested: str | None, kwargs: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """``requested`` with ``kwargs``, else ``models.students.default_student`` for the teacher
+    with its default keyword arguments, under the user's ``kwargs`` (logged)."""
     if requested:
-        return requested
+        return requested, kwargs
     name, why = students.default_student(
         teacher.metadata.get("arch"),
         num_classes=teacher.num_classes,
         input_shape=teacher.input_shape,
         teacher_parameters=sum(p.numel() for p in teacher.parameters()),
+        convolution_layers=teacher.convolution_layers,
     )
-    logger.info("student: %s, %s; --student NAME to choose another", name, why)
-    return name
+    chosen = {**students.default_student_kwargs(name, teacher.pooling), **kwargs}
+    logger.info("student: %s %s, %s; --student NAME to choose another", name, chosen or "", why)
+    return name, chosen
 
 
 def inherited_privacy(teacher: Teacher, proxy_set: ImageDataset | None) -> dict[str, Any]:

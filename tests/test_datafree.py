@@ -463,6 +463,23 @@ def test_no_default_student_for_an_unknown_family(tmp_path: Path) -> None:
     assert "pass --student" in result.stderr
 
 
+def test_a_one_convolution_teacher_gets_a_one_convolution_student_pooling_as_it_does(
+    tmp_path: Path,
+) -> None:
+    from tests.teachers.user_net import WideUserNet
+
+    path = tmp_path / "user.pt"
+    torch.save(WideUserNet(num_classes=10).state_dict(), path)
+    out = tmp_path / "x"
+    arch = ["--arch", "tests.teachers.user_net:WideUserNet", "--input-shape", "1,8,8"]
+    result = invoke("datafree", "--teacher", path, *arch, *FAST, "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["arch"] == "shallow-cnn"
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["student"], saved["student_kwargs"]) == ("shallow-cnn", {"pool": "avg"})
+
+
 def test_synthesizer_recommends_the_student_side_defaults(
     tiny_teacher_path: Path, tmp_path: Path
 ) -> None:

@@ -174,7 +174,8 @@ def _plan_and_teacher(config: DataFreeConfig, options: RunOptions) -> tuple[_Pla
             config,
             synthesizer=dataclasses.replace(config.synthesizer, name=chosen, params=params),
         )
-    config = dataclasses.replace(config, student=default_student(teacher, config.student))
+    student, kwargs = default_student(teacher, config.student, dict(config.student_kwargs))
+    config = dataclasses.replace(config, student=student, student_kwargs=kwargs)
     return _plan(config), teacher
 
 

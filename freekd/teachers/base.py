@@ -9,6 +9,11 @@ from torch import Tensor, nn
 
 #: torch's convolution classes, by the name a TorchScript module keeps of its class.
 _CONVOLUTION_NAMES = frozenset(nn.modules.conv.__all__)
+#: Pooling module class names (TorchScript keeps only these) and their kind.
+_POOLING = {
+    **dict.fromkeys(("MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool2d"), "max"),
+    **dict.fromkeys(("AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool2d"), "avg"),
+}
 
 
 class Teacher(nn.Module):
@@ -71,6 +76,17 @@ class Teacher(nn.Module):
         """Whether any convolution is inside: a teacher without one (an MLP) has no locality or
         translation prior the student's convolutions share."""
         return self.convolution_layers > 0
+
+    @property
+    def pooling(self) -> str | None:
+        """``"max"`` or ``"avg"`` when every pooling module inside is of that kind (adaptive
+        ones too), else ``None`` (no pooling module, or both kinds)."""
+        kinds = {
+            _POOLING[name]
+            for m in self.modules()
+            if (name := getattr(m, "original_name", None) or type(m).__name__) in _POOLING
+        }
+        return kinds.pop() if len(kinds) == 1 else None
 
     @property
     def is_torchscript(self) -> bool:

@@ -94,6 +94,7 @@ def test_shallow_cnn_is_one_convolution_a_pool_and_a_linear_layer() -> None:
     convolutions = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convolutions] == [(32, (5, 5))]
     assert count_parameters(net) == 32 * 25 + 32 + 32 * 7 * 7 * 10 + 10  # 16,522
+    assert isinstance(build("shallow-cnn", (1, 28, 28), pool="avg").pool, nn.AvgPool2d)
     assert count_parameters(build("shallow-cnn", (1, 28, 28), width=8, kernel_size=7)) == (
         8 * 49 + 8 + 8 * 49 * 10 + 10
     )
@@ -102,6 +103,7 @@ def test_shallow_cnn_is_one_convolution_a_pool_and_a_linear_layer() -> None:
         ({"width": True}, "width must be an integer"),
         ({"kernel_size": 4}, "kernel_size must be odd"),
         ({"kernel_size": 5.0}, "kernel_size must be an integer"),
+        ({"pool": "min"}, "pool must be one of max, avg"),
     ]:
         with pytest.raises(FreekdError, match=message):
             build("shallow-cnn", (1, 28, 28), **kwargs)

@@ -64,3 +64,65 @@ def test_a_family_without_a_smaller_member_says_the_student_is_the_teachers_own(
     name, why = default_student("tiny-cnn", num_classes=10, input_shape=MNIST, teacher_parameters=1)
     assert name == "tiny-cnn"
     assert why == "the teacher's own architecture (tiny-cnn is the smallest of its family)"
+
+
+@pytest.mark.parametrize(
+    ("convolutions", "shape", "parameters", "expected"),
+    [
+        (1, MNIST, 51_850, "shallow-cnn"),  # the zoo's wide-shallow: one 7x7 layer, 96 maps
+        (2, MNIST, 51_850, "lenet5-half"),
+        (0, MNIST, 51_850, "lenet5-half"),  # an MLP teacher
+        (None, MNIST, 51_850, "lenet5-half"),  # not measured
+        (1, MNIST, 16_000, "lenet5-half"),  # shallow-cnn (16,522) is not smaller
+        (1, (3, 224, 224), 10**8, "torchvision:mobilenet_v3_small"),  # not a small image
+        (1, (3, 32, 32), 10**8, "resnet8"),  # colour: no evidence for the rule there
+    ],
+)
+def test_a_teacher_of_one_convolution_gets_a_student_of_one_convolution(
+    convolutions: int | None, shape: tuple[int, int, int], parameters: int, expected: str
+) -> None:
+    name, why = default_student(
+        "zoo_models:WideShallowCnn",
+        num_classes=10,
+        input_shape=shape,
+        teacher_parameters=parameters,
+        convolution_layers=convolutions,
+    )
+    assert name == expected
+    assert parameter_count(name, num_classes=10, input_shape=shape) < parameters
+    assert ("one-convolution" in why) == (expected == "shallow-cnn")
+
+
+def test_the_one_convolution_student_pools_as_its_teacher_does() -> None:
+    import torch
+    from torch import nn
+
+    from freekd.models.students import default_student_kwargs
+    from freekd.runs import default_student as run_default_student
+    from freekd.teachers import Teacher
+
+    def teacher(*pools: nn.Module, script: bool = False) -> Teacher:
+        net = nn.Sequential(nn.Conv2d(1, 96, 7, padding=3), nn.ReLU(), *pools, nn.Flatten(),
+                            nn.LazyLinear(10))  # fmt: skip
+        net(torch.zeros(1, 1, 28, 28))  # materializes the linear layer
+        module = torch.jit.script(net) if script else net
+        return Teacher(module, num_classes=10, input_shape=MNIST, description="test")
+
+    max_teacher, avg_teacher = teacher(nn.MaxPool2d(4)), teacher(nn.AvgPool2d(4))
+    assert (max_teacher.pooling, avg_teacher.pooling) == ("max", "avg")
+    assert teacher(nn.MaxPool2d(2), nn.AvgPool2d(2)).pooling is None
+    assert teacher().pooling is None
+    assert teacher(nn.AdaptiveAvgPool2d(7), script=True).pooling == "avg"
+    assert default_student_kwargs("shallow-cnn", "avg") == {"pool": "avg"}
+    assert default_student_kwargs("shallow-cnn", "max") == {}
+    assert default_student_kwargs("shallow-cnn", None) == {}
+    assert default_student_kwargs("lenet5-half", "avg") == {}
+
+    assert run_default_student(avg_teacher, None, {}) == ("shallow-cnn", {"pool": "avg"})
+    assert run_default_student(max_teacher, None, {}) == ("shallow-cnn", {})
+    # The user's kwargs win over the rule's; a named student keeps exactly the user's.
+    assert run_default_student(avg_teacher, None, {"pool": "max", "width": 16}) == (
+        "shallow-cnn",
+        {"pool": "max", "width": 16},
+    )
+    assert run_default_student(avg_teacher, "lenet5-half", {}) == ("lenet5-half", {})

@@ -42,3 +42,16 @@ class ConvNet(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.body(images)  # type: ignore[no-any-return]
+
+
+class WideUserNet(nn.Module):
+    """A user CNN of one convolution and an average pool, larger than ``shallow-cnn`` on 8×8."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 32, kernel_size=3, padding=1)
+        self.pool = nn.AvgPool2d(2)
+        self.fc = nn.Linear(32 * 4 * 4, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.fc(self.pool(self.conv(images).relu()).flatten(1))

@@ -448,7 +448,8 @@ def datafree(
     Args:
         teacher: the teacher file, or a ``TeacherSourceConfig`` or mapping.
         student: student architecture; default: a smaller model of the teacher's family, else
-            a general student smaller than the teacher (``models.students``).
+            ``shallow-cnn`` for a one-convolution teacher, else a general student smaller than
+            the teacher (``models.students``).
         method: the synthesizer, as ``--method`` (``auto``, ``zskt``, ``dafl``, ``cmi`` ...);
             the student-side rule is the ``method=`` field, given through ``overrides``.
         eval_data: labelled real data used only to report accuracy (``--eval-data``).

@@ -508,9 +508,11 @@ def default_student(
         input_shape=teacher.input_shape,
         teacher_parameters=sum(p.numel() for p in teacher.parameters()),
         convolution_layers=teacher.convolution_layers,
+        linear_layers=teacher.linear_layers,
     )
     chosen = {**students.default_student_kwargs(name, teacher.pooling), **kwargs}
-    logger.info("student: %s %s, %s; --student NAME to choose another", name, chosen or "", why)
+    shown = f"{name} {chosen}" if chosen else name
+    logger.info("student: %s, %s; --student NAME to choose another", shown, why)
     return name, chosen
 
 

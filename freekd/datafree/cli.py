@@ -33,8 +33,9 @@ def datafree(
         typer.Option(
             "--student",
             help="Student architecture (default: a smaller model of the "
-            "teacher's family, e.g. lenet5 → lenet5-half, else a general student "
-            "smaller than the teacher, e.g. lenet5-half for grey images).",
+            "teacher's family, e.g. lenet5 → lenet5-half; shallow-cnn for a grey teacher of "
+            "one convolution and one linear layer; else a general student smaller than the "
+            "teacher, e.g. lenet5-half for grey images).",
         ),
     ] = None,
     method: Annotated[

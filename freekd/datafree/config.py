@@ -77,13 +77,15 @@ class DataFreeConfig:
     Attributes:
         teacher: where the teacher comes from (any of the four kinds of file).
         student: student architecture; default: a smaller model of the teacher's family, else
-            a general student smaller than the teacher (``models.students``).
-        student_kwargs: keyword arguments for the student architecture.
+            ``shallow-cnn`` for a grey teacher of one convolution and one linear layer, else a
+            general student smaller than the teacher (``models.students``).
+        student_kwargs: keyword arguments for the student architecture (for a default
+            ``shallow-cnn``: ``pool: avg`` for an average-pooling teacher, under these).
         synthesizer: the data-free method (``--method``) by registry name, with its parameters;
-            ``auto`` (the default) picks ``nayer`` for a teacher with BatchNorm and ``zskt`` for
-            one without (``auto.default_synthesizer``), zskt with ``replay_fraction`` 0.5 for a
-            teacher without BatchNorm and without convolutions (``auto.auto_synthesizer_params``),
-            and the saved config names both.
+            ``auto`` (the default) picks ``nayer`` for a teacher with BatchNorm (not
+            TorchScript) and ``zskt`` otherwise (``auto.default_synthesizer``), zskt with
+            ``replay_fraction`` 0.5 for a teacher without BatchNorm and without convolutions
+            (``auto.auto_synthesizer_params``), and the saved config names both.
         method: the student-side distillation rule on synthetic batches (labels never exist);
             default: the synthesizer's ``recommended_method`` (e.g. ``logit-l1`` for dfad), else
             ``kd`` at temperature 4. The name ``auto`` is that recommendation with ``params``

@@ -53,7 +53,7 @@ class ShallowCNN(nn.Module):
         self.pool: nn.Module = (
             nn.MaxPool2d(POOL, ceil_mode=True)
             if pool == "max"
-            else nn.AvgPool2d(POOL, ceil_mode=True, count_include_pad=False)
+            else nn.AvgPool2d(POOL, ceil_mode=True)
         )
         pooled = math.ceil(height / POOL) * math.ceil(width_pixels / POOL)
         self.fc = nn.Linear(width * pooled, num_classes)

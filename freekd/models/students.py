@@ -5,11 +5,12 @@ never built (a user class, a ``torchvision:`` model, a TorchScript file). The ru
 
 1. A freekd family with a smaller member: that member (:data:`SMALLER_STUDENT`, the papers'
    benchmark pairs).
-2. Otherwise, for a teacher with a single convolution on grey images up to 64 px, ``shallow-cnn``
-   when it is smaller: one convolution, a pool of the teacher's kind (max or average:
-   :func:`default_student_kwargs`) and a linear layer (``models.shallow``). On the three
-   one-convolution tuning teachers of freekd's data-free zoo it generalized better from the
-   same synthetic images than LeNet-5-half (``experiments/2026-12-datafree-zoo``, session 40).
+2. Otherwise, for a teacher of one convolution and one linear layer on grey images up to 64 px,
+   ``shallow-cnn`` when it is smaller: one convolution, a pool of the teacher's kind (max or
+   average: :func:`default_student_kwargs`) and a linear layer (``models.shallow``). On the
+   three one-convolution tuning teachers of freekd's data-free zoo it generalized better from
+   the same synthetic images than LeNet-5-half (``experiments/2026-12-datafree-zoo``, session
+   40).
 3. Otherwise the first *general student* for the input size with fewer parameters than the
    teacher: LeNet-5-half for grey images up to 64 px (DAFL §4.1's MNIST student, ≈16k
    parameters), the CIFAR ResNet-8 then LeNet-5-half for colour images up to 64 px, and
@@ -54,9 +55,12 @@ def default_student(
     input_shape: tuple[int, int, int],
     teacher_parameters: int,
     convolution_layers: int | None = None,
+    linear_layers: int | None = None,
 ) -> tuple[str, str]:
     """(student architecture, why it was chosen) for a teacher; see the module docstring.
-    ``convolution_layers``: how many the teacher has (``Teacher.convolution_layers``).
+    ``convolution_layers``, ``linear_layers``: how many the teacher has (``Teacher``'s counts);
+    rule 2 takes only the measured shape, one convolution and one linear layer (a ViT's patch
+    embedding is one convolution too, among many linear layers).
 
     Raises:
         FreekdError: no candidate is smaller than the teacher.
@@ -65,8 +69,8 @@ def default_student(
         if SMALLER_STUDENT[arch] == arch:  # it said "the smaller model" of an equal one
             return arch, f"the teacher's own architecture ({arch} is the smallest of its family)"
         return SMALLER_STUDENT[arch], f"the smaller model of the teacher's family ({arch})"
-    shallow = convolution_layers == 1 and input_shape[0] == 1 and max(input_shape) <= SMALL_IMAGE
-    if shallow:
+    grey_and_small = input_shape[0] == 1 and max(input_shape) <= SMALL_IMAGE
+    if convolution_layers == 1 and linear_layers == 1 and grey_and_small:
         size = parameter_count(SHALLOW, num_classes=num_classes, input_shape=input_shape)
         if size < teacher_parameters:
             return SHALLOW, (
@@ -89,8 +93,11 @@ def default_student(
 
 
 def default_student_kwargs(name: str, pooling: str | None) -> dict[str, str]:
-    """The default student's keyword arguments: ``shallow-cnn`` pools as its teacher does
-    (``pooling``: ``"max"``, ``"avg"`` or ``None`` when the teacher has neither or both, which
-    keeps the max-pool). On the zoo's ``shallow-avgpool`` teacher the max-pooling student ended
-    4 points below LeNet-5-half, the average-pooling one above it (session 40)."""
+    """The default student's keyword arguments: ``shallow-cnn`` pools as its teacher does.
+
+    ``pooling`` is ``"max"``, ``"avg"``, or ``None`` (no pooling module, both kinds, or pooling
+    by ``F.avg_pool2d`` in ``forward``, which no module shows), which keeps the max-pool. On the
+    zoo's ``shallow-avgpool`` teacher the max-pooling student ended 4 points below LeNet-5-half,
+    the average-pooling one 2 points above it (session 40).
+    """
     return {"pool": pooling} if name == SHALLOW and pooling == "avg" else {}

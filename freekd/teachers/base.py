@@ -11,8 +11,10 @@ from torch import Tensor, nn
 _CONVOLUTION_NAMES = frozenset(nn.modules.conv.__all__)
 #: Pooling module class names (TorchScript keeps only these) and their kind.
 _POOLING = {
-    **dict.fromkeys(("MaxPool1d", "MaxPool2d", "MaxPool3d", "AdaptiveMaxPool2d"), "max"),
-    **dict.fromkeys(("AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool2d"), "avg"),
+    f"{prefix}{kind.title()}Pool{d}d": kind
+    for prefix in ("", "Adaptive")
+    for kind in ("max", "avg")
+    for d in (1, 2, 3)
 }
 
 
@@ -78,9 +80,18 @@ class Teacher(nn.Module):
         return self.convolution_layers > 0
 
     @property
+    def linear_layers(self) -> int:
+        """How many ``nn.Linear`` modules are inside (TorchScript ones by class name)."""
+        return sum(
+            isinstance(m, nn.Linear) or getattr(m, "original_name", "") == "Linear"
+            for m in self.modules()
+        )
+
+    @property
     def pooling(self) -> str | None:
         """``"max"`` or ``"avg"`` when every pooling module inside is of that kind (adaptive
-        ones too), else ``None`` (no pooling module, or both kinds)."""
+        ones too), else ``None`` (no pooling module, both kinds, or only ``F.max_pool2d``-style
+        calls in ``forward``, which modules do not show)."""
         kinds = {
             _POOLING[name]
             for m in self.modules()

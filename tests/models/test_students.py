@@ -67,19 +67,25 @@ def test_a_family_without_a_smaller_member_says_the_student_is_the_teachers_own(
 
 
 @pytest.mark.parametrize(
-    ("convolutions", "shape", "parameters", "expected"),
+    ("convolutions", "linears", "shape", "parameters", "expected"),
     [
-        (1, MNIST, 51_850, "shallow-cnn"),  # the zoo's wide-shallow: one 7x7 layer, 96 maps
-        (2, MNIST, 51_850, "lenet5-half"),
-        (0, MNIST, 51_850, "lenet5-half"),  # an MLP teacher
-        (None, MNIST, 51_850, "lenet5-half"),  # not measured
-        (1, MNIST, 16_000, "lenet5-half"),  # shallow-cnn (16,522) is not smaller
-        (1, (3, 224, 224), 10**8, "torchvision:mobilenet_v3_small"),  # not a small image
-        (1, (3, 32, 32), 10**8, "resnet8"),  # colour: no evidence for the rule there
+        (1, 1, MNIST, 51_850, "shallow-cnn"),  # the zoo's wide-shallow: one 7x7 layer, 96 maps
+        (2, 1, MNIST, 51_850, "lenet5-half"),
+        (0, 3, MNIST, 51_850, "lenet5-half"),  # an MLP teacher
+        (None, None, MNIST, 51_850, "lenet5-half"),  # not measured
+        (1, 14, MNIST, 70_794, "lenet5-half"),  # a small ViT: its patch embedding is one conv
+        (1, 2, MNIST, 51_850, "lenet5-half"),  # a hidden layer: not the shape measured
+        (1, 1, MNIST, 16_000, "lenet5-half"),  # shallow-cnn (16,522) is not smaller
+        (1, 1, (3, 224, 224), 10**8, "torchvision:mobilenet_v3_small"),  # not a small image
+        (1, 1, (3, 32, 32), 10**8, "resnet8"),  # colour: no evidence for the rule there
     ],
 )
 def test_a_teacher_of_one_convolution_gets_a_student_of_one_convolution(
-    convolutions: int | None, shape: tuple[int, int, int], parameters: int, expected: str
+    convolutions: int | None,
+    linears: int | None,
+    shape: tuple[int, int, int],
+    parameters: int,
+    expected: str,
 ) -> None:
     name, why = default_student(
         "zoo_models:WideShallowCnn",
@@ -87,6 +93,7 @@ def test_a_teacher_of_one_convolution_gets_a_student_of_one_convolution(
         input_shape=shape,
         teacher_parameters=parameters,
         convolution_layers=convolutions,
+        linear_layers=linears,
     )
     assert name == expected
     assert parameter_count(name, num_classes=10, input_shape=shape) < parameters
@@ -110,6 +117,8 @@ def test_the_one_convolution_student_pools_as_its_teacher_does() -> None:
 
     max_teacher, avg_teacher = teacher(nn.MaxPool2d(4)), teacher(nn.AvgPool2d(4))
     assert (max_teacher.pooling, avg_teacher.pooling) == ("max", "avg")
+    assert (max_teacher.linear_layers, max_teacher.convolution_layers) == (1, 1)
+    assert teacher(nn.AdaptiveMaxPool2d(3), script=True).linear_layers == 1
     assert teacher(nn.MaxPool2d(2), nn.AvgPool2d(2)).pooling is None
     assert teacher().pooling is None
     assert teacher(nn.AdaptiveAvgPool2d(7), script=True).pooling == "avg"

@@ -451,7 +451,6 @@ def build_student(
         arch_kwargs=arch_kwargs,
         trust_code=True,
         setting=setting,
-        kwargs_setting=_KWARGS_SETTING.get(setting, f"{setting}_kwargs"),
     )
     model = ImageClassifier(
         net,
@@ -465,9 +464,6 @@ def build_student(
     check_model(model, input_shape=shape, num_classes=num_classes)
     return model
 
-
-#: Where the keyword arguments of an architecture named by each setting go.
-_KWARGS_SETTING = {"--arch": "--arch-kwargs", "--student": "student_kwargs"}
 
 LEDGER_FILE = "ledger.jsonl"
 

@@ -251,7 +251,6 @@ class ImageStudent(Tower):
         net = build_model(
             arch, num_classes=self.dim, input_shape=shape, arch_kwargs=kwargs,
             trust_code=trust_code, setting=setting,
-            kwargs_setting="student_kwargs" if setting == "--student" else "--arch-kwargs",
         )  # fmt: skip
         self.model = ImageClassifier(
             net, arch=arch, arch_kwargs=kwargs, num_classes=self.dim, input_shape=shape,

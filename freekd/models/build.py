@@ -37,6 +37,8 @@ from freekd.models.factory import MODELS
 from freekd.models.wrn import check_wrn_depth
 
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
+#: Where the keyword arguments of an architecture named by each setting go.
+KWARGS_SETTING = {"--arch": "--arch-kwargs", "--student": "student_kwargs"}
 #: Most values one input image may hold (3 × 4,096 × 4,096 is 50 M): a check pass runs two.
 MAX_INPUT_VALUES = 2**26
 
@@ -82,7 +84,7 @@ def build_model(
     arch_kwargs: dict[str, Any] | None = None,
     trust_code: bool = False,
     setting: str = "--arch",
-    kwargs_setting: str = "--arch-kwargs",
+    kwargs_setting: str | None = None,
 ) -> nn.Module:
     """The network named by ``arch``, mapping normalized (B, C, H, W) images to (B, K) logits.
 
@@ -96,7 +98,8 @@ def build_model(
             it only for a name the user gave, never for one read from a file.
         setting: the flag or setting the user named ``arch`` with, which errors tell them to
             check (``--student`` for a student).
-        kwargs_setting: the same for ``arch_kwargs``.
+        kwargs_setting: the same for ``arch_kwargs``; by default the one that goes with
+            ``setting`` (:data:`KWARGS_SETTING`, else ``<setting>_kwargs``).
 
     Returns:
         The bare network (wrap it in :class:`~freekd.models.ImageClassifier` to add normalization).
@@ -125,6 +128,8 @@ def build_model(
             "check --num-classes, --input-shape and --arch-kwargs, or the file they came from",
         )
     except FreekdError as error:
+        if kwargs_setting is None:
+            kwargs_setting = KWARGS_SETTING.get(setting, f"{setting}_kwargs")
         if (setting, kwargs_setting) == ("--arch", "--arch-kwargs"):
             raise
         raise _naming(error, setting, kwargs_setting) from error.__cause__

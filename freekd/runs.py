@@ -506,7 +506,9 @@ def default_student(
         convolution_layers=teacher.convolution_layers,
         linear_layers=teacher.linear_layers,
     )
-    chosen = {**students.default_student_kwargs(name, teacher.pooling), **kwargs}
+    # Only the one-convolution student asks (``pooling`` runs the teacher once).
+    pooling = teacher.pooling if name == students.SHALLOW else None
+    chosen = {**students.default_student_kwargs(name, pooling), **kwargs}
     shown = f"{name} {chosen}" if chosen else name
     logger.info("student: %s, %s; --student NAME to choose another", shown, why)
     return name, chosen

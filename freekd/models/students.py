@@ -95,8 +95,8 @@ def default_student(
 def default_student_kwargs(name: str, pooling: str | None) -> dict[str, str]:
     """The default student's keyword arguments: ``shallow-cnn`` pools as its teacher does.
 
-    ``pooling`` is ``"max"``, ``"avg"``, or ``None`` (no pooling module, both kinds, or pooling
-    by ``F.avg_pool2d`` in ``forward``, which no module shows), which keeps the max-pool. On the
+    ``pooling`` is ``"max"``, ``"avg"`` or ``None`` (no pooling, or both kinds; see
+    ``Teacher.pooling``), which keeps the max-pool. On the
     zoo's ``shallow-avgpool`` teacher the max-pooling student ended 4 points below LeNet-5-half,
     the average-pooling one 2 points above it (session 40).
     """

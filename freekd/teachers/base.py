@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 #: torch's convolution classes, by the name a TorchScript module keeps of its class.
 _CONVOLUTION_NAMES = frozenset(nn.modules.conv.__all__)
@@ -16,6 +17,22 @@ _POOLING = {
     for kind in ("max", "avg")
     for d in (1, 2, 3)
 }
+
+
+class _PoolingCalls(TorchFunctionMode):
+    """Records the kind of every pooling function called under it (``max_pool2d``,
+    ``adaptive_avg_pool1d``, ``max_pool2d_with_indices`` ...; ``lp_pool*`` is neither kind)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: set[str] = set()
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", "").removeprefix("adaptive_")
+        for kind in ("max", "avg"):
+            if name.startswith(f"{kind}_pool"):
+                self.kinds.add(kind)
+        return func(*args, **(kwargs or {}))
 
 
 class Teacher(nn.Module):
@@ -89,15 +106,35 @@ class Teacher(nn.Module):
 
     @property
     def pooling(self) -> str | None:
-        """``"max"`` or ``"avg"`` when every pooling module inside is of that kind (adaptive
-        ones too), else ``None`` (no pooling module, both kinds, or only ``F.max_pool2d``-style
-        calls in ``forward``, which modules do not show)."""
+        """``"max"`` or ``"avg"`` when every pooling inside is of that kind (adaptive too), else
+        ``None`` (no pooling, or both kinds).
+
+        Pooling modules are read off the module tree (TorchScript ones by class name); pooling
+        called in ``forward`` (``F.max_pool2d(x, 2)``, as PyTorch's own MNIST example does) is
+        seen by running one blank image through the teacher and recording the pooling
+        functions it calls (not inside TorchScript code, which only its modules show).
+        """
         kinds = {
             _POOLING[name]
             for m in self.modules()
             if (name := getattr(m, "original_name", None) or type(m).__name__) in _POOLING
-        }
+        } | self._called_pooling()
         return kinds.pop() if len(kinds) == 1 else None
+
+    def _called_pooling(self) -> set[str]:
+        """The kinds of the pooling functions one forward pass of a blank image calls (empty
+        if that pass fails: the module tree is then all there is to go on)."""
+        reference = next((p for p in self.parameters() if p.is_floating_point()), None)
+        blank = torch.zeros(1, *self.input_shape)
+        if reference is not None:
+            blank = blank.to(reference.device, reference.dtype)
+        recorder = _PoolingCalls()
+        try:
+            with torch.no_grad(), recorder:
+                self(blank)
+        except Exception:  # noqa: BLE001 - a teacher that fails here fails, in one line, later
+            return set()
+        return recorder.kinds
 
     @property
     def is_torchscript(self) -> bool:

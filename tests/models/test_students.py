@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from torch import Tensor, nn
 
 from freekd.errors import FreekdError
 from freekd.models.students import default_student, general_students, parameter_count
@@ -100,6 +103,17 @@ def test_a_teacher_of_one_convolution_gets_a_student_of_one_convolution(
     assert ("one-convolution" in why) == (expected == "shallow-cnn")
 
 
+class Pool(nn.Module):
+    """Pools by calling ``function`` in ``forward``: no pooling module to see."""
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        super().__init__()
+        self.function, self.args = function, args or (4,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.function(x, *self.args)  # type: ignore[no-any-return]
+
+
 def test_the_one_convolution_student_pools_as_its_teacher_does() -> None:
     import torch
     from torch import nn
@@ -122,6 +136,11 @@ def test_the_one_convolution_student_pools_as_its_teacher_does() -> None:
     assert teacher(nn.MaxPool2d(2), nn.AvgPool2d(2)).pooling is None
     assert teacher().pooling is None
     assert teacher(nn.AdaptiveAvgPool2d(7), script=True).pooling == "avg"
+    # Pooling called in forward (PyTorch's MNIST example pools with F.max_pool2d) counts too.
+    assert teacher(Pool(torch.nn.functional.avg_pool2d)).pooling == "avg"
+    assert teacher(Pool(torch.nn.functional.adaptive_max_pool2d, 3)).pooling == "max"
+    assert teacher(Pool(torch.nn.functional.avg_pool2d), nn.MaxPool2d(2)).pooling is None
+    assert teacher(Pool(torch.nn.functional.lp_pool2d, 2.0, 2)).pooling is None
     assert default_student_kwargs("shallow-cnn", "avg") == {"pool": "avg"}
     assert default_student_kwargs("shallow-cnn", "max") == {}
     assert default_student_kwargs("shallow-cnn", None) == {}

@@ -217,6 +217,11 @@ def _open_labeler(
         mechanism, budget, seed=config.seed, budget_on=config.budget_on
     )
     header["queries"] = {"dataset": queries.pool.name, "holdout": config.holdout}
+    prior_rdp = None if prior is None else prior.rdp()
+    if prior_rdp is not None:
+        # In the ledger, the record a student checks its inheritance against, not only in the
+        # report: an edited report must not shrink what the query model had already spent.
+        header["prior_rdp"] = [float(value) for value in prior_rdp]
     return NoisyLabeler(
         queries.ensemble.votes,
         mechanism,
@@ -225,7 +230,7 @@ def _open_labeler(
         seed=config.seed,
         num_classes=queries.ensemble.num_classes,
         budget_on=config.budget_on,
-        prior=None if prior is None else prior.rdp(),
+        prior=prior_rdp,
         prior_record=None if prior is None else queries.provenance["privacy"],
     )
 

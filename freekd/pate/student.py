@@ -105,7 +105,14 @@ def _check_against_ledger(folder: Path, privacy: dict[str, Any], labels: Any) ->
         mechanism = mechanism_from_name(str(header["mechanism"]), **dict(header["parameters"]))
         budget = dict(header["budget"])
         orders = np.asarray(privacy["orders"], dtype=np.float64)
-        prior = np.asarray(privacy.get("prior_rdp") or np.zeros_like(orders), dtype=np.float64)
+        # Ledgers from before session 41 hold no prior: their report's is all there is.
+        prior_rdp = header.get("prior_rdp", privacy.get("prior_rdp"))
+        if privacy.get("prior_rdp") != prior_rdp:
+            raise FreekdError(
+                f"{folder}/report.json says the query model had spent prior_rdp "
+                f"{privacy.get('prior_rdp')!r:.60}, its ledger says {prior_rdp!r:.60}; {fix}"
+            )
+        prior = np.asarray(prior_rdp or np.zeros_like(orders), dtype=np.float64)
         independent, dependent = spent_curves(mechanism, orders, entries, path, prior=prior)
         expected = {
             "delta": budget["delta"],

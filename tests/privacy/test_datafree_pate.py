@@ -183,6 +183,22 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     (forged / "report.json").write_text(json.dumps(record))
     with pytest.raises(FreekdError, match="does not match"):
         distilled(dp_teacher / "model.pt", "forged-run", labels=str(forged))
+    # Nor does one that drops what the query model had spent (and the ε it adds), or the
+    # ledger would pass on a smaller ε that agrees with itself.
+    shrunk = tmp_path / "shrunk"
+    shutil.copytree(tmp_path / "labels", shrunk)
+    record = json.loads((shrunk / "report.json").read_text())
+    forged_privacy = record["privacy"]
+    prior_rdp = np.asarray(forged_privacy.pop("prior_rdp"))
+    del forged_privacy["composed_with"]
+    for kind in ("data_independent", "data_dependent"):
+        curve = np.asarray(forged_privacy[f"{kind}_rdp"]) - prior_rdp
+        forged_privacy[f"{kind}_epsilon"] = epsilon_from_rdp(curve, orders, delta=1e-5)[0]
+    forged_privacy["epsilon"] = forged_privacy["data_dependent_epsilon"]  # as budget_on
+    (shrunk / "report.json").write_text(json.dumps(record))
+    assert "prior_rdp" in json.loads((shrunk / "ledger.jsonl").read_text().splitlines()[0])
+    with pytest.raises(FreekdError, match="query model had spent prior_rdp None, its ledger"):
+        distilled(dp_teacher / "model.pt", "shrunk-run", labels=str(shrunk))
     with pytest.raises(FreekdError, match="go together"):
         distilled(dp_teacher / "model.pt", "no-mode", semi_supervised="vat",
                   semi_supervised_kwargs={})  # fmt: skip

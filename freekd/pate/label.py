@@ -22,7 +22,7 @@ from freekd.pate.config import PateLabelConfig
 from freekd.privacy.accounting import DPSGDAccountant
 from freekd.privacy.budget import PrivacyBudget
 from freekd.privacy.labeler import BUDGET_FIGURES, Mechanism, NoisyLabeler, mechanism_from_name
-from freekd.privacy.ledger import PrivacyLedger
+from freekd.privacy.ledger import PrivacyLedger, read_ledger
 from freekd.privacy.rdp import DEFAULT_ORDERS, epsilon_from_rdp
 from freekd.privacy.release import checked_sanitized_release
 from freekd.privacy.report import with_figures
@@ -219,9 +219,7 @@ def _open_labeler(
     header["queries"] = {"dataset": queries.pool.name, "holdout": config.holdout}
     prior_rdp = None if prior is None else prior.rdp()
     if prior_rdp is not None:
-        # In the ledger, the record a student checks its inheritance against, not only in the
-        # report: an edited report must not shrink what the query model had already spent.
-        header["prior_rdp"] = [float(value) for value in prior_rdp]
+        header.update(_recorded_prior(ledger_path, prior_rdp))
     return NoisyLabeler(
         queries.ensemble.votes,
         mechanism,
@@ -233,6 +231,24 @@ def _open_labeler(
         prior=prior_rdp,
         prior_record=None if prior is None else queries.provenance["privacy"],
     )
+
+
+def _recorded_prior(ledger_path: Path, prior_rdp: Any) -> dict[str, Any]:
+    """The ledger header's ``prior_rdp``: the RDP the query model had spent before any answer,
+    kept in the ledger (not only in the report) so that a student checks its inheritance
+    against it: an edited report must not shrink it. A ledger being resumed keeps the curve it
+    recorded (recomputed, it may differ in the last bits with another numpy or Opacus), and one
+    written before session 41, which has none, is resumed without it."""
+    curve = [float(value) for value in prior_rdp]
+    if not ledger_path.is_file():
+        return {"prior_rdp": curve}
+    header, _ = read_ledger(ledger_path)
+    recorded = header.get("prior_rdp")
+    if recorded is None:
+        return {}
+    if isinstance(recorded, list) and np.allclose(recorded, curve, rtol=1e-9, atol=0.0):
+        return {"prior_rdp": recorded}
+    return {"prior_rdp": curve}  # the ledger refuses the resume, naming prior_rdp
 
 
 def _query_student(

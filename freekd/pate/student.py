@@ -109,8 +109,8 @@ def _check_against_ledger(folder: Path, privacy: dict[str, Any], labels: Any) ->
         prior_rdp = header.get("prior_rdp", privacy.get("prior_rdp"))
         if privacy.get("prior_rdp") != prior_rdp:
             raise FreekdError(
-                f"{folder}/report.json says the query model had spent prior_rdp "
-                f"{privacy.get('prior_rdp')!r:.60}, its ledger says {prior_rdp!r:.60}; {fix}"
+                f"{folder}/report.json's prior_rdp (the RDP its query model had spent before any "
+                f"answer) is not its ledger's; {fix}"
             )
         prior = np.asarray(prior_rdp or np.zeros_like(orders), dtype=np.float64)
         independent, dependent = spent_curves(mechanism, orders, entries, path, prior=prior)

@@ -124,10 +124,12 @@ class Teacher(nn.Module):
     def _called_pooling(self) -> set[str]:
         """The kinds of the pooling functions one forward pass of a blank image calls (empty
         if that pass fails: the module tree is then all there is to go on)."""
-        reference = next((p for p in self.parameters() if p.is_floating_point()), None)
-        blank = torch.zeros(1, *self.input_shape)
+        reference = next(iter(self.parameters()), None)
+        # Two float32 images, as real batches are: one would fail a BatchNorm without running
+        # statistics, and a teacher's first parameter need not have its input's dtype.
+        blank = torch.zeros(2, *self.input_shape)
         if reference is not None:
-            blank = blank.to(reference.device, reference.dtype)
+            blank = blank.to(reference.device)
         recorder = _PoolingCalls()
         try:
             with torch.no_grad(), recorder:

@@ -417,7 +417,6 @@ def test_errors_name_the_setting_the_user_named_the_model_with(
             arch_kwargs=arch_kwargs,
             trust_code=True,
             setting="--student",
-            kwargs_setting="student_kwargs",
         )
     assert "--arch" not in str(raised.value)
 

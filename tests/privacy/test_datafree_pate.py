@@ -72,7 +72,8 @@ def label(teachers: Path, pool: Path, out: Path, **changes: object) -> dict:
         "budget_on": "data-dependent-unsanitized",
     }
     values.update(changes)
-    return run_pate_label(PateLabelConfig(**values), RunOptions(out, quiet=True))  # type: ignore[arg-type]
+    resume = bool(values.pop("resume", False))
+    return run_pate_label(PateLabelConfig(**values), RunOptions(out, quiet=True, resume=resume))  # type: ignore[arg-type]
 
 
 def test_queries_from_a_dp_teacher_compose_with_the_answers(
@@ -197,11 +198,48 @@ def test_queries_from_a_dp_teacher_compose_with_the_answers(
     forged_privacy["epsilon"] = forged_privacy["data_dependent_epsilon"]  # as budget_on
     (shrunk / "report.json").write_text(json.dumps(record))
     assert "prior_rdp" in json.loads((shrunk / "ledger.jsonl").read_text().splitlines()[0])
-    with pytest.raises(FreekdError, match="query model had spent prior_rdp None, its ledger"):
+    with pytest.raises(
+        FreekdError,
+        match="prior_rdp .the RDP its query model had spent before any answer. is not its ledger",
+    ):
         distilled(dp_teacher / "model.pt", "shrunk-run", labels=str(shrunk))
     with pytest.raises(FreekdError, match="go together"):
         distilled(dp_teacher / "model.pt", "no-mode", semi_supervised="vat",
                   semi_supervised_kwargs={})  # fmt: skip
+
+
+def test_a_label_folder_resumes_with_the_prior_its_ledger_recorded(
+    dp_teacher: Path, teachers: Path, tmp_path: Path
+) -> None:
+    """A ledger written before its header held the prior, or whose recorded prior differs from
+    the recomputed one in the last bits, still resumes; the report keeps the prior either way."""
+    queries = synthesize(dp_teacher / "model.pt", tmp_path / "synth", count=60)
+    out = tmp_path / "labels"
+    first = label(teachers, queries, out, queries=30)
+    ledger = out / "ledger.jsonl"
+    lines = ledger.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["prior_rdp"] == first["privacy"]["prior_rdp"]
+
+    def rewrite_header(**changes: object) -> None:
+        # Simulates a folder from another version: ledgers are never edited otherwise.
+        record = {key: value for key, value in header.items() if key != "prior_rdp"} | changes
+        text = "\n".join([json.dumps(record, separators=(",", ":")), *lines[1:]]) + "\n"
+        ledger.write_text(text)
+
+    nudged = [value * (1 + 1e-12) for value in header["prior_rdp"]]
+    rewrite_header(prior_rdp=nudged)
+    resumed = label(teachers, queries, out, queries=40, resume=True)
+    assert json.loads(ledger.read_text().splitlines()[0])["prior_rdp"] == nudged
+    assert resumed["queries"]["asked"] == 40
+    lines = ledger.read_text().splitlines()
+    rewrite_header()  # before session 41: no prior in the header
+    older = label(teachers, queries, out, queries=50, resume=True)
+    assert "prior_rdp" not in json.loads(ledger.read_text().splitlines()[0])
+    assert older["privacy"]["prior_rdp"] == first["privacy"]["prior_rdp"]
+    assert (
+        older["privacy"]["data_independent_epsilon"] > first["privacy"]["data_independent_epsilon"]
+    )
 
 
 def test_queries_from_a_non_dp_teacher_need_a_public_model(

@@ -34,7 +34,7 @@ DEFAULT_TAG = {
 #: Tags that are not variants of the current default (see the module docstring).
 NOT_VARIANTS = {
     "default", "default-s25", "default-s27", "default-s29", "default-s33", "default-s39",
-    "ema-default",
+    "default-s40", "ema-default",
     "prior-s29", "repeat-s29", "probe-s31", "probe-balance1", "real-proxy", "relative",
     "anneal", "earlier-noreplay",
 }  # fmt: skip
@@ -105,7 +105,11 @@ def plot(found: dict[str, list[dict[str, Any]]], out: Path) -> None:
     ax.axvspan(0.5, ax.get_xlim()[1], color="C2", alpha=0.06)
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel("accuracy minus the default's, same teacher and seed (points)")
-    ax.set_title("Every finished variant on the one-convolution MNIST teachers")
+    ax.set_title(
+        "Every finished variant on the one-convolution MNIST teachers\n(against LeNet-5-half's "
+        "defaults; onec-*, shallow-student: a student of the teacher's shape)",
+        fontsize=10,
+    )
     handles = [
         plt.Line2D([], [], linestyle="", marker=markers[t], color=colours[t], label=f"{t} (tuning)")
         for t in markers

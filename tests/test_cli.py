@@ -731,6 +731,34 @@ def test_plain_progress_prints_names_as_they_are() -> None:
     assert stream.getvalue().startswith("distill kd → data[b] [/x]: epoch 1/2, step 5/10")
 
 
+def test_progress_shows_the_mean_loss_since_it_last_drew() -> None:
+    # One step's loss (the last) was shown, where metrics.jsonl logs the mean since its line.
+    import io
+    import time
+    from types import SimpleNamespace
+
+    import torch
+    from rich.console import Console
+
+    from freekd.train.callbacks import Progress
+
+    stream = io.StringIO()
+    progress = Progress(description="kd")
+    progress._plain = Console(file=stream, force_terminal=False)
+    progress._last_refresh = time.perf_counter()  # as on_fit_start: no line a minute is due
+    trainer = SimpleNamespace(config=SimpleNamespace(epochs=1), total_steps=10)
+    state = SimpleNamespace(epoch=0, step=0, metrics={}, epoch_finished=False)
+    for loss in (1.0, 2.0, 6.0):
+        state.step += 1
+        progress.on_step_end(trainer, state, SimpleNamespace(loss=torch.tensor(loss)))  # type: ignore[arg-type]
+    progress._plain_line(trainer, state)  # type: ignore[arg-type]
+    progress.on_step_end(trainer, state, SimpleNamespace(loss=torch.tensor(0.5)))  # type: ignore[arg-type]
+    progress._plain_line(trainer, state)  # type: ignore[arg-type]
+    progress._plain_line(trainer, state)  # type: ignore[arg-type]  # no step since: kept
+    lines = stream.getvalue().splitlines()
+    assert [line.split(", ")[1] for line in lines] == ["loss 3.0000", "loss 0.5000", "loss 0.5000"]
+
+
 def test_regnets_build_though_they_cannot_be_sized_on_the_meta_device() -> None:
     # torchvision's RegNets read tensor values while they build; the size check skips them.
     from freekd.models import build_model

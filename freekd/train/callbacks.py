@@ -188,7 +188,11 @@ class Evaluate(Callback):
 
 
 class Progress(Callback):
-    """A rich progress bar over all steps with the running loss and the latest eval accuracy.
+    """A rich progress bar over all steps with the loss and the latest eval accuracy.
+
+    The loss shown is the mean over the steps since the bar or line was last drawn, as
+    ``metrics.jsonl``'s ``loss`` is the mean since its previous line (one step's loss jumps
+    with its batch); summing it costs no host sync per step.
 
     When stderr is not a terminal (a log file, a pipe, a batch job) a bar cannot redraw and
     rich would cut its one final line to 80 columns, so plain lines are written instead: one when
@@ -208,7 +212,8 @@ class Progress(Callback):
         self._last_refresh = 0.0
         self._plain: Any = None  # the stderr console of the line-per-epoch mode
         self._started = 0.0
-        self._last_loss: Tensor | None = None
+        self._loss_sum: Tensor | None = None  # since the last drawing, on the loss's device
+        self._loss_steps = 0
 
     def on_fit_start(self, trainer: Trainer, state: TrainState) -> None:
         if not self.enabled:
@@ -247,24 +252,32 @@ class Progress(Callback):
         )
 
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
+        if self._plain is None and self._progress is None:
+            return
+        loss = output.loss.detach()
+        self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+        self._loss_steps += 1
         if self._plain is not None:
-            self._last_loss = output.loss.detach()  # read when a line is written
             if time.perf_counter() - self._last_refresh >= self.PLAIN_EVERY:
                 self._plain_line(trainer, state)
-            return
-        if self._progress is None:
             return
         now = time.perf_counter()
         if now - self._last_refresh < 0.2 and state.step < trainer.total_steps:
             return  # updating at most 5 times a second keeps the bar out of the step time
         self._last_refresh = now
-        self._loss = float(output.loss.detach())
+        self._take_loss()
         self._progress.update(
             self._task,
             completed=state.step,
             total=trainer.total_steps,  # a budget may have fitted a shorter horizon
             info=self._info(trainer, state),
         )
+
+    def _take_loss(self) -> None:
+        """The mean loss since the last drawing becomes the one shown (kept if no step ran)."""
+        if self._loss_sum is not None and self._loss_steps:
+            self._loss = float(self._loss_sum) / self._loss_steps
+        self._loss_sum, self._loss_steps = None, 0
 
     def status(self, text: str) -> None:
         """Show ``text`` as the bar's info now (work between steps: a synthesis round)."""
@@ -286,8 +299,7 @@ class Progress(Callback):
         self, trainer: Trainer, state: TrainState, note: str = "", *, upcoming: bool = False
     ) -> None:
         """One whole progress line on stderr (no terminal)."""
-        if self._last_loss is not None:
-            self._loss = float(self._last_loss)
+        self._take_loss()
         self._last_refresh = time.perf_counter()
         minutes, seconds = divmod(int(self._last_refresh - self._started), 60)
         info = self._info(trainer, state, upcoming=upcoming).replace("  ", ", ")

@@ -43,7 +43,7 @@ class EmbeddingQueue(nn.Module):
         embeddings = embeddings.detach()[-size:]
         count = len(embeddings)
         where = (self.position + torch.arange(count, device=embeddings.device)) % size
-        self.embeddings[where] = embeddings
+        self.embeddings[where] = embeddings.to(self.embeddings.dtype)  # bfloat16 under autocast
         if labels is None:
             labels = torch.full((count,), -1, dtype=torch.long, device=embeddings.device)
         self.labels[where] = labels[-size:]

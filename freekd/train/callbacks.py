@@ -192,7 +192,7 @@ class Progress(Callback):
 
     The loss shown is the mean over the steps since the bar or line was last drawn, as
     ``metrics.jsonl``'s ``loss`` is the mean since its previous line (one step's loss jumps
-    with its batch); summing it costs no host sync per step.
+    with its batch).
 
     When stderr is not a terminal (a log file, a pipe, a batch job) a bar cannot redraw and
     rich would cut its one final line to 80 columns, so plain lines are written instead: one when
@@ -254,7 +254,7 @@ class Progress(Callback):
     def on_step_end(self, trainer: Trainer, state: TrainState, output: StepOutput) -> None:
         if self._plain is None and self._progress is None:
             return
-        loss = output.loss.detach()
+        loss = output.loss.detach().float()  # a bfloat16 sum stops growing near 256
         self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
         self._loss_steps += 1
         if self._plain is not None:
@@ -311,11 +311,13 @@ class Progress(Callback):
         if self._plain is not None:
             self._plain_line(trainer, state)
         if self._progress is not None:
+            self._take_loss()
             self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
 
     def on_fit_end(self, trainer: Trainer, state: TrainState) -> None:
         self._plain = None
         if self._progress is not None:
+            self._take_loss()
             self._progress.update(self._task, completed=state.step, info=self._info(trainer, state))
             self._progress.stop()
             self._progress = None

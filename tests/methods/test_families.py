@@ -259,6 +259,11 @@ def test_crd_queue_is_constant_memory_fifo_and_masks_own_examples_and_class() ->
     queue.push(2 * torch.ones(3, 2), torch.tensor([3, 4, 5]), torch.tensor([13, 14, 15]))
     assert queue.labels.tolist() == [4, 5, 2, 3]  # the two oldest were overwritten
     assert int(queue.position) == 2
+    # Under bfloat16 autocast the embeddings arrive in bfloat16 (index_put refused the mix).
+    mixed = EmbeddingQueue(size=4, dim=2)
+    mixed.push(torch.ones(1, 2, dtype=torch.bfloat16), None, None)
+    assert mixed.embeddings.dtype == torch.float32
+    assert mixed.embeddings[0].tolist() == [1.0, 1.0]
     current = Batch(torch.zeros(2, *SHAPE), torch.tensor([3, 9]), indices=torch.tensor([14, 99]))
     mask = negatives_mask(queue, current, label_aware=True)
     # Anchor 0 (class 3, example 14): not example 14, not class 3; anchor 1 keeps all four.

@@ -246,7 +246,10 @@ def _recorded_prior(ledger_path: Path, prior_rdp: Any) -> dict[str, Any]:
     recorded = header.get("prior_rdp")
     if recorded is None:
         return {}
-    if isinstance(recorded, list) and np.allclose(recorded, curve, rtol=1e-9, atol=0.0):
+    numbers = isinstance(recorded, list) and all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in recorded
+    )
+    if numbers and len(recorded) == len(curve) and np.allclose(recorded, curve, rtol=1e-9, atol=0):
         return {"prior_rdp": recorded}
     return {"prior_rdp": curve}  # the ledger refuses the resume, naming prior_rdp
 

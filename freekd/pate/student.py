@@ -113,6 +113,8 @@ def _check_against_ledger(folder: Path, privacy: dict[str, Any], labels: Any) ->
                 f"answer) is not its ledger's; {fix}"
             )
         prior = np.asarray(prior_rdp or np.zeros_like(orders), dtype=np.float64)
+        if prior.shape != orders.shape:
+            raise ValueError(f"prior_rdp has {prior.size} values for {orders.size} orders")
         independent, dependent = spent_curves(mechanism, orders, entries, path, prior=prior)
         expected = {
             "delta": budget["delta"],

@@ -227,6 +227,11 @@ def test_a_label_folder_resumes_with_the_prior_its_ledger_recorded(
         text = "\n".join([json.dumps(record, separators=(",", ":")), *lines[1:]]) + "\n"
         ledger.write_text(text)
 
+    # A recorded prior that is not one number per order is refused in one line, not a traceback.
+    for hostile in (["x"] * len(header["prior_rdp"]), header["prior_rdp"][:1]):
+        rewrite_header(prior_rdp=hostile)
+        with pytest.raises(FreekdError, match="prior_rdp differ"):
+            label(teachers, queries, out, queries=40, resume=True)
     nudged = [value * (1 + 1e-12) for value in header["prior_rdp"]]
     rewrite_header(prior_rdp=nudged)
     resumed = label(teachers, queries, out, queries=40, resume=True)

@@ -8,17 +8,25 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
-class UserNet(nn.Module):
-    """A small user CNN without BatchNorm that asks for ``num_classes`` (and nothing else)."""
+class _OneConvolution(nn.Module):
+    """One 3×3 convolution with ``width`` maps, ReLU, ``pool`` to ``cells`` values a map, a
+    linear layer: the shape of both user CNNs below."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, *, width: int, pool: nn.Module, cells: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 8, kernel_size=3, padding=1)
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.fc = nn.Linear(8 * 2 * 2, num_classes)
+        self.conv = nn.Conv2d(1, width, kernel_size=3, padding=1)
+        self.pool = pool
+        self.fc = nn.Linear(width * cells, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.fc(self.pool(self.conv(images).relu()).flatten(1))
+
+
+class UserNet(_OneConvolution):
+    """A small user CNN without BatchNorm that asks for ``num_classes`` (and nothing else)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes, width=8, pool=nn.AdaptiveAvgPool2d(2), cells=2 * 2)
 
 
 class FlatNet(nn.Module):
@@ -44,14 +52,8 @@ class ConvNet(nn.Module):
         return self.body(images)  # type: ignore[no-any-return]
 
 
-class WideUserNet(nn.Module):
+class WideUserNet(_OneConvolution):
     """A user CNN of one convolution and an average pool, larger than ``shallow-cnn`` on 8×8."""
 
     def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 32, kernel_size=3, padding=1)
-        self.pool = nn.AvgPool2d(2)
-        self.fc = nn.Linear(32 * 4 * 4, num_classes)
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.fc(self.pool(self.conv(images).relu()).flatten(1))
+        super().__init__(num_classes, width=32, pool=nn.AvgPool2d(2), cells=4 * 4)
